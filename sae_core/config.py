@@ -1,0 +1,79 @@
+"""Frozen configs. Never mutate one: use `dataclasses.replace`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Architecture = Literal["topk", "relu"]
+
+
+@dataclass(frozen=True)
+class SaeConfig:
+    d_in: int
+    """Width of the activations the SAE reads (d_model for residual hookpoints)."""
+    d_sae: int
+    """Number of latents (features)."""
+    architecture: Architecture = "topk"
+    """`topk` keeps the k largest ReLU pre-activations; `relu` is a plain ReLU SAE."""
+    k: int = 32
+    """Active latents per token for `topk` (ignored by `relu`)."""
+    hookpoint: str = ""
+    """Our hookpoint name, e.g. `layers.12` (residual after block 12) or `layers.12.mlp`."""
+    model_name: str = ""
+    """The model whose activations the SAE was trained on."""
+
+    def __post_init__(self) -> None:
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ValueError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}")
+        if self.architecture not in ("topk", "relu"):
+            raise ValueError(f"unknown architecture {self.architecture!r}; use 'topk' or 'relu'")
+        if self.architecture == "topk" and not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k must be in 1..d_sae ({self.d_sae}), got {self.k}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    expansion: int = 8
+    """d_sae = expansion * d_in."""
+    architecture: Architecture = "topk"
+    """SAE architecture, see SaeConfig."""
+    k: int = 32
+    """Target number of active latents (topk)."""
+    k_start: int | None = None
+    """If set, k starts here and anneals linearly to `k` over `k_anneal_frac` of training."""
+    k_anneal_frac: float = 0.3
+    """Share of training steps over which k anneals from `k_start` to `k`."""
+    lr: float = 3e-3
+    """Adam learning rate; the loss is normalised by the batch variance, so one lr fits all."""
+    batch_tokens: int = 4096
+    """Activations per SAE optimizer step."""
+    auxk_alpha: float = 1 / 32
+    """Weight of the AuxK loss that revives dead latents (topk)."""
+    dead_tokens: int = 50_000
+    """A latent that has not fired for this many training tokens counts as dead for AuxK."""
+    l1_coeff: float = 5.0
+    """L1 penalty weight (relu), on activations times decoder norms, relative to the FVU loss."""
+    l1_warmup_frac: float = 0.2
+    """Share of steps over which the L1 weight ramps up from zero (relu)."""
+    outlier_factor: float = 10.0
+    """Drop tokens whose norm exceeds this many times the layer's median (massive activations)."""
+    seed: int = 0
+    """Seeds SAE init and corpus order."""
+    bf16: bool = True
+    """Run the LM forward under bf16 autocast and the SAE encoder matmul in bf16."""
+    checkpoint_every: int = 20
+    """Save a resumable checkpoint every this many LM batches (0: never)."""
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ("topk", "relu"):
+            raise ValueError(f"unknown architecture {self.architecture!r}; use 'topk' or 'relu'")
+        if self.expansion < 1 or self.k < 1 or self.batch_tokens < 1:
+            raise ValueError("expansion, k and batch_tokens must be positive")
+        if self.k_start is not None and self.k_start < self.k:
+            raise ValueError(f"k_start ({self.k_start}) must be >= k ({self.k})")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")

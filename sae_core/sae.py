@@ -1,0 +1,169 @@
+"""One sparse autoencoder module: `topk` or `relu`, saved in the SAELens layout.
+
+Tensors (SAELens names and shapes): W_enc (d_in, d_sae), b_enc (d_sae,), W_dec (d_sae, d_in),
+b_dec (d_in,). W_enc is stored transposed in memory, as a (d_sae, d_in) row-major tensor
+viewed as (d_in, d_sae): the trainer reads rows of `W_enc.T` per latent without a copy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .config import SaeConfig
+
+WEIGHTS_FILE = "sae_weights.safetensors"
+CONFIG_FILE = "cfg.json"
+
+
+class SaeOutput(NamedTuple):
+    x_hat: Tensor
+    """Reconstruction, (n, d_in)."""
+    acts: Tensor
+    """Dense latent activations, (n, d_sae); zero where a latent does not fire."""
+
+
+def topk_exact(pre_ND: Tensor, k: int, block: int = 8) -> tuple[Tensor, Tensor]:
+    """Exact top-k along the last dim, faster than `topk` on wide rows.
+
+    Each of the k largest values lies in one of the k blocks with the largest maxima, so a
+    top-k over block maxima, then over those blocks' k*block candidates, is exact.
+    """
+    n_rows, n = pre_ND.shape
+    if n % block or k * block * 4 > n:
+        return pre_ND.topk(k, dim=-1, sorted=False)
+    blocks = pre_ND.view(n_rows, n // block, block).amax(-1)
+    top_blocks = blocks.topk(k, dim=-1, sorted=False).indices
+    offsets = torch.arange(block, device=pre_ND.device)
+    cand_idx = (top_blocks.unsqueeze(-1) * block + offsets).view(n_rows, k * block)
+    vals, j = pre_ND.gather(1, cand_idx).topk(k, dim=-1, sorted=False)
+    return vals, cand_idx.gather(1, j)
+
+
+class Sae(nn.Module):
+    def __init__(self, cfg: SaeConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.metadata: dict = {}
+        """cfg.json's `metadata` when loaded (training statistics such as `median_norm`)."""
+        self.W_enc = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in).T)
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+
+    @classmethod
+    def init_from_data(cls, cfg: SaeConfig, sample_ND: Tensor, *, seed: int = 0) -> Sae:
+        """Random unit decoder rows, encoder = decoder transpose, b_dec at the data mean."""
+        sae = cls(cfg)
+        gen = torch.Generator().manual_seed(seed)
+        w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
+        w_dec /= w_dec.norm(dim=-1, keepdim=True)
+        with torch.no_grad():
+            sae.W_dec.copy_(w_dec)
+            sae.W_enc.copy_(w_dec.T)
+            sae.b_dec.copy_(sample_ND.float().mean(0))
+        return sae
+
+    def pre_acts(self, x_ND: Tensor) -> Tensor:
+        return (x_ND - self.b_dec) @ self.W_enc + self.b_enc
+
+    def encode_topk(self, x_ND: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+        """(values, latent indices), each (n, k), for a TopK SAE; values are >= 0."""
+        vals, idx = topk_exact(self.pre_acts(x_ND), k or self.cfg.k)
+        return vals.clamp_min(0), idx
+
+    def encode(self, x_ND: Tensor) -> Tensor:
+        """Dense latent activations (n, d_sae)."""
+        if self.cfg.architecture == "relu":
+            return F.relu(self.pre_acts(x_ND))
+        vals, idx = self.encode_topk(x_ND)
+        return torch.zeros(x_ND.shape[0], self.cfg.d_sae, dtype=vals.dtype).scatter_(1, idx, vals)
+
+    def decode(self, acts_NS: Tensor) -> Tensor:
+        return acts_NS @ self.W_dec + self.b_dec
+
+    def decode_sparse(self, vals_NK: Tensor, idx_NK: Tensor) -> Tensor:
+        """Decode from (values, indices) without materialising the dense latents."""
+        out = F.embedding_bag(idx_NK, self.W_dec, per_sample_weights=vals_NK, mode="sum")
+        return out + self.b_dec
+
+    def forward(self, x_ND: Tensor) -> SaeOutput:
+        acts = self.encode(x_ND)
+        return SaeOutput(x_hat=self.decode(acts), acts=acts)
+
+    def save(self, folder: Path, *, extra_metadata: dict | None = None) -> None:
+        """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them."""
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: p.detach().contiguous() for name, p in self.named_parameters()}
+        save_file(tensors, str(folder / WEIGHTS_FILE))
+        cfg = saelens_cfg(self.cfg)
+        cfg["metadata"] |= extra_metadata or {}
+        (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> Sae:
+        """Load a folder written by `save`; clear errors for missing or corrupt files."""
+        cfg_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+        if not cfg_path.exists() or not weights_path.exists():
+            raise FileNotFoundError(f"{folder} needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        try:
+            raw = json.loads(cfg_path.read_text())
+            cfg = sae_config_from_saelens(raw)
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"bad SAE config {cfg_path}: {err}") from err
+        try:
+            tensors = load_file(str(weights_path))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"corrupt or truncated SAE weights {weights_path}: {err}") from err
+        sae = cls(cfg)
+        expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+        got = {name: tuple(t.shape) for name, t in tensors.items()}
+        if any(got.get(name) != shape for name, shape in expected.items()):
+            raise ValueError(f"{weights_path}: tensors {got} do not match config {expected}")
+        with torch.no_grad():
+            for name, p in sae.named_parameters():
+                p.copy_(tensors[name])
+        sae.metadata = raw.get("metadata", {})
+        return sae
+
+
+def saelens_cfg(cfg: SaeConfig) -> dict:
+    """SAELens v6 config; our own fields go under `metadata`."""
+    layer = cfg.hookpoint.split(".")[1] if cfg.hookpoint.startswith("layers.") else ""
+    suffix = "hook_mlp_out" if cfg.hookpoint.endswith(".mlp") else "hook_resid_post"
+    out = {
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "architecture": "topk" if cfg.architecture == "topk" else "standard",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "dtype": "float32",
+        "device": "cpu",
+        "metadata": {
+            "model_name": cfg.model_name,
+            "hook_name": f"blocks.{layer}.{suffix}" if layer else cfg.hookpoint,
+            "sae_atlas_hookpoint": cfg.hookpoint,
+        },
+    }
+    if cfg.architecture == "topk":
+        out["k"] = cfg.k
+    return out
+
+
+def sae_config_from_saelens(raw: dict) -> SaeConfig:
+    arch = {"topk": "topk", "standard": "relu", "relu": "relu"}.get(raw["architecture"])
+    if arch is None:
+        raise ValueError(f"unsupported architecture {raw['architecture']!r}")
+    meta = raw.get("metadata", {})
+    return SaeConfig(
+        d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=arch, k=raw.get("k", 32),
+        hookpoint=meta.get("sae_atlas_hookpoint", meta.get("hook_name", "")),
+        model_name=meta.get("model_name", ""),
+    )

@@ -1,0 +1,121 @@
+"""Loss and hand-written gradients for one TopK SAE step.
+
+Only the k selected latents of each token get gradient, so the decoder, the weight gradients
+and the encoder's backward are sums over (token, latent) pairs. Grouping the pairs by latent
+turns each into one `embedding_bag` call, about B*k*d work instead of B*d_sae*d for dense
+matmuls. Matches autograd on the same loss (tests/test_sparse_grad.py).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .sae import Sae, topk_exact
+
+
+class StepStats(NamedTuple):
+    fvu: float
+    """Fraction of variance unexplained on this batch."""
+    auxk: float
+    """AuxK loss (0 when no latent is dead)."""
+    fired: Tensor
+    """(d_sae,) bool: latents that fired on this batch."""
+
+
+class _Grouped(NamedTuple):
+    tokens: Tensor
+    offsets: Tensor
+    order: Tensor
+    counts: Tensor
+
+
+def _group_by_latent(idx_NK: Tensor, n_latents: int) -> _Grouped:
+    flat = idx_NK.reshape(-1)
+    order = flat.argsort()
+    counts = torch.bincount(flat, minlength=n_latents)
+    offsets = torch.zeros(n_latents, dtype=torch.long)
+    torch.cumsum(counts[:-1], 0, out=offsets[1:])
+    return _Grouped(tokens=order // idx_NK.shape[1], offsets=offsets, order=order, counts=counts)
+
+
+def _bag(g: _Grouped, rows_ND: Tensor, weights_NK: Tensor) -> Tensor:
+    """out[l] = sum over pairs (n, j) with latent l of weights[n, j] * rows[n]  -> (d_sae, d)."""
+    w = weights_NK.reshape(-1)[g.order]
+    return F.embedding_bag(g.tokens, rows_ND, g.offsets, mode="sum", per_sample_weights=w)
+
+
+def _accumulate(
+    sae: Sae, idx: Tensor, vals: Tensor, grad_vals: Tensor, grad_out: Tensor, xc: Tensor
+) -> Tensor:
+    """Add the weight gradients of one sparse code to the .grad buffers; return d b_enc."""
+    g = _group_by_latent(idx, sae.cfg.d_sae)
+    sae.W_dec.grad += _bag(g, grad_out, vals)
+    sae.W_enc.grad.T.add_(_bag(g, xc, grad_vals))  # W_enc.T is the (d_sae, d_in) storage
+    grad_b_enc = torch.zeros(sae.cfg.d_sae).index_add_(0, idx.reshape(-1), grad_vals.reshape(-1))
+    sae.b_enc.grad += grad_b_enc
+    return grad_b_enc
+
+
+def topk_step_grads(
+    sae: Sae, x_ND: Tensor, k: int, *, dead: Tensor | None = None, auxk_alpha: float = 1 / 32,
+    bf16: bool = True,
+) -> StepStats:
+    """Set .grad of sae's parameters for loss = FVU + auxk_alpha * AuxK on batch x (n, d)."""
+    for p in sae.parameters():
+        p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
+    W_enc_T, W_dec, b_dec = sae.W_enc.detach().T, sae.W_dec.detach(), sae.b_dec.detach()
+    mm_dtype = torch.bfloat16 if bf16 else torch.float32
+    xc = x_ND - b_dec
+    pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_T.to(mm_dtype).T)
+    vals, idx = topk_exact(pre, k)
+    vals = vals.float().clamp_min_(0)
+
+    x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
+    err = x_hat - x_ND
+    total_var = (x_ND - x_ND.mean(0)).pow(2).sum()
+    fvu = err.pow(2).sum() / total_var
+    grad_out = err * (2 / total_var)  # d fvu / d x_hat
+
+    # d fvu / d vals[n, j] = grad_out[n] . W_dec[idx[n, j]]: one dense bf16 matmul, then gather.
+    grad_vals = (grad_out.to(mm_dtype) @ W_dec.to(mm_dtype).T).gather(1, idx).float()
+    grad_vals *= vals > 0
+    grad_b_enc = _accumulate(sae, idx, vals, grad_vals, grad_out, xc)
+    grad_b_dec = grad_out.sum(0) - grad_b_enc @ W_enc_T
+
+    auxk = torch.zeros(())
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    fired[idx.reshape(-1)] = True
+    n_dead = 0 if dead is None else int(dead.sum())
+    if n_dead:
+        # AuxK (Gao et al. 2024): dead latents learn to explain what the live ones missed.
+        dead_idx = dead.nonzero().squeeze(1)
+        k_aux = min(x_ND.shape[1] // 2, n_dead)
+        scale = min(n_dead / (x_ND.shape[1] // 2), 1.0)
+        a_vals, j = pre.index_select(1, dead_idx).topk(k_aux, dim=-1, sorted=False)
+        a_idx = dead_idx[j]
+        a_vals = a_vals.float().clamp_min_(0)
+        resid = -err  # what the live latents missed, a constant target for AuxK
+        a_err = F.embedding_bag(a_idx, W_dec, per_sample_weights=a_vals, mode="sum") - resid
+        resid_var = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)
+        auxk = scale * a_err.pow(2).sum() / resid_var
+        a_grad_out = a_err * (2 * auxk_alpha * scale / resid_var)
+        a_grad_vals = (a_grad_out @ W_dec[dead_idx].T).gather(1, j) * (a_vals > 0)
+        grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_T
+
+    sae.b_dec.grad += grad_b_dec
+    return StepStats(fvu=float(fvu), auxk=float(auxk), fired=fired)
+
+
+def remove_parallel_grad(sae: Sae) -> None:
+    """Keep decoder rows unit-norm: drop the gradient component along each row."""
+    W_dec, grad = sae.W_dec.detach(), sae.W_dec.grad
+    grad -= (grad * W_dec).sum(-1, keepdim=True) * W_dec
+
+
+@torch.no_grad()
+def normalize_decoder(sae: Sae) -> None:
+    sae.W_dec /= sae.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-8)

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from sae_core.hooks import capture, run_captured
+
+
+def test_capture_matches_hidden_states(lm):
+    ids = torch.randint(0, 64, (2, 10))
+    hidden = lm.model(ids, output_hidden_states=True).hidden_states
+    acts = run_captured(lm, ids, ["layers.0", "layers.2"], bf16=False)
+    torch.testing.assert_close(acts["layers.0"], hidden[1])  # module output = hidden_states[N+1]
+    assert acts["layers.2"].shape == (2, 10, 32)
+
+
+def test_capture_mlp_output(lm):
+    ids = torch.randint(0, 64, (1, 6))
+    seen = {}
+    handle = lm.layers[1].mlp.register_forward_hook(lambda m, i, o: seen.setdefault("mlp", o))
+    try:
+        acts = run_captured(lm, ids, ["layers.1.mlp"], bf16=False)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(acts["layers.1.mlp"], seen["mlp"])
+
+
+def test_forward_stops_after_last_needed_block(lm):
+    ids = torch.randint(0, 64, (1, 6))
+    calls = []
+    handle = lm.layers[2].register_forward_hook(lambda *a: calls.append(1))
+    try:
+        run_captured(lm, ids, ["layers.0"], bf16=False)
+    finally:
+        handle.remove()
+    assert calls == []  # block 2 never ran
+
+
+def _n_hooks(lm):
+    return sum(len(m._forward_hooks) for m in lm.model.modules())
+
+
+def test_hooks_removed_on_exception(lm):
+    before = _n_hooks(lm)
+    with pytest.raises(RuntimeError, match="boom"), capture(lm, ["layers.0", "layers.1.mlp"]):
+        assert _n_hooks(lm) == before + 2
+        raise RuntimeError("boom")
+    assert _n_hooks(lm) == before
+
+
+def test_bad_hookpoints_are_clear_errors(lm):
+    with pytest.raises(ValueError, match="out of range"):
+        run_captured(lm, torch.zeros(1, 3, dtype=torch.long), ["layers.7"])
+    with pytest.raises(ValueError, match="unknown hookpoint"):
+        run_captured(lm, torch.zeros(1, 3, dtype=torch.long), ["resid_7"])
+    assert _n_hooks(lm) == 0
