@@ -60,6 +60,8 @@ def build_atlas(
     cfg = cfg or TrainConfig()
     lm = lm or load_lm(model)
     hookpoints = [f"layers.{i}" for i in (range(lm.n_layers) if layers is None else layers)]
+    for h in hookpoints:
+        lm.module_for(h)  # a bad layer fails before any work
     windows = token_windows(lm.tokenizer, load_texts(corpus), seq_len)
     train_w, test_w = split_windows(windows, held_out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """One sparse autoencoder module: `topk` or `relu`, saved in the SAELens layout.
 
-Tensors (SAELens names and shapes): W_enc (d_in, d_sae), b_enc (d_sae,), W_dec (d_sae, d_in),
-b_dec (d_in,). W_enc is stored transposed in memory, as a (d_sae, d_in) row-major tensor
-viewed as (d_in, d_sae): the trainer reads rows of `W_enc.T` per latent without a copy.
+Saved tensors (SAELens names and shapes): W_enc (d_in, d_sae), b_enc (d_sae,),
+W_dec (d_sae, d_in), b_dec (d_in,). In memory the encoder is the parameter `W_enc_SD`
+(d_sae, d_in), one row per latent: the trainer reads and updates per-latent rows, and a fused
+Adam step on a transposed view would copy the whole tensor every step.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Sae(nn.Module):
         self.cfg = cfg
         self.metadata: dict = {}
         """cfg.json's `metadata` when loaded (training statistics such as `median_norm`)."""
-        self.W_enc = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in).T)
+        self.W_enc_SD = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
@@ -67,9 +68,19 @@ class Sae(nn.Module):
         w_dec /= w_dec.norm(dim=-1, keepdim=True)
         with torch.no_grad():
             sae.W_dec.copy_(w_dec)
-            sae.W_enc.copy_(w_dec.T)
+            sae.W_enc_SD.copy_(w_dec)
             sae.b_dec.copy_(sample_ND.float().mean(0))
         return sae
+
+    @property
+    def W_enc(self) -> Tensor:
+        """(d_in, d_sae) view of the encoder, as SAELens names it."""
+        return self.W_enc_SD.T
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The weights under SAELens names, contiguous, for saving."""
+        return {"W_enc": self.W_enc.detach().contiguous(), "b_enc": self.b_enc.detach(),
+                "W_dec": self.W_dec.detach(), "b_dec": self.b_dec.detach()}
 
     def pre_acts(self, x_ND: Tensor) -> Tensor:
         return (x_ND - self.b_dec) @ self.W_enc + self.b_enc
@@ -101,8 +112,7 @@ class Sae(nn.Module):
     def save(self, folder: Path, *, extra_metadata: dict | None = None) -> None:
         """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them."""
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {name: p.detach().contiguous() for name, p in self.named_parameters()}
-        save_file(tensors, str(folder / WEIGHTS_FILE))
+        save_file(self.tensors(), str(folder / WEIGHTS_FILE))
         cfg = saelens_cfg(self.cfg)
         cfg["metadata"] |= extra_metadata or {}
         (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
@@ -123,13 +133,14 @@ class Sae(nn.Module):
         except (SafetensorError, OSError) as err:
             raise ValueError(f"corrupt or truncated SAE weights {weights_path}: {err}") from err
         sae = cls(cfg)
-        expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+        expected = {name: tuple(t.shape) for name, t in sae.tensors().items()}
         got = {name: tuple(t.shape) for name, t in tensors.items()}
         if any(got.get(name) != shape for name, shape in expected.items()):
             raise ValueError(f"{weights_path}: tensors {got} do not match config {expected}")
         with torch.no_grad():
-            for name, p in sae.named_parameters():
-                p.copy_(tensors[name])
+            sae.W_enc.copy_(tensors["W_enc"])
+            for name in ("b_enc", "W_dec", "b_dec"):
+                getattr(sae, name).copy_(tensors[name])
         sae.metadata = raw.get("metadata", {})
         return sae
 
@@ -150,6 +161,7 @@ def saelens_cfg(cfg: SaeConfig) -> dict:
             "model_name": cfg.model_name,
             "hook_name": f"blocks.{layer}.{suffix}" if layer else cfg.hookpoint,
             "sae_atlas_hookpoint": cfg.hookpoint,
+            "k": cfg.k,
         },
     }
     if cfg.architecture == "topk":
@@ -163,7 +175,7 @@ def sae_config_from_saelens(raw: dict) -> SaeConfig:
         raise ValueError(f"unsupported architecture {raw['architecture']!r}")
     meta = raw.get("metadata", {})
     return SaeConfig(
-        d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=arch, k=raw.get("k", 32),
+        d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=arch, k=raw.get("k", meta.get("k", 32)),
         hookpoint=meta.get("sae_atlas_hookpoint", meta.get("hook_name", "")),
         model_name=meta.get("model_name", ""),
     )

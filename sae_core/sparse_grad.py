@@ -54,7 +54,7 @@ def _accumulate(
     """Add the weight gradients of one sparse code to the .grad buffers; return d b_enc."""
     g = _group_by_latent(idx, sae.cfg.d_sae)
     sae.W_dec.grad += _bag(g, grad_out, vals)
-    sae.W_enc.grad.T.add_(_bag(g, xc, grad_vals))  # W_enc.T is the (d_sae, d_in) storage
+    sae.W_enc_SD.grad += _bag(g, xc, grad_vals)
     grad_b_enc = torch.zeros(sae.cfg.d_sae).index_add_(0, idx.reshape(-1), grad_vals.reshape(-1))
     sae.b_enc.grad += grad_b_enc
     return grad_b_enc
@@ -67,10 +67,10 @@ def topk_step_grads(
     """Set .grad of sae's parameters for loss = FVU + auxk_alpha * AuxK on batch x (n, d)."""
     for p in sae.parameters():
         p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
-    W_enc_T, W_dec, b_dec = sae.W_enc.detach().T, sae.W_dec.detach(), sae.b_dec.detach()
+    W_enc_SD, W_dec, b_dec = sae.W_enc_SD.detach(), sae.W_dec.detach(), sae.b_dec.detach()
     mm_dtype = torch.bfloat16 if bf16 else torch.float32
     xc = x_ND - b_dec
-    pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_T.to(mm_dtype).T)
+    pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_SD.to(mm_dtype).T)
     vals, idx = topk_exact(pre, k)
     vals = vals.float().clamp_min_(0)
 
@@ -84,7 +84,7 @@ def topk_step_grads(
     grad_vals = (grad_out.to(mm_dtype) @ W_dec.to(mm_dtype).T).gather(1, idx).float()
     grad_vals *= vals > 0
     grad_b_enc = _accumulate(sae, idx, vals, grad_vals, grad_out, xc)
-    grad_b_dec = grad_out.sum(0) - grad_b_enc @ W_enc_T
+    grad_b_dec = grad_out.sum(0) - grad_b_enc @ W_enc_SD
 
     auxk = torch.zeros(())
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
@@ -104,7 +104,7 @@ def topk_step_grads(
         auxk = scale * a_err.pow(2).sum() / resid_var
         a_grad_out = a_err * (2 * auxk_alpha * scale / resid_var)
         a_grad_vals = (a_grad_out @ W_dec[dead_idx].T).gather(1, j) * (a_vals > 0)
-        grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_T
+        grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_SD
 
     sae.b_dec.grad += grad_b_dec
     return StepStats(fvu=float(fvu), auxk=float(auxk), fired=fired)

@@ -185,12 +185,10 @@ class MultiTrainer:
                 for name, p in sae.named_parameters():
                     p.copy_(tensors[f"{h}/{name}"])
                     if f"{h}/{name}/step" in tensors:
-                        # empty_like keeps W_enc's transposed layout: fused Adam needs the
-                        # moments laid out like the parameter.
                         trainer.opt.state[p] = {
-                            key: torch.empty_like(p).copy_(tensors[f"{h}/{name}/{key}"])
-                            for key in ("exp_avg", "exp_avg_sq")
-                        } | {"step": tensors[f"{h}/{name}/step"].clone()}
+                            key: tensors[f"{h}/{name}/{key}"].clone()
+                            for key in ("exp_avg", "exp_avg_sq", "step")
+                        }
             trainer.since_fired = tensors[f"{h}/since_fired"].clone()
             trainer.n_tokens, trainer.step_no = info["n_tokens"], info["step_no"]
             self.layers[h] = LayerState(trainer, info["median_norm"], info["n_dropped"])
