@@ -93,8 +93,12 @@ def token_windows(
     return windows
 
 
-def split_windows(windows: Tensor, held_out: int) -> tuple[Tensor, Tensor]:
-    """(train, held-out): the last `held_out` windows are never trained on."""
+def split_windows(windows: Tensor, held_out: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(train, held-out): `held_out` windows drawn at random (seeded) are never trained on.
+
+    Drawn at random, not taken from the end, so every genre of the corpus is held out.
+    """
     if not 0 < held_out < len(windows):
         raise ValueError(f"held_out must be in 1..{len(windows) - 1}, got {held_out}")
-    return windows[:-held_out], windows[-held_out:]
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
+    return windows[order[held_out:].sort().values], windows[order[:held_out].sort().values]

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from sae_core.corpus import DEFAULT_CORPUS, load_texts, split_windows, token_windows
 
@@ -43,7 +44,11 @@ def test_bundled_corpus_is_large_and_mixed():
     assert sum(len(r["text"]) for r in rows) > 1_200_000  # ~4 chars/token -> > 300k tokens
 
 
-def test_split_keeps_held_out_apart(lm):
-    w = token_windows(lm.tokenizer, ["the cat sat on the mat ."] * 20, seq_len=4)
+def test_split_keeps_held_out_apart():
+    w = torch.arange(80).view(20, 4)
     train, test = split_windows(w, 3)
     assert len(train) + len(test) == len(w) and len(test) == 3
+    seen = {tuple(row) for row in train.tolist()}
+    assert not any(tuple(row) in seen for row in test.tolist())
+    assert test[:, 0].tolist() != [68, 72, 76]  # drawn at random, not the last windows
+    assert torch.equal(split_windows(w, 3)[1], test)  # seeded

@@ -1,0 +1,64 @@
+import numpy as np
+import torch
+
+from sae_core.config import SaeConfig
+from sae_core.hooks import run_captured
+from sae_core.labels import LabelledWindows
+from sae_core.layermap import MAP_TASKS, LayerMapData, compute_layer_map
+from sae_core.sae import Sae
+from sae_core.train import keep_mask
+
+HOOKS = ["layers.0", "layers.2"]
+
+
+def _data(n=12, seq=8):
+    gen = torch.Generator().manual_seed(0)
+    windows = torch.randint(3, 64, (n, seq), generator=gen)
+    # label = token id mod 3 for every task: a known function of the input
+    labels = {t: (windows.numpy() % 3).astype(np.int16) for t in MAP_TASKS}
+    vocab = {t: ["a", "b", "c", "absent"] for t in MAP_TASKS}
+    return LabelledWindows(windows=windows, labels=labels, vocab=vocab)
+
+
+def _saes(lm):
+    x = torch.randn(64, 32)
+    return {h: Sae.init_from_data(SaeConfig(d_in=32, d_sae=64, k=4, hookpoint=h), x, seed=i)
+            for i, h in enumerate(HOOKS)}
+
+
+def test_counts_match_a_direct_count(lm, tmp_path):
+    data, saes = _data(), _saes(lm)
+    medians = {h: 1e9 for h in HOOKS}  # keep every position >= 1
+    lmap = compute_layer_map(lm, saes, medians, data, batch=5)
+    acts = run_captured(lm, data.windows, HOOKS, bf16=True)
+    for h in HOOKS:
+        keep = keep_mask(acts[h], 1e9, 10.0)
+        _, idx = saes[h].encode_topk(acts[h][keep].float())
+        lab = torch.from_numpy(data.labels["pos"].astype(np.int64))[keep]
+        direct = torch.zeros(64, 4, dtype=torch.long)
+        for row, lab_n in zip(idx.tolist(), lab.tolist(), strict=True):
+            for f in row:
+                direct[f, lab_n] += 1
+        assert torch.equal(lmap.counts[f"sae/{h}/pos"], direct)
+        assert lmap.counts[f"sae/{h}/pos"][:, 3].sum() == 0  # the absent label never counts
+    assert lmap.n_tokens == 12 * 7
+    assert abs(lmap.fire_rate - 4 / 64) < 1e-9  # every TopK slot fired
+
+
+def test_controls_fire_at_the_sae_rate_and_round_trip(lm, tmp_path):
+    data, saes = _data(), _saes(lm)
+    lmap = compute_layer_map(lm, saes, {h: 1e9 for h in HOOKS}, data, batch=4)
+    per_feature = round(lmap.fire_rate * lmap.n_tokens)
+    for kind in ("neuron", "random"):
+        counts = lmap.counts[f"{kind}/layers.0/dep"]
+        assert counts.shape == (64, 4)
+        assert (counts.sum(1) == per_feature).all()
+    heat = lmap.heatmap("pos", threshold=0.0, min_support=1)
+    alive = int((lmap.counts["sae/layers.0/pos"].sum(1) > 0).sum())
+    assert heat.shape == (2, 4) and int(heat[0].sum()) == alive  # every alive one accepted
+    assert lmap.heatmap("pos", threshold=1.01, min_support=1).sum() == 0
+    lmap.save(tmp_path / "map.safetensors")
+    again = LayerMapData.load(tmp_path / "map.safetensors")
+    assert again.hookpoints == HOOKS and again.vocab == lmap.vocab
+    assert all(torch.equal(again.counts[k], v) for k, v in lmap.counts.items())
+    assert again.accept_share("dep", 0.5, 2, "random") == lmap.accept_share("dep", 0.5, 2, "random")
