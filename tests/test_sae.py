@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sae_core.config import SaeConfig
-from sae_core.sae import Sae, topk_exact
+from sae_core.sae import Sae
 
 
 def _sae(arch="topk", d=16, n=128, k=8, seed=0):
@@ -15,16 +15,6 @@ def _sae(arch="topk", d=16, n=128, k=8, seed=0):
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.3)
     return sae, x
-
-
-@pytest.mark.parametrize("k", [1, 8, 32])
-def test_topk_exact_matches_torch_topk(k):
-    torch.manual_seed(k)
-    pre = torch.randn(50, 4608)
-    vals, idx = topk_exact(pre, k)
-    ref_vals, ref_idx = pre.topk(k, dim=-1)
-    torch.testing.assert_close(vals.sort(-1).values, ref_vals.sort(-1).values)
-    assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)
 
 
 def test_init_from_data():
