@@ -13,7 +13,24 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from sae_core.atlas import ATLAS_ROOT, DEFAULT_ATLAS, build_atlas, is_built
+from sae_core.atlas import (
+    ATLAS_ROOT,
+    DEFAULT_ATLAS,
+    LAYER_MAP_FILE,
+    build_atlas,
+    ensure_layer_map,
+    is_built,
+)
+from sae_core.layermap import LayerMapData
+from sae_core.layermap_view import (
+    KIND_NAMES,
+    TASK_NAMES,
+    feature_table,
+    heatmap_figure,
+    lines_figure,
+    present_labels,
+    summary_rows,
+)
 from sae_core.plots import quality_by_layer
 
 INTRO = """# SAE Atlas
@@ -67,9 +84,79 @@ def build_saes_tab() -> None:
         picker.change(atlas_summary, picker, [summary, table, plot])
 
 
-def build_app() -> gr.Blocks:
+LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
+speech, grammatical role, entity type and word shape (spaCy), and give each feature the tag
+most common among the tokens where it fires. Its **consistency** is the share of its firings
+with that tag. A cell counts the features of a layer whose tag is that label and whose
+consistency passes the threshold: where the bright cells sit says what a layer pays
+attention to. The line chart repeats the count for two baselines that get the same number
+of firings: the model's own neurons (each residual dimension, both signs) and random
+directions. If SAE features sit above them, SAE features are more single-minded."""
+
+THRESHOLD, MIN_SUPPORT = 0.8, 20
+
+
+def build_layer_map_tab(lmap: LayerMapData | None) -> None:
+    with gr.Tab("Layer map"):
+        gr.Markdown(LAYER_MAP_INTRO)
+        if lmap is None:
+            gr.Markdown("*No layer map for this atlas yet: run `make run` to build it.*")
+            return
+        tasks = [(name, t) for t, name in TASK_NAMES.items()]
+        kinds = [(name, k) for k, name in KIND_NAMES.items()]
+        with gr.Row():
+            task = gr.Radio(tasks, value="pos", label="Labelling task")
+            kind = gr.Radio(kinds, value="sae", label="Features shown in the heatmap")
+        with gr.Row():
+            threshold = gr.Slider(0.3, 1.0, value=THRESHOLD, step=0.05,
+                                  label="Consistency threshold")
+            support = gr.Slider(1, 200, value=MIN_SUPPORT, step=1,
+                                label="Minimum firings (support)")
+        heat = gr.Plot(heatmap_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT))
+        lines = gr.Plot(lines_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT))
+        summary = gr.Dataframe(summary_rows(lmap, THRESHOLD, MIN_SUPPORT), interactive=False,
+                               label="Accepted share, averaged over layers")
+        gr.Markdown(f"Counts from {lmap.n_tokens:,} labelled tokens; features fire on "
+                    f"{100 * lmap.fire_rate:.2f}% of tokens on average, and so do the baselines.")
+        gr.Markdown("### Features in one cell")
+        with gr.Row():
+            layer_ids = [int(h.split(".")[1]) for h in lmap.hookpoints]
+            layer = gr.Dropdown(layer_ids, value=layer_ids[len(layer_ids) // 2], label="Layer")
+            first = [lmap.vocab["pos"][i] for i in present_labels(lmap, "pos")]
+            label = gr.Dropdown(first, value=first[0], label="Label")
+        cell = gr.Dataframe(interactive=False)
+
+        def redraw(task, kind, thr, sup):
+            return (heatmap_figure(lmap, task, thr, int(sup), kind),
+                    lines_figure(lmap, task, thr, int(sup)), summary_rows(lmap, thr, int(sup)))
+
+        def relabel(task):
+            names = [lmap.vocab[task][i] for i in present_labels(lmap, task)]
+            return gr.Dropdown(choices=names, value=names[0])
+
+        def cell_table(task, kind, thr, sup, layer, label):
+            try:
+                return feature_table(lmap, task, int(layer), label, thr, int(sup), kind)
+            except ValueError as err:
+                raise gr.Error(str(err)) from err
+
+        controls = [task, kind, threshold, support]
+        for control in controls:
+            control.change(redraw, controls, [heat, lines, summary])
+        task.change(relabel, task, label)
+        for control in [*controls, layer, label]:
+            control.change(cell_table, [*controls, layer, label], cell)
+
+
+def load_layer_map(folder: Path) -> LayerMapData | None:
+    path = folder / LAYER_MAP_FILE
+    return LayerMapData.load(path) if path.exists() else None
+
+
+def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
     with gr.Blocks(title="SAE Atlas") as demo:
         gr.Markdown(INTRO)
+        build_layer_map_tab(load_layer_map(atlas))
         build_saes_tab()
     return demo
 
@@ -85,6 +172,8 @@ def main() -> None:
 
         print("Building the default atlas (one SAE per layer; about 15 minutes on 2 cores)...")
         build_atlas(DEFAULT_ATLAS, report=_progress_bar())
+    if not args.no_build and is_built(DEFAULT_ATLAS):
+        ensure_layer_map(DEFAULT_ATLAS, report=_progress_bar())
     build_app().launch(server_name=args.host, server_port=args.port)
 
 

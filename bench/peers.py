@@ -59,11 +59,12 @@ def train_saelens(train: torch.Tensor, args: argparse.Namespace) -> tuple[float,
     trainer.fit()
     seconds = time.perf_counter() - start
 
+    sae.eval()
+
     def codec(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         acts = sae.encode(x)
         return sae.decode(acts), acts != 0
 
-    sae.eval()
     return seconds, codec
 
 

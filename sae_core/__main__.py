@@ -10,7 +10,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .atlas import DEFAULT_ATLAS, build_atlas, check_fits, evaluate_atlas, load_atlas
+from .atlas import (
+    DEFAULT_ATLAS,
+    build_atlas,
+    check_fits,
+    evaluate_atlas,
+    load_atlas,
+    medians_of,
+)
 from .config import TrainConfig
 from .corpus import load_texts, split_windows, token_windows
 from .lm import load_lm
@@ -92,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             check_fits(saes, lm)
             windows = token_windows(lm.tokenizer, load_texts(args.corpus), info["seq_len"])
             _, test_w = split_windows(windows, args.windows)
-            medians = {h: sae.metadata["median_norm"] for h, sae in saes.items()}
+            medians = medians_of(saes)
             factor = info["train_cfg"]["outlier_factor"]
             print(table(evaluate_atlas(lm, saes, medians, test_w, outlier_factor=factor,
                                        report=_progress_bar())))

@@ -123,3 +123,36 @@ def check_fits(saes: dict[str, Sae], lm: LM) -> None:
             raise ValueError(
                 f"SAE for {h} reads d_in={sae.cfg.d_in} but {lm.name} has d_model={lm.d_model}"
             )
+
+
+LAYER_MAP_FILE = "layer_map.safetensors"
+LABEL_DOC_STRIDE = 8
+"""The layer map labels every 8th corpus document (~45k tokens, all genres)."""
+
+
+def medians_of(saes: dict[str, Sae]) -> dict[str, float]:
+    return {h: sae.metadata["median_norm"] for h, sae in saes.items()}
+
+
+def ensure_layer_map(folder: Path, *, lm: LM | None = None, report: Report | None = None):
+    """The atlas's layer map, computed once (labels with spaCy, one pass) and cached."""
+    from .labels import load_or_build_labels
+    from .layermap import LayerMapData, compute_layer_map
+
+    path = folder / LAYER_MAP_FILE
+    if path.exists():
+        return LayerMapData.load(path)
+    info, _, saes = load_atlas(folder)
+    lm = lm or load_lm("embedded" if info["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+                       else info["model"])
+    check_fits(saes, lm)
+    if report:
+        report("labelling the corpus with spaCy", 0.0)
+    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
+    data = load_or_build_labels(lm.tokenizer, texts, info["seq_len"], folder / "labels")
+    if report:
+        report(f"layer map over {data.windows.numel():,} tokens", 0.3)
+    lmap = compute_layer_map(lm, saes, medians_of(saes), data,
+                             outlier_factor=info["train_cfg"]["outlier_factor"])
+    lmap.save(path)
+    return lmap

@@ -91,58 +91,92 @@ class LayerMapData:
                    meta["fire_rate"])
 
 
-def _sae_counts(sae: Sae, x_ND: Tensor, labels: dict[str, Tensor], n_labels: dict[str, int],
-                relu_threshold: float) -> dict[str, Tensor]:
-    if sae.cfg.architecture == "topk":
-        vals, idx = sae.encode_topk(x_ND)
-        return {t: label_counts(idx, labels[t], sae.cfg.d_sae, n_labels[t], valid_NK=vals > 0)
-                for t in labels}
-    fires = sae.encode(x_ND) > relu_threshold
-    return {t: label_counts_dense(fires, labels[t], n_labels[t]) for t in labels}
+@dataclass
+class LayerFirings:
+    """What one layer did on the labelled tokens (positions the SAE was trained on)."""
+
+    x_ND: Tensor
+    """Activations, bf16, for the controls."""
+    labels: dict[str, Tensor]
+    """task -> (N,) label ids."""
+    idx_NK: Tensor | None = None
+    """TopK SAE: active latents per token, with `valid_NK` marking non-zero values."""
+    valid_NK: Tensor | None = None
+    fires_NF: Tensor | None = None
+    """ReLU SAE: dense firing mask."""
 
 
 @torch.inference_mode()
-def compute_layer_map(
+def collect_firings(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
-    outlier_factor: float = 10.0, n_control: int | None = None, relu_threshold: float = 1e-3,
-    batch: int = 16, seed: int = 0,
-) -> LayerMapData:
-    """Count firings per label for every SAE and both controls on the labelled windows."""
-    hookpoints = list(saes)
-    n_labels = {t: len(data.vocab[t]) for t in MAP_TASKS}
-    counts: dict[str, Tensor] = {}
-    kept_x: dict[str, list[Tensor]] = {h: [] for h in hookpoints}
-    kept_labels: dict[str, dict[str, list[Tensor]]] = {h: {t: [] for t in MAP_TASKS}
-                                                       for h in hookpoints}
+    outlier_factor: float = 10.0, relu_threshold: float = 1e-3, batch: int = 16,
+) -> dict[str, LayerFirings]:
+    """One captured forward per batch of labelled windows; every SAE encodes its layer."""
+    parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
     for start in range(0, len(data.windows), batch):
-        acts = run_captured(lm, data.windows[start:start + batch], hookpoints)
+        acts = run_captured(lm, data.windows[start:start + batch], list(saes))
         for h, sae in saes.items():
             keep = keep_mask(acts[h], medians[h], outlier_factor)
             x = acts[h][keep].float()
             labels = {t: torch.from_numpy(data.labels[t][start:start + batch].astype(np.int64))
                       [keep] for t in MAP_TASKS}
-            for t, c in _sae_counts(sae, x, labels, n_labels, relu_threshold).items():
-                key = f"sae/{h}/{t}"
-                counts[key] = counts[key] + c if key in counts else c
-                kept_labels[h][t].append(labels[t])
-            kept_x[h].append(x.bfloat16())
+            part = LayerFirings(x.bfloat16(), labels)
+            if sae.cfg.architecture == "topk":
+                vals, part.idx_NK = sae.encode_topk(x)
+                part.valid_NK = vals > 0
+            else:
+                part.fires_NF = sae.encode(x) > relu_threshold
+            parts[h].append(part)
+    return {h: _concat(p) for h, p in parts.items()}
 
+
+def _concat(parts: list[LayerFirings]) -> LayerFirings:
+    def cat(name: str) -> Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    labels = {t: torch.cat([p.labels[t] for p in parts]) for t in parts[0].labels}
+    return LayerFirings(cat("x_ND"), labels, cat("idx_NK"), cat("valid_NK"), cat("fires_NF"))
+
+
+def counts_from_firings(
+    firings: dict[str, LayerFirings], vocab: dict[str, list[str]], d_sae: int, *,
+    n_control: int | None = None, seed: int = 0,
+) -> LayerMapData:
+    """All label counts: SAE features, raw neurons and random directions, every layer."""
+    n_labels = {t: len(vocab[t]) for t in MAP_TASKS}
+    counts: dict[str, Tensor] = {}
     rates = []
-    for i, h in enumerate(hookpoints):
-        x = torch.cat(kept_x.pop(h)).float()
-        labels = {t: torch.cat(kept_labels[h][t]) for t in MAP_TASKS}
+    for i, (h, f) in enumerate(firings.items()):
+        for t in MAP_TASKS:
+            if f.idx_NK is not None:
+                c = label_counts(f.idx_NK, f.labels[t], d_sae, n_labels[t], valid_NK=f.valid_NK)
+            else:
+                c = label_counts_dense(f.fires_NF, f.labels[t], n_labels[t])
+            counts[f"sae/{h}/{t}"] = c
         # Each firing has one label, so a task's counts sum to the layer's firings.
-        fire_rate = float(counts[f"sae/{h}/{MAP_TASKS[0]}"].sum()) / (len(x) * saes[h].cfg.d_sae)
+        fire_rate = float(counts[f"sae/{h}/{MAP_TASKS[0]}"].sum()) / (len(f.x_ND) * d_sae)
         rates.append(fire_rate)
+        x = f.x_ND.float()
         n_dirs = n_control or 2 * x.shape[1]
         neuron_acts = torch.cat([x, -x], dim=1)[:, :n_dirs]
         random_acts = x @ random_directions(x.shape[1], n_dirs, seed=seed + i).T
         for kind, acts_NF in (("neuron", neuron_acts), ("random", random_acts)):
             fires = topq_fires(acts_NF, fire_rate)
             for t in MAP_TASKS:
-                counts[f"{kind}/{h}/{t}"] = label_counts_dense(fires, labels[t], n_labels[t])
-    some = kept_labels[hookpoints[0]]
-    base = {t: base_rates(torch.cat(some[t]), n_labels[t]) for t in MAP_TASKS}
-    n_tokens = sum(len(v) for v in some[MAP_TASKS[0]])
-    return LayerMapData(hookpoints, {t: data.vocab[t] for t in MAP_TASKS}, counts, base,
-                        n_tokens, sum(rates) / len(rates))
+                counts[f"{kind}/{h}/{t}"] = label_counts_dense(fires, f.labels[t], n_labels[t])
+    first = next(iter(firings.values()))
+    base = {t: base_rates(first.labels[t], n_labels[t]) for t in MAP_TASKS}
+    return LayerMapData(list(firings), {t: vocab[t] for t in MAP_TASKS}, counts, base,
+                        len(first.x_ND), sum(rates) / len(rates))
+
+
+def compute_layer_map(
+    lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
+    outlier_factor: float = 10.0, batch: int = 16, seed: int = 0,
+) -> LayerMapData:
+    """Count firings per label for every SAE and both controls on the labelled windows."""
+    firings = collect_firings(lm, saes, medians, data, outlier_factor=outlier_factor,
+                              batch=batch)
+    d_sae = next(iter(saes.values())).cfg.d_sae
+    return counts_from_firings(firings, data.vocab, d_sae, seed=seed)

@@ -26,3 +26,27 @@ def quality_by_layer(metrics: dict[str, dict]) -> go.Figure:
     fig.update_yaxes(rangemode="tozero")
     fig.update_layout(showlegend=False, height=330, margin=dict(t=40, b=40, l=40, r=20))
     return fig
+
+
+def layer_heatmap(counts_LY, labels: list[str], layers: list[int], *, title: str) -> go.Figure:
+    """Layers (rows) x labels (columns): accepted features per cell."""
+    fig = go.Figure(go.Heatmap(
+        z=counts_LY, x=labels, y=layers, colorscale="Blues",
+        hovertemplate="layer %{y}, label %{x}: %{z} features<extra></extra>",
+        colorbar=dict(title="features"),
+    ))
+    fig.update_layout(title=title, height=560, xaxis_title="label", yaxis_title="layer",
+                      yaxis=dict(autorange="reversed", dtick=1),
+                      margin=dict(t=50, b=60, l=50, r=20))
+    return fig
+
+
+def accept_lines(layers: list[int], shares: dict[str, list[float]], *, title: str) -> go.Figure:
+    """Per layer, the share of features accepted, one line per kind (SAE / controls)."""
+    fig = go.Figure()
+    for name, ys in shares.items():
+        fig.add_scatter(x=layers, y=[100 * y for y in ys], mode="lines+markers", name=name)
+    fig.update_layout(title=title, height=330, xaxis_title="layer",
+                      yaxis_title="% of features accepted", yaxis=dict(rangemode="tozero"),
+                      margin=dict(t=50, b=40, l=50, r=20))
+    return fig

@@ -1,0 +1,73 @@
+"""Tables and figures of the layer map for the app: no Gradio here, plain data in and out."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .layermap import LayerMapData
+from .lm import parse_hookpoint
+from .plots import accept_lines, layer_heatmap
+
+TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
+              "shape": "word shape"}
+KIND_NAMES = {"sae": "SAE features", "neuron": "raw neurons", "random": "random directions"}
+
+
+def present_labels(lmap: LayerMapData, task: str) -> list[int]:
+    """Label ids that occur in the mapped tokens, most common first."""
+    rate = lmap.base_rate[task]
+    ids = [i for i in rate.argsort(descending=True).tolist() if rate[i] > 0]
+    return ids
+
+
+def heatmap_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int,
+                   kind: str = "sae"):
+    ids = present_labels(lmap, task)
+    counts = lmap.heatmap(task, threshold, min_support, kind)[:, ids]
+    layers = [parse_hookpoint(h)[0] for h in lmap.hookpoints]
+    names = [lmap.vocab[task][i] for i in ids]
+    title = (f"{KIND_NAMES[kind]} whose {TASK_NAMES[task]} label has consistency ≥ "
+             f"{threshold:.2f} (support ≥ {min_support})")
+    return layer_heatmap(counts.numpy(), names, layers, title=title)
+
+
+def lines_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int):
+    layers = [parse_hookpoint(h)[0] for h in lmap.hookpoints]
+    shares = {KIND_NAMES[k]: lmap.accept_share(task, threshold, min_support, k) for k in KIND_NAMES}
+    return accept_lines(layers, shares,
+                        title=f"Share of features with a consistent {TASK_NAMES[task]} label")
+
+
+def feature_table(lmap: LayerMapData, task: str, layer: int, label: str, threshold: float,
+                  min_support: int, kind: str = "sae", limit: int = 50) -> pd.DataFrame:
+    """Features of one heatmap cell, most consistent first."""
+    hookpoint = f"layers.{layer}"
+    if hookpoint not in lmap.hookpoints:
+        raise ValueError(f"layer {layer} is not in this atlas")
+    if label not in lmap.vocab[task]:
+        raise ValueError(f"unknown {task} label {label!r}")
+    stats = lmap.stats(kind, hookpoint, task)
+    lab = lmap.vocab[task].index(label)
+    mask = (stats.label == lab) & (stats.support >= max(min_support, 1))
+    mask &= stats.consistency >= threshold
+    ids = mask.nonzero().squeeze(1)
+    ids = ids[stats.consistency[ids].argsort(descending=True, stable=True)][:limit]
+    return pd.DataFrame({
+        "feature": ids.tolist(),
+        "consistency": [round(float(v), 3) for v in stats.consistency[ids]],
+        "support": stats.support[ids].tolist(),
+        "lift": [round(float(v), 1) for v in stats.lift[ids]],
+    })
+
+
+def summary_rows(lmap: LayerMapData, threshold: float, min_support: int) -> pd.DataFrame:
+    """Per task and kind: accepted share averaged over layers."""
+    rows = []
+    for task in TASK_NAMES:
+        row = {"task": TASK_NAMES[task]}
+        for kind, name in KIND_NAMES.items():
+            shares = torch.tensor(lmap.accept_share(task, threshold, min_support, kind))
+            row[name] = f"{100 * float(shares.mean()):.1f}%"
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from sae_core.layermap import LayerMapData
+from sae_core.layermap_view import feature_table, heatmap_figure, present_labels, summary_rows
+
+
+def _lmap():
+    # 4 features x 3 labels on layer 0; label "c" never occurs in the corpus
+    counts = torch.tensor([[9, 1, 0], [5, 5, 0], [0, 0, 0], [0, 3, 0]])
+    tasks = ("pos", "dep", "ent", "shape")
+    all_counts = {f"{k}/layers.0/{t}": counts for k in ("sae", "neuron", "random") for t in tasks}
+    base = {t: torch.tensor([0.75, 0.25, 0.0], dtype=torch.float64) for t in tasks}
+    vocab = {t: ["a", "b", "c"] for t in tasks}
+    return LayerMapData(["layers.0"], vocab, all_counts, base, n_tokens=100, fire_rate=0.01)
+
+
+def test_feature_table_lists_exactly_the_cell():
+    lmap = _lmap()
+    table = feature_table(lmap, "pos", 0, "a", threshold=0.5, min_support=1)
+    assert table["feature"].tolist() == [0, 1]  # 0.9 then the 5/5 tie (lowest label id wins)
+    assert table["consistency"].tolist() == [0.9, 0.5]
+    assert table["lift"].tolist() == [1.2, 0.7]  # 0.9 / 0.75, 0.5 / 0.75
+    table_b = feature_table(lmap, "pos", 0, "b", threshold=0.5, min_support=4)
+    assert table_b.empty  # feature 3 is pure "b" but fired only 3 times
+    assert feature_table(lmap, "pos", 0, "b", 0.5, 3)["feature"].tolist() == [3]
+
+
+def test_heatmap_hides_absent_labels_and_bad_cells_are_errors():
+    lmap = _lmap()
+    assert present_labels(lmap, "pos") == [0, 1]
+    fig = heatmap_figure(lmap, "pos", 0.5, 1)
+    assert list(fig.data[0].x) == ["a", "b"]
+    assert fig.data[0].z.tolist() == [[2, 1]]
+    with pytest.raises(ValueError, match="layer 7"):
+        feature_table(lmap, "pos", 7, "a", 0.5, 1)
+    with pytest.raises(ValueError, match="unknown pos label"):
+        feature_table(lmap, "pos", 0, "zzz", 0.5, 1)
+    assert len(summary_rows(lmap, 0.5, 1)) == 4
