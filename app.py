@@ -68,14 +68,14 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     return md, table, quality_by_layer(metrics)
 
 
-def build_saes_tab() -> None:
-    choices = list_atlases()
+def build_saes_tab(atlas: Path) -> None:
+    choices = sorted({*list_atlases(), *([str(atlas)] if is_built(atlas) else [])})
     with gr.Tab("SAEs"):
         gr.Markdown("Trained SAE sets and their quality on text they never saw. "
                     "*FVU*: share of the layer's variation the SAE misses. *L0*: features "
                     "active per token. *CE loss recovered*: how much of the model's ability "
                     "to predict the next word survives when the SAE replaces the layer.")
-        first = choices[0] if choices else None
+        first = str(atlas) if str(atlas) in choices else (choices[0] if choices else None)
         md, df, fig = atlas_summary(first)
         picker = gr.Dropdown(choices, value=first, label="SAE set")
         summary = gr.Markdown(md)
@@ -157,7 +157,7 @@ def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
     with gr.Blocks(title="SAE Atlas") as demo:
         gr.Markdown(INTRO)
         build_layer_map_tab(load_layer_map(atlas))
-        build_saes_tab()
+        build_saes_tab(atlas)
     return demo
 
 
