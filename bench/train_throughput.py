@@ -73,7 +73,7 @@ def run_peer(lib: str, acts_path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64 * BATCH, help="training tokens")
-    parser.add_argument("--test-tokens", type=int, default=4 * BATCH)
+    parser.add_argument("--test-tokens", type=int, default=16_000)
     parser.add_argument("--layer", type=int, default=15)
     parser.add_argument("--skip-peers", action="store_true")
     args = parser.parse_args()

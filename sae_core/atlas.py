@@ -67,10 +67,10 @@ def build_atlas(
     out.mkdir(parents=True, exist_ok=True)
 
     def on_batch(done: int, total: int, stats: dict) -> None:
-        fvu = list(stats["fvu"].values())
+        fvu = [v for v in stats["fvu"].values() if v == v]  # NaN while buffers fill
         if report:
-            report(f"training batch {done}/{total}, mean FVU {sum(fvu) / len(fvu):.3f}",
-                   done / total)
+            mean = f"{sum(fvu) / len(fvu):.3f}" if fvu else "(filling the shuffle buffer)"
+            report(f"training batch {done}/{total}, mean FVU {mean}", done / total)
 
     t0 = time.perf_counter()
     trainer = train_saes(lm, train_w, hookpoints, cfg, checkpoint_dir=out / "_checkpoint",

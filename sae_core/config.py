@@ -47,10 +47,12 @@ class TrainConfig:
     """If set, k starts here and anneals linearly to `k` over `k_anneal_frac` of training."""
     k_anneal_frac: float = 0.3
     """Share of training steps over which k anneals from `k_start` to `k`."""
-    lr: float = 3e-3
+    lr: float = 4e-3
     """Adam learning rate; the loss is normalised by the batch variance, so one lr fits all."""
     batch_tokens: int = 4096
     """Activations per SAE optimizer step."""
+    shuffle_batches: int = 8
+    """Mix activations of this many LM batches before SAE steps (0: train in corpus order)."""
     auxk_alpha: float = 1 / 32
     """Weight of the AuxK loss that revives dead latents (topk)."""
     dead_tokens: int = 50_000

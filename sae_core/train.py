@@ -22,6 +22,7 @@ from .config import SaeConfig, TrainConfig
 from .hooks import run_captured
 from .lm import LM
 from .sae import Sae
+from .shuffle import ShuffleBuffer
 from .sparse_grad import normalize_decoder, remove_parallel_grad, topk_step_grads
 
 Progress = Callable[[int, int, dict], None]
@@ -100,6 +101,7 @@ class LayerState:
     trainer: SaeTrainer
     median_norm: float
     """Median activation norm on the first batch (positions >= 1), for the outlier filter."""
+    buffer: ShuffleBuffer | None = None
     n_dropped: int = 0
     last_fvu: float = float("nan")
 
@@ -128,7 +130,12 @@ class MultiTrainer:
         x = acts_BLD[keep_mask(acts_BLD, median, self.cfg.outlier_factor)].float()
         seed = self.cfg.seed + self.hookpoints.index(hookpoint)
         sae = Sae.init_from_data(self.sae_config(hookpoint, x.shape[1]), x, seed=seed)
-        return LayerState(SaeTrainer(sae, self.cfg, self.total_steps), median)
+        return LayerState(SaeTrainer(sae, self.cfg, self.total_steps), median,
+                          self._buffer(x.shape[1], seed))
+
+    def _buffer(self, d_in: int, seed: int) -> ShuffleBuffer | None:
+        n = self.cfg.shuffle_batches
+        return ShuffleBuffer(n * self.cfg.batch_tokens, d_in, seed) if n >= 2 else None
 
     def step(self, acts: dict[str, Tensor]) -> dict:
         """One optimizer step per hookpoint on its (batch, seq, d) activations."""
@@ -141,9 +148,19 @@ class MultiTrainer:
             keep = keep_mask(acts_BLD, state.median_norm, cfg.outlier_factor)
             x = acts_BLD[keep].float()
             state.n_dropped += int(keep[:, 1:].numel() - keep[:, 1:].sum())
-            state.last_fvu = state.trainer.step(x)
+            if state.buffer is not None:
+                x = state.buffer.push(x)
+            if x is not None:
+                state.last_fvu = state.trainer.step(x)
         self.step_no += 1
         return {"step": self.step_no, "fvu": {h: s.last_fvu for h, s in self.layers.items()}}
+
+    def drain(self) -> None:
+        """Train on what the shuffle buffers still hold."""
+        for state in self.layers.values():
+            if state.buffer is not None:
+                for x in state.buffer.drain(self.cfg.batch_tokens):
+                    state.last_fvu = state.trainer.step(x)
 
     def saes(self) -> dict[str, Sae]:
         return {h: s.sae for h, s in self.layers.items()}
@@ -159,6 +176,8 @@ class MultiTrainer:
                     if key in opt_state:
                         tensors[f"{h}/{name}/{key}"] = opt_state[key].contiguous()
             tensors[f"{h}/since_fired"] = s.trainer.since_fired
+            if s.buffer is not None:
+                tensors |= {f"{h}/buffer/{k}": v for k, v in s.buffer.state().items()}
             layers[h] = {"median_norm": s.median_norm, "n_tokens": s.trainer.n_tokens,
                          "step_no": s.trainer.step_no, "n_dropped": s.n_dropped,
                          "d_in": s.sae.cfg.d_in}
@@ -191,7 +210,10 @@ class MultiTrainer:
                         }
             trainer.since_fired = tensors[f"{h}/since_fired"].clone()
             trainer.n_tokens, trainer.step_no = info["n_tokens"], info["step_no"]
-            self.layers[h] = LayerState(trainer, info["median_norm"], info["n_dropped"])
+            buffer = self._buffer(info["d_in"], 0)
+            if buffer is not None:
+                buffer.load_state({k: tensors[f"{h}/buffer/{k}"] for k in ("data", "rng")})
+            self.layers[h] = LayerState(trainer, info["median_norm"], buffer, info["n_dropped"])
         self.step_no = meta["step_no"]
         return meta["batches_done"]
 
@@ -229,4 +251,5 @@ def train_saes(
             trainer.save_checkpoint(checkpoint_dir, done)
         if progress is not None:
             progress(done, n_batches, stats)
+    trainer.drain()
     return trainer
