@@ -91,9 +91,11 @@ with that tag. A cell counts the features of a layer whose tag is that label and
 consistency passes the threshold: where the bright cells sit says what a layer pays
 attention to. The line chart repeats the count for two baselines that get the same number
 of firings: the model's own neurons (each residual dimension, both signs) and random
-directions. If SAE features sit above them, SAE features are more single-minded."""
+directions. If SAE features sit above them, SAE features are more single-minded.
+**Lift** is consistency divided by how common the label is: "no entity" covers ~90% of
+tokens, so a feature earns it by chance; the lift minimum keeps such features out."""
 
-THRESHOLD, MIN_SUPPORT = 0.8, 20
+THRESHOLD, MIN_SUPPORT, MIN_LIFT = 0.8, 20, 2.0
 
 
 def build_layer_map_tab(lmap: LayerMapData | None) -> None:
@@ -112,10 +114,11 @@ def build_layer_map_tab(lmap: LayerMapData | None) -> None:
                                   label="Consistency threshold")
             support = gr.Slider(1, 200, value=MIN_SUPPORT, step=1,
                                 label="Minimum firings (support)")
-        heat = gr.Plot(heatmap_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT))
-        lines = gr.Plot(lines_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT))
-        summary = gr.Dataframe(summary_rows(lmap, THRESHOLD, MIN_SUPPORT), interactive=False,
-                               label="Accepted share, averaged over layers")
+            lift = gr.Slider(0, 10, value=MIN_LIFT, step=0.5, label="Minimum lift")
+        heat = gr.Plot(heatmap_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT, "sae", MIN_LIFT))
+        lines = gr.Plot(lines_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT, MIN_LIFT))
+        summary = gr.Dataframe(summary_rows(lmap, THRESHOLD, MIN_SUPPORT, MIN_LIFT),
+                               interactive=False, label="Accepted share, averaged over layers")
         gr.Markdown(f"Counts from {lmap.n_tokens:,} labelled tokens; features fire on "
                     f"{100 * lmap.fire_rate:.2f}% of tokens on average, and so do the baselines.")
         gr.Markdown("### Features in one cell")
@@ -126,21 +129,22 @@ def build_layer_map_tab(lmap: LayerMapData | None) -> None:
             label = gr.Dropdown(first, value=first[0], label="Label")
         cell = gr.Dataframe(interactive=False)
 
-        def redraw(task, kind, thr, sup):
-            return (heatmap_figure(lmap, task, thr, int(sup), kind),
-                    lines_figure(lmap, task, thr, int(sup)), summary_rows(lmap, thr, int(sup)))
+        def redraw(task, kind, thr, sup, lift):
+            return (heatmap_figure(lmap, task, thr, int(sup), kind, lift),
+                    lines_figure(lmap, task, thr, int(sup), lift),
+                    summary_rows(lmap, thr, int(sup), lift))
 
         def relabel(task):
             names = [lmap.vocab[task][i] for i in present_labels(lmap, task)]
             return gr.Dropdown(choices=names, value=names[0])
 
-        def cell_table(task, kind, thr, sup, layer, label):
+        def cell_table(task, kind, thr, sup, lift, layer, label):
             try:
-                return feature_table(lmap, task, int(layer), label, thr, int(sup), kind)
+                return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift)
             except ValueError as err:
                 raise gr.Error(str(err)) from err
 
-        controls = [task, kind, threshold, support]
+        controls = [task, kind, threshold, support, lift]
         for control in controls:
             control.change(redraw, controls, [heat, lines, summary])
         task.change(relabel, task, label)

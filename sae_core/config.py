@@ -47,8 +47,10 @@ class TrainConfig:
     """If set, k starts here and anneals linearly to `k` over `k_anneal_frac` of training."""
     k_anneal_frac: float = 0.3
     """Share of training steps over which k anneals from `k_start` to `k`."""
-    lr: float = 4e-3
-    """Adam learning rate; the loss is normalised by the batch variance, so one lr fits all."""
+    lr: float = 3e-3
+    """Adam learning rate; the loss is normalised by the batch variance, so one lr fits all.
+    (4e-3 gave 0.2425 vs 0.2527 held-out FVU at layer 15 in an A/B, with more rare latents;
+    the default atlas in the README was built at 3e-3.)"""
     batch_tokens: int = 4096
     """Activations per SAE optimizer step."""
     shuffle_batches: int = 8

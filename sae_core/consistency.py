@@ -108,11 +108,14 @@ def feature_stats(counts_FL: ArrayLike, base_rate_L: ArrayLike) -> FeatureStats:
 
 
 def layer_map(
-    stats: FeatureStats, threshold: float, min_support: int, n_labels: int
+    stats: FeatureStats, threshold: float, min_support: int, n_labels: int, min_lift: float = 0.0
 ) -> LayerMap:
-    """Accepted features per label: consistency >= threshold and support >= min_support."""
+    """Accepted features per label: consistency >= threshold, support >= min_support and
+    lift >= min_lift (with min_lift > 1, a label as common as "no entity" is not earned by
+    chance)."""
     eligible = stats.support >= max(min_support, 1)  # a dead feature is never accepted
     accepted = eligible & (stats.consistency >= threshold)  # NaN compares False
+    accepted &= stats.lift >= min_lift
     n_accepted = torch.bincount(stats.label[accepted], minlength=n_labels)
     n_features = len(stats.support)
     share = float(accepted.sum()) / n_features if n_features else 0.0
@@ -143,3 +146,21 @@ def random_directions(d: int, n: int, seed: int = 0) -> Tensor:
     gen = torch.Generator().manual_seed(seed)
     dirs_ND = torch.randn(n, d, generator=gen, dtype=torch.float64)
     return (dirs_ND / dirs_ND.norm(dim=1, keepdim=True)).float()
+
+
+def topq_tokens(acts_NF: Tensor, rate: float) -> Tensor:
+    """(F, m) indices of each column's top m = round(rate * N) tokens (the firings of
+    `topq_fires`, without the dense (N, F) mask)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], got {rate}")
+    m = round(rate * acts_NF.shape[0])
+    # topk along the contiguous last dim is much faster than along dim 0
+    return acts_NF.T.contiguous().topk(m, dim=1, sorted=False).indices
+
+
+def label_counts_topq(top_FM: Tensor, labels_N: ArrayLike, n_labels: int) -> Tensor:
+    """(F, n_labels) counts of the labels of each feature's firing tokens."""
+    n_features = top_FM.shape[0]
+    lab_FM = _long(labels_N)[top_FM]
+    feat_FM = torch.arange(n_features).unsqueeze(1).expand_as(top_FM)
+    return _bincount_pairs(feat_FM.reshape(-1), lab_FM.reshape(-1), n_features, n_labels)

@@ -26,9 +26,10 @@ from .consistency import (
     feature_stats,
     label_counts,
     label_counts_dense,
+    label_counts_topq,
     layer_map,
     random_directions,
-    topq_fires,
+    topq_tokens,
 )
 from .hooks import run_captured
 from .labels import LabelledWindows
@@ -59,18 +60,20 @@ class LayerMapData:
             self._stats[key] = feature_stats(self.counts[key], self.base_rate[task])
         return self._stats[key]
 
-    def heatmap(self, task: str, threshold: float, min_support: int, kind: str = "sae") -> Tensor:
+    def heatmap(self, task: str, threshold: float, min_support: int, kind: str = "sae",
+                min_lift: float = 0.0) -> Tensor:
         """(n_layers, n_labels) accepted features per layer and label."""
         n_labels = len(self.vocab[task])
         return torch.stack([
-            layer_map(self.stats(kind, h, task), threshold, min_support, n_labels).n_accepted
-            for h in self.hookpoints
+            layer_map(self.stats(kind, h, task), threshold, min_support, n_labels, min_lift)
+            .n_accepted for h in self.hookpoints
         ])
 
-    def accept_share(self, task: str, threshold: float, min_support: int, kind: str) -> list[float]:
+    def accept_share(self, task: str, threshold: float, min_support: int, kind: str,
+                     min_lift: float = 0.0) -> list[float]:
         """Per layer: share of all features accepted for some label."""
         n_labels = len(self.vocab[task])
-        return [layer_map(self.stats(kind, h, task), threshold, min_support, n_labels)
+        return [layer_map(self.stats(kind, h, task), threshold, min_support, n_labels, min_lift)
                 .share_accepted for h in self.hookpoints]
 
     def save(self, path: Path) -> None:
@@ -162,9 +165,9 @@ def counts_from_firings(
         neuron_acts = torch.cat([x, -x], dim=1)[:, :n_dirs]
         random_acts = x @ random_directions(x.shape[1], n_dirs, seed=seed + i).T
         for kind, acts_NF in (("neuron", neuron_acts), ("random", random_acts)):
-            fires = topq_fires(acts_NF, fire_rate)
+            top_FM = topq_tokens(acts_NF, fire_rate)
             for t in MAP_TASKS:
-                counts[f"{kind}/{h}/{t}"] = label_counts_dense(fires, f.labels[t], n_labels[t])
+                counts[f"{kind}/{h}/{t}"] = label_counts_topq(top_FM, f.labels[t], n_labels[t])
     first = next(iter(firings.values()))
     base = {t: base_rates(first.labels[t], n_labels[t]) for t in MAP_TASKS}
     return LayerMapData(list(firings), {t: vocab[t] for t in MAP_TASKS}, counts, base,

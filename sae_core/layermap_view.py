@@ -22,25 +22,28 @@ def present_labels(lmap: LayerMapData, task: str) -> list[int]:
 
 
 def heatmap_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int,
-                   kind: str = "sae"):
+                   kind: str = "sae", min_lift: float = 0.0):
     ids = present_labels(lmap, task)
-    counts = lmap.heatmap(task, threshold, min_support, kind)[:, ids]
+    counts = lmap.heatmap(task, threshold, min_support, kind, min_lift)[:, ids]
     layers = [parse_hookpoint(h)[0] for h in lmap.hookpoints]
     names = [lmap.vocab[task][i] for i in ids]
     title = (f"{KIND_NAMES[kind]} whose {TASK_NAMES[task]} label has consistency ≥ "
-             f"{threshold:.2f} (support ≥ {min_support})")
+             f"{threshold:.2f} (support ≥ {min_support}, lift ≥ {min_lift:g})")
     return layer_heatmap(counts.numpy(), names, layers, title=title)
 
 
-def lines_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int):
+def lines_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int,
+                 min_lift: float = 0.0):
     layers = [parse_hookpoint(h)[0] for h in lmap.hookpoints]
-    shares = {KIND_NAMES[k]: lmap.accept_share(task, threshold, min_support, k) for k in KIND_NAMES}
+    shares = {KIND_NAMES[k]: lmap.accept_share(task, threshold, min_support, k, min_lift)
+              for k in KIND_NAMES}
     return accept_lines(layers, shares,
                         title=f"Share of features with a consistent {TASK_NAMES[task]} label")
 
 
 def feature_table(lmap: LayerMapData, task: str, layer: int, label: str, threshold: float,
-                  min_support: int, kind: str = "sae", limit: int = 50) -> pd.DataFrame:
+                  min_support: int, kind: str = "sae", min_lift: float = 0.0,
+                  limit: int = 50) -> pd.DataFrame:
     """Features of one heatmap cell, most consistent first."""
     hookpoint = f"layers.{layer}"
     if hookpoint not in lmap.hookpoints:
@@ -50,7 +53,7 @@ def feature_table(lmap: LayerMapData, task: str, layer: int, label: str, thresho
     stats = lmap.stats(kind, hookpoint, task)
     lab = lmap.vocab[task].index(label)
     mask = (stats.label == lab) & (stats.support >= max(min_support, 1))
-    mask &= stats.consistency >= threshold
+    mask &= (stats.consistency >= threshold) & (stats.lift >= min_lift)
     ids = mask.nonzero().squeeze(1)
     ids = ids[stats.consistency[ids].argsort(descending=True, stable=True)][:limit]
     return pd.DataFrame({
@@ -61,13 +64,14 @@ def feature_table(lmap: LayerMapData, task: str, layer: int, label: str, thresho
     })
 
 
-def summary_rows(lmap: LayerMapData, threshold: float, min_support: int) -> pd.DataFrame:
+def summary_rows(lmap: LayerMapData, threshold: float, min_support: int,
+                 min_lift: float = 0.0) -> pd.DataFrame:
     """Per task and kind: accepted share averaged over layers."""
     rows = []
     for task in TASK_NAMES:
         row = {"task": TASK_NAMES[task]}
         for kind, name in KIND_NAMES.items():
-            shares = torch.tensor(lmap.accept_share(task, threshold, min_support, kind))
+            shares = torch.tensor(lmap.accept_share(task, threshold, min_support, kind, min_lift))
             row[name] = f"{100 * float(shares.mean()):.1f}%"
         rows.append(row)
     return pd.DataFrame(rows)

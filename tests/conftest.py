@@ -1,5 +1,11 @@
 """Tiny random models built from a config: fast, offline, deterministic."""
 
+import os
+
+# The suite needs no network: no Hub look-ups, no Gradio analytics.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers

@@ -157,3 +157,15 @@ def test_random_directions_are_unit_reproducible_and_spread():
     cos = dirs @ dirs.T - torch.eye(300)
     assert cos.abs().max() < 0.3  # random in 576 dims: |cos| ~ 0.04 +- a few sigma
     assert dirs.mean(0).norm() < 0.15  # no preferred direction (~1/sqrt(300) = 0.06)
+
+
+def test_topq_label_counts_equal_the_dense_path():
+    from sae_core.consistency import label_counts_topq, topq_tokens
+
+    gen = torch.Generator().manual_seed(0)
+    acts = torch.randn(500, 12, generator=gen)
+    labels = torch.randint(0, 4, (500,), generator=gen)
+    dense = label_counts_dense(topq_fires(acts, 0.05), labels, 4)
+    top = topq_tokens(acts, 0.05)
+    assert top.shape == (12, 25)
+    assert torch.equal(label_counts_topq(top, labels, 4), dense)
