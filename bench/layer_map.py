@@ -5,7 +5,7 @@ Times (1) the pass that runs the model and every SAE over the labelled tokens an
 raw neurons and random directions, then per-feature stats and accepted counts. Prints the
 share of accepted features per layer for each kind at the default threshold.
 
-    python bench/layer_map.py [--threshold 0.8 --min-support 20]
+    python bench/layer_map.py [--threshold 0.8 --min-support 20 --min-lift 2]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--min-support", type=int, default=20)
+    parser.add_argument("--min-lift", type=float, default=2.0)
     args = parser.parse_args()
     atlas = ROOT / DEFAULT_ATLAS
     info, _, saes = load_atlas(atlas)
@@ -40,19 +41,21 @@ def main() -> None:
 
     t0 = time.perf_counter()
     lmap = counts_from_firings(firings, data.vocab, next(iter(saes.values())).cfg.d_sae)
-    shares = {(kind, task): lmap.accept_share(task, args.threshold, args.min_support, kind)
+    shares = {(kind, task): lmap.accept_share(task, args.threshold, args.min_support, kind,
+                                              args.min_lift)
               for kind in KINDS for task in MAP_TASKS}
     map_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     for task in MAP_TASKS:
-        lmap.heatmap(task, args.threshold + 0.05, args.min_support)
+        lmap.heatmap(task, args.threshold + 0.05, args.min_support, "sae", args.min_lift)
     update_ms = 1000 * (time.perf_counter() - t0) / len(MAP_TASKS)
 
     print(f"{lmap.n_tokens:,} labelled tokens; labels {label_s:.1f} s (cached after the first "
           f"run), model+SAE pass {pass_s:.1f} s, map from firings {map_s:.2f} s, "
           f"heatmap update {update_ms:.1f} ms")
-    print(f"accepted share, threshold {args.threshold}, support >= {args.min_support}")
+    print(f"accepted share (%), threshold {args.threshold}, support >= {args.min_support}, "
+          f"lift >= {args.min_lift}")
     header = "layer " + " ".join(f"{k[:6]}:{t:<5}" for t in MAP_TASKS for k in KINDS)
     print(header)
     for i, h in enumerate(lmap.hookpoints):
