@@ -145,11 +145,12 @@ def build_layer_map_tab(lmap: LayerMapData | None) -> None:
                 raise gr.Error(str(err)) from err
 
         controls = [task, kind, threshold, support, lift]
+        # queue=False: these take milliseconds, so skip the queue's round trips
         for control in controls:
-            control.change(redraw, controls, [heat, lines, summary])
-        task.change(relabel, task, label)
+            control.change(redraw, controls, [heat, lines, summary], queue=False)
+        task.change(relabel, task, label, queue=False)
         for control in [*controls, layer, label]:
-            control.change(cell_table, [*controls, layer, label], cell)
+            control.change(cell_table, [*controls, layer, label], cell, queue=False)
 
 
 def load_layer_map(folder: Path) -> LayerMapData | None:

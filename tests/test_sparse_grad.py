@@ -41,7 +41,7 @@ def test_grads_match_autograd_without_dead_latents():
     sae.zero_grad(set_to_none=True)
     loss = _autograd_loss(sae, x, 4, None, 0.0)
     loss.backward()
-    assert abs(stats.fvu - float(loss)) < 1e-5
+    assert abs(stats.fvu - loss.item()) < 1e-5
     for name, p in sae.named_parameters():
         torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
