@@ -20,7 +20,7 @@ import torch
 from .config import TrainConfig
 from .corpus import load_texts, split_windows, token_windows
 from .evaluate import ce_losses, reconstruction_stats
-from .lm import LM, load_lm
+from .lm import EMBEDDED, EMBEDDED_ID, LM, load_lm
 from .sae import Sae
 from .train import MultiTrainer, train_saes
 
@@ -143,8 +143,7 @@ def ensure_layer_map(folder: Path, *, lm: LM | None = None, report: Report | Non
     if path.exists():
         return LayerMapData.load(path)
     info, _, saes = load_atlas(folder)
-    lm = lm or load_lm("embedded" if info["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
-                       else info["model"])
+    lm = lm or load_lm(EMBEDDED if info["model"] == EMBEDDED_ID else info["model"])
     check_fits(saes, lm)
     if report:
         report("labelling the corpus with spaCy", 0.0)

@@ -130,15 +130,9 @@ def topq_fires(acts_NF: Tensor, rate: float) -> Tensor:
     so every column fires the same number of times. Only the positive tail is used; pass
     `torch.cat([acts, -acts], 1)` to give each direction a feature per sign.
     """
-    if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"rate must be in [0, 1], got {rate}")
-    n_tokens = acts_NF.shape[0]
-    m = round(rate * n_tokens)
+    top_FM = topq_tokens(acts_NF, rate)
     fires = torch.zeros(acts_NF.shape, dtype=torch.bool, device=acts_NF.device)
-    if m > 0:
-        top_idx_MF = acts_NF.topk(m, dim=0).indices
-        fires.scatter_(0, top_idx_MF, True)
-    return fires
+    return fires.scatter_(0, top_FM.T, True)
 
 
 def random_directions(d: int, n: int, seed: int = 0) -> Tensor:
