@@ -82,7 +82,7 @@ class SaeTrainer:
             (fvu_t + l1).backward()
             with torch.no_grad():
                 fired = (F.relu(sae.pre_acts(x_ND)) > 0).any(0)
-            fvu = float(fvu_t)
+            fvu = float(fvu_t.detach())
         self.since_fired += x_ND.shape[0]
         self.since_fired[fired] = 0
         self.n_tokens += x_ND.shape[0]
