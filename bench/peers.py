@@ -76,7 +76,8 @@ def train_sparsify(train: torch.Tensor, args: argparse.Namespace) -> tuple[float
         train.shape[1], SparseCoderConfig(num_latents=args.width, k=args.k), dtype=torch.float32
     )
     n_steps = train.shape[0] // args.batch
-    # Mirrors sparsify.Trainer's optimizer="adam" branch (bitsandbytes absent -> torch Adam,
+    # Mirrors sparsify.Trainer's optimizer="adam" branch, not its default "signum", so all
+    # three trainers use Adam (bitsandbytes absent -> torch Adam,
     # linear decay to 0 over the run). Warm-up is 0: its default 1000 exceeds one short pass.
     opt = torch.optim.Adam(sae.parameters(), lr=args.lr)
     sched = get_linear_schedule_with_warmup(opt, 0, n_steps)
