@@ -1,9 +1,14 @@
-"""Capture activations at any hookpoints in one forward pass; hooks always removed."""
+"""Capture activations at any hookpoints in one forward pass; hooks always removed.
+
+Hooks act only in the thread that installed them: the app serves many visitors from one
+model, and one visitor's capture or steering must never touch another's forward pass.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from threading import get_ident
 
 import torch
 
@@ -26,12 +31,14 @@ def capture(lm: LM, hookpoints: list[str], *, stop_early: bool = True) -> Iterat
     `run_captured` (or catch nothing: the context manager swallows the stop signal).
     """
     acts: dict[str, torch.Tensor] = {}
-    handles = []
+    handles, owner = [], get_ident()
     try:
         for hookpoint in hookpoints:
             module = lm.module_for(hookpoint)
 
             def hook(_m, _inp, out, hookpoint=hookpoint):
+                if get_ident() != owner:
+                    return
                 acts[hookpoint] = _output_tensor(out)
                 if stop_early and len(acts) == len(hookpoints):
                     raise _StopForward
@@ -65,9 +72,13 @@ def run_captured(
 
 @contextmanager
 def edit_output(lm: LM, hookpoint: str, fn) -> Iterator[None]:
-    """Replace `hookpoint`'s output with `fn(output)` for every forward inside the block."""
+    """Replace `hookpoint`'s output with `fn(output)` for every forward inside the block
+    (in this thread)."""
+    owner = get_ident()
 
     def hook(_m, _inp, out):
+        if get_ident() != owner:
+            return None
         if isinstance(out, tuple):
             return (fn(out[0]), *out[1:])
         return fn(out)

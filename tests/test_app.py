@@ -8,6 +8,7 @@ import app
 from sae_core.atlas import build_atlas, ensure_layer_map
 from sae_core.config import TrainConfig
 from tests.conftest import WORDS, tiny_lm
+from ui import layer_map, saes
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def tiny_atlas(tmp_path_factory):
 
 
 def test_saes_tab_summary(tiny_atlas):
-    md, table, fig = app.atlas_summary(str(tiny_atlas))
+    md, table, fig = saes.atlas_summary(str(tiny_atlas))
     assert "3 SAEs" in md
     assert table["hookpoint"].tolist() == ["layers.0", "layers.1", "layers.2"]
     assert (table["FVU"] >= 0).all() and (table["L0"] <= 4).all()
@@ -32,12 +33,12 @@ def test_saes_tab_summary(tiny_atlas):
 
 
 def test_missing_atlas_is_a_message_not_a_crash(tmp_path):
-    md, table, fig = app.atlas_summary(str(tmp_path / "nope"))
+    md, table, fig = saes.atlas_summary(str(tmp_path / "nope"))
     assert md == "No atlas selected." and table.empty and fig is None
 
 
 def test_app_builds_with_layer_map(tiny_atlas):
-    lmap = app.load_layer_map(tiny_atlas)
+    lmap = layer_map.load_layer_map(tiny_atlas)
     assert lmap is not None and lmap.hookpoints == ["layers.0", "layers.1", "layers.2"]
     demo = app.build_app(tiny_atlas)
     assert demo is not None

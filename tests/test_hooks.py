@@ -52,3 +52,30 @@ def test_bad_hookpoints_are_clear_errors(lm):
     with pytest.raises(ValueError, match="unknown hookpoint"):
         run_captured(lm, torch.zeros(1, 3, dtype=torch.long), ["resid_7"])
     assert _n_hooks(lm) == 0
+
+
+def test_hooks_act_only_in_their_own_thread(lm):
+    """A visitor's edit in one thread leaves a concurrent forward in another thread alone."""
+    import threading
+
+    from sae_core.hooks import edit_output
+
+    ids = torch.randint(0, 64, (1, 6))
+    clean = lm.model(ids).logits
+    inside, outside = threading.Event(), threading.Event()
+    result = {}
+
+    def other_visitor():
+        inside.wait()
+        result["logits"] = lm.model(ids).logits
+        outside.set()
+
+    worker = threading.Thread(target=other_visitor)
+    worker.start()
+    with edit_output(lm, "layers.1", lambda x: x + 100.0):
+        inside.set()
+        outside.wait(timeout=30)
+        edited = lm.model(ids).logits
+    worker.join()
+    torch.testing.assert_close(result["logits"], clean)
+    assert not torch.allclose(edited, clean)
