@@ -15,7 +15,7 @@ from sae_core.__main__ import _progress_bar
 from sae_core.atlas import DEFAULT_ATLAS, build_atlas, ensure_layer_map, is_built
 from sae_core.layermap import LayerMapData
 from ui.layer_map import build_layer_map_tab, load_layer_map
-from ui.saes import build_saes_tab
+from ui.saes import atlas_choices, build_saes_tab
 
 INTRO = """# SAE Atlas
 A language model turns text into a long list of numbers at every layer. A **sparse
@@ -27,8 +27,11 @@ This page shows how faithful those rewrites are, layer by layer."""
 def build_app(atlas: Path = DEFAULT_ATLAS, lmap: LayerMapData | None = None) -> gr.Blocks:
     with gr.Blocks(title="SAE Atlas") as demo:
         gr.Markdown(INTRO)
+        choices = atlas_choices(atlas)
+        # The active SAE set: every tab reads its folder from this picker.
+        picker = gr.Dropdown(choices, value=str(atlas) if choices else None, label="SAE set")
         build_layer_map_tab(lmap or load_layer_map(atlas))
-        build_saes_tab(atlas)
+        build_saes_tab(picker)
     return demo
 
 

@@ -1,5 +1,6 @@
 """Tiny random models built from a config: fast, offline, deterministic."""
 
+import json
 import os
 
 # The suite needs no network: no Hub look-ups, no Gradio analytics.
@@ -11,6 +12,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from sae_core import session
+from sae_core.atlas import build_atlas, ensure_layer_map
+from sae_core.config import TrainConfig
 from sae_core.lm import LM, find_layers
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", ".", ",", "Paris", "is", "big"]
@@ -38,3 +42,18 @@ def tiny_lm(n_layers: int = 3, d_model: int = 32, seed: int = 0) -> LM:
 @pytest.fixture
 def lm() -> LM:
     return tiny_lm()
+
+
+@pytest.fixture(scope="session")
+def tiny_atlas(tmp_path_factory):
+    """A finished atlas (3 layers, SAEs, metrics, layer map) of the tiny model."""
+    root = tmp_path_factory.mktemp("atlas")
+    corpus = root / "corpus.jsonl"
+    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
+    corpus.write_text("\n".join(json.dumps({"text": t}) for t in lines))
+    lm = tiny_lm()
+    session.register_model(lm)  # open_atlas finds it by name instead of loading from the Hub
+    cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, bf16=False)
+    out = build_atlas(root / "tiny", corpus=str(corpus), cfg=cfg, seq_len=16, held_out=8, lm=lm)
+    ensure_layer_map(out, lm=lm)
+    return out

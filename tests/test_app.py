@@ -1,27 +1,7 @@
 """The app over a tiny atlas built end to end from a tiny random model."""
 
-import json
-
-import pytest
-
 import app
-from sae_core.atlas import build_atlas, ensure_layer_map
-from sae_core.config import TrainConfig
-from tests.conftest import WORDS, tiny_lm
 from ui import layer_map, saes
-
-
-@pytest.fixture(scope="module")
-def tiny_atlas(tmp_path_factory):
-    root = tmp_path_factory.mktemp("atlas")
-    corpus = root / "corpus.jsonl"
-    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
-    corpus.write_text("\n".join(json.dumps({"text": t}) for t in lines))
-    lm = tiny_lm()
-    cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, bf16=False)
-    out = build_atlas(root / "tiny", corpus=str(corpus), cfg=cfg, seq_len=16, held_out=8, lm=lm)
-    ensure_layer_map(out, lm=lm)
-    return out
 
 
 def test_saes_tab_summary(tiny_atlas):

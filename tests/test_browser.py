@@ -6,7 +6,6 @@ import socket
 import pytest
 
 import app
-from tests.test_app import tiny_atlas  # noqa: F401 - fixture
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian chromium")
@@ -19,7 +18,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def page(tiny_atlas):  # noqa: F811
+def page(tiny_atlas):
     from playwright.sync_api import sync_playwright
 
     port = _free_port()

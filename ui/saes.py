@@ -40,16 +40,18 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     return md, table, quality_by_layer(metrics)
 
 
-def build_saes_tab(atlas: Path) -> None:
-    choices = sorted({*list_atlases(), *([str(atlas)] if is_built(atlas) else [])})
+def atlas_choices(atlas: Path) -> list[str]:
+    return sorted({*list_atlases(), *([str(atlas)] if is_built(atlas) else [])})
+
+
+def build_saes_tab(picker: gr.Dropdown) -> None:
+    """`picker` (above the tabs) holds the active SAE set's folder."""
     with gr.Tab("SAEs"):
         gr.Markdown("Trained SAE sets and their quality on text they never saw. "
                     "*FVU*: share of the layer's variation the SAE misses. *L0*: features "
                     "active per token. *CE loss recovered*: how much of the model's ability "
                     "to predict the next word survives when the SAE replaces the layer.")
-        first = str(atlas) if str(atlas) in choices else (choices[0] if choices else None)
-        md, df, fig = atlas_summary(first)
-        picker = gr.Dropdown(choices, value=first, label="SAE set")
+        md, df, fig = atlas_summary(picker.value)
         summary = gr.Markdown(md)
         plot = gr.Plot(fig)
         table = gr.Dataframe(df, interactive=False)
