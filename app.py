@@ -13,8 +13,7 @@ import gradio as gr
 
 from sae_core.__main__ import _progress_bar
 from sae_core.atlas import DEFAULT_ATLAS, build_atlas, ensure_layer_map, is_built
-from sae_core.layermap import LayerMapData
-from ui.layer_map import build_layer_map_tab, load_layer_map
+from ui.layer_map import build_layer_map_tab
 from ui.saes import atlas_choices, build_saes_tab
 
 INTRO = """# SAE Atlas
@@ -24,13 +23,13 @@ and features are often readable: "a French city", "the end of a sentence".
 This page shows how faithful those rewrites are, layer by layer."""
 
 
-def build_app(atlas: Path = DEFAULT_ATLAS, lmap: LayerMapData | None = None) -> gr.Blocks:
+def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
     with gr.Blocks(title="SAE Atlas") as demo:
         gr.Markdown(INTRO)
         choices = atlas_choices(atlas)
         # The active SAE set: every tab reads its folder from this picker.
         picker = gr.Dropdown(choices, value=str(atlas) if choices else None, label="SAE set")
-        build_layer_map_tab(lmap or load_layer_map(atlas))
+        build_layer_map_tab(picker)
         build_saes_tab(picker)
     return demo
 
@@ -41,14 +40,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--no-build", action="store_true", help="serve without building")
     args = parser.parse_args()
-    lmap = None
     if not args.no_build:
         if not is_built(DEFAULT_ATLAS):
             print("Building the default atlas (one SAE per layer, then its layer map; about "
                   "17 + 3 minutes on 2 cores)...")
             build_atlas(DEFAULT_ATLAS, report=_progress_bar())
-        lmap = ensure_layer_map(DEFAULT_ATLAS, report=_progress_bar())
-    build_app(DEFAULT_ATLAS, lmap).launch(server_name=args.host, server_port=args.port)
+        ensure_layer_map(DEFAULT_ATLAS, report=_progress_bar())
+    build_app(DEFAULT_ATLAS).launch(server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

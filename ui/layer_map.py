@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core.atlas import LAYER_MAP_FILE
+from sae_core import session
+from sae_core.atlas import LAYER_MAP_FILE, ensure_layer_map
 from sae_core.layermap import LayerMapData
 from sae_core.layermap_view import (
     KIND_NAMES,
@@ -17,6 +20,7 @@ from sae_core.layermap_view import (
     present_labels,
     summary_rows,
 )
+from sae_core.lm import parse_hookpoint
 
 LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
 speech, grammatical role, entity type and word shape (spaCy), and give each feature the tag
@@ -30,14 +34,55 @@ directions. If SAE features sit above them, SAE features are more single-minded.
 tokens, so a feature earns it by chance; the lift minimum keeps such features out."""
 
 THRESHOLD, MIN_SUPPORT, MIN_LIFT = 0.8, 20, 2.0
+NO_MAP = ("*This SAE set has no layer map yet. Building one labels ~45k corpus tokens with "
+          "spaCy and runs the model over them once.*")
 
 
-def build_layer_map_tab(lmap: LayerMapData | None) -> None:
+class LayerMapTab(NamedTuple):
+    layer: gr.Dropdown
+    cell: gr.Dataframe
+    """The features of the chosen cell; selecting a row can open that feature's page."""
+
+
+def load_layer_map(folder: str | Path | None) -> LayerMapData | None:
+    """The atlas's layer map, read once per folder; None when it was never built."""
+    if not folder:
+        return None
+    return _load_layer_map(Path(folder).resolve())
+
+
+@lru_cache(maxsize=8)
+def _load_layer_map(folder: Path) -> LayerMapData | None:
+    path = folder / LAYER_MAP_FILE
+    return LayerMapData.load(path) if path.exists() else None
+
+
+def _layer_ids(lmap: LayerMapData | None) -> list[int]:
+    return [parse_hookpoint(h)[0] for h in lmap.hookpoints] if lmap else []
+
+
+def _labels(lmap: LayerMapData | None, task: str) -> list[str]:
+    return [lmap.vocab[task][i] for i in present_labels(lmap, task)] if lmap else []
+
+
+def redraw(folder, task, kind, thr, sup, lift):
+    lmap = load_layer_map(folder)
+    if lmap is None:
+        return None, None, None, ""
+    return (heatmap_figure(lmap, task, thr, int(sup), kind, lift),
+            lines_figure(lmap, task, thr, int(sup), lift),
+            summary_rows(lmap, thr, int(sup), lift),
+            f"Counts from {lmap.n_tokens:,} labelled tokens; features fire on "
+            f"{100 * lmap.fire_rate:.2f}% of tokens on average, and so do the baselines.")
+
+
+def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
+    """`picker` holds the active atlas folder; everything here follows it."""
     with gr.Tab("Layer map"):
         gr.Markdown(LAYER_MAP_INTRO)
-        if lmap is None:
-            gr.Markdown("*No layer map for this atlas yet: run `make run` to build it.*")
-            return
+        lmap = load_layer_map(picker.value)
+        missing = gr.Markdown(NO_MAP, visible=lmap is None)
+        build = gr.Button("Build the layer map (a few minutes)", visible=lmap is None)
         tasks = [(name, t) for t, name in TASK_NAMES.items()]
         kinds = [(name, k) for k, name in KIND_NAMES.items()]
         with gr.Row():
@@ -49,44 +94,59 @@ def build_layer_map_tab(lmap: LayerMapData | None) -> None:
             support = gr.Slider(1, 200, value=MIN_SUPPORT, step=1,
                                 label="Minimum firings (support)")
             lift = gr.Slider(0, 10, value=MIN_LIFT, step=0.5, label="Minimum lift")
-        heat = gr.Plot(heatmap_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT, "sae", MIN_LIFT))
-        lines = gr.Plot(lines_figure(lmap, "pos", THRESHOLD, MIN_SUPPORT, MIN_LIFT))
-        summary = gr.Dataframe(summary_rows(lmap, THRESHOLD, MIN_SUPPORT, MIN_LIFT),
-                               interactive=False, label="Accepted share, averaged over layers")
-        gr.Markdown(f"Counts from {lmap.n_tokens:,} labelled tokens; features fire on "
-                    f"{100 * lmap.fire_rate:.2f}% of tokens on average, and so do the baselines.")
+        fig, line_fig, rows, text = redraw(picker.value, "pos", "sae", THRESHOLD, MIN_SUPPORT,
+                                           MIN_LIFT)
+        heat, lines = gr.Plot(fig), gr.Plot(line_fig)
+        summary = gr.Dataframe(rows, interactive=False,
+                               label="Accepted share, averaged over layers")
+        note = gr.Markdown(text)
         gr.Markdown("### Features in one cell")
+        gr.Markdown("Select a row to open that feature's page.")
         with gr.Row():
-            layer_ids = [int(h.split(".")[1]) for h in lmap.hookpoints]
-            layer = gr.Dropdown(layer_ids, value=layer_ids[len(layer_ids) // 2], label="Layer")
-            first = [lmap.vocab["pos"][i] for i in present_labels(lmap, "pos")]
-            label = gr.Dropdown(first, value=first[0], label="Label")
+            ids = _layer_ids(lmap)
+            layer = gr.Dropdown(ids, value=ids[len(ids) // 2] if ids else None, label="Layer")
+            names = _labels(lmap, "pos")
+            label = gr.Dropdown(names, value=names[0] if names else None, label="Label")
         cell = gr.Dataframe(interactive=False)
 
-        def redraw(task, kind, thr, sup, lift):
-            return (heatmap_figure(lmap, task, thr, int(sup), kind, lift),
-                    lines_figure(lmap, task, thr, int(sup), lift),
-                    summary_rows(lmap, thr, int(sup), lift))
+        def relabel(folder, task):
+            names = _labels(load_layer_map(folder), task)
+            return gr.Dropdown(choices=names, value=names[0] if names else None)
 
-        def relabel(task):
-            names = [lmap.vocab[task][i] for i in present_labels(lmap, task)]
-            return gr.Dropdown(choices=names, value=names[0])
+        def switch_atlas(folder, task):
+            lmap = load_layer_map(folder)
+            ids = _layer_ids(lmap)
+            return (gr.Markdown(visible=lmap is None), gr.Button(visible=lmap is None),
+                    gr.Dropdown(choices=ids, value=ids[len(ids) // 2] if ids else None),
+                    relabel(folder, task))
 
-        def cell_table(task, kind, thr, sup, lift, layer, label):
+        def cell_table(folder, task, kind, thr, sup, lift, layer, label):
+            lmap = load_layer_map(folder)
+            if lmap is None or layer is None or label is None:
+                return None
             try:
                 return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift)
             except ValueError as err:
                 raise gr.Error(str(err)) from err
 
+        def build_map(folder, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            if not folder:
+                raise gr.Error("Pick an SAE set first.")
+            ensure_layer_map(Path(folder), lm=session.open_atlas(folder).lm,
+                             report=lambda msg, frac: progress(frac, desc=msg))
+            _load_layer_map.cache_clear()
+            return switch_atlas(folder, "pos")
+
         controls = [task, kind, threshold, support, lift]
+        draw_outputs = [heat, lines, summary, note]
         # queue=False: these take milliseconds, so skip the queue's round trips
         for control in controls:
-            control.change(redraw, controls, [heat, lines, summary], queue=False)
-        task.change(relabel, task, label, queue=False)
+            control.change(redraw, [picker, *controls], draw_outputs, queue=False)
+        task.change(relabel, [picker, task], label, queue=False)
+        switched = [missing, build, layer, label]
+        picker.change(switch_atlas, [picker, task], switched).then(
+            redraw, [picker, *controls], draw_outputs)
+        build.click(build_map, picker, switched).then(redraw, [picker, *controls], draw_outputs)
         for control in [*controls, layer, label]:
-            control.change(cell_table, [*controls, layer, label], cell, queue=False)
-
-
-def load_layer_map(folder: Path) -> LayerMapData | None:
-    path = folder / LAYER_MAP_FILE
-    return LayerMapData.load(path) if path.exists() else None
+            control.change(cell_table, [picker, *controls, layer, label], cell, queue=False)
+    return LayerMapTab(layer, cell)
