@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 Architecture = Literal["topk", "relu"]
+"""What our trainer makes."""
+SaeArchitecture = Literal["topk", "relu", "jumprelu"]
+"""What an SAE can be: JumpReLU SAEs come only from the Hub (SAELens)."""
 
 
 @dataclass(frozen=True)
@@ -14,20 +17,24 @@ class SaeConfig:
     """Width of the activations the SAE reads (d_model for residual hookpoints)."""
     d_sae: int
     """Number of latents (features)."""
-    architecture: Architecture = "topk"
-    """`topk` keeps the k largest ReLU pre-activations; `relu` is a plain ReLU SAE."""
+    architecture: SaeArchitecture = "topk"
+    """`topk` keeps the k largest ReLU pre-activations; `relu` is a plain ReLU SAE;
+    `jumprelu` keeps a pre-activation only above its latent's `threshold`."""
     k: int = 32
-    """Active latents per token for `topk` (ignored by `relu`)."""
+    """Active latents per token for `topk` (ignored by `relu` and `jumprelu`)."""
     hookpoint: str = ""
     """Our hookpoint name, e.g. `layers.12` (residual after block 12) or `layers.12.mlp`."""
     model_name: str = ""
     """The model whose activations the SAE was trained on."""
+    apply_b_dec_to_input: bool = True
+    """Subtract b_dec from the input before encoding (SAELens; some Hub SAEs do not)."""
 
     def __post_init__(self) -> None:
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}")
-        if self.architecture not in ("topk", "relu"):
-            raise ValueError(f"unknown architecture {self.architecture!r}; use 'topk' or 'relu'")
+        if self.architecture not in ("topk", "relu", "jumprelu"):
+            raise ValueError(f"unknown architecture {self.architecture!r}; "
+                             "use 'topk', 'relu' or 'jumprelu'")
         if self.architecture == "topk" and not 0 < self.k <= self.d_sae:
             raise ValueError(f"k must be in 1..d_sae ({self.d_sae}), got {self.k}")
 

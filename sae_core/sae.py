@@ -1,9 +1,10 @@
-"""One sparse autoencoder module: `topk` or `relu`, saved in the SAELens layout.
+"""One sparse autoencoder module: `topk`, `relu` or `jumprelu`, saved in the SAELens layout.
 
 Saved tensors (SAELens names and shapes): W_enc (d_in, d_sae), b_enc (d_sae,),
-W_dec (d_sae, d_in), b_dec (d_in,). In memory the encoder is the parameter `W_enc_SD`
-(d_sae, d_in), one row per latent: the trainer reads and updates per-latent rows, and a fused
-Adam step on a transposed view would copy the whole tensor every step.
+W_dec (d_sae, d_in), b_dec (d_in,), and for `jumprelu` threshold (d_sae,). In memory the
+encoder is the parameter `W_enc_SD` (d_sae, d_in), one row per latent: the trainer reads and
+updates per-latent rows, and a fused Adam step on a transposed view would copy the whole
+tensor every step.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Sae(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
         self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        if cfg.architecture == "jumprelu":
+            self.threshold = nn.Parameter(torch.zeros(cfg.d_sae))
 
     @classmethod
     def init_from_data(cls, cfg: SaeConfig, sample_ND: Tensor, *, seed: int = 0) -> Sae:
@@ -62,21 +65,37 @@ class Sae(nn.Module):
 
     def tensors(self) -> dict[str, Tensor]:
         """The weights under SAELens names, contiguous, for saving."""
-        return {"W_enc": self.W_enc.detach().contiguous(), "b_enc": self.b_enc.detach(),
-                "W_dec": self.W_dec.detach(), "b_dec": self.b_dec.detach()}
+        out = {"W_enc": self.W_enc.detach().contiguous(), "b_enc": self.b_enc.detach(),
+               "W_dec": self.W_dec.detach(), "b_dec": self.b_dec.detach()}
+        if self.cfg.architecture == "jumprelu":
+            out["threshold"] = self.threshold.detach()
+        return out
 
     def pre_acts(self, x_ND: Tensor) -> Tensor:
+        if not self.cfg.apply_b_dec_to_input:
+            return x_ND @ self.W_enc + self.b_enc
         return (x_ND - self.b_dec) @ self.W_enc + self.b_enc
 
+    def _jump(self, pre_NS: Tensor) -> Tensor:
+        """JumpReLU: a pre-activation counts only above its latent's threshold."""
+        return F.relu(pre_NS) * (pre_NS > self.threshold)
+
     def encode_topk(self, x_ND: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
-        """(values, latent indices), each (n, k), for a TopK SAE; values are >= 0."""
-        vals, idx = self.pre_acts(x_ND).topk(k or self.cfg.k, dim=-1, sorted=False)
+        """(values, latent indices), each (n, k): the k largest activations; values >= 0.
+
+        For a TopK SAE this is its encoding; for the others, its k strongest latents."""
+        pre = self.pre_acts(x_ND)
+        if self.cfg.architecture == "jumprelu":
+            pre = self._jump(pre)
+        vals, idx = pre.topk(k or self.cfg.k, dim=-1, sorted=False)
         return vals.clamp_min(0), idx
 
     def encode(self, x_ND: Tensor) -> Tensor:
         """Dense latent activations (n, d_sae)."""
         if self.cfg.architecture == "relu":
             return F.relu(self.pre_acts(x_ND))
+        if self.cfg.architecture == "jumprelu":
+            return self._jump(self.pre_acts(x_ND))
         vals, idx = self.encode_topk(x_ND)
         return torch.zeros(x_ND.shape[0], self.cfg.d_sae, dtype=vals.dtype).scatter_(1, idx, vals)
 
@@ -122,7 +141,7 @@ class Sae(nn.Module):
             raise ValueError(f"{weights_path}: tensors {got} do not match config {expected}")
         with torch.no_grad():
             sae.W_enc.copy_(tensors["W_enc"])
-            for name in ("b_enc", "W_dec", "b_dec"):
+            for name in expected.keys() - {"W_enc"}:
                 getattr(sae, name).copy_(tensors[name])
         sae.metadata = raw.get("metadata", {})
         return sae
@@ -135,8 +154,9 @@ def saelens_cfg(cfg: SaeConfig) -> dict:
     out = {
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
-        "architecture": "topk" if cfg.architecture == "topk" else "standard",
-        "apply_b_dec_to_input": True,
+        "architecture": {"topk": "topk", "relu": "standard"}.get(cfg.architecture,
+                                                                 cfg.architecture),
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": "none",
         "dtype": "float32",
         "device": "cpu",
@@ -153,7 +173,8 @@ def saelens_cfg(cfg: SaeConfig) -> dict:
 
 
 def sae_config_from_saelens(raw: dict) -> SaeConfig:
-    arch = {"topk": "topk", "standard": "relu", "relu": "relu"}.get(raw["architecture"])
+    arch = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu"}.get(
+        raw["architecture"])
     if arch is None:
         raise ValueError(f"unsupported architecture {raw['architecture']!r}")
     meta = raw.get("metadata", {})
@@ -161,4 +182,5 @@ def sae_config_from_saelens(raw: dict) -> SaeConfig:
         d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=arch, k=raw.get("k", meta.get("k", 32)),
         hookpoint=meta.get("sae_atlas_hookpoint", meta.get("hook_name", "")),
         model_name=meta.get("model_name", ""),
+        apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True),
     )

@@ -1,0 +1,105 @@
+"""Fetch one file of a Hub repo (or a local folder) through `huggingface_hub`'s cache.
+
+Every failure becomes a `HubError` that names the repo and the file; paths from users or
+configs must stay inside the repo, and fetched files inside the cache (no `..`, no
+absolute paths, no symlinks leading out). Weights are read as safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path, PurePosixPath
+
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.file_download import repo_folder_name
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+
+class HubError(ValueError):
+    """A pretrained SAE could not be found, fetched or converted; the message says why."""
+
+
+def safe_path(path: str) -> str:
+    """A folder inside the repo: relative, no `..`; a clear error otherwise."""
+    p = PurePosixPath(path.strip().replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", path.strip()):
+        raise HubError(f"SAE path {path!r} points outside the repository")
+    return "" if str(p) == "." else str(p)
+
+
+def join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+def fetch(repo_id: str, filename: str, *, revision: str | None, cache_dir: Path,
+          token: str | None, optional: bool = False) -> Path | None:
+    """The local path of one repo file, downloaded into the cache if needed."""
+    repo_root = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
+    try:
+        path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
+                                    token=token))
+    except GatedRepoError as err:
+        raise HubError(f"repository {repo_id!r} is gated: accept its terms on the Hub and "
+                       "configure a token") from err
+    except RepositoryNotFoundError as err:
+        raise HubError(f"repository {repo_id!r} was not found on the Hugging Face Hub (or it "
+                       "is private: configure a token)") from err
+    except RevisionNotFoundError as err:
+        raise HubError(f"repository {repo_id!r} has no revision {revision!r}") from err
+    except LocalEntryNotFoundError as err:
+        if optional:
+            return None
+        if not repo_root.exists():
+            raise HubError(f"cannot reach the Hugging Face Hub and repository {repo_id!r} is "
+                           f"not in the local cache ({cache_dir})") from err
+        raise HubError(f"file {filename!r} of repository {repo_id!r} is not in the local cache "
+                       "and the Hub cannot be reached (offline?)") from err
+    except EntryNotFoundError as err:
+        if optional:
+            return None
+        raise HubError(f"file {filename!r} is missing from repository {repo_id!r}") from err
+    except (HFValidationError, ValueError) as err:
+        raise HubError(f"bad repository id or file name ({repo_id!r}, {filename!r}): "
+                       f"{err}") from err
+    except (HfHubHTTPError, OSError) as err:
+        raise HubError(f"could not reach the Hub for repository {repo_id!r}: {err}") from err
+    if not path.resolve().is_relative_to(repo_root.resolve()):
+        raise HubError(f"{filename!r} of {repo_id!r} resolves to {path.resolve()}, outside "
+                       f"the Hub cache folder {repo_root}")
+    return path
+
+
+def revision_of(path: Path) -> str:
+    """The commit hash of the snapshot a cached file sits in."""
+    parts = path.parts
+    i = len(parts) - 1 - parts[::-1].index("snapshots")
+    return parts[i + 1]
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HubError(f"{what} is not valid JSON: {err}") from err
+    if not isinstance(raw, dict):
+        raise HubError(f"{what} is not a JSON object")
+    return raw
+
+
+def read_tensors(path: Path, what: str) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise HubError(f"{what}: corrupt or truncated safetensors file: {err}") from err
