@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .corpus import load_texts, token_windows
 from .hooks import edit_output, run_captured
-from .lm import LM
+from .lm import LM, parse_hookpoint
 from .sae import Sae
 
 MAX_STRENGTH = 20.0
@@ -44,8 +44,8 @@ Positions = Literal["all", "generated"]
 
 @dataclass(frozen=True)
 class FeatureSteer:
-    layer: int
-    """Residual layer N (hookpoint `layers.N`)."""
+    hookpoint: str
+    """Where the feature's SAE reads: `layers.N` (residual after block N) or `layers.N.mlp`."""
     feature: int
     """Latent index in that layer's SAE."""
     strength: float
@@ -61,12 +61,13 @@ class FeatureSteer:
                              f"-{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (x the layer's norm)")
         if self.mode not in ("add", "clamp"):
             raise ValueError(f"mode must be 'add' or 'clamp', got {self.mode!r}")
-        if self.layer < 0 or self.feature < 0:
-            raise ValueError(f"layer and feature must be >= 0, got {self.layer}, {self.feature}")
+        parse_hookpoint(self.hookpoint)
+        if self.feature < 0:
+            raise ValueError(f"feature numbers start at 0, got {self.feature}")
 
     @property
-    def hookpoint(self) -> str:
-        return f"layers.{self.layer}"
+    def layer(self) -> int:
+        return parse_hookpoint(self.hookpoint)[0]
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,22 @@ class GenConfig:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
 
+def hookpoint_for_layer(saes: dict[str, Sae], layer: int) -> str:
+    """The atlas's hookpoint at layer N (`layers.N`, else `layers.N.mlp`); clear error if none."""
+    for h in (f"layers.{layer}", f"layers.{layer}.mlp"):
+        if h in saes:
+            return h
+    layers = sorted({parse_hookpoint(h)[0] for h in saes})
+    raise ValueError(f"layer {layer} is not in this SAE set (layers: "
+                     f"{', '.join(map(str, layers))})")
+
+
 def check_steering(steering: Steering, saes: dict[str, Sae]) -> None:
     """Clear errors for layers outside the atlas and features outside the SAE."""
-    layers = sorted(int(h.split(".")[1]) for h in saes if h.count(".") == 1)
     for f in steering.features:
         if f.hookpoint not in saes:
-            raise ValueError(f"layer {f.layer} is not in this SAE set (layers: "
-                             f"{', '.join(map(str, layers))})")
+            hookpoint_for_layer(saes, f.layer)  # names the layers there are
+            raise ValueError(f"this SAE set has no SAE at {f.hookpoint}")
         d_sae = saes[f.hookpoint].cfg.d_sae
         if f.feature >= d_sae:
             raise ValueError(f"feature {f.feature} does not exist at layer {f.layer}: "
@@ -154,11 +164,13 @@ def typical_norms(lm: LM, saes: dict[str, Sae], hookpoints: list[str], *,
 
 def feature_acts(sae: Sae, x_ND: Tensor, feats_C: Tensor) -> Tensor:
     """(N, C) current SAE activation of latents `feats_C`: TopK: the value if the latent is
-    among the top k (and positive), else 0; ReLU: relu of its pre-activation."""
+    among the top k (and positive), else 0; ReLU / JumpReLU: as `Sae.encode`."""
     pre_NS = sae.pre_acts(x_ND.float())
     pre_NC = pre_NS[:, feats_C]
     if sae.cfg.architecture == "relu":
         return pre_NC.clamp_min(0)
+    if sae.cfg.architecture == "jumprelu":
+        return pre_NC.clamp_min(0) * (pre_NC > sae.threshold[feats_C])
     kth_N1 = pre_NS.topk(sae.cfg.k, dim=-1).values[:, -1:]
     return torch.where(pre_NC >= kth_N1, pre_NC, 0.0).clamp_min(0)
 

@@ -17,6 +17,7 @@ from sae_core.steering import (
     _layer_edit,
     feature_acts,
     generate,
+    hookpoint_for_layer,
     prompt_ids,
     side_by_side,
     steering_hooks,
@@ -63,8 +64,8 @@ def test_add_hook_changes_the_residual_by_exactly_the_requested_vector(lm):
     sae = _random_sae()
     saes, norms = {"layers.1": sae}, {"layers.1": 2.5}
     ids = torch.randint(3, 16, (1, 9)).expand(3, 9)
-    steer = Steering((FeatureSteer(1, 7, 0.8), FeatureSteer(1, 20, -0.3)))
-    one = Steering((FeatureSteer(1, 7, 0.8),), positions="generated")
+    steer = Steering((FeatureSteer("layers.1", 7, 0.8), FeatureSteer("layers.1", 20, -0.3)))
+    one = Steering((FeatureSteer("layers.1", 7, 0.8),), positions="generated")
     clean = _layer_out(lm, ids, "layers.1")
     edited = _layer_out(lm, ids, "layers.1", saes, norms, [None, steer, one])
     unit = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=-1, keepdim=True)
@@ -89,7 +90,7 @@ def test_clamp_sets_the_feature_activation_on_hand_set_weights():
     a_off = torch.zeros(4, 16)
     a_off[:, [2, 6, 11]] = torch.rand(4, 3, generator=gen) + 0.5  # f silent: pre_f = 0
     x_BLD = torch.stack([sae.decode(a_active), sae.decode(a_off)])  # (2, 4, 32)
-    rows = [None, Steering((FeatureSteer(1, f, v / norm, "clamp"),))]
+    rows = [None, Steering((FeatureSteer("layers.1", f, v / norm, "clamp"),))]
     edit = _layer_edit(sae, norm, rows, "layers.1", 1, _Cursor(offset=1), 1e9)
     out = edit(torch.cat([x_BLD[:1], x_BLD[:1]]))  # row 1 steered, row 0 not
     out_off = edit(torch.cat([x_BLD[1:], x_BLD[1:]]))
@@ -105,7 +106,7 @@ def test_clamp_in_the_model_moves_the_residual_by_value_minus_activation(lm):
     sae = _random_sae()
     saes, norms = {"layers.1": sae}, {"layers.1": 3.0}
     ids = torch.randint(3, 16, (1, 8)).expand(2, 8)
-    rows = [None, Steering((FeatureSteer(1, 11, 0.5, "clamp"),))]
+    rows = [None, Steering((FeatureSteer("layers.1", 11, 0.5, "clamp"),))]
     clean = _layer_out(lm, ids, "layers.1")
     edited = _layer_out(lm, ids, "layers.1", saes, norms, rows)
     a = feature_acts(sae, clean[1, 1:], torch.tensor([11]))[:, 0]
@@ -118,7 +119,7 @@ def test_strength_zero_gives_the_unsteered_output(tiny_atlas):
     loaded = session.open_atlas(tiny_atlas)
     for temperature in (0.0, 1.0):
         gen = GenConfig(max_new_tokens=12, temperature=temperature, seed=3)
-        out = side_by_side(loaded, PROMPT, Steering((FeatureSteer(1, 5, 0.0),)), gen)
+        out = side_by_side(loaded, PROMPT, Steering((FeatureSteer("layers.1", 5, 0.0),)), gen)
         assert out.steered == out.unsteered and out.n_tokens == (12, 12)
 
 
@@ -126,7 +127,7 @@ def test_batched_rows_equal_solo_runs_and_steering_changes_the_text(tiny_atlas):
     loaded = session.open_atlas(tiny_atlas)
     ids = prompt_ids(loaded.lm, PROMPT, GenConfig())
     norms, _ = typical_norms(loaded.lm, loaded.saes, ["layers.1", "layers.2"])
-    steer = Steering((FeatureSteer(1, 5, 8.0), FeatureSteer(2, 9, 6.0)))
+    steer = Steering((FeatureSteer("layers.1", 5, 8.0), FeatureSteer("layers.2", 9, 6.0)))
     for gen in (GenConfig(max_new_tokens=16), GenConfig(max_new_tokens=16, temperature=1.0)):
         batch = generate(loaded.lm, loaded.saes, norms, ids, [None, steer], gen)
         plain = generate(loaded.lm, loaded.saes, norms, ids, [None], gen)[0]
@@ -140,7 +141,7 @@ def test_no_hook_survives_an_exception(tiny_atlas):
     loaded = session.open_atlas(tiny_atlas)
     ids = prompt_ids(loaded.lm, PROMPT, GenConfig())
     norms, _ = typical_norms(loaded.lm, loaded.saes, ["layers.0", "layers.2"])
-    steer = Steering((FeatureSteer(0, 1, 1.0), FeatureSteer(2, 2, 1.0, "clamp")))
+    steer = Steering((FeatureSteer("layers.0", 1, 1.0), FeatureSteer("layers.2", 2, 1.0, "clamp")))
     before = _n_hooks(loaded.lm)
 
     def boom(_logits):
@@ -155,16 +156,16 @@ def test_no_hook_survives_an_exception(tiny_atlas):
 @pytest.mark.parametrize("strength", [math.nan, math.inf, -math.inf, 1e6, 20.5])
 def test_bad_strength_is_a_clear_error(strength):
     with pytest.raises(ValueError, match="strength"):
-        FeatureSteer(1, 2, strength)
+        FeatureSteer("layers.1", 2, strength)
 
 
 def test_bad_requests_are_clear_errors(tiny_atlas):
     loaded = session.open_atlas(tiny_atlas)
-    ok = Steering((FeatureSteer(1, 5, 0.5),))
+    ok = Steering((FeatureSteer("layers.1", 5, 0.5),))
     cases = [
         ("   ", ok, GenConfig(), "prompt"),
-        (PROMPT, Steering((FeatureSteer(1, 64, 0.5),)), GenConfig(), "feature 64"),
-        (PROMPT, Steering((FeatureSteer(7, 1, 0.5),)), GenConfig(), "layer 7"),
+        (PROMPT, Steering((FeatureSteer("layers.1", 64, 0.5),)), GenConfig(), "feature 64"),
+        (PROMPT, Steering((FeatureSteer("layers.7", 1, 0.5),)), GenConfig(), "layer 7"),
         (" ".join(["cat"] * 120), ok, GenConfig(max_new_tokens=20), "prompt is"),
     ]
     for prompt, steering, gen, match in cases:
@@ -190,3 +191,18 @@ def test_typical_norm_is_measured_when_the_sae_lacks_it(tiny_atlas):
     assert 0.7 * stored < norms["layers.2"] < 1.3 * stored
     norms2, measured2 = typical_norms(loaded.lm, loaded.saes, ["layers.2"])
     assert measured2 == [] and norms2["layers.2"] == stored
+
+
+def test_mlp_hookpoints_steer_too(lm):
+    sae = _random_sae(hookpoint="layers.1.mlp")
+    saes, norms = {"layers.1.mlp": sae}, {"layers.1.mlp": 0.5}
+    assert hookpoint_for_layer(saes, 1) == "layers.1.mlp"
+    ids = torch.randint(3, 16, (1, 6)).expand(2, 6)
+    rows = [None, Steering((FeatureSteer("layers.1.mlp", 3, 2.0),))]
+    clean = _layer_out(lm, ids, "layers.1.mlp")
+    edited = _layer_out(lm, ids, "layers.1.mlp", saes, norms, rows)
+    unit = sae.W_dec.detach()[3] / sae.W_dec.detach()[3].norm()
+    torch.testing.assert_close(edited[1, 1:] - clean[1, 1:], (2.0 * 0.5 * unit).expand(5, -1),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="layer 4 is not in this SAE set"):
+        hookpoint_for_layer(saes, 4)
