@@ -1,4 +1,4 @@
-"""The SAEs tab: trained SAE sets and their quality."""
+"""The SAEs tab: trained and Hub SAE sets, their quality, loading from the Hub, export."""
 
 from __future__ import annotations
 
@@ -7,28 +7,53 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from huggingface_hub import get_token
 
 from sae_core.atlas import ATLAS_ROOT, is_built
+from sae_core.hub import HubError
+from sae_core.hub_atlas import EXPORT_ROOT, export_saelens, load_pretrained_atlas, push_to_hub
+from sae_core.hub_registry import RELEASES, release_label, slug
+from sae_core.lm import EMBEDDED_ID
 from sae_core.plots import quality_by_layer
+
+HUB_INTRO = """### Load SAEs from the Hugging Face Hub
+Pick a known release, or type a repo id with the SAE folders in it (SAELens: `cfg.json` +
+`sae_weights.safetensors`; EleutherAI sparsify: `<hookpoint>/cfg.json` + `sae.safetensors`).
+The set is checked against the model, measured on our corpus like a trained set, and then
+feeds every tab."""
 
 
 def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:
     return sorted(str(p) for p in root.glob("*") if is_built(p))
 
 
+def _read(folder: str | Path) -> tuple[dict, dict]:
+    folder = Path(folder)
+    return (json.loads((folder / "atlas.json").read_text()),
+            json.loads((folder / "metrics.json").read_text()))
+
+
+def _origin(info: dict) -> str:
+    src = info.get("source")
+    if not src:
+        cfg = info["train_cfg"]
+        return (f"trained here ({cfg['architecture']}, {cfg['expansion']}x width, "
+                f"k={cfg['k']}) on {info['lm_tokens']:,} tokens of `{info['corpus']}` in "
+                f"{info['train_seconds']:.0f} s")
+    trained_for = ", ".join(src["trained_for"]) or "an unnamed model"
+    return (f"loaded from `{src['release'] or src['repo_id']}` ({', '.join(src['formats'])}, "
+            f"revision `{src['revision'][:12]}`), trained for {trained_for}")
+
+
 def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     """Markdown summary, per-layer metrics table and quality plot of one atlas."""
     if not folder or not is_built(Path(folder)):
         return "No atlas selected.", pd.DataFrame(), None
-    info = json.loads((Path(folder) / "atlas.json").read_text())
-    metrics = json.loads((Path(folder) / "metrics.json").read_text())
-    cfg = info["train_cfg"]
-    md = (
-        f"**{info['model']}**, {len(metrics)} SAEs ({cfg['architecture']}, "
-        f"{cfg['expansion']}x width, k={cfg['k']}), trained on {info['lm_tokens']:,} tokens "
-        f"of `{info['corpus']}` in {info['train_seconds']:.0f} s. Metrics on "
-        f"{next(iter(metrics.values()))['heldout_tokens']:,} held-out tokens."
-    )
+    info, metrics = _read(folder)
+    md = (f"**{info['model']}**, {len(metrics)} SAEs {_origin(info)}. Metrics on "
+          f"{next(iter(metrics.values()))['heldout_tokens']:,} held-out tokens of "
+          f"`{info['corpus']}`.")
+    md += "".join(f"\n- {w}" for w in info.get("warnings", []))
     table = pd.DataFrame([
         {"hookpoint": h, "FVU": round(m["fvu"], 4), "L0": round(m["l0"], 1),
          "dead % (held-out)": round(100 * m["dead_frac_heldout"], 2),
@@ -40,14 +65,91 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     return md, table, quality_by_layer(metrics)
 
 
+def sets_table(root: Path = ATLAS_ROOT, extra: str | None = None) -> pd.DataFrame:
+    """One row per SAE set on disk: origin, model and mean quality."""
+    rows = []
+    for folder in sorted({*list_atlases(root), *([extra] if extra else [])}):
+        if not is_built(Path(folder)):
+            continue
+        info, metrics = _read(folder)
+
+        def mean(key: str, metrics: dict = metrics) -> float:
+            return round(sum(m[key] for m in metrics.values()) / len(metrics), 4)
+
+        src = info.get("source")
+        rows.append({"SAE set": folder, "from": (src["release"] or src["repo_id"]) if src
+                     else "trained here", "model": info["model"], "SAEs": len(metrics),
+                     "mean FVU": mean("fvu"), "mean L0": round(mean("l0"), 1),
+                     "mean CE loss recovered": mean("ce_recovered")})
+    return pd.DataFrame(rows)
+
+
 def atlas_choices(atlas: Path) -> list[str]:
     return sorted({*list_atlases(), *([str(atlas)] if is_built(atlas) else [])})
+
+
+def release_fields(name: str | None) -> tuple[str, str, str, str]:
+    """(source, SAE ids, model, note) that a registry choice fills in."""
+    release = RELEASES.get(name or "")
+    if release is None:
+        return "", "", EMBEDDED_ID, ""
+    note = (f"{release.note}\n\n" if release.note else "") + (
+        f"Trained on `{release.model}`; repo `{release.repo_id}`; SAE ids: "
+        f"{', '.join(f'`{i}`' for i in release.sae_ids)}.")
+    return release.name, "all", release.run_on or release.model, note
+
+
+def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | None,
+             progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+    """Load a Hub set as a new atlas; select it in the picker. Errors become gr.Error."""
+    if not (source or "").strip():
+        raise gr.Error("Pick a release or type a Hub repo id.")
+    try:
+        out, warns = load_pretrained_atlas(
+            source, sae_ids or "", model=(model or EMBEDDED_ID).strip(),
+            name=(name or "").strip() or None,
+            report=lambda msg, frac: progress(frac, desc=msg))
+    except (HubError, ValueError, FileNotFoundError, RuntimeError) as err:
+        raise gr.Error(str(err)) from err
+    for warning in warns:
+        gr.Warning(warning)
+    choices = sorted({*list_atlases(), *([current] if current else []), str(out)})
+    return (gr.Dropdown(choices=choices, value=str(out)),
+            f"Loaded **{out.name}**: {len(_read(out)[1])} SAEs. It is now the active set.",
+            sets_table(extra=str(out)))
+
+
+def export_set(folder: str | None, name: str, repo_id: str) -> str:
+    """Write the active set in the SAELens layout under checkpoints/export/<name>."""
+    if not folder or not is_built(Path(folder)):
+        raise gr.Error("Pick an SAE set first.")
+    out = EXPORT_ROOT / slug((name or "").strip() or Path(folder).name)
+    try:
+        out = export_saelens(Path(folder), out, repo_id=(repo_id or "").strip() or "<repo_id>")
+    except (HubError, ValueError, FileNotFoundError) as err:
+        raise gr.Error(str(err)) from err
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return f"Exported to `{out}` ({len(files)} files, with a README.md model card)."
+
+
+def push_set(folder: str | None, name: str, repo_id: str) -> str:
+    if not (repo_id or "").strip():
+        raise gr.Error("Type the Hub repo id to push to (e.g. `you/my-saes`).")
+    if not folder:
+        raise gr.Error("Pick an SAE set first.")
+    out = EXPORT_ROOT / slug((name or "").strip() or Path(folder).name)
+    try:
+        url = push_to_hub(out, repo_id.strip())
+    except HubError as err:
+        raise gr.Error(f"{err} (export the set first)" if "not an exported" in str(err)
+                       else str(err)) from err
+    return f"Pushed `{out}` to [{repo_id}]({url})."
 
 
 def build_saes_tab(picker: gr.Dropdown) -> None:
     """`picker` (above the tabs) holds the active SAE set's folder."""
     with gr.Tab("SAEs"):
-        gr.Markdown("Trained SAE sets and their quality on text they never saw. "
+        gr.Markdown("SAE sets and their quality on text they never saw. "
                     "*FVU*: share of the layer's variation the SAE misses. *L0*: features "
                     "active per token. *CE loss recovered*: how much of the model's ability "
                     "to predict the next word survives when the SAE replaces the layer.")
@@ -55,4 +157,43 @@ def build_saes_tab(picker: gr.Dropdown) -> None:
         summary = gr.Markdown(md)
         plot = gr.Plot(fig)
         table = gr.Dataframe(df, interactive=False)
+        gr.Markdown("### All SAE sets\nSelect a row to make that set the active one.")
+        sets = gr.Dataframe(sets_table(extra=picker.value), interactive=False)
+
+        gr.Markdown(HUB_INTRO)
+        with gr.Row():
+            release = gr.Dropdown([(release_label(r), r.name) for r in RELEASES.values()],
+                                  value=None, label="Known releases")
+            source = gr.Textbox(label="Release or Hub repo id",
+                                placeholder="e.g. EleutherAI/sae-SmolLM2-135M-64x")
+        with gr.Row():
+            sae_ids = gr.Textbox(label="SAE ids or folders (comma-separated; `all` for a "
+                                       "release)", placeholder="e.g. layers.5.mlp, layers.9.mlp")
+            model = gr.Textbox(EMBEDDED_ID, label="Model to run them on")
+            name = gr.Textbox(label="Name of the new set (optional)")
+        note = gr.Markdown()
+        load = gr.Button("Load from the Hub", variant="primary")
+        status = gr.Markdown()
+
+        gr.Markdown("### Export the active set\nWrites it in the SAELens layout with a "
+                    "README.md model card under `checkpoints/export/<name>`.")
+        with gr.Row():
+            export_name = gr.Textbox(label="Export folder name (default: the set's name)")
+            repo = gr.Textbox(label="Hub repo id for the model card and push",
+                              placeholder="you/my-saes")
+        with gr.Row():
+            export = gr.Button("Export")
+            push = gr.Button("Push to the Hub", visible=get_token() is not None)
+        export_status = gr.Markdown()
+
+        release.change(release_fields, release, [source, sae_ids, model, note], queue=False)
+        load.click(hub_load, [source, sae_ids, model, name, picker], [picker, status, sets])
         picker.change(atlas_summary, picker, [summary, table, plot])
+        picker.change(lambda f: sets_table(extra=f), picker, sets, queue=False)
+
+        def choose(evt: gr.SelectData):
+            return evt.row_value[0] if evt.row_value else gr.skip()
+
+        sets.select(choose, None, picker)
+        export.click(export_set, [picker, export_name, repo], export_status)
+        push.click(push_set, [picker, export_name, repo], export_status)
