@@ -1,0 +1,175 @@
+"""Live view: which SAE features fire on each token of a text, at every layer of an atlas.
+
+One forward pass captures every hookpoint of the atlas (bf16, cut after the deepest
+one); each layer's SAE encodes its tokens and we keep the few strongest features per
+token and layer. Tokens the SAEs never trained on (position 0 and massive activations,
+norm > outlier_factor x the layer's median, see DESIGN.md) are flagged and get no
+features: an SAE's reading of them means nothing.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .corpus import bos_id
+from .hooks import run_captured
+from .session import LoadedAtlas
+from .train import keep_mask
+
+MAX_TOKENS = 256
+"""Default token limit: the forward and 30 SAE encodes of 256 tokens take well under 1.5 s
+on 2 cores; text beyond it is cut with a notice."""
+TOP = 8
+"""Features kept per token and layer."""
+_KEEP_CONTROL = {"\n", "\t"}
+
+
+@dataclass(frozen=True)
+class LiveView:
+    text: str
+    """The text shown: cleaned and, when too long, cut at a token boundary."""
+    pieces: tuple[str, ...]
+    """Per token, the exact slice of `text` it covers; "".join(pieces) == text. A character
+    split over several byte-level tokens (emoji, CJK) goes to the first; the rest get ""."""
+    token_ids: tuple[int, ...]
+    hookpoints: tuple[str, ...]
+    top_idx_TLK: Tensor
+    """(tokens, layers, top) int64 feature ids, strongest first; -1 where none fires or the
+    token is flagged."""
+    top_act_TLK: Tensor
+    """(tokens, layers, top) float32 activations matching `top_idx_TLK`; 0 where none."""
+    flagged_TL: Tensor
+    """(tokens, layers) bool: position 0 or a massive activation; no features shown."""
+    norm_TL: Tensor
+    """(tokens, layers) float32 residual norm of each token."""
+    medians: tuple[float, ...]
+    """Per layer, the typical residual norm the SAE was trained at."""
+    notices: tuple[str, ...]
+    """Plain-language notes for the user: truncation, removed characters, flagged tokens."""
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.pieces)
+
+    def strongest(self) -> tuple[Tensor, Tensor]:
+        """(tokens, layers) id and activation of the strongest feature (-1 / 0 if none)."""
+        return self.top_idx_TLK[:, :, 0], self.top_act_TLK[:, :, 0]
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """(text without control characters except newline and tab, number removed).
+
+    Windows line ends become "\\n"; lone surrogates (which no tokenizer encodes) go too.
+    Emoji, accents and joiners (category Cf) stay.
+    """
+    text = text.replace("\r\n", "\n")
+    kept = [c for c in text
+            if c in _KEEP_CONTROL or unicodedata.category(c) not in ("Cc", "Cs")]
+    return "".join(kept), len(text) - len(kept)
+
+
+def token_pieces(text: str, offsets: list[tuple[int, int]]) -> list[str]:
+    """Per token, the slice of `text` from the previous token's end to its own end.
+
+    Offsets of byte-level tokens overlap (three tokens of one emoji all span it) and skip
+    spaces; cutting at the running maximum of the ends gives pieces that join back into
+    the text exactly, gaps going to the following token.
+    """
+    ends, reach = [], 0
+    for _, end in offsets:
+        reach = max(reach, end)
+        ends.append(reach)
+    if ends:
+        ends[-1] = len(text)
+    starts = [0, *ends[:-1]]
+    return [text[a:b] for a, b in zip(starts, ends, strict=True)]
+
+
+def _tokenize(loaded: LoadedAtlas, text: str, max_tokens: int) -> tuple[str, list[int],
+                                                                         list[str], list[str]]:
+    """(text covered, token ids, pieces, notices) after cleaning and truncation."""
+    if not isinstance(text, str):
+        raise ValueError("the text must be a string")
+    text, n_removed = clean_text(text)
+    if not text.strip():
+        raise ValueError("The text is empty: type or paste some text first.")
+    notices = []
+    if n_removed:
+        notices.append(f"Removed {n_removed} control character(s) the model cannot read.")
+    # Cut absurdly long input before tokenizing; 32 characters a token is generous.
+    full_len = len(text)
+    work = text[: max(4096, 32 * max_tokens)]
+    enc = loaded.lm.tokenizer(work, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    if len(ids) > max_tokens or len(work) < full_len:
+        ids, offsets = ids[:max_tokens], offsets[:max_tokens]
+        cut = max(end for _, end in offsets)
+        work = work[:cut]
+        notices.append(f"The text is long: showing its first {len(ids)} tokens "
+                       f"({cut:,} of {full_len:,} characters).")
+    return work, ids, token_pieces(work, offsets), notices
+
+
+def _first_token(loaded: LoadedAtlas) -> int | None:
+    """The token that starts the sequence, as in training: BOS, else the EOS that joins the
+    corpus documents, so the first word of the text is not at the special position 0."""
+    tok = loaded.lm.tokenizer
+    bos = bos_id(tok, None)
+    return bos if bos is not None else tok.eos_token_id
+
+
+@torch.inference_mode()
+def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOKENS,
+              top: int = TOP) -> LiveView:
+    """The `top` strongest features of every token at every layer of the atlas.
+
+    Raises ValueError with a message for the user on empty text; long text is cut to
+    `max_tokens` tokens with a notice in `LiveView.notices`.
+    """
+    if max_tokens < 1 or top < 1:
+        raise ValueError("max_tokens and top must be at least 1")
+    loaded = loaded_atlas
+    first = _first_token(loaded)
+    prefix = [] if first is None else [first]
+    context = getattr(loaded.lm.model.config, "max_position_embeddings", None)
+    if context:
+        max_tokens = min(max_tokens, context - len(prefix))
+    text, ids, pieces, notices = _tokenize(loaded, text, max_tokens)
+    ids_1T = torch.tensor([prefix + ids], dtype=torch.long)
+    hookpoints = loaded.hookpoints
+    acts = run_captured(loaded.lm, ids_1T, hookpoints, bf16=True)
+    factor = float(loaded.info.get("train_cfg", {}).get("outlier_factor", 10.0))
+    medians = loaded.medians
+    n_tok, skip = len(ids), len(prefix)
+    idx_TLK = torch.full((n_tok, len(hookpoints), top), -1, dtype=torch.long)
+    act_TLK = torch.zeros(n_tok, len(hookpoints), top)
+    flagged_TL = torch.zeros(n_tok, len(hookpoints), dtype=torch.bool)
+    norm_TL = torch.zeros(n_tok, len(hookpoints))
+    for j, h in enumerate(hookpoints):
+        sae = loaded.saes[h]
+        x_TD = acts[h][0].float()
+        keep_T = keep_mask(x_TD[None], medians[h], factor)[0][skip:]
+        norm_TL[:, j] = x_TD[skip:].norm(dim=-1)
+        flagged_TL[:, j] = ~keep_T
+        kept = keep_T.nonzero().squeeze(1)
+        if not len(kept):
+            continue
+        vals, idx = sae.encode_topk(x_TD[skip:][kept], min(top, sae.cfg.d_sae))
+        vals, order = vals.sort(dim=-1, descending=True)
+        idx = idx.gather(1, order)
+        idx = torch.where(vals > 0, idx, -1)
+        width = vals.shape[1]
+        act_TLK[kept, j, :width] = vals
+        idx_TLK[kept, j, :width] = idx
+    # Without a start token the first text token sits at position 0: flagged, not news.
+    n_flag = int(flagged_TL[0 if prefix else 1:].any(dim=1).sum())
+    if n_flag:
+        notices.append(f"{n_flag} token(s) carry a massive activation at some layers (norm over "
+                       f"{factor:g}x the typical one); the SAEs were not trained on such tokens, "
+                       "so no features are shown there.")
+    return LiveView(text, tuple(pieces), tuple(ids), tuple(hookpoints), idx_TLK, act_TLK,
+                    flagged_TL, norm_TL, tuple(medians[h] for h in hookpoints), tuple(notices))
