@@ -15,6 +15,7 @@ from sae_core.__main__ import _progress_bar
 from sae_core.atlas import DEFAULT_ATLAS, build_atlas, ensure_layer_map, is_built
 from ui.layer_map import build_layer_map_tab
 from ui.saes import atlas_choices, build_saes_tab
+from ui.steering import build_steering_tab
 
 INTRO = """# SAE Atlas
 A language model turns text into a long list of numbers at every layer. A **sparse
@@ -31,6 +32,7 @@ def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
         picker = gr.Dropdown(choices, value=str(atlas) if choices else None, label="SAE set")
         build_layer_map_tab(picker)
         build_saes_tab(picker)
+        build_steering_tab(picker)
     return demo
 
 

@@ -283,7 +283,7 @@ def generate(
     """New token ids for each row (cut at the first stop token); all rows share the prompt
     `ids_P`, row b is steered by `rows[b]` (None: unsteered). `on_step(logits_BV)` sees
     every step's next-token logits (float32)."""
-    P, B = len(ids_P), len(rows)
+    P, B, n_text = len(ids_P), len(rows), len(lm.tokenizer)
     stop, rng = _stop_ids(lm), torch.Generator().manual_seed(gen.seed)
     new_BT = torch.zeros(B, 0, dtype=torch.long)
     done_B = torch.zeros(B, dtype=torch.bool)
@@ -294,6 +294,7 @@ def generate(
             out = lm.model(input_ids=inp_BL, past_key_values=past, use_cache=True)
             cursor.offset += inp_BL.shape[1]
             past, logits_BV = out.past_key_values, out.logits[:, -1].float()
+            logits_BV[:, n_text:] = -torch.inf  # padding rows of the vocabulary print nothing
             if on_step:
                 on_step(logits_BV)
             nxt_B = torch.where(done_B, stop[0], _pick(logits_BV, gen, rng))

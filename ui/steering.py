@@ -1,0 +1,223 @@
+"""The Steering tab: the same prompt written with and without a feature pushed, side by side."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from sae_core import session
+from sae_core.concepts import find_concept_features
+from sae_core.steering import (
+    MAX_NEW_TOKENS,
+    FeatureSteer,
+    GenConfig,
+    Steering,
+    hookpoint_for_layer,
+    side_by_side,
+)
+
+PRESETS_FILE = Path(__file__).resolve().parents[1] / "assets" / "steering_presets.json"
+STEER_CONCURRENCY = 4
+"""Steering requests that run at once; more wait in the queue. Hooks act only in their own
+thread, so concurrent requests never see each other's edits."""
+ONLY_PLAIN, ONLY_STEERED = "only without steering", "only with steering"
+INTRO = """Pick a feature and a strength: while the model writes, the feature's direction is
+added to its numbers at that layer. Left: the model as it is; right: the same prompt and the
+same random draws with the feature pushed. Words that differ are highlighted.
+**Strength** is measured in units of the layer's typical size, so the same value means the
+same push at every layer: around 0.3-0.8 usually changes the topic, much more turns the text
+into nonsense. **Clamp** instead sets the feature's own value (and nothing else) to that
+strength. Don't know a feature number? Search for a word below."""
+
+
+class SteeringTab(NamedTuple):
+    """Inputs another tab can set to hand a feature over (then `.then` a click on `run`)."""
+
+    layer: gr.Number
+    feature: gr.Number
+    strength: gr.Slider
+    run: gr.Button
+
+
+def load_presets(path: Path = PRESETS_FILE) -> list[dict]:
+    return json.loads(path.read_text())["presets"] if path.exists() else []
+
+
+def parse_extra(text: str | None) -> list[tuple[int, int, float]]:
+    """More features as "layer:feature:strength" items separated by commas or spaces."""
+    items = []
+    for part in re.split(r"[,\s;]+", (text or "").strip()):
+        if not part:
+            continue
+        bits = part.split(":")
+        try:
+            layer, feature, strength = int(bits[0]), int(bits[1]), float(bits[2])
+        except (ValueError, IndexError):
+            raise ValueError(f"could not read {part!r}: write more features as "
+                             "layer:feature:strength, e.g. 13:90:0.5") from None
+        items.append((layer, feature, strength))
+    return items
+
+
+def _int(value, name: str) -> int:
+    if value is None or not math.isfinite(float(value)) or float(value) != int(value):
+        raise ValueError(f"{name} must be a whole number, got {value}")
+    return int(value)
+
+
+def steering_of(folder: str, layer, feature, strength, mode: str, positions: str,
+                extra: str | None) -> tuple[session.LoadedAtlas, Steering]:
+    if not folder:
+        raise ValueError("pick an SAE set first")
+    loaded = session.open_atlas(folder)
+    items = [(_int(layer, "layer"), _int(feature, "feature"), float(strength))]
+    feats = tuple(FeatureSteer(hookpoint_for_layer(loaded.saes, lay), f, s, mode)
+                  for lay, f, s in items + parse_extra(extra))
+    return loaded, Steering(feats, positions)
+
+
+def diff_highlight(plain: str, steered: str) -> tuple[list, list]:
+    """Word-level diff as HighlightedText values: words only one side has are marked."""
+    a, b = re.findall(r"\s+|\S+", plain), re.findall(r"\s+|\S+", steered)
+    left, right = [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        same = op == "equal"
+        if i2 > i1:
+            left.append(("".join(a[i1:i2]), None if same else ONLY_PLAIN))
+        if j2 > j1:
+            right.append(("".join(b[j1:j2]), None if same else ONLY_STEERED))
+    return left, right
+
+
+def run_steering(folder, prompt, layer, feature, strength, mode, positions, extra,
+                 max_tokens, temperature, seed):
+    """The steering endpoint (api_name "steer"): (unsteered, steered, notes)."""
+    try:
+        loaded, steering = steering_of(folder, layer, feature, strength, mode, positions,
+                                       extra)
+        gen = GenConfig(max_new_tokens=_int(max_tokens, "max tokens"),
+                        temperature=float(temperature), seed=_int(seed, "seed"))
+        out = side_by_side(loaded, prompt, steering, gen)
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+    left, right = diff_highlight(out.unsteered, out.steered)
+    what = "; ".join(
+        f"layer {f.layer} feature {f.feature}: {f.mode} {f.strength:g} x "
+        f"{out.norms[f.hookpoint]:.1f}" for f in steering.features)
+    notes = [f"{what} (the layer's typical size). Wrote {out.n_tokens[0]} + "
+             f"{out.n_tokens[1]} tokens in one batch in {out.seconds:.1f} s."]
+    if out.measured:
+        notes.append(f"These SAEs carry no typical norm for {', '.join(out.measured)}: it was "
+                     "measured now on a few corpus windows.")
+    return left, right, " ".join(notes)
+
+
+def concept_table(folder: str, concept: str, first, last) -> pd.DataFrame:
+    """Features for a word or phrase (api_name "find_features")."""
+    try:
+        if not folder:
+            raise ValueError("pick an SAE set first")
+        hits = find_concept_features(session.open_atlas(folder), concept, top=12,
+                                     layers=(_int(first, "first layer"), _int(last, "last layer")))
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+    if not hits:
+        gr.Info(f"No feature fires on {concept!r} clearly more than on everyday text.")
+    return pd.DataFrame([{"layer": h.layer, "feature": h.feature, "score": round(h.score, 3),
+                          "label": h.label, "top context": h.snippet} for h in hits],
+                        columns=["layer", "feature", "score", "label", "top context"])
+
+
+def _n_layers(folder: str | None) -> int:
+    """Layers the atlas covers (last + 1), from atlas.json: no model load to build the tab."""
+    try:
+        hookpoints = json.loads((Path(folder) / "atlas.json").read_text())["hookpoints"]
+        return 1 + max(int(h.split(".")[1]) for h in hookpoints)
+    except (TypeError, OSError, ValueError, KeyError, IndexError):
+        return 30
+
+
+def build_steering_tab(picker: gr.Dropdown) -> SteeringTab:
+    """`picker` holds the active atlas folder."""
+    presets = load_presets()
+    n = _n_layers(picker.value)
+    with gr.Tab("Steering"):
+        gr.Markdown(INTRO)
+        with gr.Row():
+            preset = gr.Dropdown([p["name"] for p in presets], value=None, label="Presets "
+                                 "(for the default SAE set)", scale=2)
+            prompt = gr.Textbox("Write a short story.", label="Prompt", scale=3)
+        with gr.Row():
+            layer = gr.Number(n // 2 - 2, precision=0, minimum=0, label="Layer")
+            feature = gr.Number(0, precision=0, minimum=0, label="Feature")
+            strength = gr.Slider(-3, 3, value=0.5, step=0.05, label="Strength (x the layer's "
+                                 "typical size)")
+        with gr.Row():
+            mode = gr.Radio([("add the direction", "add"), ("clamp the activation", "clamp")],
+                            value="add", label="Mode")
+            positions = gr.Radio([("prompt and answer", "all"), ("answer only", "generated")],
+                                 value="all", label="Steer at")
+            extra = gr.Textbox("", label="More features (layer:feature:strength, ...)",
+                               placeholder="e.g. 11:4512:0.3")
+        with gr.Row():
+            max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
+            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
+            seed = gr.Number(0, precision=0, label="Seed")
+        run = gr.Button("Write both", variant="primary")
+        colors = {ONLY_PLAIN: "#9ecbff", ONLY_STEERED: "#ffb86b"}
+        with gr.Row():
+            plain = gr.HighlightedText(label="Without steering", color_map=colors,
+                                       show_legend=False, combine_adjacent=True)
+            steered = gr.HighlightedText(label="With steering", color_map=colors,
+                                         show_legend=False, combine_adjacent=True)
+        notes = gr.Markdown()
+        gr.Markdown("### Find a feature for a word\nFeatures that fire on the word more than "
+                    "on everyday text, best first. Select a row to steer with it.")
+        with gr.Row():
+            concept = gr.Textbox(label="Word or short phrase", placeholder="ocean", scale=3)
+            first = gr.Number(n // 5, precision=0, minimum=0, label="From layer")
+            last = gr.Number(n - 1, precision=0, minimum=0, label="To layer")
+            search = gr.Button("Search")
+        found = gr.Dataframe(interactive=False, wrap=True)
+
+        inputs = [picker, prompt, layer, feature, strength, mode, positions, extra, max_tokens,
+                  temperature, seed]
+        run.click(run_steering, inputs, [plain, steered, notes], api_name="steer",
+                  concurrency_limit=STEER_CONCURRENCY)
+        searched = [picker, concept, first, last]
+        search.click(concept_table, searched, found, api_name="find_features",
+                     concurrency_limit=STEER_CONCURRENCY)
+        concept.submit(concept_table, searched, found, concurrency_limit=STEER_CONCURRENCY)
+
+        def pick(evt: gr.SelectData):
+            row = evt.row_value or []
+            if len(row) < 2:
+                return gr.Number(), gr.Number()
+            return int(row[0]), int(row[1])
+
+        found.select(pick, None, [layer, feature], queue=False)
+
+        def use_preset(name):
+            p = next((p for p in presets if p["name"] == name), None)
+            if p is None:
+                return [gr.update()] * 10
+            return (p["prompt"], p["layer"], p["feature"], p["strength"], p.get("mode", "add"),
+                    p.get("positions", "all"), p.get("extra", ""), p.get("max_new_tokens", 48),
+                    p.get("temperature", 0.0), p.get("seed", 0))
+
+        preset.change(use_preset, preset, [prompt, layer, feature, strength, mode, positions,
+                                           extra, max_tokens, temperature, seed], queue=False)
+
+        def switch_atlas(folder):
+            n = _n_layers(folder)
+            return n // 5, n - 1, None
+
+        picker.change(switch_atlas, picker, [first, last, found])
+    return SteeringTab(layer, feature, strength, run)
