@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from transformers import PreTrainedTokenizerBase
 
 from .corpus import bos_id
 from .hooks import run_captured
@@ -89,9 +90,10 @@ def token_pieces(text: str, offsets: list[tuple[int, int]]) -> list[str]:
     return [text[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
-def _tokenize(loaded: LoadedAtlas, text: str, max_tokens: int) -> tuple[str, list[int],
-                                                                         list[str], list[str]]:
-    """(text covered, token ids, pieces, notices) after cleaning and truncation."""
+def tokenize_text(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int
+                  ) -> tuple[str, list[int], list[str], list[str]]:
+    """(text covered, token ids, pieces, notices) after cleaning and truncation; no special
+    tokens. ValueError when nothing readable is left."""
     if not isinstance(text, str):
         raise ValueError("the text must be a string")
     text, n_removed = clean_text(text)
@@ -103,7 +105,7 @@ def _tokenize(loaded: LoadedAtlas, text: str, max_tokens: int) -> tuple[str, lis
     # Cut absurdly long input before tokenizing; 32 characters a token is generous.
     full_len = len(text)
     work = text[: max(4096, 32 * max_tokens)]
-    enc = loaded.lm.tokenizer(work, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(work, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
     if len(ids) > max_tokens or len(work) < full_len:
         ids, offsets = ids[:max_tokens], offsets[:max_tokens]
@@ -138,7 +140,7 @@ def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOK
     context = getattr(loaded.lm.model.config, "max_position_embeddings", None)
     if context:
         max_tokens = min(max_tokens, context - len(prefix))
-    text, ids, pieces, notices = _tokenize(loaded, text, max_tokens)
+    text, ids, pieces, notices = tokenize_text(loaded.lm.tokenizer, text, max_tokens)
     ids_1T = torch.tensor([prefix + ids], dtype=torch.long)
     hookpoints = loaded.hookpoints
     acts = run_captured(loaded.lm, ids_1T, hookpoints, bf16=True)

@@ -1,0 +1,114 @@
+"""Figures and tables of a live view for the app: plain data in, Plotly and pandas out."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from .layermap import LayerMapData
+from .live import LiveView
+from .lm import parse_hookpoint
+from .search import feature_labels
+
+ROW_PX = 20
+"""Heatmap height per token."""
+
+
+def show_token(piece: str) -> str:
+    """A token piece made visible: whitespace as symbols, "" (the tail of a character split
+    over several tokens) as "(cont.)", HTML escaped for Plotly."""
+    if piece == "":
+        return "(cont.)"
+    shown = piece.replace("\n", "↵").replace("\t", "⇥").replace(" ", "␣")
+    return html.escape(shown)
+
+
+def layer_names(view: LiveView) -> list[str]:
+    return [str(parse_hookpoint(h)[0]) + (" mlp" if parse_hookpoint(h)[1] else "")
+            for h in view.hookpoints]
+
+
+def _labels_TL(view: LiveView, lmap: LayerMapData | None) -> np.ndarray:
+    """(tokens, layers) label of each strongest feature ("" if none)."""
+    idx_TL = view.strongest()[0]
+    out = np.full(idx_TL.shape, "", dtype=object)
+    for j, h in enumerate(view.hookpoints):
+        ids = sorted({int(f) for f in idx_TL[:, j].tolist() if f >= 0})
+        names = dict(zip(ids, feature_labels(lmap, h, ids), strict=True))
+        out[:, j] = [names.get(int(f), "") for f in idx_TL[:, j].tolist()]
+    return out
+
+
+def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
+    """Tokens (rows, in reading order) x layers: colour = the strongest feature's activation
+    over the layer's typical norm; hover gives token, layer, feature, activation, label.
+    Tokens the SAE skips (position 0, massive activations) are grey."""
+    idx_TL, act_TL = (t.numpy() for t in view.strongest())
+    rel_TL = act_TL / np.asarray(view.medians, dtype=np.float32)[None, :]
+    flagged = view.flagged_TL.numpy()
+    z = np.where((idx_TL >= 0) & ~flagged, rel_TL, np.nan)
+    tokens = [show_token(p) for p in view.pieces]
+    labels = _labels_TL(view, lmap)
+    n_tok, n_lay = idx_TL.shape
+    custom = np.empty((n_tok, n_lay, 5), dtype=object)
+    custom[..., 0] = np.array(tokens, dtype=object)[:, None]
+    custom[..., 1] = np.where(idx_TL >= 0, idx_TL, "none").astype(object)
+    custom[..., 2] = np.round(act_TL, 2)
+    custom[..., 3] = labels
+    custom[..., 4] = np.round(view.norm_TL.numpy(), 0)
+    names = layer_names(view)
+    x = list(range(n_lay))
+    y = list(range(n_tok))
+    fig = go.Figure(go.Heatmap(
+        z=z, x=x, y=y, customdata=custom, colorscale="Viridis", zmin=0,
+        colorbar=dict(title="activation /<br>typical norm"),
+        hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: feature %{customdata[1]}"
+                       "<br>activation %{customdata[2]} (%{z:.2f} of typical norm)"
+                       "<br>label: %{customdata[3]}<extra></extra>"),
+    ))
+    if flagged.any():
+        fig.add_trace(go.Heatmap(
+            z=np.where(flagged, 1.0, np.nan), x=x, y=y, customdata=custom, showscale=False,
+            colorscale=[[0, "#bbbbbb"], [1, "#bbbbbb"]],
+            hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: massive activation "
+                           "(norm %{customdata[4]}); the SAE skips such tokens<extra></extra>"),
+        ))
+    fig.update_layout(
+        height=max(260, ROW_PX * n_tok + 120), margin=dict(t=40, b=40, l=10, r=10),
+        title="Strongest feature per token and layer (hover for the feature and its label)",
+        xaxis=dict(title="layer", tickvals=x, ticktext=names, side="top"),
+        yaxis=dict(autorange="reversed", tickvals=y, ticktext=[f"{t}  {i}" for i, t in
+                                                               enumerate(tokens)]),
+    )
+    return fig
+
+
+def token_choices(view: LiveView) -> list[tuple[str, int]]:
+    """(shown text, token index) pairs for a token picker."""
+    return [(f"{i}: {show_token(p)}", i) for i, p in enumerate(view.pieces)]
+
+
+def token_table(view: LiveView, token: int, lmap: LayerMapData | None,
+                per_layer: int = 3) -> pd.DataFrame:
+    """The chosen token's `per_layer` strongest features at each layer, with labels."""
+    if not 0 <= token < view.n_tokens:
+        raise ValueError(f"token {token} out of range: the text has tokens 0..{view.n_tokens - 1}")
+    rows = []
+    for j, h in enumerate(view.hookpoints):
+        layer = parse_hookpoint(h)[0]
+        if bool(view.flagged_TL[token, j]):
+            rows.append({"layer": layer, "rank": "", "feature": "", "activation": "",
+                         "of typical norm": "",
+                         "label": "massive activation: not read by the SAE"})
+            continue
+        ids = [int(f) for f in view.top_idx_TLK[token, j, :per_layer].tolist() if f >= 0]
+        names = feature_labels(lmap, h, ids)
+        for r, (f, name) in enumerate(zip(ids, names, strict=True)):
+            act = float(view.top_act_TLK[token, j, r])
+            rows.append({"layer": layer, "rank": r + 1, "feature": f,
+                         "activation": round(act, 2),
+                         "of typical norm": round(act / view.medians[j], 3), "label": name})
+    return pd.DataFrame(rows)
