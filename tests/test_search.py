@@ -1,0 +1,149 @@
+"""Search by label against a brute-force filter of hand-built counts; search by text against
+dense SAE activations of the tiny atlas."""
+
+import math
+
+import pytest
+import torch
+
+from sae_core import session
+from sae_core.hooks import run_captured
+from sae_core.layermap import MAP_TASKS, LayerMapData
+from sae_core.search import feature_labels, features_by_label, search_text
+
+VOCAB = {"pos": ["NOUN", "PROPN", "VERB"], "dep": ["nsubj", "obj"], "ent": ["O", "GPE"],
+         "shape": ["xxxx", "Xxxx"]}
+BASE = {"pos": [0.5, 0.2, 0.3], "dep": [0.6, 0.4], "ent": [0.95, 0.05], "shape": [0.7, 0.3]}
+HOOKS = ["layers.0", "layers.1"]
+
+
+def _lmap(seed: int = 0, n_features: int = 60) -> LayerMapData:
+    gen = torch.Generator().manual_seed(seed)
+    counts = {}
+    for h in HOOKS:
+        for t in MAP_TASKS:
+            c = torch.randint(0, 30, (n_features, len(VOCAB[t])), generator=gen)
+            c[torch.rand(n_features, generator=gen) < 0.5, 0] = 0  # skewed rows
+            c[:3] = 0  # dead features
+            counts[f"sae/{h}/{t}"] = c
+    base = {t: torch.tensor(r, dtype=torch.float64) for t, r in BASE.items()}
+    return LayerMapData(HOOKS, VOCAB, counts, base, n_tokens=1000, fire_rate=0.01)
+
+
+def _brute(lmap, layers, task, label, min_c, min_s, min_lift=0.0):
+    lab = VOCAB[task].index(label)
+    rows = []
+    for layer in layers:
+        for f, row in enumerate(lmap.counts[f"sae/layers.{layer}/{task}"].tolist()):
+            support = sum(row)
+            if support == 0:
+                continue
+            top = max(row)
+            best = row.index(top)
+            cons = top / support
+            lift = cons / BASE[task][best]
+            if best == lab and support >= max(min_s, 1) and cons >= min_c and lift >= min_lift:
+                rows.append((layer, f, cons, support))
+    return sorted(rows, key=lambda r: (-r[2], -r[3]))
+
+
+@pytest.mark.parametrize("layer,task,label,min_c,min_s,min_lift", [
+    (1, "pos", "PROPN", 0.5, 20, 0.0), (None, "pos", "NOUN", 0.0, 0, 0.0),
+    (0, "ent", "GPE", 0.4, 1, 2.0), (None, "dep", "obj", 0.9, 50, 0.0),
+])
+def test_features_by_label_is_exactly_the_filter(layer, task, label, min_c, min_s, min_lift):
+    lmap = _lmap()
+    table = features_by_label(lmap, layer, task, label, min_c, min_s, min_lift=min_lift)
+    expect = _brute(lmap, [0, 1] if layer is None else [layer], task, label, min_c, min_s,
+                    min_lift)
+    got = list(zip(table["layer"], table["feature"], table["consistency"], table["support"],
+                   strict=True))
+    assert [(g[0], g[1], g[3]) for g in got] == [(e[0], e[1], e[3]) for e in expect]
+    assert all(math.isclose(g[2], e[2]) for g, e in zip(got, expect, strict=True))
+    assert (table["label"] == label).all()
+    assert not ({0, 1, 2} & set(table["feature"]))  # dead features (NaN) never match
+
+
+def test_features_by_label_min_consistency_zero_still_skips_dead():
+    table = features_by_label(_lmap(), None, "pos", "NOUN", 0.0, 0)
+    assert len(table) and not table["consistency"].isna().any()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(layer=7, task="pos", label="NOUN"), "layer 7 is not in this layer map"),
+    (dict(layer=0, task="color", label="NOUN"), "unknown task"),
+    (dict(layer=0, task="pos", label="ADJ"), "unknown pos label"),
+    (dict(layer=0, task="pos", label="NOUN", min_consistency=1.5), "min_consistency"),
+])
+def test_features_by_label_bad_input_is_a_message(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        features_by_label(_lmap(), **kwargs)
+
+
+def test_feature_labels_pick_the_task_with_the_highest_lift():
+    lmap = _lmap()
+    for t in MAP_TASKS:
+        lmap.counts[f"sae/layers.0/{t}"][5:7] = 0
+    lmap.counts["sae/layers.0/pos"][5] = torch.tensor([6, 2, 2])  # NOUN 60%, lift 1.2
+    lmap.counts["sae/layers.0/ent"][5] = torch.tensor([5, 5])  # O wins the tie: lift 0.53
+    lmap.counts["sae/layers.0/dep"][5] = torch.tensor([2, 8])  # obj 80%, lift 2.0
+    lmap.counts["sae/layers.0/shape"][5] = torch.tensor([1, 1])  # xxxx 50%, lift 0.7
+    lmap.counts["sae/layers.0/shape"][6] = torch.tensor([0, 3])  # 3 firings: tentative
+    lmap._stats.clear()
+    labels = feature_labels(lmap, "layers.0", [5, 0, -1])
+    assert labels == ["obj (dep, 80% of 10)", "(never fired in the layer map)", ""]
+    assert feature_labels(lmap, "layers.0", [6]) == ["Xxxx? (shape, 100% of 3)"]
+    assert feature_labels(None, "layers.0", [5]) == [""]
+    assert feature_labels(lmap, "layers.9", [5]) == [""]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_atlas):
+    return session.open_atlas(tiny_atlas)
+
+
+def _dense_scores(loaded, view):
+    ids = torch.tensor([[loaded.lm.tokenizer.eos_token_id, *view.token_ids]])
+    acts = run_captured(loaded.lm, ids, loaded.hookpoints, bf16=True)
+    out = {}
+    with torch.inference_mode():
+        for j, h in enumerate(loaded.hookpoints):
+            a_TS = loaded.saes[h].encode(acts[h][0, 1:].float())
+            a_TS[view.flagged_TL[:, j]] = 0
+            out[j] = a_TS
+    return out
+
+
+def test_search_text_ranks_every_layer_by_activation_over_typical_norm(loaded):
+    table, view = search_text(loaded, "Paris is big , the cat sat", limit=12)
+    dense = _dense_scores(loaded, view)
+    best = sorted((float(a_TS[:, f].max()) / view.medians[j]
+                   for j, a_TS in dense.items() for f in range(a_TS.shape[1])
+                   if a_TS[:, f].max() > 0), reverse=True)[:12]
+    assert len(table) == 12
+    assert [round(s, 3) for s in best] == table["score"].tolist()
+    for row in table.itertuples():
+        j = loaded.hookpoints.index(f"layers.{row.layer}")
+        col = dense[j][:, row.feature]
+        assert row.position == int(col.argmax()) and view.pieces[row.position] == row.token
+        assert math.isclose(row.activation, round(float(col.max()), 2), abs_tol=1e-6)
+    assert set(table["layer"]) <= {0, 1, 2}
+
+
+def test_search_text_with_reference_and_layer_filter(loaded):
+    ones = {h: torch.ones(s.cfg.d_sae) for h, s in loaded.saes.items()}
+    table, _ = search_text(loaded, "the dog ran", layers=[2], reference=ones, limit=5)
+    assert (table["layer"] == 2).all()
+    assert table["score"].tolist() == sorted(table["score"], reverse=True)
+    assert all(math.isclose(s, a, abs_tol=0.011) for s, a in zip(table["score"],
+                                                                  table["activation"],
+                                                                  strict=True))
+
+
+@pytest.mark.parametrize("text,kwargs,match", [
+    ("", {}, "empty"), ("\x00 \x01", {}, "empty"),
+    ("the cat", {"layers": [5]}, "not in this atlas"), ("the cat", {"limit": 0}, "limit"),
+])
+def test_search_text_bad_input_is_a_message(loaded, text, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        search_text(loaded, text, **kwargs)
