@@ -14,6 +14,7 @@ import gradio as gr
 from sae_core.__main__ import _progress_bar
 from sae_core.atlas import DEFAULT_ATLAS, build_atlas, ensure_layer_map, is_built
 from ui.layer_map import build_layer_map_tab
+from ui.live import build_live_tab
 from ui.saes import atlas_choices, build_saes_tab
 from ui.steering import build_steering_tab
 
@@ -33,6 +34,7 @@ def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
         build_layer_map_tab(picker)
         build_saes_tab(picker)
         build_steering_tab(picker)
+        build_live_tab(picker)
     return demo
 
 
