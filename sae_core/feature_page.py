@@ -1,0 +1,235 @@
+"""Everything one feature's page shows, as plain data, read from the feature index.
+
+`feature_page(loaded_atlas, hookpoint, feature)` reads one row of one layer's index file
+(safetensors slices, no full load), decodes the snippets and runs the logit lens: a few
+milliseconds. Bad ids raise ValueError with a message for the user.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from .features import (
+    META_FILE,
+    TOKENS_FILE,
+    IndexConfig,
+    has_feature_index,
+    hist_edges,
+    index_dir,
+    layer_file,
+)
+from .lm import parse_hookpoint
+from .logit_lens import logit_lens
+from .session import LoadedAtlas
+
+N_LOGITS = 10
+
+
+@dataclass(frozen=True)
+class Snippet:
+    pieces: tuple[str, ...]
+    """Per token, its text; "".join(pieces) is the decoded snippet. A character split over
+    several tokens (emoji, some accents) goes to the first of them; the others get ""."""
+    acts: tuple[float, ...]
+    """The feature's activation on each token (0 where it does not fire)."""
+    peak: int
+    """Index in `pieces` of the token with the context's peak activation."""
+    value: float
+    """The peak activation."""
+    window: int
+    position: int
+    """Where the peak is: window of the index and position in it."""
+    quantile: float | None = None
+    """For quantile samples: the quantile of the feature's context peaks."""
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    task: str
+    label: str
+    consistency: float
+    support: int
+    lift: float
+
+
+@dataclass(frozen=True)
+class FeaturePage:
+    hookpoint: str
+    feature: int
+    d_sae: int
+    n_tokens: int
+    """Tokens indexed at this layer (position 0 and massive activations excluded)."""
+    n_fire: int
+    """Indexed tokens where the feature fires."""
+    n_contexts: int
+    """Chunks of `IndexConfig.chunk` tokens where it fires."""
+    max_act: float
+    hist_counts: tuple[int, ...]
+    hist_edges: tuple[float, ...]
+    """Log-spaced bins of its non-zero activations: len(edges) == len(counts) + 1."""
+    promoted: tuple[tuple[str, float], ...]
+    """(token text, logit score) of the tokens its decoder direction promotes most."""
+    suppressed: tuple[tuple[str, float], ...]
+    top: tuple[Snippet, ...]
+    """Top-activating contexts, strongest first."""
+    samples: tuple[Snippet, ...]
+    """Contexts at lower quantiles of its activation."""
+    labels: tuple[LabelInfo, ...]
+    """Per labelling task, its layer-map label (empty without a layer map)."""
+
+    @property
+    def density(self) -> float:
+        return self.n_fire / max(self.n_tokens, 1)
+
+    @property
+    def dead(self) -> bool:
+        return self.n_fire == 0
+
+
+class FeatureIndex:
+    """An atlas's feature index on disk; per-layer statistics load once, rows on demand."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.meta = json.loads((index_dir(folder) / META_FILE).read_text())
+        self.cfg = IndexConfig(**{**self.meta["cfg"],
+                                  "quantiles": tuple(self.meta["cfg"]["quantiles"])})
+        self.tokens_WL = load_file(str(index_dir(folder) / TOKENS_FILE))["tokens"]
+        self._stats: dict[str, dict[str, torch.Tensor]] = {}
+        self._lock = threading.Lock()
+
+    def n_tokens(self, hookpoint: str) -> int:
+        return self.meta["layers"][hookpoint]["tokens"]
+
+    def layer_stats(self, hookpoint: str) -> dict[str, torch.Tensor]:
+        """`n_fire` and `n_ctx`, (d_sae,) each, for the density plot and random picks."""
+        with self._lock:
+            if hookpoint not in self._stats:
+                with safe_open(str(layer_file(self.folder, hookpoint)), "pt") as f:
+                    self._stats[hookpoint] = {k: f.get_tensor(k) for k in ("n_fire", "n_ctx")}
+            return self._stats[hookpoint]
+
+    def row(self, hookpoint: str, feature: int) -> dict[str, torch.Tensor]:
+        with safe_open(str(layer_file(self.folder, hookpoint)), "pt") as f:
+            return {k: f.get_slice(k)[feature] for k in f.keys()}  # noqa: SIM118
+
+
+_indexes: dict[tuple[Path, float], FeatureIndex] = {}
+_indexes_lock = threading.Lock()
+
+
+def open_index(folder: Path | str) -> FeatureIndex:
+    """The folder's feature index, opened once (re-opened if it was rebuilt)."""
+    folder = Path(folder).resolve()
+    if not has_feature_index(folder):
+        raise FileNotFoundError(f"{folder} has no feature index yet")
+    key = (folder, (index_dir(folder) / META_FILE).stat().st_mtime)
+    with _indexes_lock:
+        if key not in _indexes:
+            _indexes[key] = FeatureIndex(folder)
+        return _indexes[key]
+
+
+def token_pieces(tokenizer, ids: list[int]) -> list[str]:
+    """Per token, the text it adds to the decoded sequence; pieces join into decode(ids).
+
+    Decoding growing prefixes (one batched call) keeps byte-level tokens that hold only part
+    of a character from showing as replacement characters: such a run's text goes to its
+    first token.
+    """
+    if not ids:
+        return []
+    prefixes = tokenizer.batch_decode([ids[:i + 1] for i in range(len(ids))],
+                                      clean_up_tokenization_spaces=False)
+    pieces, done, run_start = [], "", None
+    for i, text in enumerate(prefixes):
+        pieces.append("")
+        if text.endswith("\ufffd") and i < len(ids) - 1:
+            run_start = i if run_start is None else run_start
+            continue
+        pieces[i if run_start is None else run_start] = text[len(done):]
+        done, run_start = text, None
+    return pieces
+
+
+def _snippet(index: FeatureIndex, tokenizer, tok: int, value: float, acts_W: torch.Tensor,
+             quantile: float | None = None) -> Snippet:
+    seq_len = index.tokens_WL.shape[1]
+    window, pos = divmod(tok, seq_len)
+    cfg = index.cfg
+    lo, hi = max(pos - cfg.left, 1), min(pos + cfg.right, seq_len - 1)
+    ids = index.tokens_WL[window, lo:hi + 1].tolist()
+    acts = acts_W[lo - pos + cfg.left: hi - pos + cfg.left + 1].float()
+    return Snippet(tuple(token_pieces(tokenizer, ids)), tuple(acts.tolist()),
+                   pos - lo, value, window, pos, quantile)
+
+
+def check_ids(loaded: LoadedAtlas, hookpoint: str, feature) -> int:
+    """The feature id as an int, or ValueError saying what is allowed."""
+    if hookpoint not in loaded.saes:
+        layers = ", ".join(str(parse_hookpoint(h)[0]) for h in loaded.hookpoints)
+        raise ValueError(f"{hookpoint!r} is not in this SAE set; its layers are {layers}")
+    d_sae = loaded.saes[hookpoint].cfg.d_sae
+    try:
+        f = int(str(feature).strip()) if isinstance(feature, str) else int(feature)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"the feature must be a whole number in 0..{d_sae - 1}") from None
+    if f != feature and not isinstance(feature, str):  # 3.5 is not a feature id
+        raise ValueError(f"the feature must be a whole number in 0..{d_sae - 1}")
+    if not 0 <= f < d_sae:
+        raise ValueError(f"feature {feature} is out of range: this layer has features "
+                         f"0..{d_sae - 1}")
+    return f
+
+
+def _labels(loaded: LoadedAtlas, hookpoint: str, feature: int) -> tuple[LabelInfo, ...]:
+    lmap = loaded.layer_map
+    if lmap is None or hookpoint not in lmap.hookpoints:
+        return ()
+    out = []
+    for task, names in lmap.vocab.items():
+        s = lmap.stats("sae", hookpoint, task)
+        if feature < len(s.label) and int(s.label[feature]) >= 0:
+            out.append(LabelInfo(task, names[int(s.label[feature])],
+                                 float(s.consistency[feature]), int(s.support[feature]),
+                                 float(s.lift[feature])))
+    return tuple(out)
+
+
+def feature_page(loaded_atlas: LoadedAtlas, hookpoint: str, feature: int) -> FeaturePage:
+    """The data of one feature's page (the atlas must have a feature index)."""
+    loaded = loaded_atlas
+    f = check_ids(loaded, hookpoint, feature)
+    index = open_index(loaded.folder)
+    row = index.row(hookpoint, f)
+    tok = loaded.lm.tokenizer
+    top = tuple(_snippet(index, tok, int(t), float(v), a)
+                for t, v, a in zip(row["top_tok"], row["top_val"], row["top_acts"], strict=True)
+                if t >= 0)
+    samples = tuple(_snippet(index, tok, int(t), float(v), a, q)
+                    for t, v, a, q in zip(row["q_tok"], row["q_val"], row["q_acts"],
+                                          index.cfg.quantiles, strict=True) if t >= 0)
+    lens = logit_lens(loaded.lm, loaded.saes[hookpoint].W_dec[f].detach(), N_LOGITS)
+
+    def named(ids, vals):
+        return tuple((tok.decode([int(i)]), round(float(v), 3))
+                     for i, v in zip(ids, vals, strict=True))
+
+    lo, hi = float(row["hist_lo"]), float(row["hist_hi"])
+    return FeaturePage(
+        hookpoint=hookpoint, feature=f, d_sae=loaded.saes[hookpoint].cfg.d_sae,
+        n_tokens=index.n_tokens(hookpoint), n_fire=int(row["n_fire"]),
+        n_contexts=int(row["n_ctx"]), max_act=hi,
+        hist_counts=tuple(row["hist"].tolist()),
+        hist_edges=tuple(hist_edges(lo, hi, index.cfg.hist_bins)),
+        promoted=named(lens.top_ids, lens.top_vals),
+        suppressed=named(lens.bottom_ids, lens.bottom_vals),
+        top=top, samples=samples, labels=_labels(loaded, hookpoint, f),
+    )

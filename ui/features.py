@@ -1,0 +1,187 @@
+"""The Features tab: one feature's page (snippets, density, logit lens, layer-map label)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+
+from sae_core import session
+from sae_core.feature_page import feature_page, open_index
+from sae_core.features import ensure_feature_index, has_feature_index
+from sae_core.features_view import (
+    activation_histogram,
+    density_figure,
+    logit_table,
+    snippets_html,
+    summary_markdown,
+)
+from sae_core.lm import parse_hookpoint
+
+TAB_ID = "features"
+FEATURES_INTRO = """Pick a layer and a feature to see where it fires: the passages of the
+indexed text where it is strongest (each token shaded by how strongly the feature fires on
+it; hover a token for the number), a few weaker examples, how often it fires, and which next
+words its direction pushes the model towards (**logit lens**: the feature's decoder direction
+read through the model's final norm and output layer)."""
+NO_INDEX = ("*This SAE set has no feature index yet. Building it runs the model and every "
+            "SAE over ~65k tokens once (about two minutes for 30 layers on 2 CPU cores).*")
+
+
+class FeaturesTab(NamedTuple):
+    """What other tabs need to hand a feature over or take one from here."""
+
+    layer: gr.Dropdown
+    """Layer number (int); setting it (with `feature`) from another event shows that page."""
+    feature: gr.Number
+    """Feature id (int) within the layer."""
+    steer: gr.Button
+    """"Steer with this feature": wire it with `connect_steering`."""
+
+
+def _layers(folder: str | None) -> list[int]:
+    if not folder:
+        return []
+    return [parse_hookpoint(h)[0] for h in session.open_atlas(folder).hookpoints]
+
+
+def _hookpoint(folder: str, layer) -> str:
+    if layer is None:
+        raise ValueError("Pick a layer first.")
+    try:
+        return f"layers.{int(layer)}"
+    except (TypeError, ValueError):
+        raise ValueError(f"{layer!r} is not a layer number") from None
+
+
+def page_outputs(folder: str | None, layer, feature) -> tuple:
+    """(summary, activation histogram, logit table, snippets HTML, density plot) of a
+    feature, or ValueError with a message for the user."""
+    if not folder:
+        raise ValueError("Pick an SAE set first.")
+    if not has_feature_index(Path(folder)):
+        return NO_INDEX, None, None, "", None
+    loaded = session.open_atlas(folder)
+    hookpoint = _hookpoint(folder, layer)
+    page = feature_page(loaded, hookpoint, feature)
+    stats = open_index(folder).layer_stats(hookpoint)
+    density = density_figure(stats["n_fire"], page.n_tokens, layer=int(layer),
+                             mark=page.density)
+    hist = None if page.dead else activation_histogram(page)
+    return (summary_markdown(page), hist, logit_table(page), snippets_html(page), density)
+
+
+def step_feature(folder: str | None, layer, feature, step: int) -> int:
+    """The feature `step` ids away, wrapping around the layer."""
+    if not folder:
+        raise ValueError("Pick an SAE set first.")
+    d_sae = session.open_atlas(folder).saes[_hookpoint(folder, layer)].cfg.d_sae
+    try:
+        return (int(feature) + step) % d_sae
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def random_alive(folder: str | None, layer, seed: int | None = None) -> int:
+    """A random feature of the layer that fired at least once on the indexed text."""
+    if not folder or not has_feature_index(Path(folder)):
+        raise ValueError("This SAE set has no feature index yet.")
+    n_fire = open_index(folder).layer_stats(_hookpoint(folder, layer))["n_fire"]
+    alive = n_fire.nonzero().squeeze(1).tolist()
+    if not alive:
+        raise ValueError("No feature of this layer fired on the indexed text.")
+    return random.Random(seed).choice(alive)
+
+
+def _first_page(folder: str | None, layer) -> tuple[int, tuple]:
+    """The first alive feature of `layer` and its page, shown when the app opens."""
+    try:
+        feature = random_alive(folder, layer, seed=0)
+        return feature, page_outputs(folder, layer, feature)
+    except (ValueError, FileNotFoundError):
+        return 0, ("", None, None, "", None)
+
+
+def _ui(fn):
+    """Turn ValueError (bad input) into a message in the app instead of a crash."""
+    def wrapped(*args):
+        try:
+            return fn(*args)
+        except (ValueError, FileNotFoundError) as err:
+            raise gr.Error(str(err)) from err
+    return wrapped
+
+
+def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> FeaturesTab:
+    """`picker` holds the active atlas folder. With `steering=False` the steer button says
+    that steering is not in this app yet; pass True once `connect_steering` wires it."""
+    with gr.Tab("Features", id=TAB_ID):
+        gr.Markdown(FEATURES_INTRO)
+        ids = _layers(picker.value)
+        first_layer = ids[len(ids) // 2] if ids else None
+        first, shown = _first_page(picker.value, first_layer)
+        with gr.Row():
+            layer = gr.Dropdown(ids, value=first_layer, label="Layer")
+            feature = gr.Number(first, precision=0, minimum=0, label="Feature")
+            prev = gr.Button("◀ Previous")
+            nxt = gr.Button("Next ▶")
+            rand = gr.Button("Random alive feature")
+            steer = gr.Button("Steer with this feature", variant="primary")
+        build = gr.Button("Build the feature index",
+                          visible=bool(picker.value) and not has_feature_index(
+                              Path(picker.value)))
+        summary = gr.Markdown(shown[0])
+        with gr.Row():
+            logits = gr.Dataframe(shown[2], interactive=False, label="Logit lens: output tokens")
+            hist = gr.Plot(shown[1], label="Activation histogram")
+        snippets = gr.HTML(shown[3])
+        density = gr.Plot(shown[4], label="Feature density of the layer")
+        outputs = [summary, hist, logits, snippets, density]
+
+        def switch_atlas(folder):
+            ids = _layers(folder)
+            missing = bool(folder) and not has_feature_index(Path(folder))
+            return (gr.Dropdown(choices=ids, value=ids[len(ids) // 2] if ids else None),
+                    gr.Button(visible=missing))
+
+        def build_index(folder, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+            if not folder:
+                raise gr.Error("Pick an SAE set first.")
+            ensure_feature_index(Path(folder), lm=session.open_atlas(folder).lm,
+                                 report=lambda msg, frac: progress(frac, desc=msg))
+            return gr.Button(visible=False)
+
+        show = _ui(page_outputs)
+        for control in (layer, feature):
+            control.change(show, [picker, layer, feature], outputs)
+        prev.click(_ui(lambda d, lay, f: step_feature(d, lay, f, -1)),
+                   [picker, layer, feature], feature, queue=False)
+        nxt.click(_ui(lambda d, lay, f: step_feature(d, lay, f, 1)),
+                  [picker, layer, feature], feature, queue=False)
+        rand.click(_ui(random_alive), [picker, layer], feature, queue=False)
+        picker.change(switch_atlas, picker, [layer, build])
+        build.click(build_index, picker, build).then(show, [picker, layer, feature], outputs)
+        if not steering:
+            steer.click(lambda: gr.Info("Steering is not in this app yet."), None, None,
+                        queue=False)
+    return FeaturesTab(layer, feature, steer)
+
+
+def connect_steering(tab: FeaturesTab, layer_target: gr.components.Component,
+                     feature_target: gr.components.Component) -> None:
+    """Hand the shown (layer, feature) to the steering tab's inputs on "Steer"."""
+    tab.steer.click(lambda lay, f: (lay, f), [tab.layer, tab.feature],
+                    [layer_target, feature_target], queue=False)
+
+
+def connect_layer_map(cell: gr.Dataframe, layer_source: gr.Dropdown, tab: FeaturesTab) -> None:
+    """Selecting a row of the layer map's feature table opens that feature's page."""
+    def pick(layer, evt: gr.SelectData):
+        row = evt.row_value or []
+        if layer is None or not row:
+            raise gr.Error("Select a row of the feature table.")
+        return int(layer), int(row[0])
+
+    cell.select(pick, layer_source, [tab.layer, tab.feature], queue=False)
