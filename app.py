@@ -13,6 +13,8 @@ import gradio as gr
 
 from sae_core.__main__ import _progress_bar
 from sae_core.atlas import DEFAULT_ATLAS, build_atlas, ensure_layer_map, is_built
+from sae_core.features import ensure_feature_index
+from ui.features import build_features_tab, connect_features
 from ui.layer_map import build_layer_map_tab
 from ui.live import build_live_tab
 from ui.saes import atlas_choices, build_saes_tab
@@ -31,10 +33,12 @@ def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
         choices = atlas_choices(atlas)
         # The active SAE set: every tab reads its folder from this picker.
         picker = gr.Dropdown(choices, value=str(atlas) if choices else None, label="SAE set")
-        build_layer_map_tab(picker)
+        layer_map = build_layer_map_tab(picker)
+        features = build_features_tab(picker, steering=True)
         build_saes_tab(picker)
-        build_steering_tab(picker)
-        build_live_tab(picker)
+        steering = build_steering_tab(picker)
+        live = build_live_tab(picker)
+        connect_features(features, layer_map=layer_map, steering=steering, chosen=live.chosen)
     return demo
 
 
@@ -50,6 +54,7 @@ def main() -> None:
                   "17 + 3 minutes on 2 cores)...")
             build_atlas(DEFAULT_ATLAS, report=_progress_bar())
         ensure_layer_map(DEFAULT_ATLAS, report=_progress_bar())
+        ensure_feature_index(DEFAULT_ATLAS, report=_progress_bar())
     build_app(DEFAULT_ATLAS).launch(server_name=args.host, server_port=args.port)
 
 

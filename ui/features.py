@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import NamedTuple
@@ -38,13 +39,16 @@ class FeaturesTab(NamedTuple):
     feature: gr.Number
     """Feature id (int) within the layer."""
     steer: gr.Button
-    """"Steer with this feature": wire it with `connect_steering`."""
+    """"Steer with this feature": wire it with `connect_features`."""
 
 
 def _layers(folder: str | None) -> list[int]:
-    if not folder:
+    """Layer numbers from atlas.json: building the tab loads no model."""
+    try:
+        hookpoints = json.loads((Path(folder) / "atlas.json").read_text())["hookpoints"]
+        return [parse_hookpoint(h)[0] for h in hookpoints]
+    except (TypeError, OSError, ValueError, KeyError):
         return []
-    return [parse_hookpoint(h)[0] for h in session.open_atlas(folder).hookpoints]
 
 
 def _hookpoint(folder: str, layer) -> str:
@@ -95,13 +99,12 @@ def random_alive(folder: str | None, layer, seed: int | None = None) -> int:
     return random.Random(seed).choice(alive)
 
 
-def _first_page(folder: str | None, layer) -> tuple[int, tuple]:
-    """The first alive feature of `layer` and its page, shown when the app opens."""
+def _first_feature(folder: str | None, layer) -> int:
+    """An alive feature to show first (reads the index only, no model)."""
     try:
-        feature = random_alive(folder, layer, seed=0)
-        return feature, page_outputs(folder, layer, feature)
-    except (ValueError, FileNotFoundError):
-        return 0, ("", None, None, "", None)
+        return random_alive(folder, layer, seed=0)
+    except (ValueError, FileNotFoundError, KeyError):
+        return 0
 
 
 def _ui(fn):
@@ -116,12 +119,12 @@ def _ui(fn):
 
 def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> FeaturesTab:
     """`picker` holds the active atlas folder. With `steering=False` the steer button says
-    that steering is not in this app yet; pass True once `connect_steering` wires it."""
-    with gr.Tab("Features", id=TAB_ID):
+    that steering is not in this app yet; pass True when `connect_features` wires it."""
+    with gr.Tab("Features", id=TAB_ID) as features_tab:
         gr.Markdown(FEATURES_INTRO)
         ids = _layers(picker.value)
         first_layer = ids[len(ids) // 2] if ids else None
-        first, shown = _first_page(picker.value, first_layer)
+        first = _first_feature(picker.value, first_layer)
         with gr.Row():
             layer = gr.Dropdown(ids, value=first_layer, label="Layer")
             feature = gr.Number(first, precision=0, minimum=0, label="Feature")
@@ -132,19 +135,20 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> Featur
         build = gr.Button("Build the feature index",
                           visible=bool(picker.value) and not has_feature_index(
                               Path(picker.value)))
-        summary = gr.Markdown(shown[0])
+        summary = gr.Markdown()
         with gr.Row():
-            logits = gr.Dataframe(shown[2], interactive=False, label="Logit lens: output tokens")
-            hist = gr.Plot(shown[1], label="Activation histogram")
-        snippets = gr.HTML(shown[3])
-        density = gr.Plot(shown[4], label="Feature density of the layer")
+            logits = gr.Dataframe(interactive=False, label="Logit lens: output tokens")
+            hist = gr.Plot(label="Activation histogram")
+        snippets = gr.HTML()
+        density = gr.Plot(label="Feature density of the layer")
         outputs = [summary, hist, logits, snippets, density]
 
         def switch_atlas(folder):
             ids = _layers(folder)
             missing = bool(folder) and not has_feature_index(Path(folder))
-            return (gr.Dropdown(choices=ids, value=ids[len(ids) // 2] if ids else None),
-                    gr.Button(visible=missing))
+            first_layer = ids[len(ids) // 2] if ids else None
+            return (gr.Dropdown(choices=ids, value=first_layer), gr.Button(visible=missing),
+                    _first_feature(folder, first_layer))
 
         def build_index(folder, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
             if not folder:
@@ -154,6 +158,8 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> Featur
             return gr.Button(visible=False)
 
         show = _ui(page_outputs)
+        # The model loads on first use (opening the tab), not when the app is built.
+        features_tab.select(show, [picker, layer, feature], outputs)
         for control in (layer, feature):
             control.change(show, [picker, layer, feature], outputs)
         prev.click(_ui(lambda d, lay, f: step_feature(d, lay, f, -1)),
@@ -161,7 +167,7 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> Featur
         nxt.click(_ui(lambda d, lay, f: step_feature(d, lay, f, 1)),
                   [picker, layer, feature], feature, queue=False)
         rand.click(_ui(random_alive), [picker, layer], feature, queue=False)
-        picker.change(switch_atlas, picker, [layer, build])
+        picker.change(switch_atlas, picker, [layer, build, feature])
         build.click(build_index, picker, build).then(show, [picker, layer, feature], outputs)
         if not steering:
             steer.click(lambda: gr.Info("Steering is not in this app yet."), None, None,
@@ -169,19 +175,33 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> Featur
     return FeaturesTab(layer, feature, steer)
 
 
-def connect_steering(tab: FeaturesTab, layer_target: gr.components.Component,
-                     feature_target: gr.components.Component) -> None:
-    """Hand the shown (layer, feature) to the steering tab's inputs on "Steer"."""
-    tab.steer.click(lambda lay, f: (lay, f), [tab.layer, tab.feature],
-                    [layer_target, feature_target], queue=False)
+def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
+                     chosen: gr.State | None = None) -> None:
+    """Wire hand-overs once all tabs exist (call inside the app's Blocks):
+    - `layer_map` (ui.layer_map.LayerMapTab): selecting a row of a cell's feature table opens
+      that feature's page here;
+    - `steering` (ui.steering.SteeringTab): "Steer with this feature" fills its layer and
+      feature;
+    - `chosen`: a gr.State holding (layer, feature) or None (the live view's last pick);
+      when it changes, that feature's page opens here.
+    """
+    if layer_map is not None:
+        def pick(layer, evt: gr.SelectData):
+            row = evt.row_value or []
+            if layer is None or not row:
+                return gr.skip(), gr.skip()
+            return int(layer), int(row[0])
 
+        layer_map.cell.select(pick, layer_map.layer, [tab.layer, tab.feature], queue=False)
+    if steering is not None:
+        def hand_over(layer, feature):
+            gr.Info(f"Layer {layer}, feature {feature} is set in the Steering tab.")
+            return layer, feature
 
-def connect_layer_map(cell: gr.Dataframe, layer_source: gr.Dropdown, tab: FeaturesTab) -> None:
-    """Selecting a row of the layer map's feature table opens that feature's page."""
-    def pick(layer, evt: gr.SelectData):
-        row = evt.row_value or []
-        if layer is None or not row:
-            raise gr.Error("Select a row of the feature table.")
-        return int(layer), int(row[0])
+        tab.steer.click(hand_over, [tab.layer, tab.feature],
+                        [steering.layer, steering.feature], queue=False)
+    if chosen is not None:
+        def follow(pair):
+            return (int(pair[0]), int(pair[1])) if pair else (gr.skip(), gr.skip())
 
-    cell.select(pick, layer_source, [tab.layer, tab.feature], queue=False)
+        chosen.change(follow, chosen, [tab.layer, tab.feature], queue=False)
