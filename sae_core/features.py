@@ -130,12 +130,9 @@ def collect_codes(
             for h, p in parts.items()}
 
 
-def _sort_by(*keys: Tensor) -> Tensor:
-    """Permutation sorting by keys[0], then keys[1], ... (all ascending, stable)."""
-    order = torch.arange(len(keys[0]))
-    for key in reversed(keys):
-        order = order[key[order].sort(stable=True).indices]
-    return order
+def _descending(val: Tensor) -> Tensor:
+    """int64 keys that sort positive float32 values from largest to smallest."""
+    return 0x7FFFFFFF - val.float().view(torch.int32).long()
 
 
 def index_layer(vals_TK: Tensor, idx_TK: Tensor, d_sae: int, seq_len: int,
@@ -143,23 +140,23 @@ def index_layer(vals_TK: Tensor, idx_TK: Tensor, d_sae: int, seq_len: int,
     """Everything the feature pages need for one layer, from the sparse codes of T tokens
     (T = windows x seq_len, in window order). Exact; vectorised over features."""
     T, K = vals_TK.shape
-    fire = vals_TK > 0
-    tok_M = torch.arange(T).unsqueeze(1).expand(T, K)[fire]  # token order
-    feat_M = idx_TK[fire].long()
-    val_M = vals_TK[fire].float()
+    flat = (vals_TK > 0).view(-1).nonzero().squeeze(1)  # firings, in token order
+    tok_M, feat_M = flat // K, idx_TK.view(-1)[flat].long()
+    val_M = vals_TK.view(-1)[flat].float()
     n_fire_F = torch.bincount(feat_M, minlength=d_sae)
 
     # One context per (feature, chunk): its peak, ties going to the earlier token.
     per_window = -(-seq_len // cfg.chunk)
-    chunk_M = (tok_M // seq_len) * per_window + (tok_M % seq_len) // cfg.chunk
-    order = _sort_by(feat_M, chunk_M, -val_M, tok_M)
-    f_s, c_s = feat_M[order], chunk_M[order]
-    first = torch.ones(len(order), dtype=torch.bool)
-    first[1:] = (f_s[1:] != f_s[:-1]) | (c_s[1:] != c_s[:-1])
-    peak = order[first]
-    p_feat, p_tok, p_val = feat_M[peak], tok_M[peak], val_M[peak]
-    # Contexts of each feature, strongest first.
-    by_rank = _sort_by(p_feat, -p_val, p_tok)
+    n_chunks = (T // seq_len) * per_window
+    key_M = feat_M * n_chunks + (tok_M // seq_len) * per_window + (tok_M % seq_len) // cfg.chunk
+    peak_val = torch.zeros(d_sae * n_chunks).scatter_reduce_(0, key_M, val_M, "amax")
+    at_peak = val_M == peak_val[key_M]
+    peak_tok = torch.full((d_sae * n_chunks,), T).scatter_reduce_(
+        0, key_M[at_peak], tok_M[at_peak], "amin")
+    p_key = (peak_val > 0).nonzero().squeeze(1)  # (feature, chunk) order
+    p_feat, p_tok, p_val = p_key // n_chunks, peak_tok[p_key], peak_val[p_key]
+    # Contexts of each feature, strongest first; the stable sort keeps token order on ties.
+    by_rank = ((p_feat << 31) | _descending(p_val)).sort(stable=True).indices
     p_feat, p_tok, p_val = p_feat[by_rank], p_tok[by_rank], p_val[by_rank]
     n_ctx_F = torch.bincount(p_feat, minlength=d_sae)
     start_F = torch.cumsum(n_ctx_F, 0) - n_ctx_F
@@ -180,13 +177,14 @@ def index_layer(vals_TK: Tensor, idx_TK: Tensor, d_sae: int, seq_len: int,
         pos = (start_F + r_F)[ok]
         q_tok[ok, j], q_val[ok, j] = p_tok[pos], p_val[pos]
 
-    lookup = (tok_M * d_sae + feat_M).sort()
     hist, lo, hi = _histograms(feat_M, val_M, d_sae, cfg.hist_bins)
+    keys, order = (feat_M * T + tok_M).sort()
+    by_feature = (keys, val_M[order])
     return {
         "top_tok": top_tok.int(), "top_val": top_val,
-        "top_acts": _snippet_acts(top_tok, lookup, val_M, d_sae, seq_len, cfg).half(),
+        "top_acts": _snippet_acts(top_tok, by_feature, T, seq_len, cfg).half(),
         "q_tok": q_tok.int(), "q_val": q_val,
-        "q_acts": _snippet_acts(q_tok, lookup, val_M, d_sae, seq_len, cfg).half(),
+        "q_acts": _snippet_acts(q_tok, by_feature, T, seq_len, cfg).half(),
         "n_fire": n_fire_F, "n_ctx": n_ctx_F, "hist": hist, "hist_lo": lo, "hist_hi": hi,
     }
 
@@ -195,22 +193,32 @@ def snippet_offsets(cfg: IndexConfig) -> Tensor:
     return torch.arange(-cfg.left, cfg.right + 1)
 
 
-def _snippet_acts(tok_FS: Tensor, lookup, val_M: Tensor, d_sae: int, seq_len: int,
+def _snippet_acts(tok_FS: Tensor, by_feature: tuple[Tensor, Tensor], T: int, seq_len: int,
                   cfg: IndexConfig) -> Tensor:
     """(F, S, width) activation of feature f on the tokens around each context's peak; 0
-    outside the window, at position 0 and where it does not fire."""
+    outside the window, at position 0 and where it does not fire.
+
+    `by_feature` = (keys, values) of all firings sorted by key feature * T + token: a
+    feature's firings in a snippet are then among the `width` entries from the first key
+    >= (f, peak - left), so one binary search per context finds them all."""
+    keys, vals = by_feature
     F, S = tok_FS.shape
-    keys, perm = lookup
-    pos_FSW = tok_FS.unsqueeze(-1) + snippet_offsets(cfg)
-    same_window = (pos_FSW // seq_len == (tok_FS // seq_len).unsqueeze(-1)) & (
-        pos_FSW % seq_len > 0) & (tok_FS.unsqueeze(-1) >= 0)
-    query = pos_FSW * d_sae + torch.arange(F).view(F, 1, 1)
-    at = torch.searchsorted(keys, query.flatten()).clamp_max(max(len(keys) - 1, 0))
-    out = torch.zeros(F * S * cfg.width)
-    if len(keys):
-        hit = (keys[at] == query.flatten()) & same_window.flatten()
-        out[hit] = val_M[perm[at[hit]]]
-    return out.view(F, S, cfg.width)
+    out = torch.zeros(F, S, cfg.width)
+    if not len(keys):
+        return out
+    first_FS = tok_FS - cfg.left
+    feat_F1 = torch.arange(F).view(F, 1)
+    at = torch.searchsorted(keys, feat_F1 * T + first_FS)
+    cand = at.unsqueeze(-1) + torch.arange(cfg.width)
+    inside = cand < len(keys)
+    cand = cand.clamp_max(len(keys) - 1)
+    key = keys[cand]
+    off = key - (feat_F1 * T + first_FS).unsqueeze(-1)  # token - (peak - left)
+    tok = key % T
+    ok = inside & (key // T == feat_F1.unsqueeze(-1)) & (off >= 0) & (off < cfg.width)
+    ok &= (tok // seq_len == (tok_FS // seq_len).unsqueeze(-1)) & (tok % seq_len > 0)
+    ok &= (tok_FS >= 0).unsqueeze(-1)
+    return out.scatter_add_(2, off.clamp(0, cfg.width - 1), vals[cand] * ok)
 
 
 def _histograms(feat_M: Tensor, val_M: Tensor, d_sae: int, bins: int):

@@ -105,6 +105,14 @@ def test_index_matches_brute_force_on_random_codes():
     for f in range(F):
         got = [t for t in out["top_tok"][f].tolist() if t >= 0]
         assert got == expected.get(f, []), f
+    dense = torch.zeros(T, F).scatter_(1, idx.long(), vals)
+    for f in range(F):
+        for s, t in enumerate(out["top_tok"][f].tolist()):
+            for j, o in enumerate(range(-cfg.left, cfg.right + 1)):
+                u = t + o
+                shown = t >= 0 and u // L == t // L and u % L > 0
+                want = float(dense[u, f]) if shown else 0.0
+                assert float(out["top_acts"][f, s, j]) == pytest.approx(want, rel=1e-3)
     fires = vals > 0
     assert out["n_fire"].tolist() == torch.bincount(idx[fires].long(), minlength=F).tolist()
     assert torch.equal(out["hist"].sum(1).long(), out["n_fire"])

@@ -1,0 +1,123 @@
+"""Feature index build, feature page and live view timings on the default atlas.
+
+1. Index build (`build_feature_index`, the same call `ensure_feature_index` makes): one pass
+   over the index windows (held-out first, then training windows) with all 30 SAEs, then
+   the per-layer index. Written into the atlas when it has none yet, else into a temporary
+   folder. Baseline in the same run: a plain bf16 forward of the full model on 16 of the
+   same windows, as tokens/s.
+2. Coverage: features with >= 20 contexts, for the index and for the 64 held-out windows
+   alone (a second pass over those).
+3. Feature page data (`feature_page`) for random alive features of random layers, and the
+   whole tab callback (page data + figures + HTML); target under 200 ms.
+4. Live view (`sae_core.live.live_view`) of a 256-token text over all 30 layers; target
+   under 1.5 s; baseline: the captured forward alone.
+
+    flock /tmp/bench.lock .venv/bin/python bench/features.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import ROOT, load_lm, load_texts, token_windows
+
+from sae_core import session
+from sae_core.atlas import DEFAULT_ATLAS, load_atlas, medians_of
+from sae_core.feature_page import feature_page, open_index
+from sae_core.features import (
+    IndexConfig,
+    build_feature_index,
+    collect_codes,
+    has_feature_index,
+    index_layer,
+    index_windows,
+)
+from sae_core.hooks import run_captured
+from sae_core.live import live_view
+from ui.features import page_outputs
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=60)
+    parser.add_argument("--no-heldout", action="store_true", help="skip the coverage pass")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    atlas = ROOT / DEFAULT_ATLAS
+    info, _, saes = load_atlas(atlas)
+    lm = load_lm()
+    session.register_model(lm)
+    medians = medians_of(saes)
+    factor = info["train_cfg"]["outlier_factor"]
+    cfg = IndexConfig()
+    windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
+    chosen, source = index_windows(windows, info["heldout_windows"], cfg.max_tokens)
+    n_tok = chosen.numel()
+
+    _, fwd_s = timed(run_captured, lm, chosen[:16], [f"layers.{lm.n_layers - 1}"])
+    fwd_tok_s = 16 * chosen.shape[1] / fwd_s
+    installed = not has_feature_index(atlas)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = atlas if installed else Path(tmp)
+        meta, index_s = timed(build_feature_index, lm, saes, medians, chosen, out,
+                              outlier_factor=factor, cfg=cfg, source=source)
+    print(f"index: {n_tok:,} tokens ({source}), {index_s:.1f} s "
+          f"(pass {meta['pass_seconds']:.1f} s) = {n_tok / index_s:,.0f} tokens/s for 30 "
+          f"layers; plain bf16 forward {fwd_tok_s:,.0f} tokens/s "
+          f"(index at {n_tok / index_s / fwd_tok_s:.2f}x of it); "
+          f"{'written into the atlas' if installed else 'atlas already had one: temp folder'}")
+    layers = meta["layers"]
+    d_sae = next(iter(saes.values())).cfg.d_sae
+    with_20 = [m["with_20"] / d_sae for m in layers.values()]
+    print(f"features with >= 20 contexts: mean {100 * statistics.mean(with_20):.1f}%, "
+          f"min {100 * min(with_20):.1f}% over layers; dead: "
+          f"{sum(m['dead'] for m in layers.values())} of {d_sae * len(layers)}")
+    if not args.no_heldout:
+        held = chosen[:source["heldout_windows"]]
+        codes = collect_codes(lm, saes, medians, held, outlier_factor=factor, cfg=cfg)
+        share = [float((index_layer(v, i, d_sae, held.shape[1], cfg)["n_ctx"] >= 20)
+                       .float().mean()) for v, i, _ in codes.values()]
+        print(f"held-out windows alone ({held.numel():,} tokens): features with >= 20 "
+              f"contexts: mean {100 * statistics.mean(share):.1f}%, min {100 * min(share):.1f}%")
+
+    loaded = session.open_atlas(atlas)
+    rng = random.Random(0)
+    picks = []
+    for _ in range(args.pages):
+        h = rng.choice(loaded.hookpoints)
+        alive = open_index(atlas).layer_stats(h)["n_fire"].nonzero().squeeze(1).tolist()
+        picks.append((h, rng.choice(alive)))
+    page_ms = [1000 * timed(feature_page, loaded, h, f)[1] for h, f in picks]
+    tab_ms = [1000 * timed(page_outputs, str(atlas), int(h.split(".")[1]), f)[1]
+              for h, f in picks[:20]]
+    page = statistics.median(page_ms)
+    print(f"feature page data: median {page:.1f} ms, max {max(page_ms):.1f} ms "
+          f"({len(page_ms)} pages); with figures and HTML: median "
+          f"{statistics.median(tab_ms):.1f} ms, max {max(tab_ms):.1f} ms")
+
+    text = lm.tokenizer.decode(windows[-1, 1:])
+    view, _ = timed(live_view, loaded, text)  # warm-up
+    live_s = statistics.median(timed(live_view, loaded, text)[1] for _ in range(5))
+    ids = torch.tensor([[lm.tokenizer.bos_token_id, *view.token_ids]])
+    fwd_live = statistics.median(timed(run_captured, lm, ids, loaded.hookpoints)[1]
+                                 for _ in range(5))
+    print(f"live view: {view.n_tokens} tokens x {len(view.hookpoints)} layers, median "
+          f"{1000 * live_s:.0f} ms; the captured forward alone {1000 * fwd_live:.0f} ms "
+          f"({live_s / fwd_live:.2f}x)")
+    print(f"RESULT index_s={index_s:.1f} page_ms={page:.1f} live_ms={1000 * live_s:.0f}")
+
+
+if __name__ == "__main__":
+    main()
