@@ -1,0 +1,80 @@
+"""Side-by-side steering against one plain generation, on the embedded model + default atlas.
+
+Times (median of `--repeats`, interleaved) greedy generation of `--tokens` new tokens:
+- plain: one unsteered row (batch 1, no hooks);
+- side by side: the unsteered and the steered row in one batch of 2 (what the app runs);
+- steered alone: one steered row (batch 1, hooks in place).
+side_by_side_ratio = side by side / plain (target <= 1.3);
+hook_overhead_ms = (steered alone - plain) / tokens, per generated token.
+Run under the shared lock: `flock /tmp/bench.lock .venv/bin/python bench/steering.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sae_core import session
+from sae_core.atlas import DEFAULT_ATLAS
+from sae_core.steering import (
+    FeatureSteer,
+    GenConfig,
+    Steering,
+    generate,
+    prompt_ids,
+    typical_norms,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--atlas", default=str(DEFAULT_ATLAS))
+    parser.add_argument("--tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--prompt", default="Write a short story about a long trip.")
+    parser.add_argument("--feature", default="layers.13:90:0.5",
+                        help="hookpoint:feature:strength")
+    args = parser.parse_args()
+    loaded = session.open_atlas(args.atlas)
+    lm, saes = loaded.lm, loaded.saes
+    hookpoint, feature, strength = args.feature.split(":")
+    steer = Steering((FeatureSteer(hookpoint, int(feature), float(strength)),))
+    gen = GenConfig(max_new_tokens=args.tokens)
+    ids = prompt_ids(lm, args.prompt, gen)
+    norms, _ = typical_norms(lm, saes, [hookpoint])
+    runs = {"plain": [None], "side_by_side": [None, steer], "steered_alone": [steer]}
+    print(f"torch threads {torch.get_num_threads()}, prompt {len(ids)} tokens, "
+          f"{args.tokens} new tokens, greedy, steering {args.feature}")
+    generate(lm, saes, norms, ids, [None, steer], GenConfig(max_new_tokens=4))  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    outs = {}
+    for _ in range(args.repeats):
+        for name, rows in runs.items():
+            t0 = time.perf_counter()
+            outs[name] = generate(lm, saes, norms, ids, rows, gen)
+            times[name].append(time.perf_counter() - t0)
+    lengths = {name: [len(o) for o in out] for name, out in outs.items()}
+    print(f"new tokens per row: {lengths}")
+    if any(n != args.tokens for ls in lengths.values() for n in ls):
+        print("warning: a row stopped early, so runs differ in length; change --prompt")
+    same_plain = outs["side_by_side"][0] == outs["plain"][0]
+    same_steered = outs["side_by_side"][1] == outs["steered_alone"][0]
+    print(f"batched rows equal their solo runs: unsteered {same_plain}, steered {same_steered}")
+    med = {name: statistics.median(t) for name, t in times.items()}
+    for name, t in times.items():
+        print(f"{name:14s} median {med[name]:.3f} s ({1000 * med[name] / args.tokens:.1f} ms "
+              f"a token)  runs {', '.join(f'{x:.3f}' for x in t)}")
+    ratio = med["side_by_side"] / med["plain"]
+    overhead = 1000 * (med["steered_alone"] - med["plain"]) / args.tokens
+    print(f"RESULT side_by_side_ratio={ratio:.3f} hook_overhead_ms={overhead:.3f}")
+
+
+if __name__ == "__main__":
+    main()
