@@ -436,6 +436,10 @@ def test_saes_tab_loads_from_the_hub_and_exports(tmp_path, tiny_atlas, monkeypat
     assert picker.value == new and [v for _, v in picker.choices] == sorted([str(tiny_atlas), new])
     assert "1 SAEs" in status and sets["SAE set"].tolist() == [new]
     assert sets["from"].tolist() == ["org/pair"]
+    saes_ui.hub_load("org/pair", "L0", "tiny-llama", "", None, progress=lambda *a, **k: 0)
+    picker, status, _ = saes_ui.hub_load("org/pair", "L0", "tiny-llama", "", None,
+                                         progress=lambda *a, **k: 0)
+    assert "already loaded" in status and picker.value.startswith("checkpoints/atlas/hub-org--pair")
     msg = saes_ui.export_set(new, "", "me/one")
     assert "checkpoints/export/one" in msg and (tmp_path / "checkpoints/export/one/README.md"
                                                 ).exists()

@@ -11,7 +11,13 @@ from huggingface_hub import get_token
 
 from sae_core.atlas import ATLAS_ROOT, is_built
 from sae_core.hub import HubError
-from sae_core.hub_atlas import EXPORT_ROOT, export_saelens, load_pretrained_atlas, push_to_hub
+from sae_core.hub_atlas import (
+    EXPORT_ROOT,
+    default_name,
+    export_saelens,
+    load_pretrained_atlas,
+    push_to_hub,
+)
 from sae_core.hub_registry import RELEASES, release_label, slug
 from sae_core.lm import EMBEDDED_ID
 from sae_core.plots import quality_by_layer
@@ -104,18 +110,23 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
     """Load a Hub set as a new atlas; select it in the picker. Errors become gr.Error."""
     if not (source or "").strip():
         raise gr.Error("Pick a release or type a Hub repo id.")
-    try:
-        out, warns = load_pretrained_atlas(
-            source, sae_ids or "", model=(model or EMBEDDED_ID).strip(),
-            name=(name or "").strip() or None,
-            report=lambda msg, frac: progress(frac, desc=msg))
-    except (HubError, ValueError, FileNotFoundError, RuntimeError) as err:
-        raise gr.Error(str(err)) from err
-    for warning in warns:
-        gr.Warning(warning)
+    model, name = (model or EMBEDDED_ID).strip(), (name or "").strip()
+    same = ATLAS_ROOT / default_name(source, sae_ids or "", model)
+    if not name and is_built(same):  # the same SAEs on the same model: reuse them
+        out, done = same, "was already loaded"
+    else:
+        try:
+            out, warns = load_pretrained_atlas(
+                source, sae_ids or "", model=model, name=name or None,
+                report=lambda msg, frac: progress(frac, desc=msg))
+        except (HubError, ValueError, FileNotFoundError, RuntimeError) as err:
+            raise gr.Error(str(err)) from err
+        for warning in warns:
+            gr.Warning(warning)
+        done = "loaded"
     choices = sorted({*list_atlases(), *([current] if current else []), str(out)})
     return (gr.Dropdown(choices=choices, value=str(out)),
-            f"Loaded **{out.name}**: {len(_read(out)[1])} SAEs. It is now the active set.",
+            f"**{out.name}** ({len(_read(out)[1])} SAEs) {done}; it is now the active set.",
             sets_table(extra=str(out)))
 
 
