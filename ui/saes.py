@@ -178,7 +178,7 @@ def build_saes_tab(picker: gr.Dropdown) -> None:
             source = gr.Textbox(label="Release or Hub repo id",
                                 placeholder="e.g. EleutherAI/sae-SmolLM2-135M-64x")
         with gr.Row():
-            sae_ids = gr.Textbox(label="SAE ids or folders (comma-separated; `all` for a "
+            sae_ids = gr.Textbox(label="SAE ids or folders (comma-separated; \"all\" for a "
                                        "release)", placeholder="e.g. layers.5.mlp, layers.9.mlp")
             model = gr.Textbox(EMBEDDED_ID, label="Model to run them on")
             name = gr.Textbox(label="Name of the new set (optional)")
