@@ -100,7 +100,7 @@ def token_table(view: LiveView, token: int, lmap: LayerMapData | None,
     for j, h in enumerate(view.hookpoints):
         layer = parse_hookpoint(h)[0]
         if bool(view.flagged_TL[token, j]):
-            rows.append({"layer": layer, "rank": "", "feature": "", "activation": "",
+            rows.append({"layer": layer, "feature": "", "rank": "", "activation": "",
                          "of typical norm": "",
                          "label": "massive activation: not read by the SAE"})
             continue
@@ -108,7 +108,7 @@ def token_table(view: LiveView, token: int, lmap: LayerMapData | None,
         names = feature_labels(lmap, h, ids)
         for r, (f, name) in enumerate(zip(ids, names, strict=True)):
             act = float(view.top_act_TLK[token, j, r])
-            rows.append({"layer": layer, "rank": r + 1, "feature": f,
+            rows.append({"layer": layer, "feature": f, "rank": r + 1,
                          "activation": round(act, 2),
                          "of typical norm": round(act / view.medians[j], 3), "label": name})
     return pd.DataFrame(rows)

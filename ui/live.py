@@ -135,7 +135,7 @@ def build_live_tab(picker: gr.Dropdown) -> LiveTab:
             token = gr.Dropdown([], label="Token", scale=1)
             chosen_md = gr.Markdown("Click a table row to choose a feature.")
         table = gr.Dataframe(interactive=False, label="Strongest features of the token, "
-                             "per layer")
+                             "per layer", elem_id="live-token-table")
         view = gr.State(None)
         live_out = [plot, notice, token, table, view]
         tab.select(run_live, [picker, text], live_out)

@@ -1,0 +1,43 @@
+"""The Live view tab in a real browser, over the tiny atlas."""
+
+import pytest
+
+import app
+from sae_core import session
+from sae_core.live import live_view
+from tests.test_browser import CHROMIUM, _free_port, pytestmark  # noqa: F401  (skip mark)
+
+TEXT = "Paris is big , the dog ran"
+
+
+@pytest.fixture(scope="module")
+def page(tiny_atlas):
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    demo = app.build_app(tiny_atlas)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}", wait_until="load")
+        yield page
+        browser.close()
+    demo.close()
+
+
+def test_live_view_follows_the_text_and_a_row_click_chooses_its_feature(page, tiny_atlas):
+    from playwright.sync_api import expect
+
+    strongest = int(live_view(session.open_atlas(tiny_atlas), TEXT).top_idx_TLK[0, 0, 0])
+    page.get_by_role("tab", name="Live view").click(timeout=30_000)
+    page.locator(".gtitle", has_text="Strongest feature").wait_for(timeout=30_000)
+    page.get_by_label("Text (up to 256 tokens are shown)").fill(TEXT)
+    page.locator("g.ytick text", has_text="Paris").first.wait_for(timeout=30_000)
+    # token 0 ("Paris"), layer 0, rank 1: the same feature as the core computes
+    cell = page.locator("#live-token-table [role=gridcell][data-row='0'][data-col='1']")
+    expect(cell).to_have_text(str(strongest), timeout=30_000)
+    cell.click()
+    page.get_by_text(f"Chosen: layer 0, feature {strongest}").first.wait_for(timeout=15_000)
