@@ -121,7 +121,8 @@ def from_saelens(cfg: dict, tensors: dict[str, Tensor], hook: str, what: str) ->
                        "supported: standard (ReLU), topk, jumprelu")
     if ours == "topk" and not k:
         raise HubError(f"{what}: a topk SAE without k")
-    if cfg.get("rescale_acts_by_decoder_norm") or cfg.get("hook_head_index") is not None:
+    head = meta.get("hook_head_index", cfg.get("hook_head_index", cfg.get("hook_point_head_index")))
+    if cfg.get("rescale_acts_by_decoder_norm") or head is not None:
         raise HubError(f"{what}: rescale_acts_by_decoder_norm / per-head SAEs are not supported")
     norm = cfg.get("normalize_activations") or "none"
     norm = {True: "expected_average_only_in", False: "none"}.get(norm, norm)
