@@ -6,18 +6,22 @@ are unit vectors, so an activation is the length the feature writes into the res
 stream, and dividing by the layer's median norm (160-500 in SmolLM2, growing with depth)
 makes layers comparable. A score of 0.3 means the feature alone accounts for 30% of a
 typical token's residual norm at that layer. When per-feature reference activations are
-known (e.g. each feature's top activation over the corpus), pass them as `reference`: the
-score is then the share of the feature's own top activation, which favours features for
-which this text is a prime example over features that are merely loud everywhere.
+known (`corpus_peaks`: each feature's top activation in the atlas's feature index), pass
+them as `reference`: the score is then the share of the feature's own top activation, which
+favours features for which this text is a prime example over features that are merely loud
+everywhere; a feature that never fired in the index scores 0 (no reference, no claim).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import pandas as pd
 import torch
+from safetensors import safe_open
 from torch import Tensor
 
 from .layermap import MAP_TASKS, LayerMapData
@@ -75,7 +79,8 @@ def best_firings(view: LiveView, reference: Mapping[str, Tensor] | None = None
         scale = torch.tensor(view.medians, dtype=torch.float32)[lay]
     else:
         ref = torch.stack([reference[h].float() for h in view.hookpoints])
-        scale = ref[lay, idx].clamp_min(1e-6)
+        scale = ref[lay, idx]
+        scale = torch.where(scale > 0, scale, torch.inf)  # no reference: no claim (score 0)
     score = act / scale
     order = score.argsort(descending=True, stable=True)
     seen, rows = set(), []
@@ -86,6 +91,21 @@ def best_firings(view: LiveView, reference: Mapping[str, Tensor] | None = None
         seen.add(key)
         rows.append((float(score[i]), key[0], key[1], int(tok[i]), float(act[i])))
     return rows
+
+
+def corpus_peaks(folder: Path | str) -> dict[str, Tensor] | None:
+    """Per hookpoint, (d_sae,) each feature's top activation in the atlas's feature index
+    (0 if it never fired there), for `search_text(reference=...)`; None without an index."""
+    from .features import INDEX_DIR, META_FILE, has_feature_index, layer_file
+
+    if not has_feature_index(Path(folder)):
+        return None
+    meta = json.loads((Path(folder) / INDEX_DIR / META_FILE).read_text())
+    peaks = {}
+    for h in meta["layers"]:
+        with safe_open(str(layer_file(Path(folder), h)), "pt") as f:
+            peaks[h] = f.get_slice("top_val")[:, 0]
+    return peaks
 
 
 def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,

@@ -179,3 +179,16 @@ def test_tab_callbacks_answer_bad_input_with_gr_error_and_rows_choose_features(t
     evt = gr.SelectData(None, {"index": [0, 2], "value": 0, "row_value": hits.iloc[0].tolist()})
     chosen, md, _ = ui_live.choose(hits, evt)
     assert chosen == (int(hits["layer"][0]), int(hits["feature"][0])) and "feature" in md
+
+
+def test_peak_score_without_a_feature_index_is_a_message(tiny_atlas, tmp_path):
+    import shutil
+
+    import gradio as gr
+
+    from ui import live as ui_live
+
+    folder = tmp_path / "no_index"  # other tests may add an index to the shared tiny atlas
+    shutil.copytree(tiny_atlas, folder, ignore=shutil.ignore_patterns("features"))
+    with pytest.raises(gr.Error, match="no feature index"):
+        ui_live.run_search(str(folder), "Paris", "peak")

@@ -147,3 +147,35 @@ def test_search_text_with_reference_and_layer_filter(loaded):
 def test_search_text_bad_input_is_a_message(loaded, text, kwargs, match):
     with pytest.raises(ValueError, match=match):
         search_text(loaded, text, **kwargs)
+
+
+def test_corpus_peaks_are_each_features_top_activation_in_the_index(loaded, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from sae_core.features import INDEX_DIR, TOKENS_FILE, IndexConfig, build_feature_index
+    from sae_core.search import corpus_peaks
+    from sae_core.train import keep_mask
+
+    assert corpus_peaks(tmp_path) is None  # no index: no reference
+    folder = tmp_path / "atlas"
+    shutil.copytree(loaded.folder, folder)
+    windows = load_file(str(loaded.folder / "labels.safetensors"))["windows"].long()[:6]
+    factor = loaded.info["train_cfg"]["outlier_factor"]
+    build_feature_index(loaded.lm, loaded.saes, loaded.medians, windows, folder,
+                        outlier_factor=factor, cfg=IndexConfig(top_n=3, chunk=8, bf16=False))
+    peaks = corpus_peaks(folder)
+    windows = load_file(str(folder / INDEX_DIR / TOKENS_FILE))["tokens"].long()
+    acts = run_captured(loaded.lm, windows, loaded.hookpoints, bf16=False)
+    with torch.inference_mode():
+        for h, sae in loaded.saes.items():
+            keep = keep_mask(acts[h], loaded.medians[h], factor).reshape(-1, 1)
+            dense = sae.encode(acts[h].flatten(0, 1).float()) * keep
+            assert torch.allclose(peaks[h], dense.max(0).values, atol=1e-5)
+    table, view = search_text(loaded, "Paris is big", reference=peaks, limit=8)
+    for row in table.itertuples():
+        peak = float(peaks[f"layers.{row.layer}"][row.feature])
+        slot = view.top_idx_TLK[row.position, row.layer] == row.feature
+        act = float(view.top_act_TLK[row.position, row.layer][slot][0])
+        assert math.isclose(row.score, act / peak if peak > 0 else 0.0, abs_tol=1e-3)

@@ -14,7 +14,7 @@ from sae_core.layermap import MAP_TASKS
 from sae_core.layermap_view import TASK_NAMES, present_labels
 from sae_core.live import live_view
 from sae_core.live_view import heatmap, token_choices, token_table
-from sae_core.search import features_by_label, search_text
+from sae_core.search import corpus_peaks, features_by_label, search_text
 
 EXAMPLE = ("Marie Curie moved to Paris in 1891. She won two Nobel prizes, and her notebooks "
            "are still radioactive today! 🙂")
@@ -25,8 +25,10 @@ trained on them. Pick a token below to see its strongest features at every layer
 row of any table to choose that feature."""
 SEARCH_INTRO = """**By text**: the features, over all layers, that fire most on your word or
 sentence, and on which token. *Score* = activation divided by the layer's typical residual
-norm, so layers compare on one scale. **By label**: features whose layer-map label matches,
-e.g. layer 12, part of speech PROPN, consistency ≥ 0.9."""
+norm, so layers compare on one scale; or divided by the feature's own top activation in the
+corpus (1 = as strong as its best example there; needs the feature index). **By label**:
+features whose layer-map label matches, e.g. layer 12, part of speech PROPN, consistency
+≥ 0.9."""
 ALL_LAYERS = "all layers"
 
 
@@ -74,10 +76,16 @@ def pick_token(folder: str, view, token):
         raise gr.Error(str(err)) from err
 
 
-def run_search(folder: str, text: str):
+def run_search(folder: str, text: str, score: str = "norm"):
     loaded = _open(folder)
+    reference = None
+    if score == "peak":
+        reference = corpus_peaks(folder)
+        if reference is None:
+            raise gr.Error("This SAE set has no feature index yet (the Features tab builds "
+                           "it); score by the layer's typical norm instead.")
     try:
-        table, view = search_text(loaded, text)
+        table, view = search_text(loaded, text, reference=reference)
     except ValueError as err:
         raise gr.Error(str(err)) from err
     return table, _notices(view)
@@ -148,6 +156,9 @@ def build_live_tab(picker: gr.Dropdown) -> LiveTab:
         gr.Markdown(SEARCH_INTRO)
         with gr.Row():
             query = gr.Textbox("Paris", label="Word or sentence", scale=4)
+            score = gr.Radio([("activation / layer's typical norm", "norm"),
+                              ("activation / feature's corpus peak", "peak")], value="norm",
+                             label="Score", scale=2)
             go = gr.Button("Search by text", scale=1)
         search_notice = gr.Markdown()
         hits = gr.Dataframe(interactive=False, label="Features that fire most on the text")
@@ -164,8 +175,8 @@ def build_live_tab(picker: gr.Dropdown) -> LiveTab:
             by_label = gr.Button("Search by label")
         label_hits = gr.Dataframe(interactive=False, label="Features with that label")
         search_md = gr.Markdown("Click a table row to choose a feature.")
-        go.click(run_search, [picker, query], [hits, search_notice])
-        query.submit(run_search, [picker, query], [hits, search_notice])
+        go.click(run_search, [picker, query, score], [hits, search_notice])
+        query.submit(run_search, [picker, query, score], [hits, search_notice])
         task.change(label_choices, [picker, task], label)
         by_label.click(run_label_search, [picker, layer, task, label, consistency, support],
                        label_hits)
