@@ -23,9 +23,11 @@ from safetensors.torch import save as st_bytes
 from sae_core import hub_atlas, session
 from sae_core.atlas import ensure_layer_map, is_built, load_atlas
 from sae_core.config import SaeConfig
+from sae_core.features import ensure_feature_index
 from sae_core.hooks import run_captured
 from sae_core.hub import HubError, hookpoint_of, load_pretrained
 from sae_core.hub_registry import RELEASES, releases_for, same_model
+from sae_core.live import live_view
 from sae_core.sae import Sae
 from ui import saes as saes_ui
 
@@ -345,6 +347,10 @@ def test_pretrained_atlas_feeds_every_reader(tmp_path, tiny_atlas):
     assert torch.equal(loaded.saes["layers.2"].b_dec, t["b_dec"])
     lmap = ensure_layer_map(out, lm=loaded.lm)
     assert lmap.hookpoints == ["layers.0", "layers.2"]
+    index = ensure_feature_index(out, lm=loaded.lm)  # the Features tab's index
+    assert index["source"]["heldout_windows"] == 8
+    view = live_view(loaded, "the cat sat on the mat")  # the Live view tab
+    assert view.hookpoints == ("layers.0", "layers.2")
     md, table, _ = saes_ui.atlas_summary(str(out))
     assert "org/pair" in md and table["hookpoint"].tolist() == ["layers.0", "layers.2"]
     assert str(out) in saes_ui.list_atlases(root)
