@@ -1,7 +1,8 @@
 """Side-by-side steering against one plain generation, on the embedded model + default atlas.
 
 Times (median of `--repeats`, interleaved) greedy generation of `--tokens` new tokens:
-- plain: one unsteered row (batch 1, no hooks);
+- plain: one unsteered row (batch 1, no hooks), with our few-rows linear path and, as
+  `plain_torch_linear`, with the model's own linear layers; the faster one is the baseline;
 - side by side: the unsteered and the steered row in one batch of 2 (what the app runs);
 - steered alone: one steered row (batch 1, hooks in place).
 side_by_side_ratio = side by side / plain (target <= 1.3);
@@ -29,6 +30,7 @@ from sae_core.steering import (
     Steering,
     generate,
     prompt_ids,
+    steering_hooks,
     typical_norms,
 )
 
@@ -49,16 +51,17 @@ def main() -> None:
     gen = GenConfig(max_new_tokens=args.tokens)
     ids = prompt_ids(lm, args.prompt, gen)
     norms, _ = typical_norms(lm, saes, [hookpoint])
-    runs = {"plain": [None], "side_by_side": [None, steer], "steered_alone": [steer]}
+    runs = {"plain": ([None], True), "plain_torch_linear": ([None], False),
+            "side_by_side": ([None, steer], True), "steered_alone": ([steer], True)}
     print(f"torch threads {torch.get_num_threads()}, prompt {len(ids)} tokens, "
           f"{args.tokens} new tokens, greedy, steering {args.feature}")
     generate(lm, saes, norms, ids, [None, steer], GenConfig(max_new_tokens=4))  # warm-up
     times: dict[str, list[float]] = {k: [] for k in runs}
     outs = {}
     for _ in range(args.repeats):
-        for name, rows in runs.items():
+        for name, (rows, few_rows) in runs.items():
             t0 = time.perf_counter()
-            outs[name] = generate(lm, saes, norms, ids, rows, gen)
+            outs[name] = generate(lm, saes, norms, ids, rows, gen, few_rows_linear=few_rows)
             times[name].append(time.perf_counter() - t0)
     lengths = {name: [len(o) for o in out] for name, out in outs.items()}
     print(f"new tokens per row: {lengths}")
@@ -67,11 +70,25 @@ def main() -> None:
     same_plain = outs["side_by_side"][0] == outs["plain"][0]
     same_steered = outs["side_by_side"][1] == outs["steered_alone"][0]
     print(f"batched rows equal their solo runs: unsteered {same_plain}, steered {same_steered}")
+    for label, new in zip(("unsteered", "steered"), outs["side_by_side"], strict=True):
+        print(f"{label}: {lm.tokenizer.decode(new)!r}")
+    # The edit itself, timed apart from the model: one decoding step's call on 1 row.
+    x = torch.randn(1, 1, lm.d_model) * norms[hookpoint] / lm.d_model ** 0.5
+    with steering_hooks(lm, saes, norms, [steer], prompt_len=len(ids)) as cursor:
+        cursor.offset = len(ids)
+        hook = next(iter(lm.module_for(hookpoint)._forward_hooks.values()))
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            hook(None, None, (x,))
+        per_call_us = (time.perf_counter() - t0) * 1000
+    print(f"hook call alone: {per_call_us:.1f} us per step (add mode, 1 row)")
     med = {name: statistics.median(t) for name, t in times.items()}
     for name, t in times.items():
         print(f"{name:14s} median {med[name]:.3f} s ({1000 * med[name] / args.tokens:.1f} ms "
               f"a token)  runs {', '.join(f'{x:.3f}' for x in t)}")
-    ratio = med["side_by_side"] / med["plain"]
+    # The baseline is the faster of the two plain runs (with or without the W @ x.T path).
+    baseline = min(med["plain"], med["plain_torch_linear"])
+    ratio = med["side_by_side"] / baseline
     overhead = 1000 * (med["steered_alone"] - med["plain"]) / args.tokens
     print(f"RESULT side_by_side_ratio={ratio:.3f} hook_overhead_ms={overhead:.3f}")
 

@@ -229,3 +229,29 @@ def test_tab_helpers_diff_and_extra_features(tiny_atlas):
                  (folder, PROMPT, 1, 5, 1.0, "add", "all", "", 500, 0, 0)):
         with pytest.raises(gr.Error):
             run_steering(*args)
+
+
+def test_few_rows_linear_matches_and_stays_in_its_thread():
+    import threading
+
+    import torch.nn.functional as F
+
+    from sae_core.steering import _FewRowsLinear
+
+    threads = []
+
+    class Counting(_FewRowsLinear):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is F.linear:
+                threads.append(threading.get_ident())
+            return super().__torch_function__(func, types, args, kwargs)
+
+    w, b = torch.randn(48, 32), torch.randn(48)
+    x = torch.randn(2, 1, 32)
+    with Counting():
+        y = F.linear(x, w, b)
+        t = threading.Thread(target=F.linear, args=(x, w, b))  # another visitor's forward
+        t.start()
+        t.join()
+    torch.testing.assert_close(y, x @ w.T + b)
+    assert threads == [threading.get_ident()]
