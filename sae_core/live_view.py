@@ -58,7 +58,7 @@ def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
     custom[..., 1] = np.where(idx_TL >= 0, idx_TL, "none").astype(object)
     custom[..., 2] = np.round(act_TL, 2)
     custom[..., 3] = labels
-    custom[..., 4] = np.round(view.norm_TL.numpy(), 0)
+    custom[..., 4] = np.round(view.norm_TL.numpy() / np.asarray(view.medians)[None, :], 1)
     names = layer_names(view)
     x = list(range(n_lay))
     y = list(range(n_tok))
@@ -67,14 +67,16 @@ def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
         colorbar=dict(title="activation /<br>typical norm"),
         hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: feature %{customdata[1]}"
                        "<br>activation %{customdata[2]} (%{z:.2f} of typical norm)"
-                       "<br>label: %{customdata[3]}<extra></extra>"),
+                       "<br>label: %{customdata[3]}<br>token norm: %{customdata[4]}x typical"
+                       "<extra></extra>"),
     ))
     if flagged.any():
         fig.add_trace(go.Heatmap(
             z=np.where(flagged, 1.0, np.nan), x=x, y=y, customdata=custom, showscale=False,
             colorscale=[[0, "#bbbbbb"], [1, "#bbbbbb"]],
             hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: massive activation "
-                           "(norm %{customdata[4]}); the SAE skips such tokens<extra></extra>"),
+                           "(norm %{customdata[4]}x typical); the SAE skips such tokens"
+                           "<extra></extra>"),
         ))
     fig.update_layout(
         height=max(260, ROW_PX * n_tok + 120), margin=dict(t=40, b=40, l=10, r=10),

@@ -29,6 +29,11 @@ from .live import LiveView, live_view
 from .lm import parse_hookpoint
 from .session import LoadedAtlas
 
+LOUD = 3.0
+"""Search skips tokens whose residual norm is over LOUD x the layer's typical norm. In
+SmolLM2 ~1.4% of tokens (mostly " the" and a text's first token; measured on README, docs,
+code and corpus samples) reach 3-10x at some layers: secondary attention sinks, whose
+strongest features encode the sink, not the word, and would top every search."""
 MIN_LABEL_SUPPORT = 5
 """A label from fewer firings than this is shown as tentative."""
 
@@ -64,16 +69,18 @@ def feature_labels(lmap: LayerMapData | None, hookpoint: str, ids: list[int]) ->
     return out
 
 
-def best_firings(view: LiveView, reference: Mapping[str, Tensor] | None = None
-                 ) -> list[tuple[float, int, int, int, float]]:
+def best_firings(view: LiveView, reference: Mapping[str, Tensor] | None = None, *,
+                 loud: float = LOUD) -> list[tuple[float, int, int, int, float]]:
     """Every (score, layer index, feature, token, activation) with the feature's strongest
-    token of the text, best score first. See the module docstring for the score."""
+    token of the text, best score first, skipping loud tokens (see `LOUD`). See the module
+    docstring for the score."""
     n_tok, n_lay, top = view.top_idx_TLK.shape
     idx = view.top_idx_TLK.reshape(-1)
     act = view.top_act_TLK.reshape(-1)
     tok = torch.arange(n_tok).repeat_interleave(n_lay * top)
     lay = torch.arange(n_lay).repeat_interleave(top).repeat(n_tok)
-    live = idx >= 0
+    quiet_TL = view.norm_TL <= loud * torch.tensor(view.medians, dtype=torch.float32)
+    live = (idx >= 0) & quiet_TL[tok, lay]
     idx, act, tok, lay = idx[live], act[live], tok[live], lay[live]
     if reference is None:
         scale = torch.tensor(view.medians, dtype=torch.float32)[lay]

@@ -38,8 +38,9 @@ def byte_bpe() -> PreTrainedTokenizerFast:
 
 def _direct(loaded, view):
     """Dense SAE activations of the view's tokens, from a separate captured forward."""
-    first = loaded.lm.tokenizer.eos_token_id  # tiny tokenizer: no BOS, EOS starts the text
-    ids = torch.tensor([[first, *view.token_ids]])
+    # tiny tokenizer: no BOS, so EOS starts the text; the newline lead-in has no token
+    assert view.prefix_ids == (loaded.lm.tokenizer.eos_token_id,)
+    ids = torch.tensor([[*view.prefix_ids, *view.token_ids]])
     acts = run_captured(loaded.lm, ids, loaded.hookpoints, bf16=True)
     with torch.inference_mode():
         return {h: loaded.saes[h].encode(acts[h][0, 1:].float()) for h in loaded.hookpoints}

@@ -9,7 +9,7 @@ import torch
 from sae_core import session
 from sae_core.hooks import run_captured
 from sae_core.layermap import MAP_TASKS, LayerMapData
-from sae_core.search import feature_labels, features_by_label, search_text
+from sae_core.search import LOUD, feature_labels, features_by_label, search_text
 
 VOCAB = {"pos": ["NOUN", "PROPN", "VERB"], "dep": ["nsubj", "obj"], "ent": ["O", "GPE"],
          "shape": ["xxxx", "Xxxx"]}
@@ -103,13 +103,15 @@ def loaded(tiny_atlas):
 
 
 def _dense_scores(loaded, view):
-    ids = torch.tensor([[loaded.lm.tokenizer.eos_token_id, *view.token_ids]])
+    ids = torch.tensor([[*view.prefix_ids, *view.token_ids]])
     acts = run_captured(loaded.lm, ids, loaded.hookpoints, bf16=True)
     out = {}
     with torch.inference_mode():
         for j, h in enumerate(loaded.hookpoints):
-            a_TS = loaded.saes[h].encode(acts[h][0, 1:].float())
+            x_TD = acts[h][0, len(view.prefix_ids):].float()
+            a_TS = loaded.saes[h].encode(x_TD)
             a_TS[view.flagged_TL[:, j]] = 0
+            a_TS[x_TD.norm(dim=1) > LOUD * view.medians[j]] = 0  # loud tokens are skipped
             out[j] = a_TS
     return out
 
@@ -179,3 +181,17 @@ def test_corpus_peaks_are_each_features_top_activation_in_the_index(loaded, tmp_
         slot = view.top_idx_TLK[row.position, row.layer] == row.feature
         act = float(view.top_act_TLK[row.position, row.layer][slot][0])
         assert math.isclose(row.score, act / peak if peak > 0 else 0.0, abs_tol=1e-3)
+
+
+def test_loud_tokens_are_skipped(loaded):
+    from sae_core.live import live_view
+    from sae_core.search import best_firings
+
+    view = live_view(loaded, "Paris is big , the cat sat", top=4)
+    assert best_firings(view, loud=0.0) == []
+    ratio_T = view.norm_TL[:, 0] / view.medians[0]
+    loudest = int(ratio_T.argmax())
+    cut = float(ratio_T.sort(descending=True).values[1:3].mean())  # only the loudest is over
+    rows = best_firings(view, loud=cut)
+    assert rows and all(not (j == 0 and t == loudest) for _, j, _, t, _ in rows)
+    assert any(j == 0 and t == loudest for _, j, _, t, _ in best_firings(view, loud=1e9))
