@@ -89,15 +89,15 @@ def best_firings(view: LiveView, reference: Mapping[str, Tensor] | None = None, 
         scale = ref[lay, idx]
         scale = torch.where(scale > 0, scale, torch.inf)  # no reference: no claim (score 0)
     score = act / scale
+    # Each (layer, feature) once, at its best token: first occurrence in score order.
     order = score.argsort(descending=True, stable=True)
-    seen, rows = set(), []
-    for i in order.tolist():
-        key = (int(lay[i]), int(idx[i]))
-        if key in seen:
-            continue
-        seen.add(key)
-        rows.append((float(score[i]), key[0], key[1], int(tok[i]), float(act[i])))
-    return rows
+    key = (lay * (int(idx.max()) + 1 if len(idx) else 1) + idx)[order]
+    _, inv = torch.unique(key, return_inverse=True)
+    first = torch.full((int(inv.max()) + 1 if len(inv) else 0,), len(order), dtype=torch.long)
+    first.scatter_reduce_(0, inv, torch.arange(len(order)), "amin")
+    pick = order[first.sort().values]
+    return list(zip(score[pick].tolist(), lay[pick].tolist(), idx[pick].tolist(),
+                    tok[pick].tolist(), act[pick].tolist(), strict=True))
 
 
 def corpus_peaks(folder: Path | str) -> dict[str, Tensor] | None:
