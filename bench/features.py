@@ -5,8 +5,8 @@
    the per-layer index. Written into the atlas when it has none yet, else into a temporary
    folder. Baseline in the same run: a plain bf16 forward of the full model on 16 of the
    same windows, as tokens/s.
-2. Coverage: features with >= 20 contexts, for the index and for the 64 held-out windows
-   alone (a second pass over those).
+2. Coverage: features with >= 20 contexts in the index; with --coverage, also for the
+   held-out windows alone and other prefixes of the index windows (a second pass).
 3. Feature page data (`feature_page`) for random alive features of random layers, and the
    whole tab callback (page data + figures + HTML); target under 200 ms.
 4. Live view (`sae_core.live.live_view`) of a 256-token text over all 30 layers; target
@@ -52,7 +52,8 @@ def timed(fn, *args, **kwargs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=60)
-    parser.add_argument("--no-heldout", action="store_true", help="skip the coverage pass")
+    parser.add_argument("--coverage", action="store_true",
+                        help="coverage for prefixes of the index windows (a second pass)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     atlas = ROOT / DEFAULT_ATLAS
@@ -84,13 +85,16 @@ def main() -> None:
     print(f"features with >= 20 contexts: mean {100 * statistics.mean(with_20):.1f}%, "
           f"min {100 * min(with_20):.1f}% over layers; dead: "
           f"{sum(m['dead'] for m in layers.values())} of {d_sae * len(layers)}")
-    if not args.no_heldout:
-        held = chosen[:source["heldout_windows"]]
-        codes = collect_codes(lm, saes, medians, held, outlier_factor=factor, cfg=cfg)
-        share = [float((index_layer(v, i, d_sae, held.shape[1], cfg)["n_ctx"] >= 20)
-                       .float().mean()) for v, i, _ in codes.values()]
-        print(f"held-out windows alone ({held.numel():,} tokens): features with >= 20 "
-              f"contexts: mean {100 * statistics.mean(share):.1f}%, min {100 * min(share):.1f}%")
+    if args.coverage:
+        codes = collect_codes(lm, saes, medians, chosen, outlier_factor=factor, cfg=cfg)
+        seq = chosen.shape[1]
+        for n_win in (source["heldout_windows"], 2 * source["heldout_windows"], len(chosen)):
+            share = {h: float((index_layer(v[:n_win * seq], i[:n_win * seq], d_sae, seq, cfg)
+                               ["n_ctx"] >= 20).float().mean()) for h, (v, i, _) in codes.items()}
+            worst = min(share, key=share.get)
+            print(f"first {n_win} windows ({n_win * seq:,} tokens): features with >= 20 "
+                  f"contexts: mean {100 * statistics.mean(share.values()):.1f}%, min "
+                  f"{100 * share[worst]:.1f}% ({worst})")
 
     loaded = session.open_atlas(atlas)
     rng = random.Random(0)
