@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from .layermap import LayerMapData
 from .live import LiveView
 from .lm import parse_hookpoint
-from .search import feature_labels
+from .search import LOUD, feature_labels
 
 ROW_PX = 20
 """Heatmap height per token."""
@@ -50,6 +50,10 @@ def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
     rel_TL = act_TL / np.asarray(view.medians, dtype=np.float32)[None, :]
     flagged = view.flagged_TL.numpy()
     z = np.where((idx_TL >= 0) & ~flagged, rel_TL, np.nan)
+    # Loud tokens (secondary sinks, up to 10x the typical norm) would set the colour range
+    # and leave every other cell dark: scale to the others; loud cells saturate.
+    quiet = view.norm_TL.numpy() <= LOUD * np.asarray(view.medians)[None, :]
+    zmax = np.nanmax(np.where(quiet, z, np.nan)) if np.isfinite(z[quiet]).any() else None
     tokens = [show_token(p) for p in view.pieces]
     labels = _labels_TL(view, lmap)
     n_tok, n_lay = idx_TL.shape
@@ -63,7 +67,7 @@ def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
     x = list(range(n_lay))
     y = list(range(n_tok))
     fig = go.Figure(go.Heatmap(
-        z=z, x=x, y=y, customdata=custom, colorscale="Viridis", zmin=0,
+        z=z, x=x, y=y, customdata=custom, colorscale="Viridis", zmin=0, zmax=zmax,
         colorbar=dict(title="activation /<br>typical norm"),
         hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: feature %{customdata[1]}"
                        "<br>activation %{customdata[2]} (%{z:.2f} of typical norm)"

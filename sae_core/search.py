@@ -50,16 +50,19 @@ def feature_labels(lmap: LayerMapData | None, hookpoint: str, ids: list[int]) ->
     stats = {t: lmap.stats("sae", hookpoint, t) for t in MAP_TASKS}
     out = []
     for f in ids:
+        if not 0 <= f < len(stats[MAP_TASKS[0]].support):
+            out.append("")  # no feature (-1) or not one of this layer's
+            continue
         best, best_lift = None, -math.inf
         for t, s in stats.items():
-            if f < 0 or f >= len(s.support) or int(s.support[f]) == 0:
+            if int(s.support[f]) == 0:
                 continue
             lift = float(s.lift[f])
             lift = 0.0 if math.isinf(lift) else lift  # label absent from the base tokens
             if lift > best_lift:
                 best, best_lift = t, lift
         if best is None:
-            out.append("" if f < 0 else "(never fired in the layer map)")
+            out.append("(never fired in the layer map)")
             continue
         s = stats[best]
         name = lmap.vocab[best][int(s.label[f])]

@@ -193,3 +193,16 @@ def test_peak_score_without_a_feature_index_is_a_message(tiny_atlas, tmp_path):
     shutil.copytree(tiny_atlas, folder, ignore=shutil.ignore_patterns("features"))
     with pytest.raises(gr.Error, match="no feature index"):
         ui_live.run_search(str(folder), "Paris", "peak")
+
+
+def test_label_search_says_how_many_or_what_the_best_is(tiny_atlas):
+    from sae_core.search import features_by_label
+    from ui import live as ui_live
+
+    lmap = session.open_atlas(tiny_atlas).layer_map
+    table, status = ui_live.run_label_search(str(tiny_atlas), 1, "pos", "NOUN", 0.0, 1)
+    assert len(table) == len(features_by_label(lmap, 1, "pos", "NOUN")) > 0
+    assert status.startswith(f"{len(table)} feature(s)")
+    table, status = ui_live.run_label_search(str(tiny_atlas), "all layers", "pos", "NOUN", 1.0,
+                                             10_000)
+    assert table.empty and status.startswith("No feature passes")

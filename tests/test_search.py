@@ -90,8 +90,8 @@ def test_feature_labels_pick_the_task_with_the_highest_lift():
     lmap.counts["sae/layers.0/shape"][5] = torch.tensor([1, 1])  # xxxx 50%, lift 0.7
     lmap.counts["sae/layers.0/shape"][6] = torch.tensor([0, 3])  # 3 firings: tentative
     lmap._stats.clear()
-    labels = feature_labels(lmap, "layers.0", [5, 0, -1])
-    assert labels == ["obj (dep, 80% of 10)", "(never fired in the layer map)", ""]
+    labels = feature_labels(lmap, "layers.0", [5, 0, -1, 60])
+    assert labels == ["obj (dep, 80% of 10)", "(never fired in the layer map)", "", ""]
     assert feature_labels(lmap, "layers.0", [6]) == ["Xxxx? (shape, 100% of 3)"]
     assert feature_labels(None, "layers.0", [5]) == [""]
     assert feature_labels(lmap, "layers.9", [5]) == [""]

@@ -93,15 +93,24 @@ def run_search(folder: str, text: str, score: str = "norm"):
 
 def run_label_search(folder: str, layer, task: str, label: str, consistency: float,
                      support: float):
+    """(table, status line) of the features with that label."""
     lmap = _open(folder).layer_map
     if lmap is None:
         raise gr.Error("This SAE set has no layer map yet, so its features have no labels.")
+    where = None if layer in (None, ALL_LAYERS) else int(layer)
     try:
-        table = features_by_label(lmap, None if layer in (None, ALL_LAYERS) else int(layer),
-                                  task, label, float(consistency), int(support), limit=200)
+        table = features_by_label(lmap, where, task, label, float(consistency), int(support))
     except ValueError as err:
         raise gr.Error(str(err)) from err
-    return table.round({"consistency": 3, "lift": 1})
+    if len(table):
+        status = f"{len(table)} feature(s); the 200 most consistent are listed."
+    else:
+        best = features_by_label(lmap, where, task, label, 0.0, int(support), limit=1)
+        status = "No feature passes these filters." + (
+            f" The most consistent {label} feature with that support has consistency "
+            f"{best['consistency'][0]:.2f} (layer {best['layer'][0]}, feature "
+            f"{best['feature'][0]})." if len(best) else "")
+    return table.head(200).round({"consistency": 3, "lift": 1}), status
 
 
 def label_choices(folder: str, task: str):
@@ -170,16 +179,17 @@ def build_live_tab(picker: gr.Dropdown) -> LiveTab:
             label = gr.Dropdown(pos_labels, value="PROPN" if "PROPN" in pos_labels else None,
                                 label="Label")
         with gr.Row():
-            consistency = gr.Slider(0, 1, value=0.9, step=0.05, label="Minimum consistency")
+            consistency = gr.Slider(0, 1, value=0.6, step=0.05, label="Minimum consistency")
             support = gr.Slider(1, 200, value=20, step=1, label="Minimum firings (support)")
             by_label = gr.Button("Search by label")
+        label_status = gr.Markdown()
         label_hits = gr.Dataframe(interactive=False, label="Features with that label")
         search_md = gr.Markdown("Click a table row to choose a feature.")
         go.click(run_search, [picker, query, score], [hits, search_notice])
         query.submit(run_search, [picker, query, score], [hits, search_notice])
         task.change(label_choices, [picker, task], label)
         by_label.click(run_label_search, [picker, layer, task, label, consistency, support],
-                       label_hits)
+                       [label_hits, label_status])
         picker.change(lambda f: gr.Dropdown(choices=_static_layers(f)[0], value=ALL_LAYERS),
                       picker, layer)
     for t in (table, hits, label_hits):
