@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -24,9 +25,10 @@ from sae_core.steering import (
 )
 
 PRESETS_FILE = Path(__file__).resolve().parents[1] / "assets" / "steering_presets.json"
-STEER_CONCURRENCY = 4
+STEER_CONCURRENCY = max(2, os.cpu_count() or 2)
 """Steering requests that run at once; more wait in the queue. Hooks act only in their own
-thread, so concurrent requests never see each other's edits."""
+thread, so concurrent requests never see each other's edits; more requests than cores would
+only slow each other down (small matmuls suffer most when threads outnumber cores)."""
 ONLY_PLAIN, ONLY_STEERED = "only without steering", "only with steering"
 INTRO = """Pick a feature and a strength: while the model writes, the feature's direction is
 added to its numbers at that layer. Left: the model as it is; right: the same prompt and the
@@ -148,17 +150,19 @@ def build_steering_tab(picker: gr.Dropdown) -> SteeringTab:
     """`picker` holds the active atlas folder."""
     presets = load_presets()
     n = _n_layers(picker.value)
+    first = presets[0] if presets else {"prompt": "Write a short story.", "layer": n // 2,
+                                        "feature": 0, "strength": 0.5}
     with gr.Tab("Steering"):
         gr.Markdown(INTRO)
         with gr.Row():
             preset = gr.Dropdown([p["name"] for p in presets], value=None, label="Presets "
                                  "(for the default SAE set)", scale=2)
-            prompt = gr.Textbox("Write a short story.", label="Prompt", scale=3)
+            prompt = gr.Textbox(first["prompt"], label="Prompt", scale=3)
         with gr.Row():
-            layer = gr.Number(n // 2 - 2, precision=0, minimum=0, label="Layer")
-            feature = gr.Number(0, precision=0, minimum=0, label="Feature")
-            strength = gr.Slider(-3, 3, value=0.5, step=0.05, label="Strength (x the layer's "
-                                 "typical size)")
+            layer = gr.Number(first["layer"], precision=0, minimum=0, label="Layer")
+            feature = gr.Number(first["feature"], precision=0, minimum=0, label="Feature")
+            strength = gr.Slider(-3, 3, value=first["strength"], step=0.05,
+                                 label="Strength (x the layer's typical size)")
         with gr.Row():
             mode = gr.Radio([("add the direction", "add"), ("clamp the activation", "clamp")],
                             value="add", label="Mode")

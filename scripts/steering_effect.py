@@ -1,0 +1,166 @@
+"""How much steering moves the text toward a concept, and what it costs in fluency.
+
+For each preset of assets/steering_presets.json (a feature, and words of its concept) and
+each strength of a grid, greedy generation from a few neutral prompts, all strengths of one
+prompt in one batch (strength 0 = the unsteered row). Measured per strength:
+- concept_prob: the steered model's next-token probability mass on the concept's words
+  (single-token spellings: " ocean", "ocean", " Ocean", ...), averaged over the positions
+  it wrote;
+- mention_rate: share of continuations that contain a concept word;
+- perplexity: of the steered continuation under the unsteered model (fluency; the greedy
+  unsteered text scores low by construction).
+Writes a JSON of all numbers, a markdown table and a figure (Plotly, shot with chromium).
+
+    flock /tmp/bench.lock .venv/bin/python scripts/steering_effect.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sae_core import session
+from sae_core.atlas import DEFAULT_ATLAS
+from sae_core.steering import (
+    FeatureSteer,
+    GenConfig,
+    Steering,
+    generate,
+    hookpoint_for_layer,
+    prompt_ids,
+    typical_norms,
+)
+from ui.steering import load_presets
+
+PROMPTS = ("Write a short story.", "Tell me about your weekend.", "Describe your ideal house.",
+           "Give me three tips for a job interview.")
+STRENGTHS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def concept_ids(tokenizer, words: list[str]) -> torch.Tensor:
+    """Ids of the single-token spellings of the words (with/without space, capitalised)."""
+    ids = set()
+    for w in words:
+        for form in (w, f" {w}", w.capitalize(), f" {w.capitalize()}"):
+            enc = tokenizer(form, add_special_tokens=False).input_ids
+            if len(enc) == 1:
+                ids.add(enc[0])
+    return torch.tensor(sorted(ids), dtype=torch.long)
+
+
+@torch.inference_mode()
+def perplexity(lm, ids_P: torch.Tensor, new: list[int]) -> float:
+    """Of `new` after the prompt, under the unsteered model."""
+    if not new:
+        return float("nan")
+    full = torch.cat([ids_P, torch.tensor(new)])[None]
+    logp = lm.model(full, use_cache=False).logits[0, len(ids_P) - 1:-1].log_softmax(-1)
+    return math.exp(-float(logp.gather(1, torch.tensor(new)[:, None]).mean()))
+
+
+def measure(loaded, preset: dict, strengths, prompts, n_tokens: int) -> dict:
+    lm, saes = loaded.lm, loaded.saes
+    hookpoint = hookpoint_for_layer(saes, preset["layer"])
+    norms, _ = typical_norms(lm, saes, [hookpoint])
+    words = concept_ids(lm.tokenizer, preset["concept_words"])
+    word_re = re.compile(r"\b(" + "|".join(map(re.escape, preset["concept_words"])) + r")",
+                         re.IGNORECASE)
+    rows = [Steering((FeatureSteer(hookpoint, preset["feature"], s, preset.get("mode", "add")),))
+            if s else None for s in strengths]
+    gen = GenConfig(max_new_tokens=n_tokens)
+    per = {s: {"concept_prob": [], "mention": [], "ppl": [], "texts": []} for s in strengths}
+    for prompt in prompts:
+        ids = prompt_ids(lm, prompt, gen)
+        probs: list[torch.Tensor] = []
+        outs = generate(lm, saes, norms, ids, rows, gen,
+                        on_step=lambda lg, probs=probs: probs.append(
+                            lg.softmax(-1)[:, words].sum(-1)))
+        prob_TB = torch.stack(probs)
+        for b, (s, new) in enumerate(zip(strengths, outs, strict=True)):
+            text = lm.tokenizer.decode(new, skip_special_tokens=True)
+            written = max(len(new), 1)
+            per[s]["concept_prob"].append(float(prob_TB[:written, b].mean()))
+            per[s]["mention"].append(bool(word_re.search(text)))
+            per[s]["ppl"].append(perplexity(lm, ids, new))
+            per[s]["texts"].append(text)
+    return {str(s): {"concept_prob": sum(v["concept_prob"]) / len(prompts),
+                     "mention_rate": sum(v["mention"]) / len(prompts),
+                     "perplexity": math.exp(sum(math.log(p) for p in v["ppl"]) / len(prompts)),
+                     "texts": v["texts"]} for s, v in per.items()}
+
+
+def figure(results: dict, strengths) -> go.Figure:
+    fig = make_subplots(rows=1, cols=3, subplot_titles=(
+        "P(concept word next), steered model", "continuations that name the concept",
+        "perplexity under the unsteered model (fluency)"))
+    for name, res in results.items():
+        xs = list(strengths)
+        for col, key in enumerate(("concept_prob", "mention_rate", "perplexity"), 1):
+            fig.add_scatter(x=xs, y=[res[str(s)][key] for s in xs], mode="lines+markers",
+                            name=name, legendgroup=name, showlegend=col == 1, row=1, col=col)
+    fig.update_xaxes(title_text="strength (x the layer's typical residual norm)")
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_layout(height=420, width=1400, margin=dict(t=40, b=50, l=50, r=20),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def screenshot(fig: go.Figure, png: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    html = png.with_suffix(".html")
+    fig.write_html(html, include_plotlyjs=True)  # offline: plotly.js inside the page
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1420, "height": 480})
+        page.goto(html.resolve().as_uri(), wait_until="load")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(png), full_page=True)
+        browser.close()
+    html.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--atlas", default=str(DEFAULT_ATLAS))
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("docs/steering_effect"))
+    parser.add_argument("--presets", nargs="*", help="names (default: all)")
+    args = parser.parse_args()
+    loaded = session.open_atlas(args.atlas)
+    presets = [p for p in load_presets() if not args.presets or p["name"] in args.presets]
+    results, t0 = {}, time.perf_counter()
+    for p in presets:
+        results[p["name"]] = measure(loaded, p, STRENGTHS, PROMPTS, args.tokens)
+        print(f"{p['name']}: done at {time.perf_counter() - t0:.0f} s", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"prompts": PROMPTS, "strengths": STRENGTHS, "tokens": args.tokens,
+         "results": results}, indent=1))
+    print("| preset | " + " | ".join(f"{s:g}" for s in STRENGTHS) + " |")
+    print("|---|" + "---|" * len(STRENGTHS))
+    for name, res in results.items():
+        cells = [f"{100 * res[str(s)]['concept_prob']:.2f}% / {res[str(s)]['mention_rate']:.2f}"
+                 f" / {res[str(s)]['perplexity']:.1f}" for s in STRENGTHS]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    screenshot(figure(results, STRENGTHS), args.out.with_suffix(".png"))
+    print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')} "
+          f"in {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
