@@ -12,7 +12,7 @@
 4. Live view (`sae_core.live.live_view`) of a 256-token text over all 30 layers; target
    under 1.5 s; baseline: the captured forward alone.
 
-    flock /tmp/bench.lock .venv/bin/python bench/features.py
+    flock /tmp/bench.lock .venv/bin/python bench/features.py [--atlas DIR] [--coverage]
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ def timed(fn, *args, **kwargs):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=60)
+    parser.add_argument("--atlas", type=Path, default=ROOT / DEFAULT_ATLAS)
     parser.add_argument("--coverage", action="store_true",
                         help="coverage for prefixes of the index windows (a second pass)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    atlas = ROOT / DEFAULT_ATLAS
+    atlas = args.atlas
     info, _, saes = load_atlas(atlas)
     lm = load_lm()
     session.register_model(lm)

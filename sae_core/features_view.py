@@ -51,9 +51,9 @@ def snippet_html(snippet: Snippet, scale: float) -> str:
     head = f"{snippet.value:.2f}"
     if snippet.quantile is not None:
         head = f"q{round(100 * snippet.quantile)} · " + head
-    return (f'<div style="font-family: monospace; white-space: pre-wrap; margin: 2px 0;">'
-            f'<span style="color: #777; display: inline-block; min-width: 6em;">{head}</span>'
-            f'{"".join(spans)}</div>')
+    return ('<div style="display: flex; font-family: monospace; margin: 2px 0;">'
+            f'<div style="color: #777; flex: 0 0 8em;">{head}</div>'
+            f'<div style="white-space: pre-wrap;">{"".join(spans)}</div></div>')
 
 
 def snippets_html(page: FeaturePage) -> str:
