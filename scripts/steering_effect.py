@@ -39,6 +39,7 @@ from sae_core.steering import (
     generate,
     hookpoint_for_layer,
     prompt_ids,
+    side_by_side,
     typical_norms,
 )
 from ui.steering import load_presets
@@ -46,6 +47,7 @@ from ui.steering import load_presets
 PROMPTS = ("Write a short story.", "Tell me about your weekend.", "Describe your ideal house.",
            "Give me three tips for a job interview.")
 STRENGTHS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -102,20 +104,33 @@ def measure(loaded, preset: dict, strengths, prompts, n_tokens: int) -> dict:
                      "texts": v["texts"]} for s, v in per.items()}
 
 
+def as_in_the_app(loaded, preset: dict) -> dict:
+    """The preset run exactly as the Steering tab runs it: both texts side by side."""
+    steering = Steering((FeatureSteer(hookpoint_for_layer(loaded.saes, preset["layer"]),
+                                      preset["feature"], preset["strength"], preset["mode"]),),
+                        preset["positions"])
+    gen = GenConfig(max_new_tokens=preset["max_new_tokens"],
+                    temperature=preset["temperature"], seed=preset["seed"])
+    out = side_by_side(loaded, preset["prompt"], steering, gen)
+    return {"prompt": preset["prompt"], "unsteered": out.unsteered, "steered": out.steered,
+            "seconds": round(out.seconds, 2)}
+
+
 def figure(results: dict, strengths) -> go.Figure:
     fig = make_subplots(rows=1, cols=3, subplot_titles=(
         "P(concept word next), steered model", "continuations that name the concept",
         "perplexity under the unsteered model (fluency)"))
-    for name, res in results.items():
-        xs = list(strengths)
+    for i, (name, res) in enumerate(results.items()):
+        xs, color = list(strengths), COLORS[i % len(COLORS)]
         for col, key in enumerate(("concept_prob", "mention_rate", "perplexity"), 1):
             fig.add_scatter(x=xs, y=[res[str(s)][key] for s in xs], mode="lines+markers",
-                            name=name, legendgroup=name, showlegend=col == 1, row=1, col=col)
+                            name=name, legendgroup=name, showlegend=col == 1, row=1, col=col,
+                            line=dict(color=color))
     fig.update_xaxes(title_text="strength (x the layer's typical residual norm)")
     fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(type="log", row=1, col=3)
-    fig.update_layout(height=420, width=1400, margin=dict(t=40, b=50, l=50, r=20),
-                      legend=dict(orientation="h", y=-0.25))
+    fig.update_layout(height=440, width=1400, margin=dict(t=40, b=40, l=60, r=20),
+                      legend=dict(orientation="h", y=-0.22))
     return fig
 
 
@@ -126,7 +141,7 @@ def screenshot(fig: go.Figure, png: Path) -> None:
     fig.write_html(html, include_plotlyjs=True)  # offline: plotly.js inside the page
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1420, "height": 480})
+        page = browser.new_page(viewport={"width": 1420, "height": 460})
         page.goto(html.resolve().as_uri(), wait_until="load")
         page.wait_for_timeout(1500)
         page.screenshot(path=str(png), full_page=True)
@@ -140,17 +155,25 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("docs/steering_effect"))
     parser.add_argument("--presets", nargs="*", help="names (default: all)")
+    parser.add_argument("--replot", action="store_true",
+                        help="redraw the figure from the JSON of an earlier run")
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads(args.out.with_suffix(".json").read_text())
+        screenshot(figure(saved["results"], saved["strengths"]), args.out.with_suffix(".png"))
+        return
     loaded = session.open_atlas(args.atlas)
     presets = [p for p in load_presets() if not args.presets or p["name"] in args.presets]
-    results, t0 = {}, time.perf_counter()
+    results, shown, t0 = {}, {}, time.perf_counter()
     for p in presets:
+        shown[p["name"]] = as_in_the_app(loaded, p)
+        print(f"## {p['name']}\n{json.dumps(shown[p['name']], indent=1)}", flush=True)
         results[p["name"]] = measure(loaded, p, STRENGTHS, PROMPTS, args.tokens)
         print(f"{p['name']}: done at {time.perf_counter() - t0:.0f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
         {"prompts": PROMPTS, "strengths": STRENGTHS, "tokens": args.tokens,
-         "results": results}, indent=1))
+         "presets_as_in_the_app": shown, "results": results}, indent=1))
     print("| preset | " + " | ".join(f"{s:g}" for s in STRENGTHS) + " |")
     print("|---|" + "---|" * len(STRENGTHS))
     for name, res in results.items():
