@@ -4,7 +4,9 @@ Times (median of `--repeats`, interleaved) greedy generation of `--tokens` new t
 - plain: one unsteered row (batch 1, no hooks), with our few-rows linear path and, as
   `plain_torch_linear`, with the model's own linear layers; the faster one is the baseline;
 - side by side: the unsteered and the steered row in one batch of 2 (what the app runs);
-- steered alone: one steered row (batch 1, hooks in place).
+- steered alone: one steered row (batch 1, hooks in place);
+- hooked_zero: the same hooks at strength 0 (the plain run's tokens, so only the hook's cost
+  differs).
 side_by_side_ratio = side by side / plain (target <= 1.3);
 hook_overhead_ms = (steered alone - plain) / tokens, per generated token.
 Run under the shared lock: `flock /tmp/bench.lock .venv/bin/python bench/steering.py`.
@@ -51,8 +53,10 @@ def main() -> None:
     gen = GenConfig(max_new_tokens=args.tokens)
     ids = prompt_ids(lm, args.prompt, gen)
     norms, _ = typical_norms(lm, saes, [hookpoint])
+    zero = Steering((FeatureSteer(hookpoint, int(feature), 0.0),))
     runs = {"plain": ([None], True), "plain_torch_linear": ([None], False),
-            "side_by_side": ([None, steer], True), "steered_alone": ([steer], True)}
+            "side_by_side": ([None, steer], True), "steered_alone": ([steer], True),
+            "hooked_zero": ([zero], True)}
     print(f"torch threads {torch.get_num_threads()}, prompt {len(ids)} tokens, "
           f"{args.tokens} new tokens, greedy, steering {args.feature}")
     generate(lm, saes, norms, ids, [None, steer], GenConfig(max_new_tokens=4))  # warm-up
@@ -90,6 +94,8 @@ def main() -> None:
     baseline = min(med["plain"], med["plain_torch_linear"])
     ratio = med["side_by_side"] / baseline
     overhead = 1000 * (med["steered_alone"] - med["plain"]) / args.tokens
+    zero_ms = 1000 * (med["hooked_zero"] - med["plain"]) / args.tokens
+    print(f"hook overhead with strength 0 (same tokens as plain): {zero_ms:.3f} ms a token")
     print(f"RESULT side_by_side_ratio={ratio:.3f} hook_overhead_ms={overhead:.3f}")
 
 
