@@ -27,7 +27,7 @@ def main() -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(args.url, wait_until="networkidle")
+        page.goto(args.url, wait_until="load")
         page.get_by_role("tab", name="Layer map").click()
         page.locator(".gtitle").first.wait_for(timeout=30_000)
         box = page.get_by_label("Consistency threshold").locator("visible=true").last

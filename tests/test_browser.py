@@ -30,7 +30,7 @@ def page(tiny_atlas):
             "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"http://127.0.0.1:{port}", wait_until="networkidle")
+        page.goto(f"http://127.0.0.1:{port}", wait_until="load")
         yield page
         browser.close()
     demo.close()
