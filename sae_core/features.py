@@ -152,10 +152,10 @@ def index_layer(vals_TK: Tensor, idx_TK: Tensor, d_sae: int, seq_len: int,
     key_M = feat_M * n_chunks + (tok_M // seq_len) * per_window + (tok_M % seq_len) // cfg.chunk
     peak_val = torch.zeros(d_sae * n_chunks).scatter_reduce_(0, key_M, val_M, "amax")
     at_peak = val_M == peak_val[key_M]
-    peak_tok = torch.full((d_sae * n_chunks,), T).scatter_reduce_(
-        0, key_M[at_peak], tok_M[at_peak], "amin")
+    peak_tok = torch.full((d_sae * n_chunks,), T, dtype=torch.int32).scatter_reduce_(
+        0, key_M[at_peak], tok_M[at_peak].int(), "amin")
     p_key = (peak_val > 0).nonzero().squeeze(1)  # (feature, chunk) order
-    p_feat, p_tok, p_val = p_key // n_chunks, peak_tok[p_key], peak_val[p_key]
+    p_feat, p_tok, p_val = p_key // n_chunks, peak_tok[p_key].long(), peak_val[p_key]
     # Contexts of each feature, strongest first; the stable sort keeps token order on ties.
     by_rank = ((p_feat << 31) | _descending(p_val)).sort(stable=True).indices
     p_feat, p_tok, p_val = p_feat[by_rank], p_tok[by_rank], p_val[by_rank]

@@ -361,3 +361,15 @@ def test_tab_without_index_says_so(tmp_path):
     (tmp_path / "atlas.json").write_text("{}")
     out = tab.page_outputs(str(tmp_path), 0, 0)
     assert out[0] == tab.NO_INDEX and out[1] is None
+
+
+def test_layer_numbers_map_to_the_atlas_hookpoints(tmp_path):
+    from ui import features as tab
+
+    hooks = ["layers.3.mlp", "layers.5.mlp", "layers.5"]
+    (tmp_path / "atlas.json").write_text(json.dumps({"hookpoints": hooks}))
+    assert tab._layers(str(tmp_path)) == [3, 5]
+    assert tab._hookpoint(str(tmp_path), 3) == "layers.3.mlp"
+    assert tab._hookpoint(str(tmp_path), "5") == "layers.5"  # the residual one first
+    with pytest.raises(ValueError, match="its layers are 3, 5"):
+        tab._hookpoint(str(tmp_path), 4)

@@ -42,22 +42,32 @@ class FeaturesTab(NamedTuple):
     """"Steer with this feature": wire it with `connect_features`."""
 
 
-def _layers(folder: str | None) -> list[int]:
-    """Layer numbers from atlas.json: building the tab loads no model."""
+def _hookpoints(folder: str | None) -> list[str]:
+    """The atlas's hookpoints from atlas.json: building the tab loads no model."""
     try:
-        hookpoints = json.loads((Path(folder) / "atlas.json").read_text())["hookpoints"]
-        return [parse_hookpoint(h)[0] for h in hookpoints]
+        return list(json.loads((Path(folder) / "atlas.json").read_text())["hookpoints"])
     except (TypeError, OSError, ValueError, KeyError):
         return []
 
 
+def _layers(folder: str | None) -> list[int]:
+    return sorted({parse_hookpoint(h)[0] for h in _hookpoints(folder)})
+
+
 def _hookpoint(folder: str, layer) -> str:
+    """The atlas's hookpoint at layer number `layer` (the residual one if there are two)."""
     if layer is None:
         raise ValueError("Pick a layer first.")
     try:
-        return f"layers.{int(layer)}"
-    except (TypeError, ValueError):
+        n = int(layer)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{layer!r} is not a layer number") from None
+    found = sorted((parse_hookpoint(h)[1], h) for h in _hookpoints(folder)
+                   if parse_hookpoint(h)[0] == n)
+    if not found:
+        layers = ", ".join(map(str, _layers(folder)))
+        raise ValueError(f"layer {n} is not in this SAE set; its layers are {layers}")
+    return found[0][1]
 
 
 def page_outputs(folder: str | None, layer, feature) -> tuple:
