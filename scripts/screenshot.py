@@ -13,6 +13,15 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+ACTIONS = {
+    # tab -> (button to press first or None, seconds to let it compute and Plotly draw)
+    "Layer map": (None, 3),
+    "Features": (None, 6),
+    "Live view": (None, 8),
+    "Search": ("Search by text", 8),
+    "Steering": ("Write both", 20),
+    "SAEs": (None, 3),
+}
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -21,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:7860")
     parser.add_argument("--out", type=Path, default=Path("docs"))
-    parser.add_argument("--tabs", nargs="*", default=["Layer map", "SAEs"])
+    parser.add_argument("--tabs", nargs="*", default=list(ACTIONS))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -44,7 +53,11 @@ def main() -> None:
         print(f"RESULT threshold_update_ms={sorted(times)[len(times) // 2]:.0f}")
         for tab in args.tabs:
             page.get_by_role("tab", name=tab).click()
-            page.wait_for_timeout(2500)  # let Plotly draw
+            button, seconds = ACTIONS.get(tab, (None, 3))
+            if button:
+                page.wait_for_timeout(1000)
+                page.get_by_role("button", name=button).click()
+            page.wait_for_timeout(1000 * seconds)
             name = tab.lower().replace(" ", "_")
             page.screenshot(path=str(args.out / f"{name}.png"), full_page=True)
             print(f"wrote {args.out / f'{name}.png'}")
