@@ -54,6 +54,15 @@ def main() -> None:
         for tab in args.tabs:
             page.get_by_role("tab", name=tab).click()
             button, seconds = ACTIONS.get(tab, (None, 3))
+            if tab == "Features":  # a feature that reads well: layer 13's "sea" feature
+                layer = page.get_by_label("Layer").locator("visible=true").first
+                layer.click()
+                layer.fill("13")
+                layer.press("Enter")
+                page.wait_for_timeout(3000)
+                box = page.get_by_label("Feature").locator("visible=true").first
+                box.fill("90")
+                box.press("Enter")
             if button:
                 page.wait_for_timeout(1000)
                 page.get_by_role("button", name=button).click()
