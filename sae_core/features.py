@@ -101,8 +101,8 @@ def sparse_codes(sae: Sae, x_ND: Tensor, *, bf16: bool) -> tuple[Tensor, Tensor]
     """(values, latent ids), each (n, k): the k strongest latents of every token."""
     k = sae.cfg.k if sae.cfg.architecture == "topk" else min(64, sae.cfg.d_sae)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        vals, idx = sae.pre_acts(x_ND).topk(k, dim=-1, sorted=False)
-    return vals.float().clamp_min(0), idx
+        vals, idx = sae.encode_topk(x_ND, k)  # respects a JumpReLU threshold
+    return vals.float(), idx
 
 
 @torch.inference_mode()

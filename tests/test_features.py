@@ -16,6 +16,7 @@ from sae_core.features import (
     ensure_feature_index,
     index_layer,
     index_windows,
+    sparse_codes,
 )
 from sae_core.features_view import (
     density_figure,
@@ -373,3 +374,14 @@ def test_layer_numbers_map_to_the_atlas_hookpoints(tmp_path):
     assert tab._hookpoint(str(tmp_path), "5") == "layers.5"  # the residual one first
     with pytest.raises(ValueError, match="its layers are 3, 5"):
         tab._hookpoint(str(tmp_path), 4)
+
+
+def test_index_codes_respect_a_jumprelu_threshold():
+    """A JumpReLU latent below its threshold does not fire, so it never enters the index."""
+    sae = Sae(SaeConfig(d_in=2, d_sae=2, architecture="jumprelu", k=2))
+    with torch.no_grad():
+        sae.W_enc_SD.copy_(torch.eye(2))
+        sae.threshold.copy_(torch.tensor([0.5, 0.0]))
+    vals, idx = sparse_codes(sae, torch.tensor([[0.3, 0.2]]), bf16=False)
+    by_latent = dict(zip(idx[0].tolist(), vals[0].tolist(), strict=True))
+    assert by_latent == {0: 0.0, 1: pytest.approx(0.2)}
