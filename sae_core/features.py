@@ -16,11 +16,12 @@ per token, so its density counts only those). Position 0 and massive activations
   activations in `hist_bins` log-spaced bins between its smallest and largest one.
 
 Windows: the atlas's held-out windows (same split as build_atlas), then training windows
-taken at an even stride over the corpus (all genres) up to `max_tokens`. Measured on the
-default atlas (bench/features.py --coverage): the 64 held-out windows alone (16k tokens) give
-20 or more contexts to 75% of the features (39% at layer 29, whose features are rarer);
-32k tokens 86% (53%); 65k tokens 93% (67%). Which windows a context comes from does not
-matter for reading a feature: the snippets show what the SAE responds to, not a score.
+taken at an even stride over the corpus (all genres) up to `max_tokens`. Measured with
+bench/features.py --coverage on the first default atlas (now default-v1): the 64 held-out
+windows alone (16k tokens) give 20 or more contexts to 75% of the features (39% at layer 29,
+whose features are rarer), 32k tokens 86% (53%), 65k tokens 93% (67%); on the current
+default atlas 65k tokens give 88% (63% at layer 29). Which windows a context comes from
+does not matter for reading a feature: the snippets show what the SAE responds to.
 
 On disk, under <atlas>/features/: index.json (settings, tokens, coverage), tokens.safetensors
 (the indexed windows' token ids) and one layers.N.safetensors per hookpoint, so a feature
