@@ -50,8 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.no_build:
         if not is_built(DEFAULT_ATLAS):
-            print("Building the default atlas (one SAE per layer, then its layer map; about "
-                  "17 + 3 minutes on 2 cores)...")
+            print("Building the default atlas (one SAE per layer, its layer map and feature "
+                  "index; about 25 minutes on 2 cores)...")
             build_atlas(DEFAULT_ATLAS, report=_progress_bar())
         ensure_layer_map(DEFAULT_ATLAS, report=_progress_bar())
         ensure_feature_index(DEFAULT_ATLAS, report=_progress_bar())
