@@ -1,43 +1,22 @@
 """The Features tab in a real browser (Debian chromium via playwright), over the tiny atlas."""
 
 import re
-import shutil
-import socket
 
 import pytest
 
 import app
 from sae_core import session
 from sae_core.features import ensure_feature_index
+from tests.browser import browser_page, needs_chromium, served
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian chromium")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def page(tiny_atlas):
-    from playwright.sync_api import sync_playwright
-
     ensure_feature_index(tiny_atlas, lm=session.open_atlas(tiny_atlas).lm)
-    port = _free_port()
-    demo = app.build_app(tiny_atlas)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"http://127.0.0.1:{port}", wait_until="load")
+    with served(app.build_app(tiny_atlas)) as url, browser_page(url) as page:
         yield page
-        browser.close()
-    demo.close()
 
 
 HEADING = re.compile(r"Layer \d+, feature \d+")

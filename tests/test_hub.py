@@ -10,8 +10,6 @@ import http.server
 import json
 import math
 import os
-import shutil
-import socket
 import threading
 
 import pytest
@@ -29,6 +27,7 @@ from sae_core.hub import HubError, hookpoint_of, load_pretrained
 from sae_core.hub_registry import RELEASES, releases_for, same_model
 from sae_core.live import live_view
 from sae_core.sae import Sae
+from tests.browser import browser_page, needs_chromium, served
 from ui import saes as saes_ui
 
 REV = "1f" * 20
@@ -460,41 +459,24 @@ def test_saes_tab_loads_from_the_hub_and_exports(tmp_path, tiny_atlas, monkeypat
         saes_ui.push_set(new, "", "me/one")
 
 
-@pytest.mark.skipif(not shutil.which("chromium"), reason="needs Debian chromium")
+@needs_chromium
 def test_hub_load_in_the_browser_selects_the_new_set(tmp_path, tiny_atlas, monkeypatch):
     """Type a repo, load it, and see the picker and summary switch to the new set."""
-    from playwright.sync_api import sync_playwright
-
     import app
 
     cache = two_layer_repo(tmp_path)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.chdir(tmp_path)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = app.build_app(tiny_atlas)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1300, "height": 900})
-            page.goto(f"http://127.0.0.1:{port}", wait_until="load")
-            page.get_by_role("tab", name="SAEs").click()
-            page.get_by_label("Release or Hub repo id").fill("org/pair")
-            page.get_by_label("SAE ids or folders").fill("L0, L1")
-            page.get_by_label("Model to run them on").fill("tiny-llama")
-            page.get_by_label("Name of the new set").fill("pair")
-            page.get_by_role("button", name="Load from the Hub").click()
-            page.get_by_text("it is now the active set").wait_for(timeout=60_000)
-            page.get_by_text("loaded from org/pair").wait_for(timeout=15_000)  # the summary
-            assert page.get_by_label("SAE set").first.input_value() == "checkpoints/atlas/pair"
-            page.screenshot(path=str(tmp_path / "saes_tab.png"), full_page=True)
-            page.get_by_label("Name of the new set").fill("pair")
-            page.get_by_role("button", name="Load from the Hub").click()
-            page.get_by_text("already exists").first.wait_for(timeout=30_000)
-            browser.close()
-    finally:
-        demo.close()
+    with served(app.build_app(tiny_atlas)) as url, browser_page(url) as page:
+        page.get_by_role("tab", name="SAEs").click()
+        page.get_by_label("Release or Hub repo id").fill("org/pair")
+        page.get_by_label("SAE ids or folders").fill("L0, L1")
+        page.get_by_label("Model to run them on").fill("tiny-llama")
+        page.get_by_label("Name of the new set").fill("pair")
+        page.get_by_role("button", name="Load from the Hub").click()
+        page.get_by_text("it is now the active set").wait_for(timeout=60_000)
+        page.get_by_text("loaded from org/pair").wait_for(timeout=15_000)  # the summary
+        assert page.get_by_label("SAE set").first.input_value() == "checkpoints/atlas/pair"
+        page.get_by_label("Name of the new set").fill("pair")
+        page.get_by_role("button", name="Load from the Hub").click()
+        page.get_by_text("already exists").first.wait_for(timeout=30_000)

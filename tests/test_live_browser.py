@@ -5,27 +5,17 @@ import pytest
 import app
 from sae_core import session
 from sae_core.live import live_view
-from tests.test_browser import CHROMIUM, _free_port, pytestmark  # noqa: F401  (skip mark)
+from tests.browser import browser_page, needs_chromium, served
+
+pytestmark = needs_chromium
 
 TEXT = "Paris is big , the dog ran"
 
 
 @pytest.fixture(scope="module")
 def page(tiny_atlas):
-    from playwright.sync_api import sync_playwright
-
-    port = _free_port()
-    demo = app.build_app(tiny_atlas)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1300, "height": 900})
-        page.goto(f"http://127.0.0.1:{port}", wait_until="load")
+    with served(app.build_app(tiny_atlas)) as url, browser_page(url) as page:
         yield page
-        browser.close()
-    demo.close()
 
 
 def test_live_view_follows_the_text_and_a_row_click_chooses_its_feature(page, tiny_atlas):

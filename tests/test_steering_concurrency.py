@@ -6,7 +6,6 @@ leaves the app serving."""
 
 import json
 import math
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +16,9 @@ from gradio_client import Client
 
 import app
 from sae_core import steering
+from tests import browser
 
 PROMPTS = ["the cat sat on the mat", "a dog ran on the mat .", "Paris is big , the cat"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class InFlight:
@@ -53,14 +47,10 @@ class InFlight:
 
 @pytest.fixture(scope="module")
 def served(tiny_atlas):
-    port = _free_port()
-    demo = app.build_app(tiny_atlas)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    yield client, str(tiny_atlas), f"http://127.0.0.1:{port}"
-    client.close()
-    demo.close()
+    with browser.served(app.build_app(tiny_atlas)) as url:
+        client = Client(f"{url}/", verbose=False)
+        yield client, str(tiny_atlas), url
+        client.close()
 
 
 def _text(highlighted) -> str:
