@@ -160,8 +160,8 @@ def _index_snippet(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str | N
     if row is None:
         return None
     decode = loaded.lm.tokenizer.decode
-    left = decode(row[max(1, pos - SNIPPET_LEFT) : pos].tolist())
-    right = decode(row[pos + 1 : pos + 1 + SNIPPET_RIGHT].tolist())
+    left = decode(row[max(1, pos - SNIPPET_LEFT) : pos].tolist(), skip_special_tokens=True)
+    right = decode(row[pos + 1 : pos + 1 + SNIPPET_RIGHT].tolist(), skip_special_tokens=True)
     return f"…{left}[{decode([int(row[pos])])}]{right}…".replace("\n", " ")
 
 

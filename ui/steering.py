@@ -34,9 +34,9 @@ INTRO = """Pick a feature and a strength: while the model writes, the feature's 
 added to its numbers at that layer. Left: the model as it is; right: the same prompt and the
 same random draws with the feature pushed. Words that differ are highlighted.
 **Strength** is measured in units of the layer's typical size, so the same value means the
-same push at every layer: around 0.3-0.8 usually changes the topic, much more turns the text
-into nonsense. **Clamp** instead sets the feature's own value (and nothing else) to that
-strength. Don't know a feature number? Search for a word below."""
+same push at every layer: around 0.3-0.6 usually changes the topic; from about 0.8 the text
+starts to repeat itself or fall apart. **Clamp** instead sets the feature's own value (and
+nothing else) to that strength. Don't know a feature number? Search for a word below."""
 
 
 class SteeringTab(NamedTuple):
@@ -178,9 +178,11 @@ def build_steering_tab(picker: gr.Dropdown) -> SteeringTab:
         colors = {ONLY_PLAIN: "#9ecbff", ONLY_STEERED: "#ffb86b"}
         with gr.Row():
             plain = gr.HighlightedText(label="Without steering", color_map=colors,
-                                       show_legend=False, combine_adjacent=True)
+                                       show_legend=False, show_inline_category=False,
+                                       combine_adjacent=True)
             steered = gr.HighlightedText(label="With steering", color_map=colors,
-                                         show_legend=False, combine_adjacent=True)
+                                         show_legend=False, show_inline_category=False,
+                                         combine_adjacent=True)
         notes = gr.Markdown()
         gr.Markdown("### Find a feature for a word\nFeatures that fire on the word more than "
                     "on everyday text, best first. Select a row to steer with it.")
