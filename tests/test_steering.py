@@ -255,3 +255,15 @@ def test_few_rows_linear_matches_and_stays_in_its_thread():
         t.join()
     torch.testing.assert_close(y, x @ w.T + b)
     assert threads == [threading.get_ident()]
+
+
+def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
+    import gradio as gr
+
+    from ui.steering import build_steering_tab
+
+    with gr.Blocks():
+        picker = gr.Dropdown([str(tiny_atlas)], value=str(tiny_atlas))
+        tab = build_steering_tab(picker)
+    assert isinstance(tab.layer, gr.Number) and isinstance(tab.feature, gr.Number)
+    assert isinstance(tab.strength, gr.Slider) and tab.tab.id == "steering"

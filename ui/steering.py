@@ -40,8 +40,10 @@ nothing else) to that strength. Don't know a feature number? Search for a word b
 
 
 class SteeringTab(NamedTuple):
-    """Inputs another tab can set to hand a feature over (then `.then` a click on `run`)."""
+    """What another tab needs to hand a feature over: set `layer` and `feature` (and maybe
+    `strength`), then select `tab` (id "steering") or chain `run.click`."""
 
+    tab: gr.Tab
     layer: gr.Number
     feature: gr.Number
     strength: gr.Slider
@@ -152,7 +154,7 @@ def build_steering_tab(picker: gr.Dropdown) -> SteeringTab:
     n = _n_layers(picker.value)
     first = presets[0] if presets else {"prompt": "Write a short story.", "layer": n // 2,
                                         "feature": 0, "strength": 0.5}
-    with gr.Tab("Steering"):
+    with gr.Tab("Steering", id="steering") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
             preset = gr.Dropdown([p["name"] for p in presets], value=None, label="Presets "
@@ -226,4 +228,4 @@ def build_steering_tab(picker: gr.Dropdown) -> SteeringTab:
             return n // 5, n - 1, None
 
         picker.change(switch_atlas, picker, [first, last, found])
-    return SteeringTab(layer, feature, strength, run)
+    return SteeringTab(tab, layer, feature, strength, run)
