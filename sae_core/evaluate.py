@@ -65,3 +65,21 @@ def ce_losses(
         if progress is not None:
             progress(i + 1, len(saes))
     return out
+
+
+@torch.inference_mode()
+def residual_norms(lm: LM, hookpoints: list[str], windows_WL: Tensor, *,
+                   outlier_factor: float = 10.0,
+                   batch: int = 16, bf16: bool = True) -> dict[str, tuple[float, float]]:
+    """Per hookpoint (median norm, mean norm of the kept tokens), positions >= 1."""
+    norms: dict[str, list[Tensor]] = {h: [] for h in hookpoints}
+    for start in range(0, len(windows_WL), batch):
+        acts = run_captured(lm, windows_WL[start:start + batch], hookpoints, bf16=bf16)
+        for h in hookpoints:
+            norms[h].append(acts[h][:, 1:].float().norm(dim=-1).flatten())
+    out = {}
+    for h, parts in norms.items():
+        n = torch.cat(parts)
+        median = float(n.median())
+        out[h] = (median, float(n[n <= outlier_factor * median].mean()))
+    return out

@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
-from torch import Tensor
 
 from . import session
 from .atlas import ATLAS_ROOT, Report, evaluate_atlas, load_atlas
 from .corpus import load_texts, split_windows, token_windows
-from .hooks import run_captured
+from .evaluate import residual_norms
 from .hub import HubError, PretrainedSet, fold_input_scale, load_pretrained
 from .hub_registry import slug
 from .lm import LM
@@ -34,24 +33,6 @@ from .sae import Sae
 
 OUTLIER_FACTOR = 10.0
 EXPORT_ROOT = Path("checkpoints/export")
-
-
-@torch.inference_mode()
-def measure_norms(lm: LM, hookpoints: list[str], windows_WL: Tensor, *,
-                  outlier_factor: float = OUTLIER_FACTOR,
-                  batch: int = 16) -> dict[str, tuple[float, float]]:
-    """Per hookpoint (median norm, mean norm of the kept tokens), positions >= 1."""
-    norms: dict[str, list[Tensor]] = {h: [] for h in hookpoints}
-    for start in range(0, len(windows_WL), batch):
-        acts = run_captured(lm, windows_WL[start:start + batch], hookpoints)
-        for h in hookpoints:
-            norms[h].append(acts[h][:, 1:].float().norm(dim=-1).flatten())
-    out = {}
-    for h, parts in norms.items():
-        n = torch.cat(parts)
-        median = float(n.median())
-        out[h] = (median, float(n[n <= outlier_factor * median].mean()))
-    return out
 
 
 def write_pretrained_atlas(
@@ -72,7 +53,7 @@ def write_pretrained_atlas(
     pick = torch.linspace(0, len(train_w) - 1, min(sample_windows, len(train_w))).long()
     if report:
         report(f"measuring activation norms on {len(pick)} corpus windows", 0.0)
-    norms = measure_norms(lm, list(pset.saes), train_w[pick])
+    norms = residual_norms(lm, list(pset.saes), train_w[pick], outlier_factor=OUTLIER_FACTOR)
     for h, sae in pset.saes.items():
         if h in pset.needs_scale:
             fold_input_scale(sae, math.sqrt(sae.cfg.d_in) / norms[h][1])

@@ -31,7 +31,8 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from .corpus import load_texts, token_windows
-from .hooks import edit_output, run_captured
+from .evaluate import residual_norms
+from .hooks import edit_output
 from .lm import LM, parse_hookpoint
 from .sae import Sae
 
@@ -141,8 +142,8 @@ def measure_norms(lm: LM, hookpoints: list[str], texts: list[str], *, n_windows:
                   seq_len: int = 128) -> dict[str, float]:
     """Median residual norm per hookpoint over a few corpus windows (position 0 left out)."""
     windows = token_windows(lm.tokenizer, texts[: 4 * n_windows], seq_len)[:n_windows]
-    acts = run_captured(lm, windows, hookpoints, bf16=False)
-    return {h: float(a[:, 1:].norm(dim=-1).median()) for h, a in acts.items()}
+    norms = residual_norms(lm, hookpoints, windows, bf16=False)
+    return {h: median for h, (median, _) in norms.items()}
 
 
 def typical_norms(lm: LM, saes: dict[str, Sae], hookpoints: list[str], *,
