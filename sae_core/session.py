@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 
 from .atlas import LAYER_MAP_FILE, check_fits, load_atlas, medians_of
@@ -53,13 +53,10 @@ class LoadedAtlas:
         """Typical residual norm per hookpoint (tokens above 10x it are outliers)."""
         return medians_of(self.saes)
 
-    @cached_property
+    @property
     def layer_map(self):
-        """The cached LayerMapData, or None when it was never built."""
-        from .layermap import LayerMapData
-
-        path = self.folder / LAYER_MAP_FILE
-        return LayerMapData.load(path) if path.exists() else None
+        """The atlas's LayerMapData, or None when it was never built."""
+        return layer_map(self.folder)
 
 
 def open_atlas(folder: Path | str) -> LoadedAtlas:
@@ -74,6 +71,25 @@ def open_atlas(folder: Path | str) -> LoadedAtlas:
     loaded = LoadedAtlas(Path(folder), info, metrics, saes, lm)
     with _lock:
         return _atlases.setdefault(key, loaded)
+
+
+def layer_map(folder: Path | str | None):
+    """The LayerMapData of an atlas folder, read once; None when it was never built. The
+    layer map tab reads it without loading the model, so it is cached apart from atlases."""
+    return _layer_map_at(Path(folder).resolve()) if folder else None
+
+
+@lru_cache(maxsize=8)
+def _layer_map_at(folder: Path):
+    from .layermap import LayerMapData
+
+    path = folder / LAYER_MAP_FILE
+    return LayerMapData.load(path) if path.exists() else None
+
+
+def layer_map_built() -> None:
+    """Forget cached layer maps (one was just built where none was found before)."""
+    _layer_map_at.cache_clear()
 
 
 def forget(folder: Path | str) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
 from sae_core import session
-from sae_core.atlas import LAYER_MAP_FILE, ensure_layer_map
+from sae_core.atlas import ensure_layer_map
 from sae_core.layermap import LayerMapData
 from sae_core.layermap_view import (
     KIND_NAMES,
@@ -44,19 +43,6 @@ class LayerMapTab(NamedTuple):
     """The features of the chosen cell; selecting a row can open that feature's page."""
 
 
-def load_layer_map(folder: str | Path | None) -> LayerMapData | None:
-    """The atlas's layer map, read once per folder; None when it was never built."""
-    if not folder:
-        return None
-    return _load_layer_map(Path(folder).resolve())
-
-
-@lru_cache(maxsize=8)
-def _load_layer_map(folder: Path) -> LayerMapData | None:
-    path = folder / LAYER_MAP_FILE
-    return LayerMapData.load(path) if path.exists() else None
-
-
 def _layer_ids(lmap: LayerMapData | None) -> list[int]:
     return [parse_hookpoint(h)[0] for h in lmap.hookpoints] if lmap else []
 
@@ -66,7 +52,7 @@ def _labels(lmap: LayerMapData | None, task: str) -> list[str]:
 
 
 def redraw(folder, task, kind, thr, sup, lift):
-    lmap = load_layer_map(folder)
+    lmap = session.layer_map(folder)
     if lmap is None:
         return None, None, None, ""
     return (heatmap_figure(lmap, task, thr, int(sup), kind, lift),
@@ -80,7 +66,7 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
     """`picker` holds the active atlas folder; everything here follows it."""
     with gr.Tab("Layer map"):
         gr.Markdown(LAYER_MAP_INTRO)
-        lmap = load_layer_map(picker.value)
+        lmap = session.layer_map(picker.value)
         missing = gr.Markdown(NO_MAP, visible=lmap is None)
         build = gr.Button("Build the layer map (a few minutes)", visible=lmap is None)
         tasks = [(name, t) for t, name in TASK_NAMES.items()]
@@ -110,18 +96,18 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
         cell = gr.Dataframe(interactive=False)
 
         def relabel(folder, task):
-            names = _labels(load_layer_map(folder), task)
+            names = _labels(session.layer_map(folder), task)
             return gr.Dropdown(choices=names, value=names[0] if names else None)
 
         def switch_atlas(folder, task):
-            lmap = load_layer_map(folder)
+            lmap = session.layer_map(folder)
             ids = _layer_ids(lmap)
             return (gr.Markdown(visible=lmap is None), gr.Button(visible=lmap is None),
                     gr.Dropdown(choices=ids, value=ids[len(ids) // 2] if ids else None),
                     relabel(folder, task))
 
         def cell_table(folder, task, kind, thr, sup, lift, layer, label):
-            lmap = load_layer_map(folder)
+            lmap = session.layer_map(folder)
             if lmap is None or layer is None or label is None:
                 return None
             try:
@@ -134,7 +120,7 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
                 raise gr.Error("Pick an SAE set first.")
             ensure_layer_map(Path(folder), lm=session.open_atlas(folder).lm,
                              report=lambda msg, frac: progress(frac, desc=msg))
-            _load_layer_map.cache_clear()
+            session.layer_map_built()
             return switch_atlas(folder, "pos")
 
         controls = [task, kind, threshold, support, lift]
