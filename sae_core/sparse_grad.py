@@ -8,6 +8,7 @@ matmuls. Matches autograd on the same loss (tests/test_sparse_grad.py).
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -15,6 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .sae import Sae
+
+# pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 class StepStats(NamedTuple):
@@ -40,6 +44,20 @@ def _group_by_latent(idx_NK: Tensor, n_latents: int) -> _Grouped:
     offsets = torch.zeros(n_latents, dtype=torch.long)
     torch.cumsum(counts[:-1], 0, out=offsets[1:])
     return _Grouped(tokens=order // idx_NK.shape[1], offsets=offsets, order=order, counts=counts)
+
+
+def pair_dots(rows_ND: Tensor, table_SD: Tensor, idx_NK: Tensor) -> Tensor:
+    """out[n, j] = rows[n] . table[idx[n, j]], for idx sorted along each row.
+
+    A sampled matmul (SDDMM) does B*k*d work; the dense `rows @ table.T` then gather did
+    B*d_sae*d (5.8 vs 74 ms for 4096 x 576 x 4608 with k 32, 2 cores), and it is exact fp32.
+    """
+    n, k = idx_NK.shape
+    pattern = torch.sparse_csr_tensor(
+        torch.arange(0, n * k + 1, k), idx_NK.reshape(-1), torch.zeros(n * k),
+        size=(n, table_SD.shape[0]), check_invariants=False,
+    )
+    return torch.sparse.sampled_addmm(pattern, rows_ND, table_SD.T, beta=0.0).values().view(n, k)
 
 
 def _bag(g: _Grouped, rows_ND: Tensor, weights_NK: Tensor) -> Tensor:
@@ -74,7 +92,8 @@ def topk_step_grads(
     # A block pre-filter (top blocks by max, then top-k among them) was slower than plain
     # topk here (42 vs 36 ms for 4096 x 4608 bf16, 2 cores, torch 2.13), so plain topk.
     vals, idx = pre.topk(k, dim=-1, sorted=False)
-    vals = vals.float().clamp_min_(0)
+    idx, order = idx.sort(dim=1)  # CSR order for pair_dots
+    vals = vals.gather(1, order).float().clamp_min_(0)
 
     x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
     err = x_hat - x_ND
@@ -82,8 +101,7 @@ def topk_step_grads(
     fvu = err.pow(2).sum() / total_var
     grad_out = err * (2 / total_var)  # d fvu / d x_hat
 
-    # d fvu / d vals[n, j] = grad_out[n] . W_dec[idx[n, j]]: one dense bf16 matmul, then gather.
-    grad_vals = (grad_out.to(mm_dtype) @ W_dec.to(mm_dtype).T).gather(1, idx).float()
+    grad_vals = pair_dots(grad_out, W_dec, idx)  # d fvu / d vals[n, j]
     grad_vals *= vals > 0
     grad_b_enc = _accumulate(sae, idx, vals, grad_vals, grad_out, xc)
     grad_b_dec = grad_out.sum(0) - grad_b_enc @ W_enc_SD
@@ -98,14 +116,15 @@ def topk_step_grads(
         k_aux = min(x_ND.shape[1] // 2, n_dead)
         scale = min(n_dead / (x_ND.shape[1] // 2), 1.0)
         a_vals, j = pre.index_select(1, dead_idx).topk(k_aux, dim=-1, sorted=False)
+        j, order = j.sort(dim=1)  # dead_idx is ascending, so a_idx is sorted too
         a_idx = dead_idx[j]
-        a_vals = a_vals.float().clamp_min_(0)
+        a_vals = a_vals.gather(1, order).float().clamp_min_(0)
         resid = -err  # what the live latents missed, a constant target for AuxK
         a_err = F.embedding_bag(a_idx, W_dec, per_sample_weights=a_vals, mode="sum") - resid
         resid_var = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)
         auxk = scale * a_err.pow(2).sum() / resid_var
         a_grad_out = a_err * (2 * auxk_alpha * scale / resid_var)
-        a_grad_vals = (a_grad_out @ W_dec[dead_idx].T).gather(1, j) * (a_vals > 0)
+        a_grad_vals = pair_dots(a_grad_out, W_dec, a_idx) * (a_vals > 0)
         grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_SD
 
     sae.b_dec.grad += grad_b_dec
