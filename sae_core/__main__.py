@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--lr", type=float, default=d.lr)
     train.add_argument("--l1", type=float, default=d.l1_coeff, help="L1 coefficient (relu)")
     train.add_argument("--batch-tokens", type=int, default=d.batch_tokens)
+    train.add_argument("--max-tokens", type=int, default=d.max_tokens,
+                       help="train on at most this many LM tokens (0: one pass over the corpus)")
     train.add_argument("--seq-len", type=int, default=256)
     train.add_argument("--seed", type=int, default=d.seed)
     train.add_argument("--fp32", action="store_true", help="no bf16 anywhere (slower)")
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig(
                 architecture=args.arch, k=args.k, k_start=args.k_start, expansion=args.expansion,
                 lr=args.lr, l1_coeff=args.l1, batch_tokens=args.batch_tokens, seed=args.seed,
-                bf16=not args.fp32,
+                bf16=not args.fp32, max_tokens=args.max_tokens or None,
             )
             out = build_atlas(args.out, model=args.model, corpus=args.corpus, layers=args.layers,
                               cfg=cfg, seq_len=args.seq_len, report=_progress_bar())

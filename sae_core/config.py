@@ -60,8 +60,16 @@ class TrainConfig:
     the default atlas in the README was built at 3e-3.)"""
     decoder_lr_mult: float = 3.0
     """The decoder (W_dec, b_dec) learns at `lr` times this."""
+    encoder_init_scale: float = 0.5
+    """Encoder rows start at this times the (unit) decoder rows. Smaller rows take larger
+    relative Adam steps early (A/B at layer 15, 262k tokens: held-out FVU 0.241 at 1.0,
+    0.229 at 0.5, 0.228 at 0.1 but 5% of latents never firing)."""
     batch_tokens: int = 4096
     """Activations per SAE optimizer step."""
+    max_tokens: int | None = 307_200
+    """Train on at most this many LM tokens (whole batches, drawn at random from the corpus);
+    None: one pass over all of it. 75 batches of 4,096 leave just over 300k activations per
+    layer after position 0 and massive tokens are dropped."""
     shuffle_batches: int = 8
     """Mix activations of this many LM batches before SAE steps (0: train in corpus order)."""
     auxk_alpha: float = 1 / 32
@@ -86,8 +94,10 @@ class TrainConfig:
             raise ValueError(f"unknown architecture {self.architecture!r}; use 'topk' or 'relu'")
         if self.expansion < 1 or self.k < 1 or self.batch_tokens < 1:
             raise ValueError("expansion, k and batch_tokens must be positive")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive or None, got {self.max_tokens}")
         if self.k_start is not None and self.k_start < self.k:
             raise ValueError(f"k_start ({self.k_start}) must be >= k ({self.k})")
-        if not (self.lr > 0 and self.decoder_lr_mult > 0):
-            raise ValueError(f"lr and decoder_lr_mult must be positive, got {self.lr}, "
-                             f"{self.decoder_lr_mult}")
+        if not (self.lr > 0 and self.decoder_lr_mult > 0 and self.encoder_init_scale > 0):
+            raise ValueError("lr, decoder_lr_mult and encoder_init_scale must be positive, got "
+                             f"{self.lr}, {self.decoder_lr_mult}, {self.encoder_init_scale}")

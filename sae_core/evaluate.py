@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from .hooks import edit_output, run_captured
-from .lm import LM
+from .hooks import edit_output, output_tensor, record_blocks, resume_after, run_captured
+from .lm import LM, parse_hookpoint
 from .metrics import RunningFvu, ce_loss_recovered, cross_entropy
 from .sae import Sae
 from .train import keep_mask
@@ -39,17 +41,17 @@ def ce_losses(
     """Clean, SAE-spliced and zero-ablated LM loss per hookpoint, and the share recovered.
 
     Only the positions the SAE was trained on are replaced (not position 0 or massive
-    activations), for both the splice and the ablation.
+    activations), for both the splice and the ablation. For residual hookpoints the edited
+    forwards resume from the clean run's residual stream instead of recomputing the blocks
+    before it (about 40% less work over 30 layers).
     """
 
-    def loss(hookpoint: str | None = None, fn=None) -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            if hookpoint is None:
-                return cross_entropy(lm.model(windows_WL, use_cache=False).logits, windows_WL)
-            with edit_output(lm, hookpoint, fn):
-                return cross_entropy(lm.model(windows_WL, use_cache=False).logits, windows_WL)
+    def loss(edit=None) -> float:
+        with edit or nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return cross_entropy(lm.model(windows_WL, use_cache=False).logits, windows_WL)
 
-    clean = loss()
+    with record_blocks(lm) as blocks:
+        clean = loss()
     out = {}
     for i, (h, sae) in enumerate(saes.items()):
         def splice(act, sae=sae, h=h, zero=False):
@@ -58,8 +60,14 @@ def ce_losses(
             new[keep] = 0 if zero else sae(act[keep].float()).x_hat.to(act.dtype)
             return new
 
-        spliced = loss(h, splice)
-        ablated = loss(h, lambda a, s=splice: s(a, zero=True))
+        layer, is_mlp = parse_hookpoint(h)
+        if is_mlp:
+            spliced = loss(edit_output(lm, h, splice))
+            ablated = loss(edit_output(lm, h, partial(splice, zero=True)))
+        else:
+            act = output_tensor(blocks[layer])
+            spliced = loss(resume_after(lm, layer, blocks[layer], splice(act)))
+            ablated = loss(resume_after(lm, layer, blocks[layer], splice(act, zero=True)))
         out[h] = {"ce_clean": clean, "ce_spliced": spliced, "ce_ablated": ablated,
                   "ce_recovered": ce_loss_recovered(clean, spliced, ablated)}
         if progress is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from threading import get_ident
+from threading import Lock, get_ident
 
 import torch
 
@@ -19,7 +19,7 @@ class _StopForward(Exception):
     """Raised after the last needed block so the rest of the model never runs."""
 
 
-def _output_tensor(output: object) -> torch.Tensor:
+def output_tensor(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -39,7 +39,7 @@ def capture(lm: LM, hookpoints: list[str], *, stop_early: bool = True) -> Iterat
             def hook(_m, _inp, out, hookpoint=hookpoint):
                 if get_ident() != owner:
                     return
-                acts[hookpoint] = _output_tensor(out)
+                acts[hookpoint] = output_tensor(out)
                 if stop_early and len(acts) == len(hookpoints):
                     raise _StopForward
 
@@ -88,3 +88,53 @@ def edit_output(lm: LM, hookpoint: str, fn) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def _with_tensor(like: object, tensor: torch.Tensor) -> object:
+    """`like` (a block's output: a tensor or a tuple led by one) with its tensor replaced."""
+    return (tensor, *like[1:]) if isinstance(like, tuple) else tensor
+
+
+@contextmanager
+def record_blocks(lm: LM) -> Iterator[list]:
+    """Yield a list that fills with every block's raw output (tensor or tuple) in a forward."""
+    outs, owner = [None] * lm.n_layers, get_ident()
+    handles = []
+    try:
+        for i, block in enumerate(lm.layers):
+            def hook(_m, _inp, out, i=i):
+                if get_ident() == owner:
+                    outs[i] = out
+            handles.append(block.register_forward_hook(hook))
+        yield outs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+_resume_lock = Lock()
+
+
+@contextmanager
+def resume_after(lm: LM, layer: int, recorded: object, tensor: torch.Tensor) -> Iterator[None]:
+    """In this thread, blocks 0..layer do no work and block `layer` returns `tensor` (in the
+    structure of its `recorded` output): a forward resumes from a cached residual stream.
+
+    Blocks 0..layer-1 return the same object, which the next skipped block ignores. Other
+    threads run the real blocks. One resume at a time, so restoring `forward` is safe.
+    """
+    owner, out = get_ident(), _with_tensor(recorded, tensor)
+    blocks = list(lm.layers)[:layer + 1]
+    with _resume_lock:
+        saved = [block.__dict__.get("forward") for block in blocks]
+        try:
+            for block in blocks:
+                def forward(*args, _real=block.forward, **kwargs):
+                    return out if get_ident() == owner else _real(*args, **kwargs)
+                block.forward = forward
+            yield
+        finally:
+            for block, before in zip(blocks, saved, strict=True):
+                block.__dict__.pop("forward", None)
+                if before is not None:
+                    block.forward = before

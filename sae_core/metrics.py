@@ -55,7 +55,7 @@ class RunningFvu:
         self.n += x.shape[0]
         fired = (acts_NS != 0).sum(0)
         self.fire_counts = fired if self.fire_counts is None else self.fire_counts + fired
-        self.l0_sum += float((acts_NS != 0).sum())
+        self.l0_sum += float(fired.sum())
 
     def fvu(self) -> float:
         total = self.sum_sq - float(self.sum_x.pow(2).sum()) / self.n

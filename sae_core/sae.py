@@ -46,15 +46,17 @@ class Sae(nn.Module):
             self.threshold = nn.Parameter(torch.zeros(cfg.d_sae))
 
     @classmethod
-    def init_from_data(cls, cfg: SaeConfig, sample_ND: Tensor, *, seed: int = 0) -> Sae:
-        """Random unit decoder rows, encoder = decoder transpose, b_dec at the data mean."""
+    def init_from_data(cls, cfg: SaeConfig, sample_ND: Tensor, *, seed: int = 0,
+                       encoder_scale: float = 1.0) -> Sae:
+        """Random unit decoder rows, encoder = encoder_scale * decoder transpose, b_dec at the
+        data mean."""
         sae = cls(cfg)
         gen = torch.Generator().manual_seed(seed)
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)
         with torch.no_grad():
             sae.W_dec.copy_(w_dec)
-            sae.W_enc_SD.copy_(w_dec)
+            sae.W_enc_SD.copy_(w_dec * encoder_scale)
             sae.b_dec.copy_(sample_ND.float().mean(0))
         return sae
 
@@ -96,8 +98,11 @@ class Sae(nn.Module):
             return F.relu(self.pre_acts(x_ND))
         if self.cfg.architecture == "jumprelu":
             return self._jump(self.pre_acts(x_ND))
-        vals, idx = self.encode_topk(x_ND)
-        return torch.zeros(x_ND.shape[0], self.cfg.d_sae, dtype=vals.dtype).scatter_(1, idx, vals)
+        return self._dense(*self.encode_topk(x_ND))
+
+    def _dense(self, vals_NK: Tensor, idx_NK: Tensor) -> Tensor:
+        out = torch.zeros(vals_NK.shape[0], self.cfg.d_sae, dtype=vals_NK.dtype)
+        return out.scatter_(1, idx_NK, vals_NK)
 
     def decode(self, acts_NS: Tensor) -> Tensor:
         return acts_NS @ self.W_dec + self.b_dec
@@ -108,8 +113,12 @@ class Sae(nn.Module):
         return out + self.b_dec
 
     def forward(self, x_ND: Tensor) -> SaeOutput:
-        acts = self.encode(x_ND)
-        return SaeOutput(x_hat=self.decode(acts), acts=acts)
+        if self.cfg.architecture != "topk":
+            acts = self.encode(x_ND)
+            return SaeOutput(x_hat=self.decode(acts), acts=acts)
+        # Decode the k values directly: a dense decode is a second (n, d_sae) x (d_sae, d) matmul.
+        vals, idx = self.encode_topk(x_ND)
+        return SaeOutput(x_hat=self.decode_sparse(vals, idx), acts=self._dense(vals, idx))
 
     def save(self, folder: Path, *, extra_metadata: dict | None = None) -> None:
         """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them."""

@@ -8,6 +8,7 @@ resumable checkpoints (safetensors + JSON).
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -136,7 +137,8 @@ class MultiTrainer:
         median = float(norms.median())
         x = acts_BLD[keep_mask(acts_BLD, median, self.cfg.outlier_factor)].float()
         seed = self.cfg.seed + self.hookpoints.index(hookpoint)
-        sae = Sae.init_from_data(self.sae_config(hookpoint, x.shape[1]), x, seed=seed)
+        sae = Sae.init_from_data(self.sae_config(hookpoint, x.shape[1]), x, seed=seed,
+                                 encoder_scale=self.cfg.encoder_init_scale)
         return LayerState(SaeTrainer(sae, self.cfg, self.total_steps), median,
                           self._buffer(x.shape[1], seed))
 
@@ -229,7 +231,8 @@ def train_saes(
     lm: LM, windows_WL: Tensor, hookpoints: list[str], cfg: TrainConfig, *,
     checkpoint_dir: Path | None = None, progress: Progress | None = None,
 ) -> MultiTrainer:
-    """Train one SAE per hookpoint on `windows` (n_windows, seq_len) token ids, one pass.
+    """Train one SAE per hookpoint on `windows` (n_windows, seq_len) token ids, one pass
+    (or `cfg.max_tokens` of them, drawn at random).
 
     Resumes from `checkpoint_dir` when it holds a checkpoint of the same config.
     """
@@ -239,6 +242,8 @@ def train_saes(
     per_batch = max(cfg.batch_tokens // seq_len, 1)
     order = torch.randperm(len(windows_WL), generator=torch.Generator().manual_seed(cfg.seed))
     n_batches = len(windows_WL) // per_batch
+    if cfg.max_tokens is not None:
+        n_batches = min(n_batches, math.ceil(cfg.max_tokens / (per_batch * seq_len)))
     if n_batches == 0:
         raise ValueError(
             f"need at least {per_batch} windows of {seq_len} tokens, got {len(windows_WL)}"

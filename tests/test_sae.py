@@ -22,6 +22,8 @@ def test_init_from_data():
     torch.testing.assert_close(sae.b_dec.detach(), x.mean(0))
     torch.testing.assert_close(sae.W_dec.norm(dim=-1).detach(), torch.ones(128))
     torch.testing.assert_close(sae.W_enc.detach(), sae.W_dec.detach().T)
+    half = Sae.init_from_data(sae.cfg, x, encoder_scale=0.5)
+    torch.testing.assert_close(half.W_enc.detach(), 0.5 * half.W_dec.detach().T)
 
 
 @pytest.mark.parametrize("arch", ["topk", "relu"])

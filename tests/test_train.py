@@ -74,3 +74,10 @@ def test_bad_inputs(lm):
         train_saes(lm, _windows(), ["layers.9"], _cfg())
     with pytest.raises(ValueError, match="need at least"):
         train_saes(lm, _windows(n=2), HOOKS, _cfg())
+
+
+def test_max_tokens_caps_whole_batches(lm):
+    # 48 windows of 16 tokens = 12 batches of 64; a cap of 200 tokens takes ceil(200/64) = 4.
+    trainer = train_saes(lm, _windows(), HOOKS, _cfg(max_tokens=200, shuffle_batches=0))
+    assert trainer.step_no == 4
+    assert train_saes(lm, _windows(), HOOKS, _cfg(max_tokens=None, shuffle_batches=0)).step_no == 12
