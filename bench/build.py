@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = TrainConfig()
     lm = load_lm()
-    per_batch = cfg.batch_tokens // args.seq_len
+    per_batch = cfg.lm_batch_tokens // args.seq_len
     windows = token_windows(lm.tokenizer, load_texts(), args.seq_len)[: args.batches * per_batch]
     n_tokens = windows.numel()
 
@@ -43,8 +43,8 @@ def main() -> None:
 
     build_tok_s, forward_tok_s = n_tokens / build_s, n_tokens / forward_s
     print(f"{n_tokens} tokens, {lm.n_layers} layers, {torch.get_num_threads()} threads")
-    print(f"build (forward + 30 SAE steps per batch): {build_tok_s:.0f} tokens/s")
-    print(f"plain bf16 forward of the full model:      {forward_tok_s:.0f} tokens/s")
+    print(f"build (forward + SAE steps for every layer): {build_tok_s:.0f} tokens/s")
+    print(f"plain bf16 forward of the full model:        {forward_tok_s:.0f} tokens/s")
     print(f"RESULT build_tok_s={build_tok_s:.0f} forward_tok_s={forward_tok_s:.0f} "
           f"build_vs_forward={build_tok_s / forward_tok_s:.3f}")
 

@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="latents = expansion * d_model")
     train.add_argument("--lr", type=float, default=d.lr)
     train.add_argument("--l1", type=float, default=d.l1_coeff, help="L1 coefficient (relu)")
-    train.add_argument("--batch-tokens", type=int, default=d.batch_tokens)
+    train.add_argument("--batch-tokens", type=int, default=d.batch_tokens,
+                       help="activations per SAE optimizer step")
+    train.add_argument("--lm-batch-tokens", type=int, default=d.lm_batch_tokens,
+                       help="LM tokens per forward pass")
     train.add_argument("--max-tokens", type=int, default=d.max_tokens,
                        help="train on at most this many LM tokens (0: one pass over the corpus)")
     train.add_argument("--seq-len", type=int, default=256)
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             cfg = TrainConfig(
                 architecture=args.arch, k=args.k, k_start=args.k_start, expansion=args.expansion,
-                lr=args.lr, l1_coeff=args.l1, batch_tokens=args.batch_tokens, seed=args.seed,
+                lr=args.lr, l1_coeff=args.l1, batch_tokens=args.batch_tokens,
+                lm_batch_tokens=args.lm_batch_tokens, seed=args.seed,
                 bf16=not args.fp32, max_tokens=args.max_tokens or None,
             )
             out = build_atlas(args.out, model=args.model, corpus=args.corpus, layers=args.layers,

@@ -85,7 +85,7 @@ def build_atlas(
             "dead_frac_train": state.trainer.dead_fraction(),
             "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
         }
-    n_tokens = trainer.step_no * (cfg.batch_tokens // seq_len) * seq_len
+    n_tokens = trainer.step_no * (cfg.lm_batch_tokens // seq_len) * seq_len
     info = {
         "model": lm.name, "corpus": corpus, "seq_len": seq_len, "train_cfg": asdict(cfg),
         "hookpoints": hookpoints, "train_windows": len(train_w), "heldout_windows": held_out,

@@ -36,6 +36,16 @@ def keep_mask(acts_BLD: Tensor, median_norm: float, outlier_factor: float) -> Te
     return keep
 
 
+def sae_batches(x_ND: Tensor, batch_tokens: int) -> tuple[Tensor, ...]:
+    """One LM batch's rows as SAE batches of about `batch_tokens` (near-equal sizes, so no
+    tiny last batch)."""
+    return x_ND.tensor_split(max(round(len(x_ND) / batch_tokens), 1))
+
+
+def steps_per_lm_batch(cfg: TrainConfig) -> int:
+    return max(round(cfg.lm_batch_tokens / cfg.batch_tokens), 1)
+
+
 def k_at(cfg: TrainConfig, step: int, total_steps: int) -> int:
     """The k schedule: linear from k_start to k over the first k_anneal_frac of steps."""
     if cfg.k_start is None:
@@ -144,7 +154,7 @@ class MultiTrainer:
 
     def _buffer(self, d_in: int, seed: int) -> ShuffleBuffer | None:
         n = self.cfg.shuffle_batches
-        return ShuffleBuffer(n * self.cfg.batch_tokens, d_in, seed) if n >= 2 else None
+        return ShuffleBuffer(n * self.cfg.lm_batch_tokens, d_in, seed) if n >= 2 else None
 
     def step(self, acts: dict[str, Tensor]) -> dict:
         """One optimizer step per hookpoint on its (batch, seq, d) activations."""
@@ -160,7 +170,8 @@ class MultiTrainer:
             if state.buffer is not None:
                 x = state.buffer.push(x)
             if x is not None:
-                state.last_fvu = state.trainer.step(x)
+                for rows in sae_batches(x, cfg.batch_tokens):
+                    state.last_fvu = state.trainer.step(rows)
         self.step_no += 1
         return {"step": self.step_no, "fvu": {h: s.last_fvu for h, s in self.layers.items()}}
 
@@ -239,7 +250,7 @@ def train_saes(
     for h in hookpoints:
         lm.module_for(h)  # fail fast on a bad hookpoint
     seq_len = windows_WL.shape[1]
-    per_batch = max(cfg.batch_tokens // seq_len, 1)
+    per_batch = max(cfg.lm_batch_tokens // seq_len, 1)
     order = torch.randperm(len(windows_WL), generator=torch.Generator().manual_seed(cfg.seed))
     n_batches = len(windows_WL) // per_batch
     if cfg.max_tokens is not None:
@@ -248,7 +259,7 @@ def train_saes(
         raise ValueError(
             f"need at least {per_batch} windows of {seq_len} tokens, got {len(windows_WL)}"
         )
-    trainer = MultiTrainer(cfg, hookpoints, lm.name, n_batches)
+    trainer = MultiTrainer(cfg, hookpoints, lm.name, n_batches * steps_per_lm_batch(cfg))
     start = 0
     if checkpoint_dir is not None and (checkpoint_dir / "state.json").exists():
         start = trainer.load_checkpoint(checkpoint_dir)

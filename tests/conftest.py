@@ -53,7 +53,7 @@ def tiny_atlas(tmp_path_factory):
     corpus.write_text("\n".join(json.dumps({"text": t}) for t in lines))
     lm = tiny_lm()
     session.register_model(lm)  # open_atlas finds it by name instead of loading from the Hub
-    cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, bf16=False)
+    cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
     out = build_atlas(root / "tiny", corpus=str(corpus), cfg=cfg, seq_len=16, held_out=8, lm=lm)
     ensure_layer_map(out, lm=lm)
     return out

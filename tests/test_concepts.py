@@ -66,8 +66,15 @@ def test_a_planted_word_feature_ranks_first(tiny_atlas, tiny_templates):
 
 
 def test_concept_search_has_labels_from_the_layer_map(tiny_atlas, tiny_templates):
-    hits = find_concept_features(session.open_atlas(tiny_atlas), "cat", top=5)
-    assert hits and all(h.label for h in hits)
+    loaded = session.open_atlas(tiny_atlas)
+    hits = find_concept_features(loaded, "cat", top=5)
+    assert any(h.label for h in hits)
+    lmap = loaded.layer_map
+    for hit in hits:  # a feature that never fired on the labelled text has no label
+        names = [lmap.vocab[t][lab] for t in concepts.LABEL_TASKS
+                 if (lab := int(lmap.stats("sae", hit.hookpoint, t).label[hit.feature])) >= 0
+                 and lmap.vocab[t][lab] not in ("none", "sep", "space")]
+        assert bool(names) == bool(hit.label) and all(n in hit.label for n in names)
 
 
 def test_bad_concepts_are_clear_errors(tiny_atlas, tiny_templates):

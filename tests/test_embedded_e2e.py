@@ -29,7 +29,7 @@ def test_cli_train_then_eval(tmp_path, capsys):
     corpus.write_text("\n".join(json.dumps({"text": text}) for _ in range(12)))
     out = tmp_path / "atlas"
     args = ["--corpus", str(corpus), "--layers", "3,20", "--expansion", "2", "--k", "8",
-            "--batch-tokens", "256", "--seq-len", "64"]
+            "--batch-tokens", "256", "--lm-batch-tokens", "256", "--seq-len", "64"]
     # held-out needs 64 windows: 12 docs x ~600 tokens = ~110 windows of 64
     assert main(["train", "--out", str(out), *args]) == 0
     _, metrics, saes = load_atlas(out)

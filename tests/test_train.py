@@ -12,7 +12,8 @@ def _windows(n=48, seq=16, seed=0):
 
 
 def _cfg(**kw):
-    base = dict(expansion=4, k=4, batch_tokens=64, lr=3e-3, dead_tokens=64, bf16=False)
+    base = dict(expansion=4, k=4, batch_tokens=64, lm_batch_tokens=64, lr=3e-3, dead_tokens=64,
+                bf16=False)
     return TrainConfig(**(base | kw))
 
 
