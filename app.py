@@ -51,7 +51,7 @@ def main() -> None:
     if not args.no_build:
         if not is_built(DEFAULT_ATLAS):
             print("Building the default atlas (one SAE per layer, its layer map and feature "
-                  "index; about 25 minutes on 2 cores)...")
+                  "index; about 20 minutes on 2 cores)...")
             build_atlas(DEFAULT_ATLAS, report=_progress_bar())
         ensure_layer_map(DEFAULT_ATLAS, report=_progress_bar())
         ensure_feature_index(DEFAULT_ATLAS, report=_progress_bar())

@@ -157,7 +157,7 @@ class MultiTrainer:
         return ShuffleBuffer(n * self.cfg.lm_batch_tokens, d_in, seed) if n >= 2 else None
 
     def step(self, acts: dict[str, Tensor]) -> dict:
-        """One optimizer step per hookpoint on its (batch, seq, d) activations."""
+        """SAE steps for every hookpoint on its (batch, seq, d) activations of one LM batch."""
         cfg = self.cfg
         for hookpoint in self.hookpoints:
             acts_BLD = acts[hookpoint]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sae_core.config import TrainConfig
-from sae_core.train import k_at, keep_mask, train_saes
+from sae_core.train import k_at, keep_mask, sae_batches, train_saes
 
 HOOKS = ["layers.0", "layers.2"]
 
@@ -82,3 +82,9 @@ def test_max_tokens_caps_whole_batches(lm):
     trainer = train_saes(lm, _windows(), HOOKS, _cfg(max_tokens=200, shuffle_batches=0))
     assert trainer.step_no == 4
     assert train_saes(lm, _windows(), HOOKS, _cfg(max_tokens=None, shuffle_batches=0)).step_no == 12
+
+
+def test_sae_batches_split_evenly():
+    assert [len(b) for b in sae_batches(torch.zeros(4080, 2), 2048)] == [2040, 2040]
+    assert [len(b) for b in sae_batches(torch.zeros(100, 2), 2048)] == [100]
+    assert sum(len(b) for b in sae_batches(torch.zeros(5000, 2), 2048)) == 5000
