@@ -29,7 +29,7 @@ WIDTH, K, BATCH, LR = 4608, 32, 4096, 3e-3
 def train_ours(train: torch.Tensor, bf16: bool) -> tuple[float, Sae, SaeTrainer]:
     cfg = TrainConfig(k=K, lr=LR, batch_tokens=BATCH, bf16=bf16)
     sae = Sae.init_from_data(SaeConfig(d_in=train.shape[1], d_sae=WIDTH, k=K), train[:BATCH],
-                             encoder_scale=cfg.encoder_init_scale)
+                             encoder_scale=cfg.encoder_scale())
     n_steps = len(train) // BATCH
     trainer = SaeTrainer(sae, cfg, n_steps)
     t0 = time.perf_counter()

@@ -148,7 +148,7 @@ class MultiTrainer:
         x = acts_BLD[keep_mask(acts_BLD, median, self.cfg.outlier_factor)].float()
         seed = self.cfg.seed + self.hookpoints.index(hookpoint)
         sae = Sae.init_from_data(self.sae_config(hookpoint, x.shape[1]), x, seed=seed,
-                                 encoder_scale=self.cfg.encoder_init_scale)
+                                 encoder_scale=self.cfg.encoder_scale())
         return LayerState(SaeTrainer(sae, self.cfg, self.total_steps), median,
                           self._buffer(x.shape[1], seed))
 

@@ -17,8 +17,10 @@ def _cfg(**kw):
     return TrainConfig(**(base | kw))
 
 
-def test_fvu_goes_down_for_every_layer(lm):
-    trainer = train_saes(lm, _windows(n=256), HOOKS, _cfg(lr=1e-2))
+@pytest.mark.parametrize("arch", ["topk", "relu"])
+def test_fvu_goes_down_for_every_layer(lm, arch):
+    trainer = train_saes(lm, _windows(n=256), HOOKS, _cfg(lr=1e-2, architecture=arch,
+                                                          l1_coeff=0.1))
     first = trainer.layers  # last_fvu is the final batch's FVU
     for h in HOOKS:
         assert first[h].last_fvu < 0.8, (h, first[h].last_fvu)
