@@ -27,12 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sae_core import session
 from sae_core.atlas import DEFAULT_ATLAS
-from sae_core.steering import (
-    FeatureSteer,
+from sae_core.generation import (
     GenConfig,
-    Steering,
     generate,
     prompt_ids,
+)
+from sae_core.steering import (
+    FeatureSteer,
+    Steering,
     steering_hooks,
     typical_norms,
 )

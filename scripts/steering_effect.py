@@ -32,14 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sae_core import session
 from sae_core.atlas import DEFAULT_ATLAS
-from sae_core.steering import (
-    FeatureSteer,
+from sae_core.generation import (
     GenConfig,
-    Steering,
     generate,
-    hookpoint_for_layer,
     prompt_ids,
     side_by_side,
+)
+from sae_core.steering import (
+    FeatureSteer,
+    Steering,
+    hookpoint_for_layer,
     typical_norms,
 )
 from ui.steering import load_presets

@@ -7,19 +7,21 @@ import torch
 
 from sae_core import session
 from sae_core.config import SaeConfig
+from sae_core.generation import (
+    GenConfig,
+    generate,
+    prompt_ids,
+    side_by_side,
+)
 from sae_core.hooks import capture
 from sae_core.sae import Sae
 from sae_core.steering import (
     FeatureSteer,
-    GenConfig,
     Steering,
     _Cursor,
     _layer_edit,
     feature_acts,
-    generate,
     hookpoint_for_layer,
-    prompt_ids,
-    side_by_side,
     steering_hooks,
     typical_norms,
 )
@@ -236,7 +238,7 @@ def test_few_rows_linear_matches_and_stays_in_its_thread():
 
     import torch.nn.functional as F
 
-    from sae_core.steering import _FewRowsLinear
+    from sae_core.generation import _FewRowsLinear
 
     threads = []
 

@@ -15,7 +15,7 @@ import pytest
 from gradio_client import Client
 
 import app
-from sae_core import steering
+from sae_core import generation
 from tests import browser
 
 PROMPTS = ["the cat sat on the mat", "a dog ran on the mat .", "Paris is big , the cat"]
@@ -76,7 +76,7 @@ def test_concurrent_requests_equal_their_solo_runs(served, monkeypatch):
     reqs = _requests(folder)
     alone = [client.predict(*r, api_name="/steer") for r in reqs]
     counter = InFlight()
-    monkeypatch.setattr(steering, "generate", counter.wrap(steering.generate))
+    monkeypatch.setattr(generation, "generate", counter.wrap(generation.generate))
     jobs = [client.submit(*r, api_name="/steer") for r in reqs]
     together = [job.result(timeout=120) for job in jobs]
     assert counter.peak >= 2  # requests really ran at the same time

@@ -15,13 +15,15 @@ import pandas as pd
 
 from sae_core import session
 from sae_core.concepts import find_concept_features
-from sae_core.steering import (
+from sae_core.generation import (
     MAX_NEW_TOKENS,
-    FeatureSteer,
     GenConfig,
+    side_by_side,
+)
+from sae_core.steering import (
+    FeatureSteer,
     Steering,
     hookpoint_for_layer,
-    side_by_side,
 )
 
 PRESETS_FILE = Path(__file__).resolve().parents[1] / "assets" / "steering_presets.json"
