@@ -65,6 +65,12 @@ def concept_ids(tokenizer, words: list[str]) -> torch.Tensor:
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
+def geometric_mean(values: list[float]) -> float:
+    """Over the continuations that wrote something (an empty one has no perplexity)."""
+    logs = [math.log(v) for v in values if v == v]
+    return math.exp(sum(logs) / len(logs)) if logs else float("nan")
+
+
 @torch.inference_mode()
 def perplexity(lm, ids_P: torch.Tensor, new: list[int]) -> float:
     """Of `new` after the prompt, under the unsteered model."""
@@ -102,7 +108,7 @@ def measure(loaded, preset: dict, strengths, prompts, n_tokens: int) -> dict:
             per[s]["texts"].append(text)
     return {str(s): {"concept_prob": sum(v["concept_prob"]) / len(prompts),
                      "mention_rate": sum(v["mention"]) / len(prompts),
-                     "perplexity": math.exp(sum(math.log(p) for p in v["ppl"]) / len(prompts)),
+                     "perplexity": geometric_mean(v["ppl"]),
                      "texts": v["texts"]} for s, v in per.items()}
 
 
