@@ -1,7 +1,16 @@
+import threading
+
 import pytest
 import torch
 
-from sae_core.hooks import capture, run_captured
+from sae_core.hooks import (
+    capture,
+    edit_output,
+    output_tensor,
+    record_blocks,
+    resume_after,
+    run_captured,
+)
 
 
 def test_capture_matches_hidden_states(lm):
@@ -54,28 +63,44 @@ def test_bad_hookpoints_are_clear_errors(lm):
     assert _n_hooks(lm) == 0
 
 
-def test_hooks_act_only_in_their_own_thread(lm):
-    """A visitor's edit in one thread leaves a concurrent forward in another thread alone."""
-    import threading
-
-    from sae_core.hooks import edit_output
-
-    ids = torch.randint(0, 64, (1, 6))
-    clean = lm.model(ids).logits
+def beside_another_visitor(lm, ids, edit):
+    """(logits in this thread inside `edit`, logits of a plain forward that another thread
+    runs while `edit` is active)."""
     inside, outside = threading.Event(), threading.Event()
     result = {}
 
     def other_visitor():
         inside.wait()
-        result["logits"] = lm.model(ids).logits
+        with torch.inference_mode():
+            result["logits"] = lm.model(ids).logits
         outside.set()
 
     worker = threading.Thread(target=other_visitor)
     worker.start()
-    with edit_output(lm, "layers.1", lambda x: x + 100.0):
+    with torch.inference_mode(), edit:
         inside.set()
         outside.wait(timeout=30)
         edited = lm.model(ids).logits
     worker.join()
-    torch.testing.assert_close(result["logits"], clean)
+    return edited, result["logits"]
+
+
+def test_hooks_act_only_in_their_own_thread(lm):
+    """A visitor's edit in one thread leaves a concurrent forward in another thread alone."""
+    ids = torch.randint(0, 64, (1, 6))
+    clean = lm.model(ids).logits
+    edited, other = beside_another_visitor(lm, ids, edit_output(lm, "layers.1", lambda x: x + 100))
+    torch.testing.assert_close(other, clean)
     assert not torch.allclose(edited, clean)
+
+
+def test_resume_skips_blocks_only_in_its_own_thread(lm):
+    ids = torch.randint(0, 16, (1, 6))
+    with torch.inference_mode(), record_blocks(lm) as blocks:
+        clean = lm.model(ids).logits
+    shifted = output_tensor(blocks[1]) + 5.0
+    edited, other = beside_another_visitor(lm, ids, resume_after(lm, 1, blocks[1], shifted))
+    torch.testing.assert_close(other, clean)
+    assert not torch.allclose(edited, clean)
+    with torch.inference_mode():
+        torch.testing.assert_close(lm.model(ids).logits, clean)  # blocks restored
