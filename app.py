@@ -11,13 +11,17 @@ from pathlib import Path
 
 import gradio as gr
 
-from sae_core.__main__ import _progress_bar
-from sae_core.atlas import DEFAULT_ATLAS, build_atlas, ensure_layer_map, is_built
-from sae_core.features import ensure_feature_index
+from sae_core.atlas.build import build_atlas
+from sae_core.atlas.layout import DEFAULT_ATLAS, is_built
+from sae_core.explore.feature_index import ensure_feature_index
+from sae_core.explore.layermap import ensure_layer_map
+from sae_core.progress import console_report
+from ui.choice import wire_choices
 from ui.features import build_features_tab, connect_features
 from ui.layer_map import build_layer_map_tab
 from ui.live import build_live_tab
 from ui.saes import atlas_choices, build_saes_tab
+from ui.search import build_search_tab
 from ui.steering import build_steering_tab
 
 INTRO = """# SAE Atlas
@@ -38,7 +42,11 @@ def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
         build_saes_tab(picker)
         steering = build_steering_tab(picker)
         live = build_live_tab(picker)
-        connect_features(features, layer_map=layer_map, steering=steering, chosen=live.chosen)
+        search = build_search_tab(picker)
+        # A row clicked in the Live view or Search tab opens that feature's page.
+        chosen = gr.State(None)
+        wire_choices(chosen, [live.table, *search.tables], (live.chosen_md, search.chosen_md))
+        connect_features(features, layer_map=layer_map, steering=steering, chosen=chosen)
     return demo
 
 
@@ -52,9 +60,9 @@ def main() -> None:
         if not is_built(DEFAULT_ATLAS):
             print("Building the default atlas (one SAE per layer, its layer map and feature "
                   "index; about 20 minutes on 2 cores)...")
-            build_atlas(DEFAULT_ATLAS, report=_progress_bar())
-        ensure_layer_map(DEFAULT_ATLAS, report=_progress_bar())
-        ensure_feature_index(DEFAULT_ATLAS, report=_progress_bar())
+            build_atlas(DEFAULT_ATLAS, report=console_report())
+        ensure_layer_map(DEFAULT_ATLAS, report=console_report())
+        ensure_feature_index(DEFAULT_ATLAS, report=console_report())
     build_app(DEFAULT_ATLAS).launch(server_name=args.host, server_port=args.port)
 
 

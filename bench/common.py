@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "out"
 
+from sae_core.activations import keep_mask  # noqa: E402
 from sae_core.corpus import load_texts, split_windows, token_windows  # noqa: E402
 from sae_core.hooks import run_captured  # noqa: E402
 from sae_core.lm import load_lm  # noqa: E402
-from sae_core.train import keep_mask  # noqa: E402
 
 
 def layer_activations(layer: int, n_train: int, n_test: int, seq_len: int = 256) -> Path:

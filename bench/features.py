@@ -27,19 +27,19 @@ from pathlib import Path
 import torch
 from common import ROOT, load_lm, load_texts, token_windows
 
-from sae_core import session
-from sae_core.atlas import DEFAULT_ATLAS, load_atlas, medians_of
-from sae_core.feature_page import feature_page, open_index
-from sae_core.features import (
-    IndexConfig,
+from sae_core.activations import medians_of
+from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
+from sae_core.explore.feature_index import (
     build_feature_index,
     collect_codes,
     has_feature_index,
-    index_layer,
     index_windows,
 )
+from sae_core.explore.feature_page import feature_page, open_index
+from sae_core.explore.feature_stats import IndexConfig, index_layer
+from sae_core.explore.live import live_view
 from sae_core.hooks import run_captured
-from sae_core.live import live_view
+from ui import session
 from ui.features import page_outputs
 
 

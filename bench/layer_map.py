@@ -15,9 +15,16 @@ import time
 
 from common import ROOT, load_lm, load_texts
 
-from sae_core.atlas import DEFAULT_ATLAS, LABEL_DOC_STRIDE, load_atlas, medians_of
-from sae_core.labels import load_or_build_labels
-from sae_core.layermap import KINDS, MAP_TASKS, collect_firings, counts_from_firings
+from sae_core.activations import medians_of
+from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
+from sae_core.explore.labels import load_or_build_labels
+from sae_core.explore.layermap import (
+    KINDS,
+    LABEL_DOC_STRIDE,
+    MAP_TASKS,
+    collect_firings,
+    counts_from_firings,
+)
 
 
 def main() -> None:

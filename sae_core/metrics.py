@@ -8,14 +8,18 @@ import torch
 from torch import Tensor
 
 
-def fvu(x_ND: Tensor, x_hat_ND: Tensor) -> float:
-    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    x = x_ND.double()
-    return float((x - x_hat_ND.double()).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+def total_variance(x_ND: Tensor) -> Tensor:
+    """sum over rows of ||x - mean(x)||^2, a 0-dim tensor."""
+    return (x_ND - x_ND.mean(0)).pow(2).sum()
 
 
-def explained_variance(x_ND: Tensor, x_hat_ND: Tensor) -> float:
-    return 1.0 - fvu(x_ND, x_hat_ND)
+def fvu(x_ND: Tensor, x_hat_ND: Tensor) -> Tensor:
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2.
+
+    A 0-dim tensor in the inputs' dtype that autograd can follow: the training loss of both
+    trainers. Reports pass float64 inputs (`float(fvu(x.double(), x_hat.double()))`);
+    `RunningFvu` gives the same number over batches it does not keep."""
+    return (x_ND - x_hat_ND).pow(2).sum() / total_variance(x_ND)
 
 
 def l0(acts_NS: Tensor) -> float:

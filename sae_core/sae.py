@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .activations import parse_hookpoint
 from .config import SaeConfig
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -158,8 +159,11 @@ class Sae(nn.Module):
 
 def saelens_cfg(cfg: SaeConfig) -> dict:
     """SAELens v6 config; our own fields go under `metadata`."""
-    layer = cfg.hookpoint.split(".")[1] if cfg.hookpoint.startswith("layers.") else ""
-    suffix = "hook_mlp_out" if cfg.hookpoint.endswith(".mlp") else "hook_resid_post"
+    try:
+        layer, is_mlp = parse_hookpoint(cfg.hookpoint)
+        hook_name = f"blocks.{layer}.{'hook_mlp_out' if is_mlp else 'hook_resid_post'}"
+    except ValueError:  # a hookpoint we do not name (kept as it is)
+        hook_name = cfg.hookpoint
     out = {
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
@@ -171,7 +175,7 @@ def saelens_cfg(cfg: SaeConfig) -> dict:
         "device": "cpu",
         "metadata": {
             "model_name": cfg.model_name,
-            "hook_name": f"blocks.{layer}.{suffix}" if layer else cfg.hookpoint,
+            "hook_name": hook_name,
             "sae_atlas_hookpoint": cfg.hookpoint,
             "k": cfg.k,
         },

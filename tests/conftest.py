@@ -12,10 +12,11 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from sae_core import session
-from sae_core.atlas import build_atlas, ensure_layer_map
-from sae_core.config import TrainConfig
+from sae_core.atlas.build import build_atlas
+from sae_core.config import BuildConfig, TrainConfig
+from sae_core.explore.layermap import ensure_layer_map
 from sae_core.lm import LM, find_layers
+from ui import session
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", ".", ",", "Paris", "is", "big"]
 
@@ -54,6 +55,7 @@ def tiny_atlas(tmp_path_factory):
     lm = tiny_lm()
     session.register_model(lm)  # open_atlas finds it by name instead of loading from the Hub
     cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
-    out = build_atlas(root / "tiny", corpus=str(corpus), cfg=cfg, seq_len=16, held_out=8, lm=lm)
+    out = build_atlas(root / "tiny", data=BuildConfig(corpus=str(corpus), seq_len=16, held_out=8),
+                      cfg=cfg, lm=lm)
     ensure_layer_map(out, lm=lm)
     return out

@@ -1,7 +1,7 @@
 """The app over a tiny atlas built end to end from a tiny random model."""
 
 import app
-from sae_core import session
+from sae_core.explore.layermap import read_layer_map
 from ui import saes
 
 
@@ -19,7 +19,7 @@ def test_missing_atlas_is_a_message_not_a_crash(tmp_path):
 
 
 def test_app_builds_with_layer_map(tiny_atlas):
-    lmap = session.layer_map(tiny_atlas)
+    lmap = read_layer_map(tiny_atlas)
     assert lmap is not None and lmap.hookpoints == ["layers.0", "layers.1", "layers.2"]
     demo = app.build_app(tiny_atlas)
     assert demo is not None

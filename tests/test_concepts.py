@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from sae_core import concepts, session
-from sae_core.concepts import find_concept_features
+from sae_core.atlas.layout import LoadedAtlas
+from sae_core.explore import concepts
+from sae_core.explore.concepts import find_concept_features
+from sae_core.explore.layermap import read_layer_map
 from sae_core.hooks import run_captured
 from sae_core.sae import Sae
-from sae_core.session import LoadedAtlas
+from ui import session
 
 # The tiny tokenizer splits on spaces and knows only a few words (tests/conftest.py).
 TEMPLATES = ("the dog sat on {c} .", "a cat ran on {c} , the mat is big",
@@ -69,7 +71,7 @@ def test_concept_search_has_labels_from_the_layer_map(tiny_atlas, tiny_templates
     loaded = session.open_atlas(tiny_atlas)
     hits = find_concept_features(loaded, "cat", top=5)
     assert any(h.label for h in hits)
-    lmap = loaded.layer_map
+    lmap = read_layer_map(loaded.folder)
     for hit in hits:  # a feature that never fired on the labelled text has no label
         names = [lmap.vocab[t][lab] for t in concepts.LABEL_TASKS
                  if (lab := int(lmap.stats("sae", hit.hookpoint, t).label[hit.feature])) >= 0

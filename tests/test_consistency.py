@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sae_core.consistency import (
+from sae_core.explore.consistency import (
     base_rates,
     feature_stats,
     label_counts,
@@ -160,7 +160,7 @@ def test_random_directions_are_unit_reproducible_and_spread():
 
 
 def test_topq_label_counts_equal_the_dense_path():
-    from sae_core.consistency import label_counts_topq, topq_tokens
+    from sae_core.explore.consistency import label_counts_topq, topq_tokens
 
     gen = torch.Generator().manual_seed(0)
     acts = torch.randn(500, 12, generator=gen)

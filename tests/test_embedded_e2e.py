@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sae_core.__main__ import main
-from sae_core.atlas import load_atlas
+from sae_core.atlas.layout import load_atlas
 from sae_core.lm import load_lm
 
 
@@ -50,7 +50,7 @@ def test_cli_reports_bad_input(tmp_path, capsys):
 
 
 def test_checkpoint_for_another_model_width_is_refused(smol, tmp_path):
-    from sae_core.atlas import check_fits
+    from sae_core.atlas.layout import check_fits
     from sae_core.config import SaeConfig
     from sae_core.sae import Sae
 

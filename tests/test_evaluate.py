@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from sae_core.activations import keep_mask
+from sae_core.atlas.evaluate import ce_losses
 from sae_core.config import SaeConfig
-from sae_core.evaluate import ce_losses
 from sae_core.hooks import edit_output
 from sae_core.lm import LM, find_layers
 from sae_core.metrics import cross_entropy
 from sae_core.sae import Sae
-from sae_core.train import keep_mask
 
 from .conftest import tiny_lm, tiny_tokenizer
 

@@ -6,31 +6,25 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from sae_core import session
+from sae_core.activations import keep_mask
+from sae_core.atlas.layout import LoadedAtlas
 from sae_core.config import SaeConfig
-from sae_core.feature_page import check_ids, feature_page, open_index, token_pieces
-from sae_core.features import (
-    IndexConfig,
+from sae_core.explore.feature_index import (
     build_feature_index,
     collect_codes,
     ensure_feature_index,
-    index_layer,
     index_windows,
     sparse_codes,
 )
-from sae_core.features_view import (
-    density_figure,
-    merged_pieces,
-    snippets_html,
-    summary_markdown,
-)
+from sae_core.explore.feature_page import check_ids, feature_page, open_index, token_pieces
+from sae_core.explore.feature_stats import IndexConfig, index_layer
+from sae_core.explore.logit_lens import direction_logits, logit_lens
 from sae_core.hooks import run_captured
 from sae_core.lm import LM, find_layers
-from sae_core.logit_lens import direction_logits, logit_lens
 from sae_core.sae import Sae
-from sae_core.session import LoadedAtlas
-from sae_core.train import keep_mask
 from tests.conftest import tiny_lm, tiny_tokenizer
+from ui import session
+from ui.features_view import density_figure, merged_pieces, snippets_html, summary_markdown
 
 # --- the index on hand-made codes -------------------------------------------------------
 
@@ -307,7 +301,7 @@ def test_pieces_align_with_real_tokens(smol_tokenizer, text):
 
 
 def test_merged_pieces_carry_the_max_activation(smol_tokenizer):
-    from sae_core.feature_page import Snippet
+    from sae_core.explore.feature_page import Snippet
 
     ids = smol_tokenizer("a 🦜 b", add_special_tokens=False).input_ids
     pieces = token_pieces(smol_tokenizer, ids)

@@ -5,9 +5,9 @@ import re
 import pytest
 
 import app
-from sae_core import session
-from sae_core.features import ensure_feature_index
+from sae_core.explore.feature_index import ensure_feature_index
 from tests.browser import browser_page, needs_chromium, served
+from ui import session
 
 pytestmark = needs_chromium
 

@@ -18,17 +18,22 @@ import torch.nn.functional as F
 from huggingface_hub import constants
 from safetensors.torch import save as st_bytes
 
-from sae_core import hub_atlas, session
-from sae_core.atlas import ensure_layer_map, is_built, load_atlas
+from sae_core.atlas.layout import is_built, list_atlases, load_atlas
 from sae_core.config import SaeConfig
-from sae_core.features import ensure_feature_index
+from sae_core.explore.feature_index import ensure_feature_index
+from sae_core.explore.layermap import ensure_layer_map
+from sae_core.explore.live import live_view
 from sae_core.hooks import run_captured
-from sae_core.hub import HubError, hookpoint_of, load_pretrained
-from sae_core.hub_registry import RELEASES, releases_for, same_model
-from sae_core.live import live_view
+from sae_core.hub import export as hub_export
+from sae_core.hub import pretrained_atlas as hub_atlas
+from sae_core.hub.fetch import HubError
+from sae_core.hub.formats import hookpoint_of
+from sae_core.hub.load import load_pretrained
+from sae_core.hub.registry import RELEASES, releases_for, same_model
 from sae_core.sae import Sae
 from tests.browser import browser_page, needs_chromium, served
 from ui import saes as saes_ui
+from ui import session
 
 REV = "1f" * 20
 D, S = 32, 64  # tiny model width, SAE width
@@ -326,8 +331,8 @@ def test_pretrained_atlas_feeds_every_reader(tmp_path, tiny_atlas):
     cache, root = two_layer_repo(tmp_path), tmp_path / "atlas"
     reports = []
     out, warns = hub_atlas.load_pretrained_atlas(
-        "org/pair", "L0,L1", model="tiny-llama", name="pair", root=root, cache_dir=cache,
-        corpus=corpus, seq_len=16, held_out=8, report=lambda m, f: reports.append(m))
+        "org/pair", "L0,L1", model="tiny-llama", lm=session.model("tiny-llama"), name="pair", root=root,
+        cache_dir=cache, corpus=corpus, seq_len=16, held_out=8, report=lambda m, f: reports.append(m))
     assert out == root / "pair" and is_built(out) and warns == ()
     assert sorted(p.name for p in root.iterdir()) == ["pair"]  # no temporary folder left
     assert any("fetching L1" in m for m in reports)
@@ -352,16 +357,17 @@ def test_pretrained_atlas_feeds_every_reader(tmp_path, tiny_atlas):
     assert view.hookpoints == ("layers.0", "layers.2")
     md, table, _ = saes_ui.atlas_summary(str(out))
     assert "org/pair" in md and table["hookpoint"].tolist() == ["layers.0", "layers.2"]
-    assert str(out) in saes_ui.list_atlases(root)
+    assert str(out) in list_atlases(root)
     with pytest.raises(HubError, match="already exists"):
         hub_atlas.load_pretrained_atlas("org/pair", "L0", model="tiny-llama", name="pair",
-                                        root=root, cache_dir=cache)
+                                        lm=session.model("tiny-llama"), root=root,
+                                        cache_dir=cache)
 
 
 def test_failures_leave_nothing_behind(tmp_path, tiny_atlas, monkeypatch):
     corpus = json.loads((tiny_atlas / "atlas.json").read_text())["corpus"]
     cache, root = two_layer_repo(tmp_path), tmp_path / "atlas"
-    kw = dict(model="tiny-llama", root=root, cache_dir=cache, corpus=corpus, seq_len=16,
+    kw = dict(model="tiny-llama", lm=session.model("tiny-llama"), root=root, cache_dir=cache, corpus=corpus, seq_len=16,
               held_out=8)
     with pytest.raises(HubError, match=r"missing-folder/cfg\.json"):
         hub_atlas.load_pretrained_atlas("org/pair", "L0, missing-folder", name="a", **kw)
@@ -376,7 +382,7 @@ def test_failures_leave_nothing_behind(tmp_path, tiny_atlas, monkeypatch):
 
 
 def test_export_round_trip_is_bit_identical(tmp_path, tiny_atlas):
-    out = hub_atlas.export_saelens(tiny_atlas, tmp_path / "export", repo_id="me/tiny-saes")
+    out = hub_export.export_saelens(tiny_atlas, tmp_path / "export", repo_id="me/tiny-saes")
     info, metrics, saes = load_atlas(tiny_atlas)
     card = (out / "README.md").read_text()
     assert "library_name: saelens" in card and "tiny-llama" in card
@@ -398,16 +404,16 @@ def test_export_round_trip_is_bit_identical(tmp_path, tiny_atlas):
         for (name, a), b in zip(sae.named_parameters(), back.parameters(), strict=True):
             assert torch.equal(a, b), (h, name)
     with pytest.raises(HubError, match="not empty"):
-        hub_atlas.export_saelens(tiny_atlas, out)
+        hub_export.export_saelens(tiny_atlas, out)
 
 
 def test_push_needs_a_token_and_uploads_the_folder(tmp_path, tiny_atlas, monkeypatch):
-    out = hub_atlas.export_saelens(tiny_atlas, tmp_path / "export")
-    monkeypatch.setattr(hub_atlas, "get_token", lambda: None)
+    out = hub_export.export_saelens(tiny_atlas, tmp_path / "export")
+    monkeypatch.setattr(hub_export, "get_token", lambda: None)
     with pytest.raises(HubError, match="no Hugging Face token is configured"):
-        hub_atlas.push_to_hub(out, "me/tiny-saes")
+        hub_export.push_to_hub(out, "me/tiny-saes")
     with pytest.raises(HubError, match="not an exported SAE set"):
-        hub_atlas.push_to_hub(tmp_path, "me/tiny-saes", token="t")
+        hub_export.push_to_hub(tmp_path, "me/tiny-saes", token="t")
     calls = []
 
     class FakeApi:  # records what would be sent; nothing leaves the machine
@@ -421,8 +427,8 @@ def test_push_needs_a_token_and_uploads_the_folder(tmp_path, tiny_atlas, monkeyp
             calls.append(("upload", kw))
             return type("Commit", (), {"commit_url": "https://hub/commit/1"})()
 
-    monkeypatch.setattr(hub_atlas, "HfApi", FakeApi)
-    assert hub_atlas.push_to_hub(out, "me/tiny-saes", token="secret") == "https://hub/commit/1"
+    monkeypatch.setattr(hub_export, "HfApi", FakeApi)
+    assert hub_export.push_to_hub(out, "me/tiny-saes", token="secret") == "https://hub/commit/1"
     assert calls[0] == ("token", "secret") and calls[1][1] == "me/tiny-saes"
     assert calls[2][1]["folder_path"] == out and calls[2][1]["repo_id"] == "me/tiny-saes"
 
@@ -454,7 +460,7 @@ def test_saes_tab_loads_from_the_hub_and_exports(tmp_path, tiny_atlas, monkeypat
                                                 ).exists()
     with pytest.raises(gr.Error, match="not empty"):
         saes_ui.export_set(new, "", "me/one")
-    monkeypatch.setattr(hub_atlas, "get_token", lambda: None)
+    monkeypatch.setattr(hub_export, "get_token", lambda: None)
     with pytest.raises(gr.Error, match="no Hugging Face token"):
         saes_ui.push_set(new, "", "me/one")
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from sae_core import labels as labels_mod
 from sae_core.corpus import token_windows
-from sae_core.labels import (
+from sae_core.explore import labels as labels_mod
+from sae_core.explore.labels import (
     SHAPES,
     _chunks,
     labelled_windows,

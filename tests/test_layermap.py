@@ -1,12 +1,12 @@
 import numpy as np
 import torch
 
+from sae_core.activations import keep_mask
 from sae_core.config import SaeConfig
+from sae_core.explore.labels import LabelledWindows
+from sae_core.explore.layermap import MAP_TASKS, LayerMapData, compute_layer_map
 from sae_core.hooks import run_captured
-from sae_core.labels import LabelledWindows
-from sae_core.layermap import MAP_TASKS, LayerMapData, compute_layer_map
 from sae_core.sae import Sae
-from sae_core.train import keep_mask
 
 HOOKS = ["layers.0", "layers.2"]
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sae_core.layermap import LayerMapData
-from sae_core.layermap_view import feature_table, heatmap_figure, present_labels, summary_rows
+from sae_core.explore.layermap import LayerMapData
+from ui.layer_map_view import feature_table, heatmap_figure, present_labels, summary_rows
 
 
 def _lmap():

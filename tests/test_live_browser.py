@@ -3,9 +3,9 @@
 import pytest
 
 import app
-from sae_core import session
-from sae_core.live import live_view
+from sae_core.explore.live import live_view
 from tests.browser import browser_page, needs_chromium, served
+from ui import session
 
 pytestmark = needs_chromium
 

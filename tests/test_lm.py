@@ -1,6 +1,7 @@
 import pytest
 
-from sae_core.lm import find_layers, load_lm, parse_hookpoint
+from sae_core.activations import parse_hookpoint
+from sae_core.lm import find_layers, load_lm
 
 
 def test_unknown_model_id_is_a_clear_error(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sae_core.shuffle import ShuffleBuffer
+from sae_core.train.shuffle import ShuffleBuffer
 
 
 def test_every_row_is_trained_exactly_once_and_batches_mix():

@@ -2,7 +2,7 @@ import torch
 
 from sae_core.config import SaeConfig
 from sae_core.sae import Sae
-from sae_core.sparse_grad import topk_step_grads
+from sae_core.train.topk_grad import topk_step_grads
 
 
 def _autograd_loss(sae: Sae, x, k, dead, alpha):

@@ -5,17 +5,11 @@ import math
 import pytest
 import torch
 
-from sae_core import session
+from sae_core.activations import typical_norms
 from sae_core.config import SaeConfig
-from sae_core.generation import (
-    GenConfig,
-    generate,
-    prompt_ids,
-    side_by_side,
-)
 from sae_core.hooks import capture
 from sae_core.sae import Sae
-from sae_core.steering import (
+from sae_core.steer.edits import (
     FeatureSteer,
     Steering,
     _Cursor,
@@ -23,8 +17,9 @@ from sae_core.steering import (
     feature_acts,
     hookpoint_for_layer,
     steering_hooks,
-    typical_norms,
 )
+from sae_core.steer.generation import GenConfig, generate, prompt_ids, side_by_side
+from ui import session
 
 PROMPT = "the cat sat on the mat . a dog ran"
 
@@ -238,7 +233,7 @@ def test_few_rows_linear_matches_and_stays_in_its_thread():
 
     import torch.nn.functional as F
 
-    from sae_core.generation import _FewRowsLinear
+    from sae_core.steer.generation import _FewRowsLinear
 
     threads = []
 

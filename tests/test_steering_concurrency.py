@@ -15,7 +15,7 @@ import pytest
 from gradio_client import Client
 
 import app
-from sae_core import generation
+from sae_core.steer import generation
 from tests import browser
 
 PROMPTS = ["the cat sat on the mat", "a dog ran on the mat .", "Paris is big , the cat"]

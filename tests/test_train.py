@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from sae_core.activations import keep_mask
 from sae_core.config import TrainConfig
-from sae_core.train import k_at, keep_mask, sae_batches, train_saes
+from sae_core.train.trainer import k_at, sae_batches, train_saes
 
 HOOKS = ["layers.0", "layers.2"]
 

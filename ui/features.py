@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core import session
-from sae_core.feature_page import feature_page, open_index
-from sae_core.features import ensure_feature_index, has_feature_index
-from sae_core.features_view import (
+from sae_core.activations import parse_hookpoint
+from sae_core.atlas.layout import read_info
+from sae_core.explore.feature_index import ensure_feature_index, has_feature_index
+from sae_core.explore.feature_page import feature_page, open_index
+
+from . import session
+from .features_view import (
     activation_histogram,
     density_figure,
     logit_table,
     snippets_html,
     summary_markdown,
 )
-from sae_core.lm import parse_hookpoint
 
 TAB_ID = "features"
 FEATURES_INTRO = """Pick a layer and a feature to see where it fires: the passages of the
@@ -45,7 +46,7 @@ class FeaturesTab(NamedTuple):
 def _hookpoints(folder: str | None) -> list[str]:
     """The atlas's hookpoints from atlas.json: building the tab loads no model."""
     try:
-        return list(json.loads((Path(folder) / "atlas.json").read_text())["hookpoints"])
+        return list(read_info(folder)["hookpoints"])
     except (TypeError, OSError, ValueError, KeyError):
         return []
 

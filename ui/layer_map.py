@@ -7,10 +7,11 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core import session
-from sae_core.atlas import ensure_layer_map
-from sae_core.layermap import LayerMapData
-from sae_core.layermap_view import (
+from sae_core.activations import layer_of
+from sae_core.explore.layermap import LayerMapData, ensure_layer_map, read_layer_map
+
+from . import session
+from .layer_map_view import (
     KIND_NAMES,
     TASK_NAMES,
     feature_table,
@@ -19,7 +20,6 @@ from sae_core.layermap_view import (
     present_labels,
     summary_rows,
 )
-from sae_core.lm import parse_hookpoint
 
 LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
 speech, grammatical role, entity type and word shape (spaCy), and give each feature the tag
@@ -44,7 +44,7 @@ class LayerMapTab(NamedTuple):
 
 
 def _layer_ids(lmap: LayerMapData | None) -> list[int]:
-    return [parse_hookpoint(h)[0] for h in lmap.hookpoints] if lmap else []
+    return [layer_of(h) for h in lmap.hookpoints] if lmap else []
 
 
 def _labels(lmap: LayerMapData | None, task: str) -> list[str]:
@@ -52,7 +52,7 @@ def _labels(lmap: LayerMapData | None, task: str) -> list[str]:
 
 
 def redraw(folder, task, kind, thr, sup, lift):
-    lmap = session.layer_map(folder)
+    lmap = read_layer_map(folder)
     if lmap is None:
         return None, None, None, ""
     return (heatmap_figure(lmap, task, thr, int(sup), kind, lift),
@@ -66,7 +66,7 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
     """`picker` holds the active atlas folder; everything here follows it."""
     with gr.Tab("Layer map"):
         gr.Markdown(LAYER_MAP_INTRO)
-        lmap = session.layer_map(picker.value)
+        lmap = read_layer_map(picker.value)
         missing = gr.Markdown(NO_MAP, visible=lmap is None)
         build = gr.Button("Build the layer map (a few minutes)", visible=lmap is None)
         tasks = [(name, t) for t, name in TASK_NAMES.items()]
@@ -96,18 +96,18 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
         cell = gr.Dataframe(interactive=False)
 
         def relabel(folder, task):
-            names = _labels(session.layer_map(folder), task)
+            names = _labels(read_layer_map(folder), task)
             return gr.Dropdown(choices=names, value=names[0] if names else None)
 
         def switch_atlas(folder, task):
-            lmap = session.layer_map(folder)
+            lmap = read_layer_map(folder)
             ids = _layer_ids(lmap)
             return (gr.Markdown(visible=lmap is None), gr.Button(visible=lmap is None),
                     gr.Dropdown(choices=ids, value=ids[len(ids) // 2] if ids else None),
                     relabel(folder, task))
 
         def cell_table(folder, task, kind, thr, sup, lift, layer, label):
-            lmap = session.layer_map(folder)
+            lmap = read_layer_map(folder)
             if lmap is None or layer is None or label is None:
                 return None
             try:
@@ -120,7 +120,6 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
                 raise gr.Error("Pick an SAE set first.")
             ensure_layer_map(Path(folder), lm=session.open_atlas(folder).lm,
                              report=lambda msg, frac: progress(frac, desc=msg))
-            session.layer_map_built()
             return switch_atlas(folder, "pos")
 
         controls = [task, kind, threshold, support, lift]

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 from huggingface_hub import get_token
 
-from sae_core.atlas import ATLAS_ROOT, is_built
-from sae_core.hub import HubError
-from sae_core.hub_atlas import (
-    EXPORT_ROOT,
-    default_name,
-    export_saelens,
-    load_pretrained_atlas,
-    push_to_hub,
-)
-from sae_core.hub_registry import RELEASES, release_label, slug
+from sae_core.atlas.layout import ATLAS_ROOT, is_built, list_atlases, read_info, read_metrics
+from sae_core.hub.export import EXPORT_ROOT, export_saelens, push_to_hub
+from sae_core.hub.fetch import HubError
+from sae_core.hub.pretrained_atlas import default_name, load_pretrained_atlas
+from sae_core.hub.registry import RELEASES, release_label, slug
 from sae_core.lm import EMBEDDED_ID
-from sae_core.plots import quality_by_layer
+
+from . import session
+from .plots import quality_by_layer
 
 HUB_INTRO = """### Load SAEs from the Hugging Face Hub
 Pick a known release, or type a repo id with the SAE folders in it (SAELens: `cfg.json` +
 `sae_weights.safetensors`; EleutherAI sparsify: `<hookpoint>/cfg.json` + `sae.safetensors`).
 The set is checked against the model, measured on our corpus like a trained set, and then
 feeds every tab."""
-
-
-def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:
-    return sorted(str(p) for p in root.glob("*") if is_built(p))
-
-
-def _read(folder: str | Path) -> tuple[dict, dict]:
-    folder = Path(folder)
-    return (json.loads((folder / "atlas.json").read_text()),
-            json.loads((folder / "metrics.json").read_text()))
 
 
 def _origin(info: dict) -> str:
@@ -55,7 +41,7 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     """Markdown summary, per-layer metrics table and quality plot of one atlas."""
     if not folder or not is_built(Path(folder)):
         return "No atlas selected.", pd.DataFrame(), None
-    info, metrics = _read(folder)
+    info, metrics = read_info(folder), read_metrics(folder)
     md = (f"**{info['model']}**, {len(metrics)} SAEs {_origin(info)}. Metrics on "
           f"{next(iter(metrics.values()))['heldout_tokens']:,} held-out tokens of "
           f"`{info['corpus']}`.")
@@ -77,7 +63,7 @@ def sets_table(root: Path = ATLAS_ROOT, extra: str | None = None) -> pd.DataFram
     for folder in sorted({*list_atlases(root), *([extra] if extra else [])}):
         if not is_built(Path(folder)):
             continue
-        info, metrics = _read(folder)
+        info, metrics = read_info(folder), read_metrics(folder)
 
         def mean(key: str, metrics: dict = metrics) -> float:
             return round(sum(m[key] for m in metrics.values()) / len(metrics), 4)
@@ -116,8 +102,9 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
         out, done = same, "was already loaded"
     else:
         try:
+            progress(0.0, desc=f"loading the model {model}")
             out, warns = load_pretrained_atlas(
-                source, sae_ids or "", model=model, name=name or None,
+                source, sae_ids or "", model=model, lm=session.model(model), name=name or None,
                 report=lambda msg, frac: progress(frac, desc=msg))
         except (HubError, ValueError, FileNotFoundError, RuntimeError) as err:
             raise gr.Error(str(err)) from err
@@ -126,7 +113,7 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
         done = "loaded"
     choices = sorted({*list_atlases(), *([current] if current else []), str(out)})
     return (gr.Dropdown(choices=choices, value=str(out)),
-            f"**{out.name}** ({len(_read(out)[1])} SAEs) {done}; it is now the active set.",
+            f"**{out.name}** ({len(read_metrics(out))} SAEs) {done}; it is now the active set.",
             sets_table(extra=str(out)))
 
 

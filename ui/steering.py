@@ -13,18 +13,13 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
-from sae_core import session
-from sae_core.concepts import find_concept_features
-from sae_core.generation import (
-    MAX_NEW_TOKENS,
-    GenConfig,
-    side_by_side,
-)
-from sae_core.steering import (
-    FeatureSteer,
-    Steering,
-    hookpoint_for_layer,
-)
+from sae_core.activations import layer_of
+from sae_core.atlas.layout import LoadedAtlas, read_info
+from sae_core.explore.concepts import find_concept_features
+from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
+from sae_core.steer.generation import MAX_NEW_TOKENS, GenConfig, side_by_side
+
+from . import session
 
 PRESETS_FILE = Path(__file__).resolve().parents[1] / "assets" / "steering_presets.json"
 STEER_CONCURRENCY = max(2, os.cpu_count() or 2)
@@ -79,7 +74,7 @@ def _int(value, name: str) -> int:
 
 
 def steering_of(folder: str, layer, feature, strength, mode: str, positions: str,
-                extra: str | None) -> tuple[session.LoadedAtlas, Steering]:
+                extra: str | None) -> tuple[LoadedAtlas, Steering]:
     if not folder:
         raise ValueError("pick an SAE set first")
     loaded = session.open_atlas(folder)
@@ -144,8 +139,7 @@ def concept_table(folder: str, concept: str, first, last) -> pd.DataFrame:
 def _n_layers(folder: str | None) -> int:
     """Layers the atlas covers (last + 1), from atlas.json: no model load to build the tab."""
     try:
-        hookpoints = json.loads((Path(folder) / "atlas.json").read_text())["hookpoints"]
-        return 1 + max(int(h.split(".")[1]) for h in hookpoints)
+        return 1 + max(layer_of(h) for h in read_info(folder)["hookpoints"])
     except (TypeError, OSError, ValueError, KeyError, IndexError):
         return 30
 

@@ -107,18 +107,24 @@ def feature_stats(counts_FL: ArrayLike, base_rate_L: ArrayLike) -> FeatureStats:
     return FeatureStats(label=label, consistency=consistency, support=support, lift=lift)
 
 
+def accepted(stats: FeatureStats, threshold: float, min_support: int,
+             min_lift: float = 0.0) -> Tensor:
+    """(n_features,) bool: consistency >= threshold, support >= min_support (at least 1, so a
+    dead feature is never accepted) and lift >= min_lift (with min_lift > 1, a label as
+    common as "no entity" is not earned by chance). NaN compares False."""
+    ok = stats.support >= max(int(min_support), 1)
+    return ok & (stats.consistency >= threshold) & (stats.lift >= min_lift)
+
+
 def layer_map(
     stats: FeatureStats, threshold: float, min_support: int, n_labels: int, min_lift: float = 0.0
 ) -> LayerMap:
-    """Accepted features per label: consistency >= threshold, support >= min_support and
-    lift >= min_lift (with min_lift > 1, a label as common as "no entity" is not earned by
-    chance)."""
-    eligible = stats.support >= max(min_support, 1)  # a dead feature is never accepted
-    accepted = eligible & (stats.consistency >= threshold)  # NaN compares False
-    accepted &= stats.lift >= min_lift
-    n_accepted = torch.bincount(stats.label[accepted], minlength=n_labels)
+    """Accepted features per label (see `accepted`)."""
+    eligible = stats.support >= max(min_support, 1)
+    accepted_F = accepted(stats, threshold, min_support, min_lift)
+    n_accepted = torch.bincount(stats.label[accepted_F], minlength=n_labels)
     n_features = len(stats.support)
-    share = float(accepted.sum()) / n_features if n_features else 0.0
+    share = float(accepted_F.sum()) / n_features if n_features else 0.0
     return LayerMap(n_accepted=n_accepted, share_accepted=share, n_eligible=int(eligible.sum()))
 
 

@@ -20,12 +20,12 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from .corpus import bos_id
-from .hooks import run_captured
-from .lm import parse_hookpoint
-from .session import LoadedAtlas
-from .steering import typical_norms
-from .train import keep_mask
+from ..activations import keep_mask, layer_of, typical_norms
+from ..atlas.layout import LoadedAtlas
+from ..corpus import bos_id
+from ..hooks import run_captured
+from .feature_index import TOKENS_FILE, has_feature_index, index_dir, layer_file
+from .layermap import read_layer_map
 
 TEMPLATES = (
     "I keep thinking about {c}.",
@@ -78,7 +78,7 @@ class ConceptHit:
 
     @property
     def layer(self) -> int:
-        return parse_hookpoint(self.hookpoint)[0]
+        return layer_of(self.hookpoint)
 
 
 def _batch(loaded: LoadedAtlas, texts: list[str]) -> tuple[Tensor, Tensor, list]:
@@ -103,8 +103,8 @@ def _acts(loaded: LoadedAtlas, texts: list[str], hookpoints: list[str], norms: d
     ids, mask, offsets = _batch(loaded, texts)
     with torch.inference_mode():
         acts = run_captured(loaded.lm, ids, hookpoints, bf16=False, attention_mask=mask)
-    factor = loaded.info.get("train_cfg", {}).get("outlier_factor", 10.0)
-    keep = {h: keep_mask(acts[h], norms[h], factor) & mask.bool() for h in hookpoints}
+    keep = {h: keep_mask(acts[h], norms[h], loaded.outlier_factor) & mask.bool()
+            for h in hookpoints}
     return acts, keep, offsets
 
 
@@ -127,7 +127,7 @@ def _neutral_stats(loaded: LoadedAtlas, hookpoints: list[str], norms: dict) -> d
 
 
 def _label(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str:
-    lmap = loaded.layer_map
+    lmap = read_layer_map(loaded.folder)
     if lmap is None or hookpoint not in lmap.hookpoints:
         return ""
     parts = []
@@ -141,17 +141,13 @@ def _label(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str:
 
 def _index_snippet(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str | None:
     """The feature's top context from the atlas's feature index, if one was built."""
-    try:  # the feature index is optional: without it, no corpus snippet
-        from .features import has_feature_index, index_dir, layer_file
-    except ImportError:
-        return None
     folder = loaded.folder
     if not has_feature_index(folder) or not layer_file(folder, hookpoint).exists():
         return None
     try:
         with safe_open(str(layer_file(folder, hookpoint)), "pt") as f:
             tok = int(f.get_slice("top_tok")[feature : feature + 1, 0:1].item())
-        with safe_open(str(index_dir(folder) / "tokens.safetensors"), "pt") as f:
+        with safe_open(str(index_dir(folder) / TOKENS_FILE), "pt") as f:
             seq_len = f.get_slice("tokens").get_shape()[1]
             w, pos = divmod(tok, seq_len)
             row = f.get_slice("tokens")[w : w + 1, :][0] if tok >= 0 else None
@@ -177,11 +173,10 @@ def find_concept_features(
     if len(concept) > MAX_CONCEPT_CHARS:
         raise ValueError(f"keep the concept under {MAX_CONCEPT_CHARS} characters")
     hookpoints = [h for h in loaded.saes if layers is None
-                  or layers[0] <= parse_hookpoint(h)[0] <= layers[1]]
+                  or layers[0] <= layer_of(h) <= layers[1]]
     if not hookpoints:
         raise ValueError(f"no layer of this SAE set lies in {layers[0]}..{layers[1]}")
-    norms, _ = typical_norms(loaded.lm, loaded.saes, hookpoints,
-                             corpus=loaded.info.get("corpus", "default"))
+    norms, _ = typical_norms(loaded.lm, loaded.saes, hookpoints, corpus=loaded.corpus)
     neutral = _neutral_stats(loaded, hookpoints, norms)
     texts = [t.replace("{c}", concept) for t in TEMPLATES]
     acts, keep, offsets = _acts(loaded, texts, hookpoints, norms)

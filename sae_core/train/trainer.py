@@ -7,33 +7,26 @@ resumable checkpoints (safetensors + JSON).
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from .config import SaeConfig, TrainConfig
-from .hooks import run_captured
-from .lm import LM
-from .sae import Sae
+from ..activations import keep_mask
+from ..config import SaeConfig, TrainConfig
+from ..hooks import run_captured
+from ..lm import LM
+from ..metrics import fvu, total_variance
+from ..sae import Sae
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .shuffle import ShuffleBuffer
-from .sparse_grad import normalize_decoder, remove_parallel_grad, topk_step_grads
+from .topk_grad import normalize_decoder, remove_parallel_grad, topk_step_grads
 
 Progress = Callable[[int, int, dict], None]
-
-
-def keep_mask(acts_BLD: Tensor, median_norm: float, outlier_factor: float) -> Tensor:
-    """(B, L) bool: drop position 0 and massive-activation tokens (norm > factor * median)."""
-    keep = acts_BLD.float().norm(dim=-1) <= outlier_factor * median_norm
-    keep[:, 0] = False
-    return keep
 
 
 def sae_batches(x_ND: Tensor, batch_tokens: int) -> tuple[Tensor, ...]:
@@ -58,12 +51,9 @@ def l1_loss(sae: Sae, x_ND: Tensor, coeff: float) -> tuple[Tensor, Tensor]:
     """(FVU, coeff * L1) for a ReLU SAE; L1 of activations times decoder norms, in units of
     the batch's RMS deviation so one coefficient fits every layer."""
     acts = F.relu(sae.pre_acts(x_ND))
-    x_hat = sae.decode(acts)
-    total_var = (x_ND - x_ND.mean(0)).pow(2).sum()
-    fvu = (x_hat - x_ND).pow(2).sum() / total_var
-    rms = (total_var / x_ND.shape[0]).sqrt()
+    rms = (total_variance(x_ND) / x_ND.shape[0]).sqrt()
     l1 = (acts * sae.W_dec.norm(dim=-1)).sum(-1).mean() / rms
-    return fvu, coeff * l1
+    return fvu(x_ND, sae.decode(acts)), coeff * l1
 
 
 class SaeTrainer:
@@ -92,7 +82,7 @@ class SaeTrainer:
                 sae, x_ND, k_at(cfg, self.step_no, self.total_steps),
                 dead=self.since_fired > cfg.dead_tokens, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16,
             )
-            fired, fvu = stats.fired, stats.fvu
+            fired, batch_fvu = stats.fired, stats.fvu
         else:
             sae.zero_grad(set_to_none=True)
             warm = min(self.step_no / max(cfg.l1_warmup_frac * self.total_steps, 1), 1.0)
@@ -100,7 +90,7 @@ class SaeTrainer:
             (fvu_t + l1).backward()
             with torch.no_grad():
                 fired = (F.relu(sae.pre_acts(x_ND)) > 0).any(0)
-            fvu = float(fvu_t.detach())
+            batch_fvu = float(fvu_t.detach())
         self.since_fired += x_ND.shape[0]
         self.since_fired[fired] = 0
         self.n_tokens += x_ND.shape[0]
@@ -108,7 +98,7 @@ class SaeTrainer:
         remove_parallel_grad(sae)
         self.opt.step()
         normalize_decoder(sae)
-        return fvu
+        return batch_fvu
 
     def dead_fraction(self) -> float:
         return float((self.since_fired > self.cfg.dead_tokens).double().mean())
@@ -149,12 +139,13 @@ class MultiTrainer:
         seed = self.cfg.seed + self.hookpoints.index(hookpoint)
         sae = Sae.init_from_data(self.sae_config(hookpoint, x.shape[1]), x, seed=seed,
                                  encoder_scale=self.cfg.encoder_scale())
-        return LayerState(SaeTrainer(sae, self.cfg, self.total_steps), median,
-                          self._buffer(x.shape[1], seed))
+        return self.layer_state(sae, median, seed)
 
-    def _buffer(self, d_in: int, seed: int) -> ShuffleBuffer | None:
+    def layer_state(self, sae: Sae, median_norm: float, seed: int) -> LayerState:
+        """A fresh optimizer, dead-latent counter and shuffle buffer around `sae`."""
         n = self.cfg.shuffle_batches
-        return ShuffleBuffer(n * self.cfg.lm_batch_tokens, d_in, seed) if n >= 2 else None
+        buffer = ShuffleBuffer(n * self.cfg.lm_batch_tokens, sae.cfg.d_in, seed) if n >= 2 else None
+        return LayerState(SaeTrainer(sae, self.cfg, self.total_steps), median_norm, buffer)
 
     def step(self, acts: dict[str, Tensor]) -> dict:
         """SAE steps for every hookpoint on its (batch, seq, d) activations of one LM batch."""
@@ -185,58 +176,6 @@ class MultiTrainer:
     def saes(self) -> dict[str, Sae]:
         return {h: s.sae for h, s in self.layers.items()}
 
-    def save_checkpoint(self, folder: Path, batches_done: int) -> None:
-        """Everything needed to resume exactly: weights, Adam moments, counters."""
-        tensors, layers = {}, {}
-        for h, s in self.layers.items():
-            for name, p in s.sae.named_parameters():
-                tensors[f"{h}/{name}"] = p.detach().contiguous()
-                opt_state = s.trainer.opt.state.get(p, {})
-                for key in ("exp_avg", "exp_avg_sq", "step"):
-                    if key in opt_state:
-                        tensors[f"{h}/{name}/{key}"] = opt_state[key].contiguous()
-            tensors[f"{h}/since_fired"] = s.trainer.since_fired
-            if s.buffer is not None:
-                tensors |= {f"{h}/buffer/{k}": v for k, v in s.buffer.state().items()}
-            layers[h] = {"median_norm": s.median_norm, "n_tokens": s.trainer.n_tokens,
-                         "step_no": s.trainer.step_no, "n_dropped": s.n_dropped,
-                         "d_in": s.sae.cfg.d_in}
-        meta = {"batches_done": batches_done, "step_no": self.step_no,
-                "train_cfg": asdict(self.cfg), "layers": layers}
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)  # a crash mid-save leaves the previous checkpoint intact
-
-    def load_checkpoint(self, folder: Path) -> int:
-        """Restore a checkpoint; returns the number of LM batches already done."""
-        meta = json.loads((folder / "state.json").read_text())
-        if meta["train_cfg"] != asdict(self.cfg):
-            raise ValueError(f"checkpoint {folder} was made with another training config")
-        tensors = load_file(str(folder / "state.safetensors"))
-        for h, info in meta["layers"].items():
-            sae = Sae(self.sae_config(h, info["d_in"]))
-            trainer = SaeTrainer(sae, self.cfg, self.total_steps)
-            with torch.no_grad():
-                for name, p in sae.named_parameters():
-                    p.copy_(tensors[f"{h}/{name}"])
-                    if f"{h}/{name}/step" in tensors:
-                        trainer.opt.state[p] = {
-                            key: tensors[f"{h}/{name}/{key}"].clone()
-                            for key in ("exp_avg", "exp_avg_sq", "step")
-                        }
-            trainer.since_fired = tensors[f"{h}/since_fired"].clone()
-            trainer.n_tokens, trainer.step_no = info["n_tokens"], info["step_no"]
-            buffer = self._buffer(info["d_in"], 0)
-            if buffer is not None:
-                buffer.load_state({k: tensors[f"{h}/buffer/{k}"] for k in ("data", "rng")})
-            self.layers[h] = LayerState(trainer, info["median_norm"], buffer, info["n_dropped"])
-        self.step_no = meta["step_no"]
-        return meta["batches_done"]
-
 
 def train_saes(
     lm: LM, windows_WL: Tensor, hookpoints: list[str], cfg: TrainConfig, *,
@@ -261,8 +200,8 @@ def train_saes(
         )
     trainer = MultiTrainer(cfg, hookpoints, lm.name, n_batches * steps_per_lm_batch(cfg))
     start = 0
-    if checkpoint_dir is not None and (checkpoint_dir / "state.json").exists():
-        start = trainer.load_checkpoint(checkpoint_dir)
+    if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        start = load_checkpoint(trainer, checkpoint_dir)
     for b in range(start, n_batches):
         batch = windows_WL[order[b * per_batch:(b + 1) * per_batch]]
         acts = run_captured(lm, batch, hookpoints, bf16=cfg.bf16)
@@ -271,7 +210,7 @@ def train_saes(
         if checkpoint_dir is not None and cfg.checkpoint_every and (
             done % cfg.checkpoint_every == 0 or done == n_batches
         ):
-            trainer.save_checkpoint(checkpoint_dir, done)
+            save_checkpoint(trainer, checkpoint_dir, done)
         if progress is not None:
             progress(done, n_batches, stats)
     trainer.drain()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .lm import parse_hookpoint
+from sae_core.activations import layer_of
 
 
 def quality_by_layer(metrics: dict[str, dict]) -> go.Figure:
     """FVU, CE loss recovered and dead latents per layer, on held-out text."""
-    layers = [parse_hookpoint(h)[0] for h in metrics]
+    layers = [layer_of(h) for h in metrics]
     rows = list(metrics.values())
     fig = make_subplots(rows=1, cols=3, subplot_titles=(
         "Unexplained variance (FVU, lower is better)",

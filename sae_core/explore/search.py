@@ -18,16 +18,17 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
-import pandas as pd
 import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from .layermap import MAP_TASKS, LayerMapData
+from ..activations import layer_of, parse_hookpoint
+from ..atlas.layout import LoadedAtlas
+from .feature_index import INDEX_DIR, META_FILE, has_feature_index, layer_file
+from .layermap import MAP_TASKS, LayerMapData, read_layer_map
 from .live import LiveView, live_view
-from .lm import parse_hookpoint
-from .session import LoadedAtlas
 
 LOUD = 3.0
 """Search skips tokens whose residual norm is over LOUD x the layer's typical norm. In
@@ -36,6 +37,31 @@ code and corpus samples) reach 3-10x at some layers: secondary attention sinks, 
 strongest features encode the sink, not the word, and would top every search."""
 MIN_LABEL_SUPPORT = 5
 """A label from fewer firings than this is shown as tentative."""
+
+
+class TextHit(NamedTuple):
+    """A feature that fires on the searched text, at its strongest token."""
+
+    layer: int
+    feature: int
+    token: str
+    position: int
+    activation: float
+    score: float
+    """See the module docstring."""
+    label: str
+    """Its layer-map label (`feature_labels`), "" without a layer map."""
+
+
+class LabelHit(NamedTuple):
+    """A feature whose layer-map label matches a label search."""
+
+    layer: int
+    feature: int
+    label: str
+    consistency: float
+    support: int
+    lift: float
 
 
 def feature_labels(lmap: LayerMapData | None, hookpoint: str, ids: list[int]) -> list[str]:
@@ -106,8 +132,6 @@ def best_firings(view: LiveView, reference: Mapping[str, Tensor] | None = None, 
 def corpus_peaks(folder: Path | str) -> dict[str, Tensor] | None:
     """Per hookpoint, (d_sae,) each feature's top activation in the atlas's feature index
     (0 if it never fired there), for `search_text(reference=...)`; None without an index."""
-    from .features import INDEX_DIR, META_FILE, has_feature_index, layer_file
-
     if not has_feature_index(Path(folder)):
         return None
     meta = json.loads((Path(folder) / INDEX_DIR / META_FILE).read_text())
@@ -120,15 +144,15 @@ def corpus_peaks(folder: Path | str) -> dict[str, Tensor] | None:
 
 def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
                 layers: list[int] | None = None, reference: Mapping[str, Tensor] | None = None,
-                max_tokens: int = 256) -> tuple[pd.DataFrame, LiveView]:
-    """The features, over all layers (or `layers`), that fire most on `text`.
+                max_tokens: int = 256) -> tuple[list[TextHit], LiveView]:
+    """The features, over all layers (or `layers`), that fire most on `text`, best first.
 
-    Returns (table, view): one row per feature with its strongest token; `view` is the
+    Returns (hits, view): one hit per feature, at its strongest token; `view` is the
     underlying live view (notices, tokens). ValueError on empty text or unknown layers.
     """
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    known = {parse_hookpoint(h)[0]: i for i, h in enumerate(loaded.hookpoints)}
+    known = {layer_of(h): i for i, h in enumerate(loaded.hookpoints)}
     if layers is not None:
         bad = [x for x in layers if x not in known]
         if bad:
@@ -137,58 +161,38 @@ def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
     view = live_view(loaded, text, max_tokens=max_tokens, top=k)
     wanted = None if layers is None else {known[x] for x in layers}
     rows = [r for r in best_firings(view, reference) if wanted is None or r[1] in wanted]
-    rows = rows[:limit]
-    lmap = loaded.layer_map
-    labels = [feature_labels(lmap, view.hookpoints[j], [f])[0] for _, j, f, _, _ in rows]
-    table = pd.DataFrame({
-        "layer": [parse_hookpoint(view.hookpoints[j])[0] for _, j, _, _, _ in rows],
-        "feature": [f for _, _, f, _, _ in rows],
-        "token": [view.pieces[t] for _, _, _, t, _ in rows],
-        "position": [t for _, _, _, t, _ in rows],
-        "activation": [round(a, 2) for *_, a in rows],
-        "score": [round(s, 3) for s, *_ in rows],
-        "label": labels,
-    })
-    return table, view
+    lmap = read_layer_map(loaded.folder)
+    return [TextHit(layer_of(view.hookpoints[j]), f, view.pieces[t], t, a, score,
+                    feature_labels(lmap, view.hookpoints[j], [f])[0])
+            for score, j, f, t, a in rows[:limit]], view
 
 
 def features_by_label(lmap: LayerMapData, layer: int | None, task: str, label: str,
                       min_consistency: float = 0.0, min_support: int = 1, *,
-                      min_lift: float = 0.0, limit: int | None = None) -> pd.DataFrame:
+                      min_lift: float = 0.0, limit: int | None = None) -> list[LabelHit]:
     """SAE features whose layer-map label for `task` is `label`, with consistency >=
     `min_consistency`, support >= `min_support` (at least 1) and lift >= `min_lift`.
 
-    `layer=None` searches every layer. Most consistent first (then most firings). Features
-    that never fired (NaN consistency) never match.
+    `layer=None` searches every residual layer. Most consistent first (then most firings).
+    Features that never fired (NaN consistency) never match.
     """
     if task not in lmap.vocab:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(lmap.vocab)}")
-    if label not in lmap.vocab[task]:
-        raise ValueError(f"unknown {task} label {label!r}")
     if not 0.0 <= min_consistency <= 1.0:
         raise ValueError(f"min_consistency must be in [0, 1], got {min_consistency}")
     if layer is None:
         hookpoints = [h for h in lmap.hookpoints if not parse_hookpoint(h)[1]]
     else:
-        hookpoint = f"layers.{int(layer)}"
-        if hookpoint not in lmap.hookpoints:
-            layers = [parse_hookpoint(h)[0] for h in lmap.hookpoints]
+        hookpoints = [f"layers.{int(layer)}"]
+        if hookpoints[0] not in lmap.hookpoints:
+            layers = [layer_of(h) for h in lmap.hookpoints]
             raise ValueError(f"layer {layer} is not in this layer map; it has {layers}")
-        hookpoints = [hookpoint]
-    lab = lmap.vocab[task].index(label)
-    parts = []
+    hits = []
     for h in hookpoints:
         s = lmap.stats("sae", h, task)
-        mask = (s.label == lab) & (s.support >= max(int(min_support), 1))
-        mask &= (s.consistency >= min_consistency) & (s.lift >= min_lift)  # NaN is False
-        ids = mask.nonzero().squeeze(1)
-        parts.append(pd.DataFrame({
-            "layer": parse_hookpoint(h)[0], "feature": ids.tolist(),
-            "consistency": s.consistency[ids].tolist(), "support": s.support[ids].tolist(),
-            "lift": s.lift[ids].tolist(),
-        }))
-    table = pd.concat(parts, ignore_index=True)
-    table = table.sort_values(["consistency", "support"], ascending=False, kind="stable")
-    table = table.reset_index(drop=True)
-    table.insert(2, "label", label)
-    return table if limit is None else table.head(limit)
+        for f in lmap.cell_features("sae", h, task, label, min_consistency, min_support,
+                                    min_lift).tolist():
+            hits.append(LabelHit(layer_of(h), f, label, float(s.consistency[f]),
+                                 int(s.support[f]), float(s.lift[f])))
+    hits.sort(key=lambda hit: (-hit.consistency, -hit.support))  # stable: layer order on ties
+    return hits if limit is None else hits[:limit]

@@ -9,17 +9,18 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from .hooks import edit_output, output_tensor, record_blocks, resume_after, run_captured
-from .lm import LM, parse_hookpoint
-from .metrics import RunningFvu, ce_loss_recovered, cross_entropy
-from .sae import Sae
-from .train import keep_mask
+from ..activations import OUTLIER_FACTOR, keep_mask, parse_hookpoint
+from ..hooks import edit_output, output_tensor, record_blocks, resume_after, run_captured
+from ..lm import LM
+from ..metrics import RunningFvu, ce_loss_recovered, cross_entropy
+from ..progress import Report
+from ..sae import Sae
 
 
 @torch.inference_mode()
 def reconstruction_stats(
     lm: LM, saes: dict[str, Sae], windows_WL: Tensor, medians: dict[str, float], *,
-    outlier_factor: float = 10.0, batch: int = 16, bf16: bool = True,
+    outlier_factor: float = OUTLIER_FACTOR, batch: int = 16, bf16: bool = True,
 ) -> dict[str, RunningFvu]:
     """One captured forward per batch for all hookpoints; FVU/L0/firing counts per SAE."""
     stats = {h: RunningFvu() for h in saes}
@@ -35,7 +36,7 @@ def reconstruction_stats(
 @torch.inference_mode()
 def ce_losses(
     lm: LM, saes: dict[str, Sae], windows_WL: Tensor, medians: dict[str, float], *,
-    outlier_factor: float = 10.0, bf16: bool = True,
+    outlier_factor: float = OUTLIER_FACTOR, bf16: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Clean, SAE-spliced and zero-ablated LM loss per hookpoint, and the share recovered.
@@ -75,19 +76,15 @@ def ce_losses(
     return out
 
 
-@torch.inference_mode()
-def residual_norms(lm: LM, hookpoints: list[str], windows_WL: Tensor, *,
-                   outlier_factor: float = 10.0,
-                   batch: int = 16, bf16: bool = True) -> dict[str, tuple[float, float]]:
-    """Per hookpoint (median norm, mean norm of the kept tokens), positions >= 1."""
-    norms: dict[str, list[Tensor]] = {h: [] for h in hookpoints}
-    for start in range(0, len(windows_WL), batch):
-        acts = run_captured(lm, windows_WL[start:start + batch], hookpoints, bf16=bf16)
-        for h in hookpoints:
-            norms[h].append(acts[h][:, 1:].float().norm(dim=-1).flatten())
-    out = {}
-    for h, parts in norms.items():
-        n = torch.cat(parts)
-        median = float(n.median())
-        out[h] = (median, float(n[n <= outlier_factor * median].mean()))
-    return out
+def evaluate_atlas(
+    lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor, *,
+    outlier_factor: float, ce_windows: int = 4, report: Report | None = None,
+) -> dict[str, dict]:
+    """metrics.json: reconstruction on all `windows_WL`, CE loss on the first `ce_windows`."""
+    stats = reconstruction_stats(lm, saes, windows_WL, medians, outlier_factor=outlier_factor)
+    ce = ce_losses(
+        lm, saes, windows_WL[:ce_windows], medians, outlier_factor=outlier_factor,
+        progress=(lambda i, n: report(f"CE loss, layer {i}/{n}", i / n)) if report else None,
+    )
+    return {h: {"fvu": s.fvu(), "l0": s.l0(), "dead_frac_heldout": s.dead_fraction(),
+                "heldout_tokens": s.n, **ce[h]} for h, s in stats.items()}

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from .hub_fetch import HubError
-from .lm import EMBEDDED_ID
+from ..lm import EMBEDDED_ID
+from .fetch import HubError
 
 Format = Literal["saelens", "sparsify"]
 MODEL_ALIASES = {

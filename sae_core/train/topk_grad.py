@@ -3,7 +3,7 @@
 Only the k selected latents of each token get gradient, so the decoder, the weight gradients
 and the encoder's backward are sums over (token, latent) pairs. Grouping the pairs by latent
 turns each into one `embedding_bag` call, about B*k*d work instead of B*d_sae*d for dense
-matmuls. Matches autograd on the same loss (tests/test_sparse_grad.py).
+matmuls. Matches autograd on the same loss (tests/train/test_topk_grad.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .sae import Sae
+from ..metrics import fvu, total_variance
+from ..sae import Sae
 
 # pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -97,9 +98,7 @@ def topk_step_grads(
 
     x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
     err = x_hat - x_ND
-    total_var = (x_ND - x_ND.mean(0)).pow(2).sum()
-    fvu = err.pow(2).sum() / total_var
-    grad_out = err * (2 / total_var)  # d fvu / d x_hat
+    grad_out = err * (2 / total_variance(x_ND))  # d fvu / d x_hat
 
     grad_vals = pair_dots(grad_out, W_dec, idx)  # d fvu / d vals[n, j]
     grad_vals *= vals > 0
@@ -128,7 +127,7 @@ def topk_step_grads(
         grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_SD
 
     sae.b_dec.grad += grad_b_dec
-    return StepStats(fvu=float(fvu), auxk=float(auxk), fired=fired)
+    return StepStats(fvu=float(fvu(x_ND, x_hat)), auxk=float(auxk), fired=fired)
 
 
 def remove_parallel_grad(sae: Sae) -> None:

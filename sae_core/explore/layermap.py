@@ -6,12 +6,14 @@ firings, for three kinds of "features":
 - `neuron`: the raw basis, each residual dimension and its negative, firing on its top tokens;
 - `random`: as many random unit directions, firing the same way.
 Controls fire at the SAE's measured mean rate, so support is comparable. Counts are
-computed once; thresholds are applied later in milliseconds (`LayerMapData.heatmap`).
+computed once (`ensure_layer_map`, stored in the atlas folder); thresholds are applied later
+in milliseconds (`LayerMapData.heatmap`).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +22,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from ..activations import OUTLIER_FACTOR, keep_mask, medians_of, outlier_factor_of
+from ..atlas.layout import check_fits, load_atlas
+from ..corpus import load_texts
+from ..hooks import run_captured
+from ..lm import LM, load_named
+from ..progress import Report
+from ..sae import Sae
 from .consistency import (
     FeatureStats,
+    accepted,
     base_rates,
     feature_stats,
     label_counts,
@@ -31,14 +41,14 @@ from .consistency import (
     random_directions,
     topq_tokens,
 )
-from .hooks import run_captured
-from .labels import LabelledWindows
-from .lm import LM
-from .sae import Sae
-from .train import keep_mask
+from .labels import LabelledWindows, load_or_build_labels
 
 MAP_TASKS = ("pos", "dep", "ent", "shape")
 KINDS = ("sae", "neuron", "random")
+LAYER_MAP_FILE = "layer_map.safetensors"
+"""In the atlas folder, with layer_map.json (written last) and the labels cache labels.*."""
+LABEL_DOC_STRIDE = 8
+"""The layer map labels every 8th corpus document (~45k tokens, all genres)."""
 
 
 @dataclass
@@ -76,6 +86,18 @@ class LayerMapData:
         return [layer_map(self.stats(kind, h, task), threshold, min_support, n_labels, min_lift)
                 .share_accepted for h in self.hookpoints]
 
+    def cell_features(self, kind: str, hookpoint: str, task: str, label: str, threshold: float,
+                      min_support: int, min_lift: float = 0.0) -> Tensor:
+        """Ids of the accepted features whose `task` label is `label`, most consistent first
+        (then most firings, then lowest id)."""
+        if label not in self.vocab[task]:
+            raise ValueError(f"unknown {task} label {label!r}")
+        s = self.stats(kind, hookpoint, task)
+        mask = (s.label == self.vocab[task].index(label))
+        ids = (mask & accepted(s, threshold, min_support, min_lift)).nonzero().squeeze(1)
+        ids = ids[s.support[ids].argsort(descending=True, stable=True)]
+        return ids[s.consistency[ids].argsort(descending=True, stable=True)]
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = dict(self.counts) | {f"base_rate/{t}": r for t, r in self.base_rate.items()}
@@ -112,7 +134,7 @@ class LayerFirings:
 @torch.inference_mode()
 def collect_firings(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
-    outlier_factor: float = 10.0, relu_threshold: float = 1e-3, batch: int = 16,
+    outlier_factor: float = OUTLIER_FACTOR, relu_threshold: float = 1e-3, batch: int = 16,
 ) -> dict[str, LayerFirings]:
     """One captured forward per batch of labelled windows; every SAE encodes its layer."""
     parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
@@ -176,10 +198,54 @@ def counts_from_firings(
 
 def compute_layer_map(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
-    outlier_factor: float = 10.0, batch: int = 16, seed: int = 0,
+    outlier_factor: float = OUTLIER_FACTOR, batch: int = 16, seed: int = 0,
 ) -> LayerMapData:
     """Count firings per label for every SAE and both controls on the labelled windows."""
     firings = collect_firings(lm, saes, medians, data, outlier_factor=outlier_factor,
                               batch=batch)
     d_sae = next(iter(saes.values())).cfg.d_sae
     return counts_from_firings(firings, data.vocab, d_sae, seed=seed)
+
+
+_maps: dict[Path, tuple[int, LayerMapData]] = {}
+_maps_lock = threading.Lock()
+
+
+def read_layer_map(folder: Path | str | None) -> LayerMapData | None:
+    """The layer map of an atlas folder, read once per version on disk; None when it was
+    never built. Every reader goes through here, so a map built later is seen by all."""
+    if not folder:
+        return None
+    path = Path(folder).resolve() / LAYER_MAP_FILE
+    try:
+        stamp = path.with_suffix(".json").stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+    with _maps_lock:
+        if path in _maps and _maps[path][0] == stamp:
+            return _maps[path][1]
+    lmap = LayerMapData.load(path)
+    with _maps_lock:
+        _maps[path] = (stamp, lmap)
+    return lmap
+
+
+def ensure_layer_map(folder: Path, *, lm: LM | None = None,
+                     report: Report | None = None) -> LayerMapData:
+    """The atlas's layer map, computed once (labels with spaCy, one pass) and cached."""
+    folder = Path(folder)
+    if (lmap := read_layer_map(folder)) is not None:
+        return lmap
+    info, _, saes = load_atlas(folder)
+    lm = lm or load_named(info["model"])
+    check_fits(saes, lm)
+    if report:
+        report("labelling the corpus with spaCy", 0.0)
+    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
+    data = load_or_build_labels(lm.tokenizer, texts, info["seq_len"], folder / "labels")
+    if report:
+        report(f"layer map over {data.windows.numel():,} tokens", 0.3)
+    lmap = compute_layer_map(lm, saes, medians_of(saes), data,
+                             outlier_factor=outlier_factor_of(info))
+    lmap.save(folder / LAYER_MAP_FILE)
+    return lmap

@@ -1,5 +1,5 @@
 """Steering: edit the residual stream along SAE features while the model writes
-(generation.py runs the edited generation).
+(generation.py runs the edited generation; typical norms come from activations.py).
 
 Two modes, both at the feature's layer (`layers.N`, the output of block N):
 - `add`: x -> x + s * n * d_f, with d_f the feature's unit decoder row and n the layer's
@@ -25,11 +25,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from .corpus import load_texts, token_windows
-from .evaluate import residual_norms
-from .hooks import edit_output
-from .lm import LM, parse_hookpoint
-from .sae import Sae
+from ..activations import OUTLIER_FACTOR, layer_of, parse_hookpoint
+from ..hooks import edit_output
+from ..lm import LM
+from ..sae import Sae
 
 MAX_STRENGTH = 20.0
 """Largest |strength| accepted, in multiples of the layer's typical residual norm."""
@@ -63,7 +62,7 @@ class FeatureSteer:
 
     @property
     def layer(self) -> int:
-        return parse_hookpoint(self.hookpoint)[0]
+        return layer_of(self.hookpoint)
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def hookpoint_for_layer(saes: dict[str, Sae], layer: int) -> str:
     for h in (f"layers.{layer}", f"layers.{layer}.mlp"):
         if h in saes:
             return h
-    layers = sorted({parse_hookpoint(h)[0] for h in saes})
+    layers = sorted({layer_of(h) for h in saes})
     raise ValueError(f"layer {layer} is not in this SAE set (layers: "
                      f"{', '.join(map(str, layers))})")
 
@@ -103,39 +102,6 @@ def check_steering(steering: Steering, saes: dict[str, Sae]) -> None:
             raise ValueError(f"feature {f.feature} does not exist at layer {f.layer}: "
                              f"features are numbered 0..{d_sae - 1}")
 
-
-# ---- typical residual norms -------------------------------------------------------------
-
-_measured: dict[tuple[str, str], float] = {}
-
-
-def measure_norms(lm: LM, hookpoints: list[str], texts: list[str], *, n_windows: int = 8,
-                  seq_len: int = 128) -> dict[str, float]:
-    """Median residual norm per hookpoint over a few corpus windows (position 0 left out)."""
-    windows = token_windows(lm.tokenizer, texts[: 4 * n_windows], seq_len)[:n_windows]
-    norms = residual_norms(lm, hookpoints, windows, bf16=False)
-    return {h: median for h, (median, _) in norms.items()}
-
-
-def typical_norms(lm: LM, saes: dict[str, Sae], hookpoints: list[str], *,
-                  corpus: str = "default") -> tuple[dict[str, float], list[str]]:
-    """(norm per hookpoint, hookpoints whose norm was measured now). SAEs trained here carry
-    `median_norm` in their metadata; others (e.g. from the Hub) get it measured once."""
-    norms, measured = {}, []
-    missing = [h for h in hookpoints if "median_norm" not in saes[h].metadata
-               and (lm.name, h) not in _measured]
-    if missing:
-        for h, n in measure_norms(lm, missing, load_texts(corpus)).items():
-            _measured[(lm.name, h)] = n
-    for h in hookpoints:
-        if "median_norm" in saes[h].metadata:
-            norms[h] = float(saes[h].metadata["median_norm"])
-        else:
-            norms[h], measured = _measured[(lm.name, h)], [*measured, h]
-    return norms, measured
-
-
-# ---- hooks -------------------------------------------------------------------------------
 
 def feature_acts(sae: Sae, x_ND: Tensor, feats_C: Tensor) -> Tensor:
     """(N, C) current SAE activation of latents `feats_C`: TopK: the value if the latent is
@@ -199,7 +165,7 @@ def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoin
 @contextmanager
 def steering_hooks(lm: LM, saes: dict[str, Sae], norms: dict[str, float],
                    rows: Sequence[Steering | None], *, prompt_len: int,
-                   outlier_factor: float = 10.0) -> Iterator[_Cursor]:
+                   outlier_factor: float = OUTLIER_FACTOR) -> Iterator[_Cursor]:
     """Edit every steered layer for a batch whose row b carries `rows[b]` (None: no edit).
     Yields the cursor that the caller advances by the tokens each forward adds to the KV
     cache (0 for a forward without cache). All hooks are removed on exit, error or not."""

@@ -16,10 +16,10 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from .corpus import bos_id
-from .hooks import run_captured
-from .session import LoadedAtlas
-from .train import keep_mask
+from ..activations import keep_mask
+from ..atlas.layout import LoadedAtlas
+from ..corpus import bos_id
+from ..hooks import run_captured
 
 MAX_TOKENS = 256
 """Default token limit: the forward and 30 SAE encodes of 256 tokens take well under 1.5 s
@@ -153,7 +153,7 @@ def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOK
     ids_1T = torch.tensor([prefix + ids], dtype=torch.long)
     hookpoints = loaded.hookpoints
     acts = run_captured(loaded.lm, ids_1T, hookpoints, bf16=True)
-    factor = float(loaded.info.get("train_cfg", {}).get("outlier_factor", 10.0))
+    factor = loaded.outlier_factor
     medians = loaded.medians
     n_tok, skip = len(ids), len(prefix)
     idx_TLK = torch.full((n_tok, len(hookpoints), top), -1, dtype=torch.long)

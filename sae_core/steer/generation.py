@@ -1,5 +1,5 @@
 """Generation with steering: the unsteered and steered continuations of a prompt as rows of
-one batch (see steering.py for the edits).
+one batch (see edits.py for the edits).
 
 Every row shares the prompt (no padding), the hooks edit only the rows that carry a
 steering, and sampling draws one shared random number per step for all rows, so the
@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from .lm import LM
-from .sae import Sae
-from .steering import Steering, check_steering, steering_hooks, typical_norms
+from ..activations import OUTLIER_FACTOR, typical_norms
+from ..atlas.layout import LoadedAtlas
+from ..lm import LM
+from ..sae import Sae
+from .edits import Steering, check_steering, steering_hooks
 
 MAX_NEW_TOKENS = 200
 MAX_PROMPT_TOKENS = 512
@@ -108,7 +110,7 @@ def _pick(logits_BV: Tensor, gen: GenConfig, rng: torch.Generator) -> Tensor:
 @torch.inference_mode()
 def generate(
     lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Tensor,
-    rows: Sequence[Steering | None], gen: GenConfig, *, outlier_factor: float = 10.0,
+    rows: Sequence[Steering | None], gen: GenConfig, *, outlier_factor: float = OUTLIER_FACTOR,
     on_step: Callable[[Tensor], None] | None = None, few_rows_linear: bool = True,
 ) -> list[list[int]]:
     """New token ids for each row (cut at the first stop token); all rows share the prompt
@@ -156,18 +158,17 @@ class SideBySide:
     """Layers whose typical norm the SAE lacked and was measured on corpus windows."""
 
 
-def side_by_side(loaded, prompt: str, steering: Steering, gen: GenConfig) -> SideBySide:
+def side_by_side(loaded: LoadedAtlas, prompt: str, steering: Steering,
+                 gen: GenConfig) -> SideBySide:
     """Unsteered and steered continuations of `prompt`, generated together as one batch of
-    two rows. `loaded` is a session.LoadedAtlas."""
+    two rows."""
     check_steering(steering, loaded.saes)
     ids_P = prompt_ids(loaded.lm, prompt, gen)
     hookpoints = sorted({f.hookpoint for f in steering.features})
-    norms, measured = typical_norms(loaded.lm, loaded.saes, hookpoints,
-                                    corpus=loaded.info.get("corpus", "default"))
-    factor = loaded.info.get("train_cfg", {}).get("outlier_factor", 10.0)
+    norms, measured = typical_norms(loaded.lm, loaded.saes, hookpoints, corpus=loaded.corpus)
     t0 = time.perf_counter()
     plain, steered = generate(loaded.lm, loaded.saes, norms, ids_P, [None, steering], gen,
-                              outlier_factor=factor)
+                              outlier_factor=loaded.outlier_factor)
     decode = loaded.lm.tokenizer.decode
     return SideBySide(decode(plain, skip_special_tokens=True),
                       decode(steered, skip_special_tokens=True), (len(plain), len(steered)),

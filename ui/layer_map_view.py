@@ -1,12 +1,13 @@
-"""Tables and figures of the layer map for the app: no Gradio here, plain data in and out."""
+"""Tables and figures of the layer map: plain data in, Plotly and pandas out (no Gradio)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import torch
 
-from .layermap import LayerMapData
-from .lm import parse_hookpoint
+from sae_core.activations import layer_of
+from sae_core.explore.layermap import LayerMapData
+
 from .plots import accept_lines, layer_heatmap
 
 TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
@@ -25,7 +26,7 @@ def heatmap_figure(lmap: LayerMapData, task: str, threshold: float, min_support:
                    kind: str = "sae", min_lift: float = 0.0):
     ids = present_labels(lmap, task)
     counts = lmap.heatmap(task, threshold, min_support, kind, min_lift)[:, ids]
-    layers = [parse_hookpoint(h)[0] for h in lmap.hookpoints]
+    layers = [layer_of(h) for h in lmap.hookpoints]
     names = [lmap.vocab[task][i] for i in ids]
     title = (f"{KIND_NAMES[kind]} whose {TASK_NAMES[task]} label has consistency ≥ "
              f"{threshold:.2f} (support ≥ {min_support}, lift ≥ {min_lift:g})")
@@ -34,7 +35,7 @@ def heatmap_figure(lmap: LayerMapData, task: str, threshold: float, min_support:
 
 def lines_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int,
                  min_lift: float = 0.0):
-    layers = [parse_hookpoint(h)[0] for h in lmap.hookpoints]
+    layers = [layer_of(h) for h in lmap.hookpoints]
     shares = {KIND_NAMES[k]: lmap.accept_share(task, threshold, min_support, k, min_lift)
               for k in KIND_NAMES}
     return accept_lines(layers, shares,
@@ -48,14 +49,9 @@ def feature_table(lmap: LayerMapData, task: str, layer: int, label: str, thresho
     hookpoint = f"layers.{layer}"
     if hookpoint not in lmap.hookpoints:
         raise ValueError(f"layer {layer} is not in this atlas")
-    if label not in lmap.vocab[task]:
-        raise ValueError(f"unknown {task} label {label!r}")
     stats = lmap.stats(kind, hookpoint, task)
-    lab = lmap.vocab[task].index(label)
-    mask = (stats.label == lab) & (stats.support >= max(min_support, 1))
-    mask &= (stats.consistency >= threshold) & (stats.lift >= min_lift)
-    ids = mask.nonzero().squeeze(1)
-    ids = ids[stats.consistency[ids].argsort(descending=True, stable=True)][:limit]
+    ids = lmap.cell_features(kind, hookpoint, task, label, threshold, min_support,
+                             min_lift)[:limit]
     return pd.DataFrame({
         "feature": ids.tolist(),
         "consistency": [round(float(v), 3) for v in stats.consistency[ids]],

@@ -1,0 +1,80 @@
+"""The build pipeline: train one SAE per layer in one pass over a corpus, evaluate, save
+(the layout is in layout.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..config import BuildConfig, TrainConfig
+from ..corpus import load_texts, split_windows, token_windows
+from ..lm import LM, load_lm
+from ..progress import Report
+from ..train.trainer import MultiTrainer, train_saes
+from .evaluate import evaluate_atlas
+from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, INFO_FILE, METRICS_FILE
+
+
+def _save_saes(trainer: MultiTrainer, out: Path) -> None:
+    for h, state in trainer.layers.items():
+        state.sae.save(out / h, extra_metadata={
+            "median_norm": state.median_norm, "n_tokens": state.trainer.n_tokens,
+            "n_dropped": state.n_dropped, "outlier_factor": trainer.cfg.outlier_factor,
+        })
+
+
+def _batch_report(report: Report | None):
+    """A training progress callback that reports the mean FVU over layers."""
+    def on_batch(done: int, total: int, stats: dict) -> None:
+        fvu = [v for v in stats["fvu"].values() if v == v]  # NaN while buffers fill
+        if report:
+            mean = f"{sum(fvu) / len(fvu):.3f}" if fvu else "(filling the shuffle buffer)"
+            report(f"training batch {done}/{total}, mean FVU {mean}", done / total)
+    return on_batch
+
+
+def build_atlas(
+    out: Path = DEFAULT_ATLAS, *, data: BuildConfig | None = None,
+    cfg: TrainConfig | None = None, report: Report | None = None, lm: LM | None = None,
+) -> Path:
+    """Train one SAE per residual layer in one pass over the corpus, evaluate, save."""
+    data, cfg = data or BuildConfig(), cfg or TrainConfig()
+    lm = lm or load_lm(data.model)
+    layers = range(lm.n_layers) if data.layers is None else data.layers
+    hookpoints = [f"layers.{i}" for i in layers]
+    for h in hookpoints:
+        lm.module_for(h)  # a bad layer fails before any work
+    windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
+    train_w, test_w = split_windows(windows, data.held_out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    trainer = train_saes(lm, train_w, hookpoints, cfg, checkpoint_dir=out / CHECKPOINT_DIR,
+                         progress=_batch_report(report))
+    train_s = time.perf_counter() - t0
+    _save_saes(trainer, out)
+    medians = {h: s.median_norm for h, s in trainer.layers.items()}
+    metrics = evaluate_atlas(lm, trainer.saes(), medians, test_w,
+                             outlier_factor=cfg.outlier_factor, report=report)
+    for h, state in trainer.layers.items():
+        metrics[h] |= {
+            "dead_frac_train": state.trainer.dead_fraction(),
+            "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
+        }
+    n_tokens = trainer.step_no * (cfg.lm_batch_tokens // data.seq_len) * data.seq_len
+    info = {
+        "model": lm.name, "corpus": data.corpus, "seq_len": data.seq_len,
+        "train_cfg": asdict(cfg), "hookpoints": hookpoints, "train_windows": len(train_w),
+        "heldout_windows": data.held_out, "lm_tokens": n_tokens, "train_seconds": train_s,
+        "total_seconds": time.perf_counter() - t0, "train_tok_s": n_tokens / train_s,
+        "torch_threads": torch.get_num_threads(),
+    }
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
+    (out / INFO_FILE).write_text(json.dumps(info, indent=1))
+    shutil.rmtree(out / CHECKPOINT_DIR)  # finished: the resumable state is not needed
+    return out

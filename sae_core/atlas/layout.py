@@ -1,0 +1,105 @@
+"""The on-disk layout of an atlas, and an atlas loaded in memory.
+
+checkpoints/atlas/<name>/
+  atlas.json           model, corpus, training config, tokens, timings (`read_info`)
+  metrics.json         per hookpoint: FVU, L0, dead latents, CE loss recovered
+  layers.N/            cfg.json + sae_weights.safetensors (SAELens layout)
+  _checkpoint/         resumable training state; removed when the build finishes
+  labels.*, layer_map.*  the layer map (explore/layermap.py)
+  features/            the feature index (explore/feature_index.py)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..activations import medians_of, outlier_factor_of
+from ..lm import LM
+from ..sae import Sae
+
+ATLAS_ROOT = Path("checkpoints/atlas")
+DEFAULT_ATLAS = ATLAS_ROOT / "default"
+INFO_FILE = "atlas.json"
+METRICS_FILE = "metrics.json"
+CHECKPOINT_DIR = "_checkpoint"
+
+
+def is_built(folder: Path | str) -> bool:
+    folder = Path(folder)
+    return (folder / INFO_FILE).exists() and (folder / METRICS_FILE).exists()
+
+
+def read_info(folder: Path | str) -> dict:
+    """atlas.json of a folder; FileNotFoundError when it has none."""
+    path = Path(folder) / INFO_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a finished atlas (no {INFO_FILE})")
+    return json.loads(path.read_text())
+
+
+def read_metrics(folder: Path | str) -> dict[str, dict]:
+    return json.loads((Path(folder) / METRICS_FILE).read_text())
+
+
+def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:
+    """The finished atlas folders under `root`, sorted."""
+    return sorted(str(p) for p in Path(root).glob("*") if is_built(p))
+
+
+def load_atlas(folder: Path) -> tuple[dict, dict[str, dict], dict[str, Sae]]:
+    """(atlas info, metrics per hookpoint, SAEs per hookpoint) of a finished build."""
+    if not is_built(folder):
+        raise FileNotFoundError(f"{folder} is not a finished atlas (no atlas.json/metrics.json)")
+    info = read_info(folder)
+    saes = {h: Sae.load(Path(folder) / h) for h in info["hookpoints"]}
+    return info, read_metrics(folder), saes
+
+
+def check_fits(saes: dict[str, Sae], lm: LM) -> None:
+    """A clear error when SAEs were made for activations of another width."""
+    for h, sae in saes.items():
+        lm.module_for(h)
+        if sae.cfg.d_in != lm.d_model:
+            raise ValueError(
+                f"SAE for {h} reads d_in={sae.cfg.d_in} but {lm.name} has d_model={lm.d_model}"
+            )
+
+
+@dataclass(frozen=True)
+class LoadedAtlas:
+    """An atlas with its SAEs and model in memory: what the explore and steer functions
+    read. The app keeps one per folder (ui/session.py)."""
+
+    folder: Path
+    info: dict
+    """atlas.json: model, corpus, hookpoints, training config."""
+    metrics: dict[str, dict]
+    """metrics.json: per hookpoint FVU, L0, dead latents, CE loss recovered."""
+    saes: dict[str, Sae]
+    lm: LM
+
+    @property
+    def hookpoints(self) -> list[str]:
+        return list(self.saes)
+
+    @property
+    def medians(self) -> dict[str, float]:
+        """Typical residual norm per hookpoint (tokens far above it are outliers)."""
+        return medians_of(self.saes)
+
+    @property
+    def outlier_factor(self) -> float:
+        return outlier_factor_of(self.info)
+
+    @property
+    def corpus(self) -> str:
+        return self.info.get("corpus", "default")
+
+
+def open_with(folder: Path | str, lm: LM) -> LoadedAtlas:
+    """A finished atlas read from disk, checked against the model it runs on."""
+    info, metrics, saes = load_atlas(Path(folder))
+    check_fits(saes, lm)
+    return LoadedAtlas(Path(folder), info, metrics, saes, lm)

@@ -1,0 +1,160 @@
+"""The feature index: top-activating contexts, quantile samples, density and activation
+histogram of every feature of every layer, from one pass over corpus windows.
+
+Method (seeds/001, seeds/003). Every indexed token is encoded by every layer's SAE and we
+keep its k active latents (TopK SAEs; a ReLU SAE is read through its k strongest latents
+per token, so its density counts only those). Position 0 and massive activations
+(norm > outlier_factor x the layer's median) are skipped, as in training. Then, per feature:
+- a *context* is one chunk of `chunk` tokens of a window, and its activation is the
+  feature's peak inside the chunk (one context per chunk, so the top list is not the same
+  passage shifted by a token); the top `top_n` contexts rank by peak (ties: earlier token);
+- quantile samples are contexts at given quantiles of the feature's context peaks, kept
+  only when they fall outside the top list;
+- for each context we store the feature's activation on `left` tokens before and `right`
+  tokens after the peak (within the window, never position 0);
+- density = tokens where it fires / tokens indexed; the histogram counts its non-zero
+  activations in `hist_bins` log-spaced bins between its smallest and largest one.
+
+Windows: the atlas's held-out windows (same split as build_atlas), then training windows
+taken at an even stride over the corpus (all genres) up to `max_tokens`. Measured with
+bench/features.py --coverage on the first default atlas (now default-v1): the 64 held-out
+windows alone (16k tokens) give 20 or more contexts to 75% of the features (39% at layer 29,
+whose features are rarer), 32k tokens 86% (53%), 65k tokens 93% (67%); on the current
+default atlas 65k tokens give 88% (63% at layer 29). Which windows a context comes from
+does not matter for reading a feature: the snippets show what the SAE responds to.
+
+On disk, under <atlas>/features/: index.json (settings, tokens, coverage), tokens.safetensors
+(the indexed windows' token ids) and one layers.N.safetensors per hookpoint, so a feature
+page reads one layer only (through safetensors slices).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import Tensor
+
+from ..activations import keep_mask, medians_of, outlier_factor_of
+from ..atlas.layout import check_fits, load_atlas
+from ..corpus import load_texts, split_windows, token_windows
+from ..hooks import run_captured
+from ..lm import LM, load_named
+from ..progress import Report
+from ..sae import Sae
+from .feature_stats import IndexConfig, index_layer
+
+INDEX_DIR = "features"
+META_FILE = "index.json"
+TOKENS_FILE = "tokens.safetensors"
+
+
+def index_windows(windows_WL: Tensor, held_out: int, max_tokens: int) -> tuple[Tensor, dict]:
+    """(windows to index, where they come from): held-out first, then evenly strided
+    training windows until `max_tokens`."""
+    train, test = split_windows(windows_WL, held_out)
+    seq_len = windows_WL.shape[1]
+    n_extra = max(0, min(len(train), max_tokens // seq_len - len(test)))
+    stride = max(1, len(train) // max(n_extra, 1))
+    extra = train[::stride][:n_extra]
+    source = {"heldout_windows": len(test), "train_windows": len(extra), "train_stride": stride}
+    return torch.cat([test, extra]), source
+
+
+def sparse_codes(sae: Sae, x_ND: Tensor, *, bf16: bool) -> tuple[Tensor, Tensor]:
+    """(values, latent ids), each (n, k): the k strongest latents of every token."""
+    k = sae.cfg.k if sae.cfg.architecture == "topk" else min(64, sae.cfg.d_sae)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        vals, idx = sae.encode_topk(x_ND, k)  # respects a JumpReLU threshold
+    return vals.float(), idx
+
+
+@torch.inference_mode()
+def collect_codes(
+    lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor, *,
+    outlier_factor: float, cfg: IndexConfig, report: Report | None = None,
+) -> dict[str, tuple[Tensor, Tensor, int]]:
+    """Per hookpoint (values (T, k) float32, ids (T, k) int32, tokens kept), T = all window
+    tokens in order; skipped tokens (position 0, massive) have all values 0."""
+    parts: dict[str, list[tuple[Tensor, Tensor]]] = {h: [] for h in saes}
+    kept = dict.fromkeys(saes, 0)
+    n = len(windows_WL)
+    for start in range(0, n, cfg.batch):
+        acts = run_captured(lm, windows_WL[start:start + cfg.batch], list(saes), bf16=cfg.bf16)
+        for h, sae in saes.items():
+            keep_BL = keep_mask(acts[h], medians[h], outlier_factor)
+            x_ND = acts[h].flatten(0, 1)
+            vals, idx = sparse_codes(sae, x_ND if cfg.bf16 else x_ND.float(), bf16=cfg.bf16)
+            vals *= keep_BL.reshape(-1, 1)
+            parts[h].append((vals, idx.int()))
+            kept[h] += int(keep_BL.sum())
+        if report:
+            done = min(start + cfg.batch, n)
+            report(f"feature index: {done * windows_WL.shape[1]:,} tokens", done / n)
+    return {h: (torch.cat([v for v, _ in p]), torch.cat([i for _, i in p]), kept[h])
+            for h, p in parts.items()}
+
+
+def index_dir(folder: Path) -> Path:
+    return Path(folder) / INDEX_DIR
+
+
+def layer_file(folder: Path, hookpoint: str) -> Path:
+    return index_dir(folder) / f"{hookpoint}.safetensors"
+
+
+def has_feature_index(folder: Path) -> bool:
+    return (index_dir(folder) / META_FILE).exists()
+
+
+def build_feature_index(
+    lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor,
+    out: Path, *, outlier_factor: float, cfg: IndexConfig | None = None,
+    source: dict | None = None, report: Report | None = None,
+) -> dict:
+    """Index `windows_WL` for every SAE and write <out>/features/; returns index.json."""
+    cfg = cfg or IndexConfig()
+    t0 = time.perf_counter()
+    codes = collect_codes(lm, saes, medians, windows_WL, outlier_factor=outlier_factor,
+                          cfg=cfg, report=report)
+    pass_s = time.perf_counter() - t0
+    folder = index_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / META_FILE).unlink(missing_ok=True)  # written last: marks a finished index
+    save_file({"tokens": windows_WL.int().contiguous()}, str(folder / TOKENS_FILE))
+    seq_len = windows_WL.shape[1]
+    layers = {}
+    for h, (vals, idx, n_kept) in codes.items():
+        tensors = index_layer(vals, idx, saes[h].cfg.d_sae, seq_len, cfg)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(layer_file(out, h)))
+        n_ctx = tensors["n_ctx"]
+        layers[h] = {"tokens": n_kept, "dead": int((tensors["n_fire"] == 0).sum()),
+                     "with_top_n": int((n_ctx >= cfg.top_n).sum()),
+                     "with_20": int((n_ctx >= 20).sum())}
+    meta = {"cfg": asdict(cfg), "seq_len": seq_len, "windows": len(windows_WL),
+            "source": source or {}, "pass_seconds": pass_s,
+            "seconds": time.perf_counter() - t0, "layers": layers}
+    text = json.dumps(meta, indent=1)
+    (folder / META_FILE).write_text(text)
+    return json.loads(text)
+
+
+def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report | None = None,
+                         cfg: IndexConfig | None = None) -> dict:
+    """The atlas's feature index (index.json contents), built once and cached on disk."""
+    cfg = cfg or IndexConfig()
+    folder = Path(folder)
+    if has_feature_index(folder):
+        return json.loads((index_dir(folder) / META_FILE).read_text())
+    info, _, saes = load_atlas(folder)
+    lm = lm or load_named(info["model"])
+    check_fits(saes, lm)
+    windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
+    chosen, source = index_windows(windows, info["heldout_windows"], cfg.max_tokens)
+    return build_feature_index(
+        lm, saes, medians_of(saes), chosen, folder, cfg=cfg, source=source, report=report,
+        outlier_factor=outlier_factor_of(info))

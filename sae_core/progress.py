@@ -1,0 +1,21 @@
+"""Progress reports of long jobs (builds, indexes, Hub loads), for a console or the app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+Report = Callable[[str, float], None]
+"""report(message, fraction_done): a tqdm bar here, gr.Progress in the app."""
+
+
+def console_report() -> Report:
+    """A tqdm bar that shows each message and the fraction done (in tenths of a percent)."""
+    bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+
+    def report(message: str, fraction: float) -> None:
+        bar.set_description(message)
+        bar.update(round(fraction * 1000) - bar.n)
+
+    return report

@@ -1,0 +1,130 @@
+"""The Search tab: features by the text they fire on (all layers) or by their label."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import gradio as gr
+import pandas as pd
+
+from sae_core.activations import parse_hookpoint
+from sae_core.explore.layermap import MAP_TASKS, read_layer_map
+from sae_core.explore.search import LabelHit, TextHit, corpus_peaks, features_by_label, search_text
+
+from .choice import HINT
+from .layer_map_view import TASK_NAMES, present_labels
+from .live import notices_md, open_loaded
+
+SEARCH_INTRO = """**By text**: the features, over all layers, that fire most on your word or
+sentence, and on which token. *Score* = activation divided by the layer's typical residual
+norm, so layers compare on one scale; or divided by the feature's own top activation in the
+corpus (1 = as strong as its best example there; needs the feature index). **By label**:
+features whose layer-map label matches, e.g. layer 12, part of speech PROPN, consistency
+≥ 0.9."""
+ALL_LAYERS = "all layers"
+SHOWN = 200
+"""Rows of a label search that are listed."""
+
+
+class SearchTab(NamedTuple):
+    tables: tuple[gr.Dataframe, gr.Dataframe]
+    """Text hits and label hits; a click on a row chooses that feature."""
+    chosen_md: gr.Markdown
+
+
+def text_table(hits: list[TextHit]) -> pd.DataFrame:
+    table = pd.DataFrame(hits, columns=TextHit._fields)
+    return table.round({"activation": 2, "score": 3})
+
+
+def label_table(hits: list[LabelHit]) -> pd.DataFrame:
+    return pd.DataFrame(hits, columns=LabelHit._fields).round({"consistency": 3, "lift": 1})
+
+
+def run_search(folder: str, text: str, score: str = "norm"):
+    """(table, notices) of the features that fire most on `text`."""
+    loaded = open_loaded(folder)
+    reference = None
+    if score == "peak":
+        reference = corpus_peaks(folder)
+        if reference is None:
+            raise gr.Error("This SAE set has no feature index yet (the Features tab builds "
+                           "it); score by the layer's typical norm instead.")
+    try:
+        hits, view = search_text(loaded, text, reference=reference)
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+    return text_table(hits), notices_md(view)
+
+
+def run_label_search(folder: str, layer, task: str, label: str, consistency: float,
+                     support: float):
+    """(table, status line) of the features with that label."""
+    lmap = read_layer_map(open_loaded(folder).folder)
+    if lmap is None:
+        raise gr.Error("This SAE set has no layer map yet, so its features have no labels.")
+    where = None if layer in (None, ALL_LAYERS) else int(layer)
+    try:
+        hits = features_by_label(lmap, where, task, label, float(consistency), int(support))
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+    if hits:
+        status = f"{len(hits)} feature(s); the {SHOWN} most consistent are listed."
+    else:
+        best = features_by_label(lmap, where, task, label, 0.0, int(support), limit=1)
+        status = "No feature passes these filters." + (
+            f" The most consistent {label} feature with that support has consistency "
+            f"{best[0].consistency:.2f} (layer {best[0].layer}, feature "
+            f"{best[0].feature})." if best else "")
+    return label_table(hits[:SHOWN]), status
+
+
+def label_choices(folder: str, task: str):
+    lmap = read_layer_map(open_loaded(folder).folder)
+    names = [] if lmap is None else [lmap.vocab[task][i] for i in present_labels(lmap, task)]
+    return gr.Dropdown(choices=names, value=names[0] if names else None)
+
+
+def static_layers(folder: str | None) -> tuple[list, list[str]]:
+    """Layers and POS labels of the atlas's layer map, without loading it or the model."""
+    lmap = read_layer_map(folder)
+    if lmap is None:
+        return [ALL_LAYERS], []
+    layers = [layer for layer, is_mlp in map(parse_hookpoint, lmap.hookpoints) if not is_mlp]
+    return [ALL_LAYERS, *layers], list(lmap.vocab["pos"])
+
+
+def build_search_tab(picker: gr.Dropdown) -> SearchTab:
+    """`picker` holds the active atlas folder."""
+    with gr.Tab("Search"):
+        gr.Markdown(SEARCH_INTRO)
+        with gr.Row():
+            query = gr.Textbox("Paris", label="Word or sentence", scale=4)
+            score = gr.Radio([("activation / layer's typical norm", "norm"),
+                              ("activation / feature's corpus peak", "peak")], value="norm",
+                             label="Score", scale=2)
+            go = gr.Button("Search by text", scale=1)
+        search_notice = gr.Markdown()
+        hits = gr.Dataframe(interactive=False, label="Features that fire most on the text")
+        layers, pos_labels = static_layers(picker.value)
+        with gr.Row():
+            layer = gr.Dropdown(layers, value=layers[0], label="Layer")
+            task = gr.Dropdown([(TASK_NAMES[t], t) for t in MAP_TASKS], value="pos",
+                               label="Labelling task")
+            label = gr.Dropdown(pos_labels, value="PROPN" if "PROPN" in pos_labels else None,
+                                label="Label")
+        with gr.Row():
+            consistency = gr.Slider(0, 1, value=0.6, step=0.05, label="Minimum consistency")
+            support = gr.Slider(1, 200, value=20, step=1, label="Minimum firings (support)")
+            by_label = gr.Button("Search by label")
+        label_status = gr.Markdown()
+        label_hits = gr.Dataframe(interactive=False, label="Features with that label")
+        chosen_md = gr.Markdown(HINT)
+        go.click(run_search, [picker, query, score], [hits, search_notice])
+        query.submit(run_search, [picker, query, score], [hits, search_notice])
+        task.change(label_choices, [picker, task], label)
+        by_label.click(run_label_search, [picker, layer, task, label, consistency, support],
+                       [label_hits, label_status])
+        picker.change(lambda f: gr.Dropdown(choices=static_layers(f)[0], value=ALL_LAYERS),
+                      picker, layer)
+    return SearchTab((hits, label_hits), chosen_md)
