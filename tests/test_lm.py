@@ -1,6 +1,5 @@
 import pytest
 
-from sae_core.activations import parse_hookpoint
 from sae_core.lm import find_layers, load_lm
 
 
@@ -32,11 +31,10 @@ def test_find_layers_gpt2_and_neox():
     assert find_layers(neox) is neox.gpt_neox.layers
 
 
-def test_hookpoint_names(lm):
-    assert parse_hookpoint("layers.12") == (12, False)
-    assert parse_hookpoint("layers.3.mlp") == (3, True)
+def test_hookpoints_name_modules(lm):
     assert lm.module_for("layers.1.mlp") is lm.layers[1].mlp
+    assert lm.module_for("layers.2") is lm.layers[2]
     with pytest.raises(ValueError, match="out of range"):
         lm.module_for("layers.3")
     with pytest.raises(ValueError, match="unknown hookpoint"):
-        parse_hookpoint("blocks.3.hook_resid_post")
+        lm.module_for("blocks.3.hook_resid_post")

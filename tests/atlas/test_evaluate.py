@@ -10,8 +10,7 @@ from sae_core.hooks import edit_output
 from sae_core.lm import LM, find_layers
 from sae_core.metrics import cross_entropy
 from sae_core.sae import Sae
-
-from .conftest import tiny_lm, tiny_tokenizer
+from tests.conftest import tiny_lm, tiny_tokenizer
 
 
 def tiny_gpt2() -> LM:

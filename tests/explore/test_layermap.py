@@ -1,10 +1,19 @@
+"""Layer-map counts against direct counts; the stored map read back and refreshed."""
+
 import numpy as np
 import torch
 
 from sae_core.activations import keep_mask
 from sae_core.config import SaeConfig
 from sae_core.explore.labels import LabelledWindows
-from sae_core.explore.layermap import MAP_TASKS, LayerMapData, compute_layer_map
+from sae_core.explore.layermap import (
+    LAYER_MAP_FILE,
+    MAP_TASKS,
+    LayerMapData,
+    compute_layer_map,
+    ensure_layer_map,
+    read_layer_map,
+)
 from sae_core.hooks import run_captured
 from sae_core.sae import Sae
 
@@ -62,3 +71,21 @@ def test_controls_fire_at_the_sae_rate_and_round_trip(lm, tmp_path):
     assert again.hookpoints == HOOKS and again.vocab == lmap.vocab
     assert all(torch.equal(again.counts[k], v) for k, v in lmap.counts.items())
     assert again.accept_share("dep", 0.5, 2, "random") == lmap.accept_share("dep", 0.5, 2, "random")
+
+
+def test_a_rebuilt_layer_map_is_read_again(tiny_atlas, tmp_path):
+    import os
+    import shutil
+
+    folder = tmp_path / "atlas"
+    shutil.copytree(tiny_atlas, folder)
+    assert read_layer_map(tmp_path / "none") is None and read_layer_map(None) is None
+    first = read_layer_map(folder)
+    assert read_layer_map(folder) is first  # read once while the files stay the same
+    assert ensure_layer_map(folder) is first  # built already: no model needed
+    changed = LayerMapData(first.hookpoints[:1], first.vocab, first.counts, first.base_rate,
+                           first.n_tokens, first.fire_rate)
+    changed.save(folder / LAYER_MAP_FILE)
+    stat = (folder / "layer_map.json").stat()
+    os.utime(folder / "layer_map.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert read_layer_map(folder).hookpoints == first.hookpoints[:1]

@@ -17,7 +17,6 @@ from sae_core.explore.search import (
     search_text,
 )
 from sae_core.hooks import run_captured
-from ui import session
 
 VOCAB = {"pos": ["NOUN", "PROPN", "VERB"], "dep": ["nsubj", "obj"], "ent": ["O", "GPE"],
          "shape": ["xxxx", "Xxxx"]}
@@ -104,11 +103,6 @@ def test_feature_labels_pick_the_task_with_the_highest_lift():
     assert feature_labels(lmap, "layers.0", [6]) == ["Xxxx? (shape, 100% of 3)"]
     assert feature_labels(None, "layers.0", [5]) == [""]
     assert feature_labels(lmap, "layers.9", [5]) == [""]
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_atlas):
-    return session.open_atlas(tiny_atlas)
 
 
 def _dense_scores(loaded, view):

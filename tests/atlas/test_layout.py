@@ -1,0 +1,56 @@
+"""The atlas folder: what counts as built, reading it back, and the model check."""
+
+import json
+import shutil
+
+import pytest
+
+from sae_core.atlas.layout import (
+    CHECKPOINT_DIR,
+    check_fits,
+    is_built,
+    list_atlases,
+    load_atlas,
+    open_with,
+    read_info,
+    read_metrics,
+)
+from sae_core.config import SaeConfig
+from sae_core.sae import Sae
+from tests.conftest import tiny_lm
+
+
+def test_a_finished_build_reads_back(tiny_atlas):
+    info, metrics, saes = load_atlas(tiny_atlas)
+    assert info == read_info(tiny_atlas) == json.loads((tiny_atlas / "atlas.json").read_text())
+    assert metrics == read_metrics(tiny_atlas) and list(metrics) == info["hookpoints"]
+    assert list(saes) == info["hookpoints"] and not (tiny_atlas / CHECKPOINT_DIR).exists()
+    assert str(tiny_atlas) in list_atlases(tiny_atlas.parent)
+
+
+def test_loaded_atlas_properties_come_from_its_files(tiny_atlas):
+    loaded = open_with(tiny_atlas, tiny_lm())
+    assert loaded.hookpoints == read_info(tiny_atlas)["hookpoints"]
+    assert loaded.medians == {h: s.metadata["median_norm"] for h, s in loaded.saes.items()}
+    assert loaded.outlier_factor == read_info(tiny_atlas)["train_cfg"]["outlier_factor"]
+    assert loaded.corpus == read_info(tiny_atlas)["corpus"]
+
+
+def test_an_unfinished_folder_is_not_an_atlas(tiny_atlas, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_atlas, partial)
+    (partial / "metrics.json").unlink()  # a build that stopped before writing metrics
+    assert not is_built(partial) and list_atlases(tmp_path) == []
+    with pytest.raises(FileNotFoundError, match="not a finished atlas"):
+        load_atlas(partial)
+    with pytest.raises(FileNotFoundError, match=r"no atlas\.json"):
+        read_info(tmp_path / "missing")
+
+
+def test_saes_of_another_width_or_layer_do_not_fit():
+    lm = tiny_lm()  # d_model 32, 3 layers
+    with pytest.raises(ValueError, match="d_in=48"):
+        check_fits({"layers.1": Sae(SaeConfig(d_in=48, d_sae=96))}, lm)
+    with pytest.raises(ValueError, match="out of range"):
+        check_fits({"layers.5": Sae(SaeConfig(d_in=32, d_sae=64))}, lm)
+    check_fits({"layers.2.mlp": Sae(SaeConfig(d_in=32, d_sae=64))}, lm)

@@ -1,0 +1,126 @@
+"""Steering edits on a tiny model and hand-set SAEs: the residual moves by exactly the
+requested vector."""
+
+import math
+
+import pytest
+import torch
+
+from sae_core.config import SaeConfig
+from sae_core.hooks import capture
+from sae_core.sae import Sae
+from sae_core.steer.edits import (
+    FeatureSteer,
+    Steering,
+    _Cursor,
+    _layer_edit,
+    feature_acts,
+    hookpoint_for_layer,
+    steering_hooks,
+)
+from tests.steer.common import _n_hooks
+
+
+def _random_sae(d_in=32, d_sae=64, k=4, hookpoint="layers.1", seed=0) -> Sae:
+    sae = Sae.init_from_data(SaeConfig(d_in=d_in, d_sae=d_sae, k=k, hookpoint=hookpoint),
+                             torch.zeros(1, d_in), seed=seed)
+    sae.W_dec.data *= 1.7  # not unit rows: the add mode must normalise the direction
+    return sae
+
+
+def _orthogonal_sae(d_in=32, d_sae=16, k=4, hookpoint="layers.1") -> Sae:
+    """Orthonormal decoder rows, W_enc = W_dec^T, zero biases: encode(decode(a)) == a."""
+    q, _ = torch.linalg.qr(torch.randn(d_in, d_in, generator=torch.Generator().manual_seed(1)))
+    sae = Sae(SaeConfig(d_in=d_in, d_sae=d_sae, k=k, hookpoint=hookpoint))
+    sae.W_dec.data.copy_(q[:d_sae])
+    sae.W_enc_SD.data.copy_(q[:d_sae])
+    return sae
+
+
+def _layer_out(lm, ids_BL, hookpoint, saes=None, norms=None, rows=None):
+    hooks = steering_hooks(lm, saes, norms, rows, prompt_len=ids_BL.shape[1],
+                           outlier_factor=1e9) if rows else None
+    with torch.inference_mode():
+        if hooks:
+            with hooks, capture(lm, [hookpoint], stop_early=False) as acts:
+                lm.model(ids_BL, use_cache=False)
+        else:
+            with capture(lm, [hookpoint], stop_early=False) as acts:
+                lm.model(ids_BL, use_cache=False)
+    return acts[hookpoint]
+
+
+def test_add_hook_changes_the_residual_by_exactly_the_requested_vector(lm):
+    sae = _random_sae()
+    saes, norms = {"layers.1": sae}, {"layers.1": 2.5}
+    ids = torch.randint(3, 16, (1, 9)).expand(3, 9)
+    steer = Steering((FeatureSteer("layers.1", 7, 0.8), FeatureSteer("layers.1", 20, -0.3)))
+    one = Steering((FeatureSteer("layers.1", 7, 0.8),), positions="generated")
+    clean = _layer_out(lm, ids, "layers.1")
+    edited = _layer_out(lm, ids, "layers.1", saes, norms, [None, steer, one])
+    unit = sae.W_dec.detach() / sae.W_dec.detach().norm(dim=-1, keepdim=True)
+    want = 0.8 * 2.5 * unit[7] - 0.3 * 2.5 * unit[20]
+    assert torch.equal(edited[0], clean[0])  # the unsteered row is untouched, bit for bit
+    assert torch.equal(edited[:, 0], clean[:, 0])  # position 0 is never edited
+    torch.testing.assert_close(edited[1, 1:] - clean[1, 1:], want.expand(8, -1),
+                               atol=1e-5, rtol=0)
+    # "generated": only the last prompt position (it predicts the first new token) moves
+    assert torch.equal(edited[2, :-1], clean[2, :-1])
+    torch.testing.assert_close(edited[2, -1] - clean[2, -1], 0.8 * 2.5 * unit[7],
+                               atol=1e-5, rtol=0)
+    assert _n_hooks(lm) == 0
+
+
+def test_clamp_sets_the_feature_activation_on_hand_set_weights():
+    sae = _orthogonal_sae()
+    f, v, norm = 3, 1.25, 2.0
+    gen = torch.Generator().manual_seed(0)
+    a_active = torch.zeros(4, 16)
+    a_active[:, [0, 3, 5, 9]] = torch.rand(4, 4, generator=gen) + 0.5  # f among the top k
+    a_off = torch.zeros(4, 16)
+    a_off[:, [2, 6, 11]] = torch.rand(4, 3, generator=gen) + 0.5  # f silent: pre_f = 0
+    x_BLD = torch.stack([sae.decode(a_active), sae.decode(a_off)])  # (2, 4, 32)
+    rows = [None, Steering((FeatureSteer("layers.1", f, v / norm, "clamp"),))]
+    edit = _layer_edit(sae, norm, rows, "layers.1", 1, _Cursor(offset=1), 1e9)
+    out = edit(torch.cat([x_BLD[:1], x_BLD[:1]]))  # row 1 steered, row 0 not
+    out_off = edit(torch.cat([x_BLD[1:], x_BLD[1:]]))
+    assert torch.equal(out[0], x_BLD[0])
+    for x, y in ((x_BLD[0], out[1]), (x_BLD[1], out_off[1])):
+        before, after = sae.encode(x), sae.encode(y)
+        torch.testing.assert_close(after[:, f], torch.full((4,), v), atol=1e-5, rtol=0)
+        others = torch.arange(16) != f
+        torch.testing.assert_close(after[:, others], before[:, others], atol=1e-5, rtol=0)
+
+
+def test_clamp_in_the_model_moves_the_residual_by_value_minus_activation(lm):
+    sae = _random_sae()
+    saes, norms = {"layers.1": sae}, {"layers.1": 3.0}
+    ids = torch.randint(3, 16, (1, 8)).expand(2, 8)
+    rows = [None, Steering((FeatureSteer("layers.1", 11, 0.5, "clamp"),))]
+    clean = _layer_out(lm, ids, "layers.1")
+    edited = _layer_out(lm, ids, "layers.1", saes, norms, rows)
+    a = feature_acts(sae, clean[1, 1:], torch.tensor([11]))[:, 0]
+    want = (1.5 - a)[:, None] * sae.W_dec.detach()[11]
+    torch.testing.assert_close(edited[1, 1:] - clean[1, 1:], want, atol=1e-5, rtol=0)
+    assert torch.equal(edited[0], clean[0])
+
+
+@pytest.mark.parametrize("strength", [math.nan, math.inf, -math.inf, 1e6, 20.5])
+def test_bad_strength_is_a_clear_error(strength):
+    with pytest.raises(ValueError, match="strength"):
+        FeatureSteer("layers.1", 2, strength)
+
+
+def test_mlp_hookpoints_steer_too(lm):
+    sae = _random_sae(hookpoint="layers.1.mlp")
+    saes, norms = {"layers.1.mlp": sae}, {"layers.1.mlp": 0.5}
+    assert hookpoint_for_layer(saes, 1) == "layers.1.mlp"
+    ids = torch.randint(3, 16, (1, 6)).expand(2, 6)
+    rows = [None, Steering((FeatureSteer("layers.1.mlp", 3, 2.0),))]
+    clean = _layer_out(lm, ids, "layers.1.mlp")
+    edited = _layer_out(lm, ids, "layers.1.mlp", saes, norms, rows)
+    unit = sae.W_dec.detach()[3] / sae.W_dec.detach()[3].norm()
+    torch.testing.assert_close(edited[1, 1:] - clean[1, 1:], (2.0 * 0.5 * unit).expand(5, -1),
+                               atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="layer 4 is not in this SAE set"):
+        hookpoint_for_layer(saes, 4)

@@ -1,0 +1,59 @@
+"""Command-line options come from the config dataclasses: every field, its docstring, its
+default, and values that parse back into the same config."""
+
+import argparse
+from dataclasses import fields
+
+import pytest
+
+from sae_core.__main__ import parser
+from sae_core.cli_options import add_config_args, config_from_args, field_docs
+from sae_core.config import BuildConfig, TrainConfig
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser()
+    add_config_args(p, BuildConfig)
+    add_config_args(p, TrainConfig, aliases={"architecture": "--arch"})
+    args = p.parse_args(argv)
+    return config_from_args(BuildConfig, args), config_from_args(TrainConfig, args)
+
+
+def test_every_field_is_an_option_with_its_docstring():
+    help_text = " ".join(parser()._subparsers._group_actions[0].choices["train"]
+                         .format_help().split())
+    for cls in (BuildConfig, TrainConfig):
+        docs = field_docs(cls)
+        assert set(docs) == {f.name for f in fields(cls)}  # every field documented
+        for f in fields(cls):
+            assert f"--{f.name.replace('_', '-')}" in help_text
+            assert docs[f.name][:40] in help_text
+
+
+def test_defaults_give_the_default_configs():
+    assert _parse([]) == (BuildConfig(), TrainConfig())
+
+
+def test_values_parse_into_the_config():
+    build, train = _parse([
+        "--model", "gpt2", "--layers", "0,5,12", "--seq-len", "128", "--arch", "relu",
+        "--k", "64", "--k-start", "none", "--lr", "3e-3", "--max-tokens", "none",
+        "--no-bf16", "--encoder-init-scale", "0.25", "--l1-coeff", "0.05"])
+    assert build == BuildConfig(model="gpt2", layers=(0, 5, 12), seq_len=128)
+    assert train == TrainConfig(architecture="relu", k=64, lr=3e-3, max_tokens=None, bf16=False,
+                                encoder_init_scale=0.25, l1_coeff=0.05)
+    assert _parse(["--layers", "all"])[0].layers is None
+
+
+@pytest.mark.parametrize("argv", [["--k", "many"], ["--arch", "gated"], ["--layers", "a,b"]])
+def test_bad_values_are_usage_errors(argv, capsys):
+    with pytest.raises(SystemExit):
+        _parse(argv)
+    assert "error" in capsys.readouterr().err
+
+
+def test_bad_combinations_are_config_errors():
+    with pytest.raises(ValueError, match="k_start"):
+        _parse(["--k", "32", "--k-start", "8"])
+    with pytest.raises(ValueError, match="layers"):
+        _parse(["--layers", "-1"])

@@ -1,0 +1,62 @@
+"""The shape of the code: `sae_core` is a library without the app, and modules and
+functions stay small (the house style in DESIGN.md)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UI_LIBRARIES = ("gradio", "plotly", "pandas")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 300, 60
+
+
+def _python_files(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
+
+
+def _imported(path: Path) -> set[str]:
+    """Top-level names of every module `path` imports, at any depth of the code."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", _python_files("sae_core"), ids=lambda p: p.name)
+def test_the_library_imports_no_ui_code(path):
+    assert not _imported(path) & {*UI_LIBRARIES, "ui", "app"}
+
+
+def test_the_library_imports_with_the_ui_libraries_missing():
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for p in _python_files("sae_core")]
+    code = (f"import sys\nfor name in {UI_LIBRARIES!r}:\n    sys.modules[name] = None\n"
+            f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in "
+            f"{UI_LIBRARIES!r} and sys.modules[n] is not None))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+SOURCES = [*_python_files("sae_core", "ui", "bench", "scripts", "tests"), ROOT / "app.py"]
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_are_small(path):
+    text = path.read_text()
+    assert len(text.splitlines()) <= MAX_MODULE_LINES
+    tab_layout = path.parent.name == "ui"
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            if tab_layout and node.name.startswith("build_") and node.name.endswith("_tab"):
+                continue  # a tab's layout reads top to bottom, like the page
+            length = node.end_lineno - node.lineno + 1
+            assert length <= MAX_FUNCTION_LINES, f"{node.name} is {length} lines"

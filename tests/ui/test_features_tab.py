@@ -1,0 +1,53 @@
+"""The Features tab's callbacks on the tiny atlas."""
+
+import json
+
+import pytest
+
+from sae_core.explore.feature_index import (
+    ensure_feature_index,
+)
+from sae_core.explore.feature_page import open_index
+from ui import session
+
+
+def test_tab_callbacks_on_tiny_atlas(tiny_atlas):
+    import gradio as gr
+
+    from ui import features as tab
+
+    ensure_feature_index(tiny_atlas, lm=session.open_atlas(tiny_atlas).lm)
+    folder = str(tiny_atlas)
+    f = tab.random_alive(folder, 1, seed=3)
+    assert open_index(tiny_atlas).layer_stats("layers.1")["n_fire"][f] > 0
+    summary, hist, logits, html, density = tab.page_outputs(folder, 1, f)
+    assert f"feature {f}" in summary and "<span" in html
+    assert len(logits) == 10 and hist is not None and len(density.data) == 2
+    assert tab.step_feature(folder, 1, 63, 1) == 0 and tab.step_feature(folder, 1, 0, -1) == 63
+    for layer, feature in [(7, 0), (1, 64), (1, -3), (None, 0), ("x", 1), (1, None)]:
+        with pytest.raises(ValueError):
+            tab.page_outputs(folder, layer, feature)
+        with pytest.raises(gr.Error):
+            tab._ui(tab.page_outputs)(folder, layer, feature)
+    with pytest.raises(ValueError, match="SAE set"):
+        tab.page_outputs(None, 1, 0)
+
+
+def test_tab_without_index_says_so(tmp_path):
+    from ui import features as tab
+
+    (tmp_path / "atlas.json").write_text("{}")
+    out = tab.page_outputs(str(tmp_path), 0, 0)
+    assert out[0] == tab.NO_INDEX and out[1] is None
+
+
+def test_layer_numbers_map_to_the_atlas_hookpoints(tmp_path):
+    from ui import features as tab
+
+    hooks = ["layers.3.mlp", "layers.5.mlp", "layers.5"]
+    (tmp_path / "atlas.json").write_text(json.dumps({"hookpoints": hooks}))
+    assert tab._layers(str(tmp_path)) == [3, 5]
+    assert tab._hookpoint(str(tmp_path), 3) == "layers.3.mlp"
+    assert tab._hookpoint(str(tmp_path), "5") == "layers.5"  # the residual one first
+    with pytest.raises(ValueError, match="its layers are 3, 5"):
+        tab._hookpoint(str(tmp_path), 4)

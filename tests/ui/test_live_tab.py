@@ -1,0 +1,30 @@
+"""The Live view tab's callbacks: bad input is a gr.Error, rows choose features."""
+
+import pytest
+
+from ui import choice as ui_choice
+from ui import search as ui_search
+
+
+def test_tab_callbacks_answer_bad_input_with_gr_error_and_rows_choose_features(tiny_atlas):
+    import gradio as gr
+
+    from ui import live as ui_live
+
+    plot, _, _, table, view = ui_live.run_live(str(tiny_atlas), "the cat 🙂 sat")
+    assert view.n_tokens == 4 and len(plot.data) >= 1 and table.columns[:2].tolist() == [
+        "layer", "feature"]
+    for bad in ("", "\x00"):
+        with pytest.raises(gr.Error, match="empty"):
+            ui_live.run_live(str(tiny_atlas), bad)
+    with pytest.raises(gr.Error, match="SAE set"):
+        ui_live.run_live("", "text")
+    with pytest.raises(gr.Error, match="out of range"):
+        ui_live.pick_token(str(tiny_atlas), view, 99)
+    hits, _ = ui_search.run_search(str(tiny_atlas), "Paris is big")
+    assert hits.columns[:2].tolist() == ["layer", "feature"]
+    with pytest.raises(gr.Error, match="not in this layer map"):
+        ui_search.run_label_search(str(tiny_atlas), 9, "pos", "NOUN", 0.5, 1)
+    evt = gr.SelectData(None, {"index": [0, 2], "value": 0, "row_value": hits.iloc[0].tolist()})
+    chosen, md, _ = ui_choice.choose(hits, evt)
+    assert chosen == (int(hits["layer"][0]), int(hits["feature"][0])) and "feature" in md
