@@ -17,7 +17,7 @@ import torch
 from common import load_lm, load_texts, token_windows
 
 from sae_core.config import TrainConfig
-from sae_core.train.trainer import train_saes
+from sae_core.train.loop import train_saes
 
 
 def main() -> None:

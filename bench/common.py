@@ -42,7 +42,7 @@ def layer_activations(layer: int, n_train: int, n_test: int, seq_len: int = 256)
             acts = run_captured(lm, source[start:start + 16], [hook])[hook]
             if median is None:
                 median = float(acts[:, 1:].float().norm(dim=-1).median())
-            rows.append(acts[keep_mask(acts, median, 10.0)].float())
+            rows.append(acts[keep_mask(acts, median)].float())
             have += len(rows[-1])
             if have >= want:
                 break

@@ -9,7 +9,7 @@
    held-out windows alone and other prefixes of the index windows (a second pass).
 3. Feature page data (`feature_page`) for random alive features of random layers, and the
    whole tab callback (page data + figures + HTML); target under 200 ms.
-4. Live view (`sae_core.live.live_view`) of a 256-token text over all 30 layers; target
+4. Live view (`sae_core.explore.live.live_view`) of a 256-token text over all 30 layers; target
    under 1.5 s; baseline: the captured forward alone.
 
     flock /tmp/bench.lock .venv/bin/python bench/features.py [--atlas DIR] [--coverage]
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from common import ROOT, load_lm, load_texts, token_windows
 
-from sae_core.activations import layer_of, medians_of, outlier_factor_of
+from sae_core.activations import layer_of, outlier_factor_of
 from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
 from sae_core.explore.feature_index import (
     build_feature_index,
@@ -39,6 +39,7 @@ from sae_core.explore.feature_page import feature_page, open_index
 from sae_core.explore.feature_stats import IndexConfig, index_layer
 from sae_core.explore.live import live_view
 from sae_core.hooks import run_captured
+from sae_core.norms import medians_of
 from ui import session
 from ui.features import page_outputs
 

@@ -15,7 +15,6 @@ import time
 
 from common import ROOT, load_lm, load_texts
 
-from sae_core.activations import medians_of
 from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
 from sae_core.explore.labels import load_or_build_labels
 from sae_core.explore.layermap import (
@@ -25,6 +24,7 @@ from sae_core.explore.layermap import (
     collect_firings,
     counts_from_firings,
 )
+from sae_core.norms import medians_of
 
 
 def main() -> None:

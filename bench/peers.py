@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from sae_core.metrics import RunningFvu  # noqa: E402 (imports only torch: fine in the peer venv)
 
 # x -> (x_hat, fired), fired a bool [rows, width] mask of latents nonzero after TopK
 Codec = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -109,20 +115,13 @@ def train_sparsify(train: torch.Tensor, args: argparse.Namespace) -> tuple[float
 
 @torch.no_grad()
 def evaluate(codec: Codec, test: torch.Tensor) -> dict[str, float]:
-    """FVU against the test mean, share of latents never firing on test, mean L0."""
-    mean = test.mean(0)
-    err = var = l0 = 0.0
-    ever_fired: torch.Tensor | None = None
+    """FVU against the test mean, share of latents never firing on test, mean L0: the same
+    accumulator that scores our SAEs (sae_core.metrics.RunningFvu)."""
+    run = RunningFvu()
     for x in test.split(EVAL_CHUNK):
         x_hat, fired = codec(x)
-        err += (x - x_hat).double().pow(2).sum().item()
-        var += (x - mean).double().pow(2).sum().item()
-        l0 += fired.sum().item()
-        hit = fired.any(0)
-        ever_fired = hit if ever_fired is None else ever_fired | hit
-    assert ever_fired is not None
-    dead = 1.0 - ever_fired.float().mean().item()
-    return {"fvu": err / var, "dead_frac": dead, "l0": l0 / test.shape[0]}
+        run.update(x, x_hat, fired)
+    return {"fvu": run.fvu(), "dead_frac": run.dead_fraction(), "l0": run.l0()}
 
 
 TRAINERS = {"saelens": (train_saelens, "sae-lens"), "sparsify": (train_sparsify, "eai-sparsify")}

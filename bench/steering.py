@@ -25,8 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae_core.activations import typical_norms
 from sae_core.atlas.layout import DEFAULT_ATLAS
+from sae_core.norms import typical_norms
 from sae_core.steer.edits import FeatureSteer, Steering, steering_hooks
 from sae_core.steer.generation import GenConfig, generate, prompt_ids
 from ui import session

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .activations import medians_of, outlier_factor_of
+from .activations import outlier_factor_of
 from .atlas.build import build_atlas
 from .atlas.evaluate import evaluate_atlas
 from .atlas.layout import DEFAULT_ATLAS, check_fits, load_atlas, read_info, read_metrics
@@ -14,6 +14,7 @@ from .cli_options import add_config_args, config_from_args
 from .config import BuildConfig, TrainConfig
 from .corpus import load_texts, split_windows, token_windows
 from .lm import load_lm
+from .norms import medians_of
 from .progress import console_report
 
 

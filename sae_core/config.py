@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 from .activations import OUTLIER_FACTOR
@@ -39,9 +39,6 @@ class SaeConfig:
                              "use 'topk', 'relu' or 'jumprelu'")
         if self.architecture == "topk" and not 0 < self.k <= self.d_sae:
             raise ValueError(f"k must be in 1..d_sae ({self.d_sae}), got {self.k}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,6 @@ def fvu(x_ND: Tensor, x_hat_ND: Tensor) -> Tensor:
     return (x_ND - x_hat_ND).pow(2).sum() / total_variance(x_ND)
 
 
-def l0(acts_NS: Tensor) -> float:
-    """Mean number of active latents per token."""
-    return float((acts_NS != 0).sum(-1).double().mean())
-
-
 def dead_fraction(fire_counts_S: Tensor) -> float:
     """Share of latents that never fired."""
     return float((fire_counts_S == 0).double().mean())

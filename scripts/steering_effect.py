@@ -30,8 +30,8 @@ from plotly.subplots import make_subplots
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sae_core.activations import typical_norms
 from sae_core.atlas.layout import DEFAULT_ATLAS
+from sae_core.norms import typical_norms
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.generation import GenConfig, generate, prompt_ids, side_by_side
 from ui import session

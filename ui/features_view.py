@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from sae_core.activations import layer_name
 from sae_core.explore.feature_page import FeaturePage, Snippet
 
 from .layer_map_view import TASK_NAMES
@@ -70,7 +71,7 @@ def snippets_html(page: FeaturePage) -> str:
 
 
 def summary_markdown(page: FeaturePage) -> str:
-    layer = page.hookpoint.split(".")[1]
+    layer = layer_name(page.hookpoint)
     lines = [f"### Layer {layer}, feature {page.feature}"]
     if page.dead:
         lines.append(f"**Dead here:** it never fired on the {page.n_tokens:,} indexed tokens.")

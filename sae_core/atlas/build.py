@@ -15,7 +15,8 @@ from ..config import BuildConfig, TrainConfig
 from ..corpus import load_texts, split_windows, token_windows
 from ..lm import LM, load_lm
 from ..progress import Report
-from ..train.trainer import MultiTrainer, train_saes
+from ..train.loop import train_saes
+from ..train.trainer import MultiTrainer
 from .evaluate import evaluate_atlas
 from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, INFO_FILE, METRICS_FILE
 

@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..activations import medians_of, outlier_factor_of
+from ..activations import outlier_factor_of
 from ..lm import LM
+from ..norms import medians_of
 from ..sae import Sae
 
 ATLAS_ROOT = Path("checkpoints/atlas")

@@ -20,10 +20,11 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from ..activations import keep_mask, layer_of, typical_norms
+from ..activations import keep_mask, layer_of
 from ..atlas.layout import LoadedAtlas
 from ..corpus import bos_id
 from ..hooks import run_captured
+from ..norms import typical_norms
 from .feature_index import TOKENS_FILE, has_feature_index, index_dir, layer_file
 from .layermap import read_layer_map
 

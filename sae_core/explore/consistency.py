@@ -128,19 +128,6 @@ def layer_map(
     return LayerMap(n_accepted=n_accepted, share_accepted=share, n_eligible=int(eligible.sum()))
 
 
-def topq_fires(acts_NF: Tensor, rate: float) -> Tensor:
-    """(N, F) bool: each column fires on its top round(rate * N) tokens, exactly that many.
-
-    The control for the SAE: use its mean firing rate (k / d_sae for TopK) on the raw
-    residual dims or on random directions. Ties between equal values are cut arbitrarily
-    so every column fires the same number of times. Only the positive tail is used; pass
-    `torch.cat([acts, -acts], 1)` to give each direction a feature per sign.
-    """
-    top_FM = topq_tokens(acts_NF, rate)
-    fires = torch.zeros(acts_NF.shape, dtype=torch.bool, device=acts_NF.device)
-    return fires.scatter_(0, top_FM.T, True)
-
-
 def random_directions(d: int, n: int, seed: int = 0) -> Tensor:
     """(n, d) float32 unit vectors, uniform on the sphere, reproducible from `seed`."""
     gen = torch.Generator().manual_seed(seed)
@@ -149,8 +136,12 @@ def random_directions(d: int, n: int, seed: int = 0) -> Tensor:
 
 
 def topq_tokens(acts_NF: Tensor, rate: float) -> Tensor:
-    """(F, m) indices of each column's top m = round(rate * N) tokens (the firings of
-    `topq_fires`, without the dense (N, F) mask)."""
+    """(F, m) indices of each column's top m = round(rate * N) tokens: its firings.
+
+    The control for the SAE: use its mean firing rate (k / d_sae for TopK) on the raw
+    residual dims or on random directions. Ties between equal values are cut arbitrarily
+    so every column fires the same number of times. Only the positive tail is used; pass
+    `torch.cat([acts, -acts], 1)` to give each direction a feature per sign."""
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate must be in [0, 1], got {rate}")
     m = round(rate * acts_NF.shape[0])

@@ -39,11 +39,12 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..activations import keep_mask, medians_of, outlier_factor_of
+from ..activations import keep_mask, outlier_factor_of
 from ..atlas.layout import check_fits, load_atlas
 from ..corpus import load_texts, split_windows, token_windows
 from ..hooks import run_captured
 from ..lm import LM, load_named
+from ..norms import medians_of
 from ..progress import Report
 from ..sae import Sae
 from .feature_stats import IndexConfig, index_layer
@@ -111,6 +112,11 @@ def has_feature_index(folder: Path) -> bool:
     return (index_dir(folder) / META_FILE).exists()
 
 
+def read_index_meta(folder: Path) -> dict:
+    """index.json of an atlas's feature index: settings, sources, tokens per layer."""
+    return json.loads((index_dir(folder) / META_FILE).read_text())
+
+
 def build_feature_index(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor,
     out: Path, *, outlier_factor: float, cfg: IndexConfig | None = None,
@@ -149,7 +155,7 @@ def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report |
     cfg = cfg or IndexConfig()
     folder = Path(folder)
     if has_feature_index(folder):
-        return json.loads((index_dir(folder) / META_FILE).read_text())
+        return read_index_meta(folder)
     info, _, saes = load_atlas(folder)
     lm = lm or load_named(info["model"])
     check_fits(saes, lm)

@@ -7,7 +7,6 @@ milliseconds. Bad ids raise ValueError with a message for the user.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,14 @@ from safetensors.torch import load_file
 
 from ..activations import layer_of
 from ..atlas.layout import LoadedAtlas
-from .feature_index import META_FILE, TOKENS_FILE, has_feature_index, index_dir, layer_file
+from .feature_index import (
+    META_FILE,
+    TOKENS_FILE,
+    has_feature_index,
+    index_dir,
+    layer_file,
+    read_index_meta,
+)
 from .feature_stats import IndexConfig, hist_edges
 from .layermap import read_layer_map
 from .logit_lens import logit_lens
@@ -92,7 +98,7 @@ class FeatureIndex:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.meta = json.loads((index_dir(folder) / META_FILE).read_text())
+        self.meta = read_index_meta(folder)
         self.cfg = IndexConfig(**{**self.meta["cfg"],
                                   "quantiles": tuple(self.meta["cfg"]["quantiles"])})
         self.tokens_WL = load_file(str(index_dir(folder) / TOKENS_FILE))["tokens"]

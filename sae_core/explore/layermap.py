@@ -22,11 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ..activations import OUTLIER_FACTOR, keep_mask, medians_of, outlier_factor_of
+from ..activations import OUTLIER_FACTOR, keep_mask, outlier_factor_of
 from ..atlas.layout import check_fits, load_atlas
 from ..corpus import load_texts
 from ..hooks import run_captured
 from ..lm import LM, load_named
+from ..norms import medians_of
 from ..progress import Report
 from ..sae import Sae
 from .consistency import (

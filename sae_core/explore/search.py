@@ -14,7 +14,6 @@ everywhere; a feature that never fired in the index scores 0 (no reference, no c
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import Tensor
 
 from ..activations import layer_of, parse_hookpoint
 from ..atlas.layout import LoadedAtlas
-from .feature_index import INDEX_DIR, META_FILE, has_feature_index, layer_file
+from .feature_index import has_feature_index, layer_file, read_index_meta
 from .layermap import MAP_TASKS, LayerMapData, read_layer_map
 from .live import LiveView, live_view
 
@@ -134,7 +133,7 @@ def corpus_peaks(folder: Path | str) -> dict[str, Tensor] | None:
     (0 if it never fired there), for `search_text(reference=...)`; None without an index."""
     if not has_feature_index(Path(folder)):
         return None
-    meta = json.loads((Path(folder) / INDEX_DIR / META_FILE).read_text())
+    meta = read_index_meta(Path(folder))
     peaks = {}
     for h in meta["layers"]:
         with safe_open(str(layer_file(Path(folder), h)), "pt") as f:

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ..activations import OUTLIER_FACTOR, residual_norms
+from ..activations import OUTLIER_FACTOR
 from ..atlas.evaluate import evaluate_atlas
 from ..atlas.layout import ATLAS_ROOT, INFO_FILE, METRICS_FILE
 from ..corpus import load_texts, split_windows, token_windows
 from ..lm import LM, load_named
+from ..norms import residual_norms
 from ..progress import Report
 from .fetch import HubError
 from .formats import fold_input_scale

@@ -91,11 +91,6 @@ def same_model(a: str, b: str) -> bool:
     return bool(a and b) and canonical_model(a) == canonical_model(b)
 
 
-def releases_for(model: str) -> list[Release]:
-    """Releases trained on `model`, then those meant to run on it."""
-    return [r for r in RELEASES.values() if same_model(r.model, model) or r.run_on == model]
-
-
 def release_label(release: Release) -> str:
     return f"{release.name} ({release.model}, {len(release.saes)} SAEs)"
 

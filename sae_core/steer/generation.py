@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-from ..activations import OUTLIER_FACTOR, typical_norms
+from ..activations import OUTLIER_FACTOR
 from ..atlas.layout import LoadedAtlas
 from ..lm import LM
+from ..norms import typical_norms
 from ..sae import Sae
 from .edits import Steering, check_steering, steering_hooks
 

@@ -1,7 +1,8 @@
 """Training: SAEs for many hookpoints from one LM forward per batch.
 
-`trainer` holds one SAE's optimizer step (`SaeTrainer`), the multi-layer loop
-(`MultiTrainer`, `train_saes`); `topk_grad` the hand-written sparse backward of a TopK step;
-`shuffle` the buffer that mixes activations across LM batches; `checkpoint` the resumable
-state. May import the core modules of `sae_core` only.
+`loop` is the training loop (`train_saes`); `trainer` holds the optimizer steps of one SAE
+(`SaeTrainer`) and of every layer on one LM batch (`MultiTrainer`); `topk_grad` the
+hand-written sparse backward of a TopK step; `shuffle` the buffer that mixes activations
+across LM batches; `checkpoint` the resumable state. May import the core modules of
+`sae_core` only.
 """

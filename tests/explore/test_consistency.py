@@ -11,7 +11,7 @@ from sae_core.explore.consistency import (
     label_counts_dense,
     layer_map,
     random_directions,
-    topq_fires,
+    topq_tokens,
 )
 
 # 4 tokens, each fires k=2 of 4 features; 4 labels, label 3 never occurs; feature 3 is dead.
@@ -119,7 +119,7 @@ def test_layer_map_counts_per_label():
     assert lm.share_accepted == pytest.approx(3 / 5)
 
 
-def test_topq_fires_exact_top_tokens():
+def test_topq_tokens_are_exactly_the_top_tokens():
     acts = torch.tensor([
         [0.0, 5.0, 1.0],
         [3.0, 4.0, 1.0],
@@ -130,21 +130,21 @@ def test_topq_fires_exact_top_tokens():
         [5.0, -1.0, 1.0],
         [0.5, -2.0, 1.0],
     ])
-    fires = topq_fires(acts, 0.25)  # 2 of 8 tokens per column
-    assert fires[:, 0].nonzero().flatten().tolist() == [4, 6]
-    assert fires[:, 1].nonzero().flatten().tolist() == [0, 1]
-    assert fires.sum(0).tolist() == [2, 2, 2]  # a constant column still fires exactly twice
-    assert not topq_fires(acts, 0.0).any()
-    assert topq_fires(acts, 1.0).all()
+    top = topq_tokens(acts, 0.25)  # 2 of 8 tokens per column
+    assert sorted(top[0].tolist()) == [4, 6] and sorted(top[1].tolist()) == [0, 1]
+    assert top.shape == (3, 2)  # a constant column still fires exactly twice
+    assert topq_tokens(acts, 0.0).shape == (3, 0)
+    assert all(sorted(row) == list(range(8)) for row in topq_tokens(acts, 1.0).tolist())
     with pytest.raises(ValueError):
-        topq_fires(acts, 1.5)
+        topq_tokens(acts, 1.5)
 
 
 def test_topq_counts_match_rate_on_random_acts():
     acts = torch.randn(1000, 40, generator=torch.Generator().manual_seed(1))
-    fires = topq_fires(acts, 32 / 4608)
-    assert (fires.sum(0) == 7).all()  # round(1000 * 0.00694) = 7
+    top = topq_tokens(acts, 32 / 4608)
+    assert top.shape == (40, 7)  # round(1000 * 0.00694) = 7
     threshold = acts.topk(7, dim=0).values[-1]
+    fires = torch.zeros_like(acts, dtype=torch.bool).scatter_(0, top.T, True)
     assert torch.equal(fires, acts >= threshold)  # no ties in continuous data
 
 
@@ -165,7 +165,8 @@ def test_topq_label_counts_equal_the_dense_path():
     gen = torch.Generator().manual_seed(0)
     acts = torch.randn(500, 12, generator=gen)
     labels = torch.randint(0, 4, (500,), generator=gen)
-    dense = label_counts_dense(topq_fires(acts, 0.05), labels, 4)
+    fires = acts >= acts.topk(25, dim=0).values[-1]  # no ties in continuous data
+    dense = label_counts_dense(fires, labels, 4)
     top = topq_tokens(acts, 0.05)
     assert top.shape == (12, 25)
     assert torch.equal(label_counts_topq(top, labels, 4), dense)

@@ -4,7 +4,7 @@ requests are messages."""
 import pytest
 import torch
 
-from sae_core.activations import typical_norms
+from sae_core.norms import typical_norms
 from sae_core.steer.edits import (
     FeatureSteer,
     Steering,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sae_core.train.trainer import train_saes
+from sae_core.train.loop import train_saes
 from tests.train.windows import HOOKS, _cfg, _windows
 
 

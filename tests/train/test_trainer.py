@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from sae_core.config import TrainConfig
-from sae_core.train.trainer import k_at, sae_batches, train_saes
+from sae_core.train.loop import train_saes
+from sae_core.train.trainer import k_at, sae_batches
 from tests.train.windows import HOOKS, _cfg, _windows
 
 

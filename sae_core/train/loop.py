@@ -1,0 +1,60 @@
+"""The training loop: one LM forward per batch captures every hookpoint, each layer's SAE
+steps on its activations, checkpoints along the way."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..config import TrainConfig
+from ..hooks import run_captured
+from ..lm import LM
+from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from .trainer import MultiTrainer, steps_per_lm_batch
+
+Progress = Callable[[int, int, dict], None]
+"""progress(batches done, batches in all, {"step", "fvu": per hookpoint})."""
+
+
+def train_saes(
+    lm: LM, windows_WL: Tensor, hookpoints: list[str], cfg: TrainConfig, *,
+    checkpoint_dir: Path | None = None, progress: Progress | None = None,
+) -> MultiTrainer:
+    """Train one SAE per hookpoint on `windows` (n_windows, seq_len) token ids, one pass
+    (or `cfg.max_tokens` of them, drawn at random).
+
+    Resumes from `checkpoint_dir` when it holds a checkpoint of the same config.
+    """
+    for h in hookpoints:
+        lm.module_for(h)  # fail fast on a bad hookpoint
+    seq_len = windows_WL.shape[1]
+    per_batch = max(cfg.lm_batch_tokens // seq_len, 1)
+    order = torch.randperm(len(windows_WL), generator=torch.Generator().manual_seed(cfg.seed))
+    n_batches = len(windows_WL) // per_batch
+    if cfg.max_tokens is not None:
+        n_batches = min(n_batches, math.ceil(cfg.max_tokens / (per_batch * seq_len)))
+    if n_batches == 0:
+        raise ValueError(
+            f"need at least {per_batch} windows of {seq_len} tokens, got {len(windows_WL)}"
+        )
+    trainer = MultiTrainer(cfg, hookpoints, lm.name, n_batches * steps_per_lm_batch(cfg))
+    start = 0
+    if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
+        start = load_checkpoint(trainer, checkpoint_dir)
+    for b in range(start, n_batches):
+        batch = windows_WL[order[b * per_batch:(b + 1) * per_batch]]
+        acts = run_captured(lm, batch, hookpoints, bf16=cfg.bf16)
+        stats = trainer.step(acts)
+        done = b + 1
+        if checkpoint_dir is not None and cfg.checkpoint_every and (
+            done % cfg.checkpoint_every == 0 or done == n_batches
+        ):
+            save_checkpoint(trainer, checkpoint_dir, done)
+        if progress is not None:
+            progress(done, n_batches, stats)
+    trainer.drain()
+    return trainer
