@@ -13,13 +13,15 @@ def total_variance(x_ND: Tensor) -> Tensor:
     return (x_ND - x_ND.mean(0)).pow(2).sum()
 
 
-def fvu(x_ND: Tensor, x_hat_ND: Tensor) -> Tensor:
+def fvu(x_ND: Tensor, x_hat_ND: Tensor, *, total_var: Tensor | None = None) -> Tensor:
     """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2.
 
     A 0-dim tensor in the inputs' dtype that autograd can follow: the training loss of both
     trainers. Reports pass float64 inputs (`float(fvu(x.double(), x_hat.double()))`);
-    `RunningFvu` gives the same number over batches it does not keep."""
-    return (x_ND - x_hat_ND).pow(2).sum() / total_variance(x_ND)
+    `RunningFvu` gives the same number over batches it does not keep. `total_var`: the
+    batch's `total_variance`, when the caller has it already."""
+    total_var = total_variance(x_ND) if total_var is None else total_var
+    return (x_ND - x_hat_ND).pow(2).sum() / total_var
 
 
 def dead_fraction(fire_counts_S: Tensor) -> float:

@@ -98,7 +98,8 @@ def topk_step_grads(
 
     x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
     err = x_hat - x_ND
-    grad_out = err * (2 / total_variance(x_ND))  # d fvu / d x_hat
+    total_var = total_variance(x_ND)
+    grad_out = err * (2 / total_var)  # d fvu / d x_hat
 
     grad_vals = pair_dots(grad_out, W_dec, idx)  # d fvu / d vals[n, j]
     grad_vals *= vals > 0
@@ -127,7 +128,8 @@ def topk_step_grads(
         grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_SD
 
     sae.b_dec.grad += grad_b_dec
-    return StepStats(fvu=float(fvu(x_ND, x_hat)), auxk=float(auxk), fired=fired)
+    return StepStats(fvu=float(fvu(x_ND, x_hat, total_var=total_var)), auxk=float(auxk),
+                     fired=fired)
 
 
 def remove_parallel_grad(sae: Sae) -> None:
