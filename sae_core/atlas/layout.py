@@ -12,8 +12,11 @@ checkpoints/atlas/<name>/
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..activations import outlier_factor_of
 from ..lm import LM
@@ -25,6 +28,7 @@ DEFAULT_ATLAS = ATLAS_ROOT / "default"
 INFO_FILE = "atlas.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "_checkpoint"
+T = TypeVar("T")
 
 
 def is_built(folder: Path | str) -> bool:
@@ -42,6 +46,25 @@ def read_info(folder: Path | str) -> dict:
 
 def read_metrics(folder: Path | str) -> dict[str, dict]:
     return json.loads((Path(folder) / METRICS_FILE).read_text())
+
+
+_read: dict[Path, tuple[int, object]] = {}
+_read_lock = threading.Lock()
+
+
+def read_once(stamp_file: Path, load: Callable[[], T]) -> T:
+    """`load()`, run again only when `stamp_file` (the file a writer writes last) changed
+    on disk since: derived files (layer map, feature index) are read once per version and
+    a rebuilt one is seen by every reader. FileNotFoundError when it is missing."""
+    path = Path(stamp_file).resolve()
+    stamp = path.stat().st_mtime_ns
+    with _read_lock:
+        if path in _read and _read[path][0] == stamp:
+            return _read[path][1]
+    value = load()
+    with _read_lock:
+        _read[path] = (stamp, value)
+    return value
 
 
 def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..activations import layer_of
-from ..atlas.layout import LoadedAtlas
+from ..atlas.layout import LoadedAtlas, read_once
 from .feature_index import (
     META_FILE,
     TOKENS_FILE,
@@ -121,20 +121,12 @@ class FeatureIndex:
             return {k: f.get_slice(k)[feature] for k in f.keys()}  # noqa: SIM118
 
 
-_indexes: dict[tuple[Path, float], FeatureIndex] = {}
-_indexes_lock = threading.Lock()
-
-
 def open_index(folder: Path | str) -> FeatureIndex:
     """The folder's feature index, opened once (re-opened if it was rebuilt)."""
     folder = Path(folder).resolve()
     if not has_feature_index(folder):
         raise FileNotFoundError(f"{folder} has no feature index yet")
-    key = (folder, (index_dir(folder) / META_FILE).stat().st_mtime)
-    with _indexes_lock:
-        if key not in _indexes:
-            _indexes[key] = FeatureIndex(folder)
-        return _indexes[key]
+    return read_once(index_dir(folder) / META_FILE, lambda: FeatureIndex(folder))
 
 
 def token_pieces(tokenizer, ids: list[int]) -> list[str]:

@@ -13,7 +13,6 @@ in milliseconds (`LayerMapData.heatmap`).
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR, keep_mask, outlier_factor_of
-from ..atlas.layout import check_fits, load_atlas
+from ..atlas.layout import check_fits, load_atlas, read_once
 from ..corpus import load_texts
 from ..hooks import run_captured
 from ..lm import LM, load_named
@@ -208,27 +207,15 @@ def compute_layer_map(
     return counts_from_firings(firings, data.vocab, d_sae, seed=seed)
 
 
-_maps: dict[Path, tuple[int, LayerMapData]] = {}
-_maps_lock = threading.Lock()
-
-
 def read_layer_map(folder: Path | str | None) -> LayerMapData | None:
     """The layer map of an atlas folder, read once per version on disk; None when it was
     never built. Every reader goes through here, so a map built later is seen by all."""
     if not folder:
         return None
-    path = Path(folder).resolve() / LAYER_MAP_FILE
-    try:
-        stamp = path.with_suffix(".json").stat().st_mtime_ns
-    except FileNotFoundError:
+    path = Path(folder) / LAYER_MAP_FILE
+    if not path.with_suffix(".json").exists():
         return None
-    with _maps_lock:
-        if path in _maps and _maps[path][0] == stamp:
-            return _maps[path][1]
-    lmap = LayerMapData.load(path)
-    with _maps_lock:
-        _maps[path] = (stamp, lmap)
-    return lmap
+    return read_once(path.with_suffix(".json"), lambda: LayerMapData.load(path))
 
 
 def ensure_layer_map(folder: Path, *, lm: LM | None = None,

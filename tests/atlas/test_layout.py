@@ -14,6 +14,7 @@ from sae_core.atlas.layout import (
     open_with,
     read_info,
     read_metrics,
+    read_once,
 )
 from sae_core.config import SaeConfig
 from sae_core.sae import Sae
@@ -54,3 +55,18 @@ def test_saes_of_another_width_or_layer_do_not_fit():
     with pytest.raises(ValueError, match="out of range"):
         check_fits({"layers.5": Sae(SaeConfig(d_in=32, d_sae=64))}, lm)
     check_fits({"layers.2.mlp": Sae(SaeConfig(d_in=32, d_sae=64))}, lm)
+
+
+def test_read_once_reloads_only_when_the_stamp_file_changes(tmp_path):
+    import os
+
+    stamp = tmp_path / "index.json"
+    stamp.write_text("{}")
+    calls = []
+    load = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert read_once(stamp, load) == 1 and read_once(stamp, load) == 1
+    mtime = stamp.stat().st_mtime_ns
+    os.utime(stamp, ns=(mtime, mtime + 10**9))  # rewritten
+    assert read_once(stamp, load) == 2 and read_once(tmp_path / "." / "index.json", load) == 2
+    with pytest.raises(FileNotFoundError):
+        read_once(tmp_path / "missing.json", load)
