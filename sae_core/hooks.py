@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .precision import autocast
+
 if TYPE_CHECKING:  # lm imports activations, which imports this module
     from .lm import LM
 
@@ -62,7 +64,7 @@ def run_captured(
     with (
         capture(lm, hookpoints) as acts,
         torch.inference_mode(),
-        torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16),
+        autocast(bf16),
         suppress(_StopForward),
     ):
         lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)

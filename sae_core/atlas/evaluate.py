@@ -13,6 +13,7 @@ from ..activations import OUTLIER_FACTOR, keep_mask, parse_hookpoint
 from ..hooks import edit_output, output_tensor, record_blocks, resume_after, run_captured
 from ..lm import LM
 from ..metrics import RunningFvu, ce_loss_recovered, cross_entropy
+from ..precision import autocast
 from ..progress import Report
 from ..sae import Sae
 
@@ -48,7 +49,7 @@ def ce_losses(
     """
 
     def loss(edit=None) -> float:
-        with edit or nullcontext(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with edit or nullcontext(), autocast(bf16):
             return cross_entropy(lm.model(windows_WL, use_cache=False).logits, windows_WL)
 
     with record_blocks(lm) as blocks:

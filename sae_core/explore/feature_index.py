@@ -45,6 +45,7 @@ from ..corpus import load_texts, split_windows, token_windows
 from ..hooks import run_captured
 from ..lm import LM, load_named
 from ..norms import medians_of
+from ..precision import autocast
 from ..progress import Report
 from ..sae import Sae
 from .feature_stats import IndexConfig, index_layer
@@ -69,7 +70,7 @@ def index_windows(windows_WL: Tensor, held_out: int, max_tokens: int) -> tuple[T
 def sparse_codes(sae: Sae, x_ND: Tensor, *, bf16: bool) -> tuple[Tensor, Tensor]:
     """(values, latent ids), each (n, k): the k strongest latents of every token."""
     k = sae.cfg.k if sae.cfg.architecture == "topk" else min(64, sae.cfg.d_sae)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with autocast(bf16):
         vals, idx = sae.encode_topk(x_ND, k)  # respects a JumpReLU threshold
     return vals.float(), idx
 

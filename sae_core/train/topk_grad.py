@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..metrics import fvu, total_variance
+from ..precision import matmul_dtype
 from ..sae import Sae
 
 # pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
@@ -87,7 +88,7 @@ def topk_step_grads(
     for p in sae.parameters():
         p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
     W_enc_SD, W_dec, b_dec = sae.W_enc_SD.detach(), sae.W_dec.detach(), sae.b_dec.detach()
-    mm_dtype = torch.bfloat16 if bf16 else torch.float32
+    mm_dtype = matmul_dtype(bf16)
     xc = x_ND - b_dec
     pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_SD.to(mm_dtype).T)
     # A block pre-filter (top blocks by max, then top-k among them) was slower than plain
