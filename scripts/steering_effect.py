@@ -1,8 +1,11 @@
 """How much steering moves the text toward a concept, and what it costs in fluency.
 
-For each preset of assets/steering_presets.json (a feature, and words of its concept) and
-each strength of a grid, greedy generation from a few neutral prompts, all strengths of one
-prompt in one batch (strength 0 = the unsteered row). Measured per strength:
+For each preset resolved on the atlas measured (`<atlas>/presets.json`: the concepts of
+assets/steering_presets.json, each with the feature found for it on this atlas; resolved now
+if missing or stale, see sae_core/steer/presets.py) and each strength of a grid, greedy
+generation from a few neutral prompts, all strengths of one prompt in one batch (strength
+0 = the unsteered row). Presets that found no visibly steering feature are listed and
+skipped. Measured per strength:
 - concept_prob: the steered model's next-token probability mass on the concept's words
   (single-token spellings: " ocean", "ocean", " Ocean", ...), averaged over the positions
   it wrote;
@@ -11,7 +14,7 @@ prompt in one batch (strength 0 = the unsteered row). Measured per strength:
   unsteered text scores low by construction).
 Writes a JSON of all numbers, a markdown table and a figure (Plotly, shot with chromium).
 
-    flock /tmp/bench.lock .venv/bin/python scripts/steering_effect.py
+    flock /tmp/bench.lock .venv/bin/python scripts/steering_effect.py [--atlas FOLDER]
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sae_core.atlas.layout import DEFAULT_ATLAS
 from sae_core.norms import typical_norms
-from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
+from sae_core.progress import console_report
+from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.generation import GenConfig, generate, prompt_ids, side_by_side
+from sae_core.steer.presets import ResolvedPreset, ensure_presets
 from ui import session
-from ui.steering import load_presets
 
 PROMPTS = ("Write a short story.", "Tell me about your weekend.", "Describe your ideal house.",
            "Give me three tips for a job interview.")
@@ -72,21 +76,20 @@ def perplexity(lm, ids_P: torch.Tensor, new: list[int]) -> float:
     return math.exp(-float(logp.gather(1, torch.tensor(new)[:, None]).mean()))
 
 
-def measure(loaded, preset: dict, strengths, prompts, n_tokens: int) -> dict:
-    lm, saes = loaded.lm, loaded.saes
-    hookpoint = hookpoint_for_layer(saes, preset["layer"])
-    norms, _ = typical_norms(lm, saes, [hookpoint])
-    words = concept_ids(lm.tokenizer, preset["concept_words"])
-    word_re = re.compile(r"\b(" + "|".join(map(re.escape, preset["concept_words"])) + r")",
+def measure(loaded, preset: ResolvedPreset, strengths, prompts, n_tokens: int) -> dict:
+    lm, saes, c = loaded.lm, loaded.saes, preset.concept
+    norms, _ = typical_norms(lm, saes, [preset.hookpoint], corpus=loaded.corpus)
+    words = concept_ids(lm.tokenizer, list(c.concept_words))
+    word_re = re.compile(r"\b(" + "|".join(map(re.escape, c.concept_words)) + r")",
                          re.IGNORECASE)
-    rows = [Steering((FeatureSteer(hookpoint, preset["feature"], s, preset.get("mode", "add")),))
+    rows = [Steering((FeatureSteer(preset.hookpoint, preset.feature, s, c.mode),))
             if s else None for s in strengths]
     gen = GenConfig(max_new_tokens=n_tokens)
     per = {s: {"concept_prob": [], "mention": [], "ppl": [], "texts": []} for s in strengths}
     for prompt in prompts:
         ids = prompt_ids(lm, prompt, gen)
         probs: list[torch.Tensor] = []
-        outs = generate(lm, saes, norms, ids, rows, gen,
+        outs = generate(lm, saes, norms, ids, rows, gen, outlier_factor=loaded.outlier_factor,
                         on_step=lambda lg, probs=probs: probs.append(
                             lg.softmax(-1)[:, words].sum(-1)))
         prob_TB = torch.stack(probs)
@@ -103,15 +106,12 @@ def measure(loaded, preset: dict, strengths, prompts, n_tokens: int) -> dict:
                      "texts": v["texts"]} for s, v in per.items()}
 
 
-def as_in_the_app(loaded, preset: dict) -> dict:
+def as_in_the_app(loaded, preset: ResolvedPreset) -> dict:
     """The preset run exactly as the Steering tab runs it: both texts side by side."""
-    steering = Steering((FeatureSteer(hookpoint_for_layer(loaded.saes, preset["layer"]),
-                                      preset["feature"], preset["strength"], preset["mode"]),),
-                        preset["positions"])
-    gen = GenConfig(max_new_tokens=preset["max_new_tokens"],
-                    temperature=preset["temperature"], seed=preset["seed"])
-    out = side_by_side(loaded, preset["prompt"], steering, gen)
-    return {"prompt": preset["prompt"], "unsteered": out.unsteered, "steered": out.steered,
+    c = preset.concept
+    out = side_by_side(loaded, c.prompt, preset.steering(), c.gen())
+    return {"prompt": c.prompt, "layer": preset.layer, "feature": preset.feature,
+            "strength": c.strength, "unsteered": out.unsteered, "steered": out.steered,
             "seconds": round(out.seconds, 2)}
 
 
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--atlas", default=str(DEFAULT_ATLAS))
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("docs/steering_effect"))
-    parser.add_argument("--presets", nargs="*", help="names (default: all)")
+    parser.add_argument("--presets", nargs="*", help="slugs or names (default: all)")
     parser.add_argument("--replot", action="store_true",
                         help="redraw the figure from the JSON of an earlier run")
     args = parser.parse_args()
@@ -162,16 +162,21 @@ def main() -> None:
         screenshot(figure(saved["results"], saved["strengths"]), args.out.with_suffix(".png"))
         return
     loaded = session.open_atlas(args.atlas)
-    presets = [p for p in load_presets() if not args.presets or p["name"] in args.presets]
+    resolved = ensure_presets(args.atlas, loaded, report=console_report())
+    for line in resolved.failed:
+        print(f"left out: {line}")
+    presets = [p for p in resolved.presets
+               if not args.presets or {p.slug, p.name} & set(args.presets)]
     results, shown, t0 = {}, {}, time.perf_counter()
     for p in presets:
-        shown[p["name"]] = as_in_the_app(loaded, p)
-        print(f"## {p['name']}\n{json.dumps(shown[p['name']], indent=1)}", flush=True)
-        results[p["name"]] = measure(loaded, p, STRENGTHS, PROMPTS, args.tokens)
-        print(f"{p['name']}: done at {time.perf_counter() - t0:.0f} s", flush=True)
+        shown[p.name] = as_in_the_app(loaded, p)
+        print(f"## {p.name}\n{json.dumps(shown[p.name], indent=1)}", flush=True)
+        results[p.name] = measure(loaded, p, STRENGTHS, PROMPTS, args.tokens)
+        print(f"{p.name}: done at {time.perf_counter() - t0:.0f} s", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(
-        {"prompts": PROMPTS, "strengths": STRENGTHS, "tokens": args.tokens,
+        {"atlas": str(args.atlas), "prompts": PROMPTS, "strengths": STRENGTHS,
+         "tokens": args.tokens,
          "presets_as_in_the_app": shown, "results": results}, indent=1))
     print("| preset | " + " | ".join(f"{s:g}" for s in STRENGTHS) + " |")
     print("|---|" + "---|" * len(STRENGTHS))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import os
 import re
-from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
@@ -20,8 +18,14 @@ from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.generation import MAX_NEW_TOKENS, GenConfig, side_by_side
 
 from . import session
+from .steering_presets import (
+    first_controls,
+    prepare_presets,
+    preset_choices,
+    preset_controls,
+    refresh_presets,
+)
 
-PRESETS_FILE = Path(__file__).resolve().parents[1] / "assets" / "steering_presets.json"
 STEER_CONCURRENCY = max(2, os.cpu_count() or 2)
 """Steering requests that run at once; more wait in the queue. Hooks act only in their own
 thread, so concurrent requests never see each other's edits; more requests than cores would
@@ -38,17 +42,15 @@ nothing else) to that strength. Don't know a feature number? Search for a word b
 
 class SteeringTab(NamedTuple):
     """What another tab needs to hand a feature over: set `layer` and `feature` (and maybe
-    `strength`), then select `tab` (id "steering") or chain `run.click`."""
+    `strength`), then select `tab` (id "steering") or chain `run.click`. Setting `preset` to
+    a slug ("ocean") loads that preset of the active SAE set into the controls."""
 
     tab: gr.Tab
     layer: gr.Number
     feature: gr.Number
     strength: gr.Slider
     run: gr.Button
-
-
-def load_presets(path: Path = PRESETS_FILE) -> list[dict]:
-    return json.loads(path.read_text())["presets"] if path.exists() else []
+    preset: gr.Dropdown
 
 
 def parse_extra(text: str | None) -> list[tuple[int, int, float]]:
@@ -144,17 +146,22 @@ def _n_layers(folder: str | None) -> int:
         return 30
 
 
-def build_steering_tab(picker: gr.Dropdown) -> SteeringTab:
-    """`picker` holds the active atlas folder."""
-    presets = load_presets()
+def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
+                       ) -> SteeringTab:
+    """`picker` holds the active atlas folder; `refreshed` says a part of it was built
+    (ui/builds.py), e.g. its presets."""
     n = _n_layers(picker.value)
-    first = presets[0] if presets else {"prompt": "Write a short story.", "layer": n // 2,
-                                        "feature": 0, "strength": 0.5}
+    first = first_controls(picker.value, n)
+    choices, note, missing = preset_choices(picker.value)
     with gr.Tab("Steering", id="steering") as tab:
         gr.Markdown(INTRO)
         with gr.Row():
-            preset = gr.Dropdown([p["name"] for p in presets], value=None, label="Presets "
-                                 "(for the default SAE set)", scale=2)
+            with gr.Column(scale=2):
+                # value = slug; custom values let a link name a preset before the menu fills
+                preset = gr.Dropdown(choices, value=None, label="Presets (for this SAE set)",
+                                     allow_custom_value=True)
+                preset_note = gr.Markdown(note)
+                prepare = gr.Button("Prepare presets", size="sm", visible=missing)
             prompt = gr.Textbox(first["prompt"], label="Prompt", scale=3)
         with gr.Row():
             layer = gr.Number(first["layer"], precision=0, minimum=0, label="Layer")
@@ -208,20 +215,19 @@ def build_steering_tab(picker: gr.Dropdown) -> SteeringTab:
 
         found.select(pick, None, [layer, feature], queue=False)
 
-        def use_preset(name):
-            p = next((p for p in presets if p["name"] == name), None)
-            if p is None:
-                return [gr.update()] * 10
-            return (p["prompt"], p["layer"], p["feature"], p["strength"], p.get("mode", "add"),
-                    p.get("positions", "all"), p.get("extra", ""), p.get("max_new_tokens", 48),
-                    p.get("temperature", 0.0), p.get("seed", 0))
-
-        preset.change(use_preset, preset, [prompt, layer, feature, strength, mode, positions,
-                                           extra, max_tokens, temperature, seed], queue=False)
+        # .change also fires when another event (a link) sets the slug
+        preset.change(preset_controls, [picker, preset],
+                      [prompt, layer, feature, strength, mode, positions, extra, max_tokens,
+                       temperature, seed], queue=False)
+        menu = [preset, preset_note, prepare]
+        prepare.click(prepare_presets, picker, menu, queue=False)
 
         def switch_atlas(folder):
             n = _n_layers(folder)
-            return n // 5, n - 1, None
+            return (n // 5, n - 1, None, *refresh_presets(folder))
 
-        picker.change(switch_atlas, picker, [first, last, found])
-    return SteeringTab(tab, layer, feature, strength, run)
+        picker.change(switch_atlas, picker, [first, last, found, *menu])
+        if refreshed is not None:  # presets built since: the menu fills, the choice stays
+            refreshed.change(lambda folder: refresh_presets(folder, reset=False), picker, menu,
+                             queue=False)
+    return SteeringTab(tab, layer, feature, strength, run, preset)

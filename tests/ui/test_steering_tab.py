@@ -5,6 +5,7 @@ import math
 import pytest
 
 from tests.steer.common import PROMPT
+from tests.steer.preset_helpers import CONCEPTS, planted_copy, tiny_search  # noqa: F401
 
 
 def test_tab_helpers_diff_and_extra_features(tiny_atlas):
@@ -40,3 +41,41 @@ def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
         tab = build_steering_tab(picker)
     assert isinstance(tab.layer, gr.Number) and isinstance(tab.feature, gr.Number)
     assert isinstance(tab.strength, gr.Slider) and tab.tab.id == "steering"
+
+
+@pytest.mark.usefixtures("tiny_search")
+def test_the_preset_menu_comes_from_the_active_atlas(tiny_atlas, loaded, tmp_path, monkeypatch):
+    import gradio as gr
+
+    from sae_core.steer import preset_concepts
+    from sae_core.steer.presets import ensure_presets
+    from ui.steering import build_steering_tab
+    from ui.steering_presets import MISSING, preset_choices, preset_controls, refresh_presets
+
+    planted, path = planted_copy(tiny_atlas, loaded.lm, tmp_path)
+    monkeypatch.setattr(preset_concepts, "CONCEPTS_FILE", path)  # the app's concept list
+    resolved = ensure_presets(planted.folder, planted)
+    folder = str(planted.folder)
+    choices, note, missing = preset_choices(folder)
+    assert choices == [(p.name, p.slug) for p in resolved.presets] and not missing
+    assert ("All roads lead to Paris", "paris") in choices
+    assert "A word it cannot write" in note and "Mats" in note  # failed: left out, named
+    paris = resolved.get("paris")
+    assert preset_controls(folder, "paris") == [
+        CONCEPTS[0]["prompt"], 2, paris.feature, 2.0, "add", "all", "", 8, 0.0, 0]
+    with pytest.warns(UserWarning, match="no preset 'never'"):  # left out: no change
+        assert preset_controls(folder, "never") == [gr.update()] * 10
+    assert preset_controls(folder, None) == [gr.update()] * 10
+    # an SAE set without presets says so, and offers to prepare them
+    assert preset_choices(str(tiny_atlas)) == ([], MISSING, True)
+    menu, note, button = refresh_presets(str(tiny_atlas))
+    assert menu.choices == [] and note == MISSING and button.visible
+    with gr.Blocks() as demo:
+        picker = gr.Dropdown([folder, str(tiny_atlas)], value=folder)
+        tab = build_steering_tab(picker)
+    assert [tuple(c) for c in tab.preset.choices] == choices and tab.preset.value is None
+    assert (tab.layer.value, tab.feature.value) == (paris.layer, paris.feature)
+    # choosing a slug (by hand or set by a link) loads the preset into the controls
+    (dep,) = [d for d in demo.fns.values() if (tab.preset._id, "change") in d.targets]
+    assert [b._id for b in dep.inputs] == [picker._id, tab.preset._id]
+    assert {tab.layer._id, tab.feature._id, tab.strength._id} <= {b._id for b in dep.outputs}
