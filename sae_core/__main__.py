@@ -1,4 +1,5 @@
-"""Command line: `python -m sae_core train ...` and `python -m sae_core eval ...`."""
+"""Command line: `python -m sae_core train ...`, `python -m sae_core eval ...` and
+`python -m sae_core push ...` (publish a built atlas to the Hugging Face Hub)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,21 @@ from pathlib import Path
 from .activations import outlier_factor_of
 from .atlas.build import build_atlas
 from .atlas.evaluate import evaluate_atlas
-from .atlas.layout import DEFAULT_ATLAS, check_fits, load_atlas, read_info, read_metrics
+from .atlas.layout import (
+    ATLAS_ROOT,
+    DEFAULT_ATLAS,
+    check_fits,
+    is_built,
+    load_atlas,
+    read_info,
+    read_metrics,
+)
 from .cli_options import add_config_args, config_from_args
 from .config import BuildConfig, TrainConfig
 from .corpus import load_texts, split_windows, token_windows
-from .lm import load_lm
+from .hub.atlas_repo import push_atlas
+from .jobs.stages import STAGES, complete_atlas, ready_parts
+from .lm import load_lm, load_named
 from .norms import medians_of
 from .progress import console_report
 
@@ -40,6 +51,13 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default="embedded")
     ev.add_argument("--corpus", default="default")
     ev.add_argument("--windows", type=int, default=64, help="held-out windows to evaluate on")
+    push = sub.add_parser("push", help="publish a built atlas (SAEs, layer map, feature index) "
+                          "to a Hugging Face Hub repo; needs HF_TOKEN or `hf auth login`")
+    push.add_argument("--atlas", required=True,
+                      help=f"an atlas name (a folder of {ATLAS_ROOT}) or an atlas folder")
+    push.add_argument("--repo", required=True, help="the model repo, USER/REPO")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", default=None, help="the branch to push to (default main)")
     return parser
 
 
@@ -62,10 +80,30 @@ def evaluate(args: argparse.Namespace) -> None:
                                outlier_factor=outlier_factor_of(info), report=console_report())))
 
 
+def atlas_folder(name_or_folder: str) -> Path:
+    """checkpoints/atlas/NAME for a bare NAME (unless only a folder of that name exists
+    here), else the folder given."""
+    named, given = ATLAS_ROOT / name_or_folder, Path(name_or_folder)
+    bare = "/" not in name_or_folder and "\\" not in name_or_folder
+    if bare and (named.is_dir() or not given.is_dir()):
+        return named
+    return given
+
+
+def push(args: argparse.Namespace) -> None:
+    folder = atlas_folder(args.atlas)
+    if is_built(folder) and len(ready_parts(folder)) < len(STAGES):
+        print(f"building what {folder} lacks first: a published atlas has every part")
+        done = complete_atlas(folder, load_named(read_info(folder)["model"]), console_report())
+        print(f"built {', '.join(done)}")
+    url = push_atlas(folder, args.repo, private=args.private, revision=args.revision)
+    print(f"pushed {args.atlas} to {args.repo}: {url}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        (train if args.command == "train" else evaluate)(args)
+        {"train": train, "eval": evaluate, "push": push}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

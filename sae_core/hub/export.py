@@ -1,4 +1,7 @@
-"""An atlas's SAEs exported in the SAELens layout with a model card, and pushed to the Hub."""
+"""An atlas's SAEs exported in the SAELens layout with a model card, and pushed to the Hub.
+
+`model_card` is the one card writer: an exported set's README.md here, a published whole
+atlas's in `atlas_repo`."""
 
 from __future__ import annotations
 
@@ -6,47 +9,78 @@ import json
 import math
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from ..activations import OUTLIER_FACTOR
 from ..atlas.layout import load_atlas
-from ..sae import Sae
+from ..config import SaeConfig
 from .fetch import HubError
 
 EXPORT_ROOT = Path("checkpoints/export")
+CARD_TAGS = ("sparse-autoencoder", "saelens", "sae-atlas")
+ATLAS_TAG = "sae-atlas-prebuilt"
+"""Tagged on a repo that holds a whole atlas (layer map, feature index), not only SAEs."""
+ATLAS_REPO_ENV = "SAE_ATLAS_REPO"
+"""The app takes its atlas from the Hub repo (USER/REPO[@revision]) this names."""
 
 
-def model_card(info: dict, metrics: dict[str, dict], saes: dict[str, Sae],
-               repo_id: str = "<repo_id>") -> str:
-    """README.md for an exported set: model, hookpoints, width, k, tokens, measured metrics."""
+def hub_model_id(name: str) -> str | None:
+    """`name` when it reads as a Hub model id (namespace/name), None for a local folder."""
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+def model_card(info: dict, metrics: dict[str, dict], cfgs: dict[str, SaeConfig],
+               repo_id: str = "<repo_id>", *, atlas: dict[str, str] | None = None) -> ModelCard:
+    """The README.md of an exported set or a published atlas: model, hookpoints, width, k,
+    tokens, measured metrics. `atlas` (part -> what it is) makes it an atlas's card: it
+    lists those parts and says how the app loads the repo."""
+    tags = [*CARD_TAGS, *([ATLAS_TAG] if atlas else [])]
+    data = ModelCardData(library_name="saelens", tags=tags,
+                         base_model=hub_model_id(info["model"]))
+    what = f"An SAE Atlas atlas for {info['model']}" if atlas else \
+        f"Sparse autoencoders for {info['model']}"
+    body = f"# {what}\n\n{_saes_section(info, metrics, cfgs, repo_id)}"
+    if atlas:
+        body += _atlas_section(atlas, repo_id)
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _origin(info: dict) -> str:
     src, cfg = info.get("source"), info.get("train_cfg", {})
-    origin = (f"loaded from `{src['repo_id']}` (revision `{src['revision']}`, trained for "
-              f"{', '.join(src['trained_for']) or 'an unnamed model'})" if src else
-              f"trained by SAE Atlas on {info.get('lm_tokens', 0):,} tokens of "
-              f"`{info['corpus']}` (settings: `{json.dumps(cfg)}`)")
+    if src:
+        return (f"loaded from `{src['repo_id']}` (revision `{src['revision']}`, trained for "
+                f"{', '.join(src['trained_for']) or 'an unnamed model'})")
+    return (f"trained by SAE Atlas on {info.get('lm_tokens', 0):,} tokens of "
+            f"`{info['corpus']}` (settings: `{json.dumps(cfg)}`)")
+
+
+def _saes_section(info: dict, metrics: dict[str, dict], cfgs: dict[str, SaeConfig],
+                  repo_id: str) -> str:
     rows = []
-    for h, sae in saes.items():
-        m, c = metrics.get(h, {}), sae.cfg
+    for h, c in cfgs.items():
+        m = metrics.get(h, {})
         k = str(c.k) if c.architecture == "topk" else "-"
         rows.append(f"| `{h}` | {c.architecture} | {c.d_sae} | {k} | {m.get('fvu', math.nan):.4f} "
                     f"| {m.get('l0', math.nan):.1f} | {100 * m.get('dead_frac_heldout', 0):.2f} "
                     f"| {m.get('ce_recovered', math.nan):.4f} |")
     tokens = next(iter(metrics.values()), {}).get("heldout_tokens", 0)
-    base = f"base_model: {info['model']}\n" if "/" in info["model"] else ""
-    first = next(iter(saes), "layers.0")
-    return f"""---
-library_name: saelens
-tags: [sparse-autoencoder, saelens, sae-atlas]
-{base}---
-# Sparse autoencoders for {info['model']}
-
-{len(saes)} SAEs, {origin}. Each folder holds one SAE in the SAELens layout (`cfg.json` +
-`sae_weights.safetensors`, tensors `W_enc (d_in, d_sae)`, `b_enc`, `W_dec (d_sae, d_in)`,
-`b_dec`). A folder `layers.N` reads the residual stream after block N (Hugging Face
-`hidden_states[N+1]`, TransformerLens `blocks.N.hook_resid_post`); `layers.N.mlp` reads block
-N's MLP output (`blocks.N.hook_mlp_out`). `cfg.json` metadata holds `median_norm`, the
-typical activation norm there.
+    factor = info.get("train_cfg", {}).get("outlier_factor", OUTLIER_FACTOR)
+    first = next(iter(cfgs), "layers.0")
+    return f"""{len(cfgs)} SAEs, {_origin(info)}. Each folder holds one SAE in the
+SAELens layout (`cfg.json` + `sae_weights.safetensors`, tensors `W_enc (d_in, d_sae)`,
+`b_enc`, `W_dec (d_sae, d_in)`, `b_dec`). A folder `layers.N` reads the residual stream
+after block N (Hugging Face `hidden_states[N+1]`, TransformerLens
+`blocks.N.hook_resid_post`); `layers.N.mlp` reads block N's MLP output
+(`blocks.N.hook_mlp_out`). `cfg.json` metadata holds `median_norm`, the typical activation
+norm there.
 
 | folder | architecture | width | k | FVU | L0 | dead % | CE loss recovered |
 |---|---|---|---|---|---|---|---|
@@ -54,7 +88,7 @@ typical activation norm there.
 
 Metrics on {tokens:,} held-out tokens of `{info['corpus']}` (windows of {info['seq_len']}
 tokens), without position 0 and without tokens whose norm exceeds
-{cfg.get('outlier_factor', OUTLIER_FACTOR):g}x the layer's median (massive activations).
+{factor:g}x the layer's median (massive activations).
 FVU: share of variance the SAE misses. L0: active latents per token. CE loss recovered:
 share of the LM loss gap (SAE spliced in vs the layer zeroed) the SAE closes.
 
@@ -62,6 +96,29 @@ share of the LM loss gap (SAE spliced in vs the layer zeroed) the SAE closes.
 from sae_lens import SAE
 sae = SAE.from_pretrained("{repo_id}", "{first}")
 ```
+"""
+
+
+def _atlas_section(parts: dict[str, str], repo_id: str) -> str:
+    listed = "\n".join(f"- **{part}**: {what}" for part, what in parts.items())
+    return f"""
+## A prebuilt SAE Atlas atlas
+
+This repo is a whole atlas of SAE Atlas, the app that shows what each layer of a language
+model computes: beside the SAEs it holds
+
+- **atlas info**: `atlas.json` (model, corpus, training settings) and `metrics.json`
+{listed}
+
+The SAE Atlas app takes it from the Hub instead of building it (about 20 minutes on
+2 CPU cores):
+
+```bash
+{ATLAS_REPO_ENV}={repo_id} python app.py        # or {repo_id}@<revision>
+```
+
+On a Hugging Face Space, list the repo under `preload_from_hub` in the Space's README front
+matter as well, so it is in the Hub cache when the Space starts and loads offline.
 """
 
 
@@ -73,7 +130,8 @@ def export_saelens(atlas: Path, out: Path | None = None, *, repo_id: str = "<rep
         raise HubError(f"{out} exists and is not empty: pick another folder")
     for h, sae in saes.items():
         sae.save(out / h, extra_metadata=sae.metadata)
-    (out / "README.md").write_text(model_card(info, metrics, saes, repo_id))
+    card = model_card(info, metrics, {h: s.cfg for h, s in saes.items()}, repo_id)
+    (out / "README.md").write_text(str(card))
     return out
 
 

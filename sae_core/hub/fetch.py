@@ -44,8 +44,9 @@ def join(folder: str, name: str) -> str:
 
 
 def fetch(repo_id: str, filename: str, *, revision: str | None, cache_dir: Path,
-          token: str | None, optional: bool = False) -> Path | None:
-    """The local path of one repo file, downloaded into the cache if needed."""
+          token: str | bool | None, optional: bool = False) -> Path | None:
+    """The local path of one repo file, downloaded into the cache if needed. `token`: as
+    huggingface_hub takes it (None: the configured token; False: send none)."""
     repo_root = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
     try:
         path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,

@@ -53,7 +53,7 @@ class PretrainedSet:
 
 
 def load_sae(repo_id: str, path: str, *, revision: str | None = None,
-             cache_dir: str | Path | None = None, token: str | None = None,
+             cache_dir: str | Path | None = None, token: str | bool | None = None,
              hook: str = "", trained_for: str = "") -> tuple[Converted, SaeSource]:
     """One SAE from folder `path` of `repo_id`: cfg.json first, then its format's weights.
 
@@ -116,14 +116,16 @@ def parse_ids(sae_ids: str | Sequence[str], release: Release | None) -> list[str
 
 def load_pretrained(
     source: str, sae_ids: str | Sequence[str], *, lm: LM | None = None,
-    revision: str | None = None, cache_dir: str | Path | None = None, token: str | None = None,
+    revision: str | None = None, cache_dir: str | Path | None = None,
+    token: str | bool | None = None,
     norm_scaling_factor: float | None = None,
     report: Callable[[str, float], None] | None = None,
 ) -> PretrainedSet:
     """SAEs from a registry release, a Hub repo id or a local folder, checked against `lm`.
 
     `sae_ids`: release SAE ids (e.g. `blocks.5.hook_resid_post`) or folders in the repo
-    (e.g. `layers.6.mlp`). Nothing is kept unless every SAE loads.
+    (e.g. `layers.6.mlp`). Nothing is kept unless every SAE loads. `token` goes to every
+    Hub call (None: huggingface_hub's default, the configured token; False: send none).
     """
     release = RELEASES.get(source.strip())
     repo_id = release.repo_id if release else source.strip()

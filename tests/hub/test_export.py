@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from sae_core.atlas.layout import load_atlas
 from sae_core.hub import export as hub_export
@@ -16,6 +17,9 @@ def test_export_round_trip_is_bit_identical(tmp_path, tiny_atlas):
     info, metrics, saes = load_atlas(tiny_atlas)
     card = (out / "README.md").read_text()
     assert "library_name: saelens" in card and "tiny-llama" in card
+    parsed = ModelCard.load(out / "README.md")
+    assert parsed.data.tags == list(hub_export.CARD_TAGS) and parsed.data.base_model is None
+    assert str(parsed) == card  # the front matter reads back as it was written
     assert 'SAE.from_pretrained("me/tiny-saes", "layers.0")' in card
     for h, sae in saes.items():
         row = next(line for line in card.splitlines() if line.startswith(f"| `{h}`"))
@@ -61,3 +65,23 @@ def test_push_needs_a_token_and_uploads_the_folder(tmp_path, tiny_atlas, monkeyp
     assert hub_export.push_to_hub(out, "me/tiny-saes", token="secret") == "https://hub/commit/1"
     assert calls[0] == ("token", "secret") and calls[1][1] == "me/tiny-saes"
     assert calls[2][1]["folder_path"] == out and calls[2][1]["repo_id"] == "me/tiny-saes"
+
+
+@pytest.mark.parametrize("model, base", [
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+    ("tiny-llama", None), ("/models/llama", None), ("./org/name", None), ("org/bad--name", None),
+])
+def test_model_card_names_a_hub_base_model_only(tiny_atlas, model, base):
+    info, metrics, saes = load_atlas(tiny_atlas)
+    cfgs = {h: sae.cfg for h, sae in saes.items()}
+    card = ModelCard(str(hub_export.model_card(info | {"model": model}, metrics, cfgs, "me/x")))
+    assert card.data.base_model == base and card.data.library_name == "saelens"
+    assert card.data.tags == list(hub_export.CARD_TAGS)
+    assert card.text.startswith(f"# Sparse autoencoders for {model}\n")
+    assert hub_export.ATLAS_REPO_ENV not in card.text  # an exported set is not an atlas
+    atlas = hub_export.model_card(info, metrics, cfgs, "me/x",
+                                  atlas={"layer map": "`layer_map.json`, counts"})
+    atlas = ModelCard(str(atlas))
+    assert atlas.data.tags == [*hub_export.CARD_TAGS, hub_export.ATLAS_TAG]
+    assert "- **layer map**: `layer_map.json`, counts" in atlas.text
+    assert "SAE_ATLAS_REPO=me/x python app.py" in atlas.text

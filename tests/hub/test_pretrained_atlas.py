@@ -71,3 +71,24 @@ def test_failures_leave_nothing_behind(tmp_path, tiny_atlas, monkeypatch):
     with pytest.raises(RuntimeError, match="evaluation failed"):
         hub_atlas.load_pretrained_atlas("org/pair", "L0", name="b", **kw)
     assert not root.exists() or list(root.iterdir()) == []
+
+
+def test_the_token_reaches_the_model_load_and_every_file(tmp_path, monkeypatch):
+    """token=False (send none) goes to the model load and to each hf_hub_download."""
+    from sae_core.hub import fetch as hub_fetch
+    from tests.conftest import tiny_lm
+
+    cache, seen = two_layer_repo(tmp_path), []
+    real_download = hub_fetch.hf_hub_download
+    monkeypatch.setattr(hub_fetch, "hf_hub_download", lambda *a, **kw: seen.append(
+        ("file", kw["token"])) or real_download(*a, **kw))
+
+    def load_named(name, token=None):
+        seen.append((name, token))
+        return tiny_lm()
+
+    monkeypatch.setattr(hub_atlas, "load_named", load_named)
+    monkeypatch.setattr(hub_atlas, "write_pretrained_atlas", lambda *a, **kw: ("out", ()))
+    hub_atlas.load_pretrained_atlas("org/pair", "L0,L1", model="tiny-llama", root=tmp_path,
+                                    cache_dir=cache, token=False)
+    assert seen == [("tiny-llama", False)] + [("file", False)] * 4
