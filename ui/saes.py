@@ -1,4 +1,5 @@
-"""The SAEs tab: trained and Hub SAE sets, their quality, loading from the Hub, export."""
+"""The SAEs tab: trained and Hub SAE sets, their quality, loading from the Hub, export (in
+public mode: registry releases on allowed models only; no export, no push)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,21 @@ from sae_core.hub.pretrained_atlas import default_name, load_pretrained_atlas
 from sae_core.hub.registry import RELEASES, release_label, slug
 from sae_core.lm import EMBEDDED_ID
 
-from . import session
+from . import builds, public, session
 from .plots import quality_by_layer
+from .serve import event_limits
+from .train_panel import build_train_panel
 
 HUB_INTRO = """### Load SAEs from the Hugging Face Hub
 Pick a known release, or type a repo id with the SAE folders in it (SAELens: `cfg.json` +
 `sae_weights.safetensors`; EleutherAI sparsify: `<hookpoint>/cfg.json` + `sae.safetensors`).
 The set is checked against the model, measured on our corpus like a trained set, and then
 feeds every tab."""
+HUB_INTRO_PUBLIC = f"""### Load SAEs from the Hugging Face Hub
+Pick a known release and the SAEs you want ("all" for the whole release; up to
+{public.MAX_PUBLIC_SAES} at once). The set is checked against the model, measured on our
+corpus like a trained set, and then feeds every tab. This public demo loads only these
+releases."""
 
 
 def _origin(info: dict) -> str:
@@ -93,19 +101,29 @@ def release_fields(name: str | None) -> tuple[str, str, str, str]:
 
 def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | None,
              progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
-    """Load a Hub set as a new atlas; select it in the picker. Errors become gr.Error."""
+    """Load a Hub set as a new atlas; select it in the picker. Errors become gr.Error.
+
+    The policy's checks run here, since a stranger can call the endpoint directly: in public
+    mode only registry releases and allowed models, no custom name, and no Hub token."""
     if not (source or "").strip():
         raise gr.Error("Pick a release or type a Hub repo id.")
-    model, name = (model or EMBEDDED_ID).strip(), (name or "").strip()
-    same = ATLAS_ROOT / default_name(source, sae_ids or "", model)
+    policy = public.policy()
+    try:
+        source = public.check_source(policy, source)
+        model = public.check_model(policy, model or EMBEDDED_ID)
+        sae_ids = public.check_sae_ids(policy, source, sae_ids or "")
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+    name = "" if policy.public else (name or "").strip()  # public: identical loads reuse one set
+    same = ATLAS_ROOT / default_name(source, sae_ids, model)
     if not name and is_built(same):  # the same SAEs on the same model: reuse them
         out, done = same, "was already loaded"
     else:
         try:
             progress(0.0, desc=f"loading the model {model}")
             out, warns = load_pretrained_atlas(
-                source, sae_ids or "", model=model, lm=session.model(model), name=name or None,
-                report=lambda msg, frac: progress(frac, desc=msg))
+                source, sae_ids, model=model, lm=session.model(model), name=name or None,
+                token=public.hub_token(policy), report=lambda msg, frac: progress(frac, desc=msg))
         except (HubError, ValueError, FileNotFoundError, RuntimeError) as err:
             raise gr.Error(str(err)) from err
         for warning in warns:
@@ -115,6 +133,12 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
     return (gr.Dropdown(choices=choices, value=str(out)),
             f"**{out.name}** ({len(read_metrics(out))} SAEs) {done}; it is now the active set.",
             sets_table(extra=str(out)))
+
+
+def hub_load_release(release: str, sae_ids: str, model: str, current: str | None,
+                     progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+    """Public mode's load: a registry release on an allowed model, under its default name."""
+    return hub_load(release, sae_ids, model, "", current, progress=progress)
 
 
 def export_set(folder: str | None, name: str, repo_id: str) -> str:
@@ -131,6 +155,8 @@ def export_set(folder: str | None, name: str, repo_id: str) -> str:
 
 
 def push_set(folder: str | None, name: str, repo_id: str) -> str:
+    if public.policy().public:  # never registered then; refused anyway
+        raise gr.Error("This public demo does not push to the Hub.")
     if not (repo_id or "").strip():
         raise gr.Error("Type the Hub repo id to push to (e.g. `you/my-saes`).")
     if not folder:
@@ -144,8 +170,13 @@ def push_set(folder: str | None, name: str, repo_id: str) -> str:
     return f"Pushed `{out}` to [{repo_id}]({url})."
 
 
-def build_saes_tab(picker: gr.Dropdown) -> None:
-    """`picker` (above the tabs) holds the active SAE set's folder."""
+def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
+                   refreshed: gr.Textbox | None = None) -> None:
+    """`picker` (above the tabs) holds the active SAE set's folder. In public mode
+    (`public.policy()` when the tab is built) Hub loads go through the release dropdown only,
+    and training, export and push are not registered at all: no button, no endpoint.
+    `train_timer`: the build panel's timer (ui/builds.py), started when training starts."""
+    is_public = public.policy().public
     with gr.Tab("SAEs"):
         gr.Markdown("SAE sets and their quality on text they never saw. "
                     "*FVU*: share of the layer's variation the SAE misses. *L0*: features "
@@ -158,40 +189,61 @@ def build_saes_tab(picker: gr.Dropdown) -> None:
         gr.Markdown("### All SAE sets\nSelect a row to make that set the active one.")
         sets = gr.Dataframe(sets_table(extra=picker.value), interactive=False)
 
-        gr.Markdown(HUB_INTRO)
+        gr.Markdown(HUB_INTRO_PUBLIC if is_public else HUB_INTRO)
         with gr.Row():
             release = gr.Dropdown([(release_label(r), r.name) for r in RELEASES.values()],
                                   value=None, label="Known releases")
-            source = gr.Textbox(label="Release or Hub repo id",
-                                placeholder="e.g. EleutherAI/sae-SmolLM2-135M-64x")
+            if not is_public:
+                source = gr.Textbox(label="Release or Hub repo id",
+                                    placeholder="e.g. EleutherAI/sae-SmolLM2-135M-64x")
         with gr.Row():
             sae_ids = gr.Textbox(label="SAE ids or folders (comma-separated; \"all\" for a "
                                        "release)", placeholder="e.g. layers.5.mlp, layers.9.mlp")
-            model = gr.Textbox(EMBEDDED_ID, label="Model to run them on")
-            name = gr.Textbox(label="Name of the new set (optional)")
+            if is_public:
+                model = gr.Dropdown(list(public.policy().allowed_models), value=EMBEDDED_ID,
+                                    label="Model to run them on")
+            else:
+                model = gr.Textbox(EMBEDDED_ID, label="Model to run them on")
+                name = gr.Textbox(label="Name of the new set (optional)")
         note = gr.Markdown()
         load = gr.Button("Load from the Hub", variant="primary")
         status = gr.Markdown()
-
-        gr.Markdown("### Export the active set\nWrites it in the SAELens layout with a "
-                    "README.md model card under `checkpoints/export/<name>`.")
-        with gr.Row():
-            export_name = gr.Textbox(label="Export folder name (default: the set's name)")
-            repo = gr.Textbox(label="Hub repo id for the model card and push",
-                              placeholder="you/my-saes")
-        with gr.Row():
-            export = gr.Button("Export")
-            push = gr.Button("Push to the Hub", visible=get_token() is not None)
-        export_status = gr.Markdown()
-
-        release.change(release_fields, release, [source, sae_ids, model, note], queue=False)
-        load.click(hub_load, [source, sae_ids, model, name, picker], [picker, status, sets])
-        picker.change(atlas_summary, picker, [summary, table, plot])
-        picker.change(lambda f: sets_table(extra=f), picker, sets, queue=False)
+        limit = dict(concurrency_limit=event_limits(is_public).hub_load, concurrency_id="hub_load")
+        if is_public:
+            release.change(lambda r: release_fields(r)[1:], release, [sae_ids, model, note],
+                           queue=False)
+            load.click(hub_load_release, [release, sae_ids, model, picker],
+                       [picker, status, sets], **limit)
+        else:
+            release.change(release_fields, release, [source, sae_ids, model, note], queue=False)
+            load.click(hub_load, [source, sae_ids, model, name, picker], [picker, status, sets],
+                       **limit)
+        events = builds.atlas_events(picker, refreshed)
+        gr.on(events, atlas_summary, picker, [summary, table, plot])
+        gr.on(events, lambda f: sets_table(extra=f), picker, sets, queue=False)
 
         def choose(evt: gr.SelectData):
             return evt.row_value[0] if evt.row_value else gr.skip()
 
         sets.select(choose, None, picker)
-        export.click(export_set, [picker, export_name, repo], export_status)
-        push.click(push_set, [picker, export_name, repo], export_status)
+        if not is_public:
+            if train_timer is not None:
+                build_train_panel(train_timer)
+            _export_section(picker)
+
+
+def _export_section(picker: gr.Dropdown) -> None:
+    """Export and push: only outside public mode (files land on the server; push uses its
+    token)."""
+    gr.Markdown("### Export the active set\nWrites it in the SAELens layout with a "
+                "README.md model card under `checkpoints/export/<name>`.")
+    with gr.Row():
+        export_name = gr.Textbox(label="Export folder name (default: the set's name)")
+        repo = gr.Textbox(label="Hub repo id for the model card and push",
+                          placeholder="you/my-saes")
+    with gr.Row():
+        export = gr.Button("Export")
+        push = gr.Button("Push to the Hub", visible=get_token() is not None)
+    export_status = gr.Markdown()
+    export.click(export_set, [picker, export_name, repo], export_status)
+    push.click(push_set, [picker, export_name, repo], export_status)
