@@ -1,0 +1,257 @@
+"""Named API endpoints (API docs, `gradio_client`, and MCP tools with `mcp_server=True`).
+
+Every caller is a stranger: the SAE set is named among the listed ones (never a path to
+open), text and generation lengths are bounded, and bad input is a `gr.Error` that says what
+is allowed. The docstrings below become the API docs and MCP tool descriptions. No
+`from __future__ import annotations` here: Gradio reads the type hints as real types.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import gradio as gr
+from gradio.context import get_blocks_context
+
+from sae_core.activations import layer_of
+from sae_core.atlas.layout import LoadedAtlas, read_info
+from sae_core.explore.feature_index import has_feature_index
+from sae_core.explore.feature_page import feature_page as read_page
+from sae_core.explore.layermap import read_layer_map
+from sae_core.explore.live import live_view
+from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
+from sae_core.steer.generation import GenConfig, side_by_side
+
+from . import session
+from .layer_map import MIN_LIFT, MIN_SUPPORT, THRESHOLD
+from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
+
+MAX_TEXT_CHARS = 2000
+"""Longest text or prompt accepted."""
+MAX_TEXT_TOKENS = 64
+"""Tokens of a text read by features_on_text (longer text is cut, with a notice)."""
+MAX_API_NEW_TOKENS = 100
+"""Most tokens steer_text writes (each of two rows)."""
+MAX_TOP = 8
+API_CONCURRENCY = 2
+"""Model runs (features_on_text, steer_text) from the API at once (2 cores); more wait in the
+queue. Reads of files (the other endpoints) run up to 4 at once, apart from them."""
+ENDPOINTS = ("list_atlases", "feature_page", "features_on_text", "steer_text", "layer_map")
+MODEL_RUNS = ("features_on_text", "steer_text")
+
+
+def _whole(value, name: str, lo: int, hi: int) -> int:
+    """`value` as an int in lo..hi, or gr.Error (JSON clients may send 3.0 for 3)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value != int(value) or not lo <= int(value) <= hi:
+        raise gr.Error(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+    return int(value)
+
+
+def _number(value, name: str, lo: float, hi: float) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not lo <= value <= hi:
+        raise gr.Error(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}")
+    return float(value)
+
+
+def _text(value, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise gr.Error(f"{name} must be a non-empty string")
+    if len(value) > MAX_TEXT_CHARS:
+        raise gr.Error(f"{name} is {len(value):,} characters long; the limit is "
+                       f"{MAX_TEXT_CHARS:,}")
+    return value
+
+
+class AtlasApi:
+    """The endpoints, over the SAE sets `atlases()` lists; `default` is used when a caller
+    names none."""
+
+    def __init__(self, atlases: Callable[[], Sequence[str]], default: str | None = None):
+        self._atlases = atlases
+        self._default = default
+
+    def folder(self, atlas: str) -> str:
+        """The listed folder that `atlas` names (as listed, or its folder's name)."""
+        listed = list(self._atlases())
+        name = (atlas or "").strip() if isinstance(atlas, str) else None
+        if name == "" and self._default in listed:
+            return self._default
+        hits = [f for f in listed if name in (f, Path(f).name)]
+        if len(hits) != 1:
+            names = ", ".join(Path(f).name for f in listed) or "none"
+            shown = repr(name[:40]) if isinstance(name, str) else "that value"
+            raise gr.Error(f"Unknown SAE set {shown}: name one of {names} (list_atlases).")
+        return hits[0]
+
+    def _open(self, atlas: str) -> tuple[str, LoadedAtlas]:
+        folder = self.folder(atlas)
+        try:
+            return Path(folder).name, session.open_atlas(folder)
+        except (OSError, ValueError) as err:
+            raise gr.Error(f"Could not open the SAE set {Path(folder).name}: {err}") from err
+
+    def _hookpoint(self, loaded: LoadedAtlas, layer) -> str:
+        n = _whole(layer, "layer", 0, 10_000)
+        try:
+            return hookpoint_for_layer(loaded.saes, n)
+        except ValueError as err:
+            raise gr.Error(str(err)) from err
+
+    def list_atlases(self) -> list[dict]:
+        """The SAE sets this app serves: pass one's name as `atlas` to the other tools.
+
+        Returns:
+            one entry per SAE set: name, model, layers
+        """
+        out = []
+        for folder in self._atlases():
+            info = read_info(folder)
+            out.append({"name": Path(folder).name, "model": info.get("model"),
+                        "layers": sorted({layer_of(h) for h in info.get("hookpoints", [])})})
+        return out
+
+    def feature_page(self, atlas: str, layer: int, feature: int) -> dict:
+        """One SAE feature's page: its label, how often it fires, the output tokens its
+        direction promotes and suppresses (logit lens), and its top-activating snippets.
+
+        Args:
+            atlas: SAE set name from list_atlases ("" for the app's default)
+            layer: layer number of the model
+            feature: feature number within that layer's SAE
+        Returns:
+            the page as JSON
+        """
+        name, loaded = self._open(atlas)
+        h = self._hookpoint(loaded, layer)
+        if not has_feature_index(Path(loaded.folder)):
+            raise gr.Error(f"The SAE set {name} has no feature index yet.")
+        d_sae = loaded.saes[h].cfg.d_sae
+        page = read_page(loaded, h, _whole(feature, "feature", 0, d_sae - 1))
+        return {
+            "atlas": name, "layer": layer_of(h), "hookpoint": h, "feature": page.feature,
+            "features_in_layer": page.d_sae, "density": page.density,
+            "firings": page.n_fire, "tokens_indexed": page.n_tokens,
+            "max_activation": page.max_act,
+            "labels": [{"task": TASK_NAMES.get(lab.task, lab.task), "label": lab.label,
+                        "consistency": lab.consistency, "support": lab.support,
+                        "lift": lab.lift} for lab in page.labels],
+            "promotes": [{"token": t, "score": v} for t, v in page.promoted],
+            "suppresses": [{"token": t, "score": v} for t, v in page.suppressed],
+            "top_snippets": [{"text": "".join(s.pieces), "peak_token": s.pieces[s.peak],
+                              "activation": s.value} for s in page.top],
+        }
+
+    def features_on_text(self, atlas: str, text: str, top: int = 3) -> dict:
+        """The strongest SAE features on each token of a text, at every layer of the set.
+
+        Args:
+            atlas: SAE set name from list_atlases ("" for the app's default)
+            text: the text to read (up to 2000 characters; the first 64 tokens are read)
+            top: features kept per token and layer (1 to 8)
+        Returns:
+            per token, per layer, the top features with their activations
+        """
+        name, loaded = self._open(atlas)
+        k = _whole(top, "top", 1, MAX_TOP)
+        try:
+            view = live_view(loaded, _text(text, "text"), max_tokens=MAX_TEXT_TOKENS, top=k)
+        except ValueError as err:
+            raise gr.Error(str(err)) from err
+        layers = [layer_of(h) for h in view.hookpoints]
+        tokens = []
+        for t, piece in enumerate(view.pieces):
+            by_layer = [{"layer": layers[j], "features": [
+                {"feature": int(f), "activation": round(float(a), 4)}
+                for f, a in zip(view.top_idx_TLK[t, j], view.top_act_TLK[t, j], strict=True)
+                if f >= 0]} for j in range(len(layers)) if not view.flagged_TL[t, j]]
+            skipped = [layers[j] for j in range(len(layers)) if view.flagged_TL[t, j]]
+            tokens.append({"token": piece, "layers": by_layer, "skipped_layers": skipped})
+        return {"atlas": name, "text": view.text, "layers": layers, "tokens": tokens,
+                "notices": list(view.notices)}
+
+    def steer_text(self, atlas: str, prompt: str, layer: int, feature: int,
+                   strength: float = 0.4, max_new_tokens: int = 48) -> dict:
+        """Write a reply to the prompt twice, greedily: as the model is, and with one SAE
+        feature's direction added at its layer (steering).
+
+        Args:
+            atlas: SAE set name from list_atlases ("" for the app's default)
+            prompt: the request to answer (up to 2000 characters)
+            layer: layer number of the feature
+            feature: feature number within that layer's SAE
+            strength: push, in multiples of the layer's typical size (0.3-0.6 changes the topic)
+            max_new_tokens: tokens to write, 1 to 100
+        Returns:
+            the unsteered and steered text
+        """
+        name, loaded = self._open(atlas)
+        h = self._hookpoint(loaded, layer)
+        n_new = _whole(max_new_tokens, "max_new_tokens", 1, MAX_API_NEW_TOKENS)
+        s = _number(strength, "strength", -20, 20)
+        try:
+            steering = Steering((FeatureSteer(h, _whole(feature, "feature", 0, 10**9), s),))
+            out = side_by_side(loaded, _text(prompt, "prompt"), steering,
+                               GenConfig(max_new_tokens=n_new))
+        except ValueError as err:
+            raise gr.Error(str(err)) from err
+        return {"atlas": name, "layer": layer_of(h), "feature": int(feature), "strength": s,
+                "unsteered": out.unsteered, "steered": out.steered,
+                "typical_norm": out.norms[h], "seconds": round(out.seconds, 2)}
+
+    def layer_map(self, atlas: str, task: str = "pos", threshold: float = THRESHOLD,
+                  min_support: int = MIN_SUPPORT, min_lift: float = MIN_LIFT) -> dict:
+        """The layer map of one labelling task: per layer and label, how many SAE features
+        fire mostly on tokens with that label, and the share of features accepted for SAE
+        features and two baselines (raw neurons, random directions).
+
+        Args:
+            atlas: SAE set name from list_atlases ("" for the app's default)
+            task: pos (part of speech), dep (dependency), ent (named entity), shape (word shape)
+            threshold: least consistency (share of firings with the label), 0 to 1
+            min_support: least number of firings
+            min_lift: least lift (consistency over the label's base rate)
+        Returns:
+            layers, labels and the layers x labels counts
+        """
+        name, loaded = self._open(atlas)
+        lmap = read_layer_map(loaded.folder)
+        if lmap is None:
+            raise gr.Error(f"The SAE set {name} has no layer map yet.")
+        if task not in lmap.vocab:
+            raise gr.Error(f"task must be one of {', '.join(lmap.vocab)}, got {task!r:.40}")
+        thr = _number(threshold, "threshold", 0, 1)
+        sup = _whole(min_support, "min_support", 1, 10**9)
+        lift = _number(min_lift, "min_lift", 0, 1e6)
+        ids = present_labels(lmap, task)
+        counts = lmap.heatmap(task, thr, sup, "sae", lift)[:, ids]
+        return {"atlas": name, "task": task, "task_name": TASK_NAMES.get(task, task),
+                "threshold": thr, "min_support": sup, "min_lift": lift,
+                "layers": [layer_of(h) for h in lmap.hookpoints],
+                "labels": [lmap.vocab[task][i] for i in ids], "counts": counts.tolist(),
+                "accepted_share": {KIND_NAMES[k]: lmap.accept_share(task, thr, sup, k, lift)
+                                   for k in KIND_NAMES},
+                "tokens_labelled": lmap.n_tokens}
+
+
+def register_api(atlases: Callable[[], Sequence[str]], default: str | None = None, *,
+                 hide_others: bool = True) -> AtlasApi:
+    """Add the named endpoints (`ENDPOINTS`) to the Blocks being built. With `hide_others`,
+    every other event's endpoint (the tabs' callbacks, which take a folder from the page)
+    leaves the API docs and the MCP tools; clients may still call it by name."""
+    api = AtlasApi(atlases, default)
+    mine = set()
+    for name in ENDPOINTS:
+        runs = name in MODEL_RUNS
+        dep = gr.api(getattr(api, name), api_name=name,
+                     concurrency_limit=API_CONCURRENCY if runs else 4,
+                     concurrency_id="atlas_api_runs" if runs else f"atlas_api_{name}")
+        if dep.get("api_name") != name:
+            raise RuntimeError(f"another event already uses the API name {name!r}")
+        mine.add(dep.fn)
+    if hide_others:
+        for fn in get_blocks_context().fns.values():
+            if fn.fn not in mine and fn.api_visibility == "public":
+                fn.api_visibility = "undocumented"
+    return api

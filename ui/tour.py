@@ -1,0 +1,202 @@
+"""The Tour tab: what a sparse autoencoder is, in plain words, and one example that runs
+with one click: a sentence, the strongest feature on one word at a few depths with the
+passages where it fires most, and a steering preset written side by side."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+from gradio.context import get_blocks_context
+
+from sae_core.activations import layer_of, parse_hookpoint
+from sae_core.atlas.layout import LoadedAtlas
+from sae_core.explore.feature_index import has_feature_index
+from sae_core.explore.feature_page import FeaturePage, feature_page
+from sae_core.explore.live import LiveView, live_view
+from sae_core.steer.presets import read_presets
+
+from . import session
+from .tour_text import INTRO, NO_PRESET, STEER_INTRO, numbers_markdown, words_markdown
+
+SENTENCE = "Marie Curie moved to Paris in 1891 to study physics and chemistry."
+WORD = "Paris"
+N_DEPTHS = 4
+"""Layers shown, spread from early to late."""
+
+
+@dataclass(frozen=True)
+class DepthFeature:
+    """The strongest feature on the word at one layer."""
+
+    layer: int
+    feature: int
+    """-1 when no feature fires there (or the token is a massive activation)."""
+    activation: float
+    page: FeaturePage | None
+    """Its page from the feature index; None without an index or a feature."""
+
+
+class TourTab(NamedTuple):
+    """The parts `connect_tour` wires to the Steering tab."""
+
+    tab: gr.Tab
+    run: gr.Button
+    words: gr.Markdown
+    """The example in plain words."""
+    numbers: gr.Markdown
+    """The same with numbers (inside an accordion)."""
+    plain: gr.HighlightedText
+    steered: gr.HighlightedText
+    steer_notes: gr.Markdown
+    preset: gr.State
+    """The slug of the preset the example steers with (None: no preset)."""
+
+
+def tour_hookpoints(hookpoints: list[str], n: int = N_DEPTHS) -> list[str]:
+    """`n` hookpoints spread over the model from early to late (all of them if fewer)."""
+    ordered = sorted(hookpoints, key=parse_hookpoint)
+    k = len(ordered)
+    return [ordered[i] for i in sorted({(2 * j + 1) * k // (2 * n) for j in range(n)})]
+
+
+def word_index(view: LiveView, word: str) -> int:
+    """The token of `word`: the first token that is the word, else the first that holds it,
+    else the last token."""
+    pieces = [p.strip() for p in view.pieces]
+    for match in (lambda p: p == word, lambda p: word in p, lambda p: p and p in word):
+        hits = [i for i, p in enumerate(pieces) if match(p)]
+        if hits:
+            return hits[0]
+    return view.n_tokens - 1
+
+
+def example_features(loaded: LoadedAtlas, sentence: str = SENTENCE, word: str = WORD,
+                     n: int = N_DEPTHS) -> tuple[LiveView, int, list[DepthFeature]]:
+    """(live view of the sentence, index of the word's token, its strongest feature at `n`
+    layers spread over the atlas, with each feature's page when the atlas has an index)."""
+    view = live_view(loaded, sentence)
+    t = word_index(view, word)
+    ids_TL, acts_TL = view.strongest()
+    indexed = has_feature_index(Path(loaded.folder))
+    out = []
+    for h in tour_hookpoints(list(view.hookpoints), n):
+        j = view.hookpoints.index(h)
+        f, act = int(ids_TL[t, j]), float(acts_TL[t, j])
+        page = feature_page(loaded, h, f) if indexed and f >= 0 else None
+        out.append(DepthFeature(layer_of(h), f, act, page))
+    return view, t, out
+
+
+def first_preset(folder: str | None) -> str | None:
+    """The slug of the atlas's first preset that steers visibly (presets are resolved per
+    atlas: sae_core.steer.presets), None when it has none yet."""
+    found = read_presets(folder) if folder else None
+    return found.presets[0].slug if found and found.presets else None
+
+
+def run_example(preset: gr.Dropdown | None, folder: str | None) -> tuple:
+    """(words, numbers, steering notes, preset slug for the State[, for the Steering tab's
+    preset dropdown]) of the example on the active atlas; a plain message, never a crash."""
+    skip = (gr.skip(),) if preset is not None else ()
+    if not folder:
+        return ("*Pick an SAE set first (above the tabs).*", "", "", None, *skip)
+    try:
+        loaded = session.open_atlas(folder)
+        view, t, found = example_features(loaded)
+    except (OSError, ValueError) as err:
+        return (f"*The example could not run on this SAE set: {err}*", "", "", None, *skip)
+    n_layers = 1 + max(layer_of(h) for h in loaded.hookpoints)
+    word = view.pieces[t].strip()
+    slug = first_preset(folder) if preset is not None else None  # no menu: no preset
+    notes = STEER_INTRO if slug else NO_PRESET
+    out = (words_markdown(view.text, word, found, n_layers),
+           numbers_markdown(word, found), notes, slug)
+    return out + ((slug,) if slug else skip)
+
+
+def find_event(component, event: str):
+    """The first listener of `component`'s `event` (a gradio BlockFunction), or None."""
+    blocks = get_blocks_context()
+    if component is None or blocks is None:
+        return None
+    return next((fn for fn in blocks.fns.values()
+                 if any(t[0] == component._id and t[1] == event for t in fn.targets)), None)
+
+
+def _guarded(fn, n_out: int):
+    """`fn` run only when the tour chose a preset (first argument); skips otherwise."""
+    def step(slug, *args):
+        return fn(*args) if slug else (gr.skip(),) * n_out if n_out > 1 else gr.skip()
+    return step
+
+
+def _steer_into_tour(run, slug, *args):
+    """The Steering tab's run function, its side by side shown in the tour."""
+    if not slug:
+        return gr.skip(), gr.skip(), gr.skip()
+    try:
+        out = run.fn(*args)
+        if inspect.isgenerator(out):
+            *_, out = out
+    except gr.Error as err:
+        return None, None, f"*The preset could not run on this SAE set: {err.message}*"
+    out = out if isinstance(out, tuple | list) else (out,)
+    texts = [v for v, c in zip(out, run.outputs, strict=False) if isinstance(c, gr.HighlightedText)]
+    notes = [v for v, c in zip(out, run.outputs, strict=False) if isinstance(c, gr.Markdown)]
+    if len(texts) < 2:
+        return None, None, "*The Steering tab gave no side by side to show here.*"
+    return (gr.HighlightedText(texts[0], visible=True),
+            gr.HighlightedText(texts[1], visible=True),
+            f"{STEER_INTRO}\n\n{notes[0]}" if notes else STEER_INTRO)
+
+
+def connect_tour(tour: TourTab, picker: gr.Dropdown, steering) -> None:
+    """One click runs the example: the word's features here, then the first preset loaded
+    into the Steering tab (`steering.preset`, ui.steering.SteeringTab) and written with the
+    tab's own run function, its side by side shown in the tour. Call once every tab exists."""
+    preset = getattr(steering, "preset", None)
+    outputs = [tour.words, tour.numbers, tour.steer_notes, tour.preset]
+    event = tour.run.click(partial(run_example, preset), picker,
+                           [*outputs, *([preset] if preset is not None else [])],
+                           api_visibility="private")
+    loader = find_event(preset, "change")
+    if loader is not None:  # load the preset's values before the run reads them
+        event = event.then(_guarded(loader.fn, len(loader.outputs)),
+                           [tour.preset, *loader.inputs], loader.outputs,
+                           api_visibility="private", queue=False)
+    run = find_event(steering.run, "click")
+    if run is not None:
+        shown = [c for c in run.outputs if isinstance(c, gr.HighlightedText)]
+        for mine, theirs in zip((tour.plain, tour.steered), shown, strict=False):
+            mine.color_map = theirs.color_map  # the same highlight colours as the tab
+        event.then(partial(_steer_into_tour, run), [tour.preset, *run.inputs],
+                   [tour.plain, tour.steered, tour.steer_notes], api_visibility="private",
+                   concurrency_id=run.concurrency_id,
+                   concurrency_limit=run.concurrency_limit)
+
+
+def build_tour_tab(picker: gr.Dropdown) -> TourTab:
+    """`picker` holds the active atlas folder. Build it first (the first tab); wire the
+    steering part with `connect_tour` once the Steering tab exists."""
+    with gr.Tab("Tour", id="tour") as tab:
+        gr.Markdown(INTRO)
+        run = gr.Button("Run the example", variant="primary")
+        words = gr.Markdown()
+        with gr.Accordion("The numbers behind it", open=False):
+            numbers = gr.Markdown()
+        steer_notes = gr.Markdown()
+        with gr.Row():
+            # shown once a preset was written (an SAE set may have none)
+            plain = gr.HighlightedText(label="Without steering", show_legend=False,
+                                       show_inline_category=False, combine_adjacent=True,
+                                       visible=False, elem_id="tour-plain")
+            steered = gr.HighlightedText(label="With steering", show_legend=False,
+                                         show_inline_category=False, combine_adjacent=True,
+                                         visible=False, elem_id="tour-steered")
+        preset = gr.State(None)
+    return TourTab(tab, run, words, numbers, plain, steered, steer_notes, preset)
