@@ -1,28 +1,35 @@
 """SAE Atlas: what each layer of a language model computes, seen through sparse autoencoders.
 
-`python app.py` builds the default atlas if it is missing (one TopK SAE per layer of the
-embedded SmolLM2-135M-Instruct), then serves the app on http://127.0.0.1:7860.
+`python app.py` serves the app at once on http://127.0.0.1:7860 (or GRADIO_SERVER_NAME /
+GRADIO_SERVER_PORT / PORT) and builds a missing default atlas (one TopK SAE per layer of the
+embedded SmolLM2-135M-Instruct, its layer map, feature index and presets) in the background,
+or takes a prebuilt one from the Hub with SAE_ATLAS_REPO=USER/REPO[@revision].
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 from pathlib import Path
 
 import gradio as gr
 
-from sae_core.atlas.build import build_atlas
 from sae_core.atlas.layout import DEFAULT_ATLAS, is_built
-from sae_core.explore.feature_index import ensure_feature_index
-from sae_core.explore.layermap import ensure_layer_map
-from sae_core.progress import console_report
+from ui.api import register_api
+from ui.builds import build_status_panel
 from ui.choice import wire_choices
 from ui.features import build_features_tab, connect_features
 from ui.layer_map import build_layer_map_tab
+from ui.links import wire_links
 from ui.live import build_live_tab
+from ui.public import Policy, set_policy
 from ui.saes import atlas_choices, build_saes_tab
 from ui.search import build_search_tab
+from ui.serve import ServeError, is_public, queue_options, server_address
+from ui.startup import choose_atlas
 from ui.steering import build_steering_tab
+from ui.tour import build_tour_tab, connect_tour
 
 INTRO = """# SAE Atlas
 A language model turns text into a long list of numbers at every layer. A **sparse
@@ -31,39 +38,64 @@ and features are often readable: "a French city", "the end of a sentence".
 This page shows how faithful those rewrites are, layer by layer."""
 
 
-def build_app(atlas: Path = DEFAULT_ATLAS) -> gr.Blocks:
+def mcp_available() -> bool:
+    """Gradio's MCP server needs its `mcp` extra (requirements.txt installs it)."""
+    return importlib.util.find_spec("mcp") is not None
+
+
+def build_app(atlas: Path = DEFAULT_ATLAS, *, public: bool = False) -> gr.Blocks:
+    """The app over `atlas` (built, being built in the background, or missing). `public`:
+    a Space for strangers (no push, no free model ids, nobody can cancel the build)."""
     with gr.Blocks(title="SAE Atlas") as demo:
         gr.Markdown(INTRO)
         choices = atlas_choices(atlas)
         # The active SAE set: every tab reads its folder from this picker.
-        picker = gr.Dropdown(choices, value=str(atlas) if choices else None, label="SAE set")
-        layer_map = build_layer_map_tab(picker)
-        features = build_features_tab(picker, steering=True)
-        build_saes_tab(picker)
-        steering = build_steering_tab(picker)
-        live = build_live_tab(picker)
-        search = build_search_tab(picker)
+        picker = gr.Dropdown(choices, value=str(atlas) if is_built(atlas) else None,
+                             label="SAE set")
+        panel = build_status_panel(picker, can_cancel=not public)
+        link_notice = gr.Markdown(visible=False)  # what a deep link could not open
+        with gr.Tabs() as tabs:
+            tour = build_tour_tab(picker)
+            layer_map = build_layer_map_tab(picker, refreshed=panel.refreshed)
+            features = build_features_tab(picker, steering=True, refreshed=panel.refreshed)
+            build_saes_tab(picker, train_timer=panel.timer, refreshed=panel.refreshed)
+            steering = build_steering_tab(picker, refreshed=panel.refreshed)
+            live = build_live_tab(picker)
+            search = build_search_tab(picker, refreshed=panel.refreshed)
         # A row clicked in the Live view or Search tab opens that feature's page.
         chosen = gr.State(None)
         wire_choices(chosen, [live.table, *search.tables], (live.chosen_md, search.chosen_md))
         connect_features(features, layer_map=layer_map, steering=steering, chosen=chosen)
+        connect_tour(tour, picker, steering)
+        wire_links(demo, tabs, picker, link_notice, features, steering)
+        register_api(lambda: atlas_choices(atlas), str(atlas))
     return demo
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--no-build", action="store_true", help="serve without building")
+    parser.add_argument("--port", type=int, default=None,
+                        help="default: GRADIO_SERVER_PORT, then PORT, then 7860")
+    parser.add_argument("--host", default=None,
+                        help="default: GRADIO_SERVER_NAME, then 127.0.0.1")
+    parser.add_argument("--public", action="store_true",
+                        help="serve strangers (on when SPACE_ID is set): no push, no free ids")
+    parser.add_argument("--no-build", action="store_true",
+                        help="serve without building a missing default atlas")
     args = parser.parse_args()
-    if not args.no_build:
-        if not is_built(DEFAULT_ATLAS):
-            print("Building the default atlas (one SAE per layer, its layer map and feature "
-                  "index; about 20 minutes on 2 cores)...")
-            build_atlas(DEFAULT_ATLAS, report=console_report())
-        ensure_layer_map(DEFAULT_ATLAS, report=console_report())
-        ensure_feature_index(DEFAULT_ATLAS, report=console_report())
-    build_app(DEFAULT_ATLAS).launch(server_name=args.host, server_port=args.port)
+    try:
+        host, port = server_address(args.host, args.port, os.environ)
+    except ServeError as err:
+        parser.error(str(err))
+    public = is_public(args.public, os.environ)
+    set_policy(Policy.for_mode(public))
+    # the owner's own atlas repo, not a visitor's request: the server's token may read it
+    start = choose_atlas(os.environ, build=not args.no_build)
+    for note in start.notes:
+        print(note)
+    demo = build_app(start.atlas, public=public)
+    demo.queue(**queue_options(public)).launch(server_name=host, server_port=port,
+                                               mcp_server=mcp_available())
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """bf16 only where the CPU runs it natively."""
 
+from pathlib import Path
+
 import torch
 
 from sae_core import precision
@@ -22,7 +24,8 @@ def test_bf16_follows_the_cpu(monkeypatch):
 
 
 def test_native_check_matches_the_cpu_flags():
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
     if "avx512_bf16" in flags or "amx_bf16" in flags:
         assert precision.bf16_native()
     elif flags and "avx512" not in flags:

@@ -10,10 +10,10 @@ import gradio as gr
 
 from sae_core.activations import parse_hookpoint
 from sae_core.atlas.layout import read_info
-from sae_core.explore.feature_index import ensure_feature_index, has_feature_index
+from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import feature_page, open_index
 
-from . import session
+from . import builds, session
 from .features_view import (
     activation_histogram,
     density_figure,
@@ -128,9 +128,11 @@ def _ui(fn):
     return wrapped
 
 
-def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> FeaturesTab:
+def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
+                       refreshed: gr.Textbox | None = None) -> FeaturesTab:
     """`picker` holds the active atlas folder. With `steering=False` the steer button says
-    that steering is not in this app yet; pass True when `connect_features` wires it."""
+    that steering is not in this app yet; pass True when `connect_features` wires it. The tab
+    redraws when `refreshed` says a part of the atlas was built (ui/builds.py)."""
     with gr.Tab("Features", id=TAB_ID) as features_tab:
         gr.Markdown(FEATURES_INTRO)
         ids = _layers(picker.value)
@@ -161,11 +163,8 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> Featur
             return (gr.Dropdown(choices=ids, value=first_layer), gr.Button(visible=missing),
                     _first_feature(folder, first_layer))
 
-        def build_index(folder, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
-            if not folder:
-                raise gr.Error("Pick an SAE set first.")
-            ensure_feature_index(Path(folder), lm=session.open_atlas(folder).lm,
-                                 report=lambda msg, frac: progress(frac, desc=msg))
+        def build_index(folder):
+            gr.Info(builds.build_parts(folder, "feature index"))
             return gr.Button(visible=False)
 
         show = _ui(page_outputs)
@@ -178,8 +177,9 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False) -> Featur
         nxt.click(_ui(lambda d, lay, f: step_feature(d, lay, f, 1)),
                   [picker, layer, feature], feature, queue=False)
         rand.click(_ui(random_alive), [picker, layer], feature, queue=False)
-        picker.change(switch_atlas, picker, [layer, build, feature])
-        build.click(build_index, picker, build).then(show, [picker, layer, feature], outputs)
+        gr.on(builds.atlas_events(picker, refreshed), switch_atlas, picker,
+              [layer, build, feature]).then(show, [picker, layer, feature], outputs)
+        build.click(build_index, picker, build)
         if not steering:
             steer.click(lambda: gr.Info("Steering is not in this app yet."), None, None,
                         queue=False)

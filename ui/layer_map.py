@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
 
 from sae_core.activations import layer_of
-from sae_core.explore.layermap import LayerMapData, ensure_layer_map, read_layer_map
+from sae_core.explore.layermap import LayerMapData, read_layer_map
 
-from . import session
+from . import builds
 from .layer_map_view import (
     KIND_NAMES,
     TASK_NAMES,
@@ -62,8 +61,10 @@ def redraw(folder, task, kind, thr, sup, lift):
             f"{100 * lmap.fire_rate:.2f}% of tokens on average, and so do the baselines.")
 
 
-def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
-    """`picker` holds the active atlas folder; everything here follows it."""
+def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
+                        ) -> LayerMapTab:
+    """`picker` holds the active atlas folder; everything here follows it, and redraws when
+    `refreshed` says a part of the atlas was built (ui/builds.py)."""
     with gr.Tab("Layer map"):
         gr.Markdown(LAYER_MAP_INTRO)
         lmap = read_layer_map(picker.value)
@@ -115,12 +116,8 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
             except ValueError as err:
                 raise gr.Error(str(err)) from err
 
-        def build_map(folder, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
-            if not folder:
-                raise gr.Error("Pick an SAE set first.")
-            ensure_layer_map(Path(folder), lm=session.open_atlas(folder).lm,
-                             report=lambda msg, frac: progress(frac, desc=msg))
-            return switch_atlas(folder, "pos")
+        def build_map(folder):
+            return gr.Markdown(builds.build_parts(folder, "layer map"), visible=True)
 
         controls = [task, kind, threshold, support, lift]
         draw_outputs = [heat, lines, summary, note]
@@ -129,9 +126,9 @@ def build_layer_map_tab(picker: gr.Dropdown) -> LayerMapTab:
             control.change(redraw, [picker, *controls], draw_outputs, queue=False)
         task.change(relabel, [picker, task], label, queue=False)
         switched = [missing, build, layer, label]
-        picker.change(switch_atlas, [picker, task], switched).then(
-            redraw, [picker, *controls], draw_outputs)
-        build.click(build_map, picker, switched).then(redraw, [picker, *controls], draw_outputs)
+        gr.on(builds.atlas_events(picker, refreshed), switch_atlas, [picker, task], switched
+              ).then(redraw, [picker, *controls], draw_outputs)
+        build.click(build_map, picker, missing)
         for control in [*controls, layer, label]:
             control.change(cell_table, [picker, *controls, layer, label], cell, queue=False)
     return LayerMapTab(layer, cell)

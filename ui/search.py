@@ -11,6 +11,7 @@ from sae_core.activations import parse_hookpoint
 from sae_core.explore.layermap import MAP_TASKS, read_layer_map
 from sae_core.explore.search import LabelHit, TextHit, corpus_peaks, features_by_label, search_text
 
+from . import builds
 from .choice import HINT
 from .layer_map_view import TASK_NAMES, present_labels
 from .live import notices_md, open_loaded
@@ -94,8 +95,8 @@ def static_layers(folder: str | None) -> tuple[list, list[str]]:
     return [ALL_LAYERS, *layers], list(lmap.vocab["pos"])
 
 
-def build_search_tab(picker: gr.Dropdown) -> SearchTab:
-    """`picker` holds the active atlas folder."""
+def build_search_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None) -> SearchTab:
+    """`picker` holds the active atlas folder; `refreshed` says a part of it was built."""
     with gr.Tab("Search"):
         gr.Markdown(SEARCH_INTRO)
         with gr.Row():
@@ -125,6 +126,7 @@ def build_search_tab(picker: gr.Dropdown) -> SearchTab:
         task.change(label_choices, [picker, task], label)
         by_label.click(run_label_search, [picker, layer, task, label, consistency, support],
                        [label_hits, label_status])
-        picker.change(lambda f: gr.Dropdown(choices=static_layers(f)[0], value=ALL_LAYERS),
-                      picker, layer)
+        gr.on(builds.atlas_events(picker, refreshed),
+              lambda f: gr.Dropdown(choices=static_layers(f)[0], value=ALL_LAYERS), picker, layer
+              ).then(lambda f, t: label_choices(f, t) if f else gr.skip(), [picker, task], label)
     return SearchTab((hits, label_hits), chosen_md)

@@ -14,6 +14,7 @@ import torch
 from ..config import BuildConfig, TrainConfig
 from ..corpus import load_texts, split_windows, token_windows
 from ..lm import LM, load_lm
+from ..precision import use_bf16
 from ..progress import Report
 from ..train.loop import train_saes
 from ..train.trainer import MultiTrainer
@@ -29,13 +30,15 @@ def _save_saes(trainer: MultiTrainer, out: Path) -> None:
         })
 
 
-def _batch_report(report: Report | None):
-    """A training progress callback that reports the mean FVU over layers."""
+def _batch_report(report: Report | None, batch_tokens: int):
+    """A training progress callback that reports LM tokens done and the mean FVU over layers."""
     def on_batch(done: int, total: int, stats: dict) -> None:
         fvu = [v for v in stats["fvu"].values() if v == v]  # NaN while buffers fill
         if report:
-            mean = f"{sum(fvu) / len(fvu):.3f}" if fvu else "(filling the shuffle buffer)"
-            report(f"training batch {done}/{total}, mean FVU {mean}", done / total)
+            mean = sum(fvu) / len(fvu) if fvu else None
+            shown = f"{mean:.3f}" if fvu else "(filling the shuffle buffer)"
+            report(f"training batch {done}/{total}, mean FVU {shown}", done / total,
+                   tokens=done * batch_tokens, mean_fvu=mean)
     return on_batch
 
 
@@ -53,10 +56,11 @@ def build_atlas(
     windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
     train_w, test_w = split_windows(windows, data.held_out)
     out.mkdir(parents=True, exist_ok=True)
+    batch_tokens = (cfg.lm_batch_tokens // data.seq_len) * data.seq_len
 
     t0 = time.perf_counter()
     trainer = train_saes(lm, train_w, hookpoints, cfg, checkpoint_dir=out / CHECKPOINT_DIR,
-                         progress=_batch_report(report))
+                         progress=_batch_report(report, batch_tokens))
     train_s = time.perf_counter() - t0
     _save_saes(trainer, out)
     medians = {h: s.median_norm for h, s in trainer.layers.items()}
@@ -67,13 +71,13 @@ def build_atlas(
             "dead_frac_train": state.trainer.dead_fraction(),
             "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
         }
-    n_tokens = trainer.step_no * (cfg.lm_batch_tokens // data.seq_len) * data.seq_len
+    n_tokens = trainer.step_no * batch_tokens
     info = {
         "model": lm.name, "corpus": data.corpus, "seq_len": data.seq_len,
         "train_cfg": asdict(cfg), "hookpoints": hookpoints, "train_windows": len(train_w),
         "heldout_windows": data.held_out, "lm_tokens": n_tokens, "train_seconds": train_s,
         "total_seconds": time.perf_counter() - t0, "train_tok_s": n_tokens / train_s,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "bf16_used": use_bf16(cfg.bf16),
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
     (out / INFO_FILE).write_text(json.dumps(info, indent=1))

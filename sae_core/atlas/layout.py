@@ -7,12 +7,14 @@ checkpoints/atlas/<name>/
   _checkpoint/         resumable training state; removed when the build finishes
   labels.*, layer_map.*  the layer map (explore/layermap.py)
   features/            the feature index (explore/feature_index.py)
+  presets.json         steering presets resolved for these SAEs (steer/presets.py)
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ ATLAS_ROOT = Path("checkpoints/atlas")
 DEFAULT_ATLAS = ATLAS_ROOT / "default"
 INFO_FILE = "atlas.json"
 METRICS_FILE = "metrics.json"
+PRESETS_FILE = "presets.json"
+"""Steering presets resolved for this atlas (sae_core/steer/presets.py)."""
 CHECKPOINT_DIR = "_checkpoint"
 T = TypeVar("T")
 
@@ -48,7 +52,10 @@ def read_metrics(folder: Path | str) -> dict[str, dict]:
     return json.loads((Path(folder) / METRICS_FILE).read_text())
 
 
-_read: dict[Path, tuple[int, object]] = {}
+READ_ONCE_LIMIT = 16
+"""Derived files kept in memory at most (a feature index or layer map each); the least
+recently used goes first, so a public app's memory stays bounded."""
+_read: OrderedDict[Path, tuple[int, object]] = OrderedDict()
 _read_lock = threading.Lock()
 
 
@@ -60,11 +67,23 @@ def read_once(stamp_file: Path, load: Callable[[], T]) -> T:
     stamp = path.stat().st_mtime_ns
     with _read_lock:
         if path in _read and _read[path][0] == stamp:
+            _read.move_to_end(path)
             return _read[path][1]
     value = load()
     with _read_lock:
         _read[path] = (stamp, value)
+        _read.move_to_end(path)
+        while len(_read) > READ_ONCE_LIMIT:
+            _read.popitem(last=False)
     return value
+
+
+def forget_reads(folder: Path | str) -> None:
+    """Drop what read_once holds of files under `folder` (an atlas rebuilt or removed)."""
+    root = Path(folder).resolve()
+    with _read_lock:
+        for path in [p for p in _read if p.is_relative_to(root)]:
+            del _read[path]
 
 
 def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:

@@ -70,3 +70,23 @@ def test_read_once_reloads_only_when_the_stamp_file_changes(tmp_path):
     assert read_once(stamp, load) == 2 and read_once(tmp_path / "." / "index.json", load) == 2
     with pytest.raises(FileNotFoundError):
         read_once(tmp_path / "missing.json", load)
+
+
+def test_read_once_is_bounded_and_forgets_a_folder(tmp_path, monkeypatch):
+    from sae_core.atlas import layout
+
+    monkeypatch.setattr(layout, "_read", layout.OrderedDict())
+    loads = []
+    files = []
+    for i in range(layout.READ_ONCE_LIMIT + 3):
+        path = tmp_path / ("a" if i < 3 else "b") / f"{i}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(str(i))
+        files.append(path)
+        layout.read_once(path, lambda i=i: loads.append(i) or i)
+    assert len(layout._read) == layout.READ_ONCE_LIMIT  # the 3 oldest went out
+    assert layout.read_once(files[0], lambda: loads.append("again") or 0) == 0
+    assert loads[-1] == "again"  # evicted, so read again
+    assert layout.read_once(files[-1], lambda: loads.append("no") or -1) == len(files) - 1
+    layout.forget_reads(tmp_path / "b")
+    assert all(p.is_relative_to((tmp_path / "a").resolve()) for p in layout._read)

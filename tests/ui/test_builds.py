@@ -1,0 +1,70 @@
+"""The progress panel and the train form, against a real worker on the tiny model."""
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from sae_core.config import BuildConfig, TrainConfig
+from sae_core.jobs.stages import BuildJob
+from sae_core.jobs.status import BuildStatus
+from sae_core.jobs.worker import BuildWorker
+from tests.conftest import WORDS, tiny_lm
+from ui import builds, train_panel
+
+
+@pytest.fixture
+def worker(monkeypatch):
+    fresh = BuildWorker(lambda name: tiny_lm())
+    monkeypatch.setattr(builds, "WORKER", fresh)
+    return fresh
+
+
+def tiny_job(tmp_path: Path, parts=("SAEs", "layer map")) -> BuildJob:
+    corpus = tmp_path / "corpus.jsonl"
+    lines = [" ".join(WORDS[(i * 3 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
+    corpus.write_text("\n".join(json.dumps({"text": t}) for t in lines))
+    cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
+    return BuildJob(tmp_path / "tiny", BuildConfig(corpus=str(corpus), seq_len=16, held_out=8),
+                    cfg, parts)
+
+
+def test_status_text_says_stage_progress_and_numbers():
+    running = BuildStatus("running", Path("x/default"), "SAEs", "training batch 3/75", 0.04,
+                          tok_s=1234.0, eta_s=600.0, mean_fvu=0.2512, ready=())
+    text = builds.status_text(running)
+    for part in ("`default`", "SAEs", "4%", "about 10 min left", "1,234 tokens/s", "0.251"):
+        assert part in text
+    assert builds.status_text(BuildStatus()) == ""
+    failed = BuildStatus("failed", Path("x/a"), error="ValueError: bad corpus")
+    assert "failed" in builds.status_text(failed) and "bad corpus" in builds.status_text(failed)
+
+
+def test_poll_hands_the_new_atlas_to_the_picker_and_signals_each_part(tmp_path, worker):
+    job = tiny_job(tmp_path)
+    worker.start(job)
+    assert worker.wait(120).state == "done"
+    _, text, picker, key, timer = builds.poll(None, "")
+    assert isinstance(picker, gr.Dropdown) and picker.value == str(job.folder.resolve())
+    assert key == f"{job.folder.resolve()}|SAEs,layer map|done" and "is ready" in text
+    assert timer.active is False  # nothing runs: no more polling
+    # The same state again changes nothing (tabs redraw only when a part appears).
+    _, _, picker, same, _ = builds.poll(str(job.folder), key)
+    assert picker == gr.skip() and same == gr.skip()
+
+
+def test_train_job_checks_every_field(tmp_path):
+    job = train_panel.train_job("my set", "embedded", "0, 5,12", 4, 16, 50_000)
+    assert job.folder.name == "my-set" and job.data.layers == (0, 5, 12)
+    assert (job.cfg.expansion, job.cfg.k, job.cfg.max_tokens) == (4, 16, 50_000)
+    assert train_panel.train_job("a", "", "all", 8, 32, 307_200).data.layers is None
+    bad = [("", "embedded", "all", 8, 32, 1e5, "name"),
+           ("a", "embedded", "1;2", 8, 32, 1e5, "layers"),
+           ("a", "embedded", "all", float("nan"), 32, 1e5, "width"),
+           ("a", "embedded", "all", 8, 2.5, 1e5, "k"),
+           ("a", "embedded", "all", 8, 32, -1, "token budget"),
+           ("a", "embedded", "all", 8, 32, 1e12, "token budget")]
+    for *args, field in bad:
+        with pytest.raises(ValueError, match=field):
+            train_panel.train_job(*args)

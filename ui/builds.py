@@ -1,0 +1,120 @@
+"""The app's one build worker, and the panel above the tabs that shows its progress.
+
+Every visitor sees the same build (one at a time, sae_core/jobs). A timer polls the
+worker's status while it runs; when a part of an atlas is ready (SAEs, layer map, feature
+index, presets) the picker gains the atlas and `refreshed` changes, so every tab redraws
+without a restart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import gradio as gr
+
+from sae_core.atlas.layout import list_atlases
+from sae_core.jobs.stages import BuildJob, ready_parts
+from sae_core.jobs.status import BuildStatus
+from sae_core.jobs.worker import BuildWorker, WorkerBusy
+from sae_core.lm import EMBEDDED, EMBEDDED_ID
+
+from . import session
+
+POLL_S = 2.0
+WORKER = BuildWorker(lambda name: session.model(EMBEDDED_ID if name == EMBEDDED else name))
+
+
+def start(job: BuildJob) -> BuildStatus:
+    """Start a build for a visitor: a busy worker is a plain message, not a crash."""
+    try:
+        return WORKER.start(job)
+    except (WorkerBusy, ValueError) as err:
+        raise gr.Error(str(err)) from err
+
+
+def build_parts(folder: str | None, *parts: str) -> str:
+    """Queue the missing derived parts of a finished atlas (layer map, feature index)."""
+    if not folder:
+        raise gr.Error("Pick an SAE set first.")
+    start(BuildJob(Path(folder), parts=("SAEs", *parts)))
+    return (f"Building the {' and '.join(parts)} in the background (progress above); this tab "
+            "fills in when it is ready.")
+
+
+def _minutes(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating the time left"
+    return f"about {max(1, round(seconds / 60))} min left" if seconds >= 60 else (
+        f"about {seconds:.0f} s left")
+
+
+def status_text(status: BuildStatus) -> str:
+    """What a visitor reads about the build, plain words first, numbers after."""
+    if status.state == "idle" or status.folder is None:
+        return ""
+    name = status.folder.name
+    if status.state == "failed":
+        return f"**Building `{name}` failed:** {status.error}"
+    if status.state == "cancelled":
+        return f"Building `{name}` was cancelled at {status.stage}; starting it again resumes it."
+    if status.state == "done":
+        return f"`{name}` is ready: {', '.join(status.ready)}."
+    numbers = [f"{100 * status.fraction:.0f}%", _minutes(status.eta_s)]
+    if status.tok_s:
+        numbers.append(f"{status.tok_s:,.0f} tokens/s")
+    if status.mean_fvu is not None:
+        numbers.append(f"mean FVU {status.mean_fvu:.3f}")
+    done = f" Ready so far: {', '.join(status.ready)}." if status.ready else ""
+    return (f"**Building `{name}`: {status.stage}** ({'; '.join(numbers)}).{done} Tabs fill in "
+            f"as each part is ready.\n\n<small>{status.message}</small>")
+
+
+def refresh_key(status: BuildStatus) -> str:
+    """Changes exactly when a part of the built atlas appears."""
+    return f"{status.folder}|{','.join(status.ready)}|{status.state}" if status.folder else ""
+
+
+def poll(current: str | None, last_key: str):
+    """(panel row, panel text, picker, refreshed key, timer) after one look at the worker."""
+    status = WORKER.status()
+    key = refresh_key(status)
+    picker = gr.skip()
+    if key != last_key and status.folder is not None and "SAEs" in status.ready:
+        choices = sorted({*list_atlases(), *([current] if current else []), str(status.folder)})
+        # a visitor with nothing to look at yet gets the new atlas at once
+        picker = gr.Dropdown(choices=choices, value=current or str(status.folder))
+    return (gr.Row(visible=status.state != "idle"), status_text(status), picker,
+            key if key != last_key else gr.skip(), gr.Timer(active=status.active))
+
+
+class BuildPanel(NamedTuple):
+    refreshed: gr.Textbox
+    """Hidden; changes when a part of an atlas is built (tabs redraw on it)."""
+    timer: gr.Timer
+    """Polls the worker while a build runs; set it active after starting one."""
+
+
+def build_status_panel(picker: gr.Dropdown, *, can_cancel: bool) -> BuildPanel:
+    """The progress panel above the tabs. `can_cancel=False` (public mode): no visitor may
+    stop the shared build."""
+    status = WORKER.status()
+    with gr.Row(visible=status.state != "idle") as row:
+        panel = gr.Markdown(status_text(status))
+        cancel = gr.Button("Cancel the build", size="sm", scale=0, visible=can_cancel)
+    refreshed = gr.Textbox(refresh_key(status), visible=False)
+    timer = gr.Timer(POLL_S, active=status.active)
+    timer.tick(poll, [picker, refreshed], [row, panel, picker, refreshed, timer], queue=False,
+               show_progress="hidden")
+    if can_cancel:
+        cancel.click(WORKER.cancel, None, None, queue=False)
+    return BuildPanel(refreshed, timer)
+
+
+def atlas_events(picker: gr.Dropdown, refreshed: gr.Textbox | None) -> list:
+    """Triggers for "the active atlas changed": a new choice, or a part of it got built."""
+    return [picker.change, *([refreshed.change] if refreshed is not None else [])]
+
+
+def ready_of(folder: str | None) -> tuple[str, ...]:
+    return ready_parts(Path(folder)) if folder else ()
