@@ -19,13 +19,10 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, constants, get_token, snapshot_download
 from huggingface_hub.errors import (
-    GatedRepoError,
     HfHubHTTPError,
     HFValidationError,
     IncompleteSnapshotError,
     LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id
 
@@ -35,7 +32,7 @@ from ..explore.layermap import LAYER_MAP_FILE
 from ..sae import CONFIG_FILE, sae_config_from_saelens
 from .atlas_check import AtlasCheckError, check_atlas  # re-exported for the app
 from .export import model_card
-from .fetch import HubError
+from .fetch import HubError, access_errors
 
 IGNORE_PATTERNS = ("_checkpoint", "_checkpoint/*", "_incoming/*", "*.tmp", "*.tmp.*", "*.lock",
                    "*.part", "*~", "tmp*", "*/tmp*", ".*", "*/.*")
@@ -147,15 +144,10 @@ def _hub_errors(repo_id: str, revision: str | None, cache: Path) -> Iterator[Non
     """huggingface_hub's failures as one HubError that says what to do."""
     at = f" at revision {revision!r}" if revision else ""
     try:
-        yield
-    except GatedRepoError as err:
-        raise HubError(f"repository {repo_id!r} is gated: accept its terms on the Hub and "
-                       "configure a token") from err
-    except RepositoryNotFoundError as err:
-        raise HubError(f"repository {repo_id!r} was not found on the Hugging Face Hub (or it "
-                       "is private: configure a token)") from err
-    except RevisionNotFoundError as err:
-        raise HubError(f"repository {repo_id!r} has no revision {revision!r}") from err
+        with access_errors(repo_id, revision):
+            yield
+    except HubError:
+        raise
     except IncompleteSnapshotError as err:
         raise HubError(f"the cached copy of {repo_id!r}{at} in {cache} is incomplete and the "
                        f"Hub cannot be reached: {err}") from err

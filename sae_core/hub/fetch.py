@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 from huggingface_hub import hf_hub_download
@@ -43,14 +45,12 @@ def join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
 
 
-def fetch(repo_id: str, filename: str, *, revision: str | None, cache_dir: Path,
-          token: str | bool | None, optional: bool = False) -> Path | None:
-    """The local path of one repo file, downloaded into the cache if needed. `token`: as
-    huggingface_hub takes it (None: the configured token; False: send none)."""
-    repo_root = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
+@contextmanager
+def access_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """The repo-level failures (gated, missing or private, no such revision) as HubErrors
+    that say what to do."""
     try:
-        path = Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir,
-                                    token=token))
+        yield
     except GatedRepoError as err:
         raise HubError(f"repository {repo_id!r} is gated: accept its terms on the Hub and "
                        "configure a token") from err
@@ -59,6 +59,19 @@ def fetch(repo_id: str, filename: str, *, revision: str | None, cache_dir: Path,
                        "is private: configure a token)") from err
     except RevisionNotFoundError as err:
         raise HubError(f"repository {repo_id!r} has no revision {revision!r}") from err
+
+
+def fetch(repo_id: str, filename: str, *, revision: str | None, cache_dir: Path,
+          token: str | bool | None, optional: bool = False) -> Path | None:
+    """The local path of one repo file, downloaded into the cache if needed. `token`: as
+    huggingface_hub takes it (None: the configured token; False: send none)."""
+    repo_root = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
+    try:
+        with access_errors(repo_id, revision):
+            path = Path(hf_hub_download(repo_id, filename, revision=revision,
+                                        cache_dir=cache_dir, token=token))
+    except HubError:
+        raise
     except LocalEntryNotFoundError as err:
         if optional:
             return None
