@@ -114,3 +114,19 @@ def test_job_parts_are_checked(tmp_path):
         BuildJob(tmp_path, parts=("layer map",))
     with pytest.raises(ValueError, match="parts"):
         BuildJob(tmp_path, parts=("SAEs", "nonsense"))
+
+
+def test_complete_atlas_builds_only_what_is_missing(tmp_path, tiny_atlas):
+    """(`tiny_atlas` has SAEs and a layer map, no index, no presets.)"""
+    import shutil
+
+    from sae_core.jobs.stages import STAGES, complete_atlas
+    from ui import session
+
+    folder = shutil.copytree(tiny_atlas, tmp_path / "copy")
+    layer_map_stamp = (folder / "layer_map.json").stat().st_mtime_ns
+    assert ready_parts(folder) == ("SAEs", "layer map")
+    assert complete_atlas(folder, session.model("tiny-llama")) == ["feature index", "presets"]
+    assert ready_parts(folder) == tuple(s.name for s in STAGES)
+    assert (folder / "layer_map.json").stat().st_mtime_ns == layer_map_stamp  # kept
+    assert complete_atlas(folder, session.model("tiny-llama")) == []
