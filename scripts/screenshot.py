@@ -3,6 +3,8 @@ time from a threshold change on the layer map to the redrawn heatmap, as a user 
 
     python app.py --no-build &   # or make run
     python scripts/screenshot.py --url http://127.0.0.1:7860 --out docs
+
+`--progress`: only the build progress panel of an app that is building (docs/build_progress.png).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from playwright.sync_api import sync_playwright
 
 ACTIONS = {
     # tab -> (button to press first or None, seconds to let it compute and Plotly draw)
+    "Tour": ("Run the example", 30),
     "Layer map": (None, 3),
     "Features": (None, 6),
     "Live view": (None, 8),
@@ -31,12 +34,19 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:7860")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--tabs", nargs="*", default=list(ACTIONS))
+    parser.add_argument("--progress", action="store_true", help="the build panel only")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(args.url, wait_until="load")
+        if args.progress:
+            page.get_by_text("tokens/s").first.wait_for(timeout=600_000)
+            page.screenshot(path=str(args.out / "build_progress.png"),
+                            clip={"x": 0, "y": 0, "width": 1400, "height": 520})
+            print(f"wrote {args.out / 'build_progress.png'}")
+            return
         page.get_by_role("tab", name="Layer map").click()
         page.locator(".gtitle").first.wait_for(timeout=30_000)
         box = page.get_by_label("Consistency threshold").locator("visible=true").last

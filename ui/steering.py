@@ -31,6 +31,7 @@ STEER_CONCURRENCY = max(2, os.cpu_count() or 2)
 thread, so concurrent requests never see each other's edits; more requests than cores would
 only slow each other down (small matmuls suffer most when threads outnumber cores)."""
 ONLY_PLAIN, ONLY_STEERED = "only without steering", "only with steering"
+DIFF_COLORS = {ONLY_PLAIN: "#9ecbff", ONLY_STEERED: "#ffb86b"}
 INTRO = """Pick a feature and a strength: while the model writes, the feature's direction is
 added to its numbers at that layer. Left: the model as it is; right: the same prompt and the
 same random draws with the feature pushed. Words that differ are highlighted.
@@ -180,12 +181,11 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
             temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
             seed = gr.Number(0, precision=0, label="Seed")
         run = gr.Button("Write both", variant="primary")
-        colors = {ONLY_PLAIN: "#9ecbff", ONLY_STEERED: "#ffb86b"}
         with gr.Row():
-            plain = gr.HighlightedText(label="Without steering", color_map=colors,
+            plain = gr.HighlightedText(label="Without steering", color_map=DIFF_COLORS,
                                        show_legend=False, show_inline_category=False,
                                        combine_adjacent=True)
-            steered = gr.HighlightedText(label="With steering", color_map=colors,
+            steered = gr.HighlightedText(label="With steering", color_map=DIFF_COLORS,
                                          show_legend=False, show_inline_category=False,
                                          combine_adjacent=True)
         notes = gr.Markdown()

@@ -4,14 +4,12 @@ passages where it fires most, and a steering preset written side by side."""
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
 import gradio as gr
-from gradio.context import get_blocks_context
 
 from sae_core.activations import layer_of, parse_hookpoint
 from sae_core.atlas.layout import LoadedAtlas
@@ -21,6 +19,8 @@ from sae_core.explore.live import LiveView, live_view
 from sae_core.steer.presets import read_presets
 
 from . import session
+from .steering import DIFF_COLORS, STEER_CONCURRENCY, SteeringTab, run_steering
+from .steering_presets import controls_of
 from .tour_text import INTRO, NO_PRESET, STEER_INTRO, numbers_markdown, words_markdown
 
 SENTENCE = "Marie Curie moved to Paris in 1891 to study physics and chemistry."
@@ -119,65 +119,33 @@ def run_example(preset: gr.Dropdown | None, folder: str | None) -> tuple:
     return out + ((slug,) if slug else skip)
 
 
-def find_event(component, event: str):
-    """The first listener of `component`'s `event` (a gradio BlockFunction), or None."""
-    blocks = get_blocks_context()
-    if component is None or blocks is None:
-        return None
-    return next((fn for fn in blocks.fns.values()
-                 if any(t[0] == component._id and t[1] == event for t in fn.targets)), None)
-
-
-def _guarded(fn, n_out: int):
-    """`fn` run only when the tour chose a preset (first argument); skips otherwise."""
-    def step(slug, *args):
-        return fn(*args) if slug else (gr.skip(),) * n_out if n_out > 1 else gr.skip()
-    return step
-
-
-def _steer_into_tour(run, slug, *args):
-    """The Steering tab's run function, its side by side shown in the tour."""
+def steer_preset(folder: str | None, slug: str | None) -> tuple:
+    """(without, with, notes): the tour's preset written side by side by the Steering tab's
+    own function; a plain message when it cannot run, nothing when there is no preset."""
     if not slug:
         return gr.skip(), gr.skip(), gr.skip()
+    found = read_presets(folder) if folder else None
+    preset = found.get(slug) if found else None
+    if preset is None:
+        return None, None, NO_PRESET
     try:
-        out = run.fn(*args)
-        if inspect.isgenerator(out):
-            *_, out = out
+        left, right, notes = run_steering(folder, *controls_of(preset))
     except gr.Error as err:
         return None, None, f"*The preset could not run on this SAE set: {err.message}*"
-    out = out if isinstance(out, tuple | list) else (out,)
-    texts = [v for v, c in zip(out, run.outputs, strict=False) if isinstance(c, gr.HighlightedText)]
-    notes = [v for v, c in zip(out, run.outputs, strict=False) if isinstance(c, gr.Markdown)]
-    if len(texts) < 2:
-        return None, None, "*The Steering tab gave no side by side to show here.*"
-    return (gr.HighlightedText(texts[0], visible=True),
-            gr.HighlightedText(texts[1], visible=True),
-            f"{STEER_INTRO}\n\n{notes[0]}" if notes else STEER_INTRO)
+    return (gr.HighlightedText(left, visible=True), gr.HighlightedText(right, visible=True),
+            f"{STEER_INTRO}\n\n{notes}")
 
 
-def connect_tour(tour: TourTab, picker: gr.Dropdown, steering) -> None:
-    """One click runs the example: the word's features here, then the first preset loaded
-    into the Steering tab (`steering.preset`, ui.steering.SteeringTab) and written with the
-    tab's own run function, its side by side shown in the tour. Call once every tab exists."""
-    preset = getattr(steering, "preset", None)
-    outputs = [tour.words, tour.numbers, tour.steer_notes, tour.preset]
-    event = tour.run.click(partial(run_example, preset), picker,
-                           [*outputs, *([preset] if preset is not None else [])],
-                           api_visibility="private")
-    loader = find_event(preset, "change")
-    if loader is not None:  # load the preset's values before the run reads them
-        event = event.then(_guarded(loader.fn, len(loader.outputs)),
-                           [tour.preset, *loader.inputs], loader.outputs,
-                           api_visibility="private", queue=False)
-    run = find_event(steering.run, "click")
-    if run is not None:
-        shown = [c for c in run.outputs if isinstance(c, gr.HighlightedText)]
-        for mine, theirs in zip((tour.plain, tour.steered), shown, strict=False):
-            mine.color_map = theirs.color_map  # the same highlight colours as the tab
-        event.then(partial(_steer_into_tour, run), [tour.preset, *run.inputs],
-                   [tour.plain, tour.steered, tour.steer_notes], api_visibility="private",
-                   concurrency_id=run.concurrency_id,
-                   concurrency_limit=run.concurrency_limit)
+def connect_tour(tour: TourTab, picker: gr.Dropdown, steering: SteeringTab) -> None:
+    """One click runs the example: the word's features here, then the first preset chosen in
+    the Steering tab's menu (which loads its controls there) and written side by side in the
+    tour. Call once the Steering tab exists."""
+    outputs = [tour.words, tour.numbers, tour.steer_notes, tour.preset, steering.preset]
+    tour.run.click(partial(run_example, steering.preset), picker, outputs,
+                   api_visibility="private").then(
+        steer_preset, [picker, tour.preset], [tour.plain, tour.steered, tour.steer_notes],
+        api_visibility="private", concurrency_limit=STEER_CONCURRENCY,
+        concurrency_id="tour_steer")
 
 
 def build_tour_tab(picker: gr.Dropdown) -> TourTab:
@@ -192,10 +160,12 @@ def build_tour_tab(picker: gr.Dropdown) -> TourTab:
         steer_notes = gr.Markdown()
         with gr.Row():
             # shown once a preset was written (an SAE set may have none)
-            plain = gr.HighlightedText(label="Without steering", show_legend=False,
+            plain = gr.HighlightedText(label="Without steering", color_map=DIFF_COLORS,
+                                       show_legend=False,
                                        show_inline_category=False, combine_adjacent=True,
                                        visible=False, elem_id="tour-plain")
-            steered = gr.HighlightedText(label="With steering", show_legend=False,
+            steered = gr.HighlightedText(label="With steering", color_map=DIFF_COLORS,
+                                         show_legend=False,
                                          show_inline_category=False, combine_adjacent=True,
                                          visible=False, elem_id="tour-steered")
         preset = gr.State(None)

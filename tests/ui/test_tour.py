@@ -72,19 +72,30 @@ def test_missing_pieces_are_plain_messages(tmp_path):
 def test_no_preset_skips_the_steering_part(indexed):
     *_, notes, slug, menu = tour.run_example(gr.Dropdown(), str(indexed.folder))
     assert notes == tour_text.NO_PRESET and slug is None and menu == gr.skip()
-    assert tour._steer_into_tour(None, None, "any", "input") == (gr.skip(),) * 3
+    assert tour.steer_preset(str(indexed.folder), None) == (gr.skip(),) * 3
 
 
-def test_a_failing_preset_run_is_a_message():
-    def run_fn(*args):
+def test_a_failing_preset_run_is_a_message(monkeypatch):
+    presets = SimpleNamespace(get=lambda slug: "the ocean preset" if slug == "ocean" else None)
+    monkeypatch.setattr(tour, "read_presets", lambda folder: presets)
+    monkeypatch.setattr(tour, "controls_of", lambda preset: [preset])
+    assert tour.steer_preset("atlas", "jazz") == (None, None, tour_text.NO_PRESET)
+
+    def fails(folder, *controls):
         raise gr.Error("layer 11 is not in this SAE set")
 
-    outputs = [gr.HighlightedText(), gr.HighlightedText(), gr.Markdown()]
-    run = SimpleNamespace(fn=run_fn, outputs=outputs)
-    plain, steered, notes = tour._steer_into_tour(run, "ocean", "x")
+    monkeypatch.setattr(tour, "run_steering", fails)
+    plain, steered, notes = tour.steer_preset("atlas", "ocean")
     assert plain is None and steered is None and "layer 11 is not in this SAE set" in notes
-    run = SimpleNamespace(fn=lambda *a: ([("a", None)], [("b", "x")], "done"), outputs=outputs)
-    plain, steered, notes = tour._steer_into_tour(run, "ocean", "x")
+    calls = []
+
+    def writes(folder, *controls):
+        calls.append((folder, controls))
+        return [("a", None)], [("b", "x")], "done"
+
+    monkeypatch.setattr(tour, "run_steering", writes)
+    plain, steered, notes = tour.steer_preset("atlas", "ocean")
+    assert calls == [("atlas", ("the ocean preset",))]
     assert [t["token"] for t in plain.value] == ["a"]
     assert [t["token"] for t in steered.value] == ["b"]
     assert plain.visible and notes.endswith("done")
