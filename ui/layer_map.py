@@ -65,7 +65,7 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
                         ) -> LayerMapTab:
     """`picker` holds the active atlas folder; everything here follows it, and redraws when
     `refreshed` says a part of the atlas was built (ui/builds.py)."""
-    with gr.Tab("Layer map"):
+    with gr.Tab("Layer map", id="layer-map"):
         gr.Markdown(LAYER_MAP_INTRO)
         lmap = read_layer_map(picker.value)
         missing = gr.Markdown(NO_MAP, visible=lmap is None)

@@ -27,7 +27,7 @@ from sae_core.steer.edits import MAX_STRENGTH
 from sae_core.steer.presets import read_presets
 
 TAB_IDS = ("tour", "layer-map", "features", "saes", "steering", "live-view", "search")
-"""Every tab's id: set with `gr.Tab(id=...)`, or by `name_tabs` from the tab's label."""
+"""Every tab's id, as each tab module sets it with `gr.Tab(id=...)`."""
 MAX_VALUE_CHARS = 64
 """Longer query values are refused: no id or preset name is that long."""
 _WHOLE = re.compile(r"\d{1,9}")
@@ -179,16 +179,9 @@ def atlas_layers(folder: str | Path | None) -> dict[int, int]:
     return out
 
 
-def name_tabs(tabs: gr.Tabs) -> dict[str, gr.Tab]:
-    """Give every tab in `tabs` without an id one made from its label ("Layer map" ->
-    "layer-map"), before the app is served; the tabs by id."""
-    named = {}
-    for tab in tabs.children:
-        if isinstance(tab, gr.Tab):
-            if tab.id is None:
-                tab.id = re.sub(r"[^a-z0-9]+", "-", str(tab.label).lower()).strip("-")
-            named[str(tab.id)] = tab
-    return named
+def tabs_by_id(tabs: gr.Tabs) -> dict[str, gr.Tab]:
+    """The tabs of `tabs` by their ids (each tab module sets its own)."""
+    return {str(tab.id): tab for tab in tabs.children if isinstance(tab, gr.Tab)}
 
 
 COPY_JS = """(...values) => {
@@ -237,11 +230,11 @@ def follow_link(link: Link, preset: bool) -> tuple:
 
 def wire_links(demo: gr.Blocks, tabs: gr.Tabs, picker: gr.Dropdown, notice: gr.Markdown,
                features, steering) -> None:
-    """Name the tabs (`name_tabs`), add "copy link" rows to the Features and Steering tabs,
+    """Add "copy link" rows to the Features and Steering tabs,
     and on page load follow the link in the page's query string (see the module doc).
     `features` and `steering` are the tabs' NamedTuples (ui.features, ui.steering); call
     after every tab is built, inside the app's Blocks."""
-    named = name_tabs(tabs)
+    named = tabs_by_id(tabs)
     if "features" in named:
         with named["features"]:
             copy_link_row("Copy a link to this feature",

@@ -69,7 +69,7 @@ def pick_token(folder: str, view, token):
 
 def build_live_tab(picker: gr.Dropdown) -> LiveTab:
     """`picker` holds the active atlas folder."""
-    with gr.Tab("Live view") as tab:
+    with gr.Tab("Live view", id="live-view") as tab:
         gr.Markdown(LIVE_INTRO)
         text = gr.Textbox(EXAMPLE, lines=3, label="Text (up to 256 tokens are shown)")
         notice = gr.Markdown()

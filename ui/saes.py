@@ -177,7 +177,7 @@ def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
     and training, export and push are not registered at all: no button, no endpoint.
     `train_timer`: the build panel's timer (ui/builds.py), started when training starts."""
     is_public = public.policy().public
-    with gr.Tab("SAEs"):
+    with gr.Tab("SAEs", id="saes"):
         gr.Markdown("SAE sets and their quality on text they never saw. "
                     "*FVU*: share of the layer's variation the SAE misses. *L0*: features "
                     "active per token. *CE loss recovered*: how much of the model's ability "

@@ -97,7 +97,7 @@ def static_layers(folder: str | None) -> tuple[list, list[str]]:
 
 def build_search_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None) -> SearchTab:
     """`picker` holds the active atlas folder; `refreshed` says a part of it was built."""
-    with gr.Tab("Search"):
+    with gr.Tab("Search", id="search"):
         gr.Markdown(SEARCH_INTRO)
         with gr.Row():
             query = gr.Textbox("Paris", label="Word or sentence", scale=4)
