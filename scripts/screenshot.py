@@ -64,14 +64,14 @@ def main() -> None:
         for tab in args.tabs:
             page.get_by_role("tab", name=tab).click()
             button, seconds = ACTIONS.get(tab, (None, 3))
-            if tab == "Features":  # a feature that reads well: layer 13's "sea" feature
+            if tab == "Features":  # a feature that reads well: the ocean preset's feature
                 layer = page.get_by_label("Layer").locator("visible=true").first
                 layer.click()
-                layer.fill("13")
+                layer.fill("4")
                 layer.press("Enter")
                 page.wait_for_timeout(3000)
                 box = page.get_by_label("Feature").locator("visible=true").first
-                box.fill("90")
+                box.fill("3771")
                 box.press("Enter")
             if button:
                 page.wait_for_timeout(1000)

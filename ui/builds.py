@@ -60,7 +60,7 @@ def status_text(status: BuildStatus) -> str:
         return f"Building `{name}` was cancelled at {status.stage}; starting it again resumes it."
     if status.state == "done":
         return f"`{name}` is ready: {', '.join(status.ready)}."
-    numbers = [f"{100 * status.fraction:.0f}%", _minutes(status.eta_s)]
+    numbers = [f"{100 * status.fraction:.0f}% of this part", _minutes(status.eta_s)]
     if status.tok_s:
         numbers.append(f"{status.tok_s:,.0f} tokens/s")
     if status.mean_fvu is not None:
