@@ -34,7 +34,8 @@ def test_status_text_says_stage_progress_and_numbers():
     running = BuildStatus("running", Path("x/default"), "SAEs", "training batch 3/75", 0.04,
                           tok_s=1234.0, eta_s=600.0, mean_fvu=0.2512, ready=())
     text = builds.status_text(running)
-    for part in ("`default`", "SAEs", "4% of this part", "about 10 min left", "1,234 tokens/s", "0.251"):
+    for part in ("`default`", "SAEs", "4% of this part", "about 10 min left", "1,234 tokens/s",
+                 "0.251"):
         assert part in text
     assert builds.status_text(BuildStatus()) == ""
     failed = BuildStatus("failed", Path("x/a"), error="ValueError: bad corpus")
