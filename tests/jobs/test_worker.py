@@ -117,13 +117,15 @@ def test_job_parts_are_checked(tmp_path):
 
 
 def test_complete_atlas_builds_only_what_is_missing(tmp_path, tiny_atlas):
-    """(`tiny_atlas` has SAEs and a layer map, no index, no presets.)"""
     import shutil
 
     from sae_core.jobs.stages import STAGES, complete_atlas
     from ui import session
 
     folder = shutil.copytree(tiny_atlas, tmp_path / "copy")
+    # other tests may have indexed the shared tiny atlas: start from SAEs and a layer map
+    shutil.rmtree(folder / "features", ignore_errors=True)
+    (folder / "presets.json").unlink(missing_ok=True)
     layer_map_stamp = (folder / "layer_map.json").stat().st_mtime_ns
     assert ready_parts(folder) == ("SAEs", "layer map")
     assert complete_atlas(folder, session.model("tiny-llama")) == ["feature index", "presets"]
