@@ -69,3 +69,23 @@ def test_train_job_checks_every_field(tmp_path):
     for *args, field in bad:
         with pytest.raises(ValueError, match=field):
             train_panel.train_job(*args)
+
+
+def test_the_train_form_trains_a_new_set_that_joins_the_picker(tmp_path, worker, monkeypatch,
+                                                               tiny_atlas):
+    """The SAEs tab's Train button: the app's worker trains the set (`tiny_atlas` registers
+    the tiny model), and the next poll hands it to the picker."""
+    monkeypatch.chdir(tmp_path)  # checkpoints/atlas/<name> lands here
+    text, timer = train_panel.start_training("mine", "tiny-llama", "0,2", 2, 4, 4096)
+    assert "Training `mine`" in text and timer.active
+    status = worker.wait(300)
+    assert status.state == "done" and status.ready == ("SAEs",), status.error
+    info = json.loads((tmp_path / "checkpoints/atlas/mine/atlas.json").read_text())
+    assert info["hookpoints"] == ["layers.0", "layers.2"] and info["lm_tokens"] == 4096
+    assert info["train_cfg"]["expansion"] == 2 and info["train_cfg"]["k"] == 4
+    _, _, picker, _, _ = builds.poll("checkpoints/atlas/other", "")
+    values = [c[0] if isinstance(c, tuple) else c for c in picker.choices]
+    assert str(status.folder) in values  # joins the picker
+    assert picker.value == "checkpoints/atlas/other"  # a visitor's own choice stays
+    with pytest.raises(gr.Error, match="exists already"):
+        train_panel.start_training("mine", "tiny-llama", "0", 2, 4, 4096)
