@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core.atlas.layout import list_atlases
+from sae_core.atlas.layout import is_built, list_atlases
 from sae_core.jobs.stages import BuildJob, ready_parts
 from sae_core.jobs.status import BuildStatus
 from sae_core.jobs.worker import BuildWorker, WorkerBusy
@@ -35,8 +35,11 @@ def start(job: BuildJob) -> BuildStatus:
 
 def build_parts(folder: str | None, *parts: str) -> str:
     """Queue the missing derived parts of a finished atlas (layer map, feature index)."""
-    if not folder:
-        raise gr.Error("Pick an SAE set first.")
+    try:
+        if not folder or not is_built(session.check_folder(folder)):
+            raise ValueError("pick a finished SAE set first")
+    except ValueError as err:  # never a new build at a path a visitor typed
+        raise gr.Error(str(err)) from err
     start(BuildJob(Path(folder), parts=("SAEs", *parts)))
     return (f"Building the {' and '.join(parts)} in the background (progress above); this tab "
             "fills in when it is ready.")

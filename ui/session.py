@@ -104,14 +104,21 @@ def serve_folder(folder: Path | str) -> None:
         _served.add(Path(folder).resolve())
 
 
-def open_atlas(folder: Path | str) -> LoadedAtlas:
-    """A finished atlas with its SAEs and model, loaded once per folder (until evicted or
-    forgotten). In public mode only folders under checkpoints/atlas or served ones open: a
-    stranger's request names no other path on the server."""
+def check_folder(folder: Path | str) -> Path:
+    """The resolved folder of an SAE set a visitor may open. In public mode only folders
+    under checkpoints/atlas or served ones: a stranger's request names no other path on the
+    server. ValueError otherwise."""
     key = Path(folder).resolve()
     if public.policy().public and not (key.is_relative_to(ATLAS_ROOT.resolve())
                                        or key in _served):
         raise ValueError(f"unknown SAE set {Path(folder).name!r}")
+    return key
+
+
+def open_atlas(folder: Path | str) -> LoadedAtlas:
+    """A finished atlas with its SAEs and model, loaded once per folder (until evicted or
+    forgotten); `check_folder` says which folders a visitor may open."""
+    key = check_folder(folder)
 
     def load() -> LoadedAtlas:
         return open_with(folder, model(read_info(folder)["model"]))

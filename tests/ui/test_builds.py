@@ -11,7 +11,7 @@ from sae_core.jobs.stages import BuildJob
 from sae_core.jobs.status import BuildStatus
 from sae_core.jobs.worker import BuildWorker
 from tests.conftest import WORDS, tiny_lm
-from ui import builds, train_panel
+from ui import builds, public, train_panel
 
 
 @pytest.fixture
@@ -89,3 +89,19 @@ def test_the_train_form_trains_a_new_set_that_joins_the_picker(tmp_path, worker,
     assert picker.value == "checkpoints/atlas/other"  # a visitor's own choice stays
     with pytest.raises(gr.Error, match="exists already"):
         train_panel.start_training("mine", "tiny-llama", "0", 2, 4, 4096)
+
+
+def test_build_buttons_never_start_a_new_atlas_at_a_typed_path(tmp_path, worker, tiny_atlas):
+    """The layer map / index / presets buttons build derived parts of a finished set only; in
+    public mode only of a listed one."""
+    for folder in (None, "", str(tmp_path / "not-an-atlas")):
+        with pytest.raises(gr.Error, match="finished SAE set"):
+            builds.build_parts(folder, "layer map")
+    assert worker.status().state == "idle" and not (tmp_path / "not-an-atlas").exists()
+    old = public.set_policy(public.Policy.for_mode(True))
+    try:
+        with pytest.raises(gr.Error, match="unknown SAE set"):
+            builds.build_parts(str(tiny_atlas), "layer map")  # a tmp folder: not listed
+    finally:
+        public.set_policy(old)
+    assert worker.status().state == "idle"
