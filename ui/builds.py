@@ -14,7 +14,7 @@ from typing import NamedTuple
 import gradio as gr
 
 from sae_core.atlas.layout import is_built, list_atlases
-from sae_core.jobs.stages import BuildJob, ready_parts
+from sae_core.jobs.stages import BuildJob
 from sae_core.jobs.status import BuildStatus
 from sae_core.jobs.worker import BuildWorker, WorkerBusy
 from sae_core.lm import EMBEDDED, EMBEDDED_ID
@@ -117,7 +117,3 @@ def build_status_panel(picker: gr.Dropdown, *, can_cancel: bool) -> BuildPanel:
 def atlas_events(picker: gr.Dropdown, refreshed: gr.Textbox | None) -> list:
     """Triggers for "the active atlas changed": a new choice, or a part of it got built."""
     return [picker.change, *([refreshed.change] if refreshed is not None else [])]
-
-
-def ready_of(folder: str | None) -> tuple[str, ...]:
-    return ready_parts(Path(folder)) if folder else ()
