@@ -7,7 +7,7 @@ generation from a few neutral prompts, all strengths of one prompt in one batch 
 0 = the unsteered row). Presets that found no visibly steering feature are listed and
 skipped. Measured per strength:
 - concept_prob: the steered model's next-token probability mass on the concept's words
-  (single-token spellings: " ocean", "ocean", " Ocean", ...), averaged over the positions
+  (concept_tokens.py: " ocean", "ocean", " Ocean", ...), averaged over the positions
   it wrote;
 - mention_rate: share of continuations that contain a concept word;
 - perplexity: of the steered continuation under the unsteered model (fluency; the greedy
@@ -25,6 +25,7 @@ import math
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -36,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sae_core.atlas.layout import DEFAULT_ATLAS
 from sae_core.norms import typical_norms
 from sae_core.progress import console_report
-from sae_core.steer.edits import FeatureSteer, Steering
+from sae_core.steer.concept_tokens import concept_token_ids
+from sae_core.steer.edits import Steering
+from sae_core.steer.fluency import perplexity
 from sae_core.steer.generation import GenConfig, generate, prompt_ids, side_by_side
 from sae_core.steer.presets import ResolvedPreset, ensure_presets
 from ui import session
@@ -49,41 +52,22 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def concept_ids(tokenizer, words: list[str]) -> torch.Tensor:
-    """Ids of the single-token spellings of the words (with/without space, capitalised)."""
-    ids = set()
-    for w in words:
-        for form in (w, f" {w}", w.capitalize(), f" {w.capitalize()}"):
-            enc = tokenizer(form, add_special_tokens=False).input_ids
-            if len(enc) == 1:
-                ids.add(enc[0])
-    return torch.tensor(sorted(ids), dtype=torch.long)
-
-
 def geometric_mean(values: list[float]) -> float:
     """Over the continuations that wrote something (an empty one has no perplexity)."""
     logs = [math.log(v) for v in values if v == v]
     return math.exp(sum(logs) / len(logs)) if logs else float("nan")
 
 
-@torch.inference_mode()
-def perplexity(lm, ids_P: torch.Tensor, new: list[int]) -> float:
-    """Of `new` after the prompt, under the unsteered model."""
-    if not new:
-        return float("nan")
-    full = torch.cat([ids_P, torch.tensor(new)])[None]
-    logp = lm.model(full, use_cache=False).logits[0, len(ids_P) - 1:-1].log_softmax(-1)
-    return math.exp(-float(logp.gather(1, torch.tensor(new)[:, None]).mean()))
-
-
 def measure(loaded, preset: ResolvedPreset, strengths, prompts, n_tokens: int) -> dict:
     lm, saes, c = loaded.lm, loaded.saes, preset.concept
-    norms, _ = typical_norms(lm, saes, [preset.hookpoint], corpus=loaded.corpus)
-    words = concept_ids(lm.tokenizer, list(c.concept_words))
+    norms, _ = typical_norms(lm, saes, [f.hookpoint for f in preset.features],
+                             corpus=loaded.corpus)
+    words = concept_token_ids(lm.tokenizer, c.concept_words)
     word_re = re.compile(r"\b(" + "|".join(map(re.escape, c.concept_words)) + r")",
                          re.IGNORECASE)
-    rows = [Steering((FeatureSteer(preset.hookpoint, preset.feature, s, c.mode),))
-            if s else None for s in strengths]
+    # the preset's recipe scaled so that its first feature is at strength s
+    rows = [Steering(tuple(replace(f, strength=s * f.strength / preset.strength)
+                           for f in preset.features)) if s else None for s in strengths]
     gen = GenConfig(max_new_tokens=n_tokens)
     per = {s: {"concept_prob": [], "mention": [], "ppl": [], "texts": []} for s in strengths}
     for prompt in prompts:
@@ -111,7 +95,8 @@ def as_in_the_app(loaded, preset: ResolvedPreset) -> dict:
     c = preset.concept
     out = side_by_side(loaded, c.prompt, preset.steering(), c.gen())
     return {"prompt": c.prompt, "layer": preset.layer, "feature": preset.feature,
-            "strength": c.strength, "unsteered": out.unsteered, "steered": out.steered,
+            "strength": preset.strength, "more": preset.extra, "unsteered": out.unsteered,
+            "steered": out.steered,
             "seconds": round(out.seconds, 2)}
 
 

@@ -20,6 +20,7 @@ from sae_core.explore.feature_page import feature_page as read_page
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
+from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, side_by_side
 
 from . import session
@@ -36,8 +37,11 @@ MAX_TOP = 8
 API_CONCURRENCY = 2
 """Model runs (features_on_text, steer_text) from the API at once (2 cores); more wait in the
 queue. Reads of files (the other endpoints) run up to 4 at once, apart from them."""
-ENDPOINTS = ("list_atlases", "feature_page", "features_on_text", "steer_text", "layer_map")
-MODEL_RUNS = ("features_on_text", "steer_text")
+ENDPOINTS = ("list_atlases", "feature_page", "features_on_text", "steer_text", "find_steering",
+             "layer_map")
+MODEL_RUNS = ("features_on_text", "steer_text", "find_steering")
+MAX_CANDIDATES = 12
+"""Candidates find_steering lists (best first)."""
 
 
 def _whole(value, name: str, lo: int, hi: int) -> int:
@@ -199,6 +203,43 @@ class AtlasApi:
         return {"atlas": name, "layer": layer_of(h), "feature": int(feature), "strength": s,
                 "unsteered": out.unsteered, "steered": out.steered,
                 "typical_norm": out.norms[h], "seconds": round(out.seconds, 2)}
+
+    def find_steering(self, atlas: str, concept: str, related_words: str = "") -> dict:
+        """Find SAE features that steer the model towards a concept, chosen by what they do:
+        each candidate is pushed on a few neutral prompts and ranked by its reach, the
+        highest probability of the concept's words it attains while the next-word
+        distribution moves by at most a bound (KL divergence); the best ones get a dose curve
+        and a suggested strength.
+
+        Args:
+            atlas: SAE set name from list_atlases ("" for the app's default)
+            concept: a word or short phrase, e.g. "castle"
+            related_words: more words that name the concept, separated by commas
+        Returns:
+            the candidates (best first) and the suggestion (features, strength, curve)
+        """
+        name, loaded = self._open(atlas)
+        try:
+            f = find_steering(loaded, _text(concept, "concept"), related_words or "")
+        except ValueError as err:
+            raise gr.Error(str(err)) from err
+        best = None
+        if f.best is not None:
+            best = {"features": [{"layer": c.layer, "feature": c.feature,
+                                  "strength": f.best.strength * f.best.share}
+                                 for c in f.best.parts],
+                    "strength": f.best.strength, "passes_rule": f.best.curve.dose is not None,
+                    "concept_prob": f.best.effect.concept_prob, "kl": f.best.effect.kl,
+                    "curve": [{"strength": s, "concept_prob": e.concept_prob, "kl": e.kl}
+                              for s, e in zip(f.best.curve.strengths, f.best.curve.effects,
+                                              strict=True)]}
+        return {"atlas": name, "words": list(f.words), "concept_prob_unsteered": f.p0,
+                "rule": {"min_prob": f.rule.min_prob, "min_lift": f.rule.min_lift,
+                         "max_kl": f.rule.max_kl},
+                "candidates": [{"layer": c.layer, "feature": c.feature, "source": c.source,
+                                "reach": c.reach, "efficiency": c.efficiency}
+                               for c in f.candidates[:MAX_CANDIDATES]],
+                "suggestion": best}
 
     def layer_map(self, atlas: str, task: str = "pos", threshold: float = THRESHOLD,
                   min_support: int = MIN_SUPPORT, min_lift: float = MIN_LIFT) -> dict:

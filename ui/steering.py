@@ -9,15 +9,14 @@ import re
 from typing import NamedTuple
 
 import gradio as gr
-import pandas as pd
 
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import LoadedAtlas, read_info
-from sae_core.explore.concepts import find_concept_features
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.generation import MAX_NEW_TOKENS, GenConfig, side_by_side
 
 from . import session
+from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
 from .steering_presets import (
     first_controls,
     prepare_presets,
@@ -123,22 +122,6 @@ def run_steering(folder, prompt, layer, feature, strength, mode, positions, extr
     return left, right, " ".join(notes)
 
 
-def concept_table(folder: str, concept: str, first, last) -> pd.DataFrame:
-    """Features for a word or phrase (api_name "find_features")."""
-    try:
-        if not folder:
-            raise ValueError("pick an SAE set first")
-        hits = find_concept_features(session.open_atlas(folder), concept, top=12,
-                                     layers=(_int(first, "first layer"), _int(last, "last layer")))
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
-    if not hits:
-        gr.Info(f"No feature fires on {concept!r} clearly more than on everyday text.")
-    return pd.DataFrame([{"layer": h.layer, "feature": h.feature, "score": round(h.score, 3),
-                          "label": h.label, "top context": h.snippet} for h in hits],
-                        columns=["layer", "feature", "score", "label", "top context"])
-
-
 def _n_layers(folder: str | None) -> int:
     """Layers the atlas covers (last + 1), from atlas.json: no model load to build the tab."""
     try:
@@ -167,7 +150,7 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
         with gr.Row():
             layer = gr.Number(first["layer"], precision=0, minimum=0, label="Layer")
             feature = gr.Number(first["feature"], precision=0, minimum=0, label="Feature")
-            strength = gr.Slider(-3, 3, value=first["strength"], step=0.05,
+            strength = gr.Slider(-3, 3, value=first["strength"], step=0.01,
                                  label="Strength (x the layer's typical size)")
         with gr.Row():
             mode = gr.Radio([("add the direction", "add"), ("clamp the activation", "clamp")],
@@ -189,23 +172,45 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
                                          show_legend=False, show_inline_category=False,
                                          combine_adjacent=True)
         notes = gr.Markdown()
-        gr.Markdown("### Find a feature for a word\nFeatures that fire on the word more than "
-                    "on everyday text, best first. Select a row to steer with it.")
+        gr.Markdown("### Find features that steer towards a concept\n" + EXPLAIN)
         with gr.Row():
-            concept = gr.Textbox(label="Word or short phrase", placeholder="ocean", scale=3)
+            concept = gr.Textbox(label="Concept", placeholder="ocean", scale=2)
+            related = gr.Textbox(label="Related words (optional, separated by commas)",
+                                 placeholder="sea, waves, beach", scale=3)
             first = gr.Number(n // 5, precision=0, minimum=0, label="From layer")
             last = gr.Number(n - 1, precision=0, minimum=0, label="To layer")
-            search = gr.Button("Search")
-        found = gr.Dataframe(interactive=False, wrap=True)
+            search = gr.Button("Find features")
+        summary = gr.Markdown()
+        with gr.Row():
+            found = gr.Dataframe(interactive=False, wrap=True, scale=3)
+            curve = gr.Plot(label="Dose curve of the suggestion", scale=2)
+        suggestion = gr.State(None)
+        use = gr.Button("Use the suggestion", size="sm")
+        gr.Markdown("### Baselines\nDoes the feature beat simpler ways? The same prompt and "
+                    "settings, steered by the *difference of means* (the average state on "
+                    "sentences about the concept minus sentences about everyday things, at the "
+                    "Layer above, dosed by the same rule) and by *prompting* (the concept "
+                    "asked for in the prompt, no steering).")
+        baselines = gr.Button("Write the baselines")
+        with gr.Row():
+            mean_text = gr.Textbox(label="Difference of means", lines=4)
+            asked_text = gr.Textbox(label="Prompting", lines=4)
+        baseline_notes = gr.Markdown()
 
         inputs = [picker, prompt, layer, feature, strength, mode, positions, extra, max_tokens,
                   temperature, seed]
         run.click(run_steering, inputs, [plain, steered, notes], api_name="steer",
                   concurrency_limit=STEER_CONCURRENCY)
-        searched = [picker, concept, first, last]
-        search.click(concept_table, searched, found, api_name="find_features",
+        searched = [picker, concept, related, first, last]
+        finder_out = [found, summary, curve, suggestion]
+        search.click(find_features, searched, finder_out, api_name="find_features",
                      concurrency_limit=STEER_CONCURRENCY)
-        concept.submit(concept_table, searched, found, concurrency_limit=STEER_CONCURRENCY)
+        concept.submit(find_features, searched, finder_out, concurrency_limit=STEER_CONCURRENCY)
+        use.click(use_suggestion, suggestion, [layer, feature, strength, extra], queue=False)
+        baselines.click(write_baselines, [picker, prompt, concept, related, layer, max_tokens,
+                                          temperature, seed],
+                        [mean_text, asked_text, baseline_notes], api_name="baselines",
+                        concurrency_limit=STEER_CONCURRENCY)
 
         def pick(evt: gr.SelectData):
             row = evt.row_value or []
@@ -224,9 +229,9 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
 
         def switch_atlas(folder):
             n = _n_layers(folder)
-            return (n // 5, n - 1, None, *refresh_presets(folder))
+            return (n // 5, n - 1, None, None, *refresh_presets(folder))
 
-        picker.change(switch_atlas, picker, [first, last, found, *menu])
+        picker.change(switch_atlas, picker, [first, last, found, suggestion, *menu])
         if refreshed is not None:  # presets built since: the menu fills, the choice stays
             refreshed.change(lambda folder: refresh_presets(folder, reset=False), picker, menu,
                              queue=False)

@@ -12,11 +12,11 @@ from sae_core.steer.presets import ResolvedPreset, is_preparing, read_presets
 from . import builds
 
 PREPARING = ("Presets for this SAE set are being prepared (progress above): each one's feature "
-             "is found with the word search below and checked by one short steering run. "
+             "is found with the concept finder below and checked by one short steering run. "
              "They appear here when ready.")
 MISSING = ("This SAE set has no presets yet: press **Prepare presets** (each one's feature is "
-           "found with the word search below and checked by one short steering run, about "
-           "a minute), or find a feature for a word yourself below.")
+           "found with the concept finder below and checked by one short steering run, about "
+           "two minutes), or find features for a concept yourself below.")
 N_CONTROLS = 10
 """prompt, layer, feature, strength, mode, positions, extra, max tokens, temperature, seed."""
 
@@ -54,8 +54,8 @@ def refresh_presets(folder: str | None, *, reset: bool = True) -> tuple:
 def controls_of(p: ResolvedPreset) -> list:
     """The tab's controls for a preset, in N_CONTROLS' order."""
     c = p.concept
-    return [c.prompt, p.layer, p.feature, c.strength, c.mode, c.positions, "", c.max_new_tokens,
-            c.temperature, c.seed]
+    return [c.prompt, p.layer, p.feature, p.strength, c.mode, c.positions, p.extra,
+            c.max_new_tokens, c.temperature, c.seed]
 
 
 def preset_controls(folder: str | None, slug: str | None) -> list:
@@ -78,7 +78,7 @@ def first_controls(folder: str | None, n_layers: int) -> dict:
     if resolved and resolved.presets:
         p = resolved.presets[0]
         return {"prompt": p.concept.prompt, "layer": p.layer, "feature": p.feature,
-                "strength": p.concept.strength}
+                "strength": p.strength}
     return {"prompt": "Write a short story.", "layer": n_layers // 2, "feature": 0,
             "strength": 0.5}
 

@@ -82,7 +82,7 @@ class ConceptHit:
         return layer_of(self.hookpoint)
 
 
-def _batch(loaded: LoadedAtlas, texts: list[str]) -> tuple[Tensor, Tensor, list]:
+def batch_with_offsets(loaded: LoadedAtlas, texts: list[str]) -> tuple[Tensor, Tensor, list]:
     """(ids (B, L), attention mask (B, L), offsets per text) with a BOS first if the
     tokenizer has one, right-padded."""
     tok = loaded.lm.tokenizer
@@ -101,7 +101,7 @@ def _batch(loaded: LoadedAtlas, texts: list[str]) -> tuple[Tensor, Tensor, list]
 
 
 def _acts(loaded: LoadedAtlas, texts: list[str], hookpoints: list[str], norms: dict):
-    ids, mask, offsets = _batch(loaded, texts)
+    ids, mask, offsets = batch_with_offsets(loaded, texts)
     with torch.inference_mode():
         acts = run_captured(loaded.lm, ids, hookpoints, bf16=False, attention_mask=mask)
     keep = {h: keep_mask(acts[h], norms[h], loaded.outlier_factor) & mask.bool()

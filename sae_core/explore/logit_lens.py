@@ -14,6 +14,7 @@ direction, not across models.
 from __future__ import annotations
 
 from typing import NamedTuple
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor, nn
@@ -57,3 +58,38 @@ def logit_lens(lm: LM, direction_D: Tensor, k: int = 10) -> LogitLens:
     top = logits_V.topk(k)
     bottom = logits_V.topk(k, largest=False)
     return LogitLens(top.indices, top.values, bottom.indices, bottom.values)
+
+
+class _VocabStats(NamedTuple):
+    mean_D: Tensor  # mean unembedding row
+    cov_DD: Tensor  # covariance of the unembedding rows
+
+
+_vocab_stats: WeakKeyDictionary = WeakKeyDictionary()  # model -> its _VocabStats
+
+
+def _stats_of(lm: LM) -> _VocabStats:
+    """Mean and covariance of the text tokens' unembedding rows (once per model)."""
+    key = lm.model
+    if key not in _vocab_stats:
+        w_VD = lm.model.get_output_embeddings().weight.detach().float()[: len(lm.tokenizer)]
+        mean_D = w_VD.mean(0)
+        centered = w_VD - mean_D
+        _vocab_stats[key] = _VocabStats(mean_D, centered.T @ centered / len(w_VD))
+    return _vocab_stats[key]
+
+
+@torch.inference_mode()
+def token_zscores(lm: LM, directions_ND: Tensor, token_ids_C: Tensor) -> Tensor:
+    """(n, C) how far each token's logit-lens score stands above the direction's scores over
+    the whole vocabulary, in standard deviations. The mean and variance over the vocabulary
+    are exact and cheap: mean_v(W_U d) = mean(W_U) . d and var_v(W_U d) = d' Cov(W_U) d, so no
+    (n, vocab) matrix is formed (30 layers x 4,608 features x 49,152 tokens would be 27 GB)."""
+    norm = final_norm(lm)
+    d_ND = directions_ND.float()
+    normed_ND = (norm(d_ND) - norm(torch.zeros_like(d_ND[:1]))).float()
+    stats = _stats_of(lm)
+    w_CD = lm.model.get_output_embeddings().weight.detach().float()[token_ids_C]
+    mean_N1 = (normed_ND @ stats.mean_D)[:, None]
+    std_N1 = ((normed_ND @ stats.cov_DD) * normed_ND).sum(-1).clamp_min(1e-12).sqrt()[:, None]
+    return (normed_ND @ w_CD.T - mean_N1) / std_N1

@@ -37,6 +37,14 @@ Mode = Literal["add", "clamp"]
 Positions = Literal["all", "generated"]
 
 
+def check_strength(strength: float) -> None:
+    if not isinstance(strength, int | float) or not math.isfinite(strength):
+        raise ValueError(f"strength must be a finite number, got {strength!r}")
+    if abs(strength) > MAX_STRENGTH:
+        raise ValueError(f"strength {strength:g} is too large: use a value between "
+                         f"-{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (x the layer's norm)")
+
+
 @dataclass(frozen=True)
 class FeatureSteer:
     hookpoint: str
@@ -49,11 +57,7 @@ class FeatureSteer:
     mode: Mode = "add"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.strength, int | float) or not math.isfinite(self.strength):
-            raise ValueError(f"strength must be a finite number, got {self.strength!r}")
-        if abs(self.strength) > MAX_STRENGTH:
-            raise ValueError(f"strength {self.strength:g} is too large: use a value between "
-                             f"-{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (x the layer's norm)")
+        check_strength(self.strength)
         if self.mode not in ("add", "clamp"):
             raise ValueError(f"mode must be 'add' or 'clamp', got {self.mode!r}")
         parse_hookpoint(self.hookpoint)
@@ -65,9 +69,38 @@ class FeatureSteer:
         return layer_of(self.hookpoint)
 
 
+@dataclass(frozen=True, eq=False)
+class DirectionSteer:
+    """Add a direction that is no SAE feature (a difference of means, a probe): x -> x + s *
+    n * v / |v| at `hookpoint`, with n the layer's typical residual norm as for features."""
+
+    hookpoint: str
+    direction: Tensor
+    """(d_in,) any nonzero vector; only its direction counts."""
+    strength: float
+    name: str = "direction"
+    mode: Mode = "add"
+
+    def __post_init__(self) -> None:
+        check_strength(self.strength)
+        parse_hookpoint(self.hookpoint)
+        if self.mode != "add":
+            raise ValueError("a direction can only be added")
+        if self.direction.ndim != 1 or not bool(torch.isfinite(self.direction).all()) \
+                or not bool(self.direction.any()):
+            raise ValueError("a steering direction must be one finite, nonzero vector")
+
+    @property
+    def layer(self) -> int:
+        return layer_of(self.hookpoint)
+
+
+Steer = FeatureSteer | DirectionSteer
+
+
 @dataclass(frozen=True)
 class Steering:
-    features: tuple[FeatureSteer, ...]
+    features: tuple[Steer, ...]
     positions: Positions = "all"
     """`all`: every prompt and generated position; `generated`: only positions that predict
     a new token (the last prompt position onwards), the prompt itself is read unsteered."""
@@ -97,6 +130,11 @@ def check_steering(steering: Steering, saes: dict[str, Sae]) -> None:
         if f.hookpoint not in saes:
             hookpoint_for_layer(saes, f.layer)  # names the layers there are
             raise ValueError(f"this SAE set has no SAE at {f.hookpoint}")
+        if isinstance(f, DirectionSteer):
+            if f.direction.numel() != saes[f.hookpoint].cfg.d_in:
+                raise ValueError(f"the direction has {f.direction.numel()} numbers; layer "
+                                 f"{f.layer} has {saes[f.hookpoint].cfg.d_in}")
+            continue
         d_sae = saes[f.hookpoint].cfg.d_sae
         if f.feature >= d_sae:
             raise ValueError(f"feature {f.feature} does not exist at layer {f.layer}: "
@@ -140,7 +178,10 @@ def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoin
         for f in row.features:
             if f.hookpoint != hookpoint:
                 continue
-            if f.mode == "add":
+            if isinstance(f, DirectionSteer):
+                v_D = f.direction.float()
+                add_BD[b] += f.strength * norm * v_D / v_D.norm()
+            elif f.mode == "add":
                 add_BD[b] += f.strength * norm * w_dec[f.feature] / w_dec[f.feature].norm()
             else:
                 c = clamp_ids.index(f.feature)

@@ -174,3 +174,9 @@ def side_by_side(loaded: LoadedAtlas, prompt: str, steering: Steering,
     return SideBySide(decode(plain, skip_special_tokens=True),
                       decode(steered, skip_special_tokens=True), (len(plain), len(steered)),
                       time.perf_counter() - t0, norms, tuple(measured))
+
+
+def unsteered(loaded: LoadedAtlas, prompt: str, gen: GenConfig) -> str:
+    """The model's own continuation of `prompt` (how the prompting baseline writes)."""
+    new = generate(loaded.lm, {}, {}, prompt_ids(loaded.lm, prompt, gen), [None], gen)[0]
+    return loaded.lm.tokenizer.decode(new, skip_special_tokens=True)

@@ -1,4 +1,4 @@
-"""Steering presets as concepts (assets/steering_presets.json): a concept to search for
+"""Steering presets as concepts (assets/steering_presets.json): a concept to steer towards
 and how to show it, never a feature number (presets.py resolves them for each atlas)."""
 
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ..explore.concepts import MAX_CONCEPT_CHARS
-from .edits import FeatureSteer, Mode, Positions, Steering
+from .edits import FeatureSteer, Mode, Positions, Steering, check_strength
 from .generation import GenConfig
 
 CONCEPTS_FILE = Path(__file__).resolve().parents[2] / "assets" / "steering_presets.json"
@@ -34,9 +34,11 @@ class PresetConcept:
     concept: str
     """The word typed into the concept search to find candidate features."""
     concept_words: tuple[str, ...]
-    """Words that count as naming the concept (whole words, any case)."""
-    strength: float
-    """In multiples of the layer's typical residual norm (edits.FeatureSteer)."""
+    """Words that count as naming the concept (whole words, any case); the finder also
+    measures their tokens (steer/finder.py)."""
+    strength: float | None = None
+    """None: the dose the finder measures on each atlas; a number (in multiples of the
+    layer's typical residual norm) overrides it."""
     max_new_tokens: int = 48
     mode: Mode = "add"
     positions: Positions = "all"
@@ -60,14 +62,17 @@ class PresetConcept:
             for key in ("max_new_tokens", "seed"):
                 if type(getattr(self, key)) is not int or getattr(self, key) < 0:
                     raise ValueError(f"{key} must be a whole number, got {getattr(self, key)!r}")
-            self.steering("layers.0", 0)  # strength, mode and positions
+            if self.strength is not None:
+                check_strength(self.strength)
+            self.steering((FeatureSteer("layers.0", 0, 1.0),))  # mode and positions
             self.gen()  # max_new_tokens and temperature
         except (ValueError, TypeError) as err:
             raise PresetError(f"preset {self.slug!r}: {err}") from None
 
-    def steering(self, hookpoint: str, feature: int) -> Steering:
-        return Steering((FeatureSteer(hookpoint, feature, self.strength, self.mode),),
-                        self.positions)
+    def steering(self, features: tuple[FeatureSteer, ...]) -> Steering:
+        """The features (at the strengths found for them) with this preset's mode and
+        positions."""
+        return Steering(tuple(replace(f, mode=self.mode) for f in features), self.positions)
 
     def gen(self, *, greedy: bool = False) -> GenConfig:
         return GenConfig(max_new_tokens=self.max_new_tokens,
@@ -106,9 +111,3 @@ def check_unique(concepts: Sequence[PresetConcept]) -> None:
     slugs = [c.slug for c in concepts]
     if dupes := sorted({s for s in slugs if slugs.count(s) > 1}):
         raise PresetError(f"preset slugs must be unique, repeated: {dupes}")
-
-
-def count_mentions(text: str, words: Sequence[str]) -> int:
-    """Whole-word, case-insensitive occurrences of any of `words` in `text`."""
-    alternatives = "|".join(sorted(map(re.escape, words), key=len, reverse=True))
-    return len(re.findall(rf"(?<!\w)(?:{alternatives})(?!\w)", text, flags=re.IGNORECASE))

@@ -1,13 +1,15 @@
 """Steering presets stored as concepts, resolved to features of each atlas.
 
-A preset (assets/steering_presets.json) names a concept ("ocean") and how to show it (prompt,
-strength, ...), never a feature number: builds on other CPUs number features differently.
-For an atlas, the concept search (explore/concepts.py) proposes candidates, and one short
-greedy steering run on the preset's prompt keeps the candidate whose text names the concept
-most (whole-word, case-insensitive count of its concept words). A preset whose best text
-names the concept no more than the unsteered text is `failed`: kept with its reason, shown
-nowhere. Candidates of presets that share a prompt and length are rows of the same batches,
-next to one unsteered row (generation.py edits each row on its own).
+A preset (assets/steering_presets.json) names a concept ("ocean"), its words and how to show
+it (prompt, mode, ...), never a feature number: builds on other CPUs number features
+differently. For an atlas, the same finder a visitor uses in the Steering tab (finder.py)
+proposes the recipes it tried by text, each at its strength, its recommendation first. One
+short greedy steering run on the preset's prompt checks them: the first, in the finder's
+order, whose text names the concept more often than the unsteered text (whole-word,
+case-insensitive count of its concept words) is kept. A preset none of whose options does
+is `failed`: kept with its reason, shown nowhere. Options of presets that share a prompt
+and length are rows of the same batches, next to one unsteered row (generation.py edits
+each row on its own).
 
 The result is `<atlas>/presets.json`, with a fingerprint of the SAE files and the concept
 list it came from: when either changes, `read_presets` says None (stale) and
@@ -21,26 +23,28 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from ..atlas.layout import PRESETS_FILE, LoadedAtlas, open_with, read_info, read_once
-from ..explore.concepts import ConceptHit, find_concept_features
 from ..lm import load_named
 from ..norms import typical_norms
 from ..progress import Report
+from .concept_tokens import count_mentions
 from .edits import Steering
+from .effect import make_probe
+from .finder import find_steering
 from .generation import FEW_ROWS, GenConfig, generate, prompt_ids
 from .preset_concepts import (
-    CONCEPT_FIELDS,
     CONCEPTS_FILE,
     PresetConcept,
     PresetError,
     check_unique,
-    count_mentions,
     load_concepts,
 )
 from .preset_files import concepts_digest, fingerprint, is_fresh, write_json_atomic
+from .preset_results import FailedPreset, ResolvedPreset, ResolvedPresets, parsed
+from .text_check import preference
 
 __all__ = ["CONCEPTS_FILE", "PRESETS_FILE", "FailedPreset", "PresetConcept", "PresetError",
            "ResolvedPreset", "ResolvedPresets", "count_mentions", "ensure_presets", "is_preparing",
@@ -48,61 +52,6 @@ __all__ = ["CONCEPTS_FILE", "PRESETS_FILE", "FailedPreset", "PresetConcept", "Pr
 
 MAX_ROWS = FEW_ROWS
 """Rows per generate call: up to here a decoding step costs about as much as one row."""
-
-
-@dataclass(frozen=True)
-class ResolvedPreset:
-    """A preset that steers visibly on one atlas."""
-
-    concept: PresetConcept
-    hookpoint: str
-    feature: int
-    mentions: int
-    """Concept words in the steered text of the greedy check."""
-    mentions_unsteered: int
-    """Concept words in the unsteered text (always fewer)."""
-    steered_text: str
-    unsteered_text: str
-
-    @property
-    def slug(self) -> str:
-        return self.concept.slug
-
-    @property
-    def name(self) -> str:
-        return self.concept.name
-
-    @property
-    def layer(self) -> int:
-        return self.steering().features[0].layer
-
-    def steering(self) -> Steering:
-        return self.concept.steering(self.hookpoint, self.feature)
-
-
-@dataclass(frozen=True)
-class FailedPreset:
-    """A preset left out on one atlas, and why."""
-
-    concept: PresetConcept
-    reason: str
-
-    @property
-    def note(self) -> str:
-        return f"{self.concept.name}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class ResolvedPresets:
-    """An atlas's presets as `read_presets` gives them."""
-
-    presets: tuple[ResolvedPreset, ...]
-    """The presets that steer visibly, in the concept file's order."""
-    failed: tuple[FailedPreset, ...]
-    """The presets left out (no candidate, or none named the concept more than no steering)."""
-
-    def get(self, slug: str | None) -> ResolvedPreset | None:
-        return next((p for p in self.presets if p.slug == slug), None)
 
 
 def _texts_of_rows(loaded: LoadedAtlas, prompt: str, rows: list[Steering | None],
@@ -120,57 +69,77 @@ def _texts_of_rows(loaded: LoadedAtlas, prompt: str, rows: list[Steering | None]
     return texts
 
 
+def _options(loaded: LoadedAtlas, c: PresetConcept, probe, n: int
+             ) -> tuple[list[Steering], str]:
+    """(the recipes the finder tried by text, in its order of preference, its recommendation
+    first, each at the strength tried or at the preset's own strength when it sets one, at
+    most n; why there are none)."""
+    try:
+        finding = find_steering(loaded, c.concept, c.concept_words, probe=probe)
+    except ValueError as err:  # e.g. words this tokenizer cannot write
+        return [], str(err)
+    ordered = sorted(finding.trials, key=lambda tc: preference(tc[1], tc[0].effect),
+                     reverse=True)
+    rows = list({(c.strength is None and o.strength, o.name):
+                 c.steering(o.steering(c.strength).features) for o, _ in ordered}.values())
+    why = ("" if rows else "the finder found no feature that steers towards "
+           f"{c.concept!r} near its fluency bound")
+    return rows[:n], why
+
+
 def _steering_checks(loaded: LoadedAtlas, concepts: Sequence[PresetConcept],
-                     hits: dict[str, list[ConceptHit]], report: Report,
+                     options: dict[str, list[Steering]], report: Report,
                      ) -> dict[str, tuple[str | None, list[str]]]:
-    """Per slug: (unsteered text, steered text of each candidate), greedy. Presets with the
+    """Per slug: (unsteered text, steered text of each option), greedy. Presets with the
     same prompt and length share batches and one unsteered row."""
     groups: dict[tuple[str, int], list[PresetConcept]] = {}
     for c in concepts:
         groups.setdefault((c.prompt, c.max_new_tokens), []).append(c)
     out: dict[str, tuple[str | None, list[str]]] = {}
     for i, ((prompt, _), members) in enumerate(groups.items()):
-        report(f"steering check {i + 1}/{len(groups)}: {prompt!r}", 0.4 + 0.6 * i / len(groups))
-        rows: list[Steering | None] = [None] + [c.steering(h.hookpoint, h.feature)
-                                                for c in members for h in hits[c.slug]]
+        report(f"steering check {i + 1}/{len(groups)}: {prompt!r}", 0.6 + 0.4 * i / len(groups))
+        rows: list[Steering | None] = [None] + [s for c in members for s in options[c.slug]]
         texts = (_texts_of_rows(loaded, prompt, rows, members[0].gen(greedy=True))
-                 if len(rows) > 1 else [None])  # no candidate: nothing to compare with
+                 if len(rows) > 1 else [None])  # no option: nothing to compare with
         k = 1
         for c in members:
-            out[c.slug] = (texts[0], texts[k:k + len(hits[c.slug])])
-            k += len(hits[c.slug])
+            out[c.slug] = (texts[0], texts[k:k + len(options[c.slug])])
+            k += len(options[c.slug])
     return out
 
 
-def _entry(c: PresetConcept, hits: list[ConceptHit], unsteered: str | None,
+def _recipe(steering: Steering) -> list[dict]:
+    return [{"hookpoint": f.hookpoint, "layer": f.layer, "feature": f.feature,
+             "strength": f.strength} for f in steering.features]
+
+
+def _entry(c: PresetConcept, options: list[Steering], why: str, unsteered: str | None,
            steered: list[str]) -> dict:
-    """One preset of presets.json: its concept, the candidate kept and what was measured."""
-    entry = asdict(c) | {"concept_words": list(c.concept_words), "hookpoint": None,
-                         "layer": None, "feature": None, "mentions": None,
-                         "steered_text": None, "unsteered_text": unsteered, "candidates": []}
-    if not hits:
-        return entry | {"status": "failed", "reason": "the concept search found no feature "
-                        f"for {c.concept!r}"}
+    """One preset of presets.json: its concept, the option kept and what was measured."""
+    entry = asdict(c) | {"concept_words": list(c.concept_words), "features": [],
+                         "mentions": None, "steered_text": None, "unsteered_text": unsteered,
+                         "candidates": []}
+    if not options:
+        return entry | {"status": "failed", "reason": why}
     counts = [count_mentions(t, c.concept_words) for t in steered]
     plain = count_mentions(unsteered, c.concept_words)
-    best = max(range(len(hits)), key=lambda i: (counts[i], -i))  # ties: the search's order
-    ok = counts[best] > plain
+    kept = next((i for i, n in enumerate(counts) if n > plain), None)
+    shown = 0 if kept is None else kept
     return entry | {
-        "status": "ok" if ok else "failed",
-        "reason": "" if ok else (f"no candidate named the concept more than the unsteered "
-                                 f"text ({counts[best]} vs {plain} mentions)"),
-        "hookpoint": hits[best].hookpoint, "layer": hits[best].layer,
-        "feature": hits[best].feature,
-        "mentions": {"steered": counts[best], "unsteered": plain},
-        "steered_text": steered[best],
-        "candidates": [{"hookpoint": h.hookpoint, "layer": h.layer, "feature": h.feature,
-                        "score": h.score, "mentions": n, "text": t}
-                       for h, n, t in zip(hits, counts, steered, strict=True)]}
+        "status": "ok" if kept is not None else "failed",
+        "reason": "" if kept is not None else (
+            f"no option named the concept more than the unsteered text ({max(counts)} vs "
+            f"{plain} mentions)"),
+        "features": _recipe(options[shown]),
+        "mentions": {"steered": counts[shown], "unsteered": plain},
+        "steered_text": steered[shown],
+        "candidates": [{"features": _recipe(o), "mentions": n, "text": t}
+                       for o, n, t in zip(options, counts, steered, strict=True)]}
 
 
 def resolve_presets(loaded: LoadedAtlas, concepts: Sequence[PresetConcept], *,
-                    candidates: int = 6, report: Report | None = None) -> dict:
-    """Find each concept's feature on this atlas (see the module doc), write
+                    candidates: int = 4, report: Report | None = None) -> dict:
+    """Find each concept's recipe on this atlas (see the module doc), write
     `<atlas>/presets.json` atomically and return what it holds. The SAEs in `loaded` must be
     the ones in its folder (the fingerprint reads the files)."""
     check_unique(concepts)
@@ -181,31 +150,19 @@ def resolve_presets(loaded: LoadedAtlas, concepts: Sequence[PresetConcept], *,
     # stamped first: files rewritten while this runs make the result stale, not wrong
     stamp = fingerprint(loaded.folder, loaded.hookpoints, loaded.info.get("model"),
                         concepts_digest(concepts))
-    hits = {}
+    probe, options, why = make_probe(loaded.lm), {}, {}
     for i, c in enumerate(concepts):
-        report(f"finding features for {c.concept!r}", 0.4 * i / max(len(concepts), 1))
-        hits[c.slug] = find_concept_features(loaded, c.concept, top=candidates)
-    texts = _steering_checks(loaded, concepts, hits, report)
+        report(f"finding features for {c.concept!r}", 0.6 * i / max(len(concepts), 1))
+        options[c.slug], why[c.slug] = _options(loaded, c, probe, candidates)
+    texts = _steering_checks(loaded, concepts, options, report)
     result = {
         "fingerprint": stamp, "candidates": candidates,
         "seconds": round(time.perf_counter() - t0, 1),
-        "presets": [_entry(c, hits[c.slug], *texts[c.slug]) for c in concepts]}
+        "presets": [_entry(c, options[c.slug], why[c.slug], *texts[c.slug])
+                    for c in concepts]}
     write_json_atomic(Path(loaded.folder) / PRESETS_FILE, result)
     report("presets ready", 1.0)
     return result
-
-
-def _parsed(data: dict) -> ResolvedPresets:
-    ok, failed = [], []
-    for e in data["presets"]:
-        concept = PresetConcept(**{k: e[k] for k in CONCEPT_FIELDS})
-        if e["status"] != "ok":
-            failed.append(FailedPreset(concept, e["reason"]))
-            continue
-        ok.append(ResolvedPreset(concept, e["hookpoint"], int(e["feature"]),
-                                 e["mentions"]["steered"], e["mentions"]["unsteered"],
-                                 e["steered_text"], e["unsteered_text"]))
-    return ResolvedPresets(tuple(ok), tuple(failed))
 
 
 def read_presets(folder: Path | str | None, *,
@@ -222,7 +179,7 @@ def read_presets(folder: Path | str | None, *,
         if not is_fresh(data.get("fingerprint"), Path(folder), info["hookpoints"],
                         info.get("model"), digest):
             return None
-        return _parsed(data)
+        return parsed(data)
     except (OSError, ValueError, KeyError, TypeError):  # unreadable: resolve again
         return None
 
@@ -243,7 +200,7 @@ def is_preparing(folder: Path | str | None) -> bool:
 
 def ensure_presets(folder: Path | str, loaded: LoadedAtlas | None = None,
                    report: Report | None = None, *, concepts_path: Path | str | None = None,
-                   candidates: int = 6) -> ResolvedPresets:
+                   candidates: int = 4) -> ResolvedPresets:
     """The atlas's presets, resolved only when missing or stale; one resolution per folder
     at a time (a second caller waits for it). `loaded`: the atlas already in memory."""
     folder = Path(folder)
@@ -254,5 +211,5 @@ def ensure_presets(folder: Path | str, loaded: LoadedAtlas | None = None,
             loaded = open_with(folder, load_named(read_info(folder)["model"]))
         elif Path(loaded.folder).resolve() != folder.resolve():
             raise PresetError(f"the atlas given is {loaded.folder}, not {folder}")
-        return _parsed(resolve_presets(loaded, load_concepts(concepts_path),
+        return parsed(resolve_presets(loaded, load_concepts(concepts_path),
                                        candidates=candidates, report=report))

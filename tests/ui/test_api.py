@@ -12,6 +12,7 @@ from sae_core.explore.feature_page import feature_page
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
 from sae_core.steer.edits import FeatureSteer, Steering
+from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, side_by_side
 from tests.browser import free_port
 from ui import api, session
@@ -37,8 +38,8 @@ def served(tiny_atlas):
 
 def test_list_atlases(served, tiny_atlas):
     client, _, _ = served
-    assert client.predict(api_name="/list_atlases") == [
-        {"name": tiny_atlas.name, "model": "tiny-llama", "layers": [0, 1, 2]}]
+    got = client.predict(api_name="/list_atlases")  # first the app's own, then any built here
+    assert got[0] == {"name": tiny_atlas.name, "model": "tiny-llama", "layers": [0, 1, 2]}
 
 
 def test_feature_page_is_the_librarys(served):
@@ -81,6 +82,24 @@ def test_steer_text_is_side_by_side(served):
     assert got["typical_norm"] == pytest.approx(direct.norms["layers.2"])
 
 
+def test_find_steering_is_the_finders(served):
+    client, _, loaded = served
+    got = client.predict(atlas="", concept="Paris", related_words="big",
+                         api_name="/find_steering")
+    direct = find_steering(loaded, "Paris", "big")
+    assert got["words"] == ["Paris", "big"]
+    assert [(c["layer"], c["feature"]) for c in got["candidates"]] == [
+        (c.layer, c.feature) for c in direct.candidates[:api.MAX_CANDIDATES]]
+    reach = [c["reach"] for c in got["candidates"]]
+    assert reach == sorted(reach, reverse=True)
+    if direct.best is None:
+        assert got["suggestion"] is None
+    else:
+        assert got["suggestion"]["strength"] == direct.best.strength
+        assert [(x["layer"], x["feature"]) for x in got["suggestion"]["features"]] == [
+            (c.layer, c.feature) for c in direct.best.parts]
+
+
 def test_layer_map_is_the_heatmap(served):
     client, _, loaded = served
     got = client.predict(atlas="", task="pos", threshold=0.3, min_support=1, min_lift=0.0,
@@ -106,6 +125,9 @@ BAD_CALLS = [
     ("/steer_text", {"atlas": "", "prompt": "the", "layer": 1, "feature": 99}, "0..63"),
     ("/steer_text", {"atlas": "", "prompt": "the", "layer": 1, "feature": 0,
                      "strength": 1e9}, "strength must be"),
+    ("/find_steering", {"atlas": "", "concept": "  "}, "non-empty"),
+    ("/find_steering", {"atlas": "", "concept": "cat", "related_words": "x" * 50},
+     "under 40 characters"),
     ("/layer_map", {"atlas": "", "task": "colour"}, "task must be one of"),
     ("/layer_map", {"atlas": "", "threshold": 2}, "threshold must be"),
 ]

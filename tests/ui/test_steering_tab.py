@@ -59,10 +59,12 @@ def test_the_preset_menu_comes_from_the_active_atlas(tiny_atlas, loaded, tmp_pat
     choices, note, missing = preset_choices(folder)
     assert choices == [(p.name, p.slug) for p in resolved.presets] and not missing
     assert ("All roads lead to Paris", "paris") in choices
-    assert "A word it cannot write" in note and "Mats" in note  # failed: left out, named
+    assert "A word it cannot write" in note  # failed: left out, named
+    assert all(f.concept.name in note for f in resolved.failed)
     paris = resolved.get("paris")
     assert preset_controls(folder, "paris") == [
-        CONCEPTS[0]["prompt"], 2, paris.feature, 2.0, "add", "all", "", 8, 0.0, 0]
+        CONCEPTS[0]["prompt"], paris.layer, paris.feature, paris.strength, "add", "all",
+        paris.extra, 8, 0.0, 0]
     with pytest.warns(UserWarning, match="no preset 'never'"):  # left out: no change
         assert preset_controls(folder, "never") == [gr.update()] * 10
     assert preset_controls(folder, None) == [gr.update()] * 10

@@ -1,0 +1,151 @@
+"""What a steering does to the next-token distribution, measured from batched forwards (no
+generation): the probability of the concept's tokens and the KL divergence from the
+unsteered distribution, teacher-forced on the unsteered answers to a few neutral prompts.
+
+A probe is a few chat prompts, each with the model's own greedy answer (its first
+`answer_tokens` tokens). A steering row reads the prompt and that answer with the edit in
+place; at each answer position we compare its next-token distribution p_s with the
+unsteered one p_0:
+- concept probability: sum of p_s over the concept's token ids (concept_tokens.py);
+- KL(p_s || p_0): how surprised the unsteered model is by the steered choices, the
+  per-token cost in fluency (the log perplexity ratio of steered text, to first order).
+Both are averaged over positions, then prompts.
+
+The layers below a row's first edit compute the same numbers for every row, so they run once
+per prompt: rows are batched by their first edited layer and the forward resumes there from
+the recorded residual stream (hooks.resume_after), which saves most of the work for the deep
+layers where steering features live.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..activations import OUTLIER_FACTOR
+from ..hooks import record_blocks, resume_after
+from ..lm import LM
+from ..sae import Sae
+from .edits import Steering, steering_hooks
+from .generation import GenConfig, generate, prompt_ids
+
+PROBE_PROMPTS = (
+    "Tell me about your day.",
+    "What should I do this afternoon?",
+    "Write a few sentences about anything you like.",
+    "Describe a place you know well.",
+)
+"""Neutral prompts the finder measures on (none of them is a benchmark or preset prompt)."""
+ANSWER_TOKENS = 12
+MAX_BATCH_ROWS = 32
+
+
+@dataclass(frozen=True)
+class Probe:
+    prompts: tuple[Tensor, ...]
+    """Per prompt, (P,) token ids of the chat-templated prompt."""
+    answers: tuple[Tensor, ...]
+    """Per prompt, (T,) the unsteered greedy answer's first tokens."""
+
+
+@dataclass(frozen=True)
+class Effect:
+    concept_prob: float
+    """Mean probability of the next token being one of the concept's tokens."""
+    kl: float
+    """Mean KL(steered || unsteered) of the next-token distribution, in nats."""
+
+
+_probes: dict[tuple[int, tuple[str, ...], int], Probe] = {}
+_probe_lock = threading.Lock()
+
+
+def make_probe(lm: LM, prompts: Sequence[str] = PROBE_PROMPTS,
+               answer_tokens: int = ANSWER_TOKENS) -> Probe:
+    """The prompts with their unsteered greedy answers (written once per model and kept)."""
+    key = (id(lm.model), tuple(prompts), answer_tokens)
+    with _probe_lock:
+        if key not in _probes:
+            gen = GenConfig(max_new_tokens=answer_tokens)
+            ids = [prompt_ids(lm, p, gen) for p in prompts]
+            answers = [torch.tensor(generate(lm, {}, {}, p, [None], gen)[0], dtype=torch.long)
+                       for p in ids]
+            keep = [i for i, a in enumerate(answers) if len(a) >= 2]  # an answer to read
+            if not keep:
+                raise ValueError("the model answered none of the probe prompts")
+            _probes[key] = Probe(tuple(ids[i] for i in keep), tuple(answers[i] for i in keep))
+        return _probes[key]
+
+
+def _first_layer(row: Steering) -> int:
+    return min(f.layer for f in row.features)
+
+
+def _logits_kwargs(lm: LM, n: int) -> dict:
+    """Compute the unembedding only for the last n positions where the model supports it."""
+    params = inspect.signature(lm.model.forward).parameters
+    return {"logits_to_keep": n} if "logits_to_keep" in params else {}
+
+
+def _next_logprobs(lm: LM, logits_BLV: Tensor, T: int) -> Tensor:
+    """(B, T, V) log-probabilities at the T positions that predict the answer's tokens."""
+    logits = logits_BLV[:, -(T + 1):-1].float()
+    logits[..., len(lm.tokenizer):] = -torch.inf  # padding rows of the vocabulary
+    return logits.log_softmax(-1)
+
+
+@torch.inference_mode()
+def _one_prompt(lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Tensor,
+                answer_T: Tensor, rows: Sequence[Steering], concept_ids: Tensor,
+                outlier_factor: float) -> tuple[float, Tensor, Tensor]:
+    """(unsteered concept probability, (R,) concept probabilities, (R,) KLs) on one prompt."""
+    seq_1L = torch.cat([ids_P, answer_T])[None]
+    T, kw = len(answer_T), _logits_kwargs(lm, len(answer_T) + 1)
+    with record_blocks(lm) as blocks:
+        logp0_1TV = _next_logprobs(lm, lm.model(input_ids=seq_1L, use_cache=False, **kw)
+                                   .logits, T)
+    p0 = float(logp0_1TV.exp()[..., concept_ids].sum(-1).mean())
+    prob_R, kl_R = torch.zeros(len(rows)), torch.zeros(len(rows))
+    order = sorted(range(len(rows)), key=lambda r: _first_layer(rows[r]))
+    for start in range(0, len(order), MAX_BATCH_ROWS):
+        chunk = order[start:start + MAX_BATCH_ROWS]
+        layer = _first_layer(rows[chunk[0]])  # the lowest in the chunk
+        with steering_hooks(lm, saes, norms, [rows[r] for r in chunk], prompt_len=len(ids_P),
+                            outlier_factor=outlier_factor):
+            seq_BL = seq_1L.expand(len(chunk), -1)
+            if layer == 0:  # nothing to reuse
+                logits = lm.model(input_ids=seq_BL, use_cache=False, **kw).logits
+            else:  # blocks 0..layer-1 replay their recorded output for every row
+                resid = blocks[layer - 1]
+                resid_BLD = (resid[0] if isinstance(resid, tuple) else resid).expand(
+                    len(chunk), -1, -1)
+                with resume_after(lm, layer - 1, resid, resid_BLD):
+                    logits = lm.model(input_ids=seq_BL, use_cache=False, **kw).logits
+        logp_BTV = _next_logprobs(lm, logits, T)
+        p_BTV = logp_BTV.exp()
+        prob_R[chunk] = p_BTV[..., concept_ids].sum(-1).mean(-1)
+        kl_BT = (p_BTV * (logp_BTV - logp0_1TV)).nan_to_num().sum(-1)
+        kl_R[chunk] = kl_BT.clamp_min(0).mean(-1)
+    return p0, prob_R, kl_R
+
+
+def pushed_effects(lm: LM, saes: dict[str, Sae], norms: dict[str, float], probe: Probe,
+                   rows: Sequence[Steering], concept_ids: Tensor, *,
+                   outlier_factor: float = OUTLIER_FACTOR) -> tuple[float, list[Effect]]:
+    """(the unsteered concept probability, each row's Effect), averaged over the probe's
+    prompts. `norms`: the typical residual norm of every steered hookpoint."""
+    if not rows:
+        raise ValueError("no steering to measure")
+    p0, prob_R, kl_R = 0.0, torch.zeros(len(rows)), torch.zeros(len(rows))
+    for ids_P, answer_T in zip(probe.prompts, probe.answers, strict=True):
+        p, prob, kl = _one_prompt(lm, saes, norms, ids_P, answer_T, rows, concept_ids,
+                                  outlier_factor)
+        p0, prob_R, kl_R = p0 + p, prob_R + prob, kl_R + kl
+    n = len(probe.prompts)
+    return p0 / n, [Effect(float(p) / n, float(k) / n) for p, k in zip(prob_R, kl_R,
+                                                                        strict=True)]
