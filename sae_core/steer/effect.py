@@ -23,6 +23,7 @@ import inspect
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from weakref import WeakKeyDictionary
 
 import torch
 from torch import Tensor
@@ -61,16 +62,17 @@ class Effect:
     """Mean KL(steered || unsteered) of the next-token distribution, in nats."""
 
 
-_probes: dict[tuple[int, tuple[str, ...], int], Probe] = {}
+_probes: WeakKeyDictionary = WeakKeyDictionary()  # model -> {(prompts, length): Probe}
 _probe_lock = threading.Lock()
 
 
 def make_probe(lm: LM, prompts: Sequence[str] = PROBE_PROMPTS,
                answer_tokens: int = ANSWER_TOKENS) -> Probe:
     """The prompts with their unsteered greedy answers (written once per model and kept)."""
-    key = (id(lm.model), tuple(prompts), answer_tokens)
+    key = (tuple(prompts), answer_tokens)
     with _probe_lock:
-        if key not in _probes:
+        mine = _probes.setdefault(lm.model, {})
+        if key not in mine:
             gen = GenConfig(max_new_tokens=answer_tokens)
             ids = [prompt_ids(lm, p, gen) for p in prompts]
             answers = [torch.tensor(generate(lm, {}, {}, p, [None], gen)[0], dtype=torch.long)
@@ -78,8 +80,8 @@ def make_probe(lm: LM, prompts: Sequence[str] = PROBE_PROMPTS,
             keep = [i for i, a in enumerate(answers) if len(a) >= 2]  # an answer to read
             if not keep:
                 raise ValueError("the model answered none of the probe prompts")
-            _probes[key] = Probe(tuple(ids[i] for i in keep), tuple(answers[i] for i in keep))
-        return _probes[key]
+            mine[key] = Probe(tuple(ids[i] for i in keep), tuple(answers[i] for i in keep))
+        return mine[key]
 
 
 def _first_layer(row: Steering) -> int:
