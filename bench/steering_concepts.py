@@ -93,7 +93,7 @@ def diffmean_steering(loaded, finding, words, probe) -> Steering | None:
     h = finding.best.parts[0].hookpoint
     v = diff_of_means(loaded, h, words)
     s, _ = dosed_direction(loaded, h, v, words, probe, finding.rule)
-    return None if s is None else Steering((DirectionSteer(h, v, s, "diffmean"),))
+    return None if s is None else Steering((DirectionSteer(h, v, s),))
 
 
 def random_steering(loaded, steering: Steering, rng: random.Random) -> Steering:

@@ -225,9 +225,8 @@ class AtlasApi:
             raise gr.Error(str(err)) from err
         best = None
         if f.best is not None:
-            best = {"features": [{"layer": c.layer, "feature": c.feature,
-                                  "strength": f.best.strength * f.best.share}
-                                 for c in f.best.parts],
+            best = {"features": [{"layer": x.layer, "feature": x.feature, "strength": x.strength}
+                                 for x in f.best.steering().features],
                     "strength": f.best.strength, "passes_rule": f.best.curve.dose is not None,
                     "concept_prob": f.best.effect.concept_prob, "kl": f.best.effect.kl,
                     "curve": [{"strength": s, "concept_prob": e.concept_prob, "kl": e.kl}

@@ -125,8 +125,8 @@ def write_baselines(folder, prompt, concept, related, layer, max_tokens, tempera
         if s is None:
             raise ValueError("the difference-of-means direction moves the text too far at "
                              "every strength tried")
-        mean_text = side_by_side(loaded, prompt, Steering((DirectionSteer(
-            h, v_D, s, "difference of means"),)), gen).steered
+        mean_text = side_by_side(loaded, prompt, Steering((DirectionSteer(h, v_D, s),)),
+                                 gen).steered
         asked = prompted(prompt, words[0])
         prompt_text = unsteered(loaded, asked, gen)
     except (ValueError, TypeError) as err:

@@ -20,7 +20,7 @@ from .concept_tokens import concept_token_ids
 from .dose import DoseCurve, DoseRule, dose_search, trial_strengths
 from .edits import DirectionSteer, Steering
 from .effect import Probe, pushed_effects
-from .text_check import check_texts, preference
+from .text_check import by_preference, check_texts
 
 EVERYDAY = ("the weather", "a meeting", "the weekend", "dinner", "the news", "my work")
 """What the neutral sentences are about: the templates' slot filled with everyday things."""
@@ -69,7 +69,7 @@ def dosed_direction(loaded: LoadedAtlas, hookpoint: str, v_D: Tensor, words: Seq
     norms, _ = typical_norms(loaded.lm, loaded.saes, [hookpoint], corpus=loaded.corpus)
 
     def rows(grid: Sequence[float]) -> list[Steering]:
-        return [Steering((DirectionSteer(hookpoint, v_D, s, "difference of means"),))
+        return [Steering((DirectionSteer(hookpoint, v_D, s),))
                 for s in grid]
 
     curve = dose_search(lambda grid: pushed_effects(
@@ -79,8 +79,7 @@ def dosed_direction(loaded: LoadedAtlas, hookpoint: str, v_D: Tensor, words: Seq
     if not trials:
         return None, curve
     checks = check_texts(loaded, norms, probe.prompts, rows(trials), words)
-    effects = [curve.effects[curve.strengths.index(s)] for s in trials]
-    best = max(range(len(trials)), key=lambda i: preference(checks[i], effects[i]))
+    best = by_preference(checks, [curve.effect_at(s) for s in trials])[0]
     return trials[best], curve
 
 

@@ -56,9 +56,20 @@ class DoseCurve:
     dose: float | None
     """The smallest strength that passes the rule; None if none does."""
 
+    @classmethod
+    def of(cls, strengths: Sequence[float], effects: Sequence[Effect], p0: float,
+           rule: DoseRule) -> DoseCurve:
+        """The curve of effects measured at `strengths`, its dose picked by `rule`."""
+        grid = tuple(strengths)
+        return cls(grid, tuple(effects), p0, pick_dose(grid, effects, p0, rule))
+
+    def effect_at(self, strength: float) -> Effect:
+        """The effect measured at one of the curve's strengths."""
+        return self.effects[self.strengths.index(strength)]
+
     @property
     def at_dose(self) -> Effect | None:
-        return None if self.dose is None else self.effects[self.strengths.index(self.dose)]
+        return None if self.dose is None else self.effect_at(self.dose)
 
     def strength(self, rule: DoseRule) -> float | None:
         """The dose; without one, the strength that reaches the most concept probability
@@ -90,7 +101,7 @@ def dose_search(measure: Callable[[Sequence[float]], tuple[float, list[Effect]]]
     if not grid or grid[0] <= 0:
         raise ValueError("dose strengths must be positive")
     p0, effects = measure(grid)
-    return DoseCurve(grid, tuple(effects), p0, pick_dose(grid, effects, p0, rule))
+    return DoseCurve.of(grid, effects, p0, rule)
 
 
 def trial_strengths(curve: DoseCurve, rule: DoseRule) -> list[float]:

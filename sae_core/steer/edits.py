@@ -78,7 +78,6 @@ class DirectionSteer:
     direction: Tensor
     """(d_in,) any nonzero vector; only its direction counts."""
     strength: float
-    name: str = "direction"
     mode: Mode = "add"
 
     def __post_init__(self) -> None:

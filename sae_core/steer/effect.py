@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR
-from ..hooks import record_blocks, resume_after
+from ..hooks import output_tensor, record_blocks, resume_after
 from ..lm import LM
 from ..sae import Sae
 from .edits import Steering, steering_hooks
@@ -124,8 +124,7 @@ def _one_prompt(lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Te
                 logits = lm.model(input_ids=seq_BL, use_cache=False, **kw).logits
             else:  # blocks 0..layer-1 replay their recorded output for every row
                 resid = blocks[layer - 1]
-                resid_BLD = (resid[0] if isinstance(resid, tuple) else resid).expand(
-                    len(chunk), -1, -1)
+                resid_BLD = output_tensor(resid).expand(len(chunk), -1, -1)
                 with resume_after(lm, layer - 1, resid, resid_BLD):
                     logits = lm.model(input_ids=seq_BL, use_cache=False, **kw).logits
         logp_BTV = _next_logprobs(lm, logits, T)

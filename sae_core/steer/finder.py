@@ -35,10 +35,10 @@ from ..explore.logit_lens import token_zscores
 from ..norms import typical_norms
 from ..progress import Report
 from .concept_tokens import concept_token_ids, concept_words
-from .dose import STRENGTHS, DoseCurve, DoseRule, dose_search, trial_strengths
+from .dose import STRENGTHS, DoseCurve, DoseRule, trial_strengths
 from .edits import FeatureSteer, Steering
 from .effect import Effect, Probe, make_probe, pushed_effects
-from .text_check import TextCheck, check_texts, preference
+from .text_check import TextCheck, by_preference, check_texts
 
 PROBE_STRENGTHS = (0.3, 0.6)
 INPUT_CANDIDATES = 8
@@ -82,7 +82,9 @@ class Option:
     parts: tuple[Candidate, ...]
     curve: DoseCurve
     strength: float | None
-    """The dose, or (no dose) the strongest push within the KL bound; None: not even that."""
+    """The dose; without one, the strength with the most concept probability within the KL
+    bound (DoseCurve.strength), or the strength of a text-checked trial; None: nothing stays
+    within the bound."""
 
     @property
     def share(self) -> float:
@@ -99,9 +101,7 @@ class Option:
     @property
     def effect(self) -> Effect | None:
         """Measured at `strength`."""
-        if self.strength is None:
-            return None
-        return self.curve.effects[self.curve.strengths.index(self.strength)]
+        return None if self.strength is None else self.curve.effect_at(self.strength)
 
 
 @dataclass(frozen=True)
@@ -114,25 +114,31 @@ class SteeringFinding:
     candidates: tuple[Candidate, ...]
     """Best first."""
     options: tuple[Option, ...]
-    """The dosed ones: the best candidates alone, then the combination (if any)."""
+    """The best candidates alone, then the combination (if any), each with its dose curve."""
     best: Option | None
     """The recommendation, at the strength chosen (see the module doc); None: nothing stays
     within the KL bound."""
     rule: DoseRule
     trials: tuple[tuple[Option, TextCheck], ...] = ()
-    """The dosed options at the strengths their texts were checked at, and the checks."""
+    """The options at the strengths their texts were checked at, with the checks, in order
+    of preference (`best` first)."""
 
 
 def _share(k: int) -> float:
     return 1.0 / math.sqrt(k)
 
 
-def _lens_candidates(loaded: LoadedAtlas, hookpoints: Sequence[str], ids: torch.Tensor
-                     ) -> list[tuple[float, str, int]]:
+def _lens_scores(loaded: LoadedAtlas, hookpoints: Sequence[str], ids: torch.Tensor
+                 ) -> dict[str, torch.Tensor]:
+    """Per hookpoint, (S,) each feature's logit-lens z-score of its most promoted concept
+    token."""
+    return {h: token_zscores(loaded.lm, loaded.saes[h].W_dec.detach(), ids).amax(-1)
+            for h in hookpoints}
+
+
+def _lens_candidates(z_by_hookpoint: dict[str, torch.Tensor]) -> list[tuple[float, str, int]]:
     found = []
-    for h in hookpoints:
-        w_SD = loaded.saes[h].W_dec.detach()
-        z_S = token_zscores(loaded.lm, w_SD, ids).amax(-1)
+    for h, z_S in z_by_hookpoint.items():
         vals, feats = z_S.topk(min(LENS_PER_LAYER, len(z_S)))
         found += [(float(v), h, int(f)) for v, f in zip(vals, feats, strict=True)]
     return sorted(found, key=lambda x: -x[0])[:LENS_CANDIDATES]
@@ -144,13 +150,10 @@ def _gather(loaded: LoadedAtlas, word: str, ids: torch.Tensor, hookpoints: Seque
     sources: dict[tuple[str, int], list[str]] = {}
     for hit in find_concept_features(loaded, word, top=INPUT_CANDIDATES, layers=layers):
         sources.setdefault((hit.hookpoint, hit.feature), []).append(FIRES)
-    for _z, h, f in _lens_candidates(loaded, hookpoints, ids):
+    z_by_hookpoint = _lens_scores(loaded, hookpoints, ids)
+    for _z, h, f in _lens_candidates(z_by_hookpoint):
         sources.setdefault((h, f), []).append(PROMOTES)
-    lens_z = {}
-    for h in {h for h, _ in sources}:
-        z_S = token_zscores(loaded.lm, loaded.saes[h].W_dec.detach(), ids).amax(-1)
-        lens_z.update({(h, f): float(z_S[f]) for hh, f in sources if hh == h})
-    return sources, lens_z
+    return sources, {(h, f): float(z_by_hookpoint[h][f]) for h, f in sources}
 
 
 def _candidate(h: str, f: int, sources: dict, lens_z: dict, effects: tuple[Effect, ...],
@@ -218,18 +221,17 @@ def find_steering(loaded: LoadedAtlas, concept: str, related: Iterable[str] | st
     _, curve_effects = measure(rows)
     options = []
     for i, (name, parts) in enumerate(recipes):
-        part = curve_effects[i * len(grid):(i + 1) * len(grid)]
-        curve = dose_search(lambda _g, part=part: (p0, part), rule, grid)
+        curve = DoseCurve.of(grid, curve_effects[i * len(grid):(i + 1) * len(grid)], p0, rule)
         options.append(Option(name, parts, curve, curve.strength(rule)))
     report("checking texts", 0.8)
     trials = _trials(options, rule)
     checks = check_texts(loaded, norms, probe.prompts, [t.steering() for t in trials],
                          words) if trials else []
-    best = (max(zip(trials, checks, strict=True),
-                key=lambda tc: preference(tc[1], tc[0].effect))[0] if trials else None)
+    order = by_preference(checks, [t.effect for t in trials])
+    checked = tuple((trials[i], checks[i]) for i in order)
     report("done", 1.0)
     return SteeringFinding(words[0], words, tuple(ids.tolist()), p0, tuple(ranked),
-                           tuple(options), best, rule, tuple(zip(trials, checks, strict=True)))
+                           tuple(options), checked[0][0] if checked else None, rule, checked)
 
 
 def _trials(options: Sequence[Option], rule: DoseRule) -> list[Option]:

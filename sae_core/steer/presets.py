@@ -44,7 +44,6 @@ from .preset_concepts import (
 )
 from .preset_files import concepts_digest, fingerprint, is_fresh, write_json_atomic
 from .preset_results import FailedPreset, ResolvedPreset, ResolvedPresets, parsed
-from .text_check import preference
 
 __all__ = ["CONCEPTS_FILE", "PRESETS_FILE", "FailedPreset", "PresetConcept", "PresetError",
            "ResolvedPreset", "ResolvedPresets", "count_mentions", "ensure_presets", "is_preparing",
@@ -78,10 +77,9 @@ def _options(loaded: LoadedAtlas, c: PresetConcept, probe, n: int
         finding = find_steering(loaded, c.concept, c.concept_words, probe=probe)
     except ValueError as err:  # e.g. words this tokenizer cannot write
         return [], str(err)
-    ordered = sorted(finding.trials, key=lambda tc: preference(tc[1], tc[0].effect),
-                     reverse=True)
+    # one row per recipe and strength (a preset's own strength makes a recipe's trials one)
     rows = list({(c.strength is None and o.strength, o.name):
-                 c.steering(o.steering(c.strength).features) for o, _ in ordered}.values())
+                 c.steering(o.steering(c.strength).features) for o, _ in finding.trials}.values())
     why = ("" if rows else "the finder found no feature that steers towards "
            f"{c.concept!r} near its fluency bound")
     return rows[:n], why

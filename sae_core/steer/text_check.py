@@ -56,3 +56,9 @@ def preference(check: TextCheck, effect: Effect) -> tuple:
     """Which trial to recommend: texts that name the concept on more prompts, then loop
     less, then cost less KL."""
     return check.named, -round(check.repeated, 1), -effect.kl
+
+
+def by_preference(checks: Sequence[TextCheck], effects: Sequence[Effect]) -> list[int]:
+    """Indices of the trials, the one to recommend first (ties keep the trials' order)."""
+    return sorted(range(len(checks)), key=lambda i: preference(checks[i], effects[i]),
+                  reverse=True)
