@@ -71,3 +71,10 @@ def smol_tokenizer():
 def loaded(tiny_atlas):
     """The tiny atlas with its SAEs and model, as the app serves it."""
     return session.open_atlas(tiny_atlas)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.counts import COUNTS
+
+    for what, n in sorted(COUNTS.items()):
+        terminalreporter.write_line(f"{what}: {n}")
