@@ -28,7 +28,7 @@ import torch
 from common import ROOT, load_lm, load_texts, token_windows
 
 from sae_core.activations import layer_of, outlier_factor_of
-from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
+from sae_core.atlas.layout import DEFAULT_ATLAS, heldout_ids, load_atlas
 from sae_core.explore.feature_index import (
     build_feature_index,
     collect_codes,
@@ -53,7 +53,7 @@ def timed(fn, *args, **kwargs):
 def bench_index(lm, saes, info, atlas: Path, cfg: IndexConfig) -> tuple[dict, float, tuple]:
     """Build the index once (into the atlas if it has none); (meta, seconds, windows)."""
     windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
-    chosen, source = index_windows(windows, info["heldout_windows"], cfg.max_tokens)
+    chosen, source = index_windows(windows, heldout_ids(info, windows), cfg.max_tokens)
     n_tok = chosen.numel()
     _, fwd_s = timed(run_captured, lm, chosen[:16], [f"layers.{lm.n_layers - 1}"])
     fwd_tok_s = 16 * chosen.shape[1] / fwd_s

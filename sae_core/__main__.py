@@ -14,6 +14,7 @@ from .atlas.layout import (
     ATLAS_ROOT,
     DEFAULT_ATLAS,
     check_fits,
+    heldout_ids,
     is_built,
     load_atlas,
     read_info,
@@ -21,10 +22,10 @@ from .atlas.layout import (
 )
 from .cli_options import add_config_args, config_from_args
 from .config import BuildConfig, TrainConfig
-from .corpus import load_texts, split_windows, token_windows
+from .corpus import load_texts, token_windows
 from .hub.atlas_repo import push_atlas
 from .jobs.stages import STAGES, complete_atlas, ready_parts
-from .lm import load_lm, load_named
+from .lm import load_named
 from .norms import medians_of
 from .progress import console_report
 
@@ -48,9 +49,8 @@ def parser() -> argparse.ArgumentParser:
     add_config_args(train, TrainConfig, aliases={"architecture": "--arch"})
     ev = sub.add_parser("eval", help="held-out metrics of a built atlas")
     ev.add_argument("--atlas", type=Path, default=DEFAULT_ATLAS)
-    ev.add_argument("--model", default="embedded")
-    ev.add_argument("--corpus", default="default")
-    ev.add_argument("--windows", type=int, default=64, help="held-out windows to evaluate on")
+    ev.add_argument("--windows", type=int, default=None,
+                    help="evaluate on the first N of the atlas's held-out windows (default all)")
     push = sub.add_parser("push", help="publish a built atlas (SAEs, layer map, feature index) "
                           "to a Hugging Face Hub repo; needs HF_TOKEN or `hf auth login`")
     push.add_argument("--atlas", required=True,
@@ -71,11 +71,18 @@ def train(args: argparse.Namespace) -> None:
 
 
 def evaluate(args: argparse.Namespace) -> None:
+    """Held-out metrics on the atlas's own model and held-out windows: never a window the
+    SAEs were trained on."""
     info, _, saes = load_atlas(args.atlas)
-    lm = load_lm(args.model)
+    lm = load_named(info["model"])
     check_fits(saes, lm)
-    windows = token_windows(lm.tokenizer, load_texts(args.corpus), info["seq_len"])
-    _, test_w = split_windows(windows, args.windows)
+    windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
+    ids = heldout_ids(info, windows)
+    n = len(ids) if args.windows is None else args.windows
+    if not 1 <= n <= len(ids):
+        raise ValueError(f"--windows must be 1..{len(ids)}: the atlas holds out {len(ids)} "
+                         "windows, and the others were trained on")
+    test_w = windows[ids[:n]]
     print(table(evaluate_atlas(lm, saes, medians_of(saes), test_w,
                                outlier_factor=outlier_factor_of(info), report=console_report())))
 

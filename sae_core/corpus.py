@@ -107,12 +107,16 @@ def cut_windows(flat_T: Tensor, seq_len: int, first: int | None) -> Tensor:
     return windows
 
 
-def split_windows(windows: Tensor, held_out: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """(train, held-out): `held_out` windows drawn at random (seeded) are never trained on.
+def split_ids(n_windows: int, held_out: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(train ids, held-out ids), each sorted: `held_out` of `n_windows` drawn at random
+    (seeded), never trained on. At random, not from the end, so every genre is held out."""
+    if not 0 < held_out < n_windows:
+        raise ValueError(f"held_out must be in 1..{n_windows - 1}, got {held_out}")
+    order = torch.randperm(n_windows, generator=torch.Generator().manual_seed(seed))
+    return order[held_out:].sort().values, order[:held_out].sort().values
 
-    Drawn at random, not taken from the end, so every genre of the corpus is held out.
-    """
-    if not 0 < held_out < len(windows):
-        raise ValueError(f"held_out must be in 1..{len(windows) - 1}, got {held_out}")
-    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(seed))
-    return windows[order[held_out:].sort().values], windows[order[:held_out].sort().values]
+
+def split_windows(windows: Tensor, held_out: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """(train, held-out) windows, as `split_ids` draws them."""
+    train_ids, test_ids = split_ids(len(windows), held_out, seed)
+    return windows[train_ids], windows[test_ids]

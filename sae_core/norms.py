@@ -7,6 +7,8 @@ others (from the Hub) get it measured on a few corpus windows (`typical_norms`).
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 import torch
 from torch import Tensor
 
@@ -40,7 +42,9 @@ def residual_norms(lm: LM, hookpoints: list[str], windows_WL: Tensor, *,
     return out
 
 
-_measured: dict[tuple[str, str], float] = {}
+_measured: WeakKeyDictionary = WeakKeyDictionary()
+"""model -> {(corpus, hookpoint): median norm}: a model loaded again (or another one under
+the same name) is measured again, and a dropped model takes its norms along."""
 
 
 def measure_norms(lm: LM, hookpoints: list[str], texts: list[str], *, n_windows: int = 8,
@@ -54,16 +58,18 @@ def measure_norms(lm: LM, hookpoints: list[str], texts: list[str], *, n_windows:
 def typical_norms(lm: LM, saes: dict[str, Sae], hookpoints: list[str], *,
                   corpus: str = "default") -> tuple[dict[str, float], list[str]]:
     """(norm per hookpoint, hookpoints whose norm was measured now). SAEs trained here carry
-    `median_norm` in their metadata; others get it measured once per model and hookpoint."""
+    `median_norm` in their metadata; others get it measured once per model, corpus and
+    hookpoint."""
     norms, measured = {}, []
+    known = _measured.setdefault(lm.model, {})
     missing = [h for h in hookpoints if "median_norm" not in saes[h].metadata
-               and (lm.name, h) not in _measured]
+               and (corpus, h) not in known]
     if missing:
         for h, n in measure_norms(lm, missing, load_texts(corpus)).items():
-            _measured[(lm.name, h)] = n
+            known[(corpus, h)] = n
     for h in hookpoints:
         if "median_norm" in saes[h].metadata:
             norms[h] = float(saes[h].metadata["median_norm"])
         else:
-            norms[h], measured = _measured[(lm.name, h)], [*measured, h]
+            norms[h], measured = known[(corpus, h)], [*measured, h]
     return norms, measured

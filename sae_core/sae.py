@@ -15,11 +15,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from .activations import parse_hookpoint
+from .atomic import CorruptFile, load_tensors, save_tensors, write_json
 from .config import SaeConfig
 
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -123,11 +122,10 @@ class Sae(nn.Module):
 
     def save(self, folder: Path, *, extra_metadata: dict | None = None) -> None:
         """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them."""
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.tensors(), str(folder / WEIGHTS_FILE))
         cfg = saelens_cfg(self.cfg)
         cfg["metadata"] |= extra_metadata or {}
-        (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+        save_tensors(folder / WEIGHTS_FILE, self.tensors())
+        write_json(folder / CONFIG_FILE, cfg, indent=2)
 
     @classmethod
     def load(cls, folder: Path) -> Sae:
@@ -138,12 +136,9 @@ class Sae(nn.Module):
         try:
             raw = json.loads(cfg_path.read_text())
             cfg = sae_config_from_saelens(raw)
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"bad SAE config {cfg_path}: {err}") from err
-        try:
-            tensors = load_file(str(weights_path))
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"corrupt or truncated SAE weights {weights_path}: {err}") from err
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+            raise CorruptFile(f"bad SAE config {cfg_path}: {err}") from err
+        tensors = load_tensors(weights_path)
         sae = cls(cfg)
         expected = {name: tuple(t.shape) for name, t in sae.tensors().items()}
         got = {name: tuple(t.shape) for name, t in tensors.items()}

@@ -43,8 +43,10 @@ def test_cli_train_then_eval(tmp_path, capsys):
     for m in metrics.values():
         assert 0 <= m["fvu"] < 1 and m["l0"] <= 8 and m["dropped_tokens"] >= 0
         assert m["ce_recovered"] == pytest.approx(m["ce_recovered"])  # not NaN
-    assert main(["eval", "--atlas", str(out), "--corpus", str(corpus)]) == 0
+    assert main(["eval", "--atlas", str(out)]) == 0  # its own model, corpus, held-out windows
     assert "| layers.20 |" in capsys.readouterr().out
+    assert main(["eval", "--atlas", str(out), "--windows", "65"]) == 2
+    assert "holds out 64 windows, and the others were trained on" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_input(tmp_path, capsys):

@@ -2,6 +2,7 @@
 functions stay small (the house style in DESIGN.md)."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,19 @@ def test_modules_and_functions_are_small(path):
                 continue  # a tab's layout reads top to bottom, like the page
             length = node.end_lineno - node.lineno + 1
             assert length <= MAX_FUNCTION_LINES, f"{node.name} is {length} lines"
+
+
+RAW_WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|save_file\(|json\.dump\(|"
+                       r"open\([^)]*['\"][wa]b?['\"]")
+
+
+@pytest.mark.parametrize("path", _python_files("sae_core", "ui"),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_file_is_written_through_the_atomic_helper(path):
+    """Files are written by sae_core/atomic.py (temporary file, fsync, rename), nowhere else
+    (a writer inside `write_atomic(...)` writes its temporary file)."""
+    if path.name == "atomic.py":
+        return
+    raw = [line.strip() for line in path.read_text().splitlines()
+           if RAW_WRITE.search(line) and "write_atomic(" not in line]
+    assert raw == [], f"{path.name} writes without sae_core.atomic: {raw}"

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from sae_core.atlas.layout import ATLAS_ROOT, LoadedAtlas, forget_reads, open_with, read_info
+from sae_core.atlas.layout import (
+    ATLAS_ROOT,
+    LoadedAtlas,
+    current_fingerprint,
+    forget_reads,
+    open_with,
+    read_info,
+)
 from sae_core.lm import LM, load_named
 
 from . import public
@@ -116,9 +123,15 @@ def check_folder(folder: Path | str) -> Path:
 
 
 def open_atlas(folder: Path | str) -> LoadedAtlas:
-    """A finished atlas with its SAEs and model, loaded once per folder (until evicted or
-    forgotten); `check_folder` says which folders a visitor may open."""
+    """A finished atlas with its SAEs and model, loaded once per version of its SAEs (until
+    evicted or forgotten): one whose SAE files changed on disk (a rebuild) is read again.
+    `check_folder` says which folders a visitor may open."""
     key = check_folder(folder)
+    now = current_fingerprint(key)  # cheap: file stats, digests cached per file version
+    with _lock:
+        stale = key in _atlases and _atlases[key].fingerprint != now
+    if stale:
+        forget(key)
 
     def load() -> LoadedAtlas:
         return open_with(folder, model(read_info(folder)["model"]))

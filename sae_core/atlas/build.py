@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import asdict
@@ -11,15 +10,18 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_json
 from ..config import BuildConfig, TrainConfig
-from ..corpus import load_texts, split_windows, token_windows
+from ..corpus import load_texts, split_ids, token_windows
 from ..lm import LM, load_lm
 from ..precision import use_bf16
 from ..progress import Report
 from ..train.loop import train_saes
 from ..train.trainer import MultiTrainer
 from .evaluate import evaluate_atlas
-from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, INFO_FILE, METRICS_FILE
+from .fingerprint import digest_of, sae_file_digests
+from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, INFO_FILE, METRICS_FILE, forget_reads, is_built
+from .writing import atlas_lock, recover_swap, staging_dir, swap_in
 
 
 def _save_saes(trainer: MultiTrainer, out: Path) -> None:
@@ -46,23 +48,40 @@ def build_atlas(
     out: Path = DEFAULT_ATLAS, *, data: BuildConfig | None = None,
     cfg: TrainConfig | None = None, report: Report | None = None, lm: LM | None = None,
 ) -> Path:
-    """Train one SAE per residual layer in one pass over the corpus, evaluate, save."""
-    data, cfg = data or BuildConfig(), cfg or TrainConfig()
+    """Train one SAE per residual layer in one pass over the corpus, evaluate, save.
+
+    The build happens in a staging folder (writing.py) swapped in when finished, under the
+    atlas's write lock; an interrupted build resumes there, and refuses to resume from a
+    checkpoint made with other data or settings."""
+    data, cfg, out = data or BuildConfig(), cfg or TrainConfig(), Path(out)
     lm = lm or load_lm(data.model)
     layers = range(lm.n_layers) if data.layers is None else data.layers
     hookpoints = [f"layers.{i}" for i in layers]
     for h in hookpoints:
         lm.module_for(h)  # a bad layer fails before any work
-    windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
-    train_w, test_w = split_windows(windows, data.held_out)
-    out.mkdir(parents=True, exist_ok=True)
-    batch_tokens = (cfg.lm_batch_tokens // data.seq_len) * data.seq_len
+    with atlas_lock(out):
+        recover_swap(out, is_built)
+        staging = staging_dir(out)
+        _build_in(staging, lm, hookpoints, data, cfg, report)
+        swap_in(staging, out)
+    forget_reads(out)
+    return out
 
+
+def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
+              cfg: TrainConfig, report: Report | None) -> None:
+    windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
+    train_ids, test_ids = split_ids(len(windows), data.held_out)
+    train_w, test_w = windows[train_ids], windows[test_ids]
+    staging.mkdir(parents=True, exist_ok=True)
+    batch_tokens = (cfg.lm_batch_tokens // data.seq_len) * data.seq_len
     t0 = time.perf_counter()
-    trainer = train_saes(lm, train_w, hookpoints, cfg, checkpoint_dir=out / CHECKPOINT_DIR,
-                         progress=_batch_report(report, batch_tokens))
+    trainer = train_saes(
+        lm, train_w, hookpoints, cfg, checkpoint_dir=staging / CHECKPOINT_DIR,
+        progress=_batch_report(report, batch_tokens),
+        data={"corpus": data.corpus, "seq_len": data.seq_len, "held_out": data.held_out})
     train_s = time.perf_counter() - t0
-    _save_saes(trainer, out)
+    _save_saes(trainer, staging)
     medians = {h: s.median_norm for h, s in trainer.layers.items()}
     metrics = evaluate_atlas(lm, trainer.saes(), medians, test_w,
                              outlier_factor=cfg.outlier_factor, report=report)
@@ -72,14 +91,16 @@ def build_atlas(
             "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
         }
     n_tokens = trainer.step_no * batch_tokens
+    sae_files = sae_file_digests(staging, hookpoints)
     info = {
         "model": lm.name, "corpus": data.corpus, "seq_len": data.seq_len,
         "train_cfg": asdict(cfg), "hookpoints": hookpoints, "train_windows": len(train_w),
-        "heldout_windows": data.held_out, "lm_tokens": n_tokens, "train_seconds": train_s,
+        "heldout_windows": data.held_out, "heldout_ids": test_ids.tolist(),
+        "lm_tokens": n_tokens, "train_seconds": train_s,
         "total_seconds": time.perf_counter() - t0, "train_tok_s": n_tokens / train_s,
         "torch_threads": torch.get_num_threads(), "bf16_used": use_bf16(cfg.bf16),
+        "sae_files": sae_files, "sae_fingerprint": digest_of(sae_files),
     }
-    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
-    (out / INFO_FILE).write_text(json.dumps(info, indent=1))
-    shutil.rmtree(out / CHECKPOINT_DIR)  # finished: the resumable state is not needed
-    return out
+    write_json(staging / METRICS_FILE, metrics)
+    write_json(staging / INFO_FILE, info)  # last: it marks a finished atlas
+    shutil.rmtree(staging / CHECKPOINT_DIR)  # finished: the resumable state is not needed

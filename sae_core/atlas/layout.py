@@ -12,7 +12,6 @@ checkpoints/atlas/<name>/
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,10 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import torch
+from torch import Tensor
+
 from ..activations import outlier_factor_of
+from ..atomic import read_json
+from ..corpus import split_ids
 from ..lm import LM
 from ..norms import medians_of
 from ..sae import Sae
+from .fingerprint import sae_fingerprint
 
 ATLAS_ROOT = Path("checkpoints/atlas")
 DEFAULT_ATLAS = ATLAS_ROOT / "default"
@@ -45,11 +50,24 @@ def read_info(folder: Path | str) -> dict:
     path = Path(folder) / INFO_FILE
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not a finished atlas (no {INFO_FILE})")
-    return json.loads(path.read_text())
+    return read_json(path)
+
+
+def heldout_ids(info: dict, windows_WL: Tensor) -> Tensor:
+    """The ids of the atlas's held-out windows among `windows_WL` (the corpus cut as it was
+    at build time): those atlas.json stores, or for older atlases the build's seeded draw.
+    ValueError when the corpus no longer cuts into the windows it was built from."""
+    n = info.get("train_windows", 0) + info["heldout_windows"]
+    if "train_windows" in info and len(windows_WL) != n:
+        raise ValueError(f"the corpus now gives {len(windows_WL)} windows, the atlas was built "
+                         f"on {n}: it changed since, so its held-out windows are unknown")
+    if "heldout_ids" in info:
+        return torch.tensor(info["heldout_ids"], dtype=torch.long)
+    return split_ids(len(windows_WL), info["heldout_windows"])[1]
 
 
 def read_metrics(folder: Path | str) -> dict[str, dict]:
-    return json.loads((Path(folder) / METRICS_FILE).read_text())
+    return read_json(Path(folder) / METRICS_FILE)
 
 
 READ_ONCE_LIMIT = 16
@@ -78,6 +96,11 @@ def read_once(stamp_file: Path, load: Callable[[], T]) -> T:
     return value
 
 
+def current_fingerprint(folder: Path | str) -> str:
+    """The fingerprint of the SAEs in `folder` now (FileNotFoundError, CorruptFile)."""
+    return sae_fingerprint(folder, read_info(folder))
+
+
 def forget_reads(folder: Path | str) -> None:
     """Drop what read_once holds of files under `folder` (an atlas rebuilt or removed)."""
     root = Path(folder).resolve()
@@ -88,14 +111,17 @@ def forget_reads(folder: Path | str) -> None:
 
 def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:
     """The finished atlas folders under `root`, sorted."""
-    return sorted(str(p) for p in Path(root).glob("*") if is_built(p))
+    return sorted(str(p) for p in Path(root).glob("*")
+                  if not p.name.startswith(".") and is_built(p))  # not builds in progress
 
 
 def load_atlas(folder: Path) -> tuple[dict, dict[str, dict], dict[str, Sae]]:
-    """(atlas info, metrics per hookpoint, SAEs per hookpoint) of a finished build."""
+    """(atlas info, metrics per hookpoint, SAEs per hookpoint) of a finished build; the SAE
+    files are checked against the digests the build recorded (CorruptFile otherwise)."""
     if not is_built(folder):
         raise FileNotFoundError(f"{folder} is not a finished atlas (no atlas.json/metrics.json)")
     info = read_info(folder)
+    sae_fingerprint(folder, info)
     saes = {h: Sae.load(Path(folder) / h) for h in info["hookpoints"]}
     return info, read_metrics(folder), saes
 
@@ -122,6 +148,8 @@ class LoadedAtlas:
     """metrics.json: per hookpoint FVU, L0, dead latents, CE loss recovered."""
     saes: dict[str, Sae]
     lm: LM
+    fingerprint: str = ""
+    """Of the SAE files it was read from (fingerprint.py): what caches of it are keyed by."""
 
     @property
     def hookpoints(self) -> list[str]:
@@ -145,4 +173,4 @@ def open_with(folder: Path | str, lm: LM) -> LoadedAtlas:
     """A finished atlas read from disk, checked against the model it runs on."""
     info, metrics, saes = load_atlas(Path(folder))
     check_fits(saes, lm)
-    return LoadedAtlas(Path(folder), info, metrics, saes, lm)
+    return LoadedAtlas(Path(folder), info, metrics, saes, lm, sae_fingerprint(folder, info))

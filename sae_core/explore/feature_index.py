@@ -30,18 +30,20 @@ page reads one layer only (through safetensors slices).
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from ..activations import keep_mask, outlier_factor_of
-from ..atlas.layout import check_fits, load_atlas
-from ..corpus import load_texts, split_windows, token_windows
+from ..atlas.fingerprint import file_sha256, sae_fingerprint
+from ..atlas.layout import check_fits, current_fingerprint, heldout_ids, load_atlas
+from ..atlas.writing import atlas_lock
+from ..atomic import CorruptFile, read_json, save_tensors, write_json
+from ..corpus import load_texts, token_windows
 from ..hooks import run_captured
 from ..lm import LM, load_named
 from ..norms import medians_of
@@ -50,15 +52,18 @@ from ..progress import Report
 from ..sae import Sae
 from .feature_stats import IndexConfig, index_layer
 
+log = logging.getLogger(__name__)
 INDEX_DIR = "features"
 META_FILE = "index.json"
 TOKENS_FILE = "tokens.safetensors"
 
 
-def index_windows(windows_WL: Tensor, held_out: int, max_tokens: int) -> tuple[Tensor, dict]:
-    """(windows to index, where they come from): held-out first, then evenly strided
-    training windows until `max_tokens`."""
-    train, test = split_windows(windows_WL, held_out)
+def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int) -> tuple[Tensor, dict]:
+    """(windows to index, where they come from): the held-out windows first, then evenly
+    strided training windows until `max_tokens`."""
+    is_test = torch.zeros(len(windows_WL), dtype=torch.bool)
+    is_test[heldout_ids] = True
+    train, test = windows_WL[~is_test], windows_WL[is_test]
     seq_len = windows_WL.shape[1]
     n_extra = max(0, min(len(train), max_tokens // seq_len - len(test)))
     stride = max(1, len(train) // max(n_extra, 1))
@@ -109,50 +114,68 @@ def layer_file(folder: Path, hookpoint: str) -> Path:
     return index_dir(folder) / f"{hookpoint}.safetensors"
 
 
-def has_feature_index(folder: Path) -> bool:
-    return (index_dir(folder) / META_FILE).exists()
-
-
 def read_index_meta(folder: Path) -> dict:
     """index.json of an atlas's feature index: settings, sources, tokens per layer."""
-    return json.loads((index_dir(folder) / META_FILE).read_text())
+    return read_json(index_dir(folder) / META_FILE)
+
+
+def has_feature_index(folder: Path) -> bool:
+    """Whether a whole feature index of the folder's current SAEs is on disk: index.json
+    (written last) names the SAEs' fingerprint and each file's digest. A stale or damaged
+    index counts as missing (damage is logged), so it is rebuilt, never read."""
+    folder = Path(folder)
+    if not (index_dir(folder) / META_FILE).exists():
+        return False
+    try:
+        meta = read_index_meta(folder)
+        if meta.get("sae_fingerprint") != current_fingerprint(folder):
+            return False
+        for rel, sha in meta["files"].items():
+            if file_sha256(index_dir(folder) / rel) != sha:
+                raise CorruptFile(f"{index_dir(folder) / rel} is damaged (digest differs)")
+    except (CorruptFile, KeyError, OSError) as err:
+        log.warning("feature index of %s is not usable: %s", folder, err)
+        return False
+    return True
 
 
 def build_feature_index(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor,
     out: Path, *, outlier_factor: float, cfg: IndexConfig | None = None,
-    source: dict | None = None, report: Report | None = None,
+    source: dict | None = None, report: Report | None = None, fingerprint: str = "",
 ) -> dict:
-    """Index `windows_WL` for every SAE and write <out>/features/; returns index.json."""
+    """Index `windows_WL` for every SAE and write <out>/features/ (index.json names
+    `fingerprint`, the SAEs' fingerprint); returns index.json."""
     cfg = cfg or IndexConfig()
     t0 = time.perf_counter()
     codes = collect_codes(lm, saes, medians, windows_WL, outlier_factor=outlier_factor,
                           cfg=cfg, report=report)
     pass_s = time.perf_counter() - t0
     folder = index_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
     (folder / META_FILE).unlink(missing_ok=True)  # written last: marks a finished index
-    save_file({"tokens": windows_WL.int().contiguous()}, str(folder / TOKENS_FILE))
+    save_tensors(folder / TOKENS_FILE, {"tokens": windows_WL.int()})
     seq_len = windows_WL.shape[1]
     layers = {}
     for h, (vals, idx, n_kept) in codes.items():
         tensors = index_layer(vals, idx, saes[h].cfg.d_sae, seq_len, cfg)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(layer_file(out, h)))
+        save_tensors(layer_file(out, h), tensors)
         n_ctx = tensors["n_ctx"]
         layers[h] = {"tokens": n_kept, "dead": int((tensors["n_fire"] == 0).sum()),
                      "with_top_n": int((n_ctx >= cfg.top_n).sum()),
                      "with_20": int((n_ctx >= 20).sum())}
+    files = [TOKENS_FILE, *(layer_file(out, h).name for h in codes)]
     meta = {"cfg": asdict(cfg), "seq_len": seq_len, "windows": len(windows_WL),
             "source": source or {}, "pass_seconds": pass_s,
-            "seconds": time.perf_counter() - t0, "layers": layers}
-    text = json.dumps(meta, indent=1)
-    (folder / META_FILE).write_text(text)
-    return json.loads(text)
+            "seconds": time.perf_counter() - t0, "layers": layers,
+            "sae_fingerprint": fingerprint, "files": {f: file_sha256(folder / f) for f in files}}
+    write_json(folder / META_FILE, meta)
+    return read_index_meta(out)
 
 
 def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report | None = None,
                          cfg: IndexConfig | None = None) -> dict:
-    """The atlas's feature index (index.json contents), built once and cached on disk."""
+    """The atlas's feature index (index.json contents), built once and cached on disk; a
+    stale or damaged one is built again."""
     cfg = cfg or IndexConfig()
     folder = Path(folder)
     if has_feature_index(folder):
@@ -161,7 +184,8 @@ def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report |
     lm = lm or load_named(info["model"])
     check_fits(saes, lm)
     windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
-    chosen, source = index_windows(windows, info["heldout_windows"], cfg.max_tokens)
-    return build_feature_index(
-        lm, saes, medians_of(saes), chosen, folder, cfg=cfg, source=source, report=report,
-        outlier_factor=outlier_factor_of(info))
+    chosen, source = index_windows(windows, heldout_ids(info, windows), cfg.max_tokens)
+    with atlas_lock(folder):
+        return build_feature_index(
+            lm, saes, medians_of(saes), chosen, folder, cfg=cfg, source=source, report=report,
+            outlier_factor=outlier_factor_of(info), fingerprint=sae_fingerprint(folder, info))

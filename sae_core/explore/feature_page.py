@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 
 from ..activations import layer_of
 from ..atlas.layout import LoadedAtlas, read_once
+from ..atomic import load_tensors
 from .feature_index import (
     META_FILE,
     TOKENS_FILE,
@@ -101,7 +101,7 @@ class FeatureIndex:
         self.meta = read_index_meta(folder)
         self.cfg = IndexConfig(**{**self.meta["cfg"],
                                   "quantiles": tuple(self.meta["cfg"]["quantiles"])})
-        self.tokens_WL = load_file(str(index_dir(folder) / TOKENS_FILE))["tokens"]
+        self.tokens_WL = load_tensors(index_dir(folder) / TOKENS_FILE)["tokens"]
         self._stats: dict[str, dict[str, torch.Tensor]] = {}
         self._lock = threading.Lock()
 

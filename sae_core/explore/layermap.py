@@ -12,17 +12,19 @@ in milliseconds (`LayerMapData.heatmap`).
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR, keep_mask, outlier_factor_of
-from ..atlas.layout import check_fits, load_atlas, read_once
+from ..atlas.fingerprint import sae_fingerprint
+from ..atlas.layout import check_fits, current_fingerprint, load_atlas, read_once
+from ..atlas.writing import atlas_lock
+from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..corpus import load_texts
 from ..hooks import run_captured
 from ..lm import LM, load_named
@@ -43,6 +45,7 @@ from .consistency import (
 )
 from .labels import LabelledWindows, load_or_build_labels
 
+log = logging.getLogger(__name__)
 MAP_TASKS = ("pos", "dep", "ent", "shape")
 KINDS = ("sae", "neuron", "random")
 LAYER_MAP_FILE = "layer_map.safetensors"
@@ -63,6 +66,8 @@ class LayerMapData:
     fire_rate: float
     """Mean SAE firing rate over layers; each layer's controls fire at that layer's rate."""
     _stats: dict[str, FeatureStats] = field(default_factory=dict, repr=False)
+    sae_fingerprint: str = ""
+    """Of the SAEs it was computed from (atlas/fingerprint.py): another atlas's is stale."""
 
     def stats(self, kind: str, hookpoint: str, task: str) -> FeatureStats:
         key = f"{kind}/{hookpoint}/{task}"
@@ -99,21 +104,23 @@ class LayerMapData:
         return ids[s.consistency[ids].argsort(descending=True, stable=True)]
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """The counts, then the .json (the marker of a whole map), each written atomically."""
+        path.with_suffix(".json").unlink(missing_ok=True)
         tensors = dict(self.counts) | {f"base_rate/{t}": r for t, r in self.base_rate.items()}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+        save_tensors(path, tensors)
         meta = {"hookpoints": self.hookpoints, "vocab": self.vocab, "n_tokens": self.n_tokens,
-                "fire_rate": self.fire_rate}
-        path.with_suffix(".json").write_text(json.dumps(meta))
+                "fire_rate": self.fire_rate, "sae_fingerprint": self.sae_fingerprint}
+        write_json(path.with_suffix(".json"), meta, indent=None)
 
     @classmethod
     def load(cls, path: Path) -> LayerMapData:
-        meta = json.loads(path.with_suffix(".json").read_text())
-        tensors = load_file(str(path))
+        """CorruptFile when either file is truncated or damaged."""
+        meta = read_json(path.with_suffix(".json"))
+        tensors = load_tensors(path)
         base = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("base_rate/")}
         counts = {k: v for k, v in tensors.items() if not k.startswith("base_rate/")}
         return cls(meta["hookpoints"], meta["vocab"], counts, base, meta["n_tokens"],
-                   meta["fire_rate"])
+                   meta["fire_rate"], sae_fingerprint=meta.get("sae_fingerprint", ""))
 
 
 @dataclass
@@ -209,21 +216,38 @@ def compute_layer_map(
 
 def read_layer_map(folder: Path | str | None) -> LayerMapData | None:
     """The layer map of an atlas folder, read once per version on disk; None when it was
-    never built. Every reader goes through here, so a map built later is seen by all."""
+    never built or was computed from other SAEs than the folder's (stale); CorruptFile when
+    a file of it is damaged. Every reader goes through here, so a map built later is seen by
+    all, and one of other SAEs by none."""
     if not folder:
         return None
     path = Path(folder) / LAYER_MAP_FILE
     if not path.with_suffix(".json").exists():
         return None
-    return read_once(path.with_suffix(".json"), lambda: LayerMapData.load(path))
+    lmap = read_once(path.with_suffix(".json"), lambda: LayerMapData.load(path))
+    return lmap if lmap.sae_fingerprint == current_fingerprint(folder) else None
+
+
+def has_layer_map(folder: Path) -> bool:
+    """Whether a whole, current layer map is on disk (a damaged one counts as missing)."""
+    try:
+        return read_layer_map(folder) is not None
+    except CorruptFile:
+        return False
 
 
 def ensure_layer_map(folder: Path, *, lm: LM | None = None,
                      report: Report | None = None) -> LayerMapData:
-    """The atlas's layer map, computed once (labels with spaCy, one pass) and cached."""
+    """The atlas's layer map, computed once (labels with spaCy, one pass) and cached; one
+    that is stale or damaged is reported and computed again."""
     folder = Path(folder)
-    if (lmap := read_layer_map(folder)) is not None:
-        return lmap
+    try:
+        if (lmap := read_layer_map(folder)) is not None:
+            return lmap
+    except CorruptFile as err:
+        log.warning("%s", err)
+        if report:
+            report(f"rebuilding the damaged layer map: {err}", 0.0)
     info, _, saes = load_atlas(folder)
     lm = lm or load_named(info["model"])
     check_fits(saes, lm)
@@ -235,5 +259,7 @@ def ensure_layer_map(folder: Path, *, lm: LM | None = None,
         report(f"layer map over {data.windows.numel():,} tokens", 0.3)
     lmap = compute_layer_map(lm, saes, medians_of(saes), data,
                              outlier_factor=outlier_factor_of(info))
-    lmap.save(folder / LAYER_MAP_FILE)
+    lmap.sae_fingerprint = sae_fingerprint(folder, info)
+    with atlas_lock(folder):
+        lmap.save(folder / LAYER_MAP_FILE)
     return lmap

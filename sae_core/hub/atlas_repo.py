@@ -12,7 +12,6 @@ a fetched copy lacks before the app trusts it.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,8 +26,9 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id
 
 from ..atlas.layout import PRESETS_FILE, is_built, read_info, read_metrics
+from ..atomic import write_text
 from ..explore.feature_index import has_feature_index, read_index_meta
-from ..explore.layermap import LAYER_MAP_FILE
+from ..explore.layermap import LAYER_MAP_FILE, has_layer_map
 from ..sae import CONFIG_FILE, sae_config_from_saelens
 from .atlas_check import AtlasCheckError, check_atlas  # re-exported for the app
 from .export import model_card
@@ -75,9 +75,7 @@ def push_atlas(folder: Path | str, repo_id: str, *, token: str | None = None,
         raise HubError("no Hugging Face token is configured (set HF_TOKEN or run "
                        "`hf auth login`); nothing was pushed")
     card = model_card(info, read_metrics(folder), cfgs, repo_id, atlas=_atlas_parts(folder))
-    tmp = folder / f"{CARD_FILE}.tmp"
-    tmp.write_text(str(card), encoding="utf-8")
-    os.replace(tmp, folder / CARD_FILE)
+    write_text(folder / CARD_FILE, str(card))
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, exist_ok=True, private=private)
@@ -98,14 +96,6 @@ def _publishable(folder: Path) -> tuple[dict, dict]:
     if not is_built(folder):
         raise HubError(f"{folder} is not a finished atlas (no atlas.json/metrics.json): build "
                        f"it first with `python -m sae_core train --out {folder}`")
-    if not (folder / LAYER_MAP_FILE).with_suffix(".json").exists():
-        raise HubError(f"{folder} has no layer map ({LAYER_MAP_FILE}): build it by opening the "
-                       "atlas's Layer map tab in the app, or with sae_core.explore.layermap."
-                       f"ensure_layer_map(Path({str(folder)!r}))")
-    if not has_feature_index(folder):
-        raise HubError(f"{folder} has no feature index (features/index.json): build it by "
-                       "opening the atlas's Features tab in the app, or with sae_core.explore."
-                       f"feature_index.ensure_feature_index(Path({str(folder)!r}))")
     info = read_info(folder)
     cfgs = {}
     for h in info["hookpoints"]:
@@ -115,6 +105,19 @@ def _publishable(folder: Path) -> tuple[dict, dict]:
             continue  # check_atlas below names it
     d_model = next(iter(cfgs.values())).d_in if cfgs else 0
     problems = check_atlas(folder, model=info["model"], d_model=d_model)
+    derived = ("The layer map", "The feature index")  # missing ones get the hints below
+    if saes_problems := [p for p in problems if not p.startswith(derived)]:
+        raise HubError(f"{folder} is not ready to publish: {' '.join(saes_problems)}")
+    if not has_layer_map(folder):
+        raise HubError(f"{folder} has no layer map of its SAEs ({LAYER_MAP_FILE}): build it by "
+                       "opening the atlas's Layer map tab in the app, or with "
+                       "sae_core.explore.layermap."
+                       f"ensure_layer_map(Path({str(folder)!r}))")
+    if not has_feature_index(folder):
+        raise HubError(f"{folder} has no feature index of its SAEs (features/index.json): build "
+                       "it by opening the atlas's Features tab in the app, or with "
+                       "sae_core.explore."
+                       f"feature_index.ensure_feature_index(Path({str(folder)!r}))")
     if problems:
         raise HubError(f"{folder} is not ready to publish: {' '.join(problems)}")
     return info, cfgs

@@ -15,6 +15,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from ..activations import OUTLIER_FACTOR
 from ..atlas.layout import load_atlas
+from ..atomic import write_text
 from ..config import SaeConfig
 from .fetch import HubError
 
@@ -131,7 +132,7 @@ def export_saelens(atlas: Path, out: Path | None = None, *, repo_id: str = "<rep
     for h, sae in saes.items():
         sae.save(out / h, extra_metadata=sae.metadata)
     card = model_card(info, metrics, {h: s.cfg for h, s in saes.items()}, repo_id)
-    (out / "README.md").write_text(str(card))
+    write_text(out / "README.md", str(card))
     return out
 
 

@@ -22,8 +22,10 @@ import torch
 
 from ..activations import OUTLIER_FACTOR
 from ..atlas.evaluate import evaluate_atlas
+from ..atlas.fingerprint import digest_of, sae_file_digests
 from ..atlas.layout import ATLAS_ROOT, INFO_FILE, METRICS_FILE
-from ..corpus import load_texts, split_windows, token_windows
+from ..atomic import write_json
+from ..corpus import load_texts, split_ids, token_windows
 from ..lm import LM, load_named
 from ..norms import residual_norms
 from ..progress import Report
@@ -47,7 +49,8 @@ def write_pretrained_atlas(
         raise HubError(f"{out} already exists: pick another name")
     warns = list(pset.warnings)
     windows = token_windows(lm.tokenizer, load_texts(corpus), seq_len)
-    train_w, test_w = split_windows(windows, held_out)
+    train_ids, test_ids = split_ids(len(windows), held_out)
+    train_w, test_w = windows[train_ids], windows[test_ids]
     pick = torch.linspace(0, len(train_w) - 1, min(sample_windows, len(train_w))).long()
     if report:
         report(f"measuring activation norms on {len(pick)} corpus windows", 0.0)
@@ -63,7 +66,8 @@ def write_pretrained_atlas(
                              outlier_factor=OUTLIER_FACTOR, report=report)
     info = {
         "model": lm.name, "corpus": corpus, "seq_len": seq_len, "hookpoints": list(pset.saes),
-        "heldout_windows": held_out, "train_cfg": {"outlier_factor": OUTLIER_FACTOR},
+        "heldout_windows": held_out, "heldout_ids": test_ids.tolist(),
+        "train_windows": len(train_w), "train_cfg": {"outlier_factor": OUTLIER_FACTOR},
         "source": {
             "repo_id": pset.repo_id, "release": pset.release, "revision": pset.revision,
             "paths": {h: s.path for h, s in pset.sources.items()},
@@ -76,8 +80,10 @@ def write_pretrained_atlas(
     try:
         for h, sae in pset.saes.items():
             sae.save(tmp / h, extra_metadata=sae.metadata)
-        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
+        info["sae_files"] = sae_file_digests(tmp, list(pset.saes))
+        info["sae_fingerprint"] = digest_of(info["sae_files"])
+        write_json(tmp / METRICS_FILE, metrics)
+        write_json(tmp / INFO_FILE, info)
         try:
             tmp.rename(out)
         except OSError as err:

@@ -13,7 +13,7 @@ from ..atlas.build import build_atlas
 from ..atlas.layout import is_built, open_with
 from ..config import BuildConfig, TrainConfig
 from ..explore.feature_index import ensure_feature_index, has_feature_index
-from ..explore.layermap import ensure_layer_map, read_layer_map
+from ..explore.layermap import ensure_layer_map, has_layer_map
 from ..lm import LM
 from ..progress import Report
 from ..steer.presets import ensure_presets, read_presets
@@ -46,7 +46,7 @@ STAGES = (
     Stage("SAEs", is_built,
           lambda job, lm, report: build_atlas(job.folder, data=job.data, cfg=job.cfg,
                                               report=report, lm=lm)),
-    Stage("layer map", lambda f: read_layer_map(f) is not None,
+    Stage("layer map", has_layer_map,
           lambda job, lm, report: ensure_layer_map(job.folder, lm=lm, report=report)),
     Stage("feature index", has_feature_index,
           lambda job, lm, report: ensure_feature_index(job.folder, lm=lm, report=report)),

@@ -18,7 +18,6 @@ list it came from: when either changes, `read_presets` says None (stale) and
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -27,6 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..atlas.layout import PRESETS_FILE, LoadedAtlas, open_with, read_info, read_once
+from ..atlas.writing import atlas_lock
+from ..atomic import read_json, write_json
 from ..lm import load_named
 from ..norms import typical_norms
 from ..progress import Report
@@ -42,7 +43,7 @@ from .preset_concepts import (
     check_unique,
     load_concepts,
 )
-from .preset_files import concepts_digest, fingerprint, is_fresh, write_json_atomic
+from .preset_files import concepts_digest, fingerprint, is_fresh
 from .preset_results import FailedPreset, ResolvedPreset, ResolvedPresets, parsed
 
 __all__ = ["CONCEPTS_FILE", "PRESETS_FILE", "FailedPreset", "PresetConcept", "PresetError",
@@ -146,8 +147,7 @@ def resolve_presets(loaded: LoadedAtlas, concepts: Sequence[PresetConcept], *,
     report = report or (lambda message, fraction: None)
     t0 = time.perf_counter()
     # stamped first: files rewritten while this runs make the result stale, not wrong
-    stamp = fingerprint(loaded.folder, loaded.hookpoints, loaded.info.get("model"),
-                        concepts_digest(concepts))
+    stamp = fingerprint(loaded.fingerprint, loaded.info.get("model"), concepts_digest(concepts))
     probe, options, why = make_probe(loaded.lm), {}, {}
     for i, c in enumerate(concepts):
         report(f"finding features for {c.concept!r}", 0.6 * i / max(len(concepts), 1))
@@ -158,7 +158,8 @@ def resolve_presets(loaded: LoadedAtlas, concepts: Sequence[PresetConcept], *,
         "seconds": round(time.perf_counter() - t0, 1),
         "presets": [_entry(c, options[c.slug], why[c.slug], *texts[c.slug])
                     for c in concepts]}
-    write_json_atomic(Path(loaded.folder) / PRESETS_FILE, result)
+    with atlas_lock(loaded.folder):
+        write_json(Path(loaded.folder) / PRESETS_FILE, result)
     report("presets ready", 1.0)
     return result
 
@@ -172,10 +173,9 @@ def read_presets(folder: Path | str | None, *,
     digest = concepts_digest(load_concepts(concepts_path))
     path = Path(folder) / PRESETS_FILE
     try:
-        data = read_once(path, lambda: json.loads(path.read_text()))
-        info = read_info(folder)
-        if not is_fresh(data.get("fingerprint"), Path(folder), info["hookpoints"],
-                        info.get("model"), digest):
+        data = read_once(path, lambda: read_json(path))
+        if not is_fresh(data.get("fingerprint"), Path(folder), read_info(folder).get("model"),
+                        digest):
             return None
         return parsed(data)
     except (OSError, ValueError, KeyError, TypeError):  # unreadable: resolve again

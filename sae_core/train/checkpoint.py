@@ -1,32 +1,40 @@
 """Resumable training state of a `MultiTrainer`: weights, Adam moments, counters and
-shuffle buffers as safetensors, the rest as JSON. A resumed run is bit-identical to an
-uninterrupted one (tests/train/test_checkpoint.py)."""
+shuffle buffers as tensors, the rest as JSON in the same safetensors file's header, written
+atomically (one file: a crash leaves the previous checkpoint or the new one). A resumed run
+is bit-identical to an uninterrupted one (tests/train/test_checkpoint.py).
+
+A checkpoint records what it was trained on (`data`: model, corpus, windows, layers); resume
+refuses, with the differences, when any of it changed."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from ..atomic import load_tensors, save_tensors, tensors_metadata
 from ..sae import Sae
 
 if TYPE_CHECKING:  # the trainer imports this module
     from .trainer import MultiTrainer
 
-STATE_FILE, META_FILE = "state.safetensors", "state.json"
+STATE_FILE = "state.safetensors"
 ADAM_KEYS = ("exp_avg", "exp_avg_sq", "step")
 
 
+class ResumeRefused(ValueError):
+    """A checkpoint made from other data or settings than the build asking to resume."""
+
+
 def has_checkpoint(folder: Path) -> bool:
-    return (folder / META_FILE).exists()
+    return (folder / STATE_FILE).exists()
 
 
-def save_checkpoint(trainer: MultiTrainer, folder: Path, batches_done: int) -> None:
+def save_checkpoint(trainer: MultiTrainer, folder: Path, batches_done: int,
+                    data: dict | None = None) -> None:
     """Everything needed to resume exactly after `batches_done` LM batches."""
     tensors, layers = {}, {}
     for h, s in trainer.layers.items():
@@ -43,22 +51,28 @@ def save_checkpoint(trainer: MultiTrainer, folder: Path, batches_done: int) -> N
                      "step_no": s.trainer.step_no, "n_dropped": s.n_dropped,
                      "d_in": s.sae.cfg.d_in}
     meta = {"batches_done": batches_done, "step_no": trainer.step_no,
-            "train_cfg": asdict(trainer.cfg), "layers": layers}
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(tensors, str(tmp / STATE_FILE))
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # a crash mid-save leaves the previous checkpoint intact
+            "train_cfg": asdict(trainer.cfg), "layers": layers, "data": data or {}}
+    save_tensors(folder / STATE_FILE, tensors, metadata={"meta": json.dumps(meta)})
 
 
-def load_checkpoint(trainer: MultiTrainer, folder: Path) -> int:
-    """Restore a checkpoint into `trainer`; returns the number of LM batches already done."""
-    meta = json.loads((folder / META_FILE).read_text())
-    if meta["train_cfg"] != asdict(trainer.cfg):
-        raise ValueError(f"checkpoint {folder} was made with another training config")
-    tensors = load_file(str(folder / STATE_FILE))
+def differences(saved: dict, now: dict) -> list[str]:
+    """What differs between two flat settings dicts, in words."""
+    return [f"{key} (checkpoint: {str(saved.get(key))[:80]}, now: {str(now.get(key))[:80]})"
+            for key in sorted(saved.keys() | now.keys()) if saved.get(key) != now.get(key)]
+
+
+def load_checkpoint(trainer: MultiTrainer, folder: Path, data: dict | None = None) -> int:
+    """Restore a checkpoint into `trainer`; returns the number of LM batches already done.
+    ResumeRefused when it was made with another training config or other `data`."""
+    path = folder / STATE_FILE
+    meta = json.loads(tensors_metadata(path)["meta"])
+    changed = differences(meta["train_cfg"], asdict(trainer.cfg))
+    changed += differences(meta.get("data", {}), data or {})
+    if changed:
+        raise ResumeRefused(f"cannot resume the build in {folder.parent}: its checkpoint was "
+                            f"made with other settings: {'; '.join(changed)}. Delete "
+                            f"{folder} to start again, or build to another folder.")
+    tensors = load_tensors(path)
     for h, info in meta["layers"].items():
         sae = Sae(trainer.sae_config(h, info["d_in"]))
         state = trainer.layer_state(sae, info["median_norm"], seed=0)  # rng state restored below

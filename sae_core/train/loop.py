@@ -3,6 +3,7 @@ steps on its activations, checkpoints along the way."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +24,14 @@ Progress = Callable[[int, int, dict], None]
 def train_saes(
     lm: LM, windows_WL: Tensor, hookpoints: list[str], cfg: TrainConfig, *,
     checkpoint_dir: Path | None = None, progress: Progress | None = None,
+    data: dict | None = None,
 ) -> MultiTrainer:
     """Train one SAE per hookpoint on `windows` (n_windows, seq_len) token ids, one pass
     (or `cfg.max_tokens` of them, drawn at random).
 
-    Resumes from `checkpoint_dir` when it holds a checkpoint of the same config.
+    Resumes from `checkpoint_dir` when it holds a checkpoint of the same config, model,
+    hookpoints and windows (and `data`: the caller's description of where they came from);
+    refuses with the differences otherwise (checkpoint.ResumeRefused).
     """
     for h in hookpoints:
         lm.module_for(h)  # fail fast on a bad hookpoint
@@ -42,9 +46,10 @@ def train_saes(
             f"need at least {per_batch} windows of {seq_len} tokens, got {len(windows_WL)}"
         )
     trainer = MultiTrainer(cfg, hookpoints, lm.name, n_batches * steps_per_lm_batch(cfg))
+    data = training_data(lm, windows_WL, hookpoints) | (data or {})
     start = 0
     if checkpoint_dir is not None and has_checkpoint(checkpoint_dir):
-        start = load_checkpoint(trainer, checkpoint_dir)
+        start = load_checkpoint(trainer, checkpoint_dir, data)
     for b in range(start, n_batches):
         batch = windows_WL[order[b * per_batch:(b + 1) * per_batch]]
         acts = run_captured(lm, batch, hookpoints, bf16=cfg.bf16)
@@ -53,8 +58,16 @@ def train_saes(
         if checkpoint_dir is not None and cfg.checkpoint_every and (
             done % cfg.checkpoint_every == 0 or done == n_batches
         ):
-            save_checkpoint(trainer, checkpoint_dir, done)
+            save_checkpoint(trainer, checkpoint_dir, done, data)
         if progress is not None:
             progress(done, n_batches, stats)
     trainer.drain()
     return trainer
+
+
+def training_data(lm: LM, windows_WL: Tensor, hookpoints: list[str]) -> dict:
+    """What a checkpoint must have been trained on to be resumed: the model, the hookpoints
+    and the exact token windows (a digest)."""
+    ids = windows_WL.to(torch.int64).contiguous().numpy().tobytes()
+    return {"model": lm.name, "hookpoints": ",".join(hookpoints),
+            "windows": f"{tuple(windows_WL.shape)} sha256 {hashlib.sha256(ids).hexdigest()}"}

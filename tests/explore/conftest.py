@@ -4,7 +4,8 @@ one feature that never fires and one that always fires."""
 import pytest
 import torch
 
-from sae_core.atlas.layout import LoadedAtlas
+from sae_core.atlas.layout import LoadedAtlas, current_fingerprint
+from sae_core.atomic import write_json
 from sae_core.config import SaeConfig
 from sae_core.explore.feature_index import (
     build_feature_index,
@@ -32,8 +33,11 @@ def hand_atlas(tmp_path_factory):
         sae.metadata = {"median_norm": 1e9}
         saes[h] = sae
     out = tmp_path_factory.mktemp("hand")
+    for h, sae in saes.items():
+        sae.save(out / h, extra_metadata=sae.metadata)
+    write_json(out / "atlas.json", {"hookpoints": HOOKS})  # enough to fingerprint the SAEs
     cfg = IndexConfig(top_n=6, chunk=4, left=3, right=2, bf16=False)
     build_feature_index(lm, saes, {h: 1e9 for h in HOOKS}, windows, out, outlier_factor=10.0,
-                        cfg=cfg)
-    loaded = LoadedAtlas(out, {"hookpoints": HOOKS}, {}, saes, lm)
+                        cfg=cfg, fingerprint=current_fingerprint(out))
+    loaded = LoadedAtlas(out, {"hookpoints": HOOKS}, {}, saes, lm, current_fingerprint(out))
     return loaded, windows, cfg

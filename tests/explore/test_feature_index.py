@@ -25,9 +25,11 @@ from ui.features_view import snippets_html, summary_markdown
 
 def test_index_windows_put_held_out_first():
     windows = torch.arange(100 * 4).view(100, 4)
-    chosen, source = index_windows(windows, held_out=10, max_tokens=4 * 30)
+    heldout = torch.arange(5, 100, 10)  # 10 windows spread over the corpus
+    chosen, source = index_windows(windows, heldout, max_tokens=4 * 30)
     assert source == {"heldout_windows": 10, "train_windows": 20, "train_stride": 4}
     assert len(chosen) == 30 and len({tuple(w) for w in chosen.tolist()}) == 30
+    assert torch.equal(chosen[:10], windows[heldout])
 
 
 def test_build_matches_dense_encoding(hand_atlas):

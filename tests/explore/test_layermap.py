@@ -84,7 +84,8 @@ def test_a_rebuilt_layer_map_is_read_again(tiny_atlas, tmp_path):
     assert read_layer_map(folder) is first  # read once while the files stay the same
     assert ensure_layer_map(folder) is first  # built already: no model needed
     changed = LayerMapData(first.hookpoints[:1], first.vocab, first.counts, first.base_rate,
-                           first.n_tokens, first.fire_rate)
+                           first.n_tokens, first.fire_rate,
+                           sae_fingerprint=first.sae_fingerprint)
     changed.save(folder / LAYER_MAP_FILE)
     stat = (folder / "layer_map.json").stat()
     os.utime(folder / "layer_map.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))

@@ -172,7 +172,8 @@ def test_corpus_peaks_are_each_features_top_activation_in_the_index(loaded, tmp_
     windows = load_file(str(loaded.folder / "labels.safetensors"))["windows"].long()[:6]
     factor = loaded.info["train_cfg"]["outlier_factor"]
     build_feature_index(loaded.lm, loaded.saes, loaded.medians, windows, folder,
-                        outlier_factor=factor, cfg=IndexConfig(top_n=3, chunk=8, bf16=False))
+                        outlier_factor=factor, cfg=IndexConfig(top_n=3, chunk=8, bf16=False),
+                        fingerprint=loaded.fingerprint)
     peaks = corpus_peaks(folder)
     windows = load_file(str(folder / INDEX_DIR / TOKENS_FILE))["tokens"].long()
     acts = run_captured(loaded.lm, windows, loaded.hookpoints, bf16=False)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from sae_core.atlas.build import build_atlas
-from sae_core.atlas.layout import is_built
+from sae_core.atlas.layout import CHECKPOINT_DIR, is_built
+from sae_core.atlas.writing import staging_dir
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.jobs import worker as worker_mod
 from sae_core.jobs.stages import BuildJob, ready_parts
@@ -72,7 +73,8 @@ def test_cancel_then_start_again_resumes_to_the_same_saes(tmp_path, corpus, monk
     worker.start(job(tmp_path / "resumed", corpus))
     status = worker.wait(120)
     assert status.state == "cancelled" and 0.5 <= status.fraction < 1
-    assert not is_built(tmp_path / "resumed") and (tmp_path / "resumed/_checkpoint").exists()
+    assert not is_built(tmp_path / "resumed")
+    assert (staging_dir(tmp_path / "resumed") / CHECKPOINT_DIR).exists()
     monkeypatch.setattr(worker_mod, "advanced", advanced)
     worker.start(job(tmp_path / "resumed", corpus))
     assert worker.wait(120).state == "done"

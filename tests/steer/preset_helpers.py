@@ -13,6 +13,7 @@ from sae_core.explore import concepts
 from sae_core.hooks import run_captured
 from sae_core.lm import LM
 from sae_core.sae import WEIGHTS_FILE
+from tests.conftest import restamp
 from tests.steer.common import PROMPT
 
 # The tiny tokenizer splits on spaces and knows only a few words (tests/conftest.py).
@@ -74,6 +75,7 @@ def planted_copy(tiny_atlas, lm: LM, tmp_path) -> tuple[LoadedAtlas, object]:
     folder = tmp_path / "planted"
     shutil.copytree(tiny_atlas, folder)
     plant(folder, lm)
+    restamp(folder)
     path = tmp_path / "concepts.json"
     path.write_text(json.dumps({"presets": CONCEPTS}))
     return open_with(folder, lm), path

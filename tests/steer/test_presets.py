@@ -8,6 +8,7 @@ import threading
 import pytest
 from safetensors.torch import load_file, save_file
 
+from sae_core.atlas.layout import current_fingerprint
 from sae_core.sae import WEIGHTS_FILE
 from sae_core.steer import presets
 from sae_core.steer.edits import FeatureSteer
@@ -168,8 +169,7 @@ def test_ensure_resolves_when_missing_and_names_failures(atlas):
     assert fractions == sorted(fractions) and "paris" in [p.slug for p in got.presets]
     data = json.loads((loaded.folder / "presets.json").read_text())
     assert all(len(e["candidates"]) <= 3 for e in data["presets"])
-    assert set(data["fingerprint"]["files"]) == {f"layers.{i}/{n}" for i in range(3)
-                                                 for n in ("cfg.json", WEIGHTS_FILE)}
+    assert data["fingerprint"]["sae_fingerprint"] == current_fingerprint(loaded.folder)
 
 
 def test_a_concept_without_options_fails_without_generating(atlas, monkeypatch):

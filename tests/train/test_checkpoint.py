@@ -1,6 +1,10 @@
+import re
+from dataclasses import replace
+
 import pytest
 import torch
 
+from sae_core.train.checkpoint import ResumeRefused
 from sae_core.train.loop import train_saes
 from tests.train.windows import HOOKS, _cfg, _windows
 
@@ -29,7 +33,20 @@ def test_interrupted_run_resumes_to_identical_weights(lm, tmp_path, arch):
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{h} {name}")
 
 
-def test_checkpoint_with_other_config_is_refused(lm, tmp_path):
-    train_saes(lm, _windows(), HOOKS, _cfg(checkpoint_every=1), checkpoint_dir=tmp_path)
-    with pytest.raises(ValueError, match="another training config"):
-        train_saes(lm, _windows(), HOOKS, _cfg(k=2, checkpoint_every=1), checkpoint_dir=tmp_path)
+@pytest.mark.parametrize("change, reason", [
+    ("config", "k (checkpoint: 4, now: 2)"),
+    ("windows", "windows (checkpoint: "),
+    ("hookpoints", "hookpoints (checkpoint: layers.0,layers.2, now: layers.0)"),
+    ("model", "model (checkpoint: tiny-llama, now: other-llama)"),
+    ("corpus", "corpus (checkpoint: a.jsonl, now: b.jsonl)"),
+])
+def test_resume_from_other_data_or_settings_is_refused(lm, tmp_path, change, reason):
+    cfg, windows, hooks = _cfg(checkpoint_every=1), _windows(), HOOKS
+    train_saes(lm, windows, hooks, cfg, checkpoint_dir=tmp_path, data={"corpus": "a.jsonl"})
+    data = {"corpus": "b.jsonl" if change == "corpus" else "a.jsonl"}
+    cfg = _cfg(k=2, checkpoint_every=1) if change == "config" else cfg
+    windows = windows.flip(0) if change == "windows" else windows
+    hooks = hooks[:1] if change == "hookpoints" else hooks
+    lm = replace(lm, name="other-llama") if change == "model" else lm
+    with pytest.raises(ResumeRefused, match=re.escape(reason)):
+        train_saes(lm, windows, hooks, cfg, checkpoint_dir=tmp_path, data=data)

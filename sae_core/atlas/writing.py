@@ -1,0 +1,73 @@
+"""How an atlas folder is written safely.
+
+- One writer at a time: `atlas_lock` holds an exclusive lock on `.<name>.lock` next to the
+  folder, so the CLI and the app (or two app threads) never write one atlas at once.
+- A build never writes into a finished atlas: it trains and saves in `.<name>.building`
+  (its checkpoint lives there too) and swaps the finished folder in whole (`swap_in`), so a
+  crash, a full disk or a refused resume leaves the previous atlas as it was. Its layer map,
+  feature index and presets go with it: they were computed from the old SAEs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CARRIED = ("labels.safetensors", "labels.json")
+"""Files that depend on the corpus and tokenizer only, not the SAEs: kept across a rebuild."""
+
+
+class AtlasBusy(RuntimeError):
+    """Another build is writing this atlas."""
+
+
+def _sibling(out: Path, suffix: str) -> Path:
+    return out.parent / f".{out.name}.{suffix}"
+
+
+def staging_dir(out: Path) -> Path:
+    return _sibling(Path(out), "building")
+
+
+@contextmanager
+def atlas_lock(out: Path | str) -> Iterator[None]:
+    """Hold the atlas's write lock, or raise AtlasBusy at once (never wait behind a build)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(_sibling(out, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise AtlasBusy(f"another build is writing {out} right now; try again when it "
+                            "has finished") from err
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def recover_swap(out: Path, finished) -> None:
+    """Finish or undo a swap that a crash interrupted (call under the lock): the new folder
+    goes in if it is `finished`, else the previous atlas comes back."""
+    out, old, new = Path(out), _sibling(Path(out), "old"), staging_dir(Path(out))
+    if old.exists() and not out.exists():
+        os.rename(new if new.exists() and finished(new) else old, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def swap_in(new: Path, out: Path) -> None:
+    """Replace the folder `out` with the finished folder `new` (call under the lock)."""
+    out, old = Path(out), _sibling(Path(out), "old")
+    if out.exists():
+        os.rename(out, old)
+    os.rename(new, out)
+    if old.exists():
+        for name in CARRIED:
+            if (old / name).exists() and not (out / name).exists():
+                os.rename(old / name, out / name)
+        shutil.rmtree(old)
