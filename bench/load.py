@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def same(a: object, b: object, tol: float = FLOAT_TOL) -> bool:
 
 def visitor(client: Client, calls: list[Call], refs: list, start: int, deadline: float,
             out: list[Outcome]) -> None:
-    """One visitor: the calls in turn from `start` until `deadline`."""
+    """One visitor: the calls in turn from `start` until `deadline` (then its last one ends)."""
     i = start
     while time.monotonic() < deadline:
         call = calls[i % len(calls)]
@@ -193,9 +194,8 @@ def run(folder: Path, *, threads: int = 32, seconds: float = 60, rounds: int = 3
     from ui import session
 
     loaded = session.open_atlas(folder)
-    layers = sorted(layer_of(h) for h in loaded.saes)
-    d_sae = min(sae.cfg.d_sae for sae in loaded.saes.values())
-    calls = calls_for(str(folder), layers, d_sae, texts, PROMPTS, new_tokens)
+    calls = calls_for(str(folder), sorted(map(layer_of, loaded.saes)),
+                      min(s.cfg.d_sae for s in loaded.saes.values()), texts, PROMPTS, new_tokens)
     demo, url = serve(folder)
     clients = []
     try:
@@ -203,7 +203,8 @@ def run(folder: Path, *, threads: int = 32, seconds: float = 60, rounds: int = 3
         refs = reference_answers(url, calls)
         print(f"{len(calls)} distinct requests answered alone in "
               f"{time.perf_counter() - t0:.1f} s; hooks left {hooks_left(loaded.lm)}", flush=True)
-        clients = [Client(url, verbose=False) for _ in range(threads)]
+        with ThreadPoolExecutor(threads) as pool:
+            clients = list(pool.map(lambda _: Client(url, verbose=False), range(threads)))
         outs, rss = [], []
         for n in range(1, rounds + 1):
             got = load_round(clients, calls, refs, seconds / rounds)
@@ -216,8 +217,8 @@ def run(folder: Path, *, threads: int = 32, seconds: float = 60, rounds: int = 3
         for what in sorted({o.what for o in outs if o.error is None and not o.match})[:5]:
             print(f"mismatch: {what}")
     finally:
-        for client in clients:
-            client.close()
+        with ThreadPoolExecutor(threads) as pool:  # each close waits up to 1 s
+            list(pool.map(Client.close, clients))
         demo.close()
     return summary(outs) | {"rss_growth_mb": round(rss[-1] - rss[0], 1), "rss_mb": rss,
                             "hooks_left": hooks_left(loaded.lm)}
@@ -281,8 +282,7 @@ def main() -> None:
         parser.add_argument(flag, type=kind, default=default, help=f"default: {default}")
     parser.add_argument("--smoke", action="store_true", help="the tests' tiny random model")
     args = parser.parse_args()
-    if args.atlas:
-        args.atlas = str(Path(args.atlas).resolve())
+    args.atlas = args.atlas and str(Path(args.atlas).resolve())
     os.chdir(ROOT)  # the model cache and the atlas root are relative to the repository
     with tempfile.TemporaryDirectory() as scratch:
         folder, how = choose_atlas(args, Path(scratch))
