@@ -142,3 +142,18 @@ def resume_after(lm: LM, layer: int, recorded: object, tensor: torch.Tensor) -> 
                 block.__dict__.pop("forward", None)
                 if before is not None:
                     block.forward = before
+
+
+def hooks_left(lm: LM) -> int:
+    """Hooks and replaced `forward`s of this package still on the model's modules: 0 when no
+    capture, edit or resume is active. Transformers installs hooks of its own (output
+    capturing, kept for the model's life); those are not counted."""
+    def ours(fn: object) -> bool:
+        return (getattr(fn, "__module__", None) or "").startswith(__name__.partition(".")[0])
+
+    n = 0
+    for module in lm.model.modules():
+        n += sum(map(ours, (*module._forward_hooks.values(),
+                            *module._forward_pre_hooks.values())))
+        n += ours(module.__dict__.get("forward"))
+    return n

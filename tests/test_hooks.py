@@ -6,6 +6,7 @@ import torch
 from sae_core.hooks import (
     capture,
     edit_output,
+    hooks_left,
     output_tensor,
     record_blocks,
     resume_after,
@@ -104,3 +105,29 @@ def test_resume_skips_blocks_only_in_its_own_thread(lm):
     assert not torch.allclose(edited, clean)
     with torch.inference_mode():
         torch.testing.assert_close(lm.model(ids).logits, clean)  # blocks restored
+
+
+def test_hooks_left_counts_ours_not_transformers(lm):
+    """hooks_left counts each live capture hook, edit and resumed block, drops to 0 when
+    they leave, and ignores the output-capturing hooks transformers keeps on the model."""
+    ids = torch.randint(0, 16, (1, 6))
+    with torch.inference_mode():
+        lm.model(ids, output_hidden_states=True)  # transformers installs its own hooks here
+    assert _n_hooks(lm) > 0 and hooks_left(lm) == 0
+    with capture(lm, ["layers.0", "layers.2", "layers.1.mlp"]):
+        assert hooks_left(lm) == 3
+        with edit_output(lm, "layers.1", lambda x: x):
+            assert hooks_left(lm) == 4
+    with record_blocks(lm) as blocks, torch.inference_mode():
+        assert hooks_left(lm) == lm.n_layers
+        lm.model(ids)
+    with resume_after(lm, 1, blocks[1], output_tensor(blocks[1])):
+        assert hooks_left(lm) == 2  # blocks 0 and 1 run a replaced forward
+    with pytest.raises(RuntimeError, match="boom"), edit_output(lm, "layers.0", lambda x: x):
+        raise RuntimeError("boom")
+    assert hooks_left(lm) == 0
+    leak = edit_output(lm, "layers.2", lambda x: x)  # planted: entered, never left
+    leak.__enter__()
+    assert hooks_left(lm) == 1
+    leak.__exit__(None, None, None)
+    assert hooks_left(lm) == 0
