@@ -22,7 +22,7 @@ def hand_atlas(tmp_path_factory):
     lm = tiny_lm()
     gen = torch.Generator().manual_seed(1)
     windows = torch.randint(3, 16, (12, 16), generator=gen)
-    acts = run_captured(lm, windows, HOOKS, bf16=False)
+    acts = run_captured(lm, windows, HOOKS)
     saes = {}
     for i, h in enumerate(HOOKS):
         sae = Sae.init_from_data(SaeConfig(d_in=32, d_sae=48, k=4, hookpoint=h),
@@ -32,7 +32,7 @@ def hand_atlas(tmp_path_factory):
         sae.metadata = {"median_norm": 1e9}
         saes[h] = sae
     out = tmp_path_factory.mktemp("hand")
-    cfg = IndexConfig(top_n=6, chunk=4, left=3, right=2, bf16=False)
+    cfg = IndexConfig(top_n=6, chunk=4, left=3, right=2)
     build_feature_index(lm, saes, {h: 1e9 for h in HOOKS}, windows, out, outlier_factor=10.0,
                         cfg=cfg)
     loaded = LoadedAtlas(out, {"hookpoints": HOOKS}, {}, saes, lm)
