@@ -68,11 +68,11 @@ def bench_index(lm, saes, info, atlas: Path, cfg: IndexConfig) -> tuple[dict, fl
           f"(index at {n_tok / index_s / fwd_tok_s:.2f}x of it); "
           f"{'written into the atlas' if installed else 'atlas already had one: temp folder'}")
     layers = meta["layers"]
-    d_sae = next(iter(saes.values())).cfg.d_sae
-    with_20 = [m["with_20"] / d_sae for m in layers.values()]
+    with_20 = [m["with_20"] / saes[h].cfg.d_sae for h, m in layers.items()]
     print(f"features with >= 20 contexts: mean {100 * statistics.mean(with_20):.1f}%, "
           f"min {100 * min(with_20):.1f}% over layers; dead: "
-          f"{sum(m['dead'] for m in layers.values())} of {d_sae * len(layers)}")
+          f"{sum(m['dead'] for m in layers.values())} of "
+          f"{sum(saes[h].cfg.d_sae for h in layers)}")
     return meta, index_s, (windows, chosen, source)
 
 
@@ -80,9 +80,10 @@ def coverage(lm, saes, info, chosen, source: dict, cfg: IndexConfig) -> None:
     """Features with >= 20 contexts when only a prefix of the index windows is indexed."""
     codes = collect_codes(lm, saes, medians_of(saes), chosen,
                           outlier_factor=outlier_factor_of(info), cfg=cfg)
-    seq, d_sae = chosen.shape[1], next(iter(saes.values())).cfg.d_sae
+    seq = chosen.shape[1]
     for n_win in (source["heldout_windows"], 2 * source["heldout_windows"], len(chosen)):
-        share = {h: float((index_layer(v[:n_win * seq], i[:n_win * seq], d_sae, seq, cfg)
+        share = {h: float((index_layer(v[:n_win * seq], i[:n_win * seq], saes[h].cfg.d_sae,
+                                       seq, cfg)
                            ["n_ctx"] >= 20).float().mean()) for h, (v, i, _) in codes.items()}
         worst = min(share, key=share.get)
         print(f"first {n_win} windows ({n_win * seq:,} tokens): features with >= 20 "

@@ -47,7 +47,7 @@ def main() -> None:
     pass_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    lmap = counts_from_firings(firings, data.vocab, next(iter(saes.values())).cfg.d_sae)
+    lmap = counts_from_firings(firings, data.vocab)
     shares = {(kind, task): lmap.accept_share(task, args.threshold, args.min_support, kind,
                                               args.min_lift)
               for kind in KINDS for task in MAP_TASKS}

@@ -90,3 +90,15 @@ def restamp(folder) -> None:
     info["sae_files"] = sae_file_digests(folder, info["hookpoints"])
     info["sae_fingerprint"] = digest_of(info["sae_files"])
     write_json(folder / "atlas.json", info)
+
+
+def save_as_atlas(folder, saes) -> str:
+    """Write hand-made SAEs as a minimal atlas folder (SAEs and atlas.json: enough for
+    derived files to name their fingerprint); returns that fingerprint."""
+    from sae_core.atlas.layout import current_fingerprint
+    from sae_core.atomic import write_json
+
+    for h, sae in saes.items():
+        sae.save(folder / h, extra_metadata=sae.metadata)
+    write_json(folder / "atlas.json", {"hookpoints": list(saes)})
+    return current_fingerprint(folder)

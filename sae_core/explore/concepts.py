@@ -4,10 +4,13 @@ The concept goes into a few sentence templates (always mid-sentence: the first t
 text get features of their own). At every layer of the atlas, a feature's *concept
 activation* is its strongest activation on the concept's tokens in a template, averaged
 over templates; its *neutral activation* is its mean over all tokens of a fixed set of
-everyday sentences. Score = (concept - neutral) / the layer's typical residual norm, so
-layers compare on one scale. Kept: features that fire in at least half the templates and
-on at most `MAX_NEUTRAL_RATE` of neutral tokens (a feature that fires everywhere is no
-handle on a concept). Position 0 and massive activations are skipped, as in training.
+everyday sentences. Score = (concept - neutral) x ||W_dec[f]|| / the layer's typical
+residual norm: the length written into the residual stream (decoder rows are unit in our
+TopK SAEs, not in SAELens standard or JumpReLU ones), so features and layers compare on one
+scale. Encoding goes through the views' one path (sae_core/encode.py). Kept: features
+that fire in at least half the templates and on at most `MAX_NEUTRAL_RATE` of neutral
+tokens (a feature that fires everywhere is no handle on a concept). Position 0 and massive
+activations are skipped, as in training.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from ..activations import keep_mask, layer_of
+from ..activations import layer_of
 from ..atlas.layout import LoadedAtlas
 from ..corpus import bos_id
-from ..hooks import run_captured
+from ..encode import LayerCodes, decoder_norms, dense, encode_batch
 from ..norms import typical_norms
 from .feature_index import TOKENS_FILE, has_feature_index, index_dir, layer_file
 from .layermap import read_layer_map
@@ -64,7 +67,8 @@ class ConceptHit:
     hookpoint: str
     feature: int
     score: float
-    """(concept activation - neutral activation) / the layer's typical residual norm."""
+    """(concept activation - neutral activation) x the feature's decoder row norm / the
+    layer's typical residual norm: the extra length it writes on the concept."""
     concept_act: float
     """Mean over templates of the feature's peak on the concept's tokens."""
     fires: float
@@ -100,31 +104,43 @@ def batch_with_offsets(loaded: LoadedAtlas, texts: list[str]) -> tuple[Tensor, T
     return ids, mask, offsets
 
 
-def _acts(loaded: LoadedAtlas, texts: list[str], hookpoints: list[str], norms: dict):
+def _codes(loaded: LoadedAtlas, texts: list[str], hookpoints: list[str], norms: dict
+           ) -> tuple[dict[str, LayerCodes], list]:
+    """(codes per hookpoint, offsets per text) through the views' one encoding path."""
     ids, mask, offsets = batch_with_offsets(loaded, texts)
-    with torch.inference_mode():
-        acts = run_captured(loaded.lm, ids, hookpoints, bf16=False, attention_mask=mask)
-    keep = {h: keep_mask(acts[h], norms[h], loaded.outlier_factor) & mask.bool()
-            for h in hookpoints}
-    return acts, keep, offsets
+    saes = {h: loaded.saes[h] for h in hookpoints}
+    codes = encode_batch(loaded.lm, saes, ids, norms, outlier_factor=loaded.outlier_factor,
+                         attention_mask=mask)
+    return codes, offsets
 
 
-_neutral: dict[tuple[Path, str], tuple[Tensor, Tensor]] = {}
+def _dense_BLS(codes: LayerCodes, d_sae: int) -> Tensor:
+    """(texts, L, d_sae) activations; 0 on skipped and padding tokens."""
+    B, L, K = codes.vals_BLK.shape
+    return dense(codes.vals_BLK.view(-1, K), codes.idx_BLK.view(-1, K), d_sae).view(B, L, -1)
+
+
+_neutral: dict[Path, tuple[str, dict[str, tuple[Tensor, Tensor]]]] = {}
+"""folder -> (fingerprint of its SAEs, per hookpoint (mean, rate)): a rebuilt atlas's SAEs
+get new statistics, and the old ones go."""
 _lock = threading.Lock()
 
 
 def _neutral_stats(loaded: LoadedAtlas, hookpoints: list[str], norms: dict) -> dict:
     """Per hookpoint: (mean activation (S,), firing rate (S,)) on the neutral sentences."""
-    todo = [h for h in hookpoints if (loaded.folder.resolve(), h) not in _neutral]
+    key = loaded.folder.resolve()
+    with _lock:
+        if key not in _neutral or _neutral[key][0] != loaded.fingerprint:
+            _neutral[key] = (loaded.fingerprint, {})
+        known = _neutral[key][1]
+    todo = [h for h in hookpoints if h not in known]
     if todo:
-        acts, keep, _ = _acts(loaded, list(NEUTRAL), todo, norms)
-        with torch.inference_mode():
-            for h in todo:
-                a_NS = loaded.saes[h].encode(acts[h][keep[h]].float())
-                with _lock:
-                    _neutral[(loaded.folder.resolve(), h)] = (a_NS.mean(0), (a_NS > 0).float()
-                                                             .mean(0))
-    return {h: _neutral[(loaded.folder.resolve(), h)] for h in hookpoints}
+        codes, _ = _codes(loaded, list(NEUTRAL), todo, norms)
+        for h in todo:
+            a_NS = _dense_BLS(codes[h], loaded.saes[h].cfg.d_sae)[codes[h].keep_BL]
+            with _lock:
+                known[h] = (a_NS.mean(0), (a_NS > 0).float().mean(0))
+    return {h: known[h] for h in hookpoints}
 
 
 def _label(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str:
@@ -162,6 +178,16 @@ def _index_snippet(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str | N
     return f"…{left}[{decode([int(row[pos])])}]{right}…".replace("\n", " ")
 
 
+def _on_concept(offsets: list, n_chars: int, length: int) -> Tensor:
+    """(templates, length) bool: tokens that overlap the concept's characters."""
+    on_TL = torch.zeros(len(offsets), length, dtype=torch.bool)
+    for i, (template, offs) in enumerate(zip(TEMPLATES, offsets, strict=True)):
+        s, e = template.index("{c}"), template.index("{c}") + n_chars
+        for j, (a, b) in enumerate(offs):
+            on_TL[i, j] = b > a and a < e and b > s
+    return on_TL
+
+
 def find_concept_features(
     loaded: LoadedAtlas, concept: str, *, top: int = 10, per_layer: int = 2,
     layers: tuple[int, int] | None = None,
@@ -180,30 +206,25 @@ def find_concept_features(
     norms, _ = typical_norms(loaded.lm, loaded.saes, hookpoints, corpus=loaded.corpus)
     neutral = _neutral_stats(loaded, hookpoints, norms)
     texts = [t.replace("{c}", concept) for t in TEMPLATES]
-    acts, keep, offsets = _acts(loaded, texts, hookpoints, norms)
-    spans = [(t.index("{c}"), t.index("{c}") + len(concept)) for t in TEMPLATES]
-    on_TL = torch.zeros(len(texts), acts[hookpoints[0]].shape[1], dtype=torch.bool)
-    for i, ((s, e), offs) in enumerate(zip(spans, offsets, strict=True)):
-        for j, (a, b) in enumerate(offs):
-            on_TL[i, j] = b > a and a < e and b > s
+    codes, offsets = _codes(loaded, texts, hookpoints, norms)
+    on_TL = _on_concept(offsets, len(concept), codes[hookpoints[0]].keep_BL.shape[1])
     candidates = []
-    with torch.inference_mode():
-        for h in hookpoints:
-            sae, (mean_n, rate_n) = loaded.saes[h], neutral[h]
-            sel_TL = on_TL & keep[h]
-            peak_TS = torch.stack([
-                sae.encode(acts[h][i][sel_TL[i]].float()).amax(0) if sel_TL[i].any()
-                else torch.zeros(sae.cfg.d_sae) for i in range(len(texts))])
-            fires_S = (peak_TS > 0).float().mean(0)
-            score_S = (peak_TS.mean(0) - mean_n) / norms[h]
-            ok = (fires_S >= 0.5) & (rate_n <= MAX_NEUTRAL_RATE) & (score_S > 0)
-            score_S = torch.where(ok, score_S, -torch.inf)
-            vals, ids = score_S.topk(min(per_layer, len(score_S)))
-            for v, f in zip(vals.tolist(), ids.tolist(), strict=True):
-                if v > -torch.inf:
-                    best = int(peak_TS[:, f].argmax())
-                    candidates.append((v, h, f, float(peak_TS[:, f].mean()),
-                                       float(fires_S[f]), float(rate_n[f]), texts[best]))
+    for h in hookpoints:
+        mean_n, rate_n = neutral[h]
+        sel_TL1 = (on_TL & codes[h].keep_BL).unsqueeze(-1)
+        acts_TLS = _dense_BLS(codes[h], loaded.saes[h].cfg.d_sae)
+        peak_TS = (acts_TLS * sel_TL1).amax(dim=1)  # activations are >= 0
+        fires_S = (peak_TS > 0).float().mean(0)
+        # Lengths written into the residual stream, in units of the layer's typical norm.
+        score_S = (peak_TS.mean(0) - mean_n) * decoder_norms(loaded.saes[h]) / norms[h]
+        ok = (fires_S >= 0.5) & (rate_n <= MAX_NEUTRAL_RATE) & (score_S > 0)
+        score_S = torch.where(ok, score_S, -torch.inf)
+        vals, ids = score_S.topk(min(per_layer, len(score_S)))
+        for v, f in zip(vals.tolist(), ids.tolist(), strict=True):
+            if v > -torch.inf:
+                best = int(peak_TS[:, f].argmax())
+                candidates.append((v, h, f, float(peak_TS[:, f].mean()),
+                                   float(fires_S[f]), float(rate_n[f]), texts[best]))
     candidates.sort(key=lambda c: -c[0])
     return [ConceptHit(h, f, round(v, 4), round(a, 3), fr, round(nr, 4), _label(loaded, h, f),
                        _index_snippet(loaded, h, f) or text)

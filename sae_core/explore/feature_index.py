@@ -1,10 +1,10 @@
 """The feature index: top-activating contexts, quantile samples, density and activation
 histogram of every feature of every layer, from one pass over corpus windows.
 
-Method (seeds/001, seeds/003). Every indexed token is encoded by every layer's SAE and we
-keep its k active latents (TopK SAEs; a ReLU SAE is read through its k strongest latents
-per token, so its density counts only those). Position 0 and massive activations
-(norm > outlier_factor x the layer's median) are skipped, as in training. Then, per feature:
+Method (seeds/001, seeds/003). Every indexed token is encoded by every layer's SAE through
+the views' one encoding path (sae_core/encode.py: one precision, every firing latent, also
+of ReLU and JumpReLU SAEs). Position 0 and massive activations (norm > outlier_factor x the
+layer's median) are skipped, as in training. Then, per feature:
 - a *context* is one chunk of `chunk` tokens of a window, and its activation is the
   feature's peak inside the chunk (one context per chunk, so the top list is not the same
   passage shifted by a token); the top `top_n` contexts rank by peak (ties: earlier token);
@@ -38,16 +38,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..activations import keep_mask, outlier_factor_of
+from ..activations import outlier_factor_of
 from ..atlas.fingerprint import file_sha256, sae_fingerprint
 from ..atlas.layout import check_fits, current_fingerprint, heldout_ids, load_atlas
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, read_json, save_tensors, write_json
 from ..corpus import load_texts, token_windows
-from ..hooks import run_captured
+from ..encode import encode_batch, pad_cat
 from ..lm import LM, load_named
 from ..norms import medians_of
-from ..precision import autocast
 from ..progress import Report
 from ..sae import Sae
 from .feature_stats import IndexConfig, index_layer
@@ -72,38 +71,27 @@ def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int) -> t
     return torch.cat([test, extra]), source
 
 
-def sparse_codes(sae: Sae, x_ND: Tensor, *, bf16: bool) -> tuple[Tensor, Tensor]:
-    """(values, latent ids), each (n, k): the k strongest latents of every token."""
-    k = sae.cfg.k if sae.cfg.architecture == "topk" else min(64, sae.cfg.d_sae)
-    with autocast(bf16):
-        vals, idx = sae.encode_topk(x_ND, k)  # respects a JumpReLU threshold
-    return vals.float(), idx
-
-
 @torch.inference_mode()
 def collect_codes(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor, *,
     outlier_factor: float, cfg: IndexConfig, report: Report | None = None,
 ) -> dict[str, tuple[Tensor, Tensor, int]]:
-    """Per hookpoint (values (T, k) float32, ids (T, k) int32, tokens kept), T = all window
-    tokens in order; skipped tokens (position 0, massive) have all values 0."""
+    """Per hookpoint (values (T, K) float32, ids (T, K) int32, tokens kept), T = all window
+    tokens in order, K = the most latents firing on one token (encode.py); skipped tokens
+    (position 0, massive) have all values 0."""
     parts: dict[str, list[tuple[Tensor, Tensor]]] = {h: [] for h in saes}
     kept = dict.fromkeys(saes, 0)
     n = len(windows_WL)
     for start in range(0, n, cfg.batch):
-        acts = run_captured(lm, windows_WL[start:start + cfg.batch], list(saes), bf16=cfg.bf16)
-        for h, sae in saes.items():
-            keep_BL = keep_mask(acts[h], medians[h], outlier_factor)
-            x_ND = acts[h].flatten(0, 1)
-            vals, idx = sparse_codes(sae, x_ND if cfg.bf16 else x_ND.float(), bf16=cfg.bf16)
-            vals *= keep_BL.reshape(-1, 1)
-            parts[h].append((vals, idx.int()))
-            kept[h] += int(keep_BL.sum())
+        codes = encode_batch(lm, saes, windows_WL[start:start + cfg.batch], medians,
+                             outlier_factor=outlier_factor)
+        for h, c in codes.items():
+            parts[h].append((c.vals_BLK.flatten(0, 1), c.idx_BLK.flatten(0, 1).int()))
+            kept[h] += int(c.keep_BL.sum())
         if report:
             done = min(start + cfg.batch, n)
             report(f"feature index: {done * windows_WL.shape[1]:,} tokens", done / n)
-    return {h: (torch.cat([v for v, _ in p]), torch.cat([i for _, i in p]), kept[h])
-            for h, p in parts.items()}
+    return {h: (*pad_cat(p), kept[h]) for h, p in parts.items()}
 
 
 def index_dir(folder: Path) -> Path:

@@ -99,8 +99,7 @@ class FeatureIndex:
     def __init__(self, folder: Path):
         self.folder = folder
         self.meta = read_index_meta(folder)
-        self.cfg = IndexConfig(**{**self.meta["cfg"],
-                                  "quantiles": tuple(self.meta["cfg"]["quantiles"])})
+        self.cfg = IndexConfig.from_dict(self.meta["cfg"])
         self.tokens_WL = load_tensors(index_dir(folder) / TOKENS_FILE)["tokens"]
         self._stats: dict[str, dict[str, torch.Tensor]] = {}
         self._lock = threading.Lock()

@@ -6,7 +6,7 @@ exact and vectorised over features (the method is in feature_index.py's docstrin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -29,9 +29,7 @@ class IndexConfig:
     max_tokens: int = 65_536
     """Tokens indexed: the held-out windows first, then training windows (see module doc)."""
     batch: int = 8
-    """Windows per forward pass."""
-    bf16: bool = True
-    """bf16 autocast for the forward and the SAE encoders (~3x faster on this CPU)."""
+    """Windows per forward pass (the precision is the views' one, sae_core/encode.py)."""
 
     def __post_init__(self) -> None:
         if min(self.top_n, self.chunk, self.hist_bins, self.batch) < 1:
@@ -40,6 +38,13 @@ class IndexConfig:
             raise ValueError("left and right must be >= 0")
         if any(not 0 <= q <= 1 for q in self.quantiles):
             raise ValueError(f"quantiles must be in [0, 1], got {self.quantiles}")
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> IndexConfig:
+        """The config an index.json recorded; keys of older versions (`bf16`) are ignored."""
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in saved.items() if k in known}
+        return cls(**kept | {"quantiles": tuple(kept.get("quantiles", cls.quantiles))})
 
     @property
     def width(self) -> int:

@@ -2,7 +2,7 @@
 
 For every hookpoint and labelling task we keep the (features, labels) count matrix of
 firings, for three kinds of "features":
-- `sae`: the SAE's latents (TopK-active, or ReLU activation above `relu_threshold`);
+- `sae`: the SAE's latents, firing where their activation is > 0 (sae_core/encode.py);
 - `neuron`: the raw basis, each residual dimension and its negative, firing on its top tokens;
 - `random`: as many random unit directions, firing the same way.
 Controls fire at the SAE's measured mean rate, so support is comparable. Counts are
@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..activations import OUTLIER_FACTOR, keep_mask, outlier_factor_of
+from ..activations import OUTLIER_FACTOR, outlier_factor_of
 from ..atlas.fingerprint import sae_fingerprint
 from ..atlas.layout import check_fits, current_fingerprint, load_atlas, read_once
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..corpus import load_texts
-from ..hooks import run_captured
+from ..encode import encode_batch, pad_cat
 from ..lm import LM, load_named
 from ..norms import medians_of
 from ..progress import Report
@@ -37,7 +37,6 @@ from .consistency import (
     base_rates,
     feature_stats,
     label_counts,
-    label_counts_dense,
     label_counts_topq,
     layer_map,
     random_directions,
@@ -64,7 +63,8 @@ class LayerMapData:
     """task -> (n_labels,) share of the mapped tokens with each label."""
     n_tokens: int
     fire_rate: float
-    """Mean SAE firing rate over layers; each layer's controls fire at that layer's rate."""
+    """Mean SAE firing rate over layers (each layer's firings / (its tokens x its own d_sae));
+    each layer's controls fire at that layer's rate."""
     _stats: dict[str, FeatureStats] = field(default_factory=dict, repr=False)
     sae_fingerprint: str = ""
     """Of the SAEs it was computed from (atlas/fingerprint.py): another atlas's is stale."""
@@ -131,48 +131,43 @@ class LayerFirings:
     """Activations, bf16, for the controls."""
     labels: dict[str, Tensor]
     """task -> (N,) label ids."""
-    idx_NK: Tensor | None = None
-    """TopK SAE: active latents per token, with `valid_NK` marking non-zero values."""
-    valid_NK: Tensor | None = None
-    fires_NF: Tensor | None = None
-    """ReLU SAE: dense firing mask."""
+    idx_NK: Tensor
+    """Firing latents per token (encode.py: all of them, for every architecture)..."""
+    valid_NK: Tensor
+    """... where True; other slots are padding."""
+    d_sae: int
+    """This layer's SAE width (a set may mix widths)."""
 
 
 @torch.inference_mode()
 def collect_firings(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
-    outlier_factor: float = OUTLIER_FACTOR, relu_threshold: float = 1e-3, batch: int = 16,
+    outlier_factor: float = OUTLIER_FACTOR, batch: int = 16,
 ) -> dict[str, LayerFirings]:
-    """One captured forward per batch of labelled windows; every SAE encodes its layer."""
+    """One captured forward per batch of labelled windows; every SAE encodes its layer
+    through the views' one encoding path (sae_core/encode.py)."""
     parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
     for start in range(0, len(data.windows), batch):
-        acts = run_captured(lm, data.windows[start:start + batch], list(saes))
-        for h, sae in saes.items():
-            keep = keep_mask(acts[h], medians[h], outlier_factor)
-            x = acts[h][keep].float()
+        codes = encode_batch(lm, saes, data.windows[start:start + batch], medians,
+                             outlier_factor=outlier_factor)
+        for h, c in codes.items():
+            keep = c.keep_BL
             labels = {t: torch.from_numpy(data.labels[t][start:start + batch].astype(np.int64))
                       [keep] for t in MAP_TASKS}
-            part = LayerFirings(x.bfloat16(), labels)
-            if sae.cfg.architecture == "topk":
-                vals, part.idx_NK = sae.encode_topk(x)
-                part.valid_NK = vals > 0
-            else:
-                part.fires_NF = sae.encode(x) > relu_threshold
-            parts[h].append(part)
+            vals_NK = c.vals_BLK[keep]
+            parts[h].append(LayerFirings(c.acts_BLD[keep].bfloat16(), labels, c.idx_BLK[keep],
+                                         vals_NK > 0, saes[h].cfg.d_sae))
     return {h: _concat(p) for h, p in parts.items()}
 
 
 def _concat(parts: list[LayerFirings]) -> LayerFirings:
-    def cat(name: str) -> Tensor | None:
-        values = [getattr(p, name) for p in parts]
-        return None if values[0] is None else torch.cat(values)
-
     labels = {t: torch.cat([p.labels[t] for p in parts]) for t in parts[0].labels}
-    return LayerFirings(cat("x_ND"), labels, cat("idx_NK"), cat("valid_NK"), cat("fires_NF"))
+    valid, idx = pad_cat([(p.valid_NK, p.idx_NK) for p in parts])
+    return LayerFirings(torch.cat([p.x_ND for p in parts]), labels, idx, valid, parts[0].d_sae)
 
 
 def counts_from_firings(
-    firings: dict[str, LayerFirings], vocab: dict[str, list[str]], d_sae: int, *,
+    firings: dict[str, LayerFirings], vocab: dict[str, list[str]], *,
     n_control: int | None = None, seed: int = 0,
 ) -> LayerMapData:
     """All label counts: SAE features, raw neurons and random directions, every layer."""
@@ -181,13 +176,10 @@ def counts_from_firings(
     rates = []
     for i, (h, f) in enumerate(firings.items()):
         for t in MAP_TASKS:
-            if f.idx_NK is not None:
-                c = label_counts(f.idx_NK, f.labels[t], d_sae, n_labels[t], valid_NK=f.valid_NK)
-            else:
-                c = label_counts_dense(f.fires_NF, f.labels[t], n_labels[t])
-            counts[f"sae/{h}/{t}"] = c
+            counts[f"sae/{h}/{t}"] = label_counts(f.idx_NK, f.labels[t], f.d_sae, n_labels[t],
+                                                  valid_NK=f.valid_NK)
         # Each firing has one label, so a task's counts sum to the layer's firings.
-        fire_rate = float(counts[f"sae/{h}/{MAP_TASKS[0]}"].sum()) / (len(f.x_ND) * d_sae)
+        fire_rate = float(counts[f"sae/{h}/{MAP_TASKS[0]}"].sum()) / (len(f.x_ND) * f.d_sae)
         rates.append(fire_rate)
         x = f.x_ND.float()
         n_dirs = n_control or 2 * x.shape[1]
@@ -210,8 +202,7 @@ def compute_layer_map(
     """Count firings per label for every SAE and both controls on the labelled windows."""
     firings = collect_firings(lm, saes, medians, data, outlier_factor=outlier_factor,
                               batch=batch)
-    d_sae = next(iter(saes.values())).cfg.d_sae
-    return counts_from_firings(firings, data.vocab, d_sae, seed=seed)
+    return counts_from_firings(firings, data.vocab, seed=seed)
 
 
 def read_layer_map(folder: Path | str | None) -> LayerMapData | None:

@@ -1,10 +1,12 @@
 """Live view: which SAE features fire on each token of a text, at every layer of an atlas.
 
-One forward pass captures every hookpoint of the atlas (bf16, cut after the deepest
-one); each layer's SAE encodes its tokens and we keep the few strongest features per
-token and layer. Tokens the SAEs never trained on (position 0 and massive activations,
-norm > outlier_factor x the layer's median, see DESIGN.md) are flagged and get no
-features: an SAE's reading of them means nothing.
+One forward pass captures every hookpoint of the atlas (cut after the deepest one) and each
+layer's SAE encodes its tokens, through the views' one encoding path (sae_core/encode.py);
+we keep the few strongest features per token and layer, strongest meaning the longest
+vector written into the residual stream (activation x decoder row norm). Tokens the SAEs
+never trained on (position 0 and massive activations, norm > outlier_factor x the layer's
+median, see DESIGN.md) are flagged and get no features: an SAE's reading of them means
+nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import unicodedata
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from ..activations import keep_mask
 from ..atlas.layout import LoadedAtlas
 from ..corpus import bos_id
-from ..hooks import run_captured
+from ..encode import LayerCodes, decoder_norms, encode_batch
+from ..sae import Sae
 
 MAX_TOKENS = 256
 """Default token limit: the forward and 30 SAE encodes of 256 tokens take well under 1.5 s
@@ -50,6 +53,9 @@ class LiveView:
     token is flagged."""
     top_act_TLK: Tensor
     """(tokens, layers, top) float32 activations matching `top_idx_TLK`; 0 where none."""
+    top_write_TLK: Tensor
+    """(tokens, layers, top) float32 act * ||W_dec[f]||: the length each feature writes into
+    the residual stream, by which "strongest" ranks (decoder rows need not be unit)."""
     flagged_TL: Tensor
     """(tokens, layers) bool: position 0 or a massive activation; no features shown."""
     norm_TL: Tensor
@@ -64,7 +70,8 @@ class LiveView:
         return len(self.pieces)
 
     def strongest(self) -> tuple[Tensor, Tensor]:
-        """(tokens, layers) id and activation of the strongest feature (-1 / 0 if none)."""
+        """(tokens, layers) id and activation of the strongest feature, the one writing the
+        longest vector into the residual stream (-1 / 0 if none)."""
         return self.top_idx_TLK[:, :, 0], self.top_act_TLK[:, :, 0]
 
 
@@ -123,6 +130,20 @@ def tokenize_text(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int
     return work, ids, token_pieces(work, offsets), notices
 
 
+def _strongest(codes: LayerCodes, sae: Sae, skip: int, top: int
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """(ids, activations, writes), each (tokens, top), of one layer's `top` features per text
+    token that write the most into the residual stream; -1 / 0 / 0 in empty slots."""
+    vals_TK, idx_TK = codes.vals_BLK[0, skip:], codes.idx_BLK[0, skip:]
+    write_TK = vals_TK * decoder_norms(sae)[idx_TK]
+    width = min(top, write_TK.shape[1])
+    write_TK, order = write_TK.topk(width, dim=1)  # sorted, strongest first
+    vals_TK, idx_TK = vals_TK.gather(1, order), idx_TK.gather(1, order)
+    idx_TK = torch.where(vals_TK > 0, idx_TK, -1)
+    pad = (0, top - width)
+    return (F.pad(idx_TK, pad, value=-1), F.pad(vals_TK, pad), F.pad(write_TK, pad))
+
+
 def _first_token(loaded: LoadedAtlas) -> int | None:
     """The token that starts the sequence, as in training: BOS, else the EOS that joins the
     corpus documents, so the first word of the text is not at the special position 0."""
@@ -133,14 +154,14 @@ def _first_token(loaded: LoadedAtlas) -> int | None:
 
 @torch.inference_mode()
 def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOKENS,
-              top: int = TOP, lead_in: str = LEAD_IN) -> LiveView:
-    """The `top` strongest features of every token at every layer of the atlas, reading the
-    text after a start token (BOS as in training, else EOS) and `lead_in`.
+              top: int | None = TOP, lead_in: str = LEAD_IN) -> LiveView:
+    """The `top` strongest features of every token at every layer of the atlas (None: all that
+    fire), reading the text after a start token (BOS as in training, else EOS) and `lead_in`.
 
     Raises ValueError with a message for the user on empty text; long text is cut to
     `max_tokens` tokens with a notice in `LiveView.notices`.
     """
-    if max_tokens < 1 or top < 1:
+    if max_tokens < 1 or (top is not None and top < 1):
         raise ValueError("max_tokens and top must be at least 1")
     loaded = loaded_atlas
     first = _first_token(loaded)
@@ -152,30 +173,16 @@ def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOK
     text, ids, pieces, notices = tokenize_text(loaded.lm.tokenizer, text, max_tokens)
     ids_1T = torch.tensor([prefix + ids], dtype=torch.long)
     hookpoints = loaded.hookpoints
-    acts = run_captured(loaded.lm, ids_1T, hookpoints, bf16=True)
     factor = loaded.outlier_factor
     medians = loaded.medians
-    n_tok, skip = len(ids), len(prefix)
-    idx_TLK = torch.full((n_tok, len(hookpoints), top), -1, dtype=torch.long)
-    act_TLK = torch.zeros(n_tok, len(hookpoints), top)
-    flagged_TL = torch.zeros(n_tok, len(hookpoints), dtype=torch.bool)
-    norm_TL = torch.zeros(n_tok, len(hookpoints))
-    for j, h in enumerate(hookpoints):
-        sae = loaded.saes[h]
-        x_TD = acts[h][0].float()
-        keep_T = keep_mask(x_TD[None], medians[h], factor)[0][skip:]
-        norm_TL[:, j] = x_TD[skip:].norm(dim=-1)
-        flagged_TL[:, j] = ~keep_T
-        kept = keep_T.nonzero().squeeze(1)
-        if not len(kept):
-            continue
-        vals, idx = sae.encode_topk(x_TD[skip:][kept], min(top, sae.cfg.d_sae))
-        vals, order = vals.sort(dim=-1, descending=True)
-        idx = idx.gather(1, order)
-        idx = torch.where(vals > 0, idx, -1)
-        width = vals.shape[1]
-        act_TLK[kept, j, :width] = vals
-        idx_TLK[kept, j, :width] = idx
+    codes = encode_batch(loaded.lm, loaded.saes, ids_1T, medians, outlier_factor=factor)
+    skip = len(prefix)
+    top = top or max(c.vals_BLK.shape[2] for c in codes.values())
+    per_layer = [_strongest(codes[h], loaded.saes[h], skip, top) for h in hookpoints]
+    idx_TLK, act_TLK, write_TLK = (torch.stack(t, dim=1) for t in zip(*per_layer, strict=True))
+    flagged_TL = torch.stack([~codes[h].keep_BL[0, skip:] for h in hookpoints], dim=1)
+    norm_TL = torch.stack([codes[h].acts_BLD[0, skip:].float().norm(dim=-1)
+                           for h in hookpoints], dim=1)
     # Without a start token the first text token sits at position 0: flagged, not news.
     n_flag = int(flagged_TL[0 if prefix else 1:].any(dim=1).sum())
     if n_flag:
@@ -183,5 +190,5 @@ def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOK
                        f"{factor:g}x the typical one); the SAEs were not trained on such tokens, "
                        "so no features are shown there.")
     return LiveView(text, tuple(pieces), tuple(ids), tuple(prefix), tuple(hookpoints),
-                    idx_TLK, act_TLK,
-                    flagged_TL, norm_TL, tuple(medians[h] for h in hookpoints), tuple(notices))
+                    idx_TLK, act_TLK, write_TLK, flagged_TL, norm_TL,
+                    tuple(medians[h] for h in hookpoints), tuple(notices))

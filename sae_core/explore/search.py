@@ -1,11 +1,12 @@
 """Find features: by the text they fire on (all layers at once), or by their layer-map label.
 
 Search by text ranks (layer, feature) pairs by how strongly the feature fires on its
-strongest token of the text, *relative to the layer's typical residual norm*: decoder rows
-are unit vectors, so an activation is the length the feature writes into the residual
-stream, and dividing by the layer's median norm (160-500 in SmolLM2, growing with depth)
-makes layers comparable. A score of 0.3 means the feature alone accounts for 30% of a
-typical token's residual norm at that layer. When per-feature reference activations are
+strongest token of the text, *relative to the layer's typical residual norm*: the length
+the feature writes into the residual stream (activation x its decoder row norm; rows are
+unit vectors in our TopK SAEs, not in SAELens standard or JumpReLU ones), divided by the
+layer's median norm (160-500 in SmolLM2, growing with depth), so layers are comparable. A
+score of 0.3 means the feature alone accounts for 30% of a typical token's residual norm
+at that layer. When per-feature reference activations are
 known (`corpus_peaks`: each feature's top activation in the atlas's feature index), pass
 them as `reference`: the score is then the share of the feature's own top activation, which
 favours features for which this text is a prime example over features that are merely loud
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from torch import Tensor
 
@@ -105,18 +107,20 @@ def best_firings(view: LiveView, reference: Mapping[str, Tensor] | None = None, 
     n_tok, n_lay, top = view.top_idx_TLK.shape
     idx = view.top_idx_TLK.reshape(-1)
     act = view.top_act_TLK.reshape(-1)
+    write = view.top_write_TLK.reshape(-1)
     tok = torch.arange(n_tok).repeat_interleave(n_lay * top)
     lay = torch.arange(n_lay).repeat_interleave(top).repeat(n_tok)
     quiet_TL = view.norm_TL <= loud * torch.tensor(view.medians, dtype=torch.float32)
     live = (idx >= 0) & quiet_TL[tok, lay]
-    idx, act, tok, lay = idx[live], act[live], tok[live], lay[live]
+    idx, act, write, tok, lay = idx[live], act[live], write[live], tok[live], lay[live]
     if reference is None:
-        scale = torch.tensor(view.medians, dtype=torch.float32)[lay]
-    else:
-        ref = torch.stack([reference[h].float() for h in view.hookpoints])
-        scale = ref[lay, idx]
-        scale = torch.where(scale > 0, scale, torch.inf)  # no reference: no claim (score 0)
-    score = act / scale
+        score = write / torch.tensor(view.medians, dtype=torch.float32)[lay]
+    else:  # a share of the feature's own peak: its decoder norm cancels
+        refs = [reference[h].float() for h in view.hookpoints]
+        width = max(len(r) for r in refs)  # layers may differ in width
+        ref_LS = torch.stack([F.pad(r, (0, width - len(r))) for r in refs])
+        scale = ref_LS[lay, idx]
+        score = act / torch.where(scale > 0, scale, torch.inf)  # no reference: no claim
     # Each (layer, feature) once, at its best token: first occurrence in score order.
     order = score.argsort(descending=True, stable=True)
     key = (lay * (int(idx.max()) + 1 if len(idx) else 1) + idx)[order]
@@ -156,8 +160,7 @@ def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
         bad = [x for x in layers if x not in known]
         if bad:
             raise ValueError(f"layer(s) {bad} not in this atlas; it has {sorted(known)}")
-    k = max(sae.cfg.k for sae in loaded.saes.values())
-    view = live_view(loaded, text, max_tokens=max_tokens, top=k)
+    view = live_view(loaded, text, max_tokens=max_tokens, top=None)  # every firing feature
     wanted = None if layers is None else {known[x] for x in layers}
     rows = [r for r in best_firings(view, reference) if wanted is None or r[1] in wanted]
     lmap = read_layer_map(loaded.folder)

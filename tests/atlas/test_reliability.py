@@ -22,6 +22,8 @@ from sae_core.atlas.writing import AtlasBusy, atlas_lock
 from sae_core.atomic import CorruptFile, DiskFull
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.corpus import load_texts, token_windows
+from sae_core.explore import concepts
+from sae_core.explore.concepts import find_concept_features
 from sae_core.explore.feature_index import (
     ensure_feature_index,
     has_feature_index,
@@ -67,6 +69,7 @@ def test_a_rebuild_with_another_seed_is_what_the_app_shows(atlas):
     lm = session.model("tiny-llama")
     old = session.open_atlas(atlas)
     old_map = read_layer_map(atlas)
+    find_concept_features(old, "cat")  # neutral statistics of the old SAEs cached
     h = old.hookpoints[1]
     _build(atlas, read_info(atlas)["corpus"], seed=1)
     assert not has_layer_map(atlas) and not has_feature_index(atlas)  # went with the old SAEs
@@ -77,6 +80,8 @@ def test_a_rebuild_with_another_seed_is_what_the_app_shows(atlas):
     assert not torch.equal(new.saes[h].W_dec, old.saes[h].W_dec)
     assert read_layer_map(atlas).sae_fingerprint == new.fingerprint != old_map.sae_fingerprint
     assert read_index_meta(atlas)["sae_fingerprint"] == new.fingerprint
+    find_concept_features(new, "cat")
+    assert concepts._neutral[atlas.resolve()][0] == new.fingerprint  # the old ones dropped
     tokens = atomic.load_tensors(index_dir(atlas) / "tokens.safetensors")["tokens"].long()
     acts = run_captured(lm, tokens, [h], bf16=False)[h]
     pages = [feature_page(new, h, f) for f in range(new.saes[h].cfg.d_sae)]

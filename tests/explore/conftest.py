@@ -4,8 +4,7 @@ one feature that never fires and one that always fires."""
 import pytest
 import torch
 
-from sae_core.atlas.layout import LoadedAtlas, current_fingerprint
-from sae_core.atomic import write_json
+from sae_core.atlas.layout import LoadedAtlas
 from sae_core.config import SaeConfig
 from sae_core.explore.feature_index import (
     build_feature_index,
@@ -13,7 +12,7 @@ from sae_core.explore.feature_index import (
 from sae_core.explore.feature_stats import IndexConfig
 from sae_core.hooks import run_captured
 from sae_core.sae import Sae
-from tests.conftest import tiny_lm
+from tests.conftest import save_as_atlas, tiny_lm
 from tests.explore.index_helpers import HOOKS
 
 
@@ -23,7 +22,7 @@ def hand_atlas(tmp_path_factory):
     lm = tiny_lm()
     gen = torch.Generator().manual_seed(1)
     windows = torch.randint(3, 16, (12, 16), generator=gen)
-    acts = run_captured(lm, windows, HOOKS, bf16=False)
+    acts = run_captured(lm, windows, HOOKS)
     saes = {}
     for i, h in enumerate(HOOKS):
         sae = Sae.init_from_data(SaeConfig(d_in=32, d_sae=48, k=4, hookpoint=h),
@@ -33,11 +32,9 @@ def hand_atlas(tmp_path_factory):
         sae.metadata = {"median_norm": 1e9}
         saes[h] = sae
     out = tmp_path_factory.mktemp("hand")
-    for h, sae in saes.items():
-        sae.save(out / h, extra_metadata=sae.metadata)
-    write_json(out / "atlas.json", {"hookpoints": HOOKS})  # enough to fingerprint the SAEs
-    cfg = IndexConfig(top_n=6, chunk=4, left=3, right=2, bf16=False)
+    cfg = IndexConfig(top_n=6, chunk=4, left=3, right=2)
+    fingerprint = save_as_atlas(out, saes)
     build_feature_index(lm, saes, {h: 1e9 for h in HOOKS}, windows, out, outlier_factor=10.0,
-                        cfg=cfg, fingerprint=current_fingerprint(out))
-    loaded = LoadedAtlas(out, {"hookpoints": HOOKS}, {}, saes, lm, current_fingerprint(out))
+                        cfg=cfg, fingerprint=fingerprint)
+    loaded = LoadedAtlas(out, {"hookpoints": HOOKS}, {}, saes, lm, fingerprint)
     return loaded, windows, cfg

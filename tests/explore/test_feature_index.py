@@ -8,11 +8,11 @@ import torch
 
 from sae_core.activations import keep_mask
 from sae_core.config import SaeConfig
+from sae_core.encode import BF16, encode_dense, sparse_encode
 from sae_core.explore.feature_index import (
     collect_codes,
     ensure_feature_index,
     index_windows,
-    sparse_codes,
 )
 from sae_core.explore.feature_page import feature_page, open_index
 from sae_core.explore.feature_stats import IndexConfig
@@ -34,10 +34,13 @@ def test_index_windows_put_held_out_first():
 
 def test_build_matches_dense_encoding(hand_atlas):
     loaded, windows, cfg = hand_atlas
-    acts = run_captured(loaded.lm, windows, HOOKS, bf16=False)
+    # The index reads windows in batches of cfg.batch: the same forwards, encoded densely.
+    parts = [run_captured(loaded.lm, windows[s:s + cfg.batch], HOOKS, bf16=BF16)
+             for s in range(0, len(windows), cfg.batch)]
     for h in HOOKS:
-        keep = keep_mask(acts[h], 1e9, 10.0).reshape(-1)
-        dense = loaded.saes[h].encode(acts[h].flatten(0, 1).float()).detach() * keep[:, None]
+        acts_BLD = torch.cat([p[h] for p in parts])
+        keep = keep_mask(acts_BLD, 1e9, 10.0).reshape(-1)
+        dense = encode_dense(loaded.saes[h], acts_BLD.flatten(0, 1)) * keep[:, None]
         vals, idx = dense.topk(4, dim=1)
         expected = _brute_force(vals, idx, 48, 16, cfg)
         assert len(expected) > 30  # most features fire somewhere
@@ -86,10 +89,10 @@ def test_ensure_feature_index_on_tiny_atlas(tiny_atlas):
 def test_codes_skip_position_zero_and_outliers(lm):
     sae = Sae.init_from_data(SaeConfig(d_in=32, d_sae=16, k=2), torch.randn(8, 32))
     windows = torch.randint(3, 16, (2, 8))
-    acts = run_captured(lm, windows, ["layers.1"], bf16=False)["layers.1"]
-    median = float(acts.norm(dim=-1).median())
+    acts = run_captured(lm, windows, ["layers.1"], bf16=BF16)["layers.1"]
+    median = float(acts.float().norm(dim=-1).median())
     codes = collect_codes(lm, {"layers.1": sae}, {"layers.1": median}, windows,
-                          outlier_factor=1.0, cfg=IndexConfig(bf16=False))
+                          outlier_factor=1.0, cfg=IndexConfig())
     vals, _, kept = codes["layers.1"]
     keep = keep_mask(acts, median, 1.0).reshape(-1)
     assert kept == int(keep.sum()) < 14
@@ -102,6 +105,5 @@ def test_index_codes_respect_a_jumprelu_threshold():
     with torch.no_grad():
         sae.W_enc_SD.copy_(torch.eye(2))
         sae.threshold.copy_(torch.tensor([0.5, 0.0]))
-    vals, idx = sparse_codes(sae, torch.tensor([[0.3, 0.2]]), bf16=False)
-    by_latent = dict(zip(idx[0].tolist(), vals[0].tolist(), strict=True))
-    assert by_latent == {0: 0.0, 1: pytest.approx(0.2)}
+    vals, idx = sparse_encode(sae, torch.tensor([[0.3, 0.2]]))
+    assert idx.tolist() == [[1]] and vals[0, 0] == pytest.approx(0.2, rel=1e-2)

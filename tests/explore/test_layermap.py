@@ -5,6 +5,7 @@ import torch
 
 from sae_core.activations import keep_mask
 from sae_core.config import SaeConfig
+from sae_core.encode import BF16, sparse_encode
 from sae_core.explore.labels import LabelledWindows
 from sae_core.explore.layermap import (
     LAYER_MAP_FILE,
@@ -39,10 +40,12 @@ def test_counts_match_a_direct_count(lm, tmp_path):
     data, saes = _data(), _saes(lm)
     medians = {h: 1e9 for h in HOOKS}  # keep every position >= 1
     lmap = compute_layer_map(lm, saes, medians, data, batch=5)
-    acts = run_captured(lm, data.windows, HOOKS, bf16=True)
+    # The same forwards (batches of 5 windows), each token's k latents counted by hand.
+    parts = [run_captured(lm, data.windows[s:s + 5], HOOKS, bf16=BF16) for s in range(0, 12, 5)]
     for h in HOOKS:
-        keep = keep_mask(acts[h], 1e9, 10.0)
-        _, idx = saes[h].encode_topk(acts[h][keep].float())
+        acts_BLD = torch.cat([p[h] for p in parts])
+        keep = keep_mask(acts_BLD, 1e9, 10.0)
+        _, idx = sparse_encode(saes[h], acts_BLD[keep])
         lab = torch.from_numpy(data.labels["pos"].astype(np.int64))[keep]
         direct = torch.zeros(64, 4, dtype=torch.long)
         for row, lab_n in zip(idx.tolist(), lab.tolist(), strict=True):

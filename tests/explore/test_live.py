@@ -8,6 +8,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from sae_core.encode import BF16, decoder_norms, encode_dense
 from sae_core.explore.live import clean_text, live_view, token_pieces, tokenize_text
 from sae_core.hooks import run_captured
 from ui.live_view import show_token
@@ -33,9 +34,8 @@ def _direct(loaded, view):
     # tiny tokenizer: no BOS, so EOS starts the text; the newline lead-in has no token
     assert view.prefix_ids == (loaded.lm.tokenizer.eos_token_id,)
     ids = torch.tensor([[*view.prefix_ids, *view.token_ids]])
-    acts = run_captured(loaded.lm, ids, loaded.hookpoints, bf16=True)
-    with torch.inference_mode():
-        return {h: loaded.saes[h].encode(acts[h][0, 1:].float()) for h in loaded.hookpoints}
+    acts = run_captured(loaded.lm, ids, loaded.hookpoints, bf16=BF16)
+    return {h: encode_dense(loaded.saes[h], acts[h][0, 1:]) for h in loaded.hookpoints}
 
 
 def test_strongest_feature_matches_the_sae_on_captured_activations(loaded):
@@ -46,15 +46,17 @@ def test_strongest_feature_matches_the_sae_on_captured_activations(loaded):
         acts_TS = dense[h]
         keep = ~view.flagged_TL[:, j]
         assert keep.any()
-        top_vals, top_ids = acts_TS.topk(3, dim=1)
-        # ids agree wherever the activation is not tied with the next one
+        write_TS = acts_TS * decoder_norms(loaded.saes[h])  # strongest = longest written
+        top_write, top_ids = write_TS.topk(3, dim=1)
+        top_vals = acts_TS.gather(1, top_ids)
+        assert torch.allclose(view.top_write_TLK[keep, j], top_write[keep], atol=1e-5)
         assert torch.allclose(view.top_act_TLK[keep, j], top_vals[keep], atol=1e-5)
         fired = top_vals[keep] > 0
         assert (view.top_idx_TLK[keep, j][fired] == top_ids[keep][fired]).all()
         assert (view.top_idx_TLK[keep, j][~fired] == -1).all()
         assert (view.top_idx_TLK[~keep, j] == -1).all()
         # strongest first
-        assert (view.top_act_TLK[:, j, :-1] >= view.top_act_TLK[:, j, 1:]).all()
+        assert (view.top_write_TLK[:, j, :-1] >= view.top_write_TLK[:, j, 1:]).all()
 
 
 def test_massive_activations_are_flagged_and_get_no_feature(loaded):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from sae_core.encode import decoder_norms, encode_dense
 from sae_core.explore.layermap import MAP_TASKS, LayerMapData
 from sae_core.explore.search import (
     LOUD,
@@ -112,18 +113,19 @@ def _dense_scores(loaded, view):
     with torch.inference_mode():
         for j, h in enumerate(loaded.hookpoints):
             x_TD = acts[h][0, len(view.prefix_ids):].float()
-            a_TS = loaded.saes[h].encode(x_TD)
+            a_TS = encode_dense(loaded.saes[h], x_TD)
             a_TS[view.flagged_TL[:, j]] = 0
             a_TS[x_TD.norm(dim=1) > LOUD * view.medians[j]] = 0  # loud tokens are skipped
             out[j] = a_TS
     return out
 
 
-def test_search_text_ranks_every_layer_by_activation_over_typical_norm(loaded):
+def test_search_text_ranks_every_layer_by_written_length_over_typical_norm(loaded):
     hits, view = search_text(loaded, "Paris is big , the cat sat", limit=12)
     table = pd.DataFrame(hits, columns=TextHit._fields)
     dense = _dense_scores(loaded, view)
-    best = sorted((float(a_TS[:, f].max()) / view.medians[j]
+    norms = [decoder_norms(loaded.saes[h]) for h in loaded.hookpoints]
+    best = sorted((float(a_TS[:, f].max() * norms[j][f]) / view.medians[j]
                    for j, a_TS in dense.items() for f in range(a_TS.shape[1])
                    if a_TS[:, f].max() > 0), reverse=True)[:12]
     assert len(table) == 12
@@ -172,15 +174,15 @@ def test_corpus_peaks_are_each_features_top_activation_in_the_index(loaded, tmp_
     windows = load_file(str(loaded.folder / "labels.safetensors"))["windows"].long()[:6]
     factor = loaded.info["train_cfg"]["outlier_factor"]
     build_feature_index(loaded.lm, loaded.saes, loaded.medians, windows, folder,
-                        outlier_factor=factor, cfg=IndexConfig(top_n=3, chunk=8, bf16=False),
+                        outlier_factor=factor, cfg=IndexConfig(top_n=3, chunk=8),
                         fingerprint=loaded.fingerprint)
     peaks = corpus_peaks(folder)
     windows = load_file(str(folder / INDEX_DIR / TOKENS_FILE))["tokens"].long()
-    acts = run_captured(loaded.lm, windows, loaded.hookpoints, bf16=False)
+    acts = run_captured(loaded.lm, windows, loaded.hookpoints)
     with torch.inference_mode():
         for h, sae in loaded.saes.items():
             keep = keep_mask(acts[h], loaded.medians[h], factor).reshape(-1, 1)
-            dense = sae.encode(acts[h].flatten(0, 1).float()) * keep
+            dense = encode_dense(sae, acts[h].flatten(0, 1)) * keep
             assert torch.allclose(peaks[h], dense.max(0).values, atol=1e-5)
     hits, view = search_text(loaded, "Paris is big", reference=peaks, limit=8)
     for row in hits:
