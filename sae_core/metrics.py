@@ -79,21 +79,31 @@ def cross_entropy(logits_BLV: Tensor, ids_BL: Tensor) -> float:
     ))
 
 
+def clean_dists(logits_BLV: Tensor) -> tuple[Tensor, Tensor]:
+    """The clean run's next-token probabilities for positions 1.. (B, L-1, V) and their
+    sum p log p (B, L-1): computed once, for every KL against the clean model."""
+    probs, neg_entropy = [], []
+    for row_LV in logits_BLV[:, :-1]:
+        logp_LV = row_LV.float().log_softmax(-1)
+        probs.append(logp_LV.exp())
+        neg_entropy.append((probs[-1] * logp_LV).sum(-1))
+    return torch.stack(probs), torch.stack(neg_entropy)
+
+
 def window_losses(
-    logits_BLV: Tensor, ids_BL: Tensor, clean_logits_BLV: Tensor | None = None,
+    logits_BLV: Tensor, ids_BL: Tensor, clean: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Per window (row), float64 (B,): the mean next-token loss over positions 1.. (as
-    `cross_entropy`) and, given the clean run's logits, the mean per-token
-    KL(clean || these logits) over the same predictions (else None).
-
-    One row at a time: a batch of log-probabilities over a 49k vocabulary is 400 MB."""
+    `cross_entropy`) and, given the clean run's `clean_dists`, the mean per-token
+    KL(clean || these logits) = sum p log p - sum p log q over the same predictions (else
+    None). One row at a time: a batch of log-probabilities over a 49k vocabulary is 400 MB."""
     ce_B, kl_B = [], []
     for b in range(len(ids_BL)):
-        logp_LV = logits_BLV[b, :-1].float().log_softmax(-1)
-        ce_B.append(-logp_LV.gather(-1, ids_BL[b, 1:, None]).double().mean())
-        if clean_logits_BLV is not None:
-            clean_LV = clean_logits_BLV[b, :-1].float().log_softmax(-1)
-            kl_B.append((clean_LV.exp() * (clean_LV - logp_LV)).sum(-1).double().mean())
+        logq_LV = logits_BLV[b, :-1].float().log_softmax(-1)
+        ce_B.append(-logq_LV.gather(-1, ids_BL[b, 1:, None]).double().mean())
+        if clean is not None:
+            probs_LV, neg_entropy_L = clean[0][b], clean[1][b]
+            kl_B.append((neg_entropy_L - (probs_LV * logq_LV).sum(-1)).double().mean())
     return torch.stack(ce_B), (torch.stack(kl_B) if kl_B else None)
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..activations import OUTLIER_FACTOR, keep_mask, parse_hookpoint
 from ..hooks import edit_output, output_tensor, record_blocks, resume_after, run_captured
 from ..lm import LM
-from ..metrics import RunningFvu, mean_and_se, ratio_and_se, window_losses
+from ..metrics import RunningFvu, clean_dists, mean_and_se, ratio_and_se, window_losses
 from ..precision import autocast
 from ..progress import Report
 from ..sae import Sae
@@ -87,12 +87,14 @@ def ce_per_window(
         with record_blocks(lm) as blocks:
             clean_logits = logits()
         clean, _ = window_losses(clean_logits, ids)
+        dists = clean_dists(clean_logits)  # 400 MB at batch 8 and a 49k vocabulary
+        del clean_logits
         for i, (h, sae) in enumerate(saes.items()):
             def splice(zero: bool, h=h, sae=sae) -> Tensor:
                 fn = _splicer(sae, medians[h], outlier_factor, zero)
                 return logits(_edited(lm, h, fn, blocks))
 
-            spliced, kl = window_losses(splice(False), ids, clean_logits)
+            spliced, kl = window_losses(splice(False), ids, dists)
             ablated, _ = window_losses(splice(True), ids)
             for key, val in zip(rows[h], (clean, spliced, ablated, kl), strict=True):
                 rows[h][key].append(val)
