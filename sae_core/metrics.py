@@ -1,7 +1,9 @@
-"""Pure functions for SAE quality: FVU, explained variance, L0, dead fraction, CE recovered."""
+"""Pure functions for SAE quality: FVU, explained variance, L0, dead fraction, CE recovered,
+KL to the clean model, and the standard errors of per-window means and ratios."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -75,3 +77,77 @@ def cross_entropy(logits_BLV: Tensor, ids_BL: Tensor) -> float:
     return float(torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), ids_BL[:, 1:].reshape(-1)
     ))
+
+
+def clean_dists(logits_BLV: Tensor) -> tuple[Tensor, Tensor]:
+    """The clean run's next-token probabilities for positions 1.. (B, L-1, V) and their
+    sum p log p (B, L-1): computed once, for every KL against the clean model."""
+    probs, neg_entropy = [], []
+    for row_LV in logits_BLV[:, :-1]:
+        logp_LV = row_LV.float().log_softmax(-1)
+        probs.append(logp_LV.exp())
+        neg_entropy.append((probs[-1] * logp_LV).sum(-1))
+    return torch.stack(probs), torch.stack(neg_entropy)
+
+
+def window_losses(
+    logits_BLV: Tensor, ids_BL: Tensor, clean: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Per window (row), float64 (B,): the mean next-token loss over positions 1.. (as
+    `cross_entropy`) and, given the clean run's `clean_dists`, the mean per-token
+    KL(clean || these logits) = sum p log p - sum p log q over the same predictions (else
+    None). One row at a time: a batch of log-probabilities over a 49k vocabulary is 400 MB."""
+    ce_B, kl_B = [], []
+    for b in range(len(ids_BL)):
+        logq_LV = logits_BLV[b, :-1].float().log_softmax(-1)
+        ce_B.append(-logq_LV.gather(-1, ids_BL[b, 1:, None]).double().mean())
+        if clean is not None:
+            probs_LV, neg_entropy_L = clean[0][b], clean[1][b]
+            kl_B.append((neg_entropy_L - (probs_LV * logq_LV).sum(-1)).double().mean())
+    return torch.stack(ce_B), (torch.stack(kl_B) if kl_B else None)
+
+
+def mean_and_se(values_W: Tensor) -> tuple[float, float]:
+    """The mean over windows and its standard error, sd / sqrt(n) with the n-1 sample sd
+    (windows, not tokens, are the independent draws); NaN error for a single window."""
+    x = values_W.double()
+    n = len(x)
+    se = float(x.std(correction=1) / math.sqrt(n)) if n > 1 else math.nan
+    return float(x.mean()), se
+
+
+def ratio_and_se(num_W: Tensor, den_W: Tensor) -> tuple[float, float]:
+    """R = sum(num) / sum(den) over windows and its delta-method standard error:
+
+        SE(R) = sqrt(sum_w (num_w - R den_w)^2 / (n (n - 1))) / |mean(den)|
+
+    (first-order Taylor expansion of mean(num) / mean(den) around the window means; the
+    residuals num_w - R den_w have mean zero by construction). NaN when sum(den) is 0 and
+    an error of NaN for a single window."""
+    num, den = num_W.double(), den_W.double()
+    n, total = len(num), float(den.sum())
+    if total == 0:
+        return math.nan, math.nan
+    ratio = float(num.sum()) / total
+    if n < 2:
+        return ratio, math.nan
+    resid = num - ratio * den
+    return ratio, float(resid.pow(2).sum() / (n * (n - 1))) ** 0.5 / abs(total / n)
+
+
+def format_with_error(value: float | None, se: float | None = None) -> str:
+    """`value ± se` at the precision the error allows: the error rounded to its first
+    significant digit, or two when that digit is 1, and the value to the same decimal place
+    (0.8712, 0.0213 -> "0.87 ± 0.02"). Without a usable error (old metrics, one window):
+    the value at 3 decimals; "n/a" without a finite value."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if se is None or not math.isfinite(se) or se < 0:
+        return f"{value:.3f}"
+    if se == 0:
+        return f"{value:.3f} ± 0"
+    mantissa, exp = f"{se:e}".split("e")  # decimal digits: 0.3 is "3.000000e-01"
+    places = -int(exp) + (1 if mantissa[0] == "1" else 0)
+    shown = max(places, 0)
+    # + 0.0 turns a rounded -0.0 into 0.0
+    return f"{round(value, places) + 0.0:.{shown}f} ± {round(se, places):.{shown}f}"

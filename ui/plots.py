@@ -18,7 +18,9 @@ def quality_by_layer(metrics: dict[str, dict]) -> go.Figure:
         "Dead latents (% never firing on held-out)",
     ))
     fig.add_scatter(x=layers, y=[m["fvu"] for m in rows], mode="lines+markers", row=1, col=1)
+    errors = [m.get("ce_recovered_se") for m in rows]  # absent in older metrics.json
     fig.add_scatter(x=layers, y=[m["ce_recovered"] for m in rows], mode="lines+markers",
+                    error_y=dict(array=errors, visible=all(e is not None for e in errors)),
                     row=1, col=2)
     fig.add_scatter(x=layers, y=[100 * m["dead_frac_heldout"] for m in rows],
                     mode="lines+markers", row=1, col=3)

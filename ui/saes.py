@@ -3,6 +3,7 @@ public mode: registry releases on allowed models only; no export, no push)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +16,7 @@ from sae_core.hub.fetch import HubError
 from sae_core.hub.pretrained_atlas import default_name, load_pretrained_atlas
 from sae_core.hub.registry import RELEASES, release_label, slug
 from sae_core.lm import EMBEDDED_ID
+from sae_core.metrics import format_with_error
 
 from . import builds, public, session
 from .plots import quality_by_layer
@@ -50,15 +52,18 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     if not folder or not is_built(Path(folder)):
         return "No atlas selected.", pd.DataFrame(), None
     info, metrics = read_info(folder), read_metrics(folder)
+    first = next(iter(metrics.values()))
     md = (f"**{info['model']}**, {len(metrics)} SAEs {_origin(info)}. Metrics on "
-          f"{next(iter(metrics.values()))['heldout_tokens']:,} held-out tokens of "
-          f"`{info['corpus']}`.")
+          f"{first['heldout_tokens']:,} held-out tokens of `{info['corpus']}`")
+    md += (f"; CE loss and KL on {first['ce_windows']} held-out windows spread over the "
+           "corpus (± one standard error across windows)." if "ce_windows" in first else ".")
     md += "".join(f"\n- {w}" for w in info.get("warnings", []))
     table = pd.DataFrame([
         {"hookpoint": h, "FVU": round(m["fvu"], 4), "L0": round(m["l0"], 1),
          "dead % (held-out)": round(100 * m["dead_frac_heldout"], 2),
          "dead % (train)": round(100 * m.get("dead_frac_train", float("nan")), 2),
-         "CE loss recovered": round(m["ce_recovered"], 4),
+         "CE loss recovered": format_with_error(m["ce_recovered"], m.get("ce_recovered_se")),
+         "KL to the model (nats/token)": format_with_error(m.get("kl"), m.get("kl_se")),
          "dropped tokens": m.get("dropped_tokens", 0)}
         for h, m in metrics.items()
     ])
@@ -76,11 +81,19 @@ def sets_table(root: Path = ATLAS_ROOT, extra: str | None = None) -> pd.DataFram
         def mean(key: str, metrics: dict = metrics) -> float:
             return round(sum(m[key] for m in metrics.values()) / len(metrics), 4)
 
+        def mean_shown(key: str, metrics: dict = metrics) -> str:
+            """The mean over layers at the precision the layers' mean error allows (an upper
+            bound on the mean's error, whatever the layers' correlation)."""
+            values = [m.get(key, math.nan) for m in metrics.values()]
+            errors = [m.get(f"{key}_se", math.nan) for m in metrics.values()]
+            return format_with_error(sum(values) / len(values), sum(errors) / len(errors))
+
         src = info.get("source")
         rows.append({"SAE set": folder, "from": (src["release"] or src["repo_id"]) if src
                      else "trained here", "model": info["model"], "SAEs": len(metrics),
                      "mean FVU": mean("fvu"), "mean L0": round(mean("l0"), 1),
-                     "mean CE loss recovered": mean("ce_recovered")})
+                     "mean CE loss recovered": mean_shown("ce_recovered"),
+                     "mean KL": mean_shown("kl")})
     return pd.DataFrame(rows)
 
 
@@ -181,7 +194,9 @@ def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
         gr.Markdown("SAE sets and their quality on text they never saw. "
                     "*FVU*: share of the layer's variation the SAE misses. *L0*: features "
                     "active per token. *CE loss recovered*: how much of the model's ability "
-                    "to predict the next word survives when the SAE replaces the layer.")
+                    "to predict the next word survives when the SAE replaces the layer. "
+                    "*KL*: how far the model's next-word probabilities move then (0: not at "
+                    "all). ± is one standard error across held-out windows.")
         md, df, fig = atlas_summary(picker.value)
         summary = gr.Markdown(md)
         plot = gr.Plot(fig)

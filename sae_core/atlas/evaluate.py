@@ -1,10 +1,9 @@
-"""Held-out quality of a set of SAEs: FVU, L0, dead latents, CE loss recovered."""
+"""Held-out quality of a set of SAEs: FVU, L0, dead latents, CE loss recovered, KL."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from functools import partial
 
 import torch
 from torch import Tensor
@@ -12,7 +11,7 @@ from torch import Tensor
 from ..activations import OUTLIER_FACTOR, keep_mask, parse_hookpoint
 from ..hooks import edit_output, output_tensor, record_blocks, resume_after, run_captured
 from ..lm import LM
-from ..metrics import RunningFvu, ce_loss_recovered, cross_entropy
+from ..metrics import RunningFvu, clean_dists, mean_and_se, ratio_and_se, window_losses
 from ..precision import autocast
 from ..progress import Report
 from ..sae import Sae
@@ -34,58 +33,114 @@ def reconstruction_stats(
     return stats
 
 
+def spread_windows(n_windows: int, n: int) -> Tensor:
+    """`min(n, n_windows)` distinct indices evenly spaced over 0..n_windows-1, first and
+    last included: held-out windows are sorted by corpus position, so every genre is in."""
+    n = min(n, n_windows)
+    if n == 1:
+        return torch.zeros(1, dtype=torch.long)
+    return (torch.linspace(0, n_windows - 1, n, dtype=torch.float64) + 0.5).floor().long()
+
+
+def _splicer(sae: Sae, median: float, outlier_factor: float, zero: bool):
+    """The edit that replaces the positions the SAE was trained on (not position 0 or
+    massive activations) by its reconstruction, or by zeros."""
+    def splice(act: Tensor) -> Tensor:
+        keep = keep_mask(act, median, outlier_factor)
+        new = act.clone()
+        new[keep] = 0 if zero else sae(act[keep].float()).x_hat.to(act.dtype)
+        return new
+    return splice
+
+
+def _edited(lm: LM, h: str, fn: Callable[[Tensor], Tensor], blocks: list):
+    """The context in which forwards see `fn` applied at `h`; for a residual hookpoint they
+    resume from the clean output `blocks` recorded, edited."""
+    layer, is_mlp = parse_hookpoint(h)
+    if is_mlp:
+        return edit_output(lm, h, fn)
+    return resume_after(lm, layer, blocks[layer], fn(output_tensor(blocks[layer])))
+
+
 @torch.inference_mode()
+def ce_per_window(
+    lm: LM, saes: dict[str, Sae], windows_WL: Tensor, medians: dict[str, float], *,
+    outlier_factor: float = OUTLIER_FACTOR, bf16: bool = True, batch: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, dict[str, Tensor]]:
+    """Per hookpoint, per window (W,): clean, SAE-spliced and zero-ablated LM loss, and the
+    mean per-token KL(clean || spliced).
+
+    `batch` windows share each forward. For residual hookpoints the edited forwards resume
+    from the clean run's residual stream instead of recomputing the blocks before it (about
+    40% less work over 30 layers); MLP hookpoints rerun the whole model with an edit."""
+    rows: dict[str, dict[str, list[Tensor]]] = {
+        h: {"clean": [], "spliced": [], "ablated": [], "kl": []} for h in saes}
+    starts = range(0, len(windows_WL), batch)
+    for b, start in enumerate(starts):
+        ids = windows_WL[start:start + batch]
+
+        def logits(edit=None, ids=ids) -> Tensor:
+            with edit or nullcontext(), autocast(bf16):
+                return lm.model(ids, use_cache=False).logits
+
+        with record_blocks(lm) as blocks:
+            clean_logits = logits()
+        clean, _ = window_losses(clean_logits, ids)
+        dists = clean_dists(clean_logits)  # 400 MB at batch 8 and a 49k vocabulary
+        del clean_logits
+        for i, (h, sae) in enumerate(saes.items()):
+            def splice(zero: bool, h=h, sae=sae) -> Tensor:
+                fn = _splicer(sae, medians[h], outlier_factor, zero)
+                return logits(_edited(lm, h, fn, blocks))
+
+            spliced, kl = window_losses(splice(False), ids, dists)
+            ablated, _ = window_losses(splice(True), ids)
+            for key, val in zip(rows[h], (clean, spliced, ablated, kl), strict=True):
+                rows[h][key].append(val)
+            if progress is not None:
+                progress(b * len(saes) + i + 1, len(starts) * len(saes))
+    return {h: {k: torch.cat(v) for k, v in per.items()} for h, per in rows.items()}
+
+
+def ce_summary(per_window: dict[str, Tensor]) -> dict[str, float]:
+    """metrics.json's CE keys from one hookpoint's per-window values: means over windows,
+    CE recovered as a ratio of window sums (the windows are of equal length, so these are
+    the token means), each with its standard error across windows (`mean_and_se`; the
+    ratio's by the delta method, `ratio_and_se`)."""
+    clean, spliced, ablated = (per_window[k] for k in ("clean", "spliced", "ablated"))
+    recovered, recovered_se = ratio_and_se(ablated - spliced, ablated - clean)
+    kl, kl_se = mean_and_se(per_window["kl"])
+    return {"ce_clean": float(clean.mean()), "ce_spliced": float(spliced.mean()),
+            "ce_ablated": float(ablated.mean()), "ce_recovered": recovered,
+            "ce_recovered_se": recovered_se, "kl": kl, "kl_se": kl_se,
+            "ce_windows": len(clean)}
+
+
 def ce_losses(
     lm: LM, saes: dict[str, Sae], windows_WL: Tensor, medians: dict[str, float], *,
-    outlier_factor: float = OUTLIER_FACTOR, bf16: bool = True,
+    outlier_factor: float = OUTLIER_FACTOR, bf16: bool = True, batch: int = 8,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Clean, SAE-spliced and zero-ablated LM loss per hookpoint, and the share recovered.
-
-    Only the positions the SAE was trained on are replaced (not position 0 or massive
-    activations), for both the splice and the ablation. For residual hookpoints the edited
-    forwards resume from the clean run's residual stream instead of recomputing the blocks
-    before it (about 40% less work over 30 layers).
-    """
-
-    def loss(edit=None) -> float:
-        with edit or nullcontext(), autocast(bf16):
-            return cross_entropy(lm.model(windows_WL, use_cache=False).logits, windows_WL)
-
-    with record_blocks(lm) as blocks:
-        clean = loss()
-    out = {}
-    for i, (h, sae) in enumerate(saes.items()):
-        def splice(act, sae=sae, h=h, zero=False):
-            keep = keep_mask(act, medians[h], outlier_factor)
-            new = act.clone()
-            new[keep] = 0 if zero else sae(act[keep].float()).x_hat.to(act.dtype)
-            return new
-
-        layer, is_mlp = parse_hookpoint(h)
-        if is_mlp:
-            spliced = loss(edit_output(lm, h, splice))
-            ablated = loss(edit_output(lm, h, partial(splice, zero=True)))
-        else:
-            act = output_tensor(blocks[layer])
-            spliced = loss(resume_after(lm, layer, blocks[layer], splice(act)))
-            ablated = loss(resume_after(lm, layer, blocks[layer], splice(act, zero=True)))
-        out[h] = {"ce_clean": clean, "ce_spliced": spliced, "ce_ablated": ablated,
-                  "ce_recovered": ce_loss_recovered(clean, spliced, ablated)}
-        if progress is not None:
-            progress(i + 1, len(saes))
-    return out
+    """Per hookpoint: clean, spliced and ablated loss, CE loss recovered and KL to the clean
+    model, with standard errors across `windows_WL` (`ce_per_window`, `ce_summary`)."""
+    per = ce_per_window(lm, saes, windows_WL, medians, outlier_factor=outlier_factor,
+                        bf16=bf16, batch=batch, progress=progress)
+    return {h: ce_summary(p) for h, p in per.items()}
 
 
 def evaluate_atlas(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor, *,
-    outlier_factor: float, ce_windows: int = 4, report: Report | None = None,
+    outlier_factor: float, ce_windows: int = 32, report: Report | None = None,
 ) -> dict[str, dict]:
-    """metrics.json: reconstruction on all `windows_WL`, CE loss on the first `ce_windows`."""
+    """metrics.json: reconstruction on all `windows_WL`; CE loss and KL on `ce_windows` of
+    them spread evenly over the set (`spread_windows`), 8 to a forward."""
     stats = reconstruction_stats(lm, saes, windows_WL, medians, outlier_factor=outlier_factor)
+    pick = spread_windows(len(windows_WL), ce_windows)
     ce = ce_losses(
-        lm, saes, windows_WL[:ce_windows], medians, outlier_factor=outlier_factor,
-        progress=(lambda i, n: report(f"CE loss, layer {i}/{n}", i / n)) if report else None,
+        lm, saes, windows_WL[pick], medians, outlier_factor=outlier_factor,
+        progress=(lambda i, n: report(f"CE loss and KL, step {i}/{n}", i / n)) if report
+        else None,
     )
     return {h: {"fvu": s.fvu(), "l0": s.l0(), "dead_frac_heldout": s.dead_fraction(),
                 "heldout_tokens": s.n, **ce[h]} for h, s in stats.items()}

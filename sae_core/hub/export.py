@@ -17,6 +17,7 @@ from ..activations import OUTLIER_FACTOR
 from ..atlas.layout import load_atlas
 from ..atomic import write_text
 from ..config import SaeConfig
+from ..metrics import format_with_error
 from .fetch import HubError
 
 EXPORT_ROOT = Path("checkpoints/export")
@@ -71,7 +72,7 @@ def _saes_section(info: dict, metrics: dict[str, dict], cfgs: dict[str, SaeConfi
         k = str(c.k) if c.architecture == "topk" else "-"
         rows.append(f"| `{h}` | {c.architecture} | {c.d_sae} | {k} | {m.get('fvu', math.nan):.4f} "
                     f"| {m.get('l0', math.nan):.1f} | {100 * m.get('dead_frac_heldout', 0):.2f} "
-                    f"| {m.get('ce_recovered', math.nan):.4f} |")
+                    f"| {format_with_error(m.get('ce_recovered'), m.get('ce_recovered_se'))} |")
     tokens = next(iter(metrics.values()), {}).get("heldout_tokens", 0)
     factor = info.get("train_cfg", {}).get("outlier_factor", OUTLIER_FACTOR)
     first = next(iter(cfgs), "layers.0")
@@ -91,7 +92,8 @@ Metrics on {tokens:,} held-out tokens of `{info['corpus']}` (windows of {info['s
 tokens), without position 0 and without tokens whose norm exceeds
 {factor:g}x the layer's median (massive activations).
 FVU: share of variance the SAE misses. L0: active latents per token. CE loss recovered:
-share of the LM loss gap (SAE spliced in vs the layer zeroed) the SAE closes.
+share of the LM loss gap (SAE spliced in vs the layer zeroed) the SAE closes, ± one
+standard error across held-out windows where measured.
 
 ```python
 from sae_lens import SAE
