@@ -26,17 +26,20 @@ from .corpus import load_texts, token_windows
 from .hub.atlas_repo import push_atlas
 from .jobs.stages import STAGES, complete_atlas, ready_parts
 from .lm import load_named
+from .metrics import format_with_error
 from .norms import medians_of
 from .progress import console_report
 
 
 def table(metrics: dict[str, dict]) -> str:
-    rows = ["| hookpoint | FVU | L0 | dead % (train) | dead % (held-out) | CE loss recovered |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| hookpoint | FVU | L0 | dead % (train) | dead % (held-out) | CE loss recovered "
+            "| KL (nats/token) |", "|---|---|---|---|---|---|---|"]
     for h, m in metrics.items():
         rows.append(f"| {h} | {m['fvu']:.3f} | {m['l0']:.1f} | "
                     f"{100 * m.get('dead_frac_train', float('nan')):.2f} | "
-                    f"{100 * m['dead_frac_heldout']:.2f} | {m['ce_recovered']:.3f} |")
+                    f"{100 * m['dead_frac_heldout']:.2f} | "
+                    f"{format_with_error(m['ce_recovered'], m.get('ce_recovered_se'))} | "
+                    f"{format_with_error(m.get('kl'), m.get('kl_se'))} |")
     return "\n".join(rows)
 
 
