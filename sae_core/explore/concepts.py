@@ -170,7 +170,7 @@ def find_concept_features(
     """The `top` features that fire on `concept` more than on neutral text, best first, at
     most `per_layer` from one hookpoint; `layers` = (first, last) limits the search."""
     if concept is None or (isinstance(concept, str) and not concept.strip()):
-        raise BadInput("concept", "type a word or short phrase to search for")
+        raise BadInput("concept", "type a word or short phrase to search for (the concept)")
     concept = check_text(concept, "concept", max_chars=10 * MAX_CONCEPT_CHARS).strip()
     if len(concept) > MAX_CONCEPT_CHARS:
         raise BadInput("concept", f"keep the concept under {MAX_CONCEPT_CHARS} characters")

@@ -21,7 +21,7 @@ def concept_words(concept: str, related: Iterable[str] | str = ()) -> tuple[str,
     input. Lone surrogates become U+FFFD (no tokenizer encodes them)."""
     limit = MAX_WORDS * (MAX_WORD_CHARS + 2)
     if concept is None or (isinstance(concept, str) and not concept.strip()):
-        raise BadInput("concept", "type a word or short phrase to steer towards")
+        raise BadInput("concept", "type a word or short phrase to steer towards (the concept)")
     concept = check_text(concept, "concept", max_chars=limit)
     if isinstance(related, str):
         related = re.split(r"[,;\n]+", check_text(related, "related words", max_chars=limit,
