@@ -3,7 +3,8 @@
 `@friendly("doing X")` on a callback (or `with as_messages("doing X"):` around a block):
 - a `gr.Error` passes through;
 - a ValueError (the library's `BadInput` and `HubError` are ValueErrors) becomes a `gr.Error`
-  with its own message, which says what is allowed;
+  with its own message, which says what is allowed (UnicodeErrors excepted: they are
+  ValueErrors that come from a bug, not from the input);
 - anything else (RuntimeError, KeyError, OSError, a torch error...) becomes "Something went
   wrong while doing X; nothing was changed. (RuntimeError)" and its traceback is logged:
   its text may hold server paths or internals, so the visitor sees only its type.
@@ -41,11 +42,17 @@ def as_messages(doing: str) -> Iterator[None]:
     except GradioError:
         raise
     except ValueError as err:
+        if isinstance(err, UnicodeError):  # a ValueError, but from our code, not the input
+            _failed(doing, err)
         raise gr.Error(_short(str(err)) or f"Bad input while {doing}.") from err
     except Exception as err:
-        log.exception("callback failed while %s", doing)
-        raise gr.Error(f"Something went wrong while {doing}; nothing was changed. "
-                       f"({type(err).__name__})") from err
+        _failed(doing, err)
+
+
+def _failed(doing: str, err: Exception):
+    log.error("callback failed while %s", doing, exc_info=err)
+    raise gr.Error(f"Something went wrong while {doing}; nothing was changed. "
+                   f"({type(err).__name__})") from err
 
 
 def friendly(doing: str) -> Callable[[F], F]:

@@ -125,6 +125,8 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
         sae_ids = public.check_sae_ids(policy, source, sae_ids or "")
     except ValueError as err:
         raise gr.Error(str(err)) from err
+    if source.strip() not in RELEASES:
+        check_repo(source)  # before the model loads or any request leaves
     name = "" if policy.public else (name or "").strip()  # public: identical loads reuse one set
     same = atlas_folder(ATLAS_ROOT, default_name(source, sae_ids, model))
     if not name and is_built(same):  # the same SAEs on the same model: reuse them
