@@ -315,3 +315,21 @@ def test_errors_helper_maps_each_kind(caplog):
     assert json.dumps(errors.text_arg(None, "f", 3)) == '""'
     with pytest.raises(gr.Error, match="f is 4 characters long; the limit is 3"):
         errors.text_arg("abcd", "f", 3)
+
+
+def test_the_readme_states_the_limits_in_force():
+    """The README's Limits section quotes the limits the code applies."""
+    from pathlib import Path
+
+    from sae_core import errors as lib_errors
+    from ui import api, live, search, steering_inputs, train_panel
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text[text.index("## Limits"):text.index("## Steering, measured")]
+    for n in (live.MAX_TEXT_CHARS, search.MAX_QUERY_CHARS, steering_inputs.MAX_PROMPT_CHARS,
+              steering_inputs.MAX_EXTRA_CHARS, steering_inputs.MAX_CONCEPT_CHARS,
+              steering_inputs.MAX_RELATED_CHARS, steering_inputs.MAX_SEED,
+              steering_inputs.MAX_FEATURE, api.MAX_TEXT_CHARS, api.MAX_TEXT_TOKENS,
+              api.MAX_API_NEW_TOKENS, saes.MAX_IDS_CHARS, saes.MAX_NAME_CHARS,
+              saes.MAX_REPO_CHARS, train_panel.MAX_MODEL_CHARS, lib_errors.MAX_TEXT_CHARS):
+        assert f"{n:,}" in section, n
