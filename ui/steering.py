@@ -11,8 +11,7 @@ import gradio as gr
 
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import LoadedAtlas, read_info
-from sae_core.errors import check_number
-from sae_core.steer.edits import MAX_STRENGTH, FeatureSteer, Steering, hookpoint_for_layer
+from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.generation import MAX_NEW_TOKENS, side_by_side
 
 from . import session
@@ -88,8 +87,7 @@ def steering_of(folder: str, layer, feature, strength, mode: str, positions: str
         raise ValueError("pick an SAE set first")
     loaded = session.open_atlas(folder)
     items = [(whole(layer, "layer", 0, MAX_LAYER), whole(feature, "feature"),
-              check_number(number(strength, "strength"), "strength", -MAX_STRENGTH,
-                           MAX_STRENGTH))]
+              number(strength, "strength"))]
     feats = tuple(FeatureSteer(hookpoint_for_layer(loaded.saes, lay), f, s, mode)
                   for lay, f, s in items + parse_extra(extra))
     return loaded, Steering(feats, positions)

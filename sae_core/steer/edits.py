@@ -39,6 +39,8 @@ Positions = Literal["all", "generated"]
 
 
 def check_strength(strength: float) -> None:
+    if isinstance(strength, float) and not math.isfinite(strength):
+        raise BadInput("strength", f"strength must be a finite number, got {strength!r}")
     if isinstance(strength, int | float) and math.isfinite(strength) \
             and abs(strength) > MAX_STRENGTH:
         raise BadInput("strength", f"strength {strength:g} is too large: use a value between "
