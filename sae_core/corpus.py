@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
+from .errors import BadInput, check_repo_id
+
 DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / "assets" / "corpus.jsonl"
 
 
@@ -28,9 +30,11 @@ def _read_jsonl(path: Path) -> list[str]:
 
 
 def _read_hub_dataset(repo_id: str, max_files: int = 1) -> list[str]:
-    """First text-like file(s) of a Hub dataset (jsonl or txt), through huggingface_hub."""
+    """First text-like file(s) of a Hub dataset (jsonl or txt), through huggingface_hub;
+    the id is checked before any request."""
     from huggingface_hub import hf_hub_download, list_repo_files
 
+    repo_id = check_repo_id(repo_id, "corpus dataset id")
     try:
         files = [f for f in list_repo_files(repo_id, repo_type="dataset")
                  if f.endswith((".jsonl", ".txt"))][:max_files]
@@ -52,6 +56,9 @@ def _split_paragraphs(path: Path) -> list[str]:
 
 def load_texts(source: str = "default") -> list[str]:
     """Documents from `default` (assets/corpus.jsonl), a .txt/.jsonl file or a Hub dataset id."""
+    if not isinstance(source, str) or not source.strip():
+        raise BadInput("corpus", f"corpus must be 'default', a file or a Hub dataset id, got "
+                                 f"{source!r:.40}")
     if source == "default":
         return _read_jsonl(DEFAULT_CORPUS)
     path = Path(source)

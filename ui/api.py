@@ -24,6 +24,7 @@ from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, side_by_side
 
 from . import session
+from .errors import friendly
 from .layer_map import MIN_LIFT, MIN_SUPPORT, THRESHOLD
 from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
 
@@ -59,9 +60,9 @@ def _number(value, name: str, lo: float, hi: float) -> float:
     return float(value)
 
 
-def _text(value, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise gr.Error(f"{name} must be a non-empty string")
+def _text(value, name: str, *, empty_ok: bool = False) -> str:
+    if not isinstance(value, str) or not (empty_ok or value.strip()):
+        raise gr.Error(f"{name} must be a {'' if empty_ok else 'non-empty '}string")
     if len(value) > MAX_TEXT_CHARS:
         raise gr.Error(f"{name} is {len(value):,} characters long; the limit is "
                        f"{MAX_TEXT_CHARS:,}")
@@ -97,12 +98,9 @@ class AtlasApi:
             raise gr.Error(f"Could not open the SAE set {Path(folder).name}: {err}") from err
 
     def _hookpoint(self, loaded: LoadedAtlas, layer) -> str:
-        n = _whole(layer, "layer", 0, 10_000)
-        try:
-            return hookpoint_for_layer(loaded.saes, n)
-        except ValueError as err:
-            raise gr.Error(str(err)) from err
+        return hookpoint_for_layer(loaded.saes, _whole(layer, "layer", 0, 10_000))
 
+    @friendly("listing the SAE sets")
     def list_atlases(self) -> list[dict]:
         """The SAE sets this app serves: pass one's name as `atlas` to the other tools.
 
@@ -116,6 +114,7 @@ class AtlasApi:
                         "layers": sorted({layer_of(h) for h in info.get("hookpoints", [])})})
         return out
 
+    @friendly("reading the feature page")
     def feature_page(self, atlas: str, layer: int, feature: int) -> dict:
         """One SAE feature's page: its label, how often it fires, the output tokens its
         direction promotes and suppresses (logit lens), and its top-activating snippets.
@@ -147,6 +146,7 @@ class AtlasApi:
                               "activation": s.value} for s in page.top],
         }
 
+    @friendly("reading the text")
     def features_on_text(self, atlas: str, text: str, top: int = 3) -> dict:
         """The strongest SAE features on each token of a text, at every layer of the set.
 
@@ -159,10 +159,7 @@ class AtlasApi:
         """
         name, loaded = self._open(atlas)
         k = _whole(top, "top", 1, MAX_TOP)
-        try:
-            view = live_view(loaded, _text(text, "text"), max_tokens=MAX_TEXT_TOKENS, top=k)
-        except ValueError as err:
-            raise gr.Error(str(err)) from err
+        view = live_view(loaded, _text(text, "text"), max_tokens=MAX_TEXT_TOKENS, top=k)
         layers = [layer_of(h) for h in view.hookpoints]
         tokens = []
         for t, piece in enumerate(view.pieces):
@@ -175,6 +172,7 @@ class AtlasApi:
         return {"atlas": name, "text": view.text, "layers": layers, "tokens": tokens,
                 "notices": list(view.notices)}
 
+    @friendly("writing the texts")
     def steer_text(self, atlas: str, prompt: str, layer: int, feature: int,
                    strength: float = 0.4, max_new_tokens: int = 48) -> dict:
         """Write a reply to the prompt twice, greedily: as the model is, and with one SAE
@@ -194,16 +192,14 @@ class AtlasApi:
         h = self._hookpoint(loaded, layer)
         n_new = _whole(max_new_tokens, "max_new_tokens", 1, MAX_API_NEW_TOKENS)
         s = _number(strength, "strength", -20, 20)
-        try:
-            steering = Steering((FeatureSteer(h, _whole(feature, "feature", 0, 10**9), s),))
-            out = side_by_side(loaded, _text(prompt, "prompt"), steering,
-                               GenConfig(max_new_tokens=n_new))
-        except ValueError as err:
-            raise gr.Error(str(err)) from err
+        steering = Steering((FeatureSteer(h, _whole(feature, "feature", 0, 10**9), s),))
+        out = side_by_side(loaded, _text(prompt, "prompt"), steering,
+                           GenConfig(max_new_tokens=n_new))
         return {"atlas": name, "layer": layer_of(h), "feature": int(feature), "strength": s,
                 "unsteered": out.unsteered, "steered": out.steered,
                 "typical_norm": out.norms[h], "seconds": round(out.seconds, 2)}
 
+    @friendly("finding features")
     def find_steering(self, atlas: str, concept: str, related_words: str = "") -> dict:
         """Find SAE features that steer the model towards a concept, chosen by what they do:
         each candidate is pushed on a few neutral prompts and ranked by its reach, the
@@ -219,10 +215,9 @@ class AtlasApi:
             the candidates (best first) and the suggestion (features, strength, curve)
         """
         name, loaded = self._open(atlas)
-        try:
-            f = find_steering(loaded, _text(concept, "concept"), related_words or "")
-        except ValueError as err:
-            raise gr.Error(str(err)) from err
+        related = "" if related_words is None else related_words
+        f = find_steering(loaded, _text(concept, "concept"), _text(related, "related_words",
+                                                                   empty_ok=True))
         best = None
         if f.best is not None:
             best = {"features": [{"layer": x.layer, "feature": x.feature, "strength": x.strength}
@@ -240,6 +235,7 @@ class AtlasApi:
                                for c in f.candidates[:MAX_CANDIDATES]],
                 "suggestion": best}
 
+    @friendly("reading the layer map")
     def layer_map(self, atlas: str, task: str = "pos", threshold: float = THRESHOLD,
                   min_support: int = MIN_SUPPORT, min_lift: float = MIN_LIFT) -> dict:
         """The layer map of one labelling task: per layer and label, how many SAE features

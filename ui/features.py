@@ -14,6 +14,7 @@ from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import feature_page, open_index
 
 from . import builds, session
+from .errors import friendly
 from .features_view import (
     activation_histogram,
     density_figure,
@@ -28,6 +29,8 @@ indexed text where it is strongest (each token shaded by how strongly the featur
 it; hover a token for the number), a few weaker examples, how often it fires, and which next
 words its direction pushes the model towards (**logit lens**: the feature's decoder direction
 read through the model's final norm and output layer)."""
+MAX_FEATURE = 10_000_000
+"""Largest feature id the form takes (the layer's own width is checked too)."""
 NO_INDEX = ("*This SAE set has no feature index yet. Building it runs the model and every "
             "SAE over ~65k tokens once (about two minutes for 30 layers on 2 CPU cores).*")
 
@@ -119,13 +122,8 @@ def _first_feature(folder: str | None, layer) -> int:
 
 
 def _ui(fn):
-    """Turn ValueError (bad input) into a message in the app instead of a crash."""
-    def wrapped(*args):
-        try:
-            return fn(*args)
-        except (ValueError, FileNotFoundError) as err:
-            raise gr.Error(str(err)) from err
-    return wrapped
+    """Any failure as a clear message in the app (ui/errors.py) instead of a bare "Error"."""
+    return friendly("showing the feature")(fn)
 
 
 def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
@@ -140,7 +138,8 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         first = _first_feature(picker.value, first_layer)
         with gr.Row():
             layer = gr.Dropdown(ids, value=first_layer, label="Layer")
-            feature = gr.Number(first, precision=0, minimum=0, label="Feature")
+            feature = gr.Number(first, precision=0, minimum=0, maximum=MAX_FEATURE,
+                                label="Feature")
             prev = gr.Button("◀ Previous")
             nxt = gr.Button("Next ▶")
             rand = gr.Button("Random alive feature")
@@ -156,6 +155,7 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         density = gr.Plot(label="Feature density of the layer")
         outputs = [summary, hist, logits, snippets, density]
 
+        @friendly("switching the SAE set")
         def switch_atlas(folder):
             ids = _layers(folder)
             missing = bool(folder) and not has_feature_index(Path(folder))
@@ -163,6 +163,7 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
             return (gr.Dropdown(choices=ids, value=first_layer), gr.Button(visible=missing),
                     _first_feature(folder, first_layer))
 
+        @friendly("starting the feature index")
         def build_index(folder):
             gr.Info(builds.build_parts(folder, "feature index"))
             return gr.Button(visible=False)
@@ -197,6 +198,7 @@ def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
       when it changes, that feature's page opens here.
     """
     if layer_map is not None:
+        @friendly("opening the feature")
         def pick(layer, evt: gr.SelectData):
             row = evt.row_value or []
             if layer is None or not row:
@@ -205,6 +207,7 @@ def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
 
         layer_map.cell.select(pick, layer_map.layer, [tab.layer, tab.feature], queue=False)
     if steering is not None:
+        @friendly("handing the feature over")
         def hand_over(layer, feature):
             gr.Info(f"Layer {layer}, feature {feature} is set in the Steering tab.")
             return layer, feature
@@ -212,6 +215,7 @@ def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
         tab.steer.click(hand_over, [tab.layer, tab.feature],
                         [steering.layer, steering.feature], queue=False)
     if chosen is not None:
+        @friendly("opening the feature")
         def follow(pair):
             return (int(pair[0]), int(pair[1])) if pair else (gr.skip(), gr.skip())
 

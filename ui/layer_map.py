@@ -7,9 +7,11 @@ from typing import NamedTuple
 import gradio as gr
 
 from sae_core.activations import layer_of
+from sae_core.errors import check_number, check_whole
 from sae_core.explore.layermap import LayerMapData, read_layer_map
 
 from . import builds
+from .errors import friendly
 from .layer_map_view import (
     KIND_NAMES,
     TASK_NAMES,
@@ -50,10 +52,22 @@ def _labels(lmap: LayerMapData | None, task: str) -> list[str]:
     return [lmap.vocab[task][i] for i in present_labels(lmap, task)] if lmap else []
 
 
+def check_controls(lmap: LayerMapData, task, kind, thr, sup, lift) -> tuple:
+    """(threshold, support, lift) checked, or a ValueError naming the control."""
+    if not isinstance(task, str) or task not in lmap.vocab:
+        raise ValueError(f"task must be one of {', '.join(lmap.vocab)}, got {task!r:.40}")
+    if not isinstance(kind, str) or kind not in KIND_NAMES:
+        raise ValueError(f"kind must be one of {', '.join(KIND_NAMES)}, got {kind!r:.40}")
+    return (check_number(thr, "threshold", 0, 1), check_whole(sup, "support", 0),
+            check_number(lift, "lift", 0, 1e6))
+
+
+@friendly("drawing the layer map")
 def redraw(folder, task, kind, thr, sup, lift):
     lmap = read_layer_map(folder)
     if lmap is None:
         return None, None, None, ""
+    thr, sup, lift = check_controls(lmap, task, kind, thr, sup, lift)
     return (heatmap_figure(lmap, task, thr, int(sup), kind, lift),
             lines_figure(lmap, task, thr, int(sup), lift),
             summary_rows(lmap, thr, int(sup), lift),
@@ -96,10 +110,12 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
             label = gr.Dropdown(names, value=names[0] if names else None, label="Label")
         cell = gr.Dataframe(interactive=False)
 
+        @friendly("listing the labels")
         def relabel(folder, task):
             names = _labels(read_layer_map(folder), task)
             return gr.Dropdown(choices=names, value=names[0] if names else None)
 
+        @friendly("switching the SAE set")
         def switch_atlas(folder, task):
             lmap = read_layer_map(folder)
             ids = _layer_ids(lmap)
@@ -107,15 +123,15 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
                     gr.Dropdown(choices=ids, value=ids[len(ids) // 2] if ids else None),
                     relabel(folder, task))
 
+        @friendly("listing the cell's features")
         def cell_table(folder, task, kind, thr, sup, lift, layer, label):
             lmap = read_layer_map(folder)
             if lmap is None or layer is None or label is None:
                 return None
-            try:
-                return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift)
-            except ValueError as err:
-                raise gr.Error(str(err)) from err
+            thr, sup, lift = check_controls(lmap, task, kind, thr, sup, lift)
+            return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift)
 
+        @friendly("starting the layer map")
         def build_map(folder):
             return gr.Markdown(builds.build_parts(folder, "layer map"), visible=True)
 

@@ -12,10 +12,13 @@ from sae_core.explore.live import live_view
 
 from . import session
 from .choice import HINT
+from .errors import friendly, text_arg
 from .live_view import heatmap, token_choices, token_table
 
 EXAMPLE = ("Marie Curie moved to Paris in 1891. She won two Nobel prizes, and her notebooks "
            "are still radioactive today! 🙂")
+MAX_TEXT_CHARS = 10_000
+"""Longest text the Live view reads (it shows the first 256 tokens)."""
 LIVE_INTRO = """Type or paste text: every row is a token, every column a layer, and each cell
 the feature that fires most strongly there (hover for its id and label). Grey cells are
 tokens with a *massive activation* (the first token, and a few others): the SAEs were not
@@ -44,13 +47,11 @@ def notices_md(view) -> str:
     return "\n".join(f"*{n}*" for n in view.notices)
 
 
+@friendly("reading the text")
 def run_live(folder: str, text: str):
     """(heatmap, notice, token picker, token table, view) for the text."""
     loaded = open_loaded(folder)
-    try:
-        view = live_view(loaded, text)
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
+    view = live_view(loaded, text_arg(text, "The text", MAX_TEXT_CHARS))
     lmap = read_layer_map(folder)
     choices = token_choices(view)
     first = next((i for i in range(view.n_tokens) if not view.flagged_TL[i].all()), 0)
@@ -58,20 +59,23 @@ def run_live(folder: str, text: str):
             token_table(view, first, lmap), view)
 
 
+@friendly("showing the token's features")
 def pick_token(folder: str, view, token):
     if view is None or token is None:
         return pd.DataFrame()
     try:
-        return token_table(view, int(token), read_layer_map(open_loaded(folder).folder))
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
+        t = int(token)
+    except (TypeError, ValueError, OverflowError):
+        raise gr.Error(f"Pick a token from the list, not {str(token)[:20]!r}.") from None
+    return token_table(view, t, read_layer_map(open_loaded(folder).folder))
 
 
 def build_live_tab(picker: gr.Dropdown) -> LiveTab:
     """`picker` holds the active atlas folder."""
     with gr.Tab("Live view", id="live-view") as tab:
         gr.Markdown(LIVE_INTRO)
-        text = gr.Textbox(EXAMPLE, lines=3, label="Text (up to 256 tokens are shown)")
+        text = gr.Textbox(EXAMPLE, lines=3, max_length=MAX_TEXT_CHARS,
+                          label="Text (up to 256 tokens are shown)")
         notice = gr.Markdown()
         plot = gr.Plot()
         with gr.Row():

@@ -12,13 +12,14 @@ from huggingface_hub import get_token
 
 from sae_core.atlas.layout import ATLAS_ROOT, is_built, list_atlases, read_info, read_metrics
 from sae_core.hub.export import EXPORT_ROOT, export_saelens, push_to_hub
-from sae_core.hub.fetch import HubError
-from sae_core.hub.pretrained_atlas import default_name, load_pretrained_atlas
-from sae_core.hub.registry import RELEASES, release_label, slug
+from sae_core.hub.fetch import HubError, check_repo
+from sae_core.hub.pretrained_atlas import atlas_folder, default_name, load_pretrained_atlas
+from sae_core.hub.registry import RELEASES, release_label
 from sae_core.lm import EMBEDDED_ID
 from sae_core.metrics import format_with_error
 
 from . import builds, public, session
+from .errors import friendly, text_arg
 from .plots import quality_by_layer
 from .serve import event_limits
 from .train_panel import build_train_panel
@@ -28,6 +29,10 @@ Pick a known release, or type a repo id with the SAE folders in it (SAELens: `cf
 `sae_weights.safetensors`; EleutherAI sparsify: `<hookpoint>/cfg.json` + `sae.safetensors`).
 The set is checked against the model, measured on our corpus like a trained set, and then
 feeds every tab."""
+MAX_SOURCE_CHARS, MAX_IDS_CHARS, MAX_MODEL_CHARS, MAX_NAME_CHARS = 200, 4000, 200, 100
+"""Longest Hub source (release or repo id), SAE-id list, model id and set or folder name."""
+MAX_REPO_CHARS = 96
+"""Longest Hub repo id (huggingface_hub's own limit)."""
 HUB_INTRO_PUBLIC = f"""### Load SAEs from the Hugging Face Hub
 Pick a known release and the SAEs you want ("all" for the whole release; up to
 {public.MAX_PUBLIC_SAES} at once). The set is checked against the model, measured on our
@@ -47,6 +52,7 @@ def _origin(info: dict) -> str:
             f"revision `{src['revision'][:12]}`), trained for {trained_for}")
 
 
+@friendly("reading the SAE set's quality")
 def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     """Markdown summary, per-layer metrics table and quality plot of one atlas."""
     if not folder or not is_built(Path(folder)):
@@ -112,13 +118,18 @@ def release_fields(name: str | None) -> tuple[str, str, str, str]:
     return release.name, "all", release.run_on or release.model, note
 
 
+@friendly("loading the SAEs from the Hub")
 def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | None,
              progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
     """Load a Hub set as a new atlas; select it in the picker. Errors become gr.Error.
 
     The policy's checks run here, since a stranger can call the endpoint directly: in public
     mode only registry releases and allowed models, no custom name, and no Hub token."""
-    if not (source or "").strip():
+    source = text_arg(source, "The release or repo id", MAX_SOURCE_CHARS)
+    sae_ids = text_arg(sae_ids, "The SAE ids", MAX_IDS_CHARS)
+    model = text_arg(model, "The model", MAX_MODEL_CHARS)
+    name = text_arg(name, "The name", MAX_NAME_CHARS)
+    if not source.strip():
         raise gr.Error("Pick a release or type a Hub repo id.")
     policy = public.policy()
     try:
@@ -127,8 +138,10 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
         sae_ids = public.check_sae_ids(policy, source, sae_ids or "")
     except ValueError as err:
         raise gr.Error(str(err)) from err
+    if source.strip() not in RELEASES:
+        check_repo(source)  # before the model loads or any request leaves
     name = "" if policy.public else (name or "").strip()  # public: identical loads reuse one set
-    same = ATLAS_ROOT / default_name(source, sae_ids, model)
+    same = atlas_folder(ATLAS_ROOT, default_name(source, sae_ids, model))
     if not name and is_built(same):  # the same SAEs on the same model: reuse them
         out, done = same, "was already loaded"
     else:
@@ -154,29 +167,42 @@ def hub_load_release(release: str, sae_ids: str, model: str, current: str | None
     return hub_load(release, sae_ids, model, "", current, progress=progress)
 
 
+def export_folder(folder: str, name: str | None) -> Path:
+    """checkpoints/export/<name> (default: the set's folder name); a name cannot lead out."""
+    name = text_arg(name, "The export folder name", MAX_NAME_CHARS).strip()
+    return atlas_folder(EXPORT_ROOT, name or Path(folder).name)
+
+
+@friendly("exporting the SAE set")
 def export_set(folder: str | None, name: str, repo_id: str) -> str:
     """Write the active set in the SAELens layout under checkpoints/export/<name>."""
-    if not folder or not is_built(Path(folder)):
+    if not isinstance(folder, str) or not folder or not is_built(Path(folder)):
         raise gr.Error("Pick an SAE set first.")
-    out = EXPORT_ROOT / slug((name or "").strip() or Path(folder).name)
+    out = export_folder(folder, name)
+    repo_id = text_arg(repo_id, "The repo id", MAX_REPO_CHARS).strip()
+    if repo_id:
+        check_repo(repo_id)
     try:
-        out = export_saelens(Path(folder), out, repo_id=(repo_id or "").strip() or "<repo_id>")
+        out = export_saelens(Path(folder), out, repo_id=repo_id or "<repo_id>")
     except (HubError, ValueError, FileNotFoundError) as err:
         raise gr.Error(str(err)) from err
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return f"Exported to `{out}` ({len(files)} files, with a README.md model card)."
 
 
+@friendly("pushing to the Hub")
 def push_set(folder: str | None, name: str, repo_id: str) -> str:
     if public.policy().public:  # never registered then; refused anyway
         raise gr.Error("This public demo does not push to the Hub.")
-    if not (repo_id or "").strip():
+    repo_id = text_arg(repo_id, "The repo id", MAX_REPO_CHARS).strip()
+    if not repo_id:
         raise gr.Error("Type the Hub repo id to push to (e.g. `you/my-saes`).")
-    if not folder:
+    repo_id = check_repo(repo_id)
+    if not isinstance(folder, str) or not folder:
         raise gr.Error("Pick an SAE set first.")
-    out = EXPORT_ROOT / slug((name or "").strip() or Path(folder).name)
+    out = export_folder(folder, name)
     try:
-        url = push_to_hub(out, repo_id.strip())
+        url = push_to_hub(out, repo_id)
     except HubError as err:
         raise gr.Error(f"{err} (export the set first)" if "not an exported" in str(err)
                        else str(err)) from err
@@ -210,16 +236,20 @@ def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
                                   value=None, label="Known releases")
             if not is_public:
                 source = gr.Textbox(label="Release or Hub repo id",
-                                    placeholder="e.g. EleutherAI/sae-SmolLM2-135M-64x")
+                                    placeholder="e.g. EleutherAI/sae-SmolLM2-135M-64x",
+                                    max_length=MAX_SOURCE_CHARS)
         with gr.Row():
             sae_ids = gr.Textbox(label="SAE ids or folders (comma-separated; \"all\" for a "
-                                       "release)", placeholder="e.g. layers.5.mlp, layers.9.mlp")
+                                       "release)", placeholder="e.g. layers.5.mlp, layers.9.mlp",
+                                  max_length=MAX_IDS_CHARS)
             if is_public:
                 model = gr.Dropdown(list(public.policy().allowed_models), value=EMBEDDED_ID,
                                     label="Model to run them on")
             else:
-                model = gr.Textbox(EMBEDDED_ID, label="Model to run them on")
-                name = gr.Textbox(label="Name of the new set (optional)")
+                model = gr.Textbox(EMBEDDED_ID, label="Model to run them on",
+                                   max_length=MAX_MODEL_CHARS)
+                name = gr.Textbox(label="Name of the new set (optional)",
+                                  max_length=MAX_NAME_CHARS)
         note = gr.Markdown()
         load = gr.Button("Load from the Hub", variant="primary")
         status = gr.Markdown()
@@ -253,9 +283,10 @@ def _export_section(picker: gr.Dropdown) -> None:
     gr.Markdown("### Export the active set\nWrites it in the SAELens layout with a "
                 "README.md model card under `checkpoints/export/<name>`.")
     with gr.Row():
-        export_name = gr.Textbox(label="Export folder name (default: the set's name)")
+        export_name = gr.Textbox(label="Export folder name (default: the set's name)",
+                                 max_length=MAX_NAME_CHARS)
         repo = gr.Textbox(label="Hub repo id for the model card and push",
-                          placeholder="you/my-saes")
+                          placeholder="you/my-saes", max_length=MAX_REPO_CHARS)
     with gr.Row():
         export = gr.Button("Export")
         push = gr.Button("Push to the Hub", visible=get_token() is not None)

@@ -13,6 +13,7 @@ from sae_core.explore.search import LabelHit, TextHit, corpus_peaks, features_by
 
 from . import builds
 from .choice import HINT
+from .errors import friendly, text_arg
 from .layer_map_view import TASK_NAMES, present_labels
 from .live import notices_md, open_loaded
 
@@ -24,6 +25,8 @@ features whose layer-map label matches, e.g. layer 12, part of speech PROPN, con
 ≥ 0.9."""
 ALL_LAYERS = "all layers"
 SHOWN = 200
+MAX_QUERY_CHARS = 2000
+"""Longest text searched (the first 256 tokens are read)."""
 """Rows of a label search that are listed."""
 
 
@@ -42,8 +45,10 @@ def label_table(hits: list[LabelHit]) -> pd.DataFrame:
     return pd.DataFrame(hits, columns=LabelHit._fields).round({"consistency": 3, "lift": 1})
 
 
+@friendly("searching the text")
 def run_search(folder: str, text: str, score: str = "norm"):
     """(table, notices) of the features that fire most on `text`."""
+    text = text_arg(text, "The search text", MAX_QUERY_CHARS)
     loaded = open_loaded(folder)
     reference = None
     if score == "peak":
@@ -51,28 +56,24 @@ def run_search(folder: str, text: str, score: str = "norm"):
         if reference is None:
             raise gr.Error("This SAE set has no feature index yet (the Features tab builds "
                            "it); score by the layer's typical norm instead.")
-    try:
-        hits, view = search_text(loaded, text, reference=reference)
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
+    hits, view = search_text(loaded, text, reference=reference)
     return text_table(hits), notices_md(view)
 
 
+@friendly("searching by label")
 def run_label_search(folder: str, layer, task: str, label: str, consistency: float,
                      support: float):
     """(table, status line) of the features with that label."""
     lmap = read_layer_map(open_loaded(folder).folder)
     if lmap is None:
         raise gr.Error("This SAE set has no layer map yet, so its features have no labels.")
-    where = None if layer in (None, ALL_LAYERS) else int(layer)
-    try:
-        hits = features_by_label(lmap, where, task, label, float(consistency), int(support))
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
+    where = None if layer in (None, ALL_LAYERS) else _number(layer, "layer")
+    consistency, support = _number(consistency, "consistency"), _number(support, "support")
+    hits = features_by_label(lmap, where, task, label, consistency, support)
     if hits:
         status = f"{len(hits)} feature(s); the {SHOWN} most consistent are listed."
     else:
-        best = features_by_label(lmap, where, task, label, 0.0, int(support), limit=1)
+        best = features_by_label(lmap, where, task, label, 0.0, support, limit=1)
         status = "No feature passes these filters." + (
             f" The most consistent {label} feature with that support has consistency "
             f"{best[0].consistency:.2f} (layer {best[0].layer}, feature "
@@ -80,8 +81,21 @@ def run_label_search(folder: str, layer, task: str, label: str, consistency: flo
     return label_table(hits[:SHOWN]), status
 
 
+def _number(value, field: str) -> float:
+    """A number from a form or an API caller ("3" counts as 3); the library checks ranges."""
+    if isinstance(value, str):
+        try:
+            return float(value[:40])
+        except ValueError:
+            raise gr.Error(f"{field} must be a number, got {value[:40]!r}") from None
+    return value
+
+
+@friendly("listing the labels")
 def label_choices(folder: str, task: str):
     lmap = read_layer_map(open_loaded(folder).folder)
+    if lmap is not None and (not isinstance(task, str) or task not in lmap.vocab):
+        raise gr.Error(f"task must be one of {', '.join(lmap.vocab)}, got {task!r:.40}")
     names = [] if lmap is None else [lmap.vocab[task][i] for i in present_labels(lmap, task)]
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
@@ -100,7 +114,8 @@ def build_search_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
     with gr.Tab("Search", id="search"):
         gr.Markdown(SEARCH_INTRO)
         with gr.Row():
-            query = gr.Textbox("Paris", label="Word or sentence", scale=4)
+            query = gr.Textbox("Paris", label="Word or sentence", scale=4,
+                               max_length=MAX_QUERY_CHARS)
             score = gr.Radio([("activation / layer's typical norm", "norm"),
                               ("activation / feature's corpus peak", "peak")], value="norm",
                              label="Score", scale=2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from typing import NamedTuple
@@ -13,10 +12,23 @@ import gradio as gr
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import LoadedAtlas, read_info
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
-from sae_core.steer.generation import MAX_NEW_TOKENS, GenConfig, side_by_side
+from sae_core.steer.generation import MAX_NEW_TOKENS, side_by_side
 
 from . import session
+from .errors import friendly, text_arg
 from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
+from .steering_inputs import (
+    MAX_CONCEPT_CHARS,
+    MAX_EXTRA_CHARS,
+    MAX_FEATURE,
+    MAX_LAYER,
+    MAX_PROMPT_CHARS,
+    MAX_RELATED_CHARS,
+    MAX_SEED,
+    gen_config,
+    number,
+    whole,
+)
 from .steering_presets import (
     first_controls,
     prepare_presets,
@@ -69,18 +81,13 @@ def parse_extra(text: str | None) -> list[tuple[int, int, float]]:
     return items
 
 
-def _int(value, name: str) -> int:
-    if value is None or not math.isfinite(float(value)) or float(value) != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value}")
-    return int(value)
-
-
 def steering_of(folder: str, layer, feature, strength, mode: str, positions: str,
                 extra: str | None) -> tuple[LoadedAtlas, Steering]:
     if not folder:
         raise ValueError("pick an SAE set first")
     loaded = session.open_atlas(folder)
-    items = [(_int(layer, "layer"), _int(feature, "feature"), float(strength))]
+    items = [(whole(layer, "layer", 0, MAX_LAYER), whole(feature, "feature"),
+              number(strength, "strength"))]
     feats = tuple(FeatureSteer(hookpoint_for_layer(loaded.saes, lay), f, s, mode)
                   for lay, f, s in items + parse_extra(extra))
     return loaded, Steering(feats, positions)
@@ -99,17 +106,15 @@ def diff_highlight(plain: str, steered: str) -> tuple[list, list]:
     return left, right
 
 
+@friendly("writing the texts")
 def run_steering(folder, prompt, layer, feature, strength, mode, positions, extra,
                  max_tokens, temperature, seed):
     """The steering endpoint (api_name "steer"): (unsteered, steered, notes)."""
-    try:
-        loaded, steering = steering_of(folder, layer, feature, strength, mode, positions,
-                                       extra)
-        gen = GenConfig(max_new_tokens=_int(max_tokens, "max tokens"),
-                        temperature=float(temperature), seed=_int(seed, "seed"))
-        out = side_by_side(loaded, prompt, steering, gen)
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
+    prompt = text_arg(prompt, "The prompt", MAX_PROMPT_CHARS)
+    extra = text_arg(extra, "More features", MAX_EXTRA_CHARS)
+    loaded, steering = steering_of(folder, layer, feature, strength, mode, positions, extra)
+    gen = gen_config(max_tokens, temperature, seed)
+    out = side_by_side(loaded, prompt, steering, gen)
     left, right = diff_highlight(out.unsteered, out.steered)
     what = "; ".join(
         f"layer {f.layer} feature {f.feature}: {f.mode} {f.strength:g} x "
@@ -146,10 +151,13 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
                                      allow_custom_value=True)
                 preset_note = gr.Markdown(note)
                 prepare = gr.Button("Prepare presets", size="sm", visible=missing)
-            prompt = gr.Textbox(first["prompt"], label="Prompt", scale=3)
+            prompt = gr.Textbox(first["prompt"], label="Prompt", scale=3,
+                                max_length=MAX_PROMPT_CHARS)
         with gr.Row():
-            layer = gr.Number(first["layer"], precision=0, minimum=0, label="Layer")
-            feature = gr.Number(first["feature"], precision=0, minimum=0, label="Feature")
+            layer = gr.Number(first["layer"], precision=0, minimum=0, maximum=MAX_LAYER,
+                              label="Layer")
+            feature = gr.Number(first["feature"], precision=0, minimum=0, maximum=MAX_FEATURE,
+                                label="Feature")
             strength = gr.Slider(-3, 3, value=first["strength"], step=0.01,
                                  label="Strength (x the layer's typical size)")
         with gr.Row():
@@ -158,11 +166,12 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
             positions = gr.Radio([("prompt and answer", "all"), ("answer only", "generated")],
                                  value="all", label="Steer at")
             extra = gr.Textbox("", label="More features (layer:feature:strength, ...)",
-                               placeholder="e.g. 11:4512:0.3")
+                               placeholder="e.g. 11:4512:0.3", max_length=MAX_EXTRA_CHARS)
         with gr.Row():
             max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
             temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
-            seed = gr.Number(0, precision=0, label="Seed")
+            seed = gr.Number(0, precision=0, minimum=-MAX_SEED, maximum=MAX_SEED,
+                             label="Seed")
         run = gr.Button("Write both", variant="primary")
         with gr.Row():
             plain = gr.HighlightedText(label="Without steering", color_map=DIFF_COLORS,
@@ -174,11 +183,15 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
         notes = gr.Markdown()
         gr.Markdown("### Find features that steer towards a concept\n" + EXPLAIN)
         with gr.Row():
-            concept = gr.Textbox(label="Concept", placeholder="ocean", scale=2)
+            concept = gr.Textbox(label="Concept", placeholder="ocean", scale=2,
+                                 max_length=MAX_CONCEPT_CHARS)
             related = gr.Textbox(label="Related words (optional, separated by commas)",
-                                 placeholder="sea, waves, beach", scale=3)
-            first = gr.Number(n // 5, precision=0, minimum=0, label="From layer")
-            last = gr.Number(n - 1, precision=0, minimum=0, label="To layer")
+                                 placeholder="sea, waves, beach", scale=3,
+                                 max_length=MAX_RELATED_CHARS)
+            first = gr.Number(n // 5, precision=0, minimum=0, maximum=MAX_LAYER,
+                              label="From layer")
+            last = gr.Number(n - 1, precision=0, minimum=0, maximum=MAX_LAYER,
+                             label="To layer")
             search = gr.Button("Find features")
         summary = gr.Markdown()
         with gr.Row():
@@ -212,6 +225,7 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
                         [mean_text, asked_text, baseline_notes], api_name="baselines",
                         concurrency_limit=STEER_CONCURRENCY)
 
+        @friendly("choosing the feature")
         def pick(evt: gr.SelectData):
             row = evt.row_value or []
             if len(row) < 2:
@@ -227,6 +241,7 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
         menu = [preset, preset_note, prepare]
         prepare.click(prepare_presets, picker, menu, queue=False)
 
+        @friendly("switching the SAE set")
         def switch_atlas(folder):
             n = _n_layers(folder)
             return (n // 5, n - 1, None, None, *refresh_presets(folder))

@@ -3,6 +3,8 @@ with its curve, and the two baselines a feature must beat (difference of means, 
 
 from __future__ import annotations
 
+import math
+
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,9 +16,17 @@ from sae_core.steer.dose import DoseCurve, DoseRule
 from sae_core.steer.edits import DirectionSteer, Steering, hookpoint_for_layer
 from sae_core.steer.effect import make_probe
 from sae_core.steer.finder import SteeringFinding, find_steering
-from sae_core.steer.generation import GenConfig, side_by_side, unsteered
+from sae_core.steer.generation import side_by_side, unsteered
 
 from . import session
+from .errors import friendly, text_arg
+from .steering_inputs import (
+    MAX_CONCEPT_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_RELATED_CHARS,
+    gen_config,
+    whole,
+)
 
 COLUMNS = ["layer", "feature", "found because it", "reach %", "effect / cost"]
 EXPLAIN = """Type a concept and, if you like, related words. Candidates are features that fire
@@ -30,10 +40,14 @@ prompt then picks the suggestion."""
 
 
 def _layers(first, last) -> tuple[int, int]:
+    """(first, last) as whole numbers; the library checks the range."""
     try:
-        return int(first), int(last)
-    except (TypeError, ValueError):
+        out = float(first), float(last)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("the layer range must be two whole numbers") from None
+    if not all(math.isfinite(x) and x == int(x) for x in out):
+        raise ValueError("the layer range must be two whole numbers")
+    return int(out[0]), int(out[1])
 
 
 def curve_figure(curve: DoseCurve, rule: DoseRule, title: str) -> go.Figure:
@@ -80,15 +94,15 @@ def _summary(f: SteeringFinding) -> str:
     return head + " Press **Use the suggestion**, then **Write both**; compare with the baselines."
 
 
+@friendly("finding features")
 def find_features(folder: str, concept: str, related: str, first, last):
     """The finder endpoint (api_name "find_features"): (table, summary, curve, suggestion)."""
-    try:
-        if not folder:
-            raise ValueError("pick an SAE set first")
-        f = find_steering(session.open_atlas(folder), concept, related,
-                          layers=_layers(first, last))
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
+    concept = text_arg(concept, "The concept", MAX_CONCEPT_CHARS)
+    related = text_arg(related, "Related words", MAX_RELATED_CHARS)
+    if not folder:
+        raise ValueError("pick an SAE set first")
+    f = find_steering(session.open_atlas(folder), concept, related,
+                      layers=_layers(first, last))
     table = pd.DataFrame([[c.layer, c.feature, c.source, round(100 * c.reach, 2),
                            round(c.efficiency, 2)]
                           for c in f.candidates], columns=COLUMNS)
@@ -99,6 +113,7 @@ def find_features(folder: str, concept: str, related: str, first, last):
     return (table, _summary(f), curve_figure(f.best.curve, f.rule, f.best.name), suggestion)
 
 
+@friendly("using the suggestion")
 def use_suggestion(suggestion: dict | None):
     """(layer, feature, strength, more features) of the finder's suggestion."""
     if not suggestion:
@@ -109,28 +124,28 @@ def use_suggestion(suggestion: dict | None):
     return layer, feature, round(s, 3), extra
 
 
+@friendly("writing the baselines")
 def write_baselines(folder, prompt, concept, related, layer, max_tokens, temperature, seed):
     """(difference-of-means text, prompting text, notes) for the same prompt and settings."""
-    try:
-        if not folder:
-            raise ValueError("pick an SAE set first")
-        loaded = session.open_atlas(folder)
-        words = concept_words(concept, related)
-        h = hookpoint_for_layer(loaded.saes, int(layer))
-        gen = GenConfig(max_new_tokens=int(max_tokens), temperature=float(temperature),
-                        seed=int(seed))
-        v_D = diff_of_means(loaded, h, words)
-        rule = DoseRule()
-        s, curve = dosed_direction(loaded, h, v_D, words, make_probe(loaded.lm), rule)
-        if s is None:
-            raise ValueError("the difference-of-means direction moves the text too far at "
-                             "every strength tried")
-        mean_text = side_by_side(loaded, prompt, Steering((DirectionSteer(h, v_D, s),)),
-                                 gen).steered
-        asked = prompted(prompt, words[0])
-        prompt_text = unsteered(loaded, asked, gen)
-    except (ValueError, TypeError) as err:
-        raise gr.Error(str(err)) from err
+    prompt = text_arg(prompt, "The prompt", MAX_PROMPT_CHARS)
+    concept = text_arg(concept, "The concept", MAX_CONCEPT_CHARS)
+    related = text_arg(related, "Related words", MAX_RELATED_CHARS)
+    if not folder:
+        raise ValueError("pick an SAE set first")
+    loaded = session.open_atlas(folder)
+    words = concept_words(concept, related)
+    h = hookpoint_for_layer(loaded.saes, whole(layer, "layer"))
+    gen = gen_config(max_tokens, temperature, seed)
+    v_D = diff_of_means(loaded, h, words)
+    rule = DoseRule()
+    s, curve = dosed_direction(loaded, h, v_D, words, make_probe(loaded.lm), rule)
+    if s is None:
+        raise ValueError("the difference-of-means direction moves the text too far at "
+                         "every strength tried")
+    mean_text = side_by_side(loaded, prompt, Steering((DirectionSteer(h, v_D, s),)),
+                             gen).steered
+    asked = prompted(prompt, words[0])
+    prompt_text = unsteered(loaded, asked, gen)
     dose = ("dosed by the same rule and text check as the features" if curve.dose is not None
             else "no strength passed the rule; the one whose test texts named the concept most")
     notes = (f"Difference of means at layer {int(layer)}: the mean residual on "

@@ -19,6 +19,7 @@ from sae_core.explore.live import LiveView, live_view
 from sae_core.steer.presets import read_presets
 
 from . import session
+from .errors import friendly
 from .steering import DIFF_COLORS, STEER_CONCURRENCY, SteeringTab, run_steering
 from .steering_presets import controls_of
 from .tour_text import INTRO, NO_PRESET, STEER_INTRO, numbers_markdown, words_markdown
@@ -99,6 +100,7 @@ def first_preset(folder: str | None) -> str | None:
     return found.presets[0].slug if found and found.presets else None
 
 
+@friendly("running the example")
 def run_example(preset: gr.Dropdown | None, folder: str | None) -> tuple:
     """(words, numbers, steering notes, preset slug for the State[, for the Steering tab's
     preset dropdown]) of the example on the active atlas; a plain message, never a crash."""
@@ -119,6 +121,7 @@ def run_example(preset: gr.Dropdown | None, folder: str | None) -> tuple:
     return out + ((slug,) if slug else skip)
 
 
+@friendly("writing the preset")
 def steer_preset(folder: str | None, slug: str | None) -> tuple:
     """(without, with, notes): the tour's preset written side by side by the Steering tab's
     own function; a plain message when it cannot run, nothing when there is no preset."""

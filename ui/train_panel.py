@@ -9,17 +9,24 @@ import gradio as gr
 
 from sae_core.atlas.layout import ATLAS_ROOT, is_built
 from sae_core.config import BuildConfig, TrainConfig
+from sae_core.hub.pretrained_atlas import atlas_folder
 from sae_core.hub.registry import slug
 from sae_core.jobs.stages import BuildJob
 from sae_core.lm import EMBEDDED
 
 from . import builds
+from .errors import friendly, text_arg
 
 MAX_LAYERS_TEXT = 200
+MAX_NAME_CHARS, MAX_MODEL_CHARS = 100, 200
+"""Longest set name and model id or folder."""
 
 
 def _whole(value, name: str, low: int, high: int) -> int:
-    number = float(value) if value is not None else math.nan
+    try:
+        number = float(value) if value is not None else math.nan
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
     if not math.isfinite(number) or number != int(number) or not low <= number <= high:
         raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value}")
     return int(number)
@@ -40,10 +47,12 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
 
 def train_job(name: str, model: str, layers: str, expansion, k, max_tokens) -> BuildJob:
     """The build a visitor asked for, checked; ValueError with a plain reason otherwise."""
-    name = slug((name or "").strip())
-    if not (name or "").strip() or name == "sae":
+    name = text_arg(name, "The name", MAX_NAME_CHARS).strip()
+    model = text_arg(model, "The model", MAX_MODEL_CHARS)
+    layers = text_arg(layers, "The layers", MAX_LAYERS_TEXT)
+    if not name or slug(name) == "sae":
         raise ValueError("give the new set a name (letters, digits, - or _)")
-    folder = ATLAS_ROOT / name
+    folder = atlas_folder(ATLAS_ROOT, name)
     if is_built(folder):
         raise ValueError(f"a set called {name!r} exists already; pick another name")
     data = BuildConfig(model=(model or "").strip() or EMBEDDED, layers=parse_layers(layers))
@@ -53,11 +62,9 @@ def train_job(name: str, model: str, layers: str, expansion, k, max_tokens) -> B
     return BuildJob(folder, data, cfg, parts=("SAEs",))
 
 
+@friendly("starting the training")
 def start_training(name, model, layers, expansion, k, max_tokens):
-    try:
-        job = train_job(name, model, layers, expansion, k, max_tokens)
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
+    job = train_job(name, model, layers, expansion, k, max_tokens)
     builds.start(job)
     return (f"Training `{job.folder.name}` in the background (progress above the tabs); "
             "it joins the SAE set picker when done."), gr.Timer(active=True)
@@ -69,13 +76,18 @@ def build_train_panel(timer: gr.Timer) -> None:
                 "the bundled corpus by the app's build worker (one build at a time; the "
                 "progress panel above the tabs can cancel it, and starting it again resumes).")
     with gr.Row():
-        name = gr.Textbox(label="Name for the trained set", placeholder="e.g. smol-k64")
-        model = gr.Textbox(EMBEDDED, label="Model (\"embedded\", a Hub id or a folder)")
-        layers = gr.Textbox("all", label="Layers (\"all\" or e.g. 0,5,12)")
+        name = gr.Textbox(label="Name for the trained set", placeholder="e.g. smol-k64",
+                          max_length=MAX_NAME_CHARS)
+        model = gr.Textbox(EMBEDDED, label="Model (\"embedded\", a Hub id or a folder)",
+                           max_length=MAX_MODEL_CHARS)
+        layers = gr.Textbox("all", label="Layers (\"all\" or e.g. 0,5,12)",
+                            max_length=MAX_LAYERS_TEXT)
     with gr.Row():
-        expansion = gr.Number(8, precision=0, label="Width (x d_model)")
-        k = gr.Number(32, precision=0, label="k (active features per token)")
-        budget = gr.Number(307_200, precision=0, label="Token budget (LM tokens)")
+        expansion = gr.Number(8, precision=0, minimum=1, maximum=64, label="Width (x d_model)")
+        k = gr.Number(32, precision=0, minimum=1, maximum=512,
+                      label="k (active features per token)")
+        budget = gr.Number(307_200, precision=0, minimum=4_096, maximum=10_000_000,
+                           label="Token budget (LM tokens)")
     train = gr.Button("Train", variant="primary")
     status = gr.Markdown()
     train.click(start_training, [name, model, layers, expansion, k, budget], [status, timer],

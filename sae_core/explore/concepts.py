@@ -27,6 +27,7 @@ from ..activations import layer_of
 from ..atlas.layout import LoadedAtlas
 from ..corpus import bos_id
 from ..encode import LayerCodes, decoder_norms, dense, encode_batch
+from ..errors import BadInput, check_layer_range, check_text, check_whole
 from ..norms import typical_norms
 from .feature_index import TOKENS_FILE, has_feature_index, index_dir, layer_file
 from .layermap import read_layer_map
@@ -194,15 +195,17 @@ def find_concept_features(
 ) -> list[ConceptHit]:
     """The `top` features that fire on `concept` more than on neutral text, best first, at
     most `per_layer` from one hookpoint; `layers` = (first, last) limits the search."""
-    concept = (concept or "").strip()
-    if not concept:
-        raise ValueError("type a word or short phrase to search for")
+    if concept is None or (isinstance(concept, str) and not concept.strip()):
+        raise BadInput("concept", "type a word or short phrase to search for (the concept)")
+    concept = check_text(concept, "concept", max_chars=10 * MAX_CONCEPT_CHARS).strip()
     if len(concept) > MAX_CONCEPT_CHARS:
-        raise ValueError(f"keep the concept under {MAX_CONCEPT_CHARS} characters")
+        raise BadInput("concept", f"keep the concept under {MAX_CONCEPT_CHARS} characters")
+    top, per_layer = check_whole(top, "top", 1, 1000), check_whole(per_layer, "per_layer", 1, 1000)
+    layers = check_layer_range(layers)
     hookpoints = [h for h in loaded.saes if layers is None
                   or layers[0] <= layer_of(h) <= layers[1]]
     if not hookpoints:
-        raise ValueError(f"no layer of this SAE set lies in {layers[0]}..{layers[1]}")
+        raise BadInput("layers", f"no layer of this SAE set lies in {layers[0]}..{layers[1]}")
     norms, _ = typical_norms(loaded.lm, loaded.saes, hookpoints, corpus=loaded.corpus)
     neutral = _neutral_stats(loaded, hookpoints, norms)
     texts = [t.replace("{c}", concept) for t in TEMPLATES]

@@ -17,6 +17,7 @@ from safetensors import safe_open
 from ..activations import layer_of
 from ..atlas.layout import LoadedAtlas, read_once
 from ..atomic import load_tensors
+from ..errors import BadInput, check_whole
 from .feature_index import (
     META_FILE,
     TOKENS_FILE,
@@ -163,21 +164,20 @@ def _snippet(index: FeatureIndex, tokenizer, tok: int, value: float, acts_W: tor
 
 
 def check_ids(loaded: LoadedAtlas, hookpoint: str, feature) -> int:
-    """The feature id as an int, or ValueError saying what is allowed."""
-    if hookpoint not in loaded.saes:
+    """The feature id as an int, or BadInput (a ValueError) saying what is allowed. A
+    string of digits ("5", from a link or a form) counts as that number."""
+    if not isinstance(hookpoint, str) or hookpoint not in loaded.saes:
         layers = ", ".join(str(layer_of(h)) for h in loaded.hookpoints)
-        raise ValueError(f"{hookpoint!r} is not in this SAE set; its layers are {layers}")
+        raise BadInput("layer", f"{hookpoint!r:.40} is not in this SAE set; its layers are "
+                                f"{layers}")
     d_sae = loaded.saes[hookpoint].cfg.d_sae
+    if isinstance(feature, str) and feature.strip().isdigit() and len(feature) < 20:
+        feature = int(feature)
     try:
-        f = int(str(feature).strip()) if isinstance(feature, str) else int(feature)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"the feature must be a whole number in 0..{d_sae - 1}") from None
-    if f != feature and not isinstance(feature, str):  # 3.5 is not a feature id
-        raise ValueError(f"the feature must be a whole number in 0..{d_sae - 1}")
-    if not 0 <= f < d_sae:
-        raise ValueError(f"feature {feature} is out of range: this layer has features "
-                         f"0..{d_sae - 1}")
-    return f
+        return check_whole(feature, "feature", 0, d_sae - 1)
+    except BadInput:
+        raise BadInput("feature", f"feature {feature!r:.40} is out of range: this layer has "
+                                  f"features 0..{d_sae - 1} (whole numbers)") from None
 
 
 def _labels(loaded: LoadedAtlas, hookpoint: str, feature: int) -> tuple[LabelInfo, ...]:

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from ..atlas.layout import LoadedAtlas
 from ..corpus import bos_id
 from ..encode import LayerCodes, decoder_norms, encode_batch
+from ..errors import BadInput, check_text, check_whole
 from ..sae import Sae
 
 MAX_TOKENS = 256
@@ -107,21 +108,23 @@ def token_pieces(text: str, offsets: list[tuple[int, int]]) -> list[str]:
 def tokenize_text(tokenizer: PreTrainedTokenizerBase, text: str, max_tokens: int
                   ) -> tuple[str, list[int], list[str], list[str]]:
     """(text covered, token ids, pieces, notices) after cleaning and truncation; no special
-    tokens. ValueError when nothing readable is left."""
-    if not isinstance(text, str):
-        raise ValueError("the text must be a string")
-    text, n_removed = clean_text(text)
+    tokens. BadInput (a ValueError) when it is no text, over MAX_TEXT_CHARS, or nothing
+    readable is left."""
+    raw_len = len(check_text(text, "the text", empty_ok=True))
+    # Cut long input before cleaning and tokenizing; 32 characters a token is generous.
+    limit = max(4096, 32 * max_tokens)
+    text, n_removed = clean_text(text[:limit])
     if not text.strip():
-        raise ValueError("The text is empty: type or paste some text first.")
+        raise BadInput("the text", "The text is empty: type or paste some text first.")
     notices = []
     if n_removed:
         notices.append(f"Removed {n_removed} control character(s) the model cannot read.")
-    # Cut absurdly long input before tokenizing; 32 characters a token is generous.
-    full_len = len(text)
-    work = text[: max(4096, 32 * max_tokens)]
+    work, full_len = text, raw_len if raw_len > limit else len(text)
     enc = tokenizer(work, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    if len(ids) > max_tokens or len(work) < full_len:
+    if not ids:
+        raise BadInput("the text", "The model's tokenizer reads no token in this text.")
+    if len(ids) > max_tokens or raw_len > limit:
         ids, offsets = ids[:max_tokens], offsets[:max_tokens]
         cut = max(end for _, end in offsets)
         work = work[:cut]
@@ -161,8 +164,8 @@ def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOK
     Raises ValueError with a message for the user on empty text; long text is cut to
     `max_tokens` tokens with a notice in `LiveView.notices`.
     """
-    if max_tokens < 1 or (top is not None and top < 1):
-        raise ValueError("max_tokens and top must be at least 1")
+    max_tokens = check_whole(max_tokens, "max_tokens", 1)
+    top = None if top is None else check_whole(top, "top", 1)
     loaded = loaded_atlas
     first = _first_token(loaded)
     prefix = [] if first is None else [first]

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..activations import layer_of, parse_hookpoint
 from ..atlas.layout import LoadedAtlas
+from ..errors import BadInput, check_number, check_whole
 from .feature_index import has_feature_index, layer_file, read_index_meta
 from .layermap import MAP_TASKS, LayerMapData, read_layer_map
 from .live import LiveView, live_view
@@ -151,15 +152,19 @@ def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
     """The features, over all layers (or `layers`), that fire most on `text`, best first.
 
     Returns (hits, view): one hit per feature, at its strongest token; `view` is the
-    underlying live view (notices, tokens). ValueError on empty text or unknown layers.
+    underlying live view (notices, tokens). BadInput (a ValueError) on empty text, unknown
+    layers or bad numbers.
     """
-    if limit < 1:
-        raise ValueError("limit must be at least 1")
+    limit = check_whole(limit, "limit", 1)
     known = {layer_of(h): i for i, h in enumerate(loaded.hookpoints)}
     if layers is not None:
-        bad = [x for x in layers if x not in known]
+        if not isinstance(layers, list | tuple):
+            raise BadInput("layers", f"layers must be a list of layer numbers, got "
+                                     f"{type(layers).__name__}")
+        bad = [x for x in layers if isinstance(x, bool) or x not in known]
         if bad:
-            raise ValueError(f"layer(s) {bad} not in this atlas; it has {sorted(known)}")
+            raise BadInput("layers", f"layer(s) {bad[:5]!r:.80} not in this atlas; it has "
+                                     f"{sorted(known)}")
     view = live_view(loaded, text, max_tokens=max_tokens, top=None)  # every firing feature
     wanted = None if layers is None else {known[x] for x in layers}
     rows = [r for r in best_firings(view, reference) if wanted is None or r[1] in wanted]
@@ -178,17 +183,23 @@ def features_by_label(lmap: LayerMapData, layer: int | None, task: str, label: s
     `layer=None` searches every residual layer. Most consistent first (then most firings).
     Features that never fired (NaN consistency) never match.
     """
-    if task not in lmap.vocab:
-        raise ValueError(f"unknown task {task!r}; choose from {sorted(lmap.vocab)}")
-    if not 0.0 <= min_consistency <= 1.0:
-        raise ValueError(f"min_consistency must be in [0, 1], got {min_consistency}")
+    if not isinstance(task, str) or task not in lmap.vocab:
+        raise BadInput("task", f"unknown task {task!r:.40}; choose from {sorted(lmap.vocab)}")
+    if not isinstance(label, str) or label not in lmap.vocab[task]:
+        raise BadInput("label", f"unknown {task} label {label!r:.40}; choose from "
+                                f"{', '.join(lmap.vocab[task])}")
+    min_consistency = check_number(min_consistency, "min_consistency", 0.0, 1.0)
+    min_support = check_whole(min_support, "min_support", 0)
+    min_lift = check_number(min_lift, "min_lift", 0.0, 1e9)
+    if limit is not None:
+        limit = check_whole(limit, "limit", 1)
     if layer is None:
         hookpoints = [h for h in lmap.hookpoints if not parse_hookpoint(h)[1]]
     else:
-        hookpoints = [f"layers.{int(layer)}"]
+        hookpoints = [f"layers.{check_whole(layer, 'layer', 0)}"]
         if hookpoints[0] not in lmap.hookpoints:
             layers = [layer_of(h) for h in lmap.hookpoints]
-            raise ValueError(f"layer {layer} is not in this layer map; it has {layers}")
+            raise BadInput("layer", f"layer {layer} is not in this layer map; it has {layers}")
     hits = []
     for h in hookpoints:
         s = lmap.stats("sae", h, task)

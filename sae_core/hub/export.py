@@ -18,7 +18,7 @@ from ..atlas.layout import load_atlas
 from ..atomic import write_text
 from ..config import SaeConfig
 from ..metrics import format_with_error
-from .fetch import HubError
+from .fetch import HubError, check_repo
 
 EXPORT_ROOT = Path("checkpoints/export")
 CARD_TAGS = ("sparse-autoencoder", "saelens", "sae-atlas")
@@ -140,8 +140,9 @@ def export_saelens(atlas: Path, out: Path | None = None, *, repo_id: str = "<rep
 
 def push_to_hub(folder: Path, repo_id: str, token: str | None = None, *,
                 private: bool = False) -> str:
-    """Upload an exported folder to the Hub (needs a token); returns the commit URL."""
-    folder = Path(folder)
+    """Upload an exported folder to the Hub (needs a token); returns the commit URL. The
+    repo id is checked before anything is sent."""
+    repo_id, folder = check_repo(repo_id), Path(folder)
     if not (folder / "README.md").exists() or not any(folder.glob("*/cfg.json")):
         raise HubError(f"{folder} is not an exported SAE set (README.md + */cfg.json)")
     token = token or get_token()

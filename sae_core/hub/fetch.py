@@ -28,13 +28,30 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
+from ..errors import BadInput, check_repo_id
+
+MAX_PATH_CHARS = 300
+"""Longest path inside a repo accepted."""
+
 
 class HubError(ValueError):
     """A pretrained SAE could not be found, fetched or converted; the message says why."""
 
 
+def check_repo(repo_id: str) -> str:
+    """The repo id, checked before any request (sae_core.errors.check_repo_id); HubError
+    otherwise."""
+    try:
+        return check_repo_id(repo_id)
+    except BadInput as err:
+        raise HubError(str(err)) from None
+
+
 def safe_path(path: str) -> str:
     """A folder inside the repo: relative, no `..`; a clear error otherwise."""
+    if not isinstance(path, str) or len(path) > MAX_PATH_CHARS:
+        raise HubError(f"SAE path {path!r:.60} must be text of at most {MAX_PATH_CHARS} "
+                       "characters")
     p = PurePosixPath(path.strip().replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", path.strip()):
         raise HubError(f"SAE path {path!r} points outside the repository")
@@ -64,7 +81,13 @@ def access_errors(repo_id: str, revision: str | None) -> Iterator[None]:
 def fetch(repo_id: str, filename: str, *, revision: str | None, cache_dir: Path,
           token: str | bool | None, optional: bool = False) -> Path | None:
     """The local path of one repo file, downloaded into the cache if needed. `token`: as
-    huggingface_hub takes it (None: the configured token; False: send none)."""
+    huggingface_hub takes it (None: the configured token; False: send none). The repo id
+    and the file's path are checked before any request."""
+    repo_id, filename = check_repo(repo_id), safe_path(filename)
+    if revision is not None and (not isinstance(revision, str) or len(revision) > 200
+                                 or ".." in revision or not revision.strip()
+                                 or any(c.isspace() for c in revision)):
+        raise HubError(f"{revision!r:.60} is not a revision (a branch, tag or commit)")
     repo_root = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
     try:
         with access_errors(repo_id, revision):

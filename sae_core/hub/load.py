@@ -17,9 +17,21 @@ from huggingface_hub import constants
 from ..activations import parse_hookpoint
 from ..lm import LM
 from ..sae import Sae
-from .fetch import HubError, fetch, join, read_json, read_tensors, revision_of, safe_path
+from .fetch import (
+    HubError,
+    check_repo,
+    fetch,
+    join,
+    read_json,
+    read_tensors,
+    revision_of,
+    safe_path,
+)
 from .formats import CFG_FILE, CONVERTERS, WEIGHTS, Converted, detect_format, fold_input_scale
 from .registry import RELEASES, Release, same_model
+
+MAX_IDS_CHARS = 4000
+"""Longest list of SAE ids accepted (all of a 30-layer release fit)."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +115,13 @@ def check_model(sae: Sae, lm: LM, what: str) -> str | None:
 
 def parse_ids(sae_ids: str | Sequence[str], release: Release | None) -> list[str]:
     """A list, or a comma-separated string; "all" means every SAE of a registry release."""
-    ids = [s.strip() for s in (sae_ids.split(",") if isinstance(sae_ids, str) else sae_ids)]
+    if isinstance(sae_ids, str):
+        sae_ids = sae_ids[:MAX_IDS_CHARS + 1].split(",")
+    if not isinstance(sae_ids, list | tuple) or not all(isinstance(s, str) for s in sae_ids) \
+            or sum(map(len, sae_ids)) > MAX_IDS_CHARS:
+        raise HubError(f"SAE ids must be text (comma-separated), at most {MAX_IDS_CHARS:,} "
+                       "characters")
+    ids = [s.strip() for s in sae_ids]
     ids = [s for s in ids if s]
     if ids == ["all"]:
         if release is None:
@@ -127,10 +145,10 @@ def load_pretrained(
     (e.g. `layers.6.mlp`). Nothing is kept unless every SAE loads. `token` goes to every
     Hub call (None: huggingface_hub's default, the configured token; False: send none).
     """
+    if not isinstance(source, str) or not source.strip():
+        raise HubError("name a release from the registry or a Hub repo id")
     release = RELEASES.get(source.strip())
-    repo_id = release.repo_id if release else source.strip()
-    if not repo_id:
-        raise HubError("name a release from the registry, a Hub repo id or a local folder")
+    repo_id = release.repo_id if release else check_repo(source)
     saes, sources, warns, pending = {}, {}, [], []
     if release and release.note:
         warns.append(f"{release.name}: {release.note}")

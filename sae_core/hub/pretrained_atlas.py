@@ -95,9 +95,24 @@ def write_pretrained_atlas(
     return out, tuple(warns)
 
 
+MAX_NAME_CHARS = 100
+
+
+def atlas_folder(root: Path | str, name: str) -> Path:
+    """The folder `root/<slug of name>`; HubError for a name that is no text, too long, or
+    that would lead out of `root` (slug keeps none: no "/", no leading dot)."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+        raise HubError(f"the name of the new set must be text of 1 to {MAX_NAME_CHARS} "
+                       f"characters, got {name!r:.40}")
+    out = Path(root) / slug(name)
+    if out.resolve().parent != Path(root).resolve():
+        raise HubError(f"the name {name!r:.40} leads out of {root}")
+    return out
+
+
 def default_name(source: str, sae_ids: str, model: str, revision: str | None = None) -> str:
-    key = json.dumps([source.strip(), sae_ids.strip(), model, revision])
-    return f"hub-{slug(source)[:60]}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
+    key = json.dumps([str(source).strip(), str(sae_ids).strip(), str(model), revision])
+    return f"hub-{slug(str(source)[:200])[:60]}-{hashlib.sha1(key.encode()).hexdigest()[:6]}"
 
 
 def load_pretrained_atlas(
@@ -112,7 +127,7 @@ def load_pretrained_atlas(
     `token` goes to every Hub call (None: huggingface_hub's default, the configured token;
     False: send none). Returns (atlas folder, warnings); raises HubError (a ValueError) with
     a clear message."""
-    out = Path(root) / (slug(name) if name else default_name(source, sae_ids, model, revision))
+    out = atlas_folder(root, name or default_name(source, sae_ids, model, revision))
     if out.exists():
         raise HubError(f"{out} already exists: pick another name")
     if lm is None:

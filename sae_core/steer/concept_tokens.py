@@ -9,28 +9,41 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import BadInput, check_text
+
 MAX_WORDS = 24
 MAX_WORD_CHARS = 40
 
 
 def concept_words(concept: str, related: Iterable[str] | str = ()) -> tuple[str, ...]:
     """The typed concept and the related words a user adds ("sea, waves, beach" or a list),
-    stripped, deduplicated case-insensitively, in order; clear errors for bad input."""
+    stripped, deduplicated case-insensitively, in order; BadInput (a ValueError) for bad
+    input. Lone surrogates become U+FFFD (no tokenizer encodes them)."""
+    limit = MAX_WORDS * (MAX_WORD_CHARS + 2)
+    if concept is None or (isinstance(concept, str) and not concept.strip()):
+        raise BadInput("concept", "type a word or short phrase to steer towards (the concept)")
+    concept = check_text(concept, "concept", max_chars=limit)
     if isinstance(related, str):
-        related = re.split(r"[,;\n]+", related)
+        related = re.split(r"[,;\n]+", check_text(related, "related words", max_chars=limit,
+                                                    empty_ok=True))
+    if isinstance(related, dict | bytes) or not isinstance(related, Iterable):
+        raise BadInput("related words", "related words must be text (separated by commas) "
+                                        "or a list of words")
+    related = [check_text(w, "related words", max_chars=limit, empty_ok=True)
+               for w in list(related)[:4 * MAX_WORDS]]
     words, seen = [], set()
-    for w in [concept or "", *related]:
-        w = " ".join(str(w).split())
+    for w in [concept, *related]:
+        w = " ".join(w.split())
         if not w or w.lower() in seen:
             continue
         if len(w) > MAX_WORD_CHARS:
-            raise ValueError(f"keep each word under {MAX_WORD_CHARS} characters: {w[:20]!r}…")
+            raise BadInput("concept", f"keep each word under {MAX_WORD_CHARS} characters: "
+                                      f"{w[:20]!r}…")
         words.append(w)
         seen.add(w.lower())
-    if not words or not (concept or "").strip():
-        raise ValueError("type a word or short phrase to steer towards")
     if len(words) > MAX_WORDS:
-        raise ValueError(f"at most {MAX_WORDS} words per concept, got {len(words)}")
+        raise BadInput("related words", f"at most {MAX_WORDS} words per concept, got "
+                                        f"{len(words)}")
     return tuple(words)
 
 
@@ -60,7 +73,8 @@ def concept_token_ids(tokenizer, words: Iterable[str]) -> Tensor:
                 firsts.add(ids[0])
     chosen = single or firsts
     if not chosen:
-        raise ValueError("none of the concept's words can be written by this tokenizer")
+        raise BadInput("concept", "none of the concept's words can be written by this "
+                                  "tokenizer")
     return torch.tensor(sorted(chosen), dtype=torch.long)
 
 

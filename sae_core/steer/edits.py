@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR, layer_of, parse_hookpoint
+from ..errors import BadInput, check_number, check_whole
 from ..hooks import edit_output
 from ..lm import LM
 from ..sae import Sae
@@ -38,11 +39,21 @@ Positions = Literal["all", "generated"]
 
 
 def check_strength(strength: float) -> None:
-    if not isinstance(strength, int | float) or not math.isfinite(strength):
-        raise ValueError(f"strength must be a finite number, got {strength!r}")
-    if abs(strength) > MAX_STRENGTH:
-        raise ValueError(f"strength {strength:g} is too large: use a value between "
-                         f"-{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (x the layer's norm)")
+    if isinstance(strength, float) and not math.isfinite(strength):
+        raise BadInput("strength", f"strength must be a finite number, got {strength!r}")
+    if isinstance(strength, int | float) and math.isfinite(strength) \
+            and abs(strength) > MAX_STRENGTH:
+        raise BadInput("strength", f"strength {strength:g} is too large: use a value between "
+                                   f"-{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (x the layer's "
+                                   "norm)")
+    check_number(strength, "strength", -MAX_STRENGTH, MAX_STRENGTH)
+
+
+def _check_hookpoint(hookpoint: object) -> None:
+    if not isinstance(hookpoint, str):
+        raise BadInput("hookpoint", f"hookpoint must be text like 'layers.5', got "
+                                    f"{type(hookpoint).__name__}")
+    parse_hookpoint(hookpoint)
 
 
 @dataclass(frozen=True)
@@ -59,10 +70,9 @@ class FeatureSteer:
     def __post_init__(self) -> None:
         check_strength(self.strength)
         if self.mode not in ("add", "clamp"):
-            raise ValueError(f"mode must be 'add' or 'clamp', got {self.mode!r}")
-        parse_hookpoint(self.hookpoint)
-        if self.feature < 0:
-            raise ValueError(f"feature numbers start at 0, got {self.feature}")
+            raise BadInput("mode", f"mode must be 'add' or 'clamp', got {self.mode!r:.40}")
+        _check_hookpoint(self.hookpoint)
+        check_whole(self.feature, "feature", 0)  # feature numbers start at 0
 
     @property
     def layer(self) -> int:
@@ -82,9 +92,11 @@ class DirectionSteer:
 
     def __post_init__(self) -> None:
         check_strength(self.strength)
-        parse_hookpoint(self.hookpoint)
+        _check_hookpoint(self.hookpoint)
         if self.mode != "add":
-            raise ValueError("a direction can only be added")
+            raise BadInput("mode", "a direction can only be added")
+        if not isinstance(self.direction, Tensor):
+            raise BadInput("direction", "a steering direction must be a tensor")
         if self.direction.ndim != 1 or not bool(torch.isfinite(self.direction).all()) \
                 or not bool(self.direction.any()):
             raise ValueError("a steering direction must be one finite, nonzero vector")
@@ -105,39 +117,50 @@ class Steering:
     a new token (the last prompt position onwards), the prompt itself is read unsteered."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.features, tuple | list) or not all(
+                isinstance(f, FeatureSteer | DirectionSteer) for f in self.features):
+            raise BadInput("features", "a steering is a tuple of FeatureSteer or "
+                                       "DirectionSteer")
         if not self.features:
-            raise ValueError("pick at least one feature to steer with")
+            raise BadInput("features", "pick at least one feature to steer with")
         if len(self.features) > MAX_FEATURES:
-            raise ValueError(f"at most {MAX_FEATURES} features at once, got {len(self.features)}")
+            raise BadInput("features", f"at most {MAX_FEATURES} features at once, got "
+                                       f"{len(self.features)}")
         if self.positions not in ("all", "generated"):
-            raise ValueError(f"positions must be 'all' or 'generated', got {self.positions!r}")
+            raise BadInput("positions", f"positions must be 'all' or 'generated', got "
+                                        f"{self.positions!r:.40}")
 
 
 def hookpoint_for_layer(saes: dict[str, Sae], layer: int) -> str:
     """The atlas's hookpoint at layer N (`layers.N`, else `layers.N.mlp`); clear error if none."""
+    layers = sorted({layer_of(h) for h in saes})
+    layer = check_whole(layer, "layer", 0, 10**6)
     for h in (f"layers.{layer}", f"layers.{layer}.mlp"):
         if h in saes:
             return h
-    layers = sorted({layer_of(h) for h in saes})
-    raise ValueError(f"layer {layer} is not in this SAE set (layers: "
-                     f"{', '.join(map(str, layers))})")
+    raise BadInput("layer", f"layer {layer} is not in this SAE set (layers: "
+                            f"{', '.join(map(str, layers))})")
 
 
 def check_steering(steering: Steering, saes: dict[str, Sae]) -> None:
-    """Clear errors for layers outside the atlas and features outside the SAE."""
+    """Clear errors (BadInput) for layers outside the atlas and features outside the SAE."""
+    if not isinstance(steering, Steering):
+        raise BadInput("steering", f"steering must be a Steering, got "
+                                   f"{type(steering).__name__}")
     for f in steering.features:
         if f.hookpoint not in saes:
             hookpoint_for_layer(saes, f.layer)  # names the layers there are
-            raise ValueError(f"this SAE set has no SAE at {f.hookpoint}")
+            raise BadInput("layer", f"this SAE set has no SAE at {f.hookpoint}")
         if isinstance(f, DirectionSteer):
             if f.direction.numel() != saes[f.hookpoint].cfg.d_in:
-                raise ValueError(f"the direction has {f.direction.numel()} numbers; layer "
-                                 f"{f.layer} has {saes[f.hookpoint].cfg.d_in}")
+                raise BadInput("direction", f"the direction has {f.direction.numel()} "
+                                            f"numbers; layer {f.layer} has "
+                                            f"{saes[f.hookpoint].cfg.d_in}")
             continue
         d_sae = saes[f.hookpoint].cfg.d_sae
         if f.feature >= d_sae:
-            raise ValueError(f"feature {f.feature} does not exist at layer {f.layer}: "
-                             f"features are numbered 0..{d_sae - 1}")
+            raise BadInput("feature", f"feature {f.feature} does not exist at layer "
+                                      f"{f.layer}: features are numbered 0..{d_sae - 1}")
 
 
 def feature_acts(sae: Sae, x_ND: Tensor, feats_C: Tensor) -> Tensor:

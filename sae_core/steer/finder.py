@@ -30,6 +30,7 @@ import torch
 
 from ..activations import layer_of
 from ..atlas.layout import LoadedAtlas
+from ..errors import BadInput, check_layer_range
 from ..explore.concepts import find_concept_features
 from ..explore.logit_lens import token_zscores
 from ..norms import typical_norms
@@ -188,11 +189,12 @@ def find_steering(loaded: LoadedAtlas, concept: str, related: Iterable[str] | st
     rule = rule or DoseRule()
     report = report or (lambda message, fraction, **_: None)
     words = concept_words(concept, related)
+    layers = check_layer_range(layers)
     ids = concept_token_ids(loaded.lm.tokenizer, words)
     hookpoints = [h for h in loaded.saes
                   if layers is None or layers[0] <= layer_of(h) <= layers[1]]
     if not hookpoints:
-        raise ValueError(f"no layer of this SAE set lies in {layers[0]}..{layers[1]}")
+        raise BadInput("layers", f"no layer of this SAE set lies in {layers[0]}..{layers[1]}")
     report("finding candidates", 0.0)
     sources, lens_z = _gather(loaded, words[0], ids, hookpoints, layers)
     keys = list(sources)

@@ -9,7 +9,6 @@ the steering.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -22,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..activations import OUTLIER_FACTOR
 from ..atlas.layout import LoadedAtlas
+from ..errors import BadInput, check_number, check_text, check_whole
 from ..lm import LM
 from ..norms import typical_norms
 from ..sae import Sae
@@ -29,6 +29,8 @@ from .edits import Steering, check_steering, steering_hooks
 
 MAX_NEW_TOKENS = 200
 MAX_PROMPT_TOKENS = 512
+MAX_PROMPT_CHARS = 8 * MAX_PROMPT_TOKENS
+"""Longer prompts are refused before tokenizing (they could not fit in tokens anyway)."""
 FEW_ROWS = 16
 
 
@@ -44,13 +46,10 @@ class GenConfig:
     """Wrap the prompt in the chat template (instruct models; plain text otherwise)."""
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
-            raise ValueError(f"max new tokens must be between 1 and {MAX_NEW_TOKENS}, "
-                             f"got {self.max_new_tokens}")
-        if not math.isfinite(self.temperature) or not 0 <= self.temperature <= 5:
-            raise ValueError(f"temperature must be between 0 and 5, got {self.temperature}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        check_whole(self.max_new_tokens, "max new tokens", 1, MAX_NEW_TOKENS)
+        check_number(self.temperature, "temperature", 0, 5)
+        check_whole(self.top_k, "top_k", 1, 10**6)
+        check_whole(self.seed, "seed", -(2**63), 2**63 - 1)  # what torch's generator takes
 
 
 class _FewRowsLinear(TorchFunctionMode):
@@ -74,14 +73,15 @@ class _FewRowsLinear(TorchFunctionMode):
 
 def prompt_ids(lm: LM, prompt: str, gen: GenConfig) -> Tensor:
     """(P,) token ids of the prompt, in the chat template when asked and available."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("type a prompt first")
+    if isinstance(prompt, str) and not prompt.strip():
+        raise BadInput("prompt", "type a prompt first")
+    prompt = check_text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS)
     templated = gen.chat and bool(lm.tokenizer.chat_template)
     text = lm.chat_prompt(prompt.strip()) if templated else prompt.strip()
     ids = lm.tokenizer(text, add_special_tokens=not templated, return_tensors="pt").input_ids[0]
     limit = min(MAX_PROMPT_TOKENS, _max_positions(lm) - gen.max_new_tokens)
     if len(ids) > limit:
-        raise ValueError(f"the prompt is {len(ids)} tokens long; at most {limit} fit with "
+        raise BadInput("prompt", f"the prompt is {len(ids)} tokens long; at most {limit} fit with "
                          f"{gen.max_new_tokens} new tokens")
     return ids
 

@@ -1,0 +1,82 @@
+"""Every failure of a callback reaches the visitor as a clear `gr.Error`, never a bare "Error".
+
+`@friendly("doing X")` on a callback (or `with as_messages("doing X"):` around a block):
+- a `gr.Error` passes through;
+- a ValueError (the library's `BadInput` and `HubError` are ValueErrors) becomes a `gr.Error`
+  with its own message, which says what is allowed (UnicodeErrors excepted: they are
+  ValueErrors that come from a bug, not from the input);
+- anything else (RuntimeError, KeyError, OSError, a torch error...) becomes "Something went
+  wrong while doing X; nothing was changed. (RuntimeError)" and its traceback is logged:
+  its text may hold server paths or internals, so the visitor sees only its type.
+
+`text_arg` checks a text input's length on the server (a Textbox's max_length is enforced
+only by the browser; API callers skip it).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import gradio as gr
+from gradio.exceptions import Error as GradioError
+
+log = logging.getLogger("sae_atlas.ui")
+F = TypeVar("F", bound=Callable)
+MAX_MESSAGE_CHARS = 600
+"""A message longer than this is cut (it may quote the visitor's input)."""
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS - 1] + "…"
+
+
+@contextmanager
+def as_messages(doing: str) -> Iterator[None]:
+    """Turn any failure inside the block into a clear `gr.Error` (see the module doc)."""
+    try:
+        yield
+    except GradioError:
+        raise
+    except ValueError as err:
+        if isinstance(err, UnicodeError):  # a ValueError, but from our code, not the input
+            _failed(doing, err)
+        raise gr.Error(_short(str(err)) or f"Bad input while {doing}.") from err
+    except Exception as err:
+        _failed(doing, err)
+
+
+def _failed(doing: str, err: Exception):
+    log.error("callback failed while %s", doing, exc_info=err)
+    raise gr.Error(f"Something went wrong while {doing}; nothing was changed. "
+                   f"({type(err).__name__})") from err
+
+
+def friendly(doing: str) -> Callable[[F], F]:
+    """Decorate a callback so that its failures are clear `gr.Error`s. The signature and
+    type hints stay (Gradio reads them for gr.Progress, event data and the API docs)."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            with as_messages(doing):
+                return fn(*args, **kwargs)
+        return wrapped  # type: ignore[return-value]
+    return wrap
+
+
+def text_arg(value: object, field: str, max_chars: int, *, empty_ok: bool = True) -> str:
+    """A text input as a string ("" for None) of at most `max_chars` characters, else a
+    `gr.Error` that names the field and the limit."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise gr.Error(f"{field} must be text, got {type(value).__name__}")
+    if len(value) > max_chars:
+        raise gr.Error(f"{field} is {len(value):,} characters long; the limit is "
+                       f"{max_chars:,}")
+    if not empty_ok and not value.strip():
+        raise gr.Error(f"{field} is empty: type some text first")
+    return value
