@@ -26,7 +26,7 @@ from ui.live import build_live_tab
 from ui.public import Policy, set_policy
 from ui.saes import atlas_choices, build_saes_tab
 from ui.search import build_search_tab
-from ui.serve import ServeError, is_public, queue_options, server_address
+from ui.serve import ServeError, cap_malloc_arenas, is_public, queue_options, server_address
 from ui.startup import choose_atlas
 from ui.steering import build_steering_tab
 from ui.tour import build_tour_tab, connect_tour
@@ -88,6 +88,7 @@ def main() -> None:
     except ServeError as err:
         parser.error(str(err))
     public = is_public(args.public, os.environ)
+    cap_malloc_arenas()  # before the server's threads start
     set_policy(Policy.for_mode(public))
     # the owner's own atlas repo, not a visitor's request: the server's token may read it
     start = choose_atlas(os.environ, build=not args.no_build)

@@ -142,13 +142,13 @@ def serve(folder: Path):
     import socket
 
     import app
-    from ui.serve import queue_options
+    from ui.serve import cap_malloc_arenas, queue_options
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    demo = app.build_app(folder)
-    demo.queue(**queue_options(False))
+    cap_malloc_arenas()  # as app.py does
+    demo = app.build_app(folder).queue(**queue_options(False))
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
                 quiet=True)
     return demo, f"http://127.0.0.1:{port}/"

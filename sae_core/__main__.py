@@ -31,12 +31,16 @@ from .norms import medians_of
 from .progress import console_report
 
 
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.2f}"  # eval has no training counts
+
+
 def table(metrics: dict[str, dict]) -> str:
     rows = ["| hookpoint | FVU | L0 | dead % (train) | dead % (held-out) | CE loss recovered "
             "| KL (nats/token) |", "|---|---|---|---|---|---|---|"]
     for h, m in metrics.items():
         rows.append(f"| {h} | {m['fvu']:.3f} | {m['l0']:.1f} | "
-                    f"{100 * m.get('dead_frac_train', float('nan')):.2f} | "
+                    f"{_percent(m.get('dead_frac_train'))} | "
                     f"{100 * m['dead_frac_heldout']:.2f} | "
                     f"{format_with_error(m['ce_recovered'], m.get('ce_recovered_se'))} | "
                     f"{format_with_error(m.get('kl'), m.get('kl_se'))} |")

@@ -60,10 +60,10 @@ def build_atlas(
     for h in hookpoints:
         lm.module_for(h)  # a bad layer fails before any work
     with atlas_lock(out):
-        recover_swap(out, is_built)
-        staging = staging_dir(out)
-        _build_in(staging, lm, hookpoints, data, cfg, report)
-        swap_in(staging, out)
+        if not recover_swap(out, is_built):  # a crash mid-swap: the finished build goes in
+            staging = staging_dir(out)
+            _build_in(staging, lm, hookpoints, data, cfg, report)
+            swap_in(staging, out)
     forget_reads(out)
     return out
 

@@ -50,14 +50,18 @@ def atlas_lock(out: Path | str) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def recover_swap(out: Path, finished) -> None:
+def recover_swap(out: Path, finished) -> bool:
     """Finish or undo a swap that a crash interrupted (call under the lock): the new folder
-    goes in if it is `finished`, else the previous atlas comes back."""
+    goes in if it is `finished`, else the previous atlas comes back. True when the finished
+    new build went in (the build is done)."""
     out, old, new = Path(out), _sibling(Path(out), "old"), staging_dir(Path(out))
+    done = False
     if old.exists() and not out.exists():
-        os.rename(new if new.exists() and finished(new) else old, out)
+        done = new.exists() and finished(new)
+        os.rename(new if done else old, out)
     if old.exists():
         shutil.rmtree(old)
+    return done
 
 
 def swap_in(new: Path, out: Path) -> None:

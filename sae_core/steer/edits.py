@@ -4,9 +4,11 @@
 Two modes, both at the feature's layer (`layers.N`, the output of block N):
 - `add`: x -> x + s * n * d_f, with d_f the feature's unit decoder row and n the layer's
   typical residual norm (median over corpus tokens), so one strength scale fits every layer;
-- `clamp`: x -> x + (s * n - a_f(x)) * W_dec[f], with a_f(x) the feature's current SAE
-  activation (TopK: its value if it is among the top k, else 0). The SAE's reconstruction
-  error stays in place, so the edit changes that feature's contribution and nothing else.
+- `clamp`: x -> x + (s * n / |W_dec[f]| - a_f(x)) * W_dec[f], with a_f(x) the feature's
+  current SAE activation (TopK: its value if it is among the top k, else 0): the feature then
+  writes s * n along its direction, whatever its decoder row's norm (SAELens standard and
+  JumpReLU SAEs do not have unit rows). The SAE's reconstruction error stays in place, so
+  the edit changes that feature's contribution and nothing else.
 
 The hooks edit only the batch rows that carry a steering. Tokens the SAEs never trained on
 (position 0, norm above outlier_factor x the typical norm) are never edited: their reading
@@ -207,7 +209,8 @@ def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoin
                 add_BD[b] += f.strength * norm * w_dec[f.feature] / w_dec[f.feature].norm()
             else:
                 c = clamp_ids.index(f.feature)
-                value_BC[b, c], on_BC[b, c] = f.strength * norm, 1.0
+                row_norm = w_dec[f.feature].norm()
+                value_BC[b, c], on_BC[b, c] = f.strength * norm / row_norm, 1.0
     feats_C = torch.tensor(clamp_ids, dtype=torch.long)
     dirs_CD = w_dec[feats_C]
 

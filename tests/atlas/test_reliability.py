@@ -172,6 +172,28 @@ def test_a_full_disk_keeps_the_previous_atlas_whole(atlas, monkeypatch):
     assert not list((atlas / "..").glob(f".{atlas.name}.*.tmp"))  # no temporary file left
 
 
+@pytest.mark.parametrize("staging_finished", [True, False])
+def test_a_swap_cut_short_is_finished_or_undone(atlas, tmp_path, staging_finished):
+    """A crash between the two renames of a swap: the next build puts the finished new
+    folder in place (and stops there), or brings the previous atlas back and builds."""
+    corpus = read_info(atlas)["corpus"]
+    new = _build(tmp_path / "new", corpus, seed=6)
+    before = _digests(atlas)
+    staging = atlas.parent / f".{atlas.name}.building"
+    atlas.rename(atlas.parent / f".{atlas.name}.old")
+    shutil.copytree(new, staging)
+    if not staging_finished:
+        (staging / "atlas.json").unlink()
+    _build(atlas, corpus, seed=6)
+    assert not staging.exists() and not (atlas.parent / f".{atlas.name}.old").exists()
+    got = current_fingerprint(atlas)
+    assert got == current_fingerprint(new)  # the same seed either way
+    if staging_finished:
+        assert _digests(atlas) == _digests(new)  # moved in as it was, not built again
+    else:
+        assert before != _digests(atlas)
+
+
 def test_one_writer_at_a_time(atlas):
     with atlas_lock(atlas):
         with pytest.raises(AtlasBusy, match="another build is writing"):

@@ -92,6 +92,21 @@ def test_clamp_sets_the_feature_activation_on_hand_set_weights():
         torch.testing.assert_close(after[:, others], before[:, others], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("row_norm", [1.0, 3.0])
+def test_clamp_writes_strength_times_norm_whatever_the_decoder_row_norm(row_norm):
+    sae = _orthogonal_sae()
+    f, s, norm = 3, 0.5, 2.0
+    with torch.no_grad():
+        sae.W_dec[f] *= row_norm  # a SAELens standard SAE's rows are not unit vectors
+    a_off = torch.zeros(4, 16)
+    a_off[:, [2, 6, 11]] = 1.0  # f silent
+    x_1LD = sae.decode(a_off).detach()[None]
+    edit = _layer_edit(sae, norm, [Steering((FeatureSteer("layers.1", f, s, "clamp"),))],
+                       "layers.1", 1, _Cursor(offset=1), 1e9)
+    written = (edit(x_1LD) - x_1LD)[0].norm(dim=-1)
+    torch.testing.assert_close(written, torch.full((4,), s * norm), atol=1e-5, rtol=0)
+
+
 def test_clamp_in_the_model_moves_the_residual_by_value_minus_activation(lm):
     sae = _random_sae()
     saes, norms = {"layers.1": sae}, {"layers.1": 3.0}
@@ -100,7 +115,8 @@ def test_clamp_in_the_model_moves_the_residual_by_value_minus_activation(lm):
     clean = _layer_out(lm, ids, "layers.1")
     edited = _layer_out(lm, ids, "layers.1", saes, norms, rows)
     a = feature_acts(sae, clean[1, 1:], torch.tensor([11]))[:, 0]
-    want = (1.5 - a)[:, None] * sae.W_dec.detach()[11]
+    row = sae.W_dec.detach()[11]
+    want = (1.5 / row.norm() - a)[:, None] * row  # the feature then writes 1.5 along it
     torch.testing.assert_close(edited[1, 1:] - clean[1, 1:], want, atol=1e-5, rtol=0)
     assert torch.equal(edited[0], clean[0])
 

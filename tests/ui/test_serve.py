@@ -91,3 +91,11 @@ def test_a_full_public_queue_answers_busy(public, monkeypatch):
             release.set()
             time.sleep(0.2)
     assert codes == ([200, 200, 200, 503, 503] if public else [200] * 5)
+
+
+def test_malloc_arenas_are_capped_on_glibc():
+    import platform
+
+    from ui.serve import cap_malloc_arenas
+
+    assert cap_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
