@@ -42,6 +42,8 @@ from sae_core.train.loop import train_saes
 from tests.conftest import tiny_lm
 from tests.counts import count
 from ui import session
+from ui.api import AtlasApi
+from ui.layer_map_view import present_labels
 
 CFG = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
 
@@ -71,6 +73,8 @@ def test_a_rebuild_with_another_seed_is_what_the_app_shows(atlas):
     old_map = read_layer_map(atlas)
     find_concept_features(old, "cat")  # neutral statistics of the old SAEs cached
     h = old.hookpoints[1]
+    api = AtlasApi(lambda: [str(atlas)])  # the app's endpoints, open before the rebuild
+    before = api.layer_map(atlas.name), api.feature_page(atlas.name, 1, 0)
     _build(atlas, read_info(atlas)["corpus"], seed=1)
     assert not has_layer_map(atlas) and not has_feature_index(atlas)  # went with the old SAEs
     ensure_layer_map(atlas, lm=lm)
@@ -91,6 +95,15 @@ def test_a_rebuild_with_another_seed_is_what_the_app_shows(atlas):
         x = acts[s.window, s.position][None]
         with torch.no_grad():
             assert s.value == pytest.approx(float(new.saes[h].encode(x)[0, f]), rel=1e-2)
+        shown = api.feature_page(atlas.name, 1, f)["top_snippets"][0]["activation"]
+        assert shown == s.value
+    after = api.layer_map(atlas.name)
+    assert after["counts"] != before[0]["counts"]  # the new SAEs' map, as the library reads it
+    lmap = read_layer_map(atlas)
+    heat = lmap.heatmap("pos", after["threshold"], after["min_support"], "sae",
+                        after["min_lift"])[:, present_labels(lmap, "pos")]
+    assert after["counts"] == heat.tolist()
+    assert api.feature_page(atlas.name, 1, 0) != before[1]
 
 
 def test_derived_files_of_other_saes_are_never_served(atlas, tmp_path):
