@@ -77,3 +77,15 @@ def test_every_file_is_written_through_the_atomic_helper(path):
     raw = [line.strip() for line in path.read_text().splitlines()
            if RAW_WRITE.search(line) and "write_atomic(" not in line]
     assert raw == [], f"{path.name} writes without sae_core.atomic: {raw}"
+
+
+UNSAFE_LOAD = re.compile(r"torch\.load\(|\bpickle\b|\bjoblib\b|allow_pickle\s*=\s*True|"
+                         r"trust_remote_code\s*=\s*True")
+
+
+@pytest.mark.parametrize("path", [*_python_files("sae_core", "ui"), ROOT / "app.py"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_safetensors_and_json_are_loaded(path):
+    """No unpickling (torch.load, pickle, numpy's allow_pickle) and no model code from a
+    repo: a file or repo id from a stranger can hold code."""
+    assert not UNSAFE_LOAD.findall(path.read_text()), path.name
