@@ -1,13 +1,16 @@
 """The on-disk layout of an atlas, and an atlas loaded in memory.
 
 checkpoints/atlas/<name>/
-  atlas.json           model, corpus, training config, tokens, timings (`read_info`)
+  atlas.json           model, corpus, training config, held-out window ids, the SAE files'
+                       digests and fingerprint, tokens, timings (`read_info`)
   metrics.json         per hookpoint: FVU, L0, dead latents, CE loss recovered
   layers.N/            cfg.json + sae_weights.safetensors (SAELens layout)
-  _checkpoint/         resumable training state; removed when the build finishes
   labels.*, layer_map.*  the layer map (explore/layermap.py)
   features/            the feature index (explore/feature_index.py)
   presets.json         steering presets resolved for these SAEs (steer/presets.py)
+checkpoints/atlas/.<name>.building/   a build in progress, with _checkpoint/ (the resumable
+                       training state); swapped in whole when finished (writing.py)
+checkpoints/atlas/.<name>.lock        the atlas's write lock
 """
 
 from __future__ import annotations
