@@ -1,5 +1,5 @@
-"""The app served in-process over the tiny atlas for the bad-input tests, shared by the
-modules that use it (one server per module)."""
+"""The app served in-process over the tiny atlas, shared by the API and bad-input test
+modules (one server per module)."""
 
 from gradio_client import Client
 
@@ -12,18 +12,19 @@ BIG = "x" * 100_000
 """100k characters."""
 
 
-def serve(tiny_atlas):
-    """(client, base URL, atlas folder) of the app over the tiny atlas, shared by all cases."""
+def serve(tiny_atlas, **launch):
+    """(client, base URL, the loaded atlas) of the app over the tiny atlas, shared by all
+    cases; `launch`: more options of `demo.launch` (e.g. mcp_server=True)."""
     loaded = session.open_atlas(tiny_atlas)
     ensure_feature_index(tiny_atlas, lm=loaded.lm)
     demo = app.build_app(tiny_atlas)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True)
+                quiet=True, **launch)
     base = f"http://127.0.0.1:{port}"
     client = Client(f"{base}/", verbose=False)
     try:
-        yield client, base, str(tiny_atlas)
+        yield client, base, loaded
     finally:
         client.close()
         demo.close()

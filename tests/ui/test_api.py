@@ -3,37 +3,22 @@ same endpoints as MCP tools."""
 
 import httpx
 import pytest
-from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-import app
-from sae_core.explore.feature_index import ensure_feature_index
 from sae_core.explore.feature_page import feature_page
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
 from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, side_by_side
-from tests.browser import free_port
-from ui import api, session
+from tests.ui.bad_input_helpers import serve
+from ui import api
 
 
 @pytest.fixture(scope="module")
 def served(tiny_atlas):
     """(client, base URL, the loaded atlas) of the app served with its MCP server."""
-    loaded = session.open_atlas(tiny_atlas)
-    ensure_feature_index(tiny_atlas, lm=loaded.lm)
-    demo = app.build_app(tiny_atlas)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                quiet=True, mcp_server=True)
-    base = f"http://127.0.0.1:{port}"
-    client = Client(f"{base}/", verbose=False)
-    try:
-        yield client, base, loaded
-    finally:
-        client.close()
-        demo.close()
+    yield from serve(tiny_atlas, mcp_server=True)
 
 
 def test_list_atlases(served, tiny_atlas):

@@ -21,7 +21,8 @@ from ui import errors
 @pytest.fixture(scope="module")
 def served(tiny_atlas):
     """(client, base URL, atlas folder): one server for the module's cases."""
-    yield from serve(tiny_atlas)
+    for client, base, _ in serve(tiny_atlas):
+        yield client, base, str(tiny_atlas)
 
 
 # (endpoint, keyword arguments, the message's pattern: it names the field)

@@ -14,7 +14,8 @@ from ui import saes, train_panel
 @pytest.fixture(scope="module")
 def served(tiny_atlas):
     """(client, base URL, atlas folder): one server for the module's cases."""
-    yield from serve(tiny_atlas)
+    for client, base, _ in serve(tiny_atlas):
+        yield client, base, str(tiny_atlas)
 
 
 # The tabs' own callbacks, called by name as a stranger can: (endpoint, arguments with None
