@@ -10,7 +10,7 @@
   its text may hold server paths or internals, so the visitor sees only its type.
 
 `text_arg` checks a text input's length on the server (a Textbox's max_length is enforced
-only by the browser; API callers skip it).
+only by the browser; API callers skip it), with the library's `check_text`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import gradio as gr
 from gradio.exceptions import Error as GradioError
+
+from sae_core.errors import BadInput, check_text
 
 log = logging.getLogger("sae_atlas.ui")
 F = TypeVar("F", bound=Callable)
@@ -69,14 +71,9 @@ def friendly(doing: str) -> Callable[[F], F]:
 
 def text_arg(value: object, field: str, max_chars: int, *, empty_ok: bool = True) -> str:
     """A text input as a string ("" for None) of at most `max_chars` characters, else a
-    `gr.Error` that names the field and the limit."""
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise gr.Error(f"{field} must be text, got {type(value).__name__}")
-    if len(value) > max_chars:
-        raise gr.Error(f"{field} is {len(value):,} characters long; the limit is "
-                       f"{max_chars:,}")
-    if not empty_ok and not value.strip():
-        raise gr.Error(f"{field} is empty: type some text first")
-    return value
+    `gr.Error` that names the field and the limit (the library's `check_text`)."""
+    try:
+        return check_text("" if value is None else value, field, max_chars=max_chars,
+                          empty_ok=empty_ok)
+    except BadInput as err:
+        raise gr.Error(str(err)) from None
