@@ -32,6 +32,30 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+TMP_SUFFIX = ".tmp"
+
+
+def orphaned_temporaries(folder: Path | str) -> list[Path]:
+    """Temporary files under `folder` whose writing process is gone (killed mid-write)."""
+    out = []
+    for tmp in Path(folder).rglob(f".*{TMP_SUFFIX}"):
+        parts = tmp.name.split(".")  # "", name..., pid, random, "tmp"
+        if tmp.is_file() and len(parts) >= 5 and parts[-3].isdigit() \
+                and not _alive(int(parts[-3])):
+            out.append(tmp)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def write_atomic(path: Path | str, write: Callable[[Path], None]) -> None:
     """`write(tmp)` writes the whole content to `tmp`; it then replaces `path` at once.
 
@@ -39,7 +63,9 @@ def write_atomic(path: Path | str, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name tells a killed writer's leftover from a live one's file
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                                suffix=TMP_SUFFIX)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..atomic import orphaned_temporaries
+
 CARRIED = ("labels.safetensors", "labels.json")
 """Files that depend on the corpus and tokenizer only, not the SAEs: kept across a rebuild."""
 
@@ -33,9 +35,16 @@ def staging_dir(out: Path) -> Path:
     return _sibling(Path(out), "building")
 
 
+def _remove_leftovers(out: Path) -> None:
+    """Delete the temporary files of writers killed mid-write (their process is gone)."""
+    for tmp in orphaned_temporaries(out):
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def atlas_lock(out: Path | str) -> Iterator[None]:
-    """Hold the atlas's write lock, or raise AtlasBusy at once (never wait behind a build)."""
+    """Hold the atlas's write lock, or raise AtlasBusy at once (never wait behind a build);
+    temporaries left by a killed writer go first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(_sibling(out, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
@@ -45,6 +54,7 @@ def atlas_lock(out: Path | str) -> Iterator[None]:
         except BlockingIOError as err:
             raise AtlasBusy(f"another build is writing {out} right now; try again when it "
                             "has finished") from err
+        _remove_leftovers(out)
         yield
     finally:
         os.close(fd)  # closing releases the lock

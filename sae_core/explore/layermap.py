@@ -125,10 +125,11 @@ class LayerMapData:
 
 @dataclass
 class LayerFirings:
-    """What one layer did on the labelled tokens (positions the SAE was trained on)."""
+    """What one layer did on the labelled tokens (positions the SAE was trained on). Every
+    per-token field is aligned: row n is one kept token of the labelled windows."""
 
     x_ND: Tensor
-    """Activations, bf16, for the controls."""
+    """Activations, bf16, for the controls and the dense probes."""
     labels: dict[str, Tensor]
     """task -> (N,) label ids."""
     idx_NK: Tensor
@@ -137,6 +138,22 @@ class LayerFirings:
     """... where True; other slots are padding."""
     d_sae: int
     """This layer's SAE width (a set may mix widths)."""
+    vals_NK: Tensor
+    """float32 activations matching `idx_NK` (0 where not valid)."""
+    tokens_N: Tensor
+    """int64 token ids."""
+    where_N: Tensor
+    """int64 flat position (window * seq_len + position): the same token in every layer
+    (layers keep slightly different tokens; see activations.keep_mask)."""
+    heldout_N: Tensor
+    """bool: the token is in a held-out window (`heldout_windows`): probes, names and their
+    scores learn on the other tokens and are measured on these."""
+
+
+def heldout_windows(n_windows: int) -> Tensor:
+    """(n_windows,) bool: every second labelled window is held out, so both halves span every
+    genre of the corpus (the labelled documents are spread over it)."""
+    return torch.arange(n_windows) % 2 == 1
 
 
 @torch.inference_mode()
@@ -147,23 +164,34 @@ def collect_firings(
     """One captured forward per batch of labelled windows; every SAE encodes its layer
     through the views' one encoding path (sae_core/encode.py)."""
     parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
-    for start in range(0, len(data.windows), batch):
-        codes = encode_batch(lm, saes, data.windows[start:start + batch], medians,
+    n_windows, seq_len = data.windows.shape
+    where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)
+    heldout_WL = heldout_windows(n_windows)[:, None].expand(n_windows, seq_len)
+    for start in range(0, n_windows, batch):
+        rows = slice(start, start + batch)
+        codes = encode_batch(lm, saes, data.windows[rows], medians,
                              outlier_factor=outlier_factor)
         for h, c in codes.items():
             keep = c.keep_BL
-            labels = {t: torch.from_numpy(data.labels[t][start:start + batch].astype(np.int64))
-                      [keep] for t in MAP_TASKS}
+            labels = {t: torch.from_numpy(data.labels[t][rows].astype(np.int64))[keep]
+                      for t in MAP_TASKS}
             vals_NK = c.vals_BLK[keep]
-            parts[h].append(LayerFirings(c.acts_BLD[keep].bfloat16(), labels, c.idx_BLK[keep],
-                                         vals_NK > 0, saes[h].cfg.d_sae))
+            parts[h].append(LayerFirings(
+                c.acts_BLD[keep].bfloat16(), labels, c.idx_BLK[keep], vals_NK > 0,
+                saes[h].cfg.d_sae, vals_NK, data.windows[rows][keep], where_WL[rows][keep],
+                heldout_WL[rows][keep]))
     return {h: _concat(p) for h, p in parts.items()}
 
 
 def _concat(parts: list[LayerFirings]) -> LayerFirings:
     labels = {t: torch.cat([p.labels[t] for p in parts]) for t in parts[0].labels}
-    valid, idx = pad_cat([(p.valid_NK, p.idx_NK) for p in parts])
-    return LayerFirings(torch.cat([p.x_ND for p in parts]), labels, idx, valid, parts[0].d_sae)
+    vals, idx = pad_cat([(p.vals_NK, p.idx_NK) for p in parts])
+
+    def cat(name: str) -> Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
+
+    return LayerFirings(cat("x_ND"), labels, idx, vals > 0, parts[0].d_sae, vals,
+                        cat("tokens_N"), cat("where_N"), cat("heldout_N"))
 
 
 def counts_from_firings(

@@ -3,7 +3,9 @@ are reported and never loaded, a full disk keeps the previous atlas whole, one w
 time, and evaluation reads held-out windows only."""
 
 import errno
+import os
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -241,3 +243,16 @@ def test_damaged_json_and_safetensors_read_as_corrupt_files(tmp_path):
     _truncate(tmp_path / "x.safetensors")
     with pytest.raises(CorruptFile, match=r"x\.safetensors is corrupt or truncated"):
         atomic.load_tensors(tmp_path / "x.safetensors")
+
+
+def test_the_lock_clears_what_killed_writers_left_and_only_that(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a finished child: its pid names no process now
+    orphan = tmp_path / "features" / f".layers.1.safetensors.{dead.pid}.abc123.tmp"
+    live = tmp_path / "features" / f".index.json.{os.getpid()}.def456.tmp"
+    orphan.parent.mkdir()
+    orphan.write_bytes(b"half")
+    live.write_bytes(b"being written")
+    assert atomic.orphaned_temporaries(tmp_path) == [orphan]
+    with atlas_lock(tmp_path):
+        assert not orphan.exists() and live.exists()
