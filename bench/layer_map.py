@@ -1,9 +1,10 @@
 """Layer map timing and the SAE-vs-controls comparison on the default atlas.
 
 Times (1) the pass that runs the model and every SAE over the labelled tokens and
-(2) the map itself from those firings: label counts for 30 layers x 4 tasks for SAE features,
-raw neurons and random directions, then per-feature stats and accepted counts. Prints the
-share of accepted features per layer for each kind at the default threshold.
+(2) the map itself from those firings: label counts for 30 layers x 4 tasks for SAE features
+and the three controls (raw neurons, random directions, random directions in whitened
+space), then per-feature stats and accepted counts. Prints the share of accepted features
+per layer and per band of 10 layers for each kind at the default threshold.
 
     python bench/layer_map.py [--threshold 0.8 --min-support 20 --min-lift 2]
 """
@@ -21,6 +22,7 @@ from sae_core.explore.layermap import (
     KINDS,
     LABEL_DOC_STRIDE,
     MAP_TASKS,
+    centres_of,
     collect_firings,
     counts_from_firings,
 )
@@ -47,7 +49,7 @@ def main() -> None:
     pass_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    lmap = counts_from_firings(firings, data.vocab)
+    lmap = counts_from_firings(firings, data.vocab, centres_of(saes))
     shares = {(kind, task): lmap.accept_share(task, args.threshold, args.min_support, kind,
                                               args.min_lift)
               for kind in KINDS for task in MAP_TASKS}
@@ -68,11 +70,17 @@ def main() -> None:
     for i, h in enumerate(lmap.hookpoints):
         cells = " ".join(f"{100 * shares[(k, t)][i]:12.1f}" for t in MAP_TASKS for k in KINDS)
         print(f"{h.split('.')[1]:>5} {cells}")
+    print("band  task  " + " ".join(f"{k:>9}" for k in KINDS))
+    for lo in range(0, len(lmap.hookpoints), 10):
+        for t in MAP_TASKS:
+            band = {k: shares[(k, t)][lo:lo + 10] for k in KINDS}
+            cells = " ".join(f"{100 * sum(v) / len(v):9.2f}" for v in band.values())
+            print(f"{lo}-{lo + len(band['sae']) - 1:<3} {t:<5} {cells}")
     mean = {kind: sum(sum(shares[(kind, t)]) / len(lmap.hookpoints) for t in MAP_TASKS)
             / len(MAP_TASKS) for kind in KINDS}
     print(f"RESULT map_s={map_s:.3f} pass_s={pass_s:.1f} update_ms={update_ms:.1f} "
           f"sae_accept={mean['sae']:.4f} neuron_accept={mean['neuron']:.4f} "
-          f"random_accept={mean['random']:.4f}")
+          f"random_accept={mean['random']:.4f} whitened_accept={mean['whitened']:.4f}")
 
 
 if __name__ == "__main__":

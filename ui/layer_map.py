@@ -27,9 +27,11 @@ speech, grammatical role, entity type and word shape (spaCy), and give each feat
 most common among the tokens where it fires. Its **consistency** is the share of its firings
 with that tag. A cell counts the features of a layer whose tag is that label and whose
 consistency passes the threshold: where the bright cells sit says what a layer pays
-attention to. The line chart repeats the count for two baselines that get the same number
-of firings: the model's own neurons (each residual dimension, both signs) and random
-directions. If SAE features sit above them, SAE features are more single-minded.
+attention to. The line chart repeats the count for three baselines that get the same number
+of firings: the model's own neurons (each residual dimension, both signs), random
+directions, and random directions after whitening (so a few very loud tokens cannot decide
+what every random direction fires on). If SAE features sit above all three, SAE features
+are more single-minded.
 **Lift** is consistency divided by how common the label is: "no entity" covers ~90% of
 tokens, so a feature earns it by chance; the lift minimum keeps such features out."""
 

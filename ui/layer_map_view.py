@@ -12,7 +12,8 @@ from .plots import accept_lines, layer_heatmap
 
 TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
               "shape": "word shape"}
-KIND_NAMES = {"sae": "SAE features", "neuron": "raw neurons", "random": "random directions"}
+KIND_NAMES = {"sae": "SAE features", "neuron": "raw neurons", "random": "random directions",
+              "whitened": "random directions (whitened)"}
 
 
 def present_labels(lmap: LayerMapData, task: str) -> list[int]:

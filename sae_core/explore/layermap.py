@@ -1,10 +1,10 @@
-"""The layer map: label counts per layer and task for SAE features and two controls.
+"""The layer map: label counts per layer and task for SAE features and three controls.
 
 For every hookpoint and labelling task we keep the (features, labels) count matrix of
-firings, for three kinds of "features":
+firings, for four kinds of "features":
 - `sae`: the SAE's latents, firing where their activation is > 0 (sae_core/encode.py);
-- `neuron`: the raw basis, each residual dimension and its negative, firing on its top tokens;
-- `random`: as many random unit directions, firing the same way.
+- `neuron`, `random`, `whitened`: raw dimensions, random directions and random directions
+  in whitened space, each firing on its top tokens (controls.py).
 Controls fire at the SAE's measured mean rate, so support is comparable. Counts are
 computed once (`ensure_layer_map`, stored in the atlas folder); thresholds are applied later
 in milliseconds (`LayerMapData.heatmap`).
@@ -16,19 +16,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..activations import OUTLIER_FACTOR, outlier_factor_of
-from ..atlas.fingerprint import sae_fingerprint
-from ..atlas.layout import check_fits, current_fingerprint, load_atlas, read_once
+from ..activations import OUTLIER_FACTOR
+from ..atlas.layout import current_fingerprint, read_once
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
-from ..corpus import load_texts
-from ..encode import encode_batch, pad_cat
-from ..lm import LM, load_named
-from ..norms import medians_of
+from ..lm import LM
 from ..progress import Report
 from ..sae import Sae
 from .consistency import (
@@ -39,18 +34,25 @@ from .consistency import (
     label_counts,
     label_counts_topq,
     layer_map,
-    random_directions,
     topq_tokens,
 )
-from .labels import LabelledWindows, load_or_build_labels
+from .controls import CONTROL_KINDS, control_activations
+from .firings import (  # noqa: F401 (LayerFirings, MAP_TASKS, heldout_windows: re-exported)
+    LABEL_DOC_STRIDE,
+    MAP_TASKS,
+    LayerFirings,
+    collect_firings,
+    heldout_windows,
+    labelled_pass,
+)
+from .labels import LabelledWindows
 
 log = logging.getLogger(__name__)
-MAP_TASKS = ("pos", "dep", "ent", "shape")
-KINDS = ("sae", "neuron", "random")
+KINDS = ("sae", *CONTROL_KINDS)
+MAP_FORMAT = 2
+"""2: centred controls and the whitened control; a map of another format is rebuilt."""
 LAYER_MAP_FILE = "layer_map.safetensors"
 """In the atlas folder, with layer_map.json (written last) and the labels cache labels.*."""
-LABEL_DOC_STRIDE = 8
-"""The layer map labels every 8th corpus document (~45k tokens, all genres)."""
 
 
 @dataclass
@@ -109,7 +111,8 @@ class LayerMapData:
         tensors = dict(self.counts) | {f"base_rate/{t}": r for t, r in self.base_rate.items()}
         save_tensors(path, tensors)
         meta = {"hookpoints": self.hookpoints, "vocab": self.vocab, "n_tokens": self.n_tokens,
-                "fire_rate": self.fire_rate, "sae_fingerprint": self.sae_fingerprint}
+                "fire_rate": self.fire_rate, "sae_fingerprint": self.sae_fingerprint,
+                "format": MAP_FORMAT}
         write_json(path.with_suffix(".json"), meta, indent=None)
 
     @classmethod
@@ -119,86 +122,18 @@ class LayerMapData:
         tensors = load_tensors(path)
         base = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("base_rate/")}
         counts = {k: v for k, v in tensors.items() if not k.startswith("base_rate/")}
+        # an older format reads as stale (no fingerprint matches), so it is rebuilt
+        fingerprint = meta.get("sae_fingerprint", "") if meta.get("format") == MAP_FORMAT else ""
         return cls(meta["hookpoints"], meta["vocab"], counts, base, meta["n_tokens"],
-                   meta["fire_rate"], sae_fingerprint=meta.get("sae_fingerprint", ""))
-
-
-@dataclass
-class LayerFirings:
-    """What one layer did on the labelled tokens (positions the SAE was trained on). Every
-    per-token field is aligned: row n is one kept token of the labelled windows."""
-
-    x_ND: Tensor
-    """Activations, bf16, for the controls and the dense probes."""
-    labels: dict[str, Tensor]
-    """task -> (N,) label ids."""
-    idx_NK: Tensor
-    """Firing latents per token (encode.py: all of them, for every architecture)..."""
-    valid_NK: Tensor
-    """... where True; other slots are padding."""
-    d_sae: int
-    """This layer's SAE width (a set may mix widths)."""
-    vals_NK: Tensor
-    """float32 activations matching `idx_NK` (0 where not valid)."""
-    tokens_N: Tensor
-    """int64 token ids."""
-    where_N: Tensor
-    """int64 flat position (window * seq_len + position): the same token in every layer
-    (layers keep slightly different tokens; see activations.keep_mask)."""
-    heldout_N: Tensor
-    """bool: the token is in a held-out window (`heldout_windows`): probes, names and their
-    scores learn on the other tokens and are measured on these."""
-
-
-def heldout_windows(n_windows: int) -> Tensor:
-    """(n_windows,) bool: every second labelled window is held out, so both halves span every
-    genre of the corpus (the labelled documents are spread over it)."""
-    return torch.arange(n_windows) % 2 == 1
-
-
-@torch.inference_mode()
-def collect_firings(
-    lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
-    outlier_factor: float = OUTLIER_FACTOR, batch: int = 16,
-) -> dict[str, LayerFirings]:
-    """One captured forward per batch of labelled windows; every SAE encodes its layer
-    through the views' one encoding path (sae_core/encode.py)."""
-    parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
-    n_windows, seq_len = data.windows.shape
-    where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)
-    heldout_WL = heldout_windows(n_windows)[:, None].expand(n_windows, seq_len)
-    for start in range(0, n_windows, batch):
-        rows = slice(start, start + batch)
-        codes = encode_batch(lm, saes, data.windows[rows], medians,
-                             outlier_factor=outlier_factor)
-        for h, c in codes.items():
-            keep = c.keep_BL
-            labels = {t: torch.from_numpy(data.labels[t][rows].astype(np.int64))[keep]
-                      for t in MAP_TASKS}
-            vals_NK = c.vals_BLK[keep]
-            parts[h].append(LayerFirings(
-                c.acts_BLD[keep].bfloat16(), labels, c.idx_BLK[keep], vals_NK > 0,
-                saes[h].cfg.d_sae, vals_NK, data.windows[rows][keep], where_WL[rows][keep],
-                heldout_WL[rows][keep]))
-    return {h: _concat(p) for h, p in parts.items()}
-
-
-def _concat(parts: list[LayerFirings]) -> LayerFirings:
-    labels = {t: torch.cat([p.labels[t] for p in parts]) for t in parts[0].labels}
-    vals, idx = pad_cat([(p.vals_NK, p.idx_NK) for p in parts])
-
-    def cat(name: str) -> Tensor:
-        return torch.cat([getattr(p, name) for p in parts])
-
-    return LayerFirings(cat("x_ND"), labels, idx, vals > 0, parts[0].d_sae, vals,
-                        cat("tokens_N"), cat("where_N"), cat("heldout_N"))
+                   meta["fire_rate"], sae_fingerprint=fingerprint)
 
 
 def counts_from_firings(
-    firings: dict[str, LayerFirings], vocab: dict[str, list[str]], *,
-    n_control: int | None = None, seed: int = 0,
+    firings: dict[str, LayerFirings], vocab: dict[str, list[str]], centres: dict[str, Tensor],
+    *, n_control: int | None = None, seed: int = 0,
 ) -> LayerMapData:
-    """All label counts: SAE features, raw neurons and random directions, every layer."""
+    """All label counts: SAE features and the controls (controls.py) read from `centres`
+    (each SAE's b_dec), every layer."""
     n_labels = {t: len(vocab[t]) for t in MAP_TASKS}
     counts: dict[str, Tensor] = {}
     rates = []
@@ -209,11 +144,9 @@ def counts_from_firings(
         # Each firing has one label, so a task's counts sum to the layer's firings.
         fire_rate = float(counts[f"sae/{h}/{MAP_TASKS[0]}"].sum()) / (len(f.x_ND) * f.d_sae)
         rates.append(fire_rate)
-        x = f.x_ND.float()
-        n_dirs = n_control or 2 * x.shape[1]
-        neuron_acts = torch.cat([x, -x], dim=1)[:, :n_dirs]
-        random_acts = x @ random_directions(x.shape[1], n_dirs, seed=seed + i).T
-        for kind, acts_NF in (("neuron", neuron_acts), ("random", random_acts)):
+        n_dirs = n_control or 2 * f.x_ND.shape[1]
+        controls = control_activations(f.x_ND, centres[h], n_dirs, seed=seed + i)
+        for kind, acts_NF in controls.items():
             top_FM = topq_tokens(acts_NF, fire_rate)
             for t in MAP_TASKS:
                 counts[f"{kind}/{h}/{t}"] = label_counts_topq(top_FM, f.labels[t], n_labels[t])
@@ -230,7 +163,12 @@ def compute_layer_map(
     """Count firings per label for every SAE and both controls on the labelled windows."""
     firings = collect_firings(lm, saes, medians, data, outlier_factor=outlier_factor,
                               batch=batch)
-    return counts_from_firings(firings, data.vocab, seed=seed)
+    return counts_from_firings(firings, data.vocab, centres_of(saes), seed=seed)
+
+
+def centres_of(saes: dict[str, Sae]) -> dict[str, Tensor]:
+    """Where each SAE encodes from: its b_dec, the controls' centre."""
+    return {h: sae.b_dec.detach().float() for h, sae in saes.items()}
 
 
 def read_layer_map(folder: Path | str | None) -> LayerMapData | None:
@@ -257,8 +195,9 @@ def has_layer_map(folder: Path) -> bool:
 
 def ensure_layer_map(folder: Path, *, lm: LM | None = None,
                      report: Report | None = None) -> LayerMapData:
-    """The atlas's layer map, computed once (labels with spaCy, one pass) and cached; one
-    that is stale or damaged is reported and computed again."""
+    """The atlas's layer map alone, computed once and cached; one that is stale or damaged
+    is reported and computed again (explore/evidence.py builds it with the other layer
+    evidence from the same pass)."""
     folder = Path(folder)
     try:
         if (lmap := read_layer_map(folder)) is not None:
@@ -267,18 +206,9 @@ def ensure_layer_map(folder: Path, *, lm: LM | None = None,
         log.warning("%s", err)
         if report:
             report(f"rebuilding the damaged layer map: {err}", 0.0)
-    info, _, saes = load_atlas(folder)
-    lm = lm or load_named(info["model"])
-    check_fits(saes, lm)
-    if report:
-        report("labelling the corpus with spaCy", 0.0)
-    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
-    data = load_or_build_labels(lm.tokenizer, texts, info["seq_len"], folder / "labels")
-    if report:
-        report(f"layer map over {data.windows.numel():,} tokens", 0.3)
-    lmap = compute_layer_map(lm, saes, medians_of(saes), data,
-                             outlier_factor=outlier_factor_of(info))
-    lmap.sae_fingerprint = sae_fingerprint(folder, info)
+    run = labelled_pass(folder, lm, report)
+    lmap = counts_from_firings(run.firings, run.vocab, centres_of(run.saes))
+    lmap.sae_fingerprint = run.fingerprint
     with atlas_lock(folder):
         lmap.save(folder / LAYER_MAP_FILE)
     return lmap

@@ -13,7 +13,7 @@ from ..atlas.build import build_atlas
 from ..atlas.layout import is_built, open_with
 from ..config import BuildConfig, TrainConfig
 from ..explore.feature_index import ensure_feature_index, has_feature_index
-from ..explore.layermap import ensure_layer_map, has_layer_map
+from ..explore.evidence import ensure_layer_evidence, has_layer_evidence
 from ..lm import LM
 from ..progress import Report
 from ..steer.presets import ensure_presets, read_presets
@@ -46,8 +46,9 @@ STAGES = (
     Stage("SAEs", is_built,
           lambda job, lm, report: build_atlas(job.folder, data=job.data, cfg=job.cfg,
                                               report=report, lm=lm)),
-    Stage("layer map", has_layer_map,
-          lambda job, lm, report: ensure_layer_map(job.folder, lm=lm, report=report)),
+    # the layer map with the rest of the layer evidence (probing, names, lineage): one pass
+    Stage("layer map", has_layer_evidence,
+          lambda job, lm, report: ensure_layer_evidence(job.folder, lm=lm, report=report)),
     Stage("feature index", has_feature_index,
           lambda job, lm, report: ensure_feature_index(job.folder, lm=lm, report=report)),
     Stage("presets", lambda f: read_presets(f) is not None,

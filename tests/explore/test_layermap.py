@@ -61,7 +61,7 @@ def test_controls_fire_at_the_sae_rate_and_round_trip(lm, tmp_path):
     data, saes = _data(), _saes(lm)
     lmap = compute_layer_map(lm, saes, {h: 1e9 for h in HOOKS}, data, batch=4)
     per_feature = round(lmap.fire_rate * lmap.n_tokens)
-    for kind in ("neuron", "random"):
+    for kind in ("neuron", "random", "whitened"):
         counts = lmap.counts[f"{kind}/layers.0/dep"]
         assert counts.shape == (64, 4)
         assert (counts.sum(1) == per_feature).all()

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sae_core.explore.layermap import LayerMapData
+from sae_core.explore.layermap import KINDS, LayerMapData
 from ui.layer_map_view import feature_table, heatmap_figure, present_labels, summary_rows
 
 
@@ -9,7 +9,7 @@ def _lmap():
     # 4 features x 3 labels on layer 0; label "c" never occurs in the corpus
     counts = torch.tensor([[9, 1, 0], [5, 5, 0], [0, 0, 0], [0, 3, 0]])
     tasks = ("pos", "dep", "ent", "shape")
-    all_counts = {f"{k}/layers.0/{t}": counts for k in ("sae", "neuron", "random") for t in tasks}
+    all_counts = {f"{k}/layers.0/{t}": counts for k in KINDS for t in tasks}
     base = {t: torch.tensor([0.75, 0.25, 0.0], dtype=torch.float64) for t in tasks}
     vocab = {t: ["a", "b", "c"] for t in tasks}
     return LayerMapData(["layers.0"], vocab, all_counts, base, n_tokens=100, fire_rate=0.01)

@@ -1,0 +1,129 @@
+"""One pass of an atlas's SAEs over its labelled tokens: what every layer-evidence product
+(layer map, probing, feature names, lineage) reads, so the model runs once for all of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..activations import OUTLIER_FACTOR, outlier_factor_of
+from ..atlas.fingerprint import sae_fingerprint
+from ..atlas.layout import check_fits, load_atlas
+from ..corpus import load_texts
+from ..encode import encode_batch, pad_cat
+from ..lm import LM, load_named
+from ..norms import medians_of
+from ..progress import Report
+from ..sae import Sae
+from .labels import LabelledWindows, load_or_build_labels
+
+MAP_TASKS = ("pos", "dep", "ent", "shape")
+"""The labelling tasks the layer evidence reads (labels.TASKS less the fine tag)."""
+LABEL_DOC_STRIDE = 8
+"""Every 8th corpus document is labelled (~45k tokens, all genres)."""
+
+
+@dataclass
+class LayerFirings:
+    """What one layer did on the labelled tokens (positions the SAE was trained on). Every
+    per-token field is aligned: row n is one kept token of the labelled windows."""
+
+    x_ND: Tensor
+    """Activations, bf16, for the controls and the dense probes."""
+    labels: dict[str, Tensor]
+    """task -> (N,) label ids."""
+    idx_NK: Tensor
+    """Firing latents per token (encode.py: all of them, for every architecture)..."""
+    valid_NK: Tensor
+    """... where True; other slots are padding."""
+    d_sae: int
+    """This layer's SAE width (a set may mix widths)."""
+    vals_NK: Tensor
+    """float32 activations matching `idx_NK` (0 where not valid)."""
+    tokens_N: Tensor
+    """int64 token ids."""
+    where_N: Tensor
+    """int64 flat position (window * seq_len + position): the same token in every layer
+    (layers keep slightly different tokens; see activations.keep_mask)."""
+    heldout_N: Tensor
+    """bool: the token is in a held-out window (`heldout_windows`): probes, names and their
+    scores learn on the other tokens and are measured on these."""
+
+
+def heldout_windows(n_windows: int) -> Tensor:
+    """(n_windows,) bool: every second labelled window is held out, so both halves span every
+    genre of the corpus (the labelled documents are spread over it)."""
+    return torch.arange(n_windows) % 2 == 1
+
+
+@torch.inference_mode()
+def collect_firings(
+    lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
+    outlier_factor: float = OUTLIER_FACTOR, batch: int = 16,
+) -> dict[str, LayerFirings]:
+    """One captured forward per batch of labelled windows; every SAE encodes its layer
+    through the views' one encoding path (sae_core/encode.py)."""
+    parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
+    n_windows, seq_len = data.windows.shape
+    where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)
+    heldout_WL = heldout_windows(n_windows)[:, None].expand(n_windows, seq_len)
+    for start in range(0, n_windows, batch):
+        rows = slice(start, start + batch)
+        codes = encode_batch(lm, saes, data.windows[rows], medians,
+                             outlier_factor=outlier_factor)
+        for h, c in codes.items():
+            keep = c.keep_BL
+            labels = {t: torch.from_numpy(data.labels[t][rows].astype(np.int64))[keep]
+                      for t in MAP_TASKS}
+            vals_NK = c.vals_BLK[keep]
+            parts[h].append(LayerFirings(
+                c.acts_BLD[keep].bfloat16(), labels, c.idx_BLK[keep], vals_NK > 0,
+                saes[h].cfg.d_sae, vals_NK, data.windows[rows][keep], where_WL[rows][keep],
+                heldout_WL[rows][keep]))
+    return {h: _concat(p) for h, p in parts.items()}
+
+
+def _concat(parts: list[LayerFirings]) -> LayerFirings:
+    labels = {t: torch.cat([p.labels[t] for p in parts]) for t in parts[0].labels}
+    vals, idx = pad_cat([(p.vals_NK, p.idx_NK) for p in parts])
+
+    def cat(name: str) -> Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
+
+    return LayerFirings(cat("x_ND"), labels, idx, vals > 0, parts[0].d_sae, vals,
+                        cat("tokens_N"), cat("where_N"), cat("heldout_N"))
+
+
+class LabelledPass(NamedTuple):
+    """One pass of an atlas's SAEs over its labelled tokens: what the layer evidence reads."""
+
+    info: dict
+    lm: LM
+    saes: dict[str, Sae]
+    vocab: dict[str, list[str]]
+    firings: dict[str, LayerFirings]
+    fingerprint: str
+
+
+def labelled_pass(folder: Path, lm: LM | None, report: Report | None) -> LabelledPass:
+    """Label every 8th document with spaCy (cached in the folder), then one captured forward
+    of the labelled windows with every SAE encoding its layer."""
+    info, _, saes = load_atlas(folder)
+    lm = lm or load_named(info["model"])
+    check_fits(saes, lm)
+    if report:
+        report("labelling the corpus with spaCy", 0.0)
+    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
+    data = load_or_build_labels(lm.tokenizer, texts, info["seq_len"], folder / "labels")
+    if report:
+        report(f"one pass over {data.windows.numel():,} labelled tokens", 0.2)
+    firings = collect_firings(lm, saes, medians_of(saes), data,
+                              outlier_factor=outlier_factor_of(info))
+    return LabelledPass(info, lm, saes, data.vocab, firings, sae_fingerprint(folder, info))
+
+
