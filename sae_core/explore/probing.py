@@ -42,7 +42,7 @@ MIN_SUPPORT = 50
 MAX_BASE_RATE = 0.5
 """Majority labels ("none", "word_start") are not a feature to find."""
 EXCLUDED = ("sep",)
-SPARSE_MAX_TOKENS = 2048
+SPARSE_MAX_TOKENS = 1024
 """The k-sparse probes learn on this many tokens per label (up to half positives)."""
 AUROC_MAX_TOKENS = 4096
 """AUROC is estimated on this many held-out tokens per label (up to half positives; it
