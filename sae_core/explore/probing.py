@@ -63,13 +63,14 @@ class TaskProbes:
     f1: dict[str, list[float]]
     """method ("sae@5", "neuron@5", "dense") -> held-out F1 per label."""
     auroc: dict[str, list[float]]
+    """The same for AUROC (on a balanced sample of the held-out half, AUROC_MAX_TOKENS)."""
     latents: list[list[int]]
     """The SAE latents of the largest k, best first, per label."""
 
     def mean_f1(self, method: str) -> float | None:
         """Mean over labels; None when the task has no eligible label."""
         scores = self.f1[method] if self.labels else []
-        return sum(scores) / len(scores) if scores else None
+        return round(sum(scores) / len(scores), 4) if scores else None
 
 
 LayerProbes = dict[str, TaskProbes]
