@@ -1,0 +1,290 @@
+"""k-sparse probing per layer and task (SAEBench's sparse probing, on token labels).
+
+How much of a token label (part of speech, dependency, entity, word shape) a layer's SAE
+makes readable from a few latents: for each label with enough support, rank the latents
+by the difference of their mean activation with and without the label on the learn half,
+fit a logistic probe on the top k, and score it on the held-out half (F1 of the label at
+p = 0.5, AUROC). The same with k raw residual dimensions (the control), and a dense
+probe on the whole residual (the ceiling: what is linearly there at all). Numerics in
+probing_fit.py; computed from the layer map's firings (layermap.collect_firings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..activations import layer_of
+from ..atlas.layout import current_fingerprint, read_once
+from ..atomic import CorruptFile, read_json, write_json
+from .layermap import MAP_TASKS, LayerFirings
+from .probing_fit import (
+    auroc,
+    balanced_sample,
+    dense_sample,
+    f1_scores,
+    fit_dense,
+    fit_sparse,
+    mean_diff_dense,
+    mean_diff_sparse,
+    standardiser,
+    top_columns,
+)
+
+PROBING_FILE = "probing.json"
+KS = (1, 2, 5, 20)
+KINDS = ("sae", "neuron", "dense")
+MIN_SUPPORT = 50
+"""Positive tokens a label needs in the learn half and in the held-out half."""
+MAX_BASE_RATE = 0.5
+"""Majority labels ("none", "word_start") are not a feature to find."""
+EXCLUDED = ("sep",)
+SPARSE_MAX_TOKENS = 1024
+"""The k-sparse probes learn on this many tokens per label (up to half positives)."""
+AUROC_MAX_TOKENS = 4096
+"""AUROC is estimated on this many held-out tokens per label (up to half positives; it
+does not depend on the classes' proportions), F1 on all of them."""
+DENSE_MAX_TOKENS, DENSE_PER_LABEL = 4096, 48
+"""The dense probe learns on ~this many tokens shared by all labels, with up to ~48
+positives of each label among them (time: it is a ceiling, fitted on a sample)."""
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskProbes:
+    """One task of one layer, per eligible label (same order in every list)."""
+
+    labels: list[str]
+    support: list[int]
+    """Positive tokens in the held-out half."""
+    f1: dict[str, list[float]]
+    """method ("sae@5", "neuron@5", "dense") -> held-out F1 per label."""
+    auroc: dict[str, list[float]]
+    """The same for AUROC (on a balanced sample of the held-out half, AUROC_MAX_TOKENS)."""
+    latents: list[list[int]]
+    """The SAE latents of the largest k, best first, per label."""
+
+    def mean_f1(self, method: str) -> float | None:
+        """Mean over labels; None when the task has no eligible label."""
+        scores = self.f1[method] if self.labels else []
+        return round(sum(scores) / len(scores), 4) if scores else None
+
+
+LayerProbes = dict[str, TaskProbes]
+"""task -> its probes, for one layer."""
+
+
+def method_name(kind: str, k: int | None) -> str:
+    return "dense" if kind == "dense" else f"{kind}@{k}"
+
+
+@dataclass(frozen=True)
+class ProbingResult:
+    hookpoints: list[str]
+    layers: list[LayerProbes]
+    ks: tuple[int, ...] = KS
+    sae_fingerprint: str = ""
+    """Of the SAEs it was computed from (atlas/fingerprint.py): another atlas's is stale."""
+
+    def per_layer(self, kind: str, k: int | None = None, task: str | None = None
+                  ) -> list[float | None]:
+        """Mean F1 per layer over the task's labels (task None: the mean of the tasks'
+        means); None for a layer without an eligible label."""
+        method = method_name(kind, k)
+        out = []
+        for layer in self.layers:
+            tasks = [task] if task else list(layer)
+            means = [m for t in tasks if t in layer
+                     if (m := layer[t].mean_f1(method)) is not None]
+            out.append(sum(means) / len(means) if means else None)
+        return out
+
+    def mean(self, kind: str, k: int | None = None) -> float:
+        """Mean F1 over layers x tasks (each a mean over its labels); NaN when none."""
+        method = method_name(kind, k)
+        cells = [m for layer in self.layers for tp in layer.values()
+                 if (m := tp.mean_f1(method)) is not None]
+        return sum(cells) / len(cells) if cells else float("nan")
+
+    def table(self) -> list[dict]:
+        """Per layer and task: mean F1 of SAE probes at every k, neurons at k = 5, dense."""
+        rows = []
+        for h, layer in zip(self.hookpoints, self.layers, strict=True):
+            for task, tp in layer.items():
+                row = {"layer": layer_of(h), "task": task, "labels": len(tp.labels)}
+                for k in self.ks:
+                    row[f"sae_k{k}"] = tp.mean_f1(method_name("sae", k))
+                if 5 in self.ks:
+                    row["neuron_k5"] = tp.mean_f1("neuron@5")
+                row["dense"] = tp.mean_f1("dense")
+                rows.append(row)
+        return rows
+
+    def save(self, path: Path | str) -> None:
+        data = {"version": FORMAT_VERSION, "hookpoints": self.hookpoints, "ks": list(self.ks),
+                "sae_fingerprint": self.sae_fingerprint,
+                "layers": [{t: asdict(tp) for t, tp in layer.items()} for layer in self.layers]}
+        write_json(path, data, indent=None)
+
+    @classmethod
+    def load(cls, path: Path | str) -> ProbingResult:
+        """CorruptFile when the file is damaged or not a probing result."""
+        data = read_json(path)
+        try:
+            layers = [{t: TaskProbes(**tp) for t, tp in layer.items()}
+                      for layer in data["layers"]]
+            return cls(list(data["hookpoints"]), layers, tuple(data["ks"]),
+                       data["sae_fingerprint"])
+        except (KeyError, TypeError, AttributeError) as err:
+            raise CorruptFile(f"{path} is not a probing result ({err}); build it again") from err
+
+
+def read_probing(folder: Path | str | None) -> ProbingResult | None:
+    """The probing result of an atlas folder, read once per version on disk; None when it
+    was never computed or was computed from other SAEs (stale); CorruptFile when damaged."""
+    if not folder:
+        return None
+    path = Path(folder) / PROBING_FILE
+    if not path.exists():
+        return None
+    result = read_once(path, lambda: ProbingResult.load(path))
+    return result if result.sae_fingerprint == current_fingerprint(folder) else None
+
+
+def eligible_labels(label_N: Tensor, heldout_N: Tensor, names: list[str]) -> list[int]:
+    """Label ids with >= MIN_SUPPORT positives in each half and base rate <= MAX_BASE_RATE,
+    "sep" excluded."""
+    n = len(names)
+    learn = torch.bincount(label_N[~heldout_N], minlength=n)
+    held = torch.bincount(label_N[heldout_N], minlength=n)
+    rate = (learn + held).float() / max(len(label_N), 1)
+    return [i for i in range(n) if learn[i] >= MIN_SUPPORT and held[i] >= MIN_SUPPORT
+            and rate[i] <= MAX_BASE_RATE and names[i] not in EXCLUDED]
+
+
+def compute_probing(firings: dict[str, LayerFirings], vocab: dict[str, list[str]], *,
+                    ks: tuple[int, ...] = KS, sae_fingerprint: str = "") -> ProbingResult:
+    """Probes for every layer of `firings` (layermap.collect_firings)."""
+    layers = [probe_layer(f, vocab, ks) for f in firings.values()]
+    return ProbingResult(list(firings), layers, tuple(ks), sae_fingerprint)
+
+
+def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...] = KS
+                ) -> LayerProbes:
+    """Every task's eligible labels as independent binary problems, fitted in one batch
+    per kind and k."""
+    held = f.heldout_N
+    tasks = [t for t in MAP_TASKS if t in f.labels]
+    ids = {t: eligible_labels(f.labels[t], held, vocab[t]) for t in tasks}
+    if not any(ids.values()):
+        return {t: TaskProbes([], [], {}, {}, []) for t in tasks}
+    y_LN = torch.cat([(f.labels[t][None, :] == torch.tensor(ids[t])[:, None]).float()
+                      for t in tasks])
+    learn = _Half(f, ~held, y_LN)
+    test = _Half(f, held, y_LN)
+    mean, std = standardiser(learn.x_ND, 0)
+    learn.x_ND, test.x_ND = (learn.x_ND - mean) / std, (test.x_ND - mean) / std
+    sae_LK, neuron_LK = [], []
+    for t in tasks:
+        lab, n_labels = f.labels[t][~held], len(vocab[t])
+        score = mean_diff_sparse(learn.idx_NK, learn.vals_NK, lab, n_labels, f.d_sae)
+        sae_LK.append(top_columns(score[:, ids[t]], max(ks)))
+        score = mean_diff_dense(learn.x_ND, lab, n_labels)
+        neuron_LK.append(top_columns(score[:, ids[t]], max(ks)))
+    sae_LK, neuron_LK = torch.cat(sae_LK), torch.cat(neuron_LK)
+    gen = torch.Generator().manual_seed(0)
+    z = _sparse_probes(learn, test, sae_LK, neuron_LK, ks, f.d_sae, gen)
+    ids_M, w_LM = dense_sample(learn.y_LN, DENSE_MAX_TOKENS, DENSE_PER_LABEL, gen)
+    w_dense = fit_dense(learn.x_ND[ids_M], learn.y_LN[:, ids_M], w_LM)
+    z["dense"] = (test.x_ND @ w_dense[:-1] + w_dense[-1]).T
+    f1 = {m: f1_scores(z_LN, test.y_LN) for m, z_LN in z.items()}
+    tok_LM = balanced_sample(test.y_LN, AUROC_MAX_TOKENS, gen)
+    y_LM = test.y_LN.gather(1, tok_LM)
+    auc = {m: auroc(z_LN.gather(1, tok_LM), y_LM) for m, z_LN in z.items()}
+    return _per_task(tasks, ids, vocab, test.y_LN, f1, auc, sae_LK)
+
+
+class _Half:
+    """The learn or the held-out tokens of a layer."""
+
+    def __init__(self, f: LayerFirings, rows_N: Tensor, y_LN: Tensor):
+        self.x_ND = f.x_ND[rows_N].float()
+        self.idx_NK = f.idx_NK[rows_N]
+        self.vals_NK = f.vals_NK[rows_N].float() * f.valid_NK[rows_N]
+        self.y_LN = y_LN[:, rows_N]
+
+
+def _sparse_probes(learn: _Half, test: _Half, sae_LK: Tensor, neuron_LK: Tensor,
+                   ks: tuple[int, ...], d_sae: int, gen: torch.Generator) -> dict[str, Tensor]:
+    """Held-out logits (L, N) of the k-sparse probes, each fitted on a balanced sample of
+    the learn tokens per label (k in increasing order, each fit starting from the last)."""
+    tok_LM = balanced_sample(learn.y_LN, SPARSE_MAX_TOKENS, gen)
+    y_LM = learn.y_LN.gather(1, tok_LM)
+    inputs = {"sae": _latent_columns(learn.idx_NK, learn.vals_NK, sae_LK, tok_LM, d_sae),
+              "neuron": learn.x_ND[tok_LM[:, :, None], neuron_LK[:, None, :]]}
+    z = {}
+    for kind, cols_LK in (("sae", sae_LK), ("neuron", neuron_LK)):
+        beta = None
+        for k in sorted(ks):
+            w_Lk, b_L, beta = _fit_k(inputs[kind][:, :, :k], y_LM, beta)
+            if kind == "sae":
+                w_FL = _scatter(cols_LK[:, :k], w_Lk, d_sae)
+                z_NL = torch.nn.functional.embedding_bag(
+                    test.idx_NK, w_FL, per_sample_weights=test.vals_NK, mode="sum")
+            else:
+                z_NL = test.x_ND @ _scatter(cols_LK[:, :k], w_Lk, test.x_ND.shape[1])
+            z[f"{kind}@{k}"] = z_NL.T + b_L[:, None]
+    return z
+
+
+def _fit_k(x_LMk: Tensor, y_LM: Tensor, init: Tensor | None):
+    """Probe weights on the raw columns ((L, k), (L,)) and on the standardised ones (the
+    warm start of the next k)."""
+    mean, std = standardiser(x_LMk, 1)
+    beta = fit_sparse((x_LMk - mean) / std, y_LM, init)
+    w_Lk = beta[:, :-1] / std.squeeze(1)
+    return w_Lk, beta[:, -1] - (w_Lk * mean.squeeze(1)).sum(1), beta
+
+
+def _scatter(cols_Lk: Tensor, w_Lk: Tensor, n_cols: int) -> Tensor:
+    """(n_cols, L) each label's weights in its own column, 0 on columns it does not use."""
+    n_labels, k = cols_Lk.shape
+    out = torch.zeros(n_cols, n_labels)
+    out.index_put_((cols_Lk.flatten(), torch.arange(n_labels).repeat_interleave(k)),
+                   w_Lk.flatten(), accumulate=True)
+    return out
+
+
+def _latent_columns(idx_NK: Tensor, vals_NK: Tensor, chosen_LK: Tensor, tok_LM: Tensor,
+                    d_sae: int) -> Tensor:
+    """(L, M, k) activations of each label's chosen latents on its sampled tokens (0 where
+    not firing): the union of the chosen latents made dense once, then gathered."""
+    union = chosen_LK.unique()
+    column = torch.full((d_sae,), -1, dtype=torch.long)
+    column[union] = torch.arange(len(union))
+    col_NK = column[idx_NK]
+    hit = (col_NK >= 0) & (vals_NK != 0)
+    rows = torch.arange(len(idx_NK))[:, None].expand_as(idx_NK)
+    dense_NU = torch.zeros(len(idx_NK), len(union))
+    dense_NU.index_put_((rows[hit], col_NK[hit]), vals_NK[hit], accumulate=True)
+    return dense_NU[tok_LM[:, :, None], column[chosen_LK][:, None, :]]
+
+
+def _per_task(tasks: list[str], ids: dict[str, list[int]], vocab: dict[str, list[str]],
+              y_held_LN: Tensor, f1: dict[str, Tensor], auc: dict[str, Tensor],
+              sae_LK: Tensor) -> LayerProbes:
+    """Split the stacked problems back into tasks, as plain lists."""
+    out, start = {}, 0
+    support = y_held_LN.sum(1).long()
+    for t in tasks:
+        rows = slice(start, start + len(ids[t]))
+        start += len(ids[t])
+        out[t] = TaskProbes(
+            [vocab[t][i] for i in ids[t]], support[rows].tolist(),
+            {m: [round(v, 4) for v in s[rows].tolist()] for m, s in f1.items()},
+            {m: [round(v, 4) for v in s[rows].tolist()] for m, s in auc.items()},
+            sae_LK[rows].tolist())
+    return out

@@ -1,0 +1,39 @@
+"""The probing figure: how well a few SAE latents read each token label, per layer, against
+as many raw neurons and a probe on the whole residual (plain data in, Plotly out)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from sae_core.activations import layer_of
+from sae_core.explore.probing import ProbingResult
+
+from .layer_map_view import TASK_NAMES
+
+NEURON_K = 5
+
+
+def probing_lines(result: ProbingResult, task: str | None) -> dict[str, list[float | None]]:
+    """Line name -> mean held-out F1 per layer (None where the layer has no label)."""
+    lines = {f"SAE, {k} latent{'s' * (k > 1)}": result.per_layer("sae", k, task)
+             for k in result.ks}
+    if NEURON_K in result.ks:
+        lines[f"raw neurons, {NEURON_K}"] = result.per_layer("neuron", NEURON_K, task)
+    lines["whole residual (ceiling)"] = result.per_layer("dense", None, task)
+    return lines
+
+
+def probing_figure(result: ProbingResult, task: str | None) -> go.Figure:
+    layers = [layer_of(h) for h in result.hookpoints]
+    fig = go.Figure()
+    for name, ys in probing_lines(result, task).items():
+        dash = "dot" if name.startswith(("raw", "whole")) else None
+        fig.add_scatter(x=layers, y=ys, mode="lines+markers", name=name,
+                        line=dict(dash=dash))
+    what = f"the {TASK_NAMES[task]}" if task else "token labels (all tasks)"
+    fig.update_layout(
+        title=f"How well a probe on k SAE latents reads {what}, against raw neurons",
+        height=360, xaxis_title="layer",
+        yaxis_title="held-out F1, mean over labels", yaxis=dict(range=[0, 1]),
+        margin=dict(t=50, b=40, l=50, r=20))
+    return fig
