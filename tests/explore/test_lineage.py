@@ -17,13 +17,16 @@ from sae_core.explore.lineage import (
     co_firing_counts,
     compute_lineage,
     feature_path,
+    has_lineage,
     read_lineage,
+    top_m,
 )
 from sae_core.sae import Sae
 from tests.conftest import save_as_atlas
 
-D, F, N = 256, 24, 300
-"""In 256 dimensions random unit directions have |cosine| < 0.3 with near certainty."""
+D, F, N = 256, 48, 300
+"""In 256 dimensions random unit directions have |cosine| < 0.3 with near certainty; 48
+features take top_m's grouped path (8 groups of 6 >= m)."""
 
 
 def _sae(w_dec: torch.Tensor, h: str) -> Sae:
@@ -91,6 +94,17 @@ def test_a_planted_copy_is_the_top_partner_by_both_measures_both_ways():
     assert best == pytest.approx(sorted(direct, reverse=True)[:5], abs=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(40, 48), (48, 40), (13, 21), (16, 16)])
+def test_top_m_finds_the_largest_entries_of_every_row_and_column(shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x[3, :] = 0.5  # ties in one row
+    for dim in (1, 0):
+        vals, idx = top_m(x, 3, dim)
+        line_first = x if dim == 1 else x.T
+        assert torch.equal(vals, line_first.topk(3, dim=1).values)
+        assert torch.equal(line_first.gather(1, idx), vals)
+
+
 def test_co_firing_counts_are_the_token_overlaps():
     fire_a, fire_b = _fire(1, 0.3), _fire(2, 0.3)
     counts = co_firing_counts(_firings(fire_a), _firings(fire_b))
@@ -125,7 +139,7 @@ def test_an_unrelated_layer_carries_nothing_and_planted_copies_are_counted():
     w1 = _random_rows(1)
     w1[:6] = w0[10:16] + 0.1 * _random_rows(2, 6) / D**0.5  # six near copies
     saes["layers.1"] = _sae(w1, "layers.1")
-    assert compute_lineage(saes, None).turnover() == {"up": [0.25, None], "down": [None, 0.25]}
+    assert compute_lineage(saes, None).turnover() == {"up": [6 / F, None], "down": [None, 6 / F]}
     # with firings only alive features count, and only alive partners
     fire0, fire1 = _fire(3), _fire(4)
     fire0[:, :4] = False  # four dead features in layer 0, none of them copied
@@ -133,8 +147,8 @@ def test_an_unrelated_layer_carries_nothing_and_planted_copies_are_counted():
     fire1[:, 0] = False  # the copy of layer 0's feature 10 is dead in layer 1
     firings = {"layers.0": _firings(fire0), "layers.1": _firings(fire1)}
     lin = compute_lineage(saes, firings)
-    assert lin.turnover() == {"up": [pytest.approx(4 / 19), None],
-                              "down": [None, pytest.approx(4 / 23)]}
+    assert lin.turnover() == {"up": [pytest.approx(4 / (F - 5)), None],
+                              "down": [None, pytest.approx(4 / (F - 1))]}
     assert lin.neighbours("layers.0", 0, "up", "coact") == []  # fires with nothing
     assert len(lin.neighbours("layers.0", 0, "up", "cosine")) == 5
 
@@ -181,6 +195,7 @@ def test_saved_lineage_reads_back_and_a_stale_one_reads_as_none(tmp_path):
     lin.sae_fingerprint = fingerprint
     lin.save(folder / LINEAGE_FILE)
     back = read_lineage(folder)
+    assert has_lineage(folder) and read_lineage(folder) is back  # read once per version
     assert back.hookpoints == lin.hookpoints and back.m == 5 and back.has_coact
     assert back.turnover() == lin.turnover()
     for by in ("cosine", "coact"):
@@ -192,11 +207,12 @@ def test_saved_lineage_reads_back_and_a_stale_one_reads_as_none(tmp_path):
     lin.sae_fingerprint = "other SAEs"
     lin.save(folder / LINEAGE_FILE)
     _touch_later(folder / "lineage.json")
-    assert read_lineage(folder) is None  # stale: computed from other SAEs
+    assert read_lineage(folder) is None and not has_lineage(folder)  # stale: other SAEs
     (folder / LINEAGE_FILE).write_bytes(b"damaged")
     _touch_later(folder / "lineage.json")
     with pytest.raises(CorruptFile):
         read_lineage(folder)
+    assert not has_lineage(folder)
     with pytest.raises(CorruptFile):
         LineageData.load(folder / LINEAGE_FILE)
 
@@ -215,3 +231,16 @@ def test_the_top_and_bottom_layers_have_no_neighbours_there():
         lin.neighbours("layers.0", 3, "sideways")
     with pytest.raises(ValueError, match="no firings"):
         compute_lineage(saes, {"layers.0": _firings(_fire(1))})
+
+
+def test_layers_of_different_widths():
+    w0, w1 = _random_rows(0), _random_rows(1, 40)
+    w1[39] = w0[0]
+    fire0, fire1 = _fire(1), _fire(2)[:, :40]
+    fire1[:, 39] = fire0[:, 0]
+    saes = {"layers.0": _sae(w0, "layers.0"), "layers.1": _sae(w1, "layers.1")}
+    lin = compute_lineage(saes, {"layers.0": _firings(fire0), "layers.1": _firings(fire1)})
+    assert lin.tables["layers.0/up/coact/idx"].shape == (F, 5)
+    assert lin.tables["layers.1/down/cosine/idx"].shape == (40, 5)
+    assert lin.neighbours("layers.0", 0, "up", "coact")[0][:1] == (39,)
+    assert lin.neighbours("layers.1", 39, "down")[0][0] == 0
