@@ -1,0 +1,300 @@
+"""Features followed through the layers. For every pair of adjacent hookpoints (a, b) of a
+set we keep, for each feature of a, its m closest features of b ("up"), and for each feature
+of b its m closest of a ("down"), ranked two ways, each entry carrying both numbers:
+- `cosine`: cosine of the decoder rows (W_dec is (d_sae, d_in));
+- `coact`: Jaccard of their firing sets on the labelled tokens (LayerFirings), tokens matched
+  across layers by `where_N`; a token one layer dropped counts as not firing there.
+Turnover: per layer, the share of its alive features with an alive partner of decoder
+cosine > CLOSE in the next layer (and in the layer below): a dead partner carries nothing.
+Stored in the atlas folder, keyed by the SAE fingerprint like the layer map.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..atlas.layout import current_fingerprint, read_once
+from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
+from ..sae import Sae
+from .layermap import LayerFirings
+
+LINEAGE_FILE = "lineage.safetensors"
+"""In the atlas folder, with lineage.json (written last)."""
+DIRECTIONS = ("up", "down")
+RANKINGS = ("cosine", "coact")
+CLOSE = 0.7
+"""Decoder cosine above which a feature counts as carried on in the other layer."""
+PAIRS_PER_CHUNK = 1 << 26  # token x firing x firing pairs counted at once (int32: 256 MB)
+TOP_GROUPS = 8
+
+Neighbour = tuple[int, float, float | None]
+"""(feature of the other layer, decoder cosine, Jaccard or None without firings)."""
+
+
+@dataclass
+class LineageData:
+    hookpoints: list[str]
+    m: int
+    tables: dict[str, Tensor]
+    """f"{hookpoint}/{direction}/{by}/idx|cos|jac" -> (d_sae, m): each feature's m closest in
+    the adjacent layer, best first; idx -1 for `coact` partners that never fire with it;
+    jac NaN without firings."""
+    turnover_up: list[float | None]
+    """Per hookpoint: share of alive features carried on in the next layer (None: last)."""
+    turnover_down: list[float | None]
+    """Per hookpoint: share that have a close partner in the layer below (None: first)."""
+    has_coact: bool
+    sae_fingerprint: str = ""
+    close: float = CLOSE
+
+    def neighbours(self, hookpoint: str, feature: int, direction: str = "up",
+                   by: str = "cosine") -> list[Neighbour]:
+        """The feature's closest features in the layer above ("up") or below ("down"), best
+        first; [] at the top (or bottom) of the set."""
+        if hookpoint not in self.hookpoints:
+            raise ValueError(f"{hookpoint!r} is not in this lineage")
+        if direction not in DIRECTIONS or by not in RANKINGS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, by one of {RANKINGS}")
+        if by == "coact" and not self.has_coact:
+            raise ValueError("this lineage was computed without firings: rank by cosine")
+        key = f"{hookpoint}/{direction}/{by}"
+        if f"{key}/idx" not in self.tables:
+            return []
+        idx = self.tables[f"{key}/idx"]
+        if not 0 <= feature < len(idx):
+            raise ValueError(f"{hookpoint} has no feature {feature} (0..{len(idx) - 1})")
+        cos, jac = self.tables[f"{key}/cos"][feature], self.tables[f"{key}/jac"][feature]
+        return [(i, float(c), None if math.isnan(j) else float(j))
+                for i, c, j in zip(idx[feature].tolist(), cos.tolist(), jac.tolist(),
+                                   strict=True) if i >= 0]
+
+    def turnover(self) -> dict[str, list[float | None]]:
+        """Per hookpoint (in order): "up", the share of its alive features carried on in the
+        next layer; "down", the share with a close partner in the layer below."""
+        return {"up": list(self.turnover_up), "down": list(self.turnover_down)}
+
+    def save(self, path: Path) -> None:
+        """The tables, then the .json (the marker of a whole product), each atomically."""
+        path = Path(path)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        save_tensors(path, {k: v.half() if v.is_floating_point() else v
+                            for k, v in self.tables.items()})
+        meta = {"hookpoints": self.hookpoints, "m": self.m, "close": self.close,
+                "has_coact": self.has_coact, "sae_fingerprint": self.sae_fingerprint,
+                "turnover": self.turnover()}
+        write_json(path.with_suffix(".json"), meta, indent=None)
+
+    @classmethod
+    def load(cls, path: Path) -> LineageData:
+        """CorruptFile when either file is truncated or damaged."""
+        path = Path(path)
+        meta = read_json(path.with_suffix(".json"))
+        tables = {k: v.float() if v.is_floating_point() else v
+                  for k, v in load_tensors(path).items()}
+        return cls(meta["hookpoints"], meta["m"], tables, meta["turnover"]["up"],
+                   meta["turnover"]["down"], meta["has_coact"],
+                   sae_fingerprint=meta["sae_fingerprint"], close=meta["close"])
+
+
+@torch.inference_mode()
+def compute_lineage(saes: dict[str, Sae], firings: dict[str, LayerFirings] | None = None,
+                    m: int = 5, *, close: float = CLOSE) -> LineageData:
+    """Closest features between adjacent layers (in the dict's order) and the turnover."""
+    hooks = list(saes)
+    if firings is not None and (missing := [h for h in hooks if h not in firings]):
+        raise ValueError(f"no firings for {missing}")
+    dirs = {h: F.normalize(saes[h].W_dec.detach().float(), dim=1).bfloat16() for h in hooks}
+    if len({d.shape[1] for d in dirs.values()}) > 1:
+        raise ValueError("the SAEs decode to different widths: not layers of one model")
+    n_fired = {h: torch.bincount(firings[h].idx_NK[firings[h].valid_NK],  # tokens fired on
+                                 minlength=firings[h].d_sae).float() if firings else None
+               for h in hooks}
+    alive = {h: n_fired[h] > 0 if firings else torch.ones(len(dirs[h]), dtype=torch.bool)
+             for h in hooks}
+    tables: dict[str, Tensor] = {}
+    up: list[float | None] = [None] * len(hooks)
+    down: list[float | None] = [None] * len(hooks)
+    for i, (a, b) in enumerate(itertools.pairwise(hooks)):
+        # bf16: 4x faster than fp32, cosines within ~0.004 (and stored as fp16)
+        cos_AB = dirs[a] @ dirs[b].T
+        jac_AB = _jaccard(firings[a], firings[b], n_fired[a], n_fired[b]) if firings else None
+        tables |= _top_tables(f"{a}/up", cos_AB, jac_AB, m, dim=1)
+        tables |= _top_tables(f"{b}/down", cos_AB, jac_AB, m, dim=0)
+        up[i], down[i + 1] = _carried(cos_AB, alive[a], alive[b], close)
+    return LineageData(hooks, m, tables, up, down, firings is not None, close=close)
+
+
+def common_rows(where_a: Tensor, where_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows of layer a and of layer b holding the same tokens, matched pairwise (a lookup
+    table over positions: no sort)."""
+    size = int(torch.cat([where_a, where_b, torch.zeros(1, dtype=where_a.dtype)]).max()) + 1
+    row_of_b = torch.full((size,), -1, dtype=torch.int64)
+    row_of_b[where_b] = torch.arange(len(where_b))
+    rows_b = row_of_b[where_a]
+    shared = rows_b >= 0
+    return shared.nonzero().squeeze(1), rows_b[shared]
+
+
+def co_firing_counts(fa: LayerFirings, fb: LayerFirings) -> Tensor:
+    """(d_sae a, d_sae b) int32: tokens on which both features fire. Counted over each
+    shared token's (firing in a, firing in b) pairs, never a dense token matrix; padding
+    slots go to a spare row and column that are cut off. Pairs are sorted by the feature of
+    a first, so the counts are written row by row (3x faster than in token order)."""
+    rows_a, rows_b = common_rows(fa.where_N, fb.where_N)
+    width = fb.d_sae + 1
+    n_bins = (fa.d_sae + 1) * width
+    dtype = torch.int32 if n_bins < 2**31 else torch.int64
+    ia_NK = torch.where(fa.valid_NK[rows_a], fa.idx_NK[rows_a], fa.d_sae).to(dtype) * width
+    ib_NK = torch.where(fb.valid_NK[rows_b], fb.idx_NK[rows_b], fb.d_sae).to(dtype)
+    k_a = max(1, ia_NK.shape[1])
+    chunk = max(1, PAIRS_PER_CHUNK // (k_a * max(1, ib_NK.shape[1])))
+    counts = torch.zeros(n_bins, dtype=torch.int32)
+    one = torch.ones((), dtype=torch.int32)
+    for s in range(0, len(ia_NK), chunk):
+        a_sorted, order = ia_NK[s:s + chunk].flatten().sort()
+        flat = (a_sorted[:, None] + ib_NK[s:s + chunk].index_select(0, order // k_a)).flatten()
+        counts.index_add_(0, flat, one.expand(len(flat)))
+    return counts.view(fa.d_sae + 1, width)[:-1, :-1]
+
+
+def _jaccard(fa: LayerFirings, fb: LayerFirings, n_a: Tensor, n_b: Tensor) -> Tensor:
+    """(d_sae a, d_sae b) float32 Jaccard of the firing sets (0 when neither fires)."""
+    inter = co_firing_counts(fa, fb).float()
+    union = n_a[:, None] + n_b[None, :]
+    union.sub_(inter).clamp_min_(1)
+    return inter.div_(union)
+
+
+def _top_tables(key: str, cos_AB: Tensor, jac_AB: Tensor | None, m: int,
+                dim: int) -> dict[str, Tensor]:
+    """For each feature of a (dim=1) or of b (dim=0): its m best partners by cosine and,
+    with firings, by Jaccard, each with both numbers."""
+    m = min(m, cos_AB.shape[dim])
+    cos, idx = top_m(cos_AB, m, dim)
+    out = {f"{key}/cosine/idx": idx.int(), f"{key}/cosine/cos": cos.float()}
+    if jac_AB is None:
+        return out | {f"{key}/cosine/jac": torch.full(idx.shape, math.nan)}
+    jac, jidx = top_m(jac_AB, m, dim)
+    return out | {f"{key}/cosine/jac": _pick(jac_AB, idx, dim),
+                  f"{key}/coact/idx": jidx.masked_fill(jac <= 0, -1).int(),
+                  f"{key}/coact/cos": _pick(cos_AB, jidx, dim).float(),
+                  f"{key}/coact/jac": jac}
+
+
+def _pick(x_AB: Tensor, idx_NM: Tensor, dim: int) -> Tensor:  # x at the chosen partners
+    return x_AB.gather(1, idx_NM) if dim == 1 else x_AB.gather(0, idx_NM.T).T
+
+
+def top_m(x: Tensor, m: int, dim: int) -> tuple[Tensor, Tensor]:
+    """(values, indices), each (lines, m), best first: the m largest entries of each row
+    (dim=1) or each column (dim=0) of a 2-D tensor; 2x (rows) to 4x (columns) faster than
+    topk. Each line is split into TOP_GROUPS interleaved groups (entry i in group i % step);
+    the m best entries lie in the m groups with the largest maxima: topk runs on those."""
+    n, step = x.shape[dim], x.shape[dim] // TOP_GROUPS
+    if n % TOP_GROUPS or step < m:
+        vals, idx = x.topk(m, dim=dim)
+        return (vals, idx) if dim == 1 else (vals.T, idx.T)
+    groups = x.unflatten(dim, (TOP_GROUPS, step))  # (n, G, step) or (G, step, n)
+    if dim == 1:
+        best = groups.amax(1).topk(m, dim=1).indices  # (n, m) group ids
+        cand = groups.gather(2, best[:, None, :].expand(-1, TOP_GROUPS, -1)).flatten(1)
+        vals, j = cand.topk(m, dim=1)
+        return vals, (j // m) * step + best.gather(1, j % m)
+    best = groups.amax(0).topk(m, dim=0).indices  # (m, n)
+    cand = groups.gather(1, best[None].expand(TOP_GROUPS, -1, -1)).flatten(0, 1)
+    vals, j = cand.topk(m, dim=0)
+    return vals.T, ((j // m) * step + best.gather(0, j % m)).T
+
+
+def _carried(cos_AB: Tensor, alive_a: Tensor, alive_b: Tensor,
+             close: float) -> tuple[float | None, float | None]:
+    """(share of a's alive features with an alive close partner in b, the same for b in a);
+    None for a layer without alive features. Overwrites `cos_AB`."""
+    cos_AB[~alive_a] = -1.0
+    cos_AB[:, ~alive_b] = -1.0
+    shares = [(best > close).float().mean() for best in (cos_AB.amax(1)[alive_a],
+                                                          cos_AB.amax(0)[alive_b])]
+    return tuple(None if s.isnan() else float(s) for s in shares)
+
+
+@dataclass(frozen=True)
+class PathStep:
+    hookpoint: str
+    feature: int
+    cosine: float | None
+    """With the step next to it on the way from the path's start (None at the start)."""
+    jaccard: float | None
+
+
+@dataclass(frozen=True)
+class PathStop:
+    """Where following the best partner stopped early: the layer whose best partner had a
+    cosine under the floor, and that cosine."""
+
+    hookpoint: str
+    best_cosine: float
+
+
+@dataclass(frozen=True)
+class FeaturePath:
+    steps: tuple[PathStep, ...]  # shallowest layer first
+    start: int
+    """Index in `steps` of the feature the path was asked for."""
+    stop_up: PathStop | None
+    """None when the path reached the last layer."""
+    stop_down: PathStop | None
+    """None when the path reached the first layer."""
+
+
+def feature_path(lineage: LineageData, hookpoint: str, feature: int,
+                 floor: float = 0.3) -> FeaturePath:
+    """From (hookpoint, feature), the best partner by decoder cosine, step by step, up to the
+    last layer and down to the first; a direction stops where the best cosine is < floor."""
+    up, stop_up = _walk(lineage, hookpoint, feature, "up", floor)
+    down, stop_down = _walk(lineage, hookpoint, feature, "down", floor)
+    steps = (*reversed(down), PathStep(hookpoint, feature, None, None), *up)
+    return FeaturePath(steps, len(down), stop_up, stop_down)
+
+
+def _walk(lineage: LineageData, hookpoint: str, feature: int, direction: str,
+          floor: float) -> tuple[list[PathStep], PathStop | None]:
+    best = lineage.neighbours(hookpoint, feature, direction)  # checks the arguments
+    hooks, step = lineage.hookpoints, 1 if direction == "up" else -1
+    i = hooks.index(hookpoint)
+    out: list[PathStep] = []
+    while best:
+        other, cos, jac = best[0]
+        if cos < floor:
+            return out, PathStop(hooks[i + step], cos)
+        i, feature = i + step, other
+        out.append(PathStep(hooks[i], feature, cos, jac))
+        best = lineage.neighbours(hooks[i], feature, direction)
+    return out, None
+
+
+def read_lineage(folder: Path | str | None) -> LineageData | None:
+    """The lineage of an atlas folder, read once per version on disk; None when it was never
+    built or was computed from other SAEs than the folder's (stale); CorruptFile when a file
+    of it is damaged."""
+    if not folder:
+        return None
+    path = Path(folder) / LINEAGE_FILE
+    if not path.with_suffix(".json").exists():
+        return None
+    lineage = read_once(path.with_suffix(".json"), lambda: LineageData.load(path))
+    return lineage if lineage.sae_fingerprint == current_fingerprint(folder) else None
+
+
+def has_lineage(folder: Path | str) -> bool:
+    """Whether a whole, current lineage is on disk (a damaged one counts as missing)."""
+    try:
+        return read_lineage(folder) is not None
+    except CorruptFile:
+        return False
