@@ -9,6 +9,8 @@ import gradio as gr
 from sae_core.activations import layer_of
 from sae_core.errors import check_number, check_whole
 from sae_core.explore.layermap import LayerMapData, read_layer_map
+from sae_core.explore.lineage import read_lineage
+from sae_core.explore.probing import read_probing
 
 from . import builds
 from .errors import friendly
@@ -21,6 +23,8 @@ from .layer_map_view import (
     present_labels,
     summary_rows,
 )
+from .lineage_view import turnover_figure
+from .probing_view import probing_figure
 
 LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
 speech, grammatical role, entity type and word shape (spaCy), and give each feature the tag
@@ -34,6 +38,17 @@ what every random direction fires on). If SAE features sit above all three, SAE 
 are more single-minded.
 **Lift** is consistency divided by how common the label is: "no entity" covers ~90% of
 tokens, so a feature earns it by chance; the lift minimum keeps such features out."""
+
+EVIDENCE_INTRO = """### How much of each task a few features carry
+A **probe** is a tiny classifier. For each label (say, "noun"), we pick the k SAE features
+whose activity differs most between tokens with and without it, train the probe on half of
+the labelled tokens and score it on the other half (F1: 1 is perfect, near 0 is useless).
+The dotted lines are the controls: k of the model's own neurons chosen the same way, and a
+probe that reads the whole residual stream (the most a linear reader can get)."""
+TURNOVER_INTRO = """### Where each layer's features carry on, and where they turn over
+For each feature, is there a feature in the next layer that writes almost the same direction
+(decoder cosine above 0.7)? A high share means the layer passes its features on; a dip means
+the representation changes there."""
 
 THRESHOLD, MIN_SUPPORT, MIN_LIFT = 0.8, 20, 2.0
 NO_MAP = ("*This SAE set has no layer map yet. Building one labels ~45k corpus tokens with "
@@ -77,6 +92,18 @@ def redraw(folder, task, kind, thr, sup, lift):
             f"{100 * lmap.fire_rate:.2f}% of tokens on average, and so do the baselines.")
 
 
+@friendly("drawing the probes and the turnover")
+def evidence(folder, task):
+    """(probing figure, turnover figure): None for what this atlas has not computed yet."""
+    if not folder:
+        return None, None
+    if not isinstance(task, str) or task not in TASK_NAMES:
+        raise ValueError(f"task must be one of {', '.join(TASK_NAMES)}, got {task!r:.40}")
+    probes, lineage = read_probing(folder), read_lineage(folder)
+    return (probing_figure(probes, task) if probes else None,
+            turnover_figure(lineage) if lineage else None)
+
+
 def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
                         ) -> LayerMapTab:
     """`picker` holds the active atlas folder; everything here follows it, and redraws when
@@ -111,6 +138,11 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
             names = _labels(lmap, "pos")
             label = gr.Dropdown(names, value=names[0] if names else None, label="Label")
         cell = gr.Dataframe(interactive=False)
+        probing_fig, turnover_fig = evidence(picker.value, "pos")
+        gr.Markdown(EVIDENCE_INTRO)
+        probes = gr.Plot(probing_fig)
+        gr.Markdown(TURNOVER_INTRO)
+        turnover = gr.Plot(turnover_fig)
 
         @friendly("listing the labels")
         def relabel(folder, task):
@@ -143,9 +175,11 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
         for control in controls:
             control.change(redraw, [picker, *controls], draw_outputs, queue=False)
         task.change(relabel, [picker, task], label, queue=False)
+        task.change(evidence, [picker, task], [probes, turnover], queue=False)
         switched = [missing, build, layer, label]
         gr.on(builds.atlas_events(picker, refreshed), switch_atlas, [picker, task], switched
-              ).then(redraw, [picker, *controls], draw_outputs)
+              ).then(redraw, [picker, *controls], draw_outputs
+                     ).then(evidence, [picker, task], [probes, turnover])
         build.click(build_map, picker, missing)
         for control in [*controls, layer, label]:
             control.change(cell_table, [picker, *controls, layer, label], cell, queue=False)

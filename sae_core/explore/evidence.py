@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -79,8 +80,8 @@ def ensure_layer_evidence(folder: Path | str, *, lm: LM | None = None,
         if report:
             report(f"{product.name} from the labelled tokens", 0.6 + 0.4 * i / len(todo))
         t0 = time.perf_counter()
-        result = product.compute(run.lm, run)
-        result.sae_fingerprint = run.fingerprint
+        # every product is a dataclass that names the SAEs it was computed from
+        result = replace(product.compute(run.lm, run), sae_fingerprint=run.fingerprint)
         with atlas_lock(folder):
             result.save(folder / product.file)
         seconds[product.name] = time.perf_counter() - t0
