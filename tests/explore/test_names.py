@@ -19,7 +19,8 @@ from sae_core.explore.names import (
     read_names,
     share_detected,
 )
-from sae_core.explore.names_evidence import top_per_group
+from sae_core.explore.names_evidence import firing_pairs, top_per_group
+from sae_core.explore.names_score import Evidence, name_scores
 from sae_core.sae import Sae
 from tests.conftest import save_as_atlas, tiny_lm
 
@@ -143,3 +144,25 @@ def test_top_per_group_ranks_within_each_group():
     out = top_per_group(group, value, 3, 3, order)
     # group 0: 11 and 14 tie on order -> smaller value first; group 2: 13 (3), 12 (3), 15 (2)
     assert out.tolist() == [[11, 14, -1], [-1, -1, -1], [12, 13, 15]]
+
+
+def test_rule_counts_by_hand():
+    """One task, 2 labels; feature 0 named ('x' = id 5, label 1), feature 1 only 'x'.
+    Learn tokens 0-5, held-out tokens 6-11 (ids / labels below)."""
+    tokens = torch.tensor([5, 5, 6, 6, 7, 7, 5, 6, 6, 7, 7, 5])
+    labels = torch.tensor([[0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0]])
+    heldout = torch.arange(12) >= 6
+    # feature 0 fires on 0, 2, 6, 7, 9; feature 1 on 1, 11, 8
+    rows, feats = torch.tensor([0, 2, 6, 7, 9, 1, 11, 8]), torch.tensor([0] * 5 + [1] * 3)
+    pairs = firing_pairs(feats[:, None], torch.ones(8, 1, dtype=torch.bool), tokens[rows],
+                         labels[:, rows], heldout[rows])
+    ev = Evidence(torch.tensor([[5, -1, -1], [5, -1, -1]]), torch.tensor([0, -1]),
+                  torch.tensor([1, -1]))
+    score = name_scores(pairs, tokens, labels, heldout, [2], ev)
+    # learn, feature 0: hits / predicted: tokens 1/2, label 1/2, either 2/4: F1 .5, .5, .67
+    # held out: tokens {6, 11} -> 1 hit; label {7, 9} -> 2 hits; either 3 of 4 predicted.
+    assert score.rule_F.tolist() == [3, 1]
+    assert score.precision_F[0] == 0.75 and score.recall_F[0] == 1.0
+    assert abs(float(score.f1_F[0]) - 6 / 7) < 1e-6
+    # feature 1, tokens rule on held out: predicted {6, 11}, fires {8, 11}: 1 hit
+    assert score.precision_F[1] == 0.5 and score.recall_F[1] == 0.5
