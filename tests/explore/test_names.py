@@ -166,3 +166,15 @@ def test_rule_counts_by_hand():
     assert abs(float(score.f1_F[0]) - 6 / 7) < 1e-6
     # feature 1, tokens rule on held out: predicted {6, 11}, fires {8, 11}: 1 hit
     assert score.precision_F[1] == 0.5 and score.recall_F[1] == 0.5
+
+
+def test_features_by_name(named):
+    from sae_core.errors import BadInput
+    from sae_core.explore.search import features_by_name
+
+    _, _, names = named
+    hit = features_by_name(names, "cat")[0]
+    assert (hit.layer, hit.feature, hit.f1, hit.weak) == (0, TOKEN_F, 1.0, False)
+    assert features_by_name(names, "dog")[0].weak
+    with pytest.raises(BadInput):
+        features_by_name(names, "   ")
