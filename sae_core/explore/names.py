@@ -25,7 +25,13 @@ from ..atomic import load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
 from ..sae import Sae
 from .layermap import MAP_TASKS, LayerFirings
-from .names_evidence import firing_pairs, label_evidence, promoted_tokens, token_evidence
+from .names_evidence import (
+    half_of,
+    label_evidence,
+    promoted_tokens,
+    token_evidence,
+    unembedding,
+)
 from .names_score import RULES, Evidence, name_scores
 
 NAMES_FILE = "names.safetensors"
@@ -234,7 +240,9 @@ def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings]
     """Every feature's name and held-out score, for each layer in `firings`."""
     tasks = [t for t in MAP_TASKS if t in vocab]
     n_labels = [len(vocab[t]) for t in tasks]
-    layers = {h: _layer_names(lm, saes[h], f, tasks, n_labels) for h, f in firings.items()}
+    w_VD = unembedding(lm)
+    layers = {h: _layer_names(lm, saes[h], f, tasks, n_labels, w_VD)
+              for h, f in firings.items()}
     ids = sorted({i for lay in layers.values() for k in ("tokens", "promotes")
                   for i in lay[k].unique().tolist() if i >= 0})
     strings = dict(zip(ids, lm.tokenizer.batch_decode([[i] for i in ids]), strict=True))
@@ -245,16 +253,16 @@ def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings]
 
 
 def _layer_names(lm: LM, sae: Sae, f: LayerFirings, tasks: list[str],
-                 n_labels: list[int]) -> dict[str, Tensor]:
+                 n_labels: list[int], w_VD: Tensor) -> dict[str, Tensor]:
     labels_TN = torch.stack([f.labels[t] for t in tasks])
-    pairs = firing_pairs(f.idx_NK, f.valid_NK, f.tokens_N, labels_TN, f.heldout_N)
-    learn, learn_N = pairs.part(~pairs.heldout_P), ~f.heldout_N
-    tokens_F3 = token_evidence(learn, f.tokens_N[learn_N], f.d_sae)
-    task_F, label_F = label_evidence(learn, labels_TN[:, learn_N], n_labels, f.d_sae)
-    ev = Evidence(tokens_F3, task_F, label_F)
-    score = name_scores(pairs, f.tokens_N, labels_TN, f.heldout_N, n_labels, ev)
-    promotes_F3 = promoted_tokens(lm, sae.W_dec.detach(), score.rule_F > 0)
-    return {"tokens": tokens_F3, "task": task_F, "label": label_F, "promotes": promotes_F3,
-            "rule": score.rule_F,
+    learn, held = (half_of(f.idx_NK, f.valid_NK, f.tokens_N, labels_TN, rows)
+                   for rows in (~f.heldout_N, f.heldout_N))
+    tokens_F3 = token_evidence(learn, f.d_sae)
+    ev = Evidence(tokens_F3, *label_evidence(learn, n_labels, f.d_sae))
+    score = name_scores(learn, held, n_labels, ev)
+    promotes_F3 = promoted_tokens(lm, sae.W_dec.detach(), score.rule_F > 0, w_VD)
+    support = torch.bincount(torch.cat([learn.feat_P, held.feat_P]), minlength=f.d_sae)
+    return {"tokens": tokens_F3, "task": ev.task_F, "label": ev.label_F,
+            "promotes": promotes_F3, "rule": score.rule_F,
             "scores": torch.stack([score.precision_F, score.recall_F, score.f1_F], 1),
-            "support": torch.bincount(pairs.feat_P, minlength=f.d_sae)}
+            "support": support}

@@ -39,24 +39,24 @@ class LabelEvidence(NamedTuple):
     label_F: Tensor  # (F,) int64 label id within that task, -1 when none
 
 
-class Pairs(NamedTuple):
-    """Every valid firing of a layer on the labelled tokens."""
+class Half(NamedTuple):
+    """One half of the labelled tokens (learn or held-out) of a layer, and every valid
+    firing on it as a (feature, token) pair."""
 
     feat_P: Tensor  # int64 feature
-    token_P: Tensor  # int64 token id
+    token_P: Tensor  # int32 token id
     labels_TP: Tensor  # (tasks, P) int64 label ids of the token
-    heldout_P: Tensor  # bool: the token is held out
-
-    def part(self, keep_P: Tensor) -> Pairs:
-        return Pairs(self.feat_P[keep_P], self.token_P[keep_P], self.labels_TP[:, keep_P],
-                     self.heldout_P[keep_P])
+    tokens_N: Tensor  # int64 token ids of the half's tokens
+    labels_TN: Tensor  # (tasks, N) int64 their label ids
 
 
-def firing_pairs(idx_NK: Tensor, valid_NK: Tensor, tokens_N: Tensor, labels_TN: Tensor,
-                 heldout_N: Tensor) -> Pairs:
-    tok_P, slot_P = valid_NK.nonzero(as_tuple=True)
-    return Pairs(idx_NK[tok_P, slot_P].long(), tokens_N[tok_P], labels_TN[:, tok_P],
-                 heldout_N[tok_P])
+def half_of(idx_NK: Tensor, valid_NK: Tensor, tokens_N: Tensor, labels_TN: Tensor,
+            rows_N: Tensor) -> Half:
+    """The half of the tokens where `rows_N` (bool) is True."""
+    tokens_N, labels_TN = tokens_N[rows_N], labels_TN[:, rows_N]
+    tok_P, slot_P = valid_NK[rows_N].nonzero(as_tuple=True)
+    feat_P = idx_NK[rows_N][tok_P, slot_P].long()
+    return Half(feat_P, tokens_N[tok_P].int(), labels_TN[:, tok_P], tokens_N, labels_TN)
 
 
 def top_per_group(group_P: Tensor, value_P: Tensor, n_groups: int, top: int,
@@ -76,11 +76,10 @@ def top_per_group(group_P: Tensor, value_P: Tensor, n_groups: int, top: int,
     return out
 
 
-def token_evidence(learn: Pairs, tokens_N: Tensor, n_features: int, *,
-                   top: int = TOP_TOKENS) -> Tensor:
+def token_evidence(learn: Half, n_features: int, *, top: int = TOP_TOKENS) -> Tensor:
     """(F, top) token ids of each feature, most firings first, -1 padded: tokens with >=
-    MIN_TOKEN_COUNT firings and lift >= MIN_LIFT, from the learn half's firings `learn` and
-    token ids `tokens_N`."""
+    MIN_TOKEN_COUNT firings and lift >= MIN_LIFT on the learn half."""
+    tokens_N = learn.tokens_N
     n_vocab = int(tokens_N.max()) + 1 if len(tokens_N) else 1
     key = learn.feat_P * n_vocab + learn.token_P
     if n_features * n_vocab < 2**31:
@@ -95,12 +94,11 @@ def token_evidence(learn: Pairs, tokens_N: Tensor, n_features: int, *,
     return top_per_group(feat[ok], tok[ok], n_features, top, count[ok])
 
 
-def label_evidence(learn: Pairs, labels_TN: Tensor, n_labels: list[int],
-                   n_features: int) -> LabelEvidence:
+def label_evidence(learn: Half, n_labels: list[int], n_features: int) -> LabelEvidence:
     """Each feature's consistent label (consistency.accepted at the layer map's defaults)
-    from the learn half's firings `learn` and labels `labels_TN`; where several tasks have
-    one, the label that detects its firings best (F1 of "the token has the label" for "the
-    feature fires")."""
+    on the learn half; where several tasks have one, the label that detects its firings
+    best (F1 of "the token has the label" for "the feature fires")."""
+    labels_TN = learn.labels_TN
     best_F1 = torch.full((n_features,), -1.0, dtype=torch.float64)
     task_F = torch.full((n_features,), -1, dtype=torch.long)
     label_F = torch.full((n_features,), -1, dtype=torch.long)
@@ -122,23 +120,29 @@ def label_evidence(learn: Pairs, labels_TN: Tensor, n_labels: list[int],
 
 
 @torch.inference_mode()
-def promoted_tokens(lm: LM, w_dec_FD: Tensor, alive_F: Tensor, *, top: int = TOP_TOKENS,
-                    chunk: int = LENS_CHUNK) -> Tensor:
+def unembedding(lm: LM) -> Tensor:
+    """(V, D) bf16 unembedding rows of the tokenizer's tokens (rows past it pad the matrix),
+    for `promoted_tokens`: converted once for every layer."""
+    return lm.model.get_output_embeddings().weight.detach()[:len(lm.tokenizer)].bfloat16()
+
+
+@torch.inference_mode()
+def promoted_tokens(lm: LM, w_dec_FD: Tensor, alive_F: Tensor, w_VD: Tensor | None = None,
+                    *, top: int = TOP_TOKENS, chunk: int = LENS_CHUNK) -> Tensor:
     """(F, top) the output tokens each alive feature's decoder row promotes most through
-    the final norm and unembedding (logit_lens.direction_logits), -1 for the others.
+    the final norm and unembedding `w_VD` (default: `unembedding(lm)`), as
+    logit_lens.direction_logits scores them; -1 for the others.
 
     Scores are bf16 (the ranking of near-equal logits may differ from fp32's): the fp32
     product over 30 layers x 4,608 features x 49,152 tokens takes minutes on 2 CPU cores."""
-    w_u = lm.model.get_output_embeddings().weight.detach()
-    n_vocab = len(lm.tokenizer)  # rows past it pad the embedding matrix
-    w_VD = w_u[:n_vocab].bfloat16()
-    pad = -n_vocab % LENS_BLOCKS
+    w_VD = unembedding(lm) if w_VD is None else w_VD
+    pad = -len(w_VD) % LENS_BLOCKS
     out = torch.full((len(w_dec_FD), top), -1, dtype=torch.long)
     ids = alive_F.nonzero().squeeze(1)
+    normed_AD = _through_final_norm(lm, w_dec_FD[ids].float()).bfloat16()
     for start in range(0, len(ids), chunk):
         rows = ids[start:start + chunk]
-        normed = _through_final_norm(lm, w_dec_FD[rows].float()).bfloat16()
-        logits_CV = F.linear(normed, w_VD)
+        logits_CV = F.linear(normed_AD[start:start + chunk], w_VD)
         if pad:  # a copy of the scores: only for a vocabulary that does not split evenly
             logits_CV = F.pad(logits_CV, (0, pad), value=-torch.inf)
         out[rows] = _top_ids(logits_CV, top)

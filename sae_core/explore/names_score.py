@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .names_evidence import Pairs
+from .names_evidence import Half
 
 RULES = ("", "tokens", "label", "either")
 """Rule ids as stored: 0 = no rule (a dead or unnamed feature)."""
@@ -43,29 +43,30 @@ class Score(NamedTuple):
     f1_F: Tensor
 
 
-def name_scores(pairs: Pairs, tokens_N: Tensor, labels_TN: Tensor, heldout_N: Tensor,
-                n_labels: list[int], ev: Evidence) -> Score:
-    """Each feature's rule and held-out score (module doc) from all its firings `pairs` on
-    the labelled tokens (ids `tokens_N`, labels `labels_TN` (tasks, N))."""
-    tok_hit = (pairs.token_P[:, None] == ev.tokens_F3[pairs.feat_P]).any(1)
-    task_P = ev.task_F[pairs.feat_P]
-    lab_hit = (task_P >= 0) & (pairs.labels_TP.gather(0, task_P.clamp(min=0)[None])[0]
-                               == ev.label_F[pairs.feat_P])
-    hits_P3 = torch.stack([tok_hit, lab_hit, tok_hit | lab_hit], 1).double()
-    halves = []
-    for held in (False, True):
-        mine_P, rows_N = pairs.heldout_P == held, heldout_N == held
-        halves.append(_rule_counts(pairs.feat_P[mine_P], hits_P3[mine_P], tokens_N[rows_N],
-                                   labels_TN[:, rows_N], n_labels, ev))
-    return _choose_and_score(*halves, ev)
+def name_scores(learn: Half, heldout: Half, n_labels: list[int], ev: Evidence) -> Score:
+    """Each feature's rule, chosen on the learn half, and its held-out score (module doc)."""
+    return _choose_and_score(_rule_counts(learn, n_labels, ev),
+                             _rule_counts(heldout, n_labels, ev), ev)
 
 
-def _rule_counts(feat_P: Tensor, hits_P3: Tensor, tokens_N: Tensor, labels_TN: Tensor,
-                 n_labels: list[int], ev: Evidence) -> RuleCounts:
-    """The three rules' counts on one half: its firings and whether each rule predicts
-    them, its tokens and their labels."""
+def _rule_counts(half: Half, n_labels: list[int], ev: Evidence) -> RuleCounts:
+    """The three rules' counts on one half: firings they predict, tokens they predict."""
     n_features = len(ev.tokens_F3)
-    hits = torch.zeros(n_features, 3, dtype=torch.float64).index_add_(0, feat_P, hits_P3)
+    feat_P = half.feat_P
+    names_F3 = ev.tokens_F3.int()
+    tok_hit = half.token_P == names_F3[feat_P, 0]
+    for j in range(1, names_F3.shape[1]):
+        tok_hit |= half.token_P == names_F3[feat_P, j]
+    task_P = ev.task_F[feat_P]
+    lab_hit = (task_P >= 0) & (half.labels_TP.gather(0, task_P.clamp(min=0)[None])[0]
+                               == ev.label_F[feat_P])
+
+    def per_feature(hit_P: Tensor) -> Tensor:
+        return torch.bincount(feat_P[hit_P], minlength=n_features).double()
+
+    hits = torch.stack([per_feature(tok_hit), per_feature(lab_hit),
+                        per_feature(tok_hit | lab_hit)], 1)
+    tokens_N, labels_TN = half.tokens_N, half.labels_TN
     n_vocab = max(int(tokens_N.max()) if len(tokens_N) else 0, int(ev.tokens_F3.max())) + 1
     per_id = torch.bincount(tokens_N, minlength=n_vocab).double()
     named = ev.tokens_F3 >= 0

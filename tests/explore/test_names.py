@@ -19,7 +19,7 @@ from sae_core.explore.names import (
     read_names,
     share_detected,
 )
-from sae_core.explore.names_evidence import firing_pairs, top_per_group
+from sae_core.explore.names_evidence import half_of, top_per_group
 from sae_core.explore.names_score import Evidence, name_scores
 from sae_core.sae import Sae
 from tests.conftest import save_as_atlas, tiny_lm
@@ -151,14 +151,13 @@ def test_rule_counts_by_hand():
     Learn tokens 0-5, held-out tokens 6-11 (ids / labels below)."""
     tokens = torch.tensor([5, 5, 6, 6, 7, 7, 5, 6, 6, 7, 7, 5])
     labels = torch.tensor([[0, 0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0]])
-    heldout = torch.arange(12) >= 6
-    # feature 0 fires on 0, 2, 6, 7, 9; feature 1 on 1, 11, 8
-    rows, feats = torch.tensor([0, 2, 6, 7, 9, 1, 11, 8]), torch.tensor([0] * 5 + [1] * 3)
-    pairs = firing_pairs(feats[:, None], torch.ones(8, 1, dtype=torch.bool), tokens[rows],
-                         labels[:, rows], heldout[rows])
+    # feature 0 fires on 0, 2, 6, 7, 9; feature 1 on 1, 11, 8 (one slot each, -1: none)
+    idx = torch.tensor([0, 1, 0, -1, -1, -1, 0, 0, 1, 0, -1, 1])[:, None]
+    learn, held = (half_of(idx, idx >= 0, tokens, labels, rows)
+                   for rows in (torch.arange(12) < 6, torch.arange(12) >= 6))
     ev = Evidence(torch.tensor([[5, -1, -1], [5, -1, -1]]), torch.tensor([0, -1]),
                   torch.tensor([1, -1]))
-    score = name_scores(pairs, tokens, labels, heldout, [2], ev)
+    score = name_scores(learn, held, [2], ev)
     # learn, feature 0: hits / predicted: tokens 1/2, label 1/2, either 2/4: F1 .5, .5, .67
     # held out: tokens {6, 11} -> 1 hit; label {7, 9} -> 2 hits; either 3 of 4 predicted.
     assert score.rule_F.tolist() == [3, 1]
