@@ -99,6 +99,7 @@ class FeatureNames:
     """(learn, held-out) labelled tokens of the first layer."""
     sae_fingerprint: str = ""
     _texts: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _lower: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     def name(self, hookpoint: str, feature: int) -> FeatureName:
         """KeyError for an unknown hookpoint, IndexError for a feature out of range."""
@@ -138,28 +139,31 @@ class FeatureNames:
 
     def search(self, query: str, limit: int = 50) -> list[NameMatch]:
         """Named features whose name contains `query` (case-insensitive), those with a token
-        or label equal to it first, then by held-out F1 (then firings)."""
+        or label equal to it first, then by held-out F1, then by firings."""
         q = query.strip().lower()
         if not q:
             return []
         found = []
         for h in self.hookpoints:
-            rule, scores = self.layers[h]["rule"], self.layers[h]["scores"]
-            for f, text in enumerate(self.texts(h)):
-                if q in text.lower() and int(rule[f]):
-                    exact = q in self._pieces(h, f)
-                    found.append((not exact, -float(scores[f, 2]), h, f))
-        found.sort(key=lambda x: x[:2])  # stable: layer and feature order on ties
+            lay = self.layers[h]
+            rule, f1, support = (lay["rule"].tolist(), lay["scores"][:, 2].tolist(),
+                                 lay["support"].tolist())
+            tokens, task, label = lay["tokens"].tolist(), lay["task"].tolist(), \
+                lay["label"].tolist()
+            if h not in self._lower:
+                self._lower[h] = [t.lower() for t in self.texts(h)]
+            for f, text in enumerate(self._lower[h]):
+                if rule[f] and q in text:
+                    exact = q in self._pieces(tokens[f], task[f], label[f])
+                    found.append((not exact, -f1[f], -support[f], h, f))
+        found.sort(key=lambda x: x[:3])  # stable: layer and feature order on ties
         return [NameMatch(h, f, self.name(h, f)) for *_, h, f in found[:limit]]
 
-    def _pieces(self, hookpoint: str, feature: int) -> set[str]:
-        """The name's tokens (stripped) and label, lower-case."""
-        lay = self.layers[hookpoint]
-        out = {self.strings.get(t, "").strip().lower()
-               for t in lay["tokens"][feature].tolist() if t >= 0}
-        task = int(lay["task"][feature])
+    def _pieces(self, tokens: list[int], task: int, label: int) -> set[str]:
+        """A name's tokens (stripped) and label, lower-case."""
+        out = {self.strings.get(t, "").strip().lower() for t in tokens if t >= 0}
         if task >= 0:
-            out.add(self.vocab[self.tasks[task]][int(lay["label"][feature])].lower())
+            out.add(self.vocab[self.tasks[task]][label].lower())
         return out - {""}
 
     def save(self, path: Path) -> None:
