@@ -66,6 +66,8 @@ def name_table(hits: list[NameHit]) -> pd.DataFrame:
 def run_name_search(folder: str, text: str):
     """(table, status line) of the features whose name contains the text."""
     text = text_arg(text, "The search text", MAX_QUERY_CHARS)
+    if not text.strip():
+        return name_table([]), ""  # the text search, run by the same click, says so
     names = names_of(open_loaded(folder).folder)
     if names is None:
         return name_table([]), "*This SAE set has no feature names yet.*"

@@ -242,6 +242,8 @@ def read_names(folder: Path | str | None) -> FeatureNames | None:
 def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings],
                   vocab: dict[str, list[str]], *, fingerprint: str = "") -> FeatureNames:
     """Every feature's name and held-out score, for each layer in `firings`."""
+    if not firings:
+        raise ValueError("no layer's firings to name features from")
     tasks = [t for t in MAP_TASKS if t in vocab]
     n_labels = [len(vocab[t]) for t in tasks]
     w_VD = unembedding(lm)

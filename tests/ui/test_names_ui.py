@@ -88,6 +88,7 @@ def test_search_by_name_and_names_in_text_hits(atlases):
     weak, _ = search.run_name_search(named, "'dog'")
     assert set(weak["weak"]) == {"? weak fit"}
     assert search.run_name_search(plain, "cat")[1] == "*This SAE set has no feature names yet.*"
+    assert search.run_name_search(named, "  ")[0].empty  # run_search reports the empty text
     hits, _ = search.run_search(named, "the cat sat")
     expected = {0: "'dog' ? (F1 0.10)", 1: "'cat' (F1 0.85)", 2: "unnamed"}
     assert (hits["name"] == hits["layer"].map(expected)).all()
