@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..activations import layer_of
 from ..atlas.layout import current_fingerprint, read_once
-from ..atomic import load_tensors, read_json, save_tensors, write_json
+from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
 from ..sae import Sae
 from .layermap import MAP_TASKS, LayerFirings
@@ -237,6 +237,15 @@ def read_names(folder: Path | str | None) -> FeatureNames | None:
         return None
     names = read_once(path.with_suffix(".json"), lambda: FeatureNames.load(path))
     return names if names.sae_fingerprint == current_fingerprint(folder) else None
+
+
+def has_names(folder: Path | str) -> bool:
+    """Whether whole, current names are on disk (damaged ones count as missing): the build
+    stage's "done?" check."""
+    try:
+        return read_names(folder) is not None
+    except CorruptFile:
+        return False
 
 
 def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings],
