@@ -19,6 +19,7 @@ from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import feature_page as read_page
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
+from sae_core.explore.names import label_of
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, side_by_side
@@ -27,6 +28,7 @@ from . import session
 from .errors import friendly
 from .layer_map import MIN_LIFT, MIN_SUPPORT, THRESHOLD
 from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
+from .names_view import name_json, names_of
 
 MAX_TEXT_CHARS = 2000
 """Longest text or prompt accepted."""
@@ -116,7 +118,7 @@ class AtlasApi:
 
     @friendly("reading the feature page")
     def feature_page(self, atlas: str, layer: int, feature: int) -> dict:
-        """One SAE feature's page: its label, how often it fires, the output tokens its
+        """One SAE feature's page: its name and label, how often it fires, the output tokens its
         direction promotes and suppresses (logit lens), and its top-activating snippets.
 
         Args:
@@ -131,12 +133,13 @@ class AtlasApi:
         if not has_feature_index(Path(loaded.folder)):
             raise gr.Error(f"The SAE set {name} has no feature index yet.")
         d_sae = loaded.saes[h].cfg.d_sae
-        page = read_page(loaded, h, _whole(feature, "feature", 0, d_sae - 1))
+        f = _whole(feature, "feature", 0, d_sae - 1)
+        page = read_page(loaded, h, f)
         return {
             "atlas": name, "layer": layer_of(h), "hookpoint": h, "feature": page.feature,
             "features_in_layer": page.d_sae, "density": page.density,
             "firings": page.n_fire, "tokens_indexed": page.n_tokens,
-            "max_activation": page.max_act,
+            "max_activation": page.max_act, "name": name_json(names_of(loaded.folder), h, f),
             "labels": [{"task": TASK_NAMES.get(lab.task, lab.task), "label": lab.label,
                         "consistency": lab.consistency, "support": lab.support,
                         "lift": lab.lift} for lab in page.labels],
@@ -160,11 +163,12 @@ class AtlasApi:
         name, loaded = self._open(atlas)
         k = _whole(top, "top", 1, MAX_TOP)
         view = live_view(loaded, _text(text, "text"), max_tokens=MAX_TEXT_TOKENS, top=k)
-        layers = [layer_of(h) for h in view.hookpoints]
+        layers, names = [layer_of(h) for h in view.hookpoints], names_of(loaded.folder)
         tokens = []
         for t, piece in enumerate(view.pieces):
             by_layer = [{"layer": layers[j], "features": [
-                {"feature": int(f), "activation": round(float(a), 4)}
+                {"feature": int(f), "activation": round(float(a), 4),
+                 "name": label_of(names, view.hookpoints[j], int(f))}
                 for f, a in zip(view.top_idx_TLK[t, j], view.top_act_TLK[t, j], strict=True)
                 if f >= 0]} for j in range(len(layers)) if not view.flagged_TL[t, j]]
             skipped = [layers[j] for j in range(len(layers)) if view.flagged_TL[t, j]]

@@ -12,6 +12,7 @@ from sae_core.activations import parse_hookpoint
 from sae_core.atlas.layout import read_info
 from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import feature_page, open_index
+from sae_core.steer.pushed import PUSH_STRENGTH, pushed_tokens
 
 from . import builds, session
 from .errors import friendly
@@ -22,6 +23,7 @@ from .features_view import (
     snippets_html,
     summary_markdown,
 )
+from .names_view import feature_name, name_markdown, names_of, pushed_frame
 
 TAB_ID = "features"
 FEATURES_INTRO = """Pick a layer and a feature to see where it fires: the passages of the
@@ -29,6 +31,9 @@ indexed text where it is strongest (each token shaded by how strongly the featur
 it; hover a token for the number), a few weaker examples, how often it fires, and which next
 words its direction pushes the model towards (**logit lens**: the feature's decoder direction
 read through the model's final norm and output layer)."""
+PUSHED_NOTE = (f"Adds the feature's direction ({PUSH_STRENGTH:g} x the layer's typical size) "
+               "while the model reads a few everyday sentences, and lists the next tokens "
+               "whose probability rises most (mean over positions and sentences).")
 MAX_FEATURE = 10_000_000
 """Largest feature id the form takes (the layer's own width is checked too)."""
 NO_INDEX = ("*This SAE set has no feature index yet. Building it runs the model and every "
@@ -88,7 +93,17 @@ def page_outputs(folder: str | None, layer, feature) -> tuple:
     density = density_figure(stats["n_fire"], page.n_tokens, layer=int(layer),
                              mark=page.density)
     hist = None if page.dead else activation_histogram(page)
-    return (summary_markdown(page), hist, logit_table(page), snippets_html(page), density)
+    name = feature_name(names_of(folder), hookpoint, page.feature)
+    return (summary_markdown(page, name_markdown(name)), hist, logit_table(page),
+            snippets_html(page), density)
+
+
+def pushed_outputs(folder: str | None, layer, feature):
+    """The table of tokens the feature makes more likely when pushed (steer/pushed.py)."""
+    if not folder:
+        raise ValueError("Pick an SAE set first.")
+    loaded = session.open_atlas(folder)
+    return pushed_frame(pushed_tokens(loaded, _hookpoint(folder, layer), feature))
 
 
 def step_feature(folder: str | None, layer, feature, step: int) -> int:
@@ -151,6 +166,10 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         with gr.Row():
             logits = gr.Dataframe(interactive=False, label="Logit lens: output tokens")
             hist = gr.Plot(label="Activation histogram")
+        with gr.Row():
+            push = gr.Button("What it does when pushed", size="sm", scale=1)
+            gr.Markdown(PUSHED_NOTE, scale=4)
+        pushed = gr.Dataframe(interactive=False, label="Next tokens it makes more likely")
         snippets = gr.HTML()
         density = gr.Plot(label="Feature density of the layer")
         outputs = [summary, hist, logits, snippets, density]
@@ -173,6 +192,9 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         features_tab.select(show, [picker, layer, feature], outputs)
         for control in (layer, feature):
             control.change(show, [picker, layer, feature], outputs)
+            control.change(lambda: None, None, pushed, queue=False)  # another feature's
+        push.click(friendly("pushing the feature")(pushed_outputs), [picker, layer, feature],
+                   pushed)
         prev.click(_ui(lambda d, lay, f: step_feature(d, lay, f, -1)),
                    [picker, layer, feature], feature, queue=False)
         nxt.click(_ui(lambda d, lay, f: step_feature(d, lay, f, 1)),

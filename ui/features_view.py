@@ -70,9 +70,10 @@ def snippets_html(page: FeaturePage) -> str:
     return "\n".join(parts)
 
 
-def summary_markdown(page: FeaturePage) -> str:
+def summary_markdown(page: FeaturePage, name_line: str = "") -> str:
+    """`name_line`: the feature's name and score (names_view.name_markdown), if it has one."""
     layer = layer_name(page.hookpoint)
-    lines = [f"### Layer {layer}, feature {page.feature}"]
+    lines = [f"### Layer {layer}, feature {page.feature}", *([name_line] if name_line else [])]
     if page.dead:
         lines.append(f"**Dead here:** it never fired on the {page.n_tokens:,} indexed tokens.")
     else:

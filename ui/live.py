@@ -14,6 +14,7 @@ from . import session
 from .choice import HINT
 from .errors import friendly, text_arg
 from .live_view import heatmap, token_choices, token_table
+from .names_view import names_of
 
 EXAMPLE = ("Marie Curie moved to Paris in 1891. She won two Nobel prizes, and her notebooks "
            "are still radioactive today! 🙂")
@@ -52,11 +53,12 @@ def run_live(folder: str, text: str):
     """(heatmap, notice, token picker, token table, view) for the text."""
     loaded = open_loaded(folder)
     view = live_view(loaded, text_arg(text, "The text", MAX_TEXT_CHARS))
-    lmap = read_layer_map(folder)
+    lmap, names = read_layer_map(folder), names_of(folder)
     choices = token_choices(view)
     first = next((i for i in range(view.n_tokens) if not view.flagged_TL[i].all()), 0)
-    return (heatmap(view, lmap), notices_md(view), gr.Dropdown(choices=choices, value=first),
-            token_table(view, first, lmap), view)
+    return (heatmap(view, lmap, names), notices_md(view),
+            gr.Dropdown(choices=choices, value=first),
+            token_table(view, first, lmap, names=names), view)
 
 
 @friendly("showing the token's features")
@@ -67,7 +69,8 @@ def pick_token(folder: str, view, token):
         t = int(token)
     except (TypeError, ValueError, OverflowError):
         raise gr.Error(f"Pick a token from the list, not {str(token)[:20]!r}.") from None
-    return token_table(view, t, read_layer_map(open_loaded(folder).folder))
+    folder = open_loaded(folder).folder
+    return token_table(view, t, read_layer_map(folder), names=names_of(folder))
 
 
 def build_live_tab(picker: gr.Dropdown) -> LiveTab:

@@ -11,7 +11,10 @@ import plotly.graph_objects as go
 from sae_core.activations import layer_name, layer_of
 from sae_core.explore.layermap import LayerMapData
 from sae_core.explore.live import LiveView
+from sae_core.explore.names import FeatureNames
 from sae_core.explore.search import LOUD, feature_labels
+
+from .names_view import name_cells
 
 ROW_PX = 20
 """Heatmap height per token."""
@@ -30,18 +33,23 @@ def layer_names(view: LiveView) -> list[str]:
     return [layer_name(h) for h in view.hookpoints]
 
 
-def _labels_TL(view: LiveView, lmap: LayerMapData | None) -> np.ndarray:
-    """(tokens, layers) label of each strongest feature ("" if none)."""
+def _labels_TL(view: LiveView, lmap: LayerMapData | None,
+               names: FeatureNames | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, layers) label and name of each strongest feature ("" if none)."""
     idx_TL = view.strongest()[0]
-    out = np.full(idx_TL.shape, "", dtype=object)
+    labels = np.full(idx_TL.shape, "", dtype=object)
+    named = np.full(idx_TL.shape, "", dtype=object)
     for j, h in enumerate(view.hookpoints):
         ids = sorted({int(f) for f in idx_TL[:, j].tolist() if f >= 0})
-        names = dict(zip(ids, feature_labels(lmap, h, ids), strict=True))
-        out[:, j] = [names.get(int(f), "") for f in idx_TL[:, j].tolist()]
-    return out
+        by_id = dict(zip(ids, zip(feature_labels(lmap, h, ids), name_cells(names, h, ids),
+                                  strict=True), strict=True))
+        for t, f in enumerate(idx_TL[:, j].tolist()):
+            labels[t, j], named[t, j] = by_id.get(int(f), ("", ""))
+    return labels, named
 
 
-def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
+def heatmap(view: LiveView, lmap: LayerMapData | None,
+            names: FeatureNames | None = None) -> go.Figure:
     """Tokens (rows, in reading order) x layers: colour = the strongest feature's activation
     over the layer's typical norm; hover gives token, layer, feature, activation, label.
     Tokens the SAE skips (position 0, massive activations) are grey."""
@@ -54,14 +62,15 @@ def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
     quiet = view.norm_TL.numpy() <= LOUD * np.asarray(view.medians)[None, :]
     zmax = np.nanmax(np.where(quiet, z, np.nan)) if np.isfinite(z[quiet]).any() else None
     tokens = [show_token(p) for p in view.pieces]
-    labels = _labels_TL(view, lmap)
+    labels, named = _labels_TL(view, lmap, names)
     n_tok, n_lay = idx_TL.shape
-    custom = np.empty((n_tok, n_lay, 5), dtype=object)
+    custom = np.empty((n_tok, n_lay, 6), dtype=object)
     custom[..., 0] = np.array(tokens, dtype=object)[:, None]
     custom[..., 1] = np.where(idx_TL >= 0, idx_TL, "none").astype(object)
     custom[..., 2] = np.round(act_TL, 2)
     custom[..., 3] = labels
     custom[..., 4] = np.round(view.norm_TL.numpy() / np.asarray(view.medians)[None, :], 1)
+    custom[..., 5] = np.vectorize(html.escape, otypes=[object])(named) if named.size else named
     names = layer_names(view)
     x = list(range(n_lay))
     y = list(range(n_tok))
@@ -70,7 +79,8 @@ def heatmap(view: LiveView, lmap: LayerMapData | None) -> go.Figure:
         colorbar=dict(title="activation /<br>typical norm"),
         hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: feature %{customdata[1]}"
                        "<br>activation %{customdata[2]} (%{z:.2f} of typical norm)"
-                       "<br>label: %{customdata[3]}<br>token norm: %{customdata[4]}x typical"
+                       "<br>name: %{customdata[5]}<br>label: %{customdata[3]}"
+                       "<br>token norm: %{customdata[4]}x typical"
                        "<extra></extra>"),
     ))
     if flagged.any():
@@ -97,8 +107,9 @@ def token_choices(view: LiveView) -> list[tuple[str, int]]:
 
 
 def token_table(view: LiveView, token: int, lmap: LayerMapData | None,
-                per_layer: int = 3) -> pd.DataFrame:
-    """The chosen token's `per_layer` strongest features at each layer, with labels."""
+                per_layer: int = 3, names: FeatureNames | None = None) -> pd.DataFrame:
+    """The chosen token's `per_layer` strongest features at each layer, with labels and
+    names (a "name" column only when the atlas has names)."""
     if not 0 <= token < view.n_tokens:
         raise ValueError(f"token {token} out of range: the text has tokens 0..{view.n_tokens - 1}")
     rows = []
@@ -106,14 +117,16 @@ def token_table(view: LiveView, token: int, lmap: LayerMapData | None,
         layer = layer_of(h)
         if bool(view.flagged_TL[token, j]):
             rows.append({"layer": layer, "feature": "", "rank": "", "activation": "",
-                         "of typical norm": "",
+                         "of typical norm": "", "name": "",
                          "label": "massive activation: not read by the SAE"})
             continue
         ids = [int(f) for f in view.top_idx_TLK[token, j, :per_layer].tolist() if f >= 0]
-        names = feature_labels(lmap, h, ids)
-        for r, (f, name) in enumerate(zip(ids, names, strict=True)):
+        cells = zip(ids, feature_labels(lmap, h, ids), name_cells(names, h, ids), strict=True)
+        for r, (f, label, name) in enumerate(cells):
             act = float(view.top_act_TLK[token, j, r])
             rows.append({"layer": layer, "feature": f, "rank": r + 1,
                          "activation": round(act, 2),
-                         "of typical norm": round(act / view.medians[j], 3), "label": name})
-    return pd.DataFrame(rows)
+                         "of typical norm": round(act / view.medians[j], 3), "name": name,
+                         "label": label})
+    table = pd.DataFrame(rows)
+    return table if names is not None else table.drop(columns="name", errors="ignore")

@@ -9,20 +9,32 @@ import pandas as pd
 
 from sae_core.activations import parse_hookpoint
 from sae_core.explore.layermap import MAP_TASKS, read_layer_map
-from sae_core.explore.search import LabelHit, TextHit, corpus_peaks, features_by_label, search_text
+from sae_core.explore.search import (
+    MAX_NAME_QUERY_CHARS,
+    LabelHit,
+    NameHit,
+    TextHit,
+    corpus_peaks,
+    features_by_label,
+    features_by_name,
+    search_text,
+)
 
 from . import builds
 from .choice import HINT
 from .errors import friendly, text_arg
 from .layer_map_view import TASK_NAMES, present_labels
 from .live import notices_md, open_loaded
+from .names_view import names_of
 
 SEARCH_INTRO = """**By text**: the features, over all layers, that fire most on your word or
-sentence, and on which token. *Score* = activation divided by the layer's typical residual
-norm, so layers compare on one scale; or divided by the feature's own top activation in the
-corpus (1 = as strong as its best example there; needs the feature index). **By label**:
-features whose layer-map label matches, e.g. layer 12, part of speech PROPN, consistency
-≥ 0.9."""
+sentence, and on which token; below them, the features whose *name* contains it (a name lists
+the tokens a feature fires on, its label, and after → the tokens it promotes; F1 says how well
+the name predicts where it fires). *Score* = activation divided by the layer's typical
+residual norm, so layers compare on one scale; or divided by the feature's own top activation
+in the corpus (1 = as strong as its best example there; needs the feature index). **By
+label**: features whose layer-map label matches, e.g. layer 12, part of speech PROPN,
+consistency ≥ 0.9."""
 ALL_LAYERS = "all layers"
 SHOWN = 200
 MAX_QUERY_CHARS = 2000
@@ -31,14 +43,38 @@ MAX_QUERY_CHARS = 2000
 
 
 class SearchTab(NamedTuple):
-    tables: tuple[gr.Dataframe, gr.Dataframe]
-    """Text hits and label hits; a click on a row chooses that feature."""
+    tables: tuple[gr.Dataframe, gr.Dataframe, gr.Dataframe]
+    """Text hits, label hits and name hits; a click on a row chooses that feature."""
     chosen_md: gr.Markdown
 
 
 def text_table(hits: list[TextHit]) -> pd.DataFrame:
+    """The hits; the "name" column only when some feature has a name."""
     table = pd.DataFrame(hits, columns=TextHit._fields)
+    if not any(h.name for h in hits):
+        table = table.drop(columns="name")
     return table.round({"activation": 2, "score": 3})
+
+
+def name_table(hits: list[NameHit]) -> pd.DataFrame:
+    table = pd.DataFrame(hits, columns=NameHit._fields)
+    table["weak"] = table["weak"].map({True: "? weak fit", False: ""})
+    return table.round({"f1": 2, "precision": 2, "recall": 2})
+
+
+@friendly("searching the names")
+def run_name_search(folder: str, text: str):
+    """(table, status line) of the features whose name contains the text."""
+    text = text_arg(text, "The search text", MAX_QUERY_CHARS)
+    if not text.strip():
+        return name_table([]), ""  # the text search, run by the same click, says so
+    names = names_of(open_loaded(folder).folder)
+    if names is None:
+        return name_table([]), "*This SAE set has no feature names yet.*"
+    hits = features_by_name(names, text[:MAX_NAME_QUERY_CHARS], limit=SHOWN)
+    status = (f"{len(hits)} feature(s) whose name contains {text.strip()[:40]!r}"
+              + (f" (the first {SHOWN})." if len(hits) == SHOWN else "."))
+    return name_table(hits), status
 
 
 def label_table(hits: list[LabelHit]) -> pd.DataFrame:
@@ -122,6 +158,8 @@ def build_search_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
             go = gr.Button("Search by text", scale=1)
         search_notice = gr.Markdown()
         hits = gr.Dataframe(interactive=False, label="Features that fire most on the text")
+        name_status = gr.Markdown()
+        name_hits = gr.Dataframe(interactive=False, label="Features whose name contains it")
         layers, pos_labels = static_layers(picker.value)
         with gr.Row():
             layer = gr.Dropdown(layers, value=layers[0], label="Layer")
@@ -138,10 +176,12 @@ def build_search_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
         chosen_md = gr.Markdown(HINT)
         go.click(run_search, [picker, query, score], [hits, search_notice])
         query.submit(run_search, [picker, query, score], [hits, search_notice])
+        for event in (go.click, query.submit):
+            event(run_name_search, [picker, query], [name_hits, name_status])
         task.change(label_choices, [picker, task], label)
         by_label.click(run_label_search, [picker, layer, task, label, consistency, support],
                        [label_hits, label_status])
         gr.on(builds.atlas_events(picker, refreshed),
               lambda f: gr.Dropdown(choices=static_layers(f)[0], value=ALL_LAYERS), picker, layer
               ).then(lambda f, t: label_choices(f, t) if f else gr.skip(), [picker, task], label)
-    return SearchTab((hits, label_hits), chosen_md)
+    return SearchTab((hits, label_hits, name_hits), chosen_md)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import html
 import os
 import re
 from typing import NamedTuple
@@ -16,6 +17,7 @@ from sae_core.steer.generation import MAX_NEW_TOKENS, side_by_side
 
 from . import session
 from .errors import friendly, text_arg
+from .names_view import name_at_layer, names_of
 from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
@@ -127,6 +129,12 @@ def run_steering(folder, prompt, layer, feature, strength, mode, positions, extr
     return left, right, " ".join(notes)
 
 
+def feature_name_line(folder: str | None, layer, feature) -> str:
+    """The chosen feature's name and F1 under the picker ("" when the set has no names)."""
+    name = name_at_layer(names_of(folder), layer, feature) if folder else None
+    return "" if name is None else f"Feature name: <code>{html.escape(name.short())}</code>"
+
+
 def _n_layers(folder: str | None) -> int:
     """Layers the atlas covers (last + 1), from atlas.json: no model load to build the tab."""
     try:
@@ -160,6 +168,8 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
                                 label="Feature")
             strength = gr.Slider(-3, 3, value=first["strength"], step=0.01,
                                  label="Strength (x the layer's typical size)")
+        name_md = gr.Markdown(feature_name_line(picker.value, first["layer"],
+                                                first["feature"]))
         with gr.Row():
             mode = gr.Radio([("add the direction", "add"), ("clamp the activation", "clamp")],
                             value="add", label="Mode")
@@ -233,6 +243,8 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
             return int(row[0]), int(row[1])
 
         found.select(pick, None, [layer, feature], queue=False)
+        for control in (picker, layer, feature):
+            control.change(feature_name_line, [picker, layer, feature], name_md, queue=False)
 
         # .change also fires when another event (a link) sets the slug
         preset.change(preset_controls, [picker, preset],

@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sae_core.explore.concepts import TEMPLATES
+from sae_core.explore.names import label_of
 from sae_core.steer.baselines import diff_of_means, dosed_direction, prompted
 from sae_core.steer.concept_tokens import concept_words
 from sae_core.steer.dose import DoseCurve, DoseRule
@@ -20,6 +21,7 @@ from sae_core.steer.generation import side_by_side, unsteered
 
 from . import session
 from .errors import friendly, text_arg
+from .names_view import names_of
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
     MAX_PROMPT_CHARS,
@@ -28,7 +30,7 @@ from .steering_inputs import (
     whole,
 )
 
-COLUMNS = ["layer", "feature", "found because it", "reach %", "effect / cost"]
+COLUMNS = ["layer", "feature", "name", "found because it", "reach %", "effect / cost"]
 EXPLAIN = """Type a concept and, if you like, related words. Candidates are features that fire
 on the word and features whose direction makes the model more likely to write the words. Each
 is pushed a little, then more, on a few neutral prompts, and ranked by its *reach*: the
@@ -103,8 +105,9 @@ def find_features(folder: str, concept: str, related: str, first, last):
         raise ValueError("pick an SAE set first")
     f = find_steering(session.open_atlas(folder), concept, related,
                       layers=_layers(first, last))
-    table = pd.DataFrame([[c.layer, c.feature, c.source, round(100 * c.reach, 2),
-                           round(c.efficiency, 2)]
+    names = names_of(folder)
+    table = pd.DataFrame([[c.layer, c.feature, label_of(names, c.hookpoint, c.feature),
+                           c.source, round(100 * c.reach, 2), round(c.efficiency, 2)]
                           for c in f.candidates], columns=COLUMNS)
     if f.best is None:
         return table, _summary(f), None, None

@@ -1,4 +1,5 @@
-"""Find features: by the text they fire on (all layers at once), or by their layer-map label.
+"""Find features: by the text they fire on (all layers at once), by their layer-map label,
+or by their name (explore/names.py).
 
 Search by text ranks (layer, feature) pairs by how strongly the feature fires on its
 strongest token of the text, *relative to the layer's typical residual norm*: the length
@@ -15,6 +16,7 @@ everywhere; a feature that never fired in the index scores 0 (no reference, no c
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,11 +29,14 @@ from torch import Tensor
 
 from ..activations import layer_of, parse_hookpoint
 from ..atlas.layout import LoadedAtlas
-from ..errors import BadInput, check_number, check_whole
+from ..atomic import CorruptFile
+from ..errors import BadInput, check_number, check_text, check_whole
 from .feature_index import has_feature_index, layer_file, read_index_meta
 from .layermap import MAP_TASKS, LayerMapData, read_layer_map
 from .live import LiveView, live_view
+from .names import FeatureNames, label_of, read_names
 
+log = logging.getLogger(__name__)
 LOUD = 3.0
 """Search skips tokens whose residual norm is over LOUD x the layer's typical norm. In
 SmolLM2 ~1.4% of tokens (mostly " the" and a text's first token; measured on README, docs,
@@ -53,6 +58,22 @@ class TextHit(NamedTuple):
     """See the module docstring."""
     label: str
     """Its layer-map label (`feature_labels`), "" without a layer map."""
+    name: str = ""
+    """Its name and F1 (explore/names.py `label_of`), "" without names."""
+
+
+class NameHit(NamedTuple):
+    """A feature whose name matches a search by name."""
+
+    layer: int
+    feature: int
+    name: str
+    f1: float
+    """Held-out F1 of the name as a detector of the feature's firings."""
+    precision: float
+    recall: float
+    weak: bool
+    """F1 below names.LOW_SCORE."""
 
 
 class LabelHit(NamedTuple):
@@ -168,10 +189,33 @@ def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
     view = live_view(loaded, text, max_tokens=max_tokens, top=None)  # every firing feature
     wanted = None if layers is None else {known[x] for x in layers}
     rows = [r for r in best_firings(view, reference) if wanted is None or r[1] in wanted]
-    lmap = read_layer_map(loaded.folder)
+    lmap, names = read_layer_map(loaded.folder), _names(loaded.folder)
     return [TextHit(layer_of(view.hookpoints[j]), f, view.pieces[t], t, a, score,
-                    feature_labels(lmap, view.hookpoints[j], [f])[0])
+                    feature_labels(lmap, view.hookpoints[j], [f])[0],
+                    label_of(names, view.hookpoints[j], f))
             for score, j, f, t, a in rows[:limit]], view
+
+
+def _names(folder: Path) -> FeatureNames | None:
+    """The atlas's names; a damaged names file is logged and the search goes on without."""
+    try:
+        return read_names(folder)
+    except CorruptFile as err:
+        log.warning("%s", err)
+        return None
+
+
+MAX_NAME_QUERY_CHARS = 200
+
+
+def features_by_name(names: FeatureNames, query: str, *, limit: int = 50) -> list[NameHit]:
+    """Features whose name contains `query` (case-insensitive): those with a token or label
+    equal to it first, then by the name's held-out F1. BadInput on empty or long text."""
+    query = check_text(query, "the name to search", max_chars=MAX_NAME_QUERY_CHARS)
+    limit = check_whole(limit, "limit", 1)
+    return [NameHit(layer_of(m.hookpoint), m.feature, m.name.text, m.name.f1,
+                    m.name.precision, m.name.recall, m.name.weak)
+            for m in names.search(query, limit)]
 
 
 def features_by_label(lmap: LayerMapData, layer: int | None, task: str, label: str,

@@ -1,0 +1,92 @@
+"""Feature names in the app: read once per atlas, shown next to feature ids in every tab.
+
+An atlas whose names were not computed yet (or are stale or damaged) has none: every view
+then shows the ids alone, as before.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+
+import pandas as pd
+
+from sae_core.atomic import CorruptFile
+from sae_core.explore.names import LOW_SCORE, FeatureName, FeatureNames, label_of, read_names
+from sae_core.steer.pushed import PushedToken
+
+log = logging.getLogger(__name__)
+
+
+def names_of(folder) -> FeatureNames | None:
+    """The atlas's current names, or None (not computed, stale, damaged: logged)."""
+    try:
+        return read_names(folder)
+    except (CorruptFile, OSError, ValueError, KeyError) as err:
+        log.warning("feature names of %s unreadable: %s", folder, err)
+        return None
+
+
+def name_cells(names: FeatureNames | None, hookpoint: str, ids: list[int]) -> list[str]:
+    """Per feature id: its name with F1 ("?" marks a weak fit), "" without names."""
+    return [label_of(names, hookpoint, int(f)) if int(f) >= 0 else "" for f in ids]
+
+
+def feature_name(names: FeatureNames | None, hookpoint: str, feature: int
+                 ) -> FeatureName | None:
+    if names is None or hookpoint not in names.layers:
+        return None
+    try:
+        return names.name(hookpoint, int(feature))
+    except (IndexError, ValueError, TypeError):
+        return None
+
+
+def name_at_layer(names: FeatureNames | None, layer, feature) -> FeatureName | None:
+    """The name of a feature given by layer number (the residual hookpoint first)."""
+    try:
+        layer = int(layer)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    for h in (f"layers.{layer}", f"layers.{layer}.mlp"):
+        if names is not None and h in names.layers:
+            return feature_name(names, h, feature)
+    return None
+
+
+def name_json(names: FeatureNames | None, hookpoint: str, feature: int) -> dict | None:
+    """A feature's name and held-out scores for the API; None without names."""
+    name = feature_name(names, hookpoint, feature)
+    if name is None:
+        return None
+    return {"text": name.text, "precision": name.precision, "recall": name.recall,
+            "f1": name.f1, "rule": name.rule, "weak_fit": name.weak}
+
+
+def name_markdown(name: FeatureName | None) -> str:
+    """The name line of a feature page: the name, its held-out precision / recall / F1 and
+    a "?" weak-fit mark whose tooltip says what the score means; "" without a name."""
+    if name is None:
+        return ""
+    shown = f"<code>{html.escape(name.text)}</code>"
+    if not name.rule:
+        why = html.escape(name.explain(), quote=True)
+        return f'**Name:** <span title="{why}">{shown}</span>'
+    mark = ""
+    if name.weak:
+        tip = html.escape(f"A weak fit: F1 below {LOW_SCORE:g}. " + name.explain(), quote=True)
+        mark = f' <abbr title="{tip}">? weak fit</abbr>'
+    tip = html.escape(name.explain(), quote=True)
+    return (f"**Name:** {shown}{mark} · <span title=\"{tip}\">as a detector on held-out "
+            f"tokens: precision {name.precision:.2f}, recall {name.recall:.2f}, F1 "
+            f"{name.f1:.2f}</span>")
+
+
+def pushed_frame(tokens: list[PushedToken]) -> pd.DataFrame:
+    """What a pushed feature makes more likely: token, rise and both probabilities (%)."""
+    return pd.DataFrame({
+        "token": [repr(t.token) for t in tokens],
+        "rise (pts %)": [round(100 * t.rise, 3) for t in tokens],
+        "clean %": [round(100 * t.clean, 3) for t in tokens],
+        "pushed %": [round(100 * t.pushed, 3) for t in tokens],
+    })
