@@ -17,10 +17,10 @@ import time
 from common import ROOT, load_lm, load_texts
 
 from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
+from sae_core.explore.firings import LABEL_DOC_STRIDE
 from sae_core.explore.labels import load_or_build_labels
 from sae_core.explore.layermap import (
     KINDS,
-    LABEL_DOC_STRIDE,
     MAP_TASKS,
     centres_of,
     collect_firings,

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sae_core.config import SaeConfig
-from sae_core.explore.layermap import LayerFirings
+from sae_core.explore.firings import LayerFirings
 from sae_core.explore.names import compute_names, share_detected
 from sae_core.lm import LM, find_layers
 from sae_core.sae import Sae

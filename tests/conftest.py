@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTraine
 
 from sae_core.atlas.build import build_atlas
 from sae_core.config import BuildConfig, TrainConfig
-from sae_core.explore.layermap import ensure_layer_map
+from sae_core.explore.evidence import ensure_layer_evidence
 from sae_core.lm import LM, embedded_model_dir, find_layers
 from ui import session
 
@@ -47,7 +47,8 @@ def lm() -> LM:
 
 @pytest.fixture(scope="session")
 def tiny_atlas(tmp_path_factory):
-    """A finished atlas (3 layers, SAEs, metrics, layer map) of the tiny model."""
+    """A finished atlas (3 layers, SAEs, metrics, layer map and the rest of the layer evidence)
+    of the tiny model."""
     root = tmp_path_factory.mktemp("atlas")
     corpus = root / "corpus.jsonl"
     lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
@@ -57,7 +58,7 @@ def tiny_atlas(tmp_path_factory):
     cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
     out = build_atlas(root / "tiny", data=BuildConfig(corpus=str(corpus), seq_len=16, held_out=8),
                       cfg=cfg, lm=lm)
-    ensure_layer_map(out, lm=lm)
+    ensure_layer_evidence(out, lm=lm)
     return out
 
 

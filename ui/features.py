@@ -11,7 +11,8 @@ import gradio as gr
 from sae_core.activations import parse_hookpoint
 from sae_core.atlas.layout import read_info
 from sae_core.explore.feature_index import has_feature_index
-from sae_core.explore.feature_page import feature_page, open_index
+from sae_core.explore.feature_page import check_ids, feature_page, open_index
+from sae_core.explore.lineage import feature_path, read_lineage
 from sae_core.steer.pushed import PUSH_STRENGTH, pushed_tokens
 
 from . import builds, session
@@ -23,6 +24,7 @@ from .features_view import (
     snippets_html,
     summary_markdown,
 )
+from .lineage_view import path_figure
 from .names_view import feature_name, name_markdown, names_of, pushed_frame
 
 TAB_ID = "features"
@@ -34,6 +36,10 @@ read through the model's final norm and output layer)."""
 PUSHED_NOTE = (f"Adds the feature's direction ({PUSH_STRENGTH:g} x the layer's typical size) "
                "while the model reads a few everyday sentences, and lists the next tokens "
                "whose probability rises most (mean over positions and sentences).")
+LINEAGE_NOTE = ("**Through the layers:** the feature of each layer above and below whose "
+                "decoder direction is closest to this one (cosine; hover for it and for how "
+                "often the two fire on the same tokens). The path stops where no feature is "
+                "close any more (cosine below 0.3).")
 MAX_FEATURE = 10_000_000
 """Largest feature id the form takes (the layer's own width is checked too)."""
 NO_INDEX = ("*This SAE set has no feature index yet. Building it runs the model and every "
@@ -96,6 +102,20 @@ def page_outputs(folder: str | None, layer, feature) -> tuple:
     name = feature_name(names_of(folder), hookpoint, page.feature)
     return (summary_markdown(page, name_markdown(name)), hist, logit_table(page),
             snippets_html(page), density)
+
+
+def lineage_output(folder: str | None, layer, feature):
+    """The feature followed through the layers (best decoder-cosine partner each way), or
+    None when the atlas has no lineage yet."""
+    if not folder or (lineage := read_lineage(folder)) is None:
+        return None
+    hookpoint = _hookpoint(folder, layer)
+    path = feature_path(lineage, hookpoint, check_ids(session.open_atlas(folder), hookpoint,
+                                                      feature))
+    names = names_of(folder)
+    found = {(s.hookpoint, s.feature): feature_name(names, s.hookpoint, s.feature)
+             for s in path.steps}
+    return path_figure(path, {key: name.text for key, name in found.items() if name})
 
 
 def pushed_outputs(folder: str | None, layer, feature):
@@ -170,9 +190,12 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
             push = gr.Button("What it does when pushed", size="sm", scale=1)
             gr.Markdown(PUSHED_NOTE, scale=4)
         pushed = gr.Dataframe(interactive=False, label="Next tokens it makes more likely")
+        gr.Markdown(LINEAGE_NOTE)
+        path = gr.Plot(label="Through the layers")
         snippets = gr.HTML()
         density = gr.Plot(label="Feature density of the layer")
         outputs = [summary, hist, logits, snippets, density]
+        show_path = _ui(lineage_output)
 
         @friendly("switching the SAE set")
         def switch_atlas(folder):
@@ -190,8 +213,10 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         show = _ui(page_outputs)
         # The model loads on first use (opening the tab), not when the app is built.
         features_tab.select(show, [picker, layer, feature], outputs)
+        features_tab.select(show_path, [picker, layer, feature], path)
         for control in (layer, feature):
             control.change(show, [picker, layer, feature], outputs)
+            control.change(show_path, [picker, layer, feature], path)
             control.change(lambda: None, None, pushed, queue=False)  # another feature's
         push.click(friendly("pushing the feature")(pushed_outputs), [picker, layer, feature],
                    pushed)

@@ -24,6 +24,7 @@ from .layer_map_view import (
     summary_rows,
 )
 from .lineage_view import turnover_figure
+from .names_view import names_of
 from .probing_view import probing_figure
 
 LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
@@ -163,7 +164,8 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
             if lmap is None or layer is None or label is None:
                 return None
             thr, sup, lift = check_controls(lmap, task, kind, thr, sup, lift)
-            return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift)
+            return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift,
+                                 names=names_of(folder))
 
         @friendly("starting the layer map")
         def build_map(folder):

@@ -7,7 +7,9 @@ import torch
 
 from sae_core.activations import layer_of
 from sae_core.explore.layermap import LayerMapData
+from sae_core.explore.names import FeatureNames
 
+from .names_view import name_cells
 from .plots import accept_lines, layer_heatmap
 
 TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
@@ -45,20 +47,24 @@ def lines_figure(lmap: LayerMapData, task: str, threshold: float, min_support: i
 
 def feature_table(lmap: LayerMapData, task: str, layer: int, label: str, threshold: float,
                   min_support: int, kind: str = "sae", min_lift: float = 0.0,
-                  limit: int = 50) -> pd.DataFrame:
-    """Features of one heatmap cell, most consistent first."""
+                  limit: int = 50, names: FeatureNames | None = None) -> pd.DataFrame:
+    """Features of one heatmap cell, most consistent first; with `names`, each feature's
+    name and its held-out F1 (controls are not features: no names)."""
     hookpoint = f"layers.{layer}"
     if hookpoint not in lmap.hookpoints:
         raise ValueError(f"layer {layer} is not in this atlas")
     stats = lmap.stats(kind, hookpoint, task)
     ids = lmap.cell_features(kind, hookpoint, task, label, threshold, min_support,
                              min_lift)[:limit]
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "feature": ids.tolist(),
         "consistency": [round(float(v), 3) for v in stats.consistency[ids]],
         "support": stats.support[ids].tolist(),
         "lift": [round(float(v), 1) for v in stats.lift[ids]],
     })
+    if names is not None and kind == "sae":
+        table["name (held-out F1)"] = name_cells(names, hookpoint, ids.tolist())
+    return table
 
 
 def summary_rows(lmap: LayerMapData, threshold: float, min_support: int,

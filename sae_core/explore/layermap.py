@@ -37,14 +37,7 @@ from .consistency import (
     topq_tokens,
 )
 from .controls import CONTROL_KINDS, control_activations
-from .firings import (  # noqa: F401 (LayerFirings, MAP_TASKS, heldout_windows: re-exported)
-    LABEL_DOC_STRIDE,
-    MAP_TASKS,
-    LayerFirings,
-    collect_firings,
-    heldout_windows,
-    labelled_pass,
-)
+from .firings import MAP_TASKS, LayerFirings, collect_firings, labelled_pass
 from .labels import LabelledWindows
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..atlas.layout import current_fingerprint, read_once
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..sae import Sae
-from .layermap import LayerFirings
+from .firings import LayerFirings
 
 LINEAGE_FILE = "lineage.safetensors"
 """In the atlas folder, with lineage.json (written last)."""

@@ -24,7 +24,7 @@ from ..atlas.layout import current_fingerprint, read_once
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
 from ..sae import Sae
-from .layermap import MAP_TASKS, LayerFirings
+from .firings import MAP_TASKS, LayerFirings
 from .names_evidence import (
     half_of,
     label_evidence,

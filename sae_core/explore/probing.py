@@ -20,7 +20,7 @@ from torch import Tensor
 from ..activations import layer_of
 from ..atlas.layout import current_fingerprint, read_once
 from ..atomic import CorruptFile, read_json, write_json
-from .layermap import MAP_TASKS, LayerFirings
+from .firings import MAP_TASKS, LayerFirings
 from .probing_fit import (
     auroc,
     balanced_sample,

@@ -12,8 +12,8 @@ from typing import NamedTuple
 from ..atlas.build import build_atlas
 from ..atlas.layout import is_built, open_with
 from ..config import BuildConfig, TrainConfig
-from ..explore.feature_index import ensure_feature_index, has_feature_index
 from ..explore.evidence import ensure_layer_evidence, has_layer_evidence
+from ..explore.feature_index import ensure_feature_index, has_feature_index
 from ..lm import LM
 from ..progress import Report
 from ..steer.presets import ensure_presets, read_presets

@@ -16,11 +16,11 @@ from tests.counts import count
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMINGS = {"train_seconds", "total_seconds", "train_tok_s", "pass_seconds", "seconds"}
-KILL_IN = ("SAEs|training batch 12/", "SAEs|CE loss", "layer map|layer map over",
+KILL_IN = ("SAEs|training batch 12/", "SAEs|CE loss", "layer map|one pass over",
            "feature index|")
 """Where to kill: the first report line starting so (then after a random delay)."""
 PRODUCT = {"SAEs|training batch 12/": ".", "SAEs|CE loss": ".",
-           "layer map|layer map over": "layer_map.json", "feature index|": "features"}
+           "layer map|one pass over": "layer_map.json", "feature index|": "features"}
 """What a stage leaves when it finished before its kill (".": the whole atlas)."""
 
 

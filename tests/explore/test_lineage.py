@@ -9,7 +9,7 @@ import torch
 
 from sae_core.atomic import CorruptFile
 from sae_core.config import SaeConfig
-from sae_core.explore.layermap import LayerFirings
+from sae_core.explore.firings import LayerFirings
 from sae_core.explore.lineage import (
     LINEAGE_FILE,
     LineageData,

@@ -8,7 +8,7 @@ import torch
 
 from sae_core.atomic import CorruptFile
 from sae_core.config import SaeConfig
-from sae_core.explore.layermap import LayerFirings
+from sae_core.explore.firings import LayerFirings
 from sae_core.explore.logit_lens import direction_logits
 from sae_core.explore.names import (
     LOW_SCORE,
