@@ -104,6 +104,21 @@ def current_fingerprint(folder: Path | str) -> str:
     return sae_fingerprint(folder, read_info(folder))
 
 
+def read_derived(folder: Path | str | None, file: str, load: Callable[[Path], T]
+                 ) -> T | None:
+    """A product derived from an atlas's SAEs (layer map, probing, names, lineage) in
+    `folder / file`, read by `load` once per version of its .json (written last); None when
+    it was never built or was computed from other SAEs than the folder's (stale: its
+    `sae_fingerprint` differs); CorruptFile when a file of it is damaged."""
+    if not folder:
+        return None
+    path = Path(folder) / file
+    if not path.with_suffix(".json").exists():
+        return None
+    value = read_once(path.with_suffix(".json"), lambda: load(path))
+    return value if value.sae_fingerprint == current_fingerprint(folder) else None
+
+
 def forget_reads(folder: Path | str) -> None:
     """Drop what read_once holds of files under `folder` (an atlas rebuilt or removed)."""
     root = Path(folder).resolve()

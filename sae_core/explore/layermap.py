@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR
-from ..atlas.layout import current_fingerprint, read_once
+from ..atlas.layout import read_derived
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
@@ -169,13 +169,7 @@ def read_layer_map(folder: Path | str | None) -> LayerMapData | None:
     never built or was computed from other SAEs than the folder's (stale); CorruptFile when
     a file of it is damaged. Every reader goes through here, so a map built later is seen by
     all, and one of other SAEs by none."""
-    if not folder:
-        return None
-    path = Path(folder) / LAYER_MAP_FILE
-    if not path.with_suffix(".json").exists():
-        return None
-    lmap = read_once(path.with_suffix(".json"), lambda: LayerMapData.load(path))
-    return lmap if lmap.sae_fingerprint == current_fingerprint(folder) else None
+    return read_derived(folder, LAYER_MAP_FILE, LayerMapData.load)
 
 
 def has_layer_map(folder: Path) -> bool:

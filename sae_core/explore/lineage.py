@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..atlas.layout import current_fingerprint, read_once
-from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
+from ..atlas.layout import read_derived
+from ..atomic import load_tensors, read_json, save_tensors, write_json
 from ..sae import Sae
 from .firings import LayerFirings
 
@@ -280,21 +280,5 @@ def _walk(lineage: LineageData, hookpoint: str, feature: int, direction: str,
 
 
 def read_lineage(folder: Path | str | None) -> LineageData | None:
-    """The lineage of an atlas folder, read once per version on disk; None when it was never
-    built or was computed from other SAEs than the folder's (stale); CorruptFile when a file
-    of it is damaged."""
-    if not folder:
-        return None
-    path = Path(folder) / LINEAGE_FILE
-    if not path.with_suffix(".json").exists():
-        return None
-    lineage = read_once(path.with_suffix(".json"), lambda: LineageData.load(path))
-    return lineage if lineage.sae_fingerprint == current_fingerprint(folder) else None
-
-
-def has_lineage(folder: Path | str) -> bool:
-    """Whether a whole, current lineage is on disk (a damaged one counts as missing)."""
-    try:
-        return read_lineage(folder) is not None
-    except CorruptFile:
-        return False
+    """The current lineage of an atlas folder, or None (atlas/layout.read_derived)."""
+    return read_derived(folder, LINEAGE_FILE, LineageData.load)

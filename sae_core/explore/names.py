@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from ..activations import layer_of
-from ..atlas.layout import current_fingerprint, read_once
-from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
+from ..atlas.layout import read_derived
+from ..atomic import load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
 from ..sae import Sae
 from .firings import MAP_TASKS, LayerFirings
@@ -228,24 +228,8 @@ def share_detected(names: FeatureNames, min_f1: float = 0.5,
 
 
 def read_names(folder: Path | str | None) -> FeatureNames | None:
-    """The names of an atlas folder, read once per version on disk; None when never computed
-    or computed from other SAEs (stale); CorruptFile when a file of them is damaged."""
-    if not folder:
-        return None
-    path = Path(folder) / NAMES_FILE
-    if not path.with_suffix(".json").exists():
-        return None
-    names = read_once(path.with_suffix(".json"), lambda: FeatureNames.load(path))
-    return names if names.sae_fingerprint == current_fingerprint(folder) else None
-
-
-def has_names(folder: Path | str) -> bool:
-    """Whether whole, current names are on disk (damaged ones count as missing): the build
-    stage's "done?" check."""
-    try:
-        return read_names(folder) is not None
-    except CorruptFile:
-        return False
+    """The current names of an atlas folder, or None (atlas/layout.read_derived)."""
+    return read_derived(folder, NAMES_FILE, FeatureNames.load)
 
 
 def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings],

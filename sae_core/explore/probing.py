@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..activations import layer_of
-from ..atlas.layout import current_fingerprint, read_once
+from ..atlas.layout import read_derived
 from ..atomic import CorruptFile, read_json, write_json
 from .firings import MAP_TASKS, LayerFirings
 from .probing_fit import (
@@ -143,15 +143,8 @@ class ProbingResult:
 
 
 def read_probing(folder: Path | str | None) -> ProbingResult | None:
-    """The probing result of an atlas folder, read once per version on disk; None when it
-    was never computed or was computed from other SAEs (stale); CorruptFile when damaged."""
-    if not folder:
-        return None
-    path = Path(folder) / PROBING_FILE
-    if not path.exists():
-        return None
-    result = read_once(path, lambda: ProbingResult.load(path))
-    return result if result.sae_fingerprint == current_fingerprint(folder) else None
+    """The current probing result of an atlas folder, or None (atlas/layout.read_derived)."""
+    return read_derived(folder, PROBING_FILE, ProbingResult.load)
 
 
 def eligible_labels(label_N: Tensor, heldout_N: Tensor, names: list[str]) -> list[int]:
