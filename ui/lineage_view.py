@@ -30,7 +30,8 @@ def turnover_figure(lineage: LineageData) -> go.Figure:
     fig.update_layout(
         title="How much of each layer carries on to the next", height=330, xaxis_title="layer",
         yaxis_title=f"% of features (decoder cosine > {lineage.close:g})",
-        yaxis=dict(range=[0, 100]), margin=dict(t=50, b=40, l=50, r=20),
+        # from zero, but scaled to the data: a few percent must not look like none
+        yaxis=dict(rangemode="tozero"), margin=dict(t=50, b=40, l=50, r=20),
         legend=dict(orientation="h", y=-0.25))
     return fig
 
