@@ -153,7 +153,7 @@ def compute_layer_map(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
     outlier_factor: float = OUTLIER_FACTOR, batch: int = 16, seed: int = 0,
 ) -> LayerMapData:
-    """Count firings per label for every SAE and both controls on the labelled windows."""
+    """Count firings per label for every SAE and the three controls on the labelled windows."""
     firings = collect_firings(lm, saes, medians, data, outlier_factor=outlier_factor,
                               batch=batch)
     return counts_from_firings(firings, data.vocab, centres_of(saes), seed=seed)

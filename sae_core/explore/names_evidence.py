@@ -1,8 +1,10 @@
 """The evidence a feature's name is built from (explore/names.py), all learnt on the learn
 half of the labelled tokens and vectorised over a layer's features:
 
-- its tokens: the token ids it fires on most often among those it fires on far more often
-  than their base rate (lift = P(token | fires) / P(token));
+- its tokens: among the token ids it fires on far more often than their base rate (lift =
+  P(token | fires) / P(token) >= 2), those with the most firings weighted by log lift, so
+  a common word it merely prefers (" the", lift 2.7) does not outrank a rare one it is about
+  (" edge", lift 198);
 - its label: the layer map's rule (consistency.py) on the learn half, one task per feature;
 - the output tokens it promotes: the logit lens (logit_lens.py) of its decoder row.
 
@@ -77,8 +79,8 @@ def top_per_group(group_P: Tensor, value_P: Tensor, n_groups: int, top: int,
 
 
 def token_evidence(learn: Half, n_features: int, *, top: int = TOP_TOKENS) -> Tensor:
-    """(F, top) token ids of each feature, most firings first, -1 padded: tokens with >=
-    MIN_TOKEN_COUNT firings and lift >= MIN_LIFT on the learn half."""
+    """(F, top) token ids of each feature, highest firings x ln(lift) first, -1 padded:
+    tokens with >= MIN_TOKEN_COUNT firings and lift >= MIN_LIFT on the learn half."""
     tokens_N = learn.tokens_N
     n_vocab = int(tokens_N.max()) + 1 if len(tokens_N) else 1
     key = learn.feat_P * n_vocab + learn.token_P
@@ -91,7 +93,8 @@ def token_evidence(learn: Half, n_features: int, *, top: int = TOP_TOKENS) -> Te
     share_V = torch.bincount(tokens_N, minlength=n_vocab).double() / max(len(tokens_N), 1)
     lift = (count / support_F[feat]) / share_V[tok]
     ok = (count >= MIN_TOKEN_COUNT) & (lift >= MIN_LIFT)
-    return top_per_group(feat[ok], tok[ok], n_features, top, count[ok])
+    weight = count[ok] * lift[ok].log()
+    return top_per_group(feat[ok], tok[ok], n_features, top, weight)
 
 
 def label_evidence(learn: Half, n_labels: list[int], n_features: int) -> LabelEvidence:

@@ -19,7 +19,7 @@ from sae_core.explore.names import (
     read_names,
     share_detected,
 )
-from sae_core.explore.names_evidence import half_of, top_per_group
+from sae_core.explore.names_evidence import half_of, token_evidence, top_per_group
 from sae_core.explore.names_score import Evidence, name_scores
 from sae_core.sae import Sae
 from tests.conftest import save_as_atlas, tiny_lm
@@ -177,3 +177,20 @@ def test_features_by_name(named):
     assert features_by_name(names, "dog")[0].weak
     with pytest.raises(BadInput):
         features_by_name(names, "   ")
+
+
+def test_a_rare_token_it_is_about_outranks_a_common_one_it_merely_prefers():
+    """Token 1 is 25% of the tokens and 10 of the 16 firings (lift 2.5); token 2 is 4 tokens
+    in 1,600 and fires every time (lift 100): 4 x ln 100 > 10 x ln 2.5, so token 2 leads
+    although it has fewer firings."""
+    n = 1600
+    tokens = torch.full((n,), 3)
+    tokens[:400] = 1
+    tokens[400:404] = 2
+    fires = torch.zeros(n, dtype=torch.bool)
+    fires[:10] = True  # token 1
+    fires[400:404] = True  # token 2
+    fires[500:502] = True  # token 3, below the 3-firing minimum
+    learn = half_of(torch.zeros(n, 1, dtype=torch.long), fires[:, None], tokens,
+                    torch.zeros(1, n, dtype=torch.long), torch.arange(n))
+    assert token_evidence(learn, 1).tolist() == [[2, 1, -1]]
