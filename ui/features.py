@@ -189,7 +189,8 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         with gr.Row():
             push = gr.Button("What it does when pushed", size="sm", scale=1)
             gr.Markdown(PUSHED_NOTE, scale=4)
-        pushed = gr.Dataframe(interactive=False, label="Next tokens it makes more likely")
+        pushed = gr.Dataframe(pushed_frame([]), interactive=False,
+                              label="Next tokens it makes more likely")
         gr.Markdown(LINEAGE_NOTE)
         path = gr.Plot(label="Through the layers")
         snippets = gr.HTML()
@@ -217,7 +218,7 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         for control in (layer, feature):
             control.change(show, [picker, layer, feature], outputs)
             control.change(show_path, [picker, layer, feature], path)
-            control.change(lambda: None, None, pushed, queue=False)  # another feature's
+            control.change(lambda: pushed_frame([]), None, pushed, queue=False)  # not this one's
         push.click(friendly("pushing the feature")(pushed_outputs), [picker, layer, feature],
                    pushed)
         prev.click(_ui(lambda d, lay, f: step_feature(d, lay, f, -1)),
