@@ -33,18 +33,18 @@ class Evidence(NamedTuple):
     """Where the product's `save` writes, in the atlas folder."""
     read: Callable[[Path], object | None]
     """The current product, None when missing or computed from other SAEs."""
-    compute: Callable[[LM, LabelledPass], object]
+    compute: Callable[[LabelledPass], object]
 
 
 PRODUCTS = (
     Evidence("layer map", LAYER_MAP_FILE, read_layer_map,
-             lambda lm, run: counts_from_firings(run.firings, run.vocab, centres_of(run.saes))),
+             lambda run: counts_from_firings(run.firings, run.vocab, centres_of(run.saes))),
     Evidence("probing", PROBING_FILE, read_probing,
-             lambda lm, run: compute_probing(run.firings, run.vocab)),
+             lambda run: compute_probing(run.firings, run.vocab)),
     Evidence("names", NAMES_FILE, read_names,
-             lambda lm, run: compute_names(lm, run.saes, run.firings, run.vocab)),
+             lambda run: compute_names(run.lm, run.saes, run.firings, run.vocab)),
     Evidence("lineage", LINEAGE_FILE, read_lineage,
-             lambda lm, run: compute_lineage(run.saes, run.firings)),
+             lambda run: compute_lineage(run.saes, run.firings)),
 )
 
 
@@ -81,7 +81,7 @@ def ensure_layer_evidence(folder: Path | str, *, lm: LM | None = None,
             report(f"{product.name} from the labelled tokens", 0.6 + 0.4 * i / len(todo))
         t0 = time.perf_counter()
         # every product is a dataclass that names the SAEs it was computed from
-        result = replace(product.compute(run.lm, run), sae_fingerprint=run.fingerprint)
+        result = replace(product.compute(run), sae_fingerprint=run.fingerprint)
         with atlas_lock(folder):
             result.save(folder / product.file)
         seconds[product.name] = time.perf_counter() - t0
