@@ -31,6 +31,11 @@ def dead_fraction(fire_counts_S: Tensor) -> float:
     return float((fire_counts_S == 0).double().mean())
 
 
+def f1_from_counts(hits: Tensor, predicted: Tensor, actual: Tensor) -> Tensor:
+    """F1 = 2 TP / (predicted + actual positives), elementwise; 0 where both are 0."""
+    return 2 * hits / (predicted + actual).clamp(min=1)
+
+
 def ce_loss_recovered(clean: float, spliced: float, ablated: float) -> float:
     """1 when splicing the SAE in costs nothing, 0 when it is as bad as zero-ablation."""
     if ablated == clean:

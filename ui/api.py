@@ -19,7 +19,7 @@ from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import feature_page as read_page
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
-from sae_core.explore.names import label_of
+from sae_core.explore.names import label_of, readable_names
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, side_by_side
@@ -28,7 +28,7 @@ from . import session
 from .errors import friendly
 from .layer_map import MIN_LIFT, MIN_SUPPORT, THRESHOLD
 from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
-from .names_view import name_json, names_of
+from .names_view import name_json
 
 MAX_TEXT_CHARS = 2000
 """Longest text or prompt accepted."""
@@ -139,7 +139,7 @@ class AtlasApi:
             "atlas": name, "layer": layer_of(h), "hookpoint": h, "feature": page.feature,
             "features_in_layer": page.d_sae, "density": page.density,
             "firings": page.n_fire, "tokens_indexed": page.n_tokens,
-            "max_activation": page.max_act, "name": name_json(names_of(loaded.folder), h, f),
+            "max_activation": page.max_act, "name": name_json(readable_names(loaded.folder), h, f),
             "labels": [{"task": TASK_NAMES.get(lab.task, lab.task), "label": lab.label,
                         "consistency": lab.consistency, "support": lab.support,
                         "lift": lab.lift} for lab in page.labels],
@@ -163,7 +163,7 @@ class AtlasApi:
         name, loaded = self._open(atlas)
         k = _whole(top, "top", 1, MAX_TOP)
         view = live_view(loaded, _text(text, "text"), max_tokens=MAX_TEXT_TOKENS, top=k)
-        layers, names = [layer_of(h) for h in view.hookpoints], names_of(loaded.folder)
+        layers, names = [layer_of(h) for h in view.hookpoints], readable_names(loaded.folder)
         tokens = []
         for t, piece in enumerate(view.pieces):
             by_layer = [{"layer": layers[j], "features": [

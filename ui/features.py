@@ -13,6 +13,7 @@ from sae_core.atlas.layout import read_info
 from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import check_ids, feature_page, open_index
 from sae_core.explore.lineage import feature_path, read_lineage
+from sae_core.explore.names import readable_names
 from sae_core.steer.pushed import PUSH_STRENGTH, pushed_tokens
 
 from . import builds, session
@@ -25,7 +26,7 @@ from .features_view import (
     summary_markdown,
 )
 from .lineage_view import path_figure
-from .names_view import feature_name, name_markdown, names_of, pushed_frame
+from .names_view import feature_name, name_markdown, pushed_frame
 
 TAB_ID = "features"
 FEATURES_INTRO = """Pick a layer and a feature to see where it fires: the passages of the
@@ -99,7 +100,7 @@ def page_outputs(folder: str | None, layer, feature) -> tuple:
     density = density_figure(stats["n_fire"], page.n_tokens, layer=int(layer),
                              mark=page.density)
     hist = None if page.dead else activation_histogram(page)
-    name = feature_name(names_of(folder), hookpoint, page.feature)
+    name = feature_name(readable_names(folder), hookpoint, page.feature)
     return (summary_markdown(page, name_markdown(name)), hist, logit_table(page),
             snippets_html(page), density)
 
@@ -112,7 +113,7 @@ def lineage_output(folder: str | None, layer, feature):
     hookpoint = _hookpoint(folder, layer)
     path = feature_path(lineage, hookpoint, check_ids(session.open_atlas(folder), hookpoint,
                                                       feature))
-    names = names_of(folder)
+    names = readable_names(folder)
     found = {(s.hookpoint, s.feature): feature_name(names, s.hookpoint, s.feature)
              for s in path.steps}
     return path_figure(path, {key: name.text for key, name in found.items() if name})

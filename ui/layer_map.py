@@ -10,6 +10,7 @@ from sae_core.activations import layer_of
 from sae_core.errors import check_number, check_whole
 from sae_core.explore.layermap import LayerMapData, read_layer_map
 from sae_core.explore.lineage import read_lineage
+from sae_core.explore.names import readable_names
 from sae_core.explore.probing import read_probing
 
 from . import builds
@@ -24,7 +25,6 @@ from .layer_map_view import (
     summary_rows,
 )
 from .lineage_view import turnover_figure
-from .names_view import names_of
 from .probing_view import probing_figure
 
 LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
@@ -165,7 +165,7 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
                 return None
             thr, sup, lift = check_controls(lmap, task, kind, thr, sup, lift)
             return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift,
-                                 names=names_of(folder))
+                                 names=readable_names(folder))
 
         @friendly("starting the layer map")
         def build_map(folder):

@@ -9,12 +9,12 @@ import pandas as pd
 
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
+from sae_core.explore.names import readable_names
 
 from . import session
 from .choice import HINT
 from .errors import friendly, text_arg
 from .live_view import heatmap, token_choices, token_table
-from .names_view import names_of
 
 EXAMPLE = ("Marie Curie moved to Paris in 1891. She won two Nobel prizes, and her notebooks "
            "are still radioactive today! 🙂")
@@ -53,7 +53,7 @@ def run_live(folder: str, text: str):
     """(heatmap, notice, token picker, token table, view) for the text."""
     loaded = open_loaded(folder)
     view = live_view(loaded, text_arg(text, "The text", MAX_TEXT_CHARS))
-    lmap, names = read_layer_map(folder), names_of(folder)
+    lmap, names = read_layer_map(folder), readable_names(folder)
     choices = token_choices(view)
     first = next((i for i in range(view.n_tokens) if not view.flagged_TL[i].all()), 0)
     return (heatmap(view, lmap, names), notices_md(view),
@@ -70,7 +70,7 @@ def pick_token(folder: str, view, token):
     except (TypeError, ValueError, OverflowError):
         raise gr.Error(f"Pick a token from the list, not {str(token)[:20]!r}.") from None
     folder = open_loaded(folder).folder
-    return token_table(view, t, read_layer_map(folder), names=names_of(folder))
+    return token_table(view, t, read_layer_map(folder), names=readable_names(folder))
 
 
 def build_live_tab(picker: gr.Dropdown) -> LiveTab:

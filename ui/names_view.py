@@ -7,24 +7,11 @@ then shows the ids alone, as before.
 from __future__ import annotations
 
 import html
-import logging
 
 import pandas as pd
 
-from sae_core.atomic import CorruptFile
-from sae_core.explore.names import LOW_SCORE, FeatureName, FeatureNames, label_of, read_names
+from sae_core.explore.names import LOW_SCORE, FeatureName, FeatureNames, label_of
 from sae_core.steer.pushed import PushedToken
-
-log = logging.getLogger(__name__)
-
-
-def names_of(folder) -> FeatureNames | None:
-    """The atlas's current names, or None (not computed, stale, damaged: logged)."""
-    try:
-        return read_names(folder)
-    except (CorruptFile, OSError, ValueError, KeyError) as err:
-        log.warning("feature names of %s unreadable: %s", folder, err)
-        return None
 
 
 def name_cells(names: FeatureNames | None, hookpoint: str, ids: list[int]) -> list[str]:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from sae_core.activations import parse_hookpoint
 from sae_core.explore.layermap import MAP_TASKS, read_layer_map
+from sae_core.explore.names import readable_names
 from sae_core.explore.search import (
     MAX_NAME_QUERY_CHARS,
     LabelHit,
@@ -25,7 +26,6 @@ from .choice import HINT
 from .errors import friendly, text_arg
 from .layer_map_view import TASK_NAMES, present_labels
 from .live import notices_md, open_loaded
-from .names_view import names_of
 
 SEARCH_INTRO = """**By text**: the features, over all layers, that fire most on your word or
 sentence, and on which token; below them, the features whose *name* contains it (a name lists
@@ -68,7 +68,7 @@ def run_name_search(folder: str, text: str):
     text = text_arg(text, "The search text", MAX_QUERY_CHARS)
     if not text.strip():
         return name_table([]), ""  # the text search, run by the same click, says so
-    names = names_of(open_loaded(folder).folder)
+    names = readable_names(open_loaded(folder).folder)
     if names is None:
         return name_table([]), "*This SAE set has no feature names yet.*"
     hits = features_by_name(names, text[:MAX_NAME_QUERY_CHARS], limit=SHOWN)

@@ -12,12 +12,13 @@ import gradio as gr
 
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import LoadedAtlas, read_info
+from sae_core.explore.names import readable_names
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.generation import MAX_NEW_TOKENS, side_by_side
 
 from . import session
 from .errors import friendly, text_arg
-from .names_view import name_at_layer, names_of
+from .names_view import name_at_layer
 from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
@@ -131,7 +132,7 @@ def run_steering(folder, prompt, layer, feature, strength, mode, positions, extr
 
 def feature_name_line(folder: str | None, layer, feature) -> str:
     """The chosen feature's name and F1 under the picker ("" when the set has no names)."""
-    name = name_at_layer(names_of(folder), layer, feature) if folder else None
+    name = name_at_layer(readable_names(folder), layer, feature) if folder else None
     return "" if name is None else f"Feature name: <code>{html.escape(name.short())}</code>"
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sae_core.explore.concepts import TEMPLATES
-from sae_core.explore.names import label_of
+from sae_core.explore.names import label_of, readable_names
 from sae_core.steer.baselines import diff_of_means, dosed_direction, prompted
 from sae_core.steer.concept_tokens import concept_words
 from sae_core.steer.dose import DoseCurve, DoseRule
@@ -21,7 +21,6 @@ from sae_core.steer.generation import side_by_side, unsteered
 
 from . import session
 from .errors import friendly, text_arg
-from .names_view import names_of
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
     MAX_PROMPT_CHARS,
@@ -105,7 +104,7 @@ def find_features(folder: str, concept: str, related: str, first, last):
         raise ValueError("pick an SAE set first")
     f = find_steering(session.open_atlas(folder), concept, related,
                       layers=_layers(first, last))
-    names = names_of(folder)
+    names = readable_names(folder)
     table = pd.DataFrame([[c.layer, c.feature, label_of(names, c.hookpoint, c.feature),
                            c.source, round(100 * c.reach, 2), round(c.efficiency, 2)]
                           for c in f.candidates], columns=COLUMNS)

@@ -40,7 +40,7 @@ def _long(x: ArrayLike) -> Tensor:
     return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).long()
 
 
-def _bincount_pairs(feat_P: Tensor, lab_P: Tensor, n_features: int, n_labels: int) -> Tensor:
+def pair_counts(feat_P: Tensor, lab_P: Tensor, n_features: int, n_labels: int) -> Tensor:
     """(n_features, n_labels) counts of (feature, label) pairs, exact in int64."""
     if len(feat_P) and (int(feat_P.min()) < 0 or int(feat_P.max()) >= n_features):
         raise ValueError(f"feature ids must be in 0..{n_features - 1}")
@@ -67,8 +67,8 @@ def label_counts(
     if valid_NK is not None:
         keep = torch.as_tensor(np.asarray(valid_NK) if not isinstance(valid_NK, Tensor)
                                else valid_NK).bool()
-        return _bincount_pairs(idx_NK[keep], lab_NK[keep], n_features, n_labels)
-    return _bincount_pairs(idx_NK.reshape(-1), lab_NK.reshape(-1), n_features, n_labels)
+        return pair_counts(idx_NK[keep], lab_NK[keep], n_features, n_labels)
+    return pair_counts(idx_NK.reshape(-1), lab_NK.reshape(-1), n_features, n_labels)
 
 
 def label_counts_dense(fires_NF: ArrayLike, labels_N: ArrayLike, n_labels: int) -> Tensor:
@@ -79,7 +79,7 @@ def label_counts_dense(fires_NF: ArrayLike, labels_N: ArrayLike, n_labels: int) 
         raise ValueError(f"expected (N, F) mask and (N,) labels, got {fires.shape}, "
                          f"{lab_N.shape}")
     tok_P, feat_P = fires.nonzero(as_tuple=True)  # memory ~ firings, not N * F
-    return _bincount_pairs(feat_P, lab_N[tok_P], fires.shape[1], n_labels)
+    return pair_counts(feat_P, lab_N[tok_P], fires.shape[1], n_labels)
 
 
 def base_rates(labels_N: ArrayLike, n_labels: int) -> Tensor:
@@ -154,4 +154,4 @@ def label_counts_topq(top_FM: Tensor, labels_N: ArrayLike, n_labels: int) -> Ten
     n_features = top_FM.shape[0]
     lab_FM = _long(labels_N)[top_FM]
     feat_FM = torch.arange(n_features).unsqueeze(1).expand_as(top_FM)
-    return _bincount_pairs(feat_FM.reshape(-1), lab_FM.reshape(-1), n_features, n_labels)
+    return pair_counts(feat_FM.reshape(-1), lab_FM.reshape(-1), n_features, n_labels)

@@ -125,5 +125,3 @@ def labelled_pass(folder: Path, lm: LM | None, report: Report | None) -> Labelle
     firings = collect_firings(lm, saes, medians_of(saes), data,
                               outlier_factor=outlier_factor_of(info))
     return LabelledPass(info, lm, saes, data.vocab, firings, sae_fingerprint(folder, info))
-
-

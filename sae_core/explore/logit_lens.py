@@ -41,7 +41,7 @@ def final_norm(lm: LM) -> nn.Module:
     return nn.Identity()
 
 
-def _through_final_norm(lm: LM, directions_ND: Tensor) -> Tensor:
+def through_final_norm(lm: LM, directions_ND: Tensor) -> Tensor:
     """(n, d) the directions as the unembedding reads them: norm(d) - norm(0) (module doc)."""
     norm = final_norm(lm)
     d = directions_ND.float()
@@ -52,7 +52,7 @@ def _through_final_norm(lm: LM, directions_ND: Tensor) -> Tensor:
 def direction_logits(lm: LM, directions_ND: Tensor) -> Tensor:
     """(n, vocab) logit scores of each direction through the final norm and unembedding."""
     w_u = lm.model.get_output_embeddings().weight  # (vocab, d_model)
-    return _through_final_norm(lm, directions_ND) @ w_u.float().T
+    return through_final_norm(lm, directions_ND) @ w_u.float().T
 
 
 def logit_lens(lm: LM, direction_D: Tensor, k: int = 10) -> LogitLens:
@@ -89,7 +89,7 @@ def token_zscores(lm: LM, directions_ND: Tensor, token_ids_C: Tensor) -> Tensor:
     the whole vocabulary, in standard deviations. The mean and variance over the vocabulary
     are exact and cheap: mean_v(W_U d) = mean(W_U) . d and var_v(W_U d) = d' Cov(W_U) d, so no
     (n, vocab) matrix is formed (30 layers x 4,608 features x 49,152 tokens would be 27 GB)."""
-    normed_ND = _through_final_norm(lm, directions_ND)
+    normed_ND = through_final_norm(lm, directions_ND)
     stats = _stats_of(lm)
     w_CD = lm.model.get_output_embeddings().weight.detach().float()[token_ids_C]
     mean_N1 = (normed_ND @ stats.mean_D)[:, None]

@@ -12,6 +12,7 @@ name as a detector of "the feature fires" (names_score.py). Names are computed o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from ..activations import layer_of
 from ..atlas.layout import read_derived
-from ..atomic import load_tensors, read_json, save_tensors, write_json
+from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
 from ..sae import Sae
 from .firings import MAP_TASKS, LayerFirings
@@ -34,6 +35,7 @@ from .names_evidence import (
 )
 from .names_score import RULES, Evidence, name_scores
 
+log = logging.getLogger(__name__)
 NAMES_FILE = "names.safetensors"
 """In the atlas folder, with names.json (written last: the marker of whole names)."""
 LOW_SCORE = 0.3
@@ -230,6 +232,16 @@ def share_detected(names: FeatureNames, min_f1: float = 0.5,
 def read_names(folder: Path | str | None) -> FeatureNames | None:
     """The current names of an atlas folder, or None (atlas/layout.read_derived)."""
     return read_derived(folder, NAMES_FILE, FeatureNames.load)
+
+
+def readable_names(folder: Path | str | None) -> FeatureNames | None:
+    """The current names, or None when missing, stale or unreadable (logged): every view
+    then shows feature ids alone."""
+    try:
+        return read_names(folder)
+    except (CorruptFile, OSError, ValueError, KeyError) as err:
+        log.warning("feature names of %s unreadable: %s", folder, err)
+        return None
 
 
 def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings],

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..lm import LM
-from .consistency import accepted, base_rates, feature_stats
-from .logit_lens import _through_final_norm
+from ..metrics import f1_from_counts
+from .consistency import accepted, base_rates, feature_stats, pair_counts
+from .logit_lens import through_final_norm
 
 TOP_TOKENS = 3
 MIN_TOKEN_COUNT = 3
@@ -106,15 +107,13 @@ def label_evidence(learn: Half, n_labels: list[int], n_features: int) -> LabelEv
     task_F = torch.full((n_features,), -1, dtype=torch.long)
     label_F = torch.full((n_features,), -1, dtype=torch.long)
     for t, n_lab in enumerate(n_labels):
-        # label_counts (consistency.py) from the pairs already at hand
-        counts_FL = torch.bincount(learn.feat_P * n_lab + learn.labels_TP[t],
-                                   minlength=n_features * n_lab).view(n_features, n_lab)
+        counts_FL = pair_counts(learn.feat_P, learn.labels_TP[t], n_features, n_lab)
         stats = feature_stats(counts_FL, base_rates(labels_TN[t], n_lab))
         ok = accepted(stats, MIN_CONSISTENCY, MIN_SUPPORT, MIN_LIFT)
         label = stats.label.clamp(min=0)
         has_label = torch.bincount(labels_TN[t], minlength=n_lab)[label]
         tp = counts_FL.gather(1, label[:, None])[:, 0]
-        f1 = 2 * tp / (has_label + stats.support).clamp(min=1)
+        f1 = f1_from_counts(tp, has_label, stats.support)
         better = ok & (f1 > best_F1)
         best_F1 = torch.where(better, f1.double(), best_F1)
         task_F = torch.where(better, t, task_F)
@@ -142,7 +141,7 @@ def promoted_tokens(lm: LM, w_dec_FD: Tensor, alive_F: Tensor, w_VD: Tensor | No
     pad = -len(w_VD) % LENS_BLOCKS
     out = torch.full((len(w_dec_FD), top), -1, dtype=torch.long)
     ids = alive_F.nonzero().squeeze(1)
-    normed_AD = _through_final_norm(lm, w_dec_FD[ids].float()).bfloat16()
+    normed_AD = through_final_norm(lm, w_dec_FD[ids].float()).bfloat16()
     for start in range(0, len(ids), chunk):
         rows = ids[start:start + chunk]
         logits_CV = F.linear(normed_AD[start:start + chunk], w_VD)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..metrics import f1_from_counts
 from .names_evidence import Half
 
 RULES = ("", "tokens", "label", "either")
@@ -88,17 +89,13 @@ def _rule_counts(half: Half, n_labels: list[int], ev: Evidence) -> RuleCounts:
     return RuleCounts(hits, predicted, fires)
 
 
-def _f1(hits: Tensor, predicted: Tensor, fires: Tensor) -> Tensor:
-    return 2 * hits / (predicted + fires).clamp(min=1)
-
-
 def _choose_and_score(learn: RuleCounts, heldout: RuleCounts, ev: Evidence) -> Score:
     """Each feature's rule (best learn-half F1 among those its name allows; ties: tokens,
     then label) and that rule's held-out precision, recall and F1 (0 without a rule)."""
     has_tokens, has_label = ev.tokens_F3[:, 0] >= 0, ev.task_F >= 0
     allowed = torch.stack([has_tokens, has_label, has_tokens & has_label], 1)
-    f1_learn = torch.where(allowed, _f1(learn.hits, learn.predicted, learn.fires[:, None]),
-                           -1.0)
+    f1_learn = torch.where(
+        allowed, f1_from_counts(learn.hits, learn.predicted, learn.fires[:, None]), -1.0)
     pick = f1_learn.argmax(1)
     named = allowed.any(1)
     rule_F = torch.where(named, pick + 1, 0)
@@ -106,5 +103,5 @@ def _choose_and_score(learn: RuleCounts, heldout: RuleCounts, ev: Evidence) -> S
     predicted = heldout.predicted.gather(1, pick[:, None])[:, 0] * named
     precision = hits / predicted.clamp(min=1)
     recall = hits / heldout.fires.clamp(min=1)
-    f1 = _f1(hits, predicted, heldout.fires)
+    f1 = f1_from_counts(hits, predicted, heldout.fires)
     return Score(rule_F, precision.float(), recall.float(), f1.float())

@@ -16,7 +16,6 @@ everywhere; a feature that never fired in the index scores 0 (no reference, no c
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,14 +28,12 @@ from torch import Tensor
 
 from ..activations import layer_of, parse_hookpoint
 from ..atlas.layout import LoadedAtlas
-from ..atomic import CorruptFile
 from ..errors import BadInput, check_number, check_text, check_whole
 from .feature_index import has_feature_index, layer_file, read_index_meta
 from .layermap import MAP_TASKS, LayerMapData, read_layer_map
 from .live import LiveView, live_view
-from .names import FeatureNames, label_of, read_names
+from .names import FeatureNames, label_of, readable_names
 
-log = logging.getLogger(__name__)
 LOUD = 3.0
 """Search skips tokens whose residual norm is over LOUD x the layer's typical norm. In
 SmolLM2 ~1.4% of tokens (mostly " the" and a text's first token; measured on README, docs,
@@ -189,20 +186,11 @@ def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
     view = live_view(loaded, text, max_tokens=max_tokens, top=None)  # every firing feature
     wanted = None if layers is None else {known[x] for x in layers}
     rows = [r for r in best_firings(view, reference) if wanted is None or r[1] in wanted]
-    lmap, names = read_layer_map(loaded.folder), _names(loaded.folder)
+    lmap, names = read_layer_map(loaded.folder), readable_names(loaded.folder)
     return [TextHit(layer_of(view.hookpoints[j]), f, view.pieces[t], t, a, score,
                     feature_labels(lmap, view.hookpoints[j], [f])[0],
                     label_of(names, view.hookpoints[j], f))
             for score, j, f, t, a in rows[:limit]], view
-
-
-def _names(folder: Path) -> FeatureNames | None:
-    """The atlas's names; a damaged names file is logged and the search goes on without."""
-    try:
-        return read_names(folder)
-    except CorruptFile as err:
-        log.warning("%s", err)
-        return None
 
 
 MAX_NAME_QUERY_CHARS = 200
