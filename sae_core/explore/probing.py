@@ -6,7 +6,7 @@ by the difference of their mean activation with and without the label on the lea
 fit a logistic probe on the top k, and score it on the held-out half (F1 of the label at
 p = 0.5, AUROC). The same with k raw residual dimensions (the control), and a dense
 probe on the whole residual (the ceiling: what is linearly there at all). Numerics in
-probing_fit.py; computed from the layer map's firings (layermap.collect_firings).
+probing_fit.py; computed from the labelled pass (firings.collect_firings).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def eligible_labels(label_N: Tensor, heldout_N: Tensor, names: list[str]) -> lis
 
 def compute_probing(firings: dict[str, LayerFirings], vocab: dict[str, list[str]], *,
                     ks: tuple[int, ...] = KS, sae_fingerprint: str = "") -> ProbingResult:
-    """Probes for every layer of `firings` (layermap.collect_firings)."""
+    """Probes for every layer of `firings` (firings.collect_firings)."""
     layers = [probe_layer(f, vocab, ks) for f in firings.values()]
     return ProbingResult(list(firings), layers, tuple(ks), sae_fingerprint)
 
