@@ -2,8 +2,9 @@
 (typical norms are in norms.py).
 
 Hookpoints name the module whose *output* they read, as EleutherAI sparsify does:
-`layers.N` is the residual stream after block N (HF `hidden_states[N + 1]`) and
-`layers.N.mlp` is block N's MLP output.
+`layers.N` is the residual stream after block N (HF `hidden_states[N + 1]`),
+`layers.N.mlp` is block N's MLP output and `layers.N.attn` its attention output (the
+"sites" `resid`, `mlp` and `attn`).
 
 Massive activations (DESIGN.md): in SmolLM2 position 0 of every window, and a few other
 tokens, have residual norms 10-100x the layer's median and carry almost all the variance.
@@ -17,17 +18,28 @@ import re
 
 from torch import Tensor
 
-HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(\.mlp)?$")
+HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(?:\.(mlp|attn))?$")
+SITES = ("resid", "mlp", "attn")
+"""Where in a block an SAE reads: the residual stream after it, its MLP or attention output."""
 OUTLIER_FACTOR = 10.0
 """Tokens whose norm exceeds this many times the layer's median are massive activations."""
 
 
-def parse_hookpoint(hookpoint: str) -> tuple[int, bool]:
-    """(layer, is_mlp) of `layers.N` or `layers.N.mlp`; ValueError for anything else."""
-    match = HOOKPOINT_RE.match(hookpoint)
+def parse_hookpoint(hookpoint: str) -> tuple[int, str]:
+    """(layer, sublayer) of `layers.N` (sublayer "", falsy: the residual stream),
+    `layers.N.mlp` ("mlp") or `layers.N.attn` ("attn"); ValueError for anything else."""
+    match = HOOKPOINT_RE.match(hookpoint) if isinstance(hookpoint, str) else None
     if not match:
-        raise ValueError(f"unknown hookpoint {hookpoint!r}; use 'layers.N' or 'layers.N.mlp'")
-    return int(match.group(1)), match.group(2) is not None
+        raise ValueError(f"unknown hookpoint {hookpoint!r}; use 'layers.N', 'layers.N.mlp' "
+                         "or 'layers.N.attn'")
+    return int(match.group(1)), match.group(2) or ""
+
+
+def hookpoint_name(layer: int, site: str) -> str:
+    """`layers.N` for site `resid`, `layers.N.mlp` / `layers.N.attn` for the others."""
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}; use {', '.join(SITES)}")
+    return f"layers.{layer}" if site == "resid" else f"layers.{layer}.{site}"
 
 
 def layer_of(hookpoint: str) -> int:
@@ -35,9 +47,9 @@ def layer_of(hookpoint: str) -> int:
 
 
 def layer_name(hookpoint: str) -> str:
-    """"12" for `layers.12`, "12 mlp" for `layers.12.mlp`."""
-    layer, is_mlp = parse_hookpoint(hookpoint)
-    return f"{layer} mlp" if is_mlp else str(layer)
+    """"12" for `layers.12`, "12 mlp" for `layers.12.mlp`, "12 attn" for `layers.12.attn`."""
+    layer, sub = parse_hookpoint(hookpoint)
+    return f"{layer} {sub}" if sub else str(layer)
 
 
 def keep_mask(acts_BLD: Tensor, median_norm: float,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .activations import OUTLIER_FACTOR
+from .activations import OUTLIER_FACTOR, SITES, hookpoint_name
+from .precision import DEVICES
 
 Architecture = Literal["topk", "relu"]
 """What our trainer makes."""
@@ -125,7 +126,10 @@ class BuildConfig:
     corpus: str = "default"
     """'default' (assets/corpus.jsonl), a .txt/.jsonl file or a Hub dataset id."""
     layers: tuple[int, ...] | None = None
-    """Residual layers that get an SAE, e.g. 0,5,12; None: all of them."""
+    """Layers that get an SAE (at each site), e.g. 0,5,12; None: all of them."""
+    site: tuple[str, ...] = ("resid",)
+    """Where each layer's SAE reads: resid (the residual stream after the block), mlp (the
+    MLP output), attn (the attention output); several: resid,mlp."""
     seq_len: int = 256
     """Tokens per corpus window."""
     held_out: int = 64
@@ -137,3 +141,31 @@ class BuildConfig:
                              f"{self.held_out}")
         if self.layers is not None and (not self.layers or min(self.layers) < 0):
             raise ValueError(f"layers must be non-negative layer numbers, got {self.layers}")
+        if not self.site or len(set(self.site)) < len(self.site) or set(self.site) - set(SITES):
+            raise ValueError(f"site must be distinct names among {', '.join(SITES)}, "
+                             f"got {','.join(self.site)}")
+
+    def hookpoints(self, n_layers: int) -> list[str]:
+        """Every (site, layer) the build trains, site by site."""
+        layers = range(n_layers) if self.layers is None else self.layers
+        return [hookpoint_name(i, site) for site in self.site for i in layers]
+
+
+Parallel = Literal["data", "layers"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where a build runs; not part of what the atlas is (a build resumes on another device)."""
+
+    device: str = "cpu"
+    """auto, cpu, cuda (cuda:N) or mps: the LM, the SAEs and their training run there."""
+    parallel: Parallel = "data"
+    """Under torchrun: data (every rank trains every SAE on its share of each batch,
+    gradients all-reduced) or layers (each rank trains its share of the hookpoints)."""
+
+    def __post_init__(self) -> None:
+        if self.device.split(":")[0] not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; use one of {', '.join(DEVICES)}")
+        if self.parallel not in ("data", "layers"):
+            raise ValueError(f"parallel must be 'data' or 'layers', got {self.parallel!r}")

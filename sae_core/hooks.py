@@ -60,14 +60,18 @@ def run_captured(
     lm: LM, input_ids: torch.Tensor, hookpoints: list[str], *, bf16: bool = True,
     attention_mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One forward pass that returns the activations at `hookpoints`, stopped early."""
+    """One forward pass that returns the activations at `hookpoints` (on the LM's device),
+    stopped early."""
+    device = lm.device
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
     with (
         capture(lm, hookpoints) as acts,
         torch.inference_mode(),
-        autocast(bf16),
+        autocast(bf16, device),
         suppress(_StopForward),
     ):
-        lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        lm.model(input_ids=input_ids.to(device), attention_mask=attention_mask, use_cache=False)
     missing = set(hookpoints) - set(acts)
     if missing:
         raise RuntimeError(f"hooks did not fire for {sorted(missing)}")

@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from .activations import parse_hookpoint
+from .precision import resolve_device
 
 EMBEDDED = "embedded"
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -40,6 +41,11 @@ class LM:
         return len(self.layers)
 
     @property
+    def device(self) -> torch.device:
+        """Where the model runs: every tensor that meets its activations goes there."""
+        return next(self.model.parameters()).device
+
+    @property
     def d_model(self) -> int:
         return self.model.config.hidden_size
 
@@ -48,13 +54,13 @@ class LM:
 
     def module_for(self, hookpoint: str) -> nn.Module:
         """The module whose output is `hookpoint`; a clear error for unknown names."""
-        layer, is_mlp = parse_hookpoint(hookpoint)
+        layer, sub = parse_hookpoint(hookpoint)
         if not 0 <= layer < self.n_layers:
             raise ValueError(
                 f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}"
             )
         block = self.layers[layer]
-        return find_mlp(block) if is_mlp else block
+        return find_sublayer(block, sub) if sub else block
 
     def chat_prompt(self, user_text: str) -> str:
         """Wrap text in the chat template for instruct models; plain text otherwise."""
@@ -78,11 +84,22 @@ def find_layers(model: nn.Module) -> nn.ModuleList:
     return min(candidates, key=lambda c: c[0].count("."))[1]  # outermost list of blocks
 
 
-def find_mlp(block: nn.Module) -> nn.Module:
-    for name in ("mlp", "feed_forward", "ffn"):
-        if hasattr(block, name):
+SUBLAYER_NAMES = {"mlp": ("mlp", "feed_forward", "ffn"),
+                  "attn": ("self_attn", "attn", "attention", "self_attention")}
+"""What the MLP and attention of a block are called across families (llama, gpt2,
+gpt-neox, ...)."""
+
+
+def find_sublayer(block: nn.Module, sub: str) -> nn.Module:
+    """The block's MLP (`mlp`) or attention (`attn`) module, whose output a hookpoint reads."""
+    for name in SUBLAYER_NAMES[sub]:
+        if isinstance(getattr(block, name, None), nn.Module):
             return getattr(block, name)
-    raise ValueError(f"no MLP submodule in {type(block).__name__}")
+    raise ValueError(f"no {sub} submodule in {type(block).__name__}")
+
+
+def find_mlp(block: nn.Module) -> nn.Module:
+    return find_sublayer(block, "mlp")
 
 
 def gguf_dir() -> str | None:
@@ -128,10 +145,11 @@ def embedded_source(cache: Path = DEFAULT_CACHE) -> str:
 
 
 def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE,
-            token: str | bool | None = None) -> LM:
+            token: str | bool | None = None, device: str | torch.device = "cpu") -> LM:
     """Load `embedded` (SmolLM2-135M-Instruct: the packaged copy, else the Hub's), a local
-    folder or a Hub id. `token` goes to the Hub (None: huggingface_hub's default; False:
-    send none)."""
+    folder or a Hub id, onto `device` (precision.DEVICES). `token` goes to the Hub (None:
+    huggingface_hub's default; False: send none)."""
+    device = resolve_device(device)
     source = embedded_source(cache) if name == EMBEDDED else name
     label = EMBEDDED_ID if name == EMBEDDED else name
     try:
@@ -143,12 +161,13 @@ def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE,
                              f"{GET_EMBEDDED}") from err
         kind = "local folder" if Path(name).exists() else "model id or path"
         raise ValueError(f"could not load {kind} {name!r}: {err}") from err
-    model.eval().requires_grad_(False)
+    model.to(device).eval().requires_grad_(False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LM(model=model, tokenizer=tokenizer, name=label, layers=find_layers(model))
 
 
-def load_named(name: str, *, token: str | bool | None = None) -> LM:
+def load_named(name: str, *, token: str | bool | None = None,
+               device: str | torch.device = "cpu") -> LM:
     """The model an atlas names in its atlas.json: the embedded copy for its Hub id."""
-    return load_lm(EMBEDDED if name == EMBEDDED_ID else name, token=token)
+    return load_lm(EMBEDDED if name == EMBEDDED_ID else name, token=token, device=device)

@@ -23,6 +23,8 @@ from .config import SaeConfig
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
+SAELENS_HOOKS = {"": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+"""TransformerLens hook names of our sites (residual, MLP output, attention output)."""
 
 
 class SaeOutput(NamedTuple):
@@ -49,8 +51,9 @@ class Sae(nn.Module):
     def init_from_data(cls, cfg: SaeConfig, sample_ND: Tensor, *, seed: int = 0,
                        encoder_scale: float = 1.0) -> Sae:
         """Random unit decoder rows, encoder = encoder_scale * decoder transpose, b_dec at the
-        data mean."""
-        sae = cls(cfg)
+        data mean; on the sample's device (the same weights on every device: the random
+        rows are drawn on the CPU)."""
+        sae = cls(cfg).to(sample_ND.device)
         gen = torch.Generator().manual_seed(seed)
         w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
         w_dec /= w_dec.norm(dim=-1, keepdim=True)
@@ -101,7 +104,8 @@ class Sae(nn.Module):
         return self._dense(*self.encode_topk(x_ND))
 
     def _dense(self, vals_NK: Tensor, idx_NK: Tensor) -> Tensor:
-        out = torch.zeros(vals_NK.shape[0], self.cfg.d_sae, dtype=vals_NK.dtype)
+        out = torch.zeros(vals_NK.shape[0], self.cfg.d_sae, dtype=vals_NK.dtype,
+                          device=vals_NK.device)
         return out.scatter_(1, idx_NK, vals_NK)
 
     def decode(self, acts_NS: Tensor) -> Tensor:
@@ -155,8 +159,8 @@ class Sae(nn.Module):
 def saelens_cfg(cfg: SaeConfig) -> dict:
     """SAELens v6 config; our own fields go under `metadata`."""
     try:
-        layer, is_mlp = parse_hookpoint(cfg.hookpoint)
-        hook_name = f"blocks.{layer}.{'hook_mlp_out' if is_mlp else 'hook_resid_post'}"
+        layer, sub = parse_hookpoint(cfg.hookpoint)
+        hook_name = f"blocks.{layer}.{SAELENS_HOOKS[sub]}"
     except ValueError:  # a hookpoint we do not name (kept as it is)
         hook_name = cfg.hookpoint
     out = {

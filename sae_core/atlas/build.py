@@ -48,15 +48,15 @@ def build_atlas(
     out: Path = DEFAULT_ATLAS, *, data: BuildConfig | None = None,
     cfg: TrainConfig | None = None, report: Report | None = None, lm: LM | None = None,
 ) -> Path:
-    """Train one SAE per residual layer in one pass over the corpus, evaluate, save.
+    """Train one SAE per hookpoint (layer and site) in one pass over the corpus, evaluate,
+    save.
 
     The build happens in a staging folder (writing.py) swapped in when finished, under the
     atlas's write lock; an interrupted build resumes there, and refuses to resume from a
     checkpoint made with other data or settings."""
     data, cfg, out = data or BuildConfig(), cfg or TrainConfig(), Path(out)
     lm = lm or load_lm(data.model)
-    layers = range(lm.n_layers) if data.layers is None else data.layers
-    hookpoints = [f"layers.{i}" for i in layers]
+    hookpoints = data.hookpoints(lm.n_layers)
     for h in hookpoints:
         lm.module_for(h)  # a bad layer fails before any work
     with atlas_lock(out):

@@ -2,8 +2,9 @@
 
 Hook names map onto our hookpoints, which name module *outputs*:
   SAELens  blocks.N.hook_resid_post -> layers.N, blocks.N.hook_resid_pre -> layers.{N-1},
-           blocks.N.hook_mlp_out -> layers.N.mlp
-  sparsify layers.N -> layers.N, layers.N.mlp -> layers.N.mlp (module names, like ours)
+           blocks.N.hook_mlp_out -> layers.N.mlp, blocks.N.hook_attn_out -> layers.N.attn
+  sparsify layers.N -> layers.N, layers.N.mlp -> layers.N.mlp, layers.N.self_attn ->
+           layers.N.attn (module names, like ours)
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from .fetch import HubError
 
 CFG_FILE = "cfg.json"
 WEIGHTS = {"saelens": "sae_weights.safetensors", "sparsify": "sae.safetensors"}
-TL_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(hook_resid_post|hook_resid_pre|hook_mlp_out)$")
-MODULE_RE = re.compile(r"^(?:model\.|transformer\.|gpt_neox\.)?(?:layers|h)\.(\d+)(\.mlp)?$")
+TL_HOOK_RE = re.compile(
+    r"^blocks\.(\d+)\.(hook_resid_post|hook_resid_pre|hook_mlp_out|hook_attn_out)$")
+MODULE_RE = re.compile(r"^(?:model\.|transformer\.|gpt_neox\.)?(?:layers|h)\.(\d+)"
+                       r"(?:\.(mlp|self_attn|attn|attention))?$")
 SUPPORTED_HOOKS = ("blocks.N.hook_resid_post, blocks.N.hook_resid_pre (N >= 1), "
-                   "blocks.N.hook_mlp_out (SAELens); layers.N, layers.N.mlp (sparsify)")
+                   "blocks.N.hook_mlp_out, blocks.N.hook_attn_out (SAELens); layers.N, "
+                   "layers.N.mlp, layers.N.self_attn (sparsify)")
+TL_SUFFIX = {"hook_resid_post": "", "hook_mlp_out": ".mlp", "hook_attn_out": ".attn"}
 
 
 class Converted(NamedTuple):
@@ -42,9 +47,10 @@ def hookpoint_of(hook: str) -> str:
                 raise HubError(f"{hook} reads the token embeddings, which have no hookpoint here "
                                f"(supported: {SUPPORTED_HOOKS})")
             return f"layers.{layer - 1}"
-        return f"layers.{layer}" + (".mlp" if kind == "hook_mlp_out" else "")
+        return f"layers.{layer}" + TL_SUFFIX[kind]
     if m := MODULE_RE.match(hook):
-        return f"layers.{m.group(1)}" + (".mlp" if m.group(2) else "")
+        sub = m.group(2)
+        return f"layers.{m.group(1)}" + ("" if not sub else ".mlp" if sub == "mlp" else ".attn")
     raise HubError(f"hook {hook!r} has no hookpoint here (supported: {SUPPORTED_HOOKS})")
 
 
