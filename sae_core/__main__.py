@@ -1,9 +1,13 @@
 """Command line: `python -m sae_core train ...`, `python -m sae_core eval ...` and
-`python -m sae_core push ...` (publish a built atlas to the Hugging Face Hub)."""
+`python -m sae_core push ...` (publish a built atlas to the Hugging Face Hub).
+
+Several processes: `torchrun --nproc_per_node N -m sae_core train --parallel data|layers ...`
+(train/ranks.py); rank 0 writes and prints."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from .atlas.layout import (
     read_metrics,
 )
 from .cli_options import add_config_args, config_from_args
-from .config import BuildConfig, TrainConfig
+from .config import BuildConfig, RunConfig, TrainConfig
 from .corpus import load_texts, token_windows
 from .hub.atlas_repo import push_atlas
 from .jobs.stages import STAGES, complete_atlas, ready_parts
@@ -54,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, default=DEFAULT_ATLAS, help="output folder")
     add_config_args(train, BuildConfig)
     add_config_args(train, TrainConfig, aliases={"architecture": "--arch"})
+    add_config_args(train, RunConfig)
     ev = sub.add_parser("eval", help="held-out metrics of a built atlas")
     ev.add_argument("--atlas", type=Path, default=DEFAULT_ATLAS)
     ev.add_argument("--windows", type=int, default=None,
@@ -69,8 +74,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def train(args: argparse.Namespace) -> None:
+    run = config_from_args(RunConfig, args)
+    main_rank = os.environ.get("RANK", "0") == "0"
     out = build_atlas(args.out, data=config_from_args(BuildConfig, args),
-                      cfg=config_from_args(TrainConfig, args), report=console_report())
+                      cfg=config_from_args(TrainConfig, args), run=run,
+                      report=console_report() if main_rank else None)
+    if not main_rank:
+        return
     info = read_info(out)
     print(f"\nbuilt {out} in {info['total_seconds']:.0f} s "
           f"({info['train_tok_s']:.0f} LM tokens/s while training)")

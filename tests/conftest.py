@@ -8,36 +8,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoTokenizer
 
 from sae_core.atlas.build import build_atlas
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.explore.evidence import ensure_layer_evidence
-from sae_core.lm import LM, embedded_model_dir, find_layers
+from sae_core.lm import LM, embedded_model_dir
+from tests.tiny import WORDS, tiny_lm, tiny_tokenizer  # noqa: F401 (tests import them here)
 from ui import session
-
-WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", ".", ",", "Paris", "is", "big"]
-
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<eos>", *WORDS])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
-    )
-
-
-def tiny_lm(n_layers: int = 3, d_model: int = 32, seed: int = 0) -> LM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=d_model, intermediate_size=64, num_hidden_layers=n_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-    )
-    model = LlamaForCausalLM(config).eval().requires_grad_(False)
-    return LM(model=model, tokenizer=tiny_tokenizer(), name="tiny-llama", layers=find_layers(model))
 
 
 @pytest.fixture

@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ..atomic import write_json
-from ..config import BuildConfig, TrainConfig
+from ..config import BuildConfig, RunConfig, TrainConfig
 from ..corpus import load_texts, split_ids, token_windows
 from ..lm import LM, load_lm
-from ..precision import use_bf16
+from ..memory import check_memory, training_memory
+from ..precision import resolve_device, use_bf16
 from ..progress import Report
+from ..train.checkpoint import gather_layers
 from ..train.loop import train_saes
+from ..train.ranks import Ranks, from_environment, rank_device
 from ..train.trainer import MultiTrainer
 from .evaluate import evaluate_atlas
 from .fingerprint import digest_of, sae_file_digests
 from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, INFO_FILE, METRICS_FILE, forget_reads, is_built
-from .writing import atlas_lock, recover_swap, staging_dir, swap_in
+from .writing import AtlasBusy, atlas_lock, recover_swap, staging_dir, swap_in
 
 
 def _save_saes(trainer: MultiTrainer, out: Path) -> None:
@@ -47,39 +51,60 @@ def _batch_report(report: Report | None, batch_tokens: int):
 def build_atlas(
     out: Path = DEFAULT_ATLAS, *, data: BuildConfig | None = None,
     cfg: TrainConfig | None = None, report: Report | None = None, lm: LM | None = None,
+    run: RunConfig | None = None, ranks: Ranks | None = None,
 ) -> Path:
     """Train one SAE per hookpoint (layer and site) in one pass over the corpus, evaluate,
-    save.
+    save; on `run.device`, on the ranks torchrun started (`run.parallel`) or one process.
 
     The build happens in a staging folder (writing.py) swapped in when finished, under the
-    atlas's write lock; an interrupted build resumes there, and refuses to resume from a
-    checkpoint made with other data or settings."""
-    data, cfg, out = data or BuildConfig(), cfg or TrainConfig(), Path(out)
-    lm = lm or load_lm(data.model)
+    atlas's write lock (rank 0 holds it); an interrupted build resumes there, and refuses to
+    resume from a checkpoint made with other data or settings. Before any training, the
+    memory the build needs is checked against what the device has (memory.py)."""
+    data, cfg, run, out = data or BuildConfig(), cfg or TrainConfig(), run or RunConfig(), Path(out)
+    device = resolve_device(run.device)
+    ranks = ranks or from_environment(run.parallel, device)
+    lm = lm or load_lm(data.model, device=rank_device(device))
     hookpoints = data.hookpoints(lm.n_layers)
     for h in hookpoints:
         lm.module_for(h)  # a bad layer fails before any work
-    with atlas_lock(out):
-        if not recover_swap(out, is_built):  # a crash mid-swap: the finished build goes in
+    check_memory(training_memory(lm, len(ranks.share(hookpoints)), cfg, data.seq_len, ranks),
+                 lm.device)
+    with ExitStack() as stack:
+        busy = None
+        if ranks.is_main:
+            try:
+                stack.enter_context(atlas_lock(out))
+            except AtlasBusy as err:
+                busy = err
+        if not ranks.agree(busy is None):
+            raise busy or AtlasBusy(f"another build is writing {out} right now")
+        # a crash mid-swap: the finished build goes in, and there is nothing to train
+        if ranks.agree(not (ranks.is_main and recover_swap(out, is_built))):
             staging = staging_dir(out)
-            _build_in(staging, lm, hookpoints, data, cfg, report)
-            swap_in(staging, out)
+            _build_in(staging, lm, hookpoints, data, cfg, report, ranks)
+            if ranks.is_main:
+                swap_in(staging, out)
     forget_reads(out)
     return out
 
 
 def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
-              cfg: TrainConfig, report: Report | None) -> None:
+              cfg: TrainConfig, report: Report | None, ranks: Ranks) -> None:
     windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
     train_ids, test_ids = split_ids(len(windows), data.held_out)
     train_w, test_w = windows[train_ids], windows[test_ids]
-    staging.mkdir(parents=True, exist_ok=True)
+    if ranks.is_main:
+        staging.mkdir(parents=True, exist_ok=True)
+    ranks.barrier()
     batch_tokens = (cfg.lm_batch_tokens // data.seq_len) * data.seq_len
     t0 = time.perf_counter()
     trainer = train_saes(
         lm, train_w, hookpoints, cfg, checkpoint_dir=staging / CHECKPOINT_DIR,
-        progress=_batch_report(report, batch_tokens),
+        progress=_batch_report(report, batch_tokens), ranks=ranks,
         data={"corpus": data.corpus, "seq_len": data.seq_len, "held_out": data.held_out})
+    gather_layers(trainer)
+    if not ranks.is_main:
+        return  # rank 0 evaluates and writes
     train_s = time.perf_counter() - t0
     _save_saes(trainer, staging)
     medians = {h: s.median_norm for h, s in trainer.layers.items()}
@@ -98,7 +123,9 @@ def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
         "heldout_windows": data.held_out, "heldout_ids": test_ids.tolist(),
         "lm_tokens": n_tokens, "train_seconds": train_s,
         "total_seconds": time.perf_counter() - t0, "train_tok_s": n_tokens / train_s,
-        "torch_threads": torch.get_num_threads(), "bf16_used": use_bf16(cfg.bf16),
+        "torch_threads": torch.get_num_threads(), "bf16_used": use_bf16(cfg.bf16, lm.device),
+        "device": lm.device.type, "ranks": ranks.world,
+        "parallel": ranks.describe().get("parallel"),
         "sae_files": sae_files, "sae_fingerprint": digest_of(sae_files),
     }
     write_json(staging / METRICS_FILE, metrics)

@@ -16,12 +16,13 @@ from torch import Tensor
 
 
 class ShuffleBuffer:
-    def __init__(self, capacity: int, d: int, seed: int):
-        self.data = torch.empty(capacity, d, dtype=torch.bfloat16)
+    def __init__(self, capacity: int, d: int, seed: int, device: torch.device | str = "cpu"):
+        self.data = torch.empty(capacity, d, dtype=torch.bfloat16, device=device)
         """bf16 halves memory; training on bf16-rounded rows gave the same held-out FVU
         (layer 15: 0.2421 vs 0.2425 from fp32 rows)."""
         self.filled = 0
         self.gen = torch.Generator().manual_seed(seed)
+        """On the CPU: the same order on every device."""
 
     def push(self, x_ND: Tensor) -> Tensor | None:
         """Add rows; return a training batch of as many random older rows, or None while
@@ -34,14 +35,14 @@ class ShuffleBuffer:
             self.data[self.filled:self.filled + n] = x_ND
             self.filled += n
             return None
-        slots = torch.randperm(self.filled, generator=self.gen)[:n]
+        slots = torch.randperm(self.filled, generator=self.gen)[:n].to(self.data.device)
         out = self.data[slots].float()
         self.data[slots] = x_ND.to(torch.bfloat16)
         return out
 
     def drain(self, batch: int) -> Iterator[Tensor]:
         """The remaining rows in random order, in batches (the last one may be smaller)."""
-        order = torch.randperm(self.filled, generator=self.gen)
+        order = torch.randperm(self.filled, generator=self.gen).to(self.data.device)
         self.filled = 0
         for start in range(0, len(order), batch):
             yield self.data[order[start:start + batch]].float()
@@ -51,5 +52,5 @@ class ShuffleBuffer:
 
     def load_state(self, state: dict[str, Tensor]) -> None:
         self.filled = len(state["data"])
-        self.data[:self.filled] = state["data"]
+        self.data[:self.filled] = state["data"].to(self.data.device)
         self.gen.set_state(state["rng"])

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..metrics import fvu, total_variance
 from ..precision import matmul_dtype
 from ..sae import Sae
+from .ranks import SOLO, Ranks
 
 # pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -43,7 +43,7 @@ def _group_by_latent(idx_NK: Tensor, n_latents: int) -> _Grouped:
     flat = idx_NK.reshape(-1)
     order = flat.argsort()
     counts = torch.bincount(flat, minlength=n_latents)
-    offsets = torch.zeros(n_latents, dtype=torch.long)
+    offsets = torch.zeros(n_latents, dtype=torch.long, device=idx_NK.device)
     torch.cumsum(counts[:-1], 0, out=offsets[1:])
     return _Grouped(tokens=order // idx_NK.shape[1], offsets=offsets, order=order, counts=counts)
 
@@ -56,7 +56,8 @@ def pair_dots(rows_ND: Tensor, table_SD: Tensor, idx_NK: Tensor) -> Tensor:
     """
     n, k = idx_NK.shape
     pattern = torch.sparse_csr_tensor(
-        torch.arange(0, n * k + 1, k), idx_NK.reshape(-1), torch.zeros(n * k),
+        torch.arange(0, n * k + 1, k, device=idx_NK.device), idx_NK.reshape(-1),
+        torch.zeros(n * k, device=rows_ND.device),
         size=(n, table_SD.shape[0]), check_invariants=False,
     )
     return torch.sparse.sampled_addmm(pattern, rows_ND, table_SD.T, beta=0.0).values().view(n, k)
@@ -75,20 +76,25 @@ def _accumulate(
     g = _group_by_latent(idx, sae.cfg.d_sae)
     sae.W_dec.grad += _bag(g, grad_out, vals)
     sae.W_enc_SD.grad += _bag(g, xc, grad_vals)
-    grad_b_enc = torch.zeros(sae.cfg.d_sae).index_add_(0, idx.reshape(-1), grad_vals.reshape(-1))
+    grad_b_enc = torch.zeros(sae.cfg.d_sae, device=idx.device).index_add_(
+        0, idx.reshape(-1), grad_vals.reshape(-1))
     sae.b_enc.grad += grad_b_enc
     return grad_b_enc
 
 
 def topk_step_grads(
     sae: Sae, x_ND: Tensor, k: int, *, dead: Tensor | None = None, auxk_alpha: float = 1 / 32,
-    bf16: bool = True,
+    bf16: bool = True, ranks: Ranks = SOLO,
 ) -> StepStats:
-    """Set .grad of sae's parameters for loss = FVU + auxk_alpha * AuxK on batch x (n, d)."""
+    """Set .grad of sae's parameters for loss = FVU + auxk_alpha * AuxK on batch x (n, d).
+
+    Data parallel (`ranks`): x is this rank's share of the batch; the normalisers are the
+    whole batch's, so summing the ranks' .grad gives the one-process gradient (the caller
+    sums them), and the returned FVU and `fired` are the whole batch's."""
     for p in sae.parameters():
         p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
     W_enc_SD, W_dec, b_dec = sae.W_enc_SD.detach(), sae.W_dec.detach(), sae.b_dec.detach()
-    mm_dtype = matmul_dtype(bf16)
+    mm_dtype = matmul_dtype(bf16, x_ND.device)
     xc = x_ND - b_dec
     pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_SD.to(mm_dtype).T)
     # A block pre-filter (top blocks by max, then top-k among them) was slower than plain
@@ -99,7 +105,7 @@ def topk_step_grads(
 
     x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
     err = x_hat - x_ND
-    total_var = total_variance(x_ND)
+    total_var = ranks.total_variance(x_ND)
     grad_out = err * (2 / total_var)  # d fvu / d x_hat
 
     grad_vals = pair_dots(grad_out, W_dec, idx)  # d fvu / d vals[n, j]
@@ -107,9 +113,10 @@ def topk_step_grads(
     grad_b_enc = _accumulate(sae, idx, vals, grad_vals, grad_out, xc)
     grad_b_dec = grad_out.sum(0) - grad_b_enc @ W_enc_SD
 
-    auxk = torch.zeros(())
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    auxk = torch.zeros((), device=x_ND.device)
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x_ND.device)
     fired[idx.reshape(-1)] = True
+    fired = ranks.sum_(fired.int()) > 0
     n_dead = 0 if dead is None else int(dead.sum())
     if n_dead:
         # AuxK (Gao et al. 2024): dead latents learn to explain what the live ones missed.
@@ -122,15 +129,15 @@ def topk_step_grads(
         a_vals = a_vals.gather(1, order).float().clamp_min_(0)
         resid = -err  # what the live latents missed, a constant target for AuxK
         a_err = F.embedding_bag(a_idx, W_dec, per_sample_weights=a_vals, mode="sum") - resid
-        resid_var = (resid - resid.mean(0)).pow(2).sum().clamp_min(1e-12)
+        resid_var = ranks.total_variance(resid).clamp_min(1e-12)
         auxk = scale * a_err.pow(2).sum() / resid_var
         a_grad_out = a_err * (2 * auxk_alpha * scale / resid_var)
         a_grad_vals = pair_dots(a_grad_out, W_dec, a_idx) * (a_vals > 0)
         grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_SD
 
     sae.b_dec.grad += grad_b_dec
-    return StepStats(fvu=float(fvu(x_ND, x_hat, total_var=total_var)), auxk=float(auxk),
-                     fired=fired)
+    sq_err = ranks.sum_(torch.stack([err.pow(2).sum(), auxk]))
+    return StepStats(fvu=float(sq_err[0] / total_var), auxk=float(sq_err[1]), fired=fired)
 
 
 def remove_parallel_grad(sae: Sae) -> None:

@@ -1,6 +1,8 @@
 """The optimizer steps: one SAE's (`SaeTrainer`), and every layer's on the activations of
 one LM batch (`MultiTrainer`, fed by loop.py). Each layer's activations pass its shuffle
-buffer; the TopK backward is hand-written (topk_grad.py), ReLU uses autograd."""
+buffer; the TopK backward is hand-written (topk_grad.py), ReLU uses autograd. Everything
+lives on the activations' device; data-parallel ranks (ranks.py) sum gradients before the
+same Adam step, so every rank keeps the same SAEs."""
 
 from __future__ import annotations
 
@@ -12,16 +14,17 @@ from torch import Tensor
 
 from ..activations import keep_mask
 from ..config import SaeConfig, TrainConfig
-from ..metrics import fvu, total_variance
 from ..sae import Sae
+from .ranks import SOLO, Ranks
 from .shuffle import ShuffleBuffer
 from .topk_grad import normalize_decoder, remove_parallel_grad, topk_step_grads
 
 
-def sae_batches(x_ND: Tensor, batch_tokens: int) -> tuple[Tensor, ...]:
+def sae_batches(x_ND: Tensor, batch_tokens: int, ranks: Ranks = SOLO) -> tuple[Tensor, ...]:
     """One LM batch's rows as SAE batches of about `batch_tokens` (near-equal sizes, so no
-    tiny last batch)."""
-    return x_ND.tensor_split(max(round(len(x_ND) / batch_tokens), 1))
+    tiny last batch); data parallel: this rank's part of each (all ranks step together)."""
+    n_rows = ranks.count(len(x_ND), x_ND.device)
+    return x_ND.tensor_split(max(round(n_rows / batch_tokens), 1))
 
 
 def steps_per_lm_batch(cfg: TrainConfig) -> int:
@@ -36,54 +39,63 @@ def k_at(cfg: TrainConfig, step: int, total_steps: int) -> int:
     return round(cfg.k_start + frac * (cfg.k - cfg.k_start))
 
 
-def l1_loss(sae: Sae, x_ND: Tensor, coeff: float) -> tuple[Tensor, Tensor]:
+def l1_loss(sae: Sae, x_ND: Tensor, coeff: float,
+            ranks: Ranks = SOLO) -> tuple[Tensor, Tensor]:
     """(FVU, coeff * L1) for a ReLU SAE; L1 of activations times decoder norms, in units of
-    the batch's RMS deviation so one coefficient fits every layer."""
+    the batch's RMS deviation so one coefficient fits every layer. Data parallel: this
+    rank's part of the whole batch's losses (they add up over ranks)."""
     acts = F.relu(sae.pre_acts(x_ND))
-    rms = (total_variance(x_ND) / x_ND.shape[0]).sqrt()
-    l1 = (acts * sae.W_dec.norm(dim=-1)).sum(-1).mean() / rms
-    return fvu(x_ND, sae.decode(acts)), coeff * l1
+    total_var, n = ranks.total_variance(x_ND), ranks.count(len(x_ND), x_ND.device)
+    rms = (total_var / n).sqrt()
+    l1 = (acts * sae.W_dec.norm(dim=-1)).sum() / n / rms
+    return (x_ND - sae.decode(acts)).pow(2).sum() / total_var, coeff * l1
 
 
 class SaeTrainer:
     """One SAE, its Adam optimizer and dead-latent counter; `step` takes (n, d_in) rows."""
 
-    def __init__(self, sae: Sae, cfg: TrainConfig, total_steps: int):
-        self.sae, self.cfg, self.total_steps = sae, cfg, total_steps
+    def __init__(self, sae: Sae, cfg: TrainConfig, total_steps: int, ranks: Ranks = SOLO):
+        self.sae, self.cfg, self.total_steps, self.ranks = sae, cfg, total_steps, ranks
+        device = sae.W_dec.device
         # The decoder gets a larger step: unit-norm rows move slowly at the encoder's lr
         # (A/B at layer 15: decoder lr x3 took held-out FVU from 0.263 to 0.244).
         decoder = [sae.W_dec, sae.b_dec]
         encoder = [sae.W_enc_SD, sae.b_enc]
         self.opt = torch.optim.Adam(
             [{"params": encoder}, {"params": decoder, "lr": cfg.lr * cfg.decoder_lr_mult}],
-            lr=cfg.lr, fused=True,
+            lr=cfg.lr, fused=device.type in ("cpu", "cuda"),
         )
-        self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
+        self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         """Training tokens since each latent last fired."""
         self.step_no = 0
         self.n_tokens = 0
 
     def step(self, x_ND: Tensor) -> float:
-        """One optimizer step; returns the batch FVU (before the update)."""
-        cfg, sae = self.cfg, self.sae
+        """One optimizer step; returns the batch FVU (before the update). Data parallel:
+        `x_ND` is this rank's part of the batch (it may be empty)."""
+        cfg, sae, ranks = self.cfg, self.sae, self.ranks
         if cfg.architecture == "topk":
             stats = topk_step_grads(
                 sae, x_ND, k_at(cfg, self.step_no, self.total_steps),
                 dead=self.since_fired > cfg.dead_tokens, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16,
+                ranks=ranks,
             )
             fired, batch_fvu = stats.fired, stats.fvu
         else:
             sae.zero_grad(set_to_none=True)
             warm = min(self.step_no / max(cfg.l1_warmup_frac * self.total_steps, 1), 1.0)
-            fvu_t, l1 = l1_loss(sae, x_ND, cfg.l1_coeff * warm)
+            fvu_t, l1 = l1_loss(sae, x_ND, cfg.l1_coeff * warm, ranks)
             (fvu_t + l1).backward()
             with torch.no_grad():
-                fired = (F.relu(sae.pre_acts(x_ND)) > 0).any(0)
-            batch_fvu = float(fvu_t.detach())
-        self.since_fired += x_ND.shape[0]
+                fired = ranks.sum_((F.relu(sae.pre_acts(x_ND)) > 0).any(0).int()) > 0
+            batch_fvu = float(ranks.sum_(fvu_t.detach()))
+        n_rows = ranks.count(len(x_ND), x_ND.device)
+        self.since_fired += n_rows
         self.since_fired[fired] = 0
-        self.n_tokens += x_ND.shape[0]
+        self.n_tokens += n_rows
         self.step_no += 1
+        if ranks.data_parallel:
+            _sum_grads(sae, ranks)
         remove_parallel_grad(sae)
         self.opt.step()
         normalize_decoder(sae)
@@ -91,6 +103,14 @@ class SaeTrainer:
 
     def dead_fraction(self) -> float:
         return float((self.since_fired > self.cfg.dead_tokens).double().mean())
+
+
+def _sum_grads(sae: Sae, ranks: Ranks) -> None:
+    """One all-reduce of every gradient of the SAE (a flat buffer, not one call each)."""
+    grads = [p.grad for p in sae.parameters()]
+    flat = ranks.sum_(torch.cat([g.reshape(-1) for g in grads]))
+    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+        g.copy_(part.view_as(g))
 
 
 @dataclass
@@ -108,11 +128,15 @@ class LayerState:
 
 
 class MultiTrainer:
-    """One SAE, optimizer and dead-latent counter per hookpoint."""
+    """One SAE, optimizer and dead-latent counter per hookpoint this rank trains (`mine`),
+    on `device`."""
 
-    def __init__(self, cfg: TrainConfig, hookpoints: list[str], model_name: str, total_steps: int):
+    def __init__(self, cfg: TrainConfig, hookpoints: list[str], model_name: str, total_steps: int,
+                 *, ranks: Ranks = SOLO, device: torch.device | str = "cpu"):
         self.cfg, self.hookpoints, self.model_name = cfg, hookpoints, model_name
         self.total_steps, self.step_no = total_steps, 0
+        self.ranks, self.device = ranks, torch.device(device)
+        self.mine = ranks.share(hookpoints)
         self.layers: dict[str, LayerState] = {}
 
     def sae_config(self, hookpoint: str, d_in: int) -> SaeConfig:
@@ -120,6 +144,16 @@ class MultiTrainer:
             d_in=d_in, d_sae=self.cfg.expansion * d_in, architecture=self.cfg.architecture,
             k=self.cfg.k, hookpoint=hookpoint, model_name=self.model_name,
         )
+
+    def needs_init(self) -> bool:
+        return any(h not in self.layers for h in self.mine)
+
+    def init_layers(self, acts: dict[str, Tensor]) -> None:
+        """Median norms and SAEs from the whole first LM batch (every data-parallel rank
+        sees all of it, so all start alike, as one process would)."""
+        for h in self.mine:
+            if h not in self.layers:
+                self.layers[h] = self._init_layer(h, acts[h])
 
     def _init_layer(self, hookpoint: str, acts_BLD: Tensor) -> LayerState:
         norms = acts_BLD[:, 1:].float().norm(dim=-1)
@@ -131,35 +165,54 @@ class MultiTrainer:
         return self.layer_state(sae, median, seed)
 
     def layer_state(self, sae: Sae, median_norm: float, seed: int) -> LayerState:
-        """A fresh optimizer, dead-latent counter and shuffle buffer around `sae`."""
-        n = self.cfg.shuffle_batches
-        buffer = ShuffleBuffer(n * self.cfg.lm_batch_tokens, sae.cfg.d_in, seed) if n >= 2 else None
-        return LayerState(SaeTrainer(sae, self.cfg, self.total_steps), median_norm, buffer)
+        """A fresh optimizer, dead-latent counter and shuffle buffer around `sae` (moved to
+        the device); data-parallel ranks shuffle their own rows, in buffers 1/N as large."""
+        sae, n, ranks = sae.to(self.device), self.cfg.shuffle_batches, self.ranks
+        buffer = None
+        if n >= 2:
+            share = ranks.world if ranks.data_parallel else 1
+            seed += 7919 * ranks.rank if ranks.data_parallel else 0  # each rank its own order
+            buffer = ShuffleBuffer(n * self.cfg.lm_batch_tokens // share, sae.cfg.d_in, seed,
+                                   self.device)
+        return LayerState(SaeTrainer(sae, self.cfg, self.total_steps, ranks), median_norm, buffer)
 
     def step(self, acts: dict[str, Tensor]) -> dict:
-        """SAE steps for every hookpoint on its (batch, seq, d) activations of one LM batch."""
-        cfg = self.cfg
-        for hookpoint in self.hookpoints:
-            acts_BLD = acts[hookpoint]
-            if hookpoint not in self.layers:
-                self.layers[hookpoint] = self._init_layer(hookpoint, acts_BLD)
-            state = self.layers[hookpoint]
+        """SAE steps for every hookpoint on its (batch, seq, d) activations of one LM batch
+        (data parallel: this rank's windows of it)."""
+        cfg, ranks = self.cfg, self.ranks
+        for hookpoint in self.mine:
+            acts_BLD, state = acts[hookpoint], self.layers[hookpoint]
             keep = keep_mask(acts_BLD, state.median_norm, cfg.outlier_factor)
             x = acts_BLD[keep].float()
-            state.n_dropped += int(keep[:, 1:].numel() - keep[:, 1:].sum())
+            state.n_dropped += ranks.count(int(keep[:, 1:].numel() - keep[:, 1:].sum()),
+                                           x.device)
             if state.buffer is not None:
-                x = state.buffer.push(x)
+                x = self._together(state.buffer.push(x), x)
             if x is not None:
-                for rows in sae_batches(x, cfg.batch_tokens):
+                for rows in sae_batches(x, cfg.batch_tokens, ranks):
                     state.last_fvu = state.trainer.step(rows)
         self.step_no += 1
         return {"step": self.step_no, "fvu": {h: s.last_fvu for h, s in self.layers.items()}}
 
+    def _together(self, out: Tensor | None, like: Tensor) -> Tensor | None:
+        """Ranks step together: when any rank's buffer gives a batch, one still filling
+        joins with no rows."""
+        if not self.ranks.data_parallel:
+            return out
+        if self.ranks.count(int(out is not None), like.device) and out is None:
+            return like[:0]
+        return out
+
     def drain(self) -> None:
-        """Train on what the shuffle buffers still hold."""
+        """Train on what the shuffle buffers still hold (data parallel: as many steps on
+        every rank, the emptier ones with fewer rows)."""
         for state in self.layers.values():
             if state.buffer is not None:
-                for x in state.buffer.drain(self.cfg.batch_tokens):
+                d = state.sae.cfg.d_in
+                batches = list(state.buffer.drain(self.cfg.batch_tokens))
+                n = self.ranks.most(len(batches), self.device)
+                empty = torch.zeros(0, d, device=self.device)
+                for x in batches + [empty] * (n - len(batches)):
                     state.last_fvu = state.trainer.step(x)
 
     def saes(self) -> dict[str, Sae]:
