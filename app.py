@@ -3,7 +3,8 @@
 `python app.py` serves the app at once on http://127.0.0.1:7860 (or GRADIO_SERVER_NAME /
 GRADIO_SERVER_PORT / PORT) and builds a missing default atlas (one TopK SAE per layer of the
 embedded SmolLM2-135M-Instruct, its layer map, feature index and presets) in the background,
-or takes a prebuilt one from the Hub with SAE_ATLAS_REPO=USER/REPO[@revision].
+or takes a prebuilt one from the Hub with SAE_ATLAS_REPO=USER/REPO[@revision]. Models and
+SAEs run on `--device` (or SAE_ATLAS_DEVICE): cpu by default, auto, cuda or mps.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import gradio as gr
 
 from sae_core.atlas.layout import DEFAULT_ATLAS, is_built
+from sae_core.precision import DEVICES
+from ui import session
 from ui.api import register_api
 from ui.builds import build_status_panel
 from ui.choice import wire_choices
@@ -82,10 +85,14 @@ def main() -> None:
                         help="serve strangers (on when SPACE_ID is set): no push, no free ids")
     parser.add_argument("--no-build", action="store_true",
                         help="serve without building a missing default atlas")
+    parser.add_argument("--device", default=None,
+                        help=f"where models and SAEs run: {', '.join(DEVICES)} (default: "
+                             f"{session.DEVICE_ENV}, then cpu)")
     args = parser.parse_args()
     try:
         host, port = server_address(args.host, args.port, os.environ)
-    except ServeError as err:
+        session.set_device(session.choose_device(args.device, os.environ))
+    except (ServeError, ValueError) as err:
         parser.error(str(err))
     public = is_public(args.public, os.environ)
     cap_malloc_arenas()  # before the server's threads start

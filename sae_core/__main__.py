@@ -17,7 +17,7 @@ from .atlas.evaluate import evaluate_atlas
 from .atlas.layout import (
     ATLAS_ROOT,
     DEFAULT_ATLAS,
-    check_fits,
+    fit_to,
     heldout_ids,
     is_built,
     load_atlas,
@@ -32,6 +32,7 @@ from .jobs.stages import STAGES, complete_atlas, ready_parts
 from .lm import load_named
 from .metrics import format_with_error
 from .norms import medians_of
+from .precision import DEVICES
 from .progress import console_report
 
 
@@ -63,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--atlas", type=Path, default=DEFAULT_ATLAS)
     ev.add_argument("--windows", type=int, default=None,
                     help="evaluate on the first N of the atlas's held-out windows (default all)")
+    ev.add_argument("--device", default="cpu",
+                    help=f"where the model and SAEs run: {', '.join(DEVICES)} (default cpu)")
     push = sub.add_parser("push", help="publish a built atlas (SAEs, layer map, feature index) "
                           "to a Hugging Face Hub repo; needs HF_TOKEN or `hf auth login`")
     push.add_argument("--atlas", required=True,
@@ -91,8 +94,8 @@ def evaluate(args: argparse.Namespace) -> None:
     """Held-out metrics on the atlas's own model and held-out windows: never a window the
     SAEs were trained on."""
     info, _, saes = load_atlas(args.atlas)
-    lm = load_named(info["model"])
-    check_fits(saes, lm)
+    lm = load_named(info["model"], device=args.device)
+    fit_to(saes, lm)
     windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
     ids = heldout_ids(info, windows)
     n = len(ids) if args.windows is None else args.windows

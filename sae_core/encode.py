@@ -16,6 +16,13 @@ fire on a token and how strongly.
 - Size: a latent writes act * ||W_dec[f]|| into the residual stream. Our TopK SAEs have unit
   decoder rows; SAELens standard and JumpReLU ones do not, so anything that compares
   activations across features or layers multiplies by `decoder_norms` first.
+- Device: the LM decides (`lm.device`). SAEs are moved to it when an atlas is opened with a
+  model (`layout.fit_to`), so the forward and every SAE encode run there, under bf16
+  autocast on that device (`precision.autocast(BF16, device)`). Tensor factories that meet
+  device tensors take `device=`; token ids go to the LM's device (`run_captured` moves
+  them). What `encode_batch` returns is on the CPU: everything downstream stores or indexes
+  it (feature index, layer map, names, probes, the live view), and one copy here keeps that
+  bookkeeping device-free. `sparse_encode` and `encode_dense` stay on their input's device.
 """
 
 from __future__ import annotations
@@ -50,8 +57,9 @@ class LayerCodes(NamedTuple):
 
 
 def decoder_norms(sae: Sae) -> Tensor:
-    """(d_sae,) float32 ||W_dec[f]||: how long a unit activation of f is in the residual."""
-    return sae.W_dec.detach().float().norm(dim=-1)
+    """(d_sae,) float32 ||W_dec[f]||: how long a unit activation of f is in the residual;
+    on the CPU, like the codes `encode_batch` returns, which it scales."""
+    return sae.W_dec.detach().float().norm(dim=-1).cpu()
 
 
 @torch.inference_mode()
@@ -59,7 +67,7 @@ def sparse_encode(sae: Sae, x_ND: Tensor) -> tuple[Tensor, Tensor]:
     """(values float32, latent ids int64), each (N, K): every firing latent of each token,
     strongest first. TopK: K = k; ReLU / JumpReLU: K = most latents firing on one token."""
     x_ND = x_ND.float()
-    with autocast(BF16):
+    with autocast(BF16, x_ND.device):
         if sae.cfg.architecture == "topk":
             vals, idx = sae.encode_topk(x_ND, min(sae.cfg.k, sae.cfg.d_sae))
         else:
@@ -71,8 +79,8 @@ def sparse_encode(sae: Sae, x_ND: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def dense(vals_NK: Tensor, idx_NK: Tensor, d_sae: int) -> Tensor:
-    """(N, d_sae) activations from sparse codes; zero slots add nothing."""
-    out = torch.zeros(vals_NK.shape[0], d_sae)
+    """(N, d_sae) activations from sparse codes, on their device; zero slots add nothing."""
+    out = torch.zeros(vals_NK.shape[0], d_sae, device=vals_NK.device)
     return out.scatter_add_(1, idx_NK, vals_NK)
 
 
@@ -96,17 +104,20 @@ def encode_batch(
     lm: LM, saes: dict[str, Sae], ids_BL: Tensor, medians: dict[str, float], *,
     outlier_factor: float, attention_mask: Tensor | None = None,
 ) -> dict[str, LayerCodes]:
-    """One captured forward of `ids_BL`; every SAE encodes its layer's kept tokens."""
+    """One captured forward of `ids_BL` on the LM's device; every SAE (on that device too)
+    encodes its layer's kept tokens. The codes come back on the CPU (module doc)."""
     acts = run_captured(lm, ids_BL, list(saes), bf16=BF16, attention_mask=attention_mask)
     out = {}
     for h, sae in saes.items():
-        keep_BL = keep_mask(acts[h], medians[h], outlier_factor)
+        x_BLD = acts[h]
+        keep_BL = keep_mask(x_BLD, medians[h], outlier_factor)
         if attention_mask is not None:
-            keep_BL &= attention_mask.bool()
-        vals_NK, idx_NK = sparse_encode(sae, acts[h][keep_BL])
+            keep_BL &= attention_mask.to(keep_BL.device).bool()
+        vals_NK, idx_NK = sparse_encode(sae, x_BLD[keep_BL])
         shape = (*keep_BL.shape, vals_NK.shape[1])
-        vals_BLK = torch.zeros(shape)
-        idx_BLK = torch.zeros(shape, dtype=torch.long)
+        vals_BLK = torch.zeros(shape, device=x_BLD.device)
+        idx_BLK = torch.zeros(shape, dtype=torch.long, device=x_BLD.device)
         vals_BLK[keep_BL], idx_BLK[keep_BL] = vals_NK, idx_NK
-        out[h] = LayerCodes(acts[h], keep_BL, vals_BLK, idx_BLK)
+        # One copy back per layer: every reader stores or indexes these (module doc).
+        out[h] = LayerCodes(x_BLD.cpu(), keep_BL.cpu(), vals_BLK.cpu(), idx_BLK.cpu())
     return out

@@ -7,15 +7,20 @@ are never evicted. Each key loads once at a time; other keys and cache hits do n
 
 Forward passes from many visitors may run at once: hooks act only in their own thread
 (sae_core/hooks.py), so sharing one model is safe.
+
+Models load onto one device for the whole app (`set_device`: app.py's `--device`, or
+SAE_ATLAS_DEVICE; the CPU by default); an atlas's SAEs follow its model there (open_with).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
+
+import torch
 
 from sae_core.atlas.layout import (
     ATLAS_ROOT,
@@ -26,6 +31,7 @@ from sae_core.atlas.layout import (
     read_info,
 )
 from sae_core.lm import LM, load_named
+from sae_core.precision import resolve_device
 
 from . import public
 
@@ -42,6 +48,25 @@ _models: OrderedDict[str, LM] = OrderedDict()
 _atlases: OrderedDict[Path, LoadedAtlas] = OrderedDict()
 _gates: dict[object, threading.Lock] = {}
 _served: set[Path] = set()
+DEVICE_ENV = "SAE_ATLAS_DEVICE"
+_device = torch.device("cpu")
+
+
+def choose_device(flag: str | None, environ: Mapping[str, str]) -> str:
+    """The `--device` value, else SAE_ATLAS_DEVICE, else cpu."""
+    return flag or environ.get(DEVICE_ENV, "").strip() or "cpu"
+
+
+def set_device(name: str | torch.device) -> torch.device:
+    """Where models load from now on (precision.DEVICES; ValueError for one that is not
+    here). Call it before serving: models loaded already stay where they are."""
+    global _device
+    _device = resolve_device(name)
+    return _device
+
+
+def device() -> torch.device:
+    return _device
 
 
 def _cached(cache: OrderedDict[K, V], key: K) -> V | None:
@@ -92,7 +117,8 @@ def model(name: str) -> LM:
     policy = public.policy()
 
     def load() -> LM:
-        return load_named(public.check_model(policy, name), token=public.hub_token(policy))
+        return load_named(public.check_model(policy, name), token=public.hub_token(policy),
+                          device=_device)
 
     return _get(_models, name, load, MODEL_LIMIT[policy.public])
 

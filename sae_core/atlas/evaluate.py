@@ -22,7 +22,8 @@ def reconstruction_stats(
     lm: LM, saes: dict[str, Sae], windows_WL: Tensor, medians: dict[str, float], *,
     outlier_factor: float = OUTLIER_FACTOR, batch: int = 16, bf16: bool = True,
 ) -> dict[str, RunningFvu]:
-    """One captured forward per batch for all hookpoints; FVU/L0/firing counts per SAE."""
+    """One captured forward per batch for all hookpoints; FVU/L0/firing counts per SAE.
+    The SAEs run on the LM's device (layout.fit_to); the sums accumulate there."""
     stats = {h: RunningFvu() for h in saes}
     for start in range(0, len(windows_WL), batch):
         acts = run_captured(lm, windows_WL[start:start + batch], list(saes), bf16=bf16)
@@ -38,8 +39,9 @@ def spread_windows(n_windows: int, n: int) -> Tensor:
     last included: held-out windows are sorted by corpus position, so every genre is in."""
     n = min(n, n_windows)
     if n == 1:
-        return torch.zeros(1, dtype=torch.long)
-    return (torch.linspace(0, n_windows - 1, n, dtype=torch.float64) + 0.5).floor().long()
+        return torch.zeros(1, dtype=torch.long)  # cpu: rows of CPU windows
+    spaced = torch.linspace(0, n_windows - 1, n, dtype=torch.float64)  # cpu: as above
+    return (spaced + 0.5).floor().long()
 
 
 def _splicer(sae: Sae, median: float, outlier_factor: float, zero: bool):
@@ -73,15 +75,17 @@ def ce_per_window(
 
     `batch` windows share each forward. For residual hookpoints the edited forwards resume
     from the clean run's residual stream instead of recomputing the blocks before it (about
-    40% less work over 30 layers); MLP hookpoints rerun the whole model with an edit."""
+    40% less work over 30 layers); MLP hookpoints rerun the whole model with an edit. The
+    forwards run on the LM's device; the per-window values come back on the CPU."""
+    device = lm.device
     rows: dict[str, dict[str, list[Tensor]]] = {
         h: {"clean": [], "spliced": [], "ablated": [], "kl": []} for h in saes}
     starts = range(0, len(windows_WL), batch)
     for b, start in enumerate(starts):
-        ids = windows_WL[start:start + batch]
+        ids = windows_WL[start:start + batch].to(device)
 
         def logits(edit=None, ids=ids) -> Tensor:
-            with edit or nullcontext(), autocast(bf16):
+            with edit or nullcontext(), autocast(bf16, device):
                 return lm.model(ids, use_cache=False).logits
 
         with record_blocks(lm) as blocks:
@@ -97,7 +101,7 @@ def ce_per_window(
             spliced, kl = window_losses(splice(False), ids, dists)
             ablated, _ = window_losses(splice(True), ids)
             for key, val in zip(rows[h], (clean, spliced, ablated, kl), strict=True):
-                rows[h][key].append(val)
+                rows[h][key].append(val.cpu())
             if progress is not None:
                 progress(b * len(saes) + i + 1, len(starts) * len(saes))
     return {h: {k: torch.cat(v) for k, v in per.items()} for h, per in rows.items()}

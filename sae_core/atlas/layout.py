@@ -65,7 +65,7 @@ def heldout_ids(info: dict, windows_WL: Tensor) -> Tensor:
         raise ValueError(f"the corpus now gives {len(windows_WL)} windows, the atlas was built "
                          f"on {n}: it changed since, so its held-out windows are unknown")
     if "heldout_ids" in info:
-        return torch.tensor(info["heldout_ids"], dtype=torch.long)
+        return torch.tensor(info["heldout_ids"], dtype=torch.long)  # cpu: rows of CPU windows
     return split_ids(len(windows_WL), info["heldout_windows"])[1]
 
 
@@ -154,6 +154,20 @@ def check_fits(saes: dict[str, Sae], lm: LM) -> None:
             )
 
 
+def to_device(saes: dict[str, Sae], device: torch.device | str) -> dict[str, Sae]:
+    """The SAEs moved (in place) onto `device`; returns the same dict."""
+    for sae in saes.values():
+        sae.to(device)
+    return saes
+
+
+def fit_to(saes: dict[str, Sae], lm: LM) -> dict[str, Sae]:
+    """`check_fits`, then the SAEs onto the LM's device: the LM decides where everything
+    runs (encode.py's module doc), so its activations never meet weights elsewhere."""
+    check_fits(saes, lm)
+    return to_device(saes, lm.device)
+
+
 @dataclass(frozen=True)
 class LoadedAtlas:
     """An atlas with its SAEs and model in memory: what the explore and steer functions
@@ -188,7 +202,8 @@ class LoadedAtlas:
 
 
 def open_with(folder: Path | str, lm: LM) -> LoadedAtlas:
-    """A finished atlas read from disk, checked against the model it runs on."""
+    """A finished atlas read from disk, checked against the model it runs on; its SAEs on
+    the model's device."""
     info, metrics, saes = load_atlas(Path(folder))
-    check_fits(saes, lm)
+    fit_to(saes, lm)
     return LoadedAtlas(Path(folder), info, metrics, saes, lm, sae_fingerprint(folder, info))

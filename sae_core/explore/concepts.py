@@ -95,12 +95,13 @@ def batch_with_offsets(loaded: LoadedAtlas, texts: list[str]) -> tuple[Tensor, T
     enc = [tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
     lead = [] if bos is None else [bos]
     L = max(len(e.input_ids) for e in enc) + len(lead)
-    ids = torch.full((len(texts), L), tok.pad_token_id or 0, dtype=torch.long)
-    mask = torch.zeros(len(texts), L, dtype=torch.long)
+    # The batch is built on the CPU; its readers move it to the LM (run_captured does).
+    ids = torch.full((len(texts), L), tok.pad_token_id or 0, dtype=torch.long)  # cpu: ids
+    mask = torch.zeros(len(texts), L, dtype=torch.long)  # cpu: with the ids
     offsets = []
     for i, e in enumerate(enc):
         row = lead + e.input_ids
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1  # cpu: ids
         offsets.append([(0, 0)] * len(lead) + list(e.offset_mapping))
     return ids, mask, offsets
 
@@ -181,7 +182,7 @@ def _index_snippet(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str | N
 
 def _on_concept(offsets: list, n_chars: int, length: int) -> Tensor:
     """(templates, length) bool: tokens that overlap the concept's characters."""
-    on_TL = torch.zeros(len(offsets), length, dtype=torch.bool)
+    on_TL = torch.zeros(len(offsets), length, dtype=torch.bool)  # cpu: meets CPU codes
     for i, (template, offs) in enumerate(zip(TEMPLATES, offsets, strict=True)):
         s, e = template.index("{c}"), template.index("{c}") + n_chars
         for j, (a, b) in enumerate(offs):

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from ..activations import outlier_factor_of
 from ..atlas.fingerprint import file_sha256, sae_fingerprint
-from ..atlas.layout import check_fits, current_fingerprint, heldout_ids, load_atlas
+from ..atlas.layout import current_fingerprint, fit_to, heldout_ids, load_atlas
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, read_json, save_tensors, write_json
 from ..corpus import load_texts, token_windows
@@ -60,7 +60,7 @@ TOKENS_FILE = "tokens.safetensors"
 def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int) -> tuple[Tensor, dict]:
     """(windows to index, where they come from): the held-out windows first, then evenly
     strided training windows until `max_tokens`."""
-    is_test = torch.zeros(len(windows_WL), dtype=torch.bool)
+    is_test = torch.zeros(len(windows_WL), dtype=torch.bool)  # cpu: rows of CPU windows
     is_test[heldout_ids] = True
     train, test = windows_WL[~is_test], windows_WL[is_test]
     seq_len = windows_WL.shape[1]
@@ -170,7 +170,7 @@ def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report |
         return read_index_meta(folder)
     info, _, saes = load_atlas(folder)
     lm = lm or load_named(info["model"])
-    check_fits(saes, lm)
+    fit_to(saes, lm)
     windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
     chosen, source = index_windows(windows, heldout_ids(info, windows), cfg.max_tokens)
     with atlas_lock(folder):

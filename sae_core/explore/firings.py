@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR, outlier_factor_of
 from ..atlas.fingerprint import sae_fingerprint
-from ..atlas.layout import check_fits, load_atlas
+from ..atlas.layout import fit_to, load_atlas
 from ..corpus import load_texts
 from ..encode import encode_batch, pad_cat
 from ..lm import LM, load_named
@@ -58,7 +58,7 @@ class LayerFirings:
 def heldout_windows(n_windows: int) -> Tensor:
     """(n_windows,) bool: every second labelled window is held out, so both halves span every
     genre of the corpus (the labelled documents are spread over it)."""
-    return torch.arange(n_windows) % 2 == 1
+    return torch.arange(n_windows) % 2 == 1  # cpu: masks CPU codes
 
 
 @torch.inference_mode()
@@ -70,7 +70,7 @@ def collect_firings(
     through the views' one encoding path (sae_core/encode.py)."""
     parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
     n_windows, seq_len = data.windows.shape
-    where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)
+    where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)  # cpu: as codes
     heldout_WL = heldout_windows(n_windows)[:, None].expand(n_windows, seq_len)
     for start in range(0, n_windows, batch):
         rows = slice(start, start + batch)
@@ -115,7 +115,7 @@ def labelled_pass(folder: Path, lm: LM | None, report: Report | None) -> Labelle
     of the labelled windows with every SAE encoding its layer."""
     info, _, saes = load_atlas(folder)
     lm = lm or load_named(info["model"])
-    check_fits(saes, lm)
+    fit_to(saes, lm)
     if report:
         report("labelling the corpus with spaCy", 0.0)
     texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]

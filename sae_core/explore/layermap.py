@@ -161,7 +161,7 @@ def compute_layer_map(
 
 def centres_of(saes: dict[str, Sae]) -> dict[str, Tensor]:
     """Where each SAE encodes from: its b_dec, the controls' centre."""
-    return {h: sae.b_dec.detach().float() for h, sae in saes.items()}
+    return {h: sae.b_dec.detach().float().cpu() for h, sae in saes.items()}  # as firings
 
 
 def read_layer_map(folder: Path | str | None) -> LayerMapData | None:

@@ -116,14 +116,15 @@ def compute_lineage(saes: dict[str, Sae], firings: dict[str, LayerFirings] | Non
     n_fired = {h: torch.bincount(firings[h].idx_NK[firings[h].valid_NK],  # tokens fired on
                                  minlength=firings[h].d_sae).float() if firings else None
                for h in hooks}
-    alive = {h: n_fired[h] > 0 if firings else torch.ones(len(dirs[h]), dtype=torch.bool)
+    alive = {h: n_fired[h] > 0 if firings
+             else torch.ones(len(dirs[h]), dtype=torch.bool)  # cpu: as the CPU cosines
              for h in hooks}
     tables: dict[str, Tensor] = {}
     up: list[float | None] = [None] * len(hooks)
     down: list[float | None] = [None] * len(hooks)
     for i, (a, b) in enumerate(itertools.pairwise(hooks)):
         # bf16: 4x faster than fp32, cosines within ~0.004 (and stored as fp16)
-        cos_AB = dirs[a] @ dirs[b].T
+        cos_AB = (dirs[a] @ dirs[b].T).cpu()  # on the SAEs' device; kept with CPU firings
         jac_AB = _jaccard(firings[a], firings[b], n_fired[a], n_fired[b]) if firings else None
         tables |= _top_tables(f"{a}/up", cos_AB, jac_AB, m, dim=1)
         tables |= _top_tables(f"{b}/down", cos_AB, jac_AB, m, dim=0)
@@ -134,9 +135,10 @@ def compute_lineage(saes: dict[str, Sae], firings: dict[str, LayerFirings] | Non
 def common_rows(where_a: Tensor, where_b: Tensor) -> tuple[Tensor, Tensor]:
     """Rows of layer a and of layer b holding the same tokens, matched pairwise (a lookup
     table over positions: no sort)."""
-    size = int(torch.cat([where_a, where_b, torch.zeros(1, dtype=where_a.dtype)]).max()) + 1
-    row_of_b = torch.full((size,), -1, dtype=torch.int64)
-    row_of_b[where_b] = torch.arange(len(where_b))
+    zero = torch.zeros(1, dtype=where_a.dtype)  # cpu: firings are on the CPU
+    size = int(torch.cat([where_a, where_b, zero]).max()) + 1
+    row_of_b = torch.full((size,), -1, dtype=torch.int64)  # cpu: firings are on the CPU
+    row_of_b[where_b] = torch.arange(len(where_b))  # cpu: firings are on the CPU
     rows_b = row_of_b[where_a]
     shared = rows_b >= 0
     return shared.nonzero().squeeze(1), rows_b[shared]
@@ -155,8 +157,8 @@ def co_firing_counts(fa: LayerFirings, fb: LayerFirings) -> Tensor:
     ib_NK = torch.where(fb.valid_NK[rows_b], fb.idx_NK[rows_b], fb.d_sae).to(dtype)
     k_a = max(1, ia_NK.shape[1])
     chunk = max(1, PAIRS_PER_CHUNK // (k_a * max(1, ib_NK.shape[1])))
-    counts = torch.zeros(n_bins, dtype=torch.int32)
-    one = torch.ones((), dtype=torch.int32)
+    counts = torch.zeros(n_bins, dtype=torch.int32)  # cpu: firings are on the CPU
+    one = torch.ones((), dtype=torch.int32)  # cpu: firings are on the CPU
     for s in range(0, len(ia_NK), chunk):
         a_sorted, order = ia_NK[s:s + chunk].flatten().sort()
         flat = (a_sorted[:, None] + ib_NK[s:s + chunk].index_select(0, order // k_a)).flatten()
@@ -180,7 +182,7 @@ def _top_tables(key: str, cos_AB: Tensor, jac_AB: Tensor | None, m: int,
     cos, idx = top_m(cos_AB, m, dim)
     out = {f"{key}/cosine/idx": idx.int(), f"{key}/cosine/cos": cos.float()}
     if jac_AB is None:
-        return out | {f"{key}/cosine/jac": torch.full(idx.shape, math.nan)}
+        return out | {f"{key}/cosine/jac": torch.full(idx.shape, math.nan)}  # cpu: as cos_AB
     jac, jidx = top_m(jac_AB, m, dim)
     return out | {f"{key}/cosine/jac": _pick(jac_AB, idx, dim),
                   f"{key}/coact/idx": jidx.masked_fill(jac <= 0, -1).int(),

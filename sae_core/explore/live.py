@@ -174,7 +174,7 @@ def live_view(loaded_atlas: LoadedAtlas, text: str, *, max_tokens: int = MAX_TOK
     if context:
         max_tokens = min(max_tokens, context - len(prefix))
     text, ids, pieces, notices = tokenize_text(loaded.lm.tokenizer, text, max_tokens)
-    ids_1T = torch.tensor([prefix + ids], dtype=torch.long)
+    ids_1T = torch.tensor([prefix + ids], dtype=torch.long)  # cpu: run_captured moves ids
     hookpoints = loaded.hookpoints
     factor = loaded.outlier_factor
     medians = loaded.medians

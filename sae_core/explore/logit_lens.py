@@ -56,8 +56,9 @@ def direction_logits(lm: LM, directions_ND: Tensor) -> Tensor:
 
 
 def logit_lens(lm: LM, direction_D: Tensor, k: int = 10) -> LogitLens:
-    """The k tokens a direction promotes and the k it suppresses most."""
-    logits_V = direction_logits(lm, direction_D.reshape(1, -1))[0]
+    """The k tokens a direction promotes and the k it suppresses most, on the CPU (the
+    direction goes to the LM's device for the product)."""
+    logits_V = direction_logits(lm, direction_D.reshape(1, -1).to(lm.device))[0].cpu()
     k = min(k, logits_V.numel())
     top = logits_V.topk(k)
     bottom = logits_V.topk(k, largest=False)
@@ -89,9 +90,10 @@ def token_zscores(lm: LM, directions_ND: Tensor, token_ids_C: Tensor) -> Tensor:
     the whole vocabulary, in standard deviations. The mean and variance over the vocabulary
     are exact and cheap: mean_v(W_U d) = mean(W_U) . d and var_v(W_U d) = d' Cov(W_U) d, so no
     (n, vocab) matrix is formed (30 layers x 4,608 features x 49,152 tokens would be 27 GB)."""
-    normed_ND = through_final_norm(lm, directions_ND)
+    normed_ND = through_final_norm(lm, directions_ND.to(lm.device))
     stats = _stats_of(lm)
-    w_CD = lm.model.get_output_embeddings().weight.detach().float()[token_ids_C]
+    w_VD = lm.model.get_output_embeddings().weight.detach()
+    w_CD = w_VD[token_ids_C.to(w_VD.device)].float()
     mean_N1 = (normed_ND @ stats.mean_D)[:, None]
     std_N1 = ((normed_ND @ stats.cov_DD) * normed_ND).sum(-1).clamp_min(1e-12).sqrt()[:, None]
     return (normed_ND @ w_CD.T - mean_N1) / std_N1

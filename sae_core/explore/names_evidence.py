@@ -66,14 +66,15 @@ def top_per_group(group_P: Tensor, value_P: Tensor, n_groups: int, top: int,
                   order_P: Tensor) -> Tensor:
     """(n_groups, top) `value_P` of each group's first `top` entries in the order of
     `order_P` descending (ties: smaller value first), -1 where a group has fewer."""
-    out = torch.full((n_groups, top), -1, dtype=torch.long)
+    out = torch.full((n_groups, top), -1, dtype=torch.long)  # cpu: firings are on the CPU
     if len(group_P) == 0:
         return out
     o = value_P.argsort(stable=True)
     o = o[order_P[o].argsort(descending=True, stable=True)]
     o = o[group_P[o].argsort(stable=True)]
     g = group_P[o]
-    rank = torch.arange(len(g)) - torch.searchsorted(g, g)  # position within its group
+    # position within its group
+    rank = torch.arange(len(g)) - torch.searchsorted(g, g)  # cpu: firings are on the CPU
     keep = rank < top
     out[g[keep], rank[keep]] = value_P[o][keep]
     return out
@@ -103,9 +104,9 @@ def label_evidence(learn: Half, n_labels: list[int], n_features: int) -> LabelEv
     on the learn half; where several tasks have one, the label that detects its firings
     best (F1 of "the token has the label" for "the feature fires")."""
     labels_TN = learn.labels_TN
-    best_F1 = torch.full((n_features,), -1.0, dtype=torch.float64)
-    task_F = torch.full((n_features,), -1, dtype=torch.long)
-    label_F = torch.full((n_features,), -1, dtype=torch.long)
+    best_F1 = torch.full((n_features,), -1.0, dtype=torch.float64)  # cpu: from firings
+    task_F = torch.full((n_features,), -1, dtype=torch.long)  # cpu: from firings
+    label_F = torch.full((n_features,), -1, dtype=torch.long)  # cpu: from firings
     for t, n_lab in enumerate(n_labels):
         counts_FL = pair_counts(learn.feat_P, learn.labels_TP[t], n_features, n_lab)
         stats = feature_stats(counts_FL, base_rates(labels_TN[t], n_lab))
@@ -139,15 +140,15 @@ def promoted_tokens(lm: LM, w_dec_FD: Tensor, alive_F: Tensor, w_VD: Tensor | No
     product over 30 layers x 4,608 features x 49,152 tokens takes minutes on 2 CPU cores."""
     w_VD = unembedding(lm) if w_VD is None else w_VD
     pad = -len(w_VD) % LENS_BLOCKS
-    out = torch.full((len(w_dec_FD), top), -1, dtype=torch.long)
+    out = torch.full((len(w_dec_FD), top), -1, dtype=torch.long)  # cpu: stored with names
     ids = alive_F.nonzero().squeeze(1)
-    normed_AD = through_final_norm(lm, w_dec_FD[ids].float()).bfloat16()
+    normed_AD = through_final_norm(lm, w_dec_FD[ids.to(w_dec_FD.device)].float()).bfloat16()
     for start in range(0, len(ids), chunk):
         rows = ids[start:start + chunk]
         logits_CV = F.linear(normed_AD[start:start + chunk], w_VD)
         if pad:  # a copy of the scores: only for a vocabulary that does not split evenly
             logits_CV = F.pad(logits_CV, (0, pad), value=-torch.inf)
-        out[rows] = _top_ids(logits_CV, top)
+        out[rows] = _top_ids(logits_CV, top).cpu()
     return out
 
 
@@ -158,6 +159,7 @@ def _top_ids(logits_CV: Tensor, top: int) -> Tensor:
     width = V // LENS_BLOCKS
     col_max = logits_CV.view(C, LENS_BLOCKS, width).amax(1)  # (C, width)
     cols = col_max.topk(min(top, width), dim=1).indices  # (C, top)
-    cand = (cols[:, :, None] + width * torch.arange(LENS_BLOCKS)).reshape(C, -1)
+    cand = (cols[:, :, None] + width * torch.arange(LENS_BLOCKS, device=cols.device)
+            ).reshape(C, -1)
     best = logits_CV.gather(1, cand).float().topk(min(top, cand.shape[1]), dim=1).indices
     return cand.gather(1, best)

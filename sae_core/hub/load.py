@@ -144,6 +144,7 @@ def load_pretrained(
     `sae_ids`: release SAE ids (e.g. `blocks.5.hook_resid_post`) or folders in the repo
     (e.g. `layers.6.mlp`). Nothing is kept unless every SAE loads. `token` goes to every
     Hub call (None: huggingface_hub's default, the configured token; False: send none).
+    With `lm`, the SAEs go to its device (encode.py's module doc).
     """
     if not isinstance(source, str) or not source.strip():
         raise HubError("name a release from the registry or a Hub repo id")
@@ -168,8 +169,10 @@ def load_pretrained(
                 fold_input_scale(sae, norm_scaling_factor)
             else:
                 pending.append(h)
-        if lm is not None and (warning := check_model(sae, lm, f"{repo_id}/{path}")):
-            warns.append(warning)
+        if lm is not None:
+            sae.to(lm.device)
+            if warning := check_model(sae, lm, f"{repo_id}/{path}"):
+                warns.append(warning)
         sae.metadata |= {"source_repo": repo_id, "source_path": src.path,
                          "source_revision": src.revision, "source_format": src.format}
         saes[h], sources[h] = sae, src

@@ -51,7 +51,8 @@ def write_pretrained_atlas(
     windows = token_windows(lm.tokenizer, load_texts(corpus), seq_len)
     train_ids, test_ids = split_ids(len(windows), held_out)
     train_w, test_w = windows[train_ids], windows[test_ids]
-    pick = torch.linspace(0, len(train_w) - 1, min(sample_windows, len(train_w))).long()
+    n_pick = min(sample_windows, len(train_w))
+    pick = torch.linspace(0, len(train_w) - 1, n_pick).long()  # cpu: rows of CPU windows
     if report:
         report(f"measuring activation norms on {len(pick)} corpus windows", 0.0)
     norms = residual_norms(lm, list(pset.saes), train_w[pick], outlier_factor=OUTLIER_FACTOR)

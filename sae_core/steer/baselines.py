@@ -37,7 +37,8 @@ def mean_difference(pos_ND: Tensor, neg_MD: Tensor) -> Tensor:
 
 def _slot_residuals(loaded: LoadedAtlas, hookpoint: str, fillers: Sequence[str]) -> Tensor:
     """(N, D) residuals at `hookpoint` of every template filled with every filler, taken
-    from the filler's first token on (the tokens before it are the same on both sides)."""
+    from the filler's first token on (the tokens before it are the same on both sides); on
+    the CPU."""
     texts, starts = [], []
     for t in TEMPLATES:
         for f in fillers:
@@ -45,11 +46,12 @@ def _slot_residuals(loaded: LoadedAtlas, hookpoint: str, fillers: Sequence[str])
             starts.append(t.index("{c}"))
     ids, mask, offsets = batch_with_offsets(loaded, texts)
     acts = run_captured(loaded.lm, ids, [hookpoint], bf16=False, attention_mask=mask)[hookpoint]
-    keep_BL = keep_mask(acts, loaded.medians[hookpoint], loaded.outlier_factor) & mask.bool()
+    keep_BL = keep_mask(acts, loaded.medians[hookpoint], loaded.outlier_factor).cpu() \
+        & mask.bool()
     for i, (start, offs) in enumerate(zip(starts, offsets, strict=True)):
-        before = torch.tensor([b <= start for _, b in offs] + [False] * (ids.shape[1] - len(offs)))
-        keep_BL[i] &= ~before
-    return acts[keep_BL].float()
+        pad = [False] * (ids.shape[1] - len(offs))
+        keep_BL[i] &= ~torch.tensor([b <= start for _, b in offs] + pad)  # cpu: as the mask
+    return acts[keep_BL.to(acts.device)].float().cpu()
 
 
 def diff_of_means(loaded: LoadedAtlas, hookpoint: str, words: Sequence[str]) -> Tensor:

@@ -75,7 +75,7 @@ def concept_token_ids(tokenizer, words: Iterable[str]) -> Tensor:
     if not chosen:
         raise BadInput("concept", "none of the concept's words can be written by this "
                                   "tokenizer")
-    return torch.tensor(sorted(chosen), dtype=torch.long)
+    return torch.tensor(sorted(chosen), dtype=torch.long)  # cpu: ids; readers move them
 
 
 def count_mentions(text: str, words: Sequence[str]) -> int:

@@ -13,7 +13,8 @@ Two modes, both at the feature's layer (`layers.N`, the output of block N):
 The hooks edit only the batch rows that carry a steering. Tokens the SAEs never trained on
 (position 0, norm above outlier_factor x the typical norm) are never edited: their reading
 by the SAE means nothing and steering there does nothing useful (DESIGN.md). Hooks act only
-in the calling thread and are removed in `finally`.
+in the calling thread and are removed in `finally`. The edit's tensors live on the SAE's
+device (the LM's, layout.fit_to) and follow the activation to its device.
 """
 
 from __future__ import annotations
@@ -188,13 +189,14 @@ def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoin
                 prompt_len: int, cursor: _Cursor, outlier_factor: float) -> Callable:
     """The output edit of one layer for a batch whose row b carries `rows[b]`."""
     B, d = len(rows), sae.cfg.d_in
-    add_BD = torch.zeros(B, d)
+    w_dec = sae.W_dec.detach().float()
+    dev = w_dec.device
+    add_BD = torch.zeros(B, d, device=dev)
     clamp_ids = sorted({f.feature for r in rows if r for f in r.features
                         if f.hookpoint == hookpoint and f.mode == "clamp"})
-    value_BC = torch.zeros(B, len(clamp_ids))
-    on_BC = torch.zeros(B, len(clamp_ids))
-    start_B = torch.zeros(B, dtype=torch.long)
-    w_dec = sae.W_dec.detach().float()
+    value_BC = torch.zeros(B, len(clamp_ids), device=dev)
+    on_BC = torch.zeros(B, len(clamp_ids), device=dev)
+    start_B = torch.zeros(B, dtype=torch.long, device=dev)
     for b, row in enumerate(rows):
         if row is None:
             continue
@@ -203,7 +205,7 @@ def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoin
             if f.hookpoint != hookpoint:
                 continue
             if isinstance(f, DirectionSteer):
-                v_D = f.direction.float()
+                v_D = f.direction.float().to(dev)
                 add_BD[b] += f.strength * norm * v_D / v_D.norm()
             elif f.mode == "add":
                 add_BD[b] += f.strength * norm * w_dec[f.feature] / w_dec[f.feature].norm()
@@ -211,19 +213,20 @@ def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoin
                 c = clamp_ids.index(f.feature)
                 row_norm = w_dec[f.feature].norm()
                 value_BC[b, c], on_BC[b, c] = f.strength * norm / row_norm, 1.0
-    feats_C = torch.tensor(clamp_ids, dtype=torch.long)
+    feats_C = torch.tensor(clamp_ids, dtype=torch.long, device=dev)
     dirs_CD = w_dec[feats_C]
 
     def edit(x_BLD: Tensor) -> Tensor:
-        L = x_BLD.shape[1]
-        pos_L = cursor.offset + torch.arange(L)
-        ok_BL = (pos_L >= start_B[:, None]) & (x_BLD.norm(dim=-1) <= outlier_factor * norm)
+        L, x_on = x_BLD.shape[1], x_BLD.to(dev)  # a no-op where the SAE sits with the LM
+        pos_L = cursor.offset + torch.arange(L, device=dev)
+        ok_BL = (pos_L >= start_B[:, None]) & (x_on.norm(dim=-1) <= outlier_factor * norm)
         delta_BLD = add_BD[:, None, :].expand(B, L, d)
         if clamp_ids:
-            a_BLC = feature_acts(sae, x_BLD.reshape(B * L, d), feats_C).view(B, L, -1)
+            a_BLC = feature_acts(sae, x_on.reshape(B * L, d), feats_C).view(B, L, -1)
             delta_BLD = delta_BLD + ((value_BC[:, None] - a_BLC) * on_BC[:, None]) @ dirs_CD
-        # Rows without steering get exactly +0: their numbers are untouched.
-        return x_BLD + (delta_BLD * ok_BL[..., None]).to(x_BLD.dtype)
+        # Rows without steering get exactly +0: their numbers are untouched. The edit
+        # goes to the activation's device.
+        return x_BLD + (delta_BLD * ok_BL[..., None]).to(x_BLD.device, x_BLD.dtype)
 
     return edit
 

@@ -75,7 +75,8 @@ def make_probe(lm: LM, prompts: Sequence[str] = PROBE_PROMPTS,
         if key not in mine:
             gen = GenConfig(max_new_tokens=answer_tokens)
             ids = [prompt_ids(lm, p, gen) for p in prompts]
-            answers = [torch.tensor(generate(lm, {}, {}, p, [None], gen)[0], dtype=torch.long)
+            answers = [torch.tensor(generate(lm, {}, {}, p, [None], gen)[0],
+                                    dtype=torch.long)  # cpu: kept with the prompts' ids
                        for p in ids]
             keep = [i for i, a in enumerate(answers) if len(a) >= 2]  # an answer to read
             if not keep:
@@ -105,14 +106,16 @@ def _next_logprobs(lm: LM, logits_BLV: Tensor, T: int) -> Tensor:
 def _one_prompt(lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Tensor,
                 answer_T: Tensor, rows: Sequence[Steering], concept_ids: Tensor,
                 outlier_factor: float) -> tuple[float, Tensor, Tensor]:
-    """(unsteered concept probability, (R,) concept probabilities, (R,) KLs) on one prompt."""
-    seq_1L = torch.cat([ids_P, answer_T])[None]
+    """(unsteered concept probability, (R,) concept probabilities, (R,) KLs) on one prompt;
+    the forwards run on the LM's device, the (R,) values come back on the CPU."""
+    seq_1L = torch.cat([ids_P, answer_T])[None].to(lm.device)
+    concept_ids = concept_ids.to(lm.device)
     T, kw = len(answer_T), _logits_kwargs(lm, len(answer_T) + 1)
     with record_blocks(lm) as blocks:
         logp0_1TV = _next_logprobs(lm, lm.model(input_ids=seq_1L, use_cache=False, **kw)
                                    .logits, T)
     p0 = float(logp0_1TV.exp()[..., concept_ids].sum(-1).mean())
-    prob_R, kl_R = torch.zeros(len(rows)), torch.zeros(len(rows))
+    prob_R, kl_R = torch.zeros(len(rows)), torch.zeros(len(rows))  # cpu: results, see above
     order = sorted(range(len(rows)), key=lambda r: _first_layer(rows[r]))
     for start in range(0, len(order), MAX_BATCH_ROWS):
         chunk = order[start:start + MAX_BATCH_ROWS]
@@ -129,9 +132,9 @@ def _one_prompt(lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Te
                     logits = lm.model(input_ids=seq_BL, use_cache=False, **kw).logits
         logp_BTV = _next_logprobs(lm, logits, T)
         p_BTV = logp_BTV.exp()
-        prob_R[chunk] = p_BTV[..., concept_ids].sum(-1).mean(-1)
+        prob_R[chunk] = p_BTV[..., concept_ids].sum(-1).mean(-1).cpu()
         kl_BT = (p_BTV * (logp_BTV - logp0_1TV)).nan_to_num().sum(-1)
-        kl_R[chunk] = kl_BT.clamp_min(0).mean(-1)
+        kl_R[chunk] = kl_BT.clamp_min(0).mean(-1).cpu()
     return p0, prob_R, kl_R
 
 
@@ -142,7 +145,7 @@ def pushed_effects(lm: LM, saes: dict[str, Sae], norms: dict[str, float], probe:
     prompts. `norms`: the typical residual norm of every steered hookpoint."""
     if not rows:
         raise ValueError("no steering to measure")
-    p0, prob_R, kl_R = 0.0, torch.zeros(len(rows)), torch.zeros(len(rows))
+    p0, prob_R, kl_R = 0.0, torch.zeros(len(rows)), torch.zeros(len(rows))  # cpu: as _one_prompt
     for ids_P, answer_T in zip(probe.prompts, probe.answers, strict=True):
         p, prob, kl = _one_prompt(lm, saes, norms, ids_P, answer_T, rows, concept_ids,
                                   outlier_factor)

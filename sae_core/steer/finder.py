@@ -133,7 +133,7 @@ def _lens_scores(loaded: LoadedAtlas, hookpoints: Sequence[str], ids: torch.Tens
                  ) -> dict[str, torch.Tensor]:
     """Per hookpoint, (S,) each feature's logit-lens z-score of its most promoted concept
     token."""
-    return {h: token_zscores(loaded.lm, loaded.saes[h].W_dec.detach(), ids).amax(-1)
+    return {h: token_zscores(loaded.lm, loaded.saes[h].W_dec.detach(), ids).amax(-1).cpu()
             for h in hookpoints}
 
 

@@ -13,11 +13,12 @@ from ..lm import LM
 
 @torch.inference_mode()
 def perplexity(lm: LM, ids_P: Tensor, new: Sequence[int]) -> float:
-    """Of the tokens `new` after the prompt `ids_P`, under the model as it is (nan: empty)."""
+    """Of the tokens `new` after the prompt `ids_P`, under the model as it is (nan: empty);
+    computed on the LM's device."""
     if not len(new):
         return float("nan")
-    new_T = torch.tensor(list(new), dtype=torch.long)
-    full = torch.cat([ids_P, new_T])[None]
+    new_T = torch.tensor(list(new), dtype=torch.long, device=lm.device)
+    full = torch.cat([ids_P.to(lm.device), new_T])[None]
     logp = lm.model(full, use_cache=False).logits[0, len(ids_P) - 1:-1].float().log_softmax(-1)
     return math.exp(-float(logp.gather(1, new_T[:, None]).mean()))
 

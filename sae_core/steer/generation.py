@@ -93,7 +93,7 @@ def _max_positions(lm: LM) -> int:
 def _stop_ids(lm: LM) -> Tensor:
     ids = {lm.tokenizer.eos_token_id, lm.model.generation_config.eos_token_id}
     flat = [i for x in ids for i in (x if isinstance(x, list) else [x]) if i is not None]
-    return torch.tensor(sorted(set(flat)), dtype=torch.long)
+    return torch.tensor(sorted(set(flat)), dtype=torch.long, device=lm.device)
 
 
 def _pick(logits_BV: Tensor, gen: GenConfig, rng: torch.Generator) -> Tensor:
@@ -101,7 +101,8 @@ def _pick(logits_BV: Tensor, gen: GenConfig, rng: torch.Generator) -> Tensor:
     rows (common random numbers: rows with equal distributions pick the same token)."""
     if gen.temperature == 0:
         return logits_BV.argmax(-1)
-    u = torch.rand((), generator=rng)
+    # One draw per step from a CPU generator: the same numbers on every device.
+    u = torch.rand((), generator=rng)  # cpu: a 0-dim tensor mixes with any device's
     p_BK, i_BK = (logits_BV / gen.temperature).softmax(-1).topk(gen.top_k, dim=-1)
     cdf_BK = p_BK.cumsum(-1)
     j_B1 = torch.searchsorted(cdf_BK, u * cdf_BK[:, -1:]).clamp_max(p_BK.shape[1] - 1)
@@ -116,16 +117,18 @@ def generate(
 ) -> list[list[int]]:
     """New token ids for each row (cut at the first stop token); all rows share the prompt
     `ids_P`, row b is steered by `rows[b]` (None: unsteered). `on_step(logits_BV)` sees
-    every step's next-token logits (float32); `few_rows_linear=False` runs the model's
-    linear layers as they are (see `_FewRowsLinear`)."""
-    P, B, n_text = len(ids_P), len(rows), len(lm.tokenizer)
+    every step's next-token logits (float32, on the LM's device); `few_rows_linear=False`
+    runs the model's linear layers as they are (see `_FewRowsLinear`: CPU only)."""
+    P, B, n_text, dev = len(ids_P), len(rows), len(lm.tokenizer), lm.device
     stop, rng = _stop_ids(lm), torch.Generator().manual_seed(gen.seed)
-    new_BT = torch.zeros(B, 0, dtype=torch.long)
-    done_B = torch.zeros(B, dtype=torch.bool)
+    new_BT = torch.zeros(B, 0, dtype=torch.long, device=dev)
+    done_B = torch.zeros(B, dtype=torch.bool, device=dev)
+    # A CPU/MKL measurement (see the class): elsewhere the model's own linear runs.
+    few = few_rows_linear and dev.type == "cpu"
     with (steering_hooks(lm, saes, norms, rows, prompt_len=P,
                          outlier_factor=outlier_factor) as cursor,
-          _FewRowsLinear() if few_rows_linear else nullcontext()):
-        inp_BL, past = ids_P.expand(B, P), None
+          _FewRowsLinear() if few else nullcontext()):
+        inp_BL, past = ids_P.to(dev).expand(B, P), None
         for _ in range(gen.max_new_tokens):
             out = lm.model(input_ids=inp_BL, past_key_values=past, use_cache=True)
             cursor.offset += inp_BL.shape[1]

@@ -66,6 +66,7 @@ def pushed_tokens(loaded: LoadedAtlas, hookpoint: str, feature: int,
     lm = loaded.lm
     norms, _ = typical_norms(lm, loaded.saes, [hookpoint], corpus=loaded.corpus)
     ids_BL, mask_BL, _ = batch_with_offsets(loaded, texts)
+    ids_BL, mask_BL = ids_BL.to(lm.device), mask_BL.to(lm.device)
     B = len(texts)
     rows = [None] * B + [steering] * B
     with steering_hooks(lm, loaded.saes, norms, rows, prompt_len=ids_BL.shape[1],

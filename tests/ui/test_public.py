@@ -145,7 +145,7 @@ def test_the_token_reaches_every_hub_call(policy, tmp_path, tiny_atlas, as_polic
 def test_session_models_load_without_the_token_in_public_mode(as_policy, clean_session,
                                                               monkeypatch):
     calls = []
-    monkeypatch.setattr(session, "load_named", lambda name, token: calls.append(
+    monkeypatch.setattr(session, "load_named", lambda name, token, device="cpu": calls.append(
         (name, token)) or dataclasses.replace(tiny_lm(), name=name))
     as_policy(PUBLIC)
     session.model(EMBEDDED_ID)

@@ -30,7 +30,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(session, "ATLAS_ROOT", Path("/"))  # cache tests: every folder listed
     loads = []
 
-    def load_named(name, token=None):
+    def load_named(name, token=None, device="cpu"):
         loads.append(name)
         time.sleep(0.05)  # slow enough for concurrent callers to overlap
         return dataclasses.replace(tiny_lm(n_layers=1, d_model=8), name=name)
@@ -98,8 +98,8 @@ def test_an_evicted_model_takes_its_atlases_along(fresh, monkeypatch, tiny_atlas
     folder = tmp_path / "other-model"
     shutil.copytree(tiny_atlas, folder)
     (folder / "atlas.json").write_text(info.replace('"tiny-llama"', '"m0"'))
-    monkeypatch.setattr(session, "load_named", lambda name, token=None: dataclasses.replace(
-        session._pinned["tiny-llama"], name=name))
+    monkeypatch.setattr(session, "load_named", lambda name, token=None, device="cpu":
+                        dataclasses.replace(session._pinned["tiny-llama"], name=name))
     loaded = session.open_atlas(folder)
     assert loaded.lm.name == "m0" and folder.resolve() in session._atlases
     for name in ("m1", "m2", "m3", "m4"):  # m0 leaves, and its atlas with it
