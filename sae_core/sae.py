@@ -35,17 +35,17 @@ class SaeOutput(NamedTuple):
 
 
 class Sae(nn.Module):
-    def __init__(self, cfg: SaeConfig):
+    def __init__(self, cfg: SaeConfig, device: torch.device | str | None = None):
         super().__init__()
         self.cfg = cfg
         self.metadata: dict = {}
         """cfg.json's `metadata` when loaded (training statistics such as `median_norm`)."""
-        self.W_enc_SD = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
-        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        self.W_enc_SD = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, device=device))
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, device=device))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device))
         if cfg.architecture == "jumprelu":
-            self.threshold = nn.Parameter(torch.zeros(cfg.d_sae))
+            self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, device=device))
 
     @classmethod
     def init_from_data(cls, cfg: SaeConfig, sample_ND: Tensor, *, seed: int = 0,
@@ -53,9 +53,9 @@ class Sae(nn.Module):
         """Random unit decoder rows, encoder = encoder_scale * decoder transpose, b_dec at the
         data mean; on the sample's device (the same weights on every device: the random
         rows are drawn on the CPU)."""
-        sae = cls(cfg).to(sample_ND.device)
+        sae = cls(cfg, device=sample_ND.device)
         gen = torch.Generator().manual_seed(seed)
-        w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)
+        w_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=gen)  # cpu: same rows everywhere
         w_dec /= w_dec.norm(dim=-1, keepdim=True)
         with torch.no_grad():
             sae.W_dec.copy_(w_dec)

@@ -98,7 +98,7 @@ def save_checkpoint(trainer: MultiTrainer, folder: Path, batches_done: int,
 def restore_layer(trainer: MultiTrainer, h: str, info: dict, tensors: dict[str, Tensor]) -> None:
     """Put layer `h` of a collected or saved state into `trainer` (with its Adam moments and
     this rank's shuffle buffer where the state has them)."""
-    sae = Sae(trainer.sae_config(h, info["d_in"]))
+    sae = Sae(trainer.sae_config(h, info["d_in"]), device=trainer.device)
     state = trainer.layer_state(sae, info["median_norm"], seed=0)  # rng state restored below
     sae = state.sae
     with torch.no_grad():
