@@ -20,7 +20,7 @@ from sae_core.explore.feature_page import feature_page as read_page
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
 from sae_core.explore.names import label_of, readable_names
-from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
+from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, side_by_side
 
@@ -29,6 +29,7 @@ from .errors import friendly
 from .layer_map import MIN_LIFT, MIN_SUPPORT, THRESHOLD
 from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
 from .names_view import name_json
+from .sites import hookpoint_at, site_label
 
 MAX_TEXT_CHARS = 2000
 """Longest text or prompt accepted."""
@@ -99,31 +100,33 @@ class AtlasApi:
         except (OSError, ValueError) as err:
             raise gr.Error(f"Could not open the SAE set {Path(folder).name}: {err}") from err
 
-    def _hookpoint(self, loaded: LoadedAtlas, layer) -> str:
-        return hookpoint_for_layer(loaded.saes, _whole(layer, "layer", 0, 10_000))
+    def _hookpoint(self, loaded: LoadedAtlas, layer) -> str:  # ValueError: a message (@friendly)
+        layer = layer if isinstance(layer, str) else _whole(layer, "layer", 0, 10_000)
+        return hookpoint_at(list(loaded.saes), layer)  # a number: residual first (ui/sites)
 
     @friendly("listing the SAE sets")
     def list_atlases(self) -> list[dict]:
         """The SAE sets this app serves: pass one's name as `atlas` to the other tools.
 
         Returns:
-            one entry per SAE set: name, model, layers
+            one entry per SAE set: name, model, layers, each SAE's hookpoint and layer key
         """
         out = []
         for folder in self._atlases():
-            info = read_info(folder)
+            hooks = (info := read_info(folder)).get("hookpoints", [])
             out.append({"name": Path(folder).name, "model": info.get("model"),
-                        "layers": sorted({layer_of(h) for h in info.get("hookpoints", [])})})
+                        "layers": sorted({layer_of(h) for h in hooks}),
+                        "saes": [{"hookpoint": h, "layer": site_label(h)} for h in hooks]})
         return out
 
     @friendly("reading the feature page")
-    def feature_page(self, atlas: str, layer: int, feature: int) -> dict:
+    def feature_page(self, atlas: str, layer: int | str, feature: int) -> dict:
         """One SAE feature's page: its name and label, how often it fires, the output tokens its
         direction promotes and suppresses (logit lens), and its top-activating snippets.
 
         Args:
             atlas: SAE set name from list_atlases ("" for the app's default)
-            layer: layer number of the model
+            layer: layer number (its residual SAE first) or a key like "3 (MLP out)" (list_atlases)
             feature: feature number within that layer's SAE
         Returns:
             the page as JSON
@@ -166,7 +169,7 @@ class AtlasApi:
         layers, names = [layer_of(h) for h in view.hookpoints], readable_names(loaded.folder)
         tokens = []
         for t, piece in enumerate(view.pieces):
-            by_layer = [{"layer": layers[j], "features": [
+            by_layer = [{"layer": layers[j], "hookpoint": view.hookpoints[j], "features": [
                 {"feature": int(f), "activation": round(float(a), 4),
                  "name": label_of(names, view.hookpoints[j], int(f))}
                 for f, a in zip(view.top_idx_TLK[t, j], view.top_act_TLK[t, j], strict=True)
@@ -174,10 +177,10 @@ class AtlasApi:
             skipped = [layers[j] for j in range(len(layers)) if view.flagged_TL[t, j]]
             tokens.append({"token": piece, "layers": by_layer, "skipped_layers": skipped})
         return {"atlas": name, "text": view.text, "layers": layers, "tokens": tokens,
-                "notices": list(view.notices)}
+                "hookpoints": list(view.hookpoints), "notices": list(view.notices)}
 
     @friendly("writing the texts")
-    def steer_text(self, atlas: str, prompt: str, layer: int, feature: int,
+    def steer_text(self, atlas: str, prompt: str, layer: int | str, feature: int,
                    strength: float = 0.4, max_new_tokens: int = 48) -> dict:
         """Write a reply to the prompt twice, greedily: as the model is, and with one SAE
         feature's direction added at its layer (steering).
@@ -185,7 +188,7 @@ class AtlasApi:
         Args:
             atlas: SAE set name from list_atlases ("" for the app's default)
             prompt: the request to answer (up to 2000 characters)
-            layer: layer number of the feature
+            layer: layer number (its residual SAE first) or a key like "3 (MLP out)" (list_atlases)
             feature: feature number within that layer's SAE
             strength: push, in multiples of the layer's typical size (0.3-0.6 changes the topic)
             max_new_tokens: tokens to write, 1 to 100
@@ -199,8 +202,8 @@ class AtlasApi:
         steering = Steering((FeatureSteer(h, _whole(feature, "feature", 0, 10**9), s),))
         out = side_by_side(loaded, _text(prompt, "prompt"), steering,
                            GenConfig(max_new_tokens=n_new))
-        return {"atlas": name, "layer": layer_of(h), "feature": int(feature), "strength": s,
-                "unsteered": out.unsteered, "steered": out.steered,
+        return {"atlas": name, "layer": layer_of(h), "hookpoint": h, "feature": int(feature),
+                "strength": s, "unsteered": out.unsteered, "steered": out.steered,
                 "typical_norm": out.norms[h], "seconds": round(out.seconds, 2)}
 
     @friendly("finding features")
@@ -224,8 +227,8 @@ class AtlasApi:
                                                                    empty_ok=True))
         best = None
         if f.best is not None:
-            best = {"features": [{"layer": x.layer, "feature": x.feature, "strength": x.strength}
-                                 for x in f.best.steering().features],
+            best = {"features": [{"layer": x.layer, "hookpoint": x.hookpoint, "feature": x.feature,
+                                  "strength": x.strength} for x in f.best.steering().features],
                     "strength": f.best.strength, "passes_rule": f.best.curve.dose is not None,
                     "concept_prob": f.best.effect.concept_prob, "kl": f.best.effect.kl,
                     "curve": [{"strength": s, "concept_prob": e.concept_prob, "kl": e.kl}
@@ -234,8 +237,8 @@ class AtlasApi:
         return {"atlas": name, "words": list(f.words), "concept_prob_unsteered": f.p0,
                 "rule": {"min_prob": f.rule.min_prob, "min_lift": f.rule.min_lift,
                          "max_kl": f.rule.max_kl},
-                "candidates": [{"layer": c.layer, "feature": c.feature, "source": c.source,
-                                "reach": c.reach, "efficiency": c.efficiency}
+                "candidates": [{"layer": c.layer, "hookpoint": c.hookpoint, "feature": c.feature,
+                                "source": c.source, "reach": c.reach, "efficiency": c.efficiency}
                                for c in f.candidates[:MAX_CANDIDATES]],
                 "suggestion": best}
 
@@ -268,7 +271,7 @@ class AtlasApi:
         counts = lmap.heatmap(task, thr, sup, "sae", lift)[:, ids]
         return {"atlas": name, "task": task, "task_name": TASK_NAMES.get(task, task),
                 "threshold": thr, "min_support": sup, "min_lift": lift,
-                "layers": [layer_of(h) for h in lmap.hookpoints],
+                "layers": [layer_of(h) for h in lmap.hookpoints], "hookpoints": lmap.hookpoints,
                 "labels": [lmap.vocab[task][i] for i in ids], "counts": counts.tolist(),
                 "accepted_share": {KIND_NAMES[k]: lmap.accept_share(task, thr, sup, k, lift)
                                    for k in KIND_NAMES},

@@ -6,15 +6,17 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from .sites import as_key
+
 HINT = "Click a table row to choose a feature."
 
 
 def choose(table: pd.DataFrame, evt: gr.SelectData):
-    """(layer, feature) of the clicked row, and a line saying so for each tab; the first two
-    columns of every table are layer and feature."""
+    """(layer key, feature) of the clicked row, and a line saying so for each tab; the first
+    two columns of every table are layer (its key, ui/sites.py) and feature."""
     row = evt.row_value if evt.row_value is not None else table.iloc[evt.index[0]].tolist()
     try:
-        chosen = (int(row[0]), int(row[1]))
+        chosen = (as_key(row[0]), int(row[1]))
     except (TypeError, ValueError, IndexError):
         return gr.skip(), gr.skip(), gr.skip()  # a row with no feature (massive activation)
     md = f"Chosen: **layer {chosen[0]}, feature {chosen[1]}**"

@@ -8,7 +8,6 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core.activations import parse_hookpoint
 from sae_core.atlas.layout import read_info
 from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import check_ids, feature_page, open_index
@@ -27,6 +26,7 @@ from .features_view import (
 )
 from .lineage_view import path_figure
 from .names_view import feature_name, name_markdown, pushed_frame
+from .sites import hookpoint_at, layer_choices, number_key, site_label
 
 TAB_ID = "features"
 FEATURES_INTRO = """Pick a layer and a feature to see where it fires: the passages of the
@@ -51,11 +51,14 @@ class FeaturesTab(NamedTuple):
     """What other tabs need to hand a feature over or take one from here."""
 
     layer: gr.Dropdown
-    """Layer number (int); setting it (with `feature`) from another event shows that page."""
+    """Layer key (ui/sites.py: the layer number, or e.g. "3 (MLP out)"); setting it (with
+    `feature`) from another event shows that page."""
     feature: gr.Number
     """Feature id (int) within the layer."""
     steer: gr.Button
     """"Steer with this feature": wire it with `connect_features`."""
+    picker: gr.Dropdown | None = None
+    """The active atlas folder (the hand-over to steering reads its hookpoints)."""
 
 
 def _hookpoints(folder: str | None) -> list[str]:
@@ -66,24 +69,23 @@ def _hookpoints(folder: str | None) -> list[str]:
         return []
 
 
-def _layers(folder: str | None) -> list[int]:
-    return sorted({parse_hookpoint(h)[0] for h in _hookpoints(folder)})
+def _layers(folder: str | None) -> list[tuple[str, int | str]]:
+    """(shown text, layer key) per SAE of the set (ui/sites.py)."""
+    return layer_choices(_hookpoints(folder))
+
+
+def _first_layer(folder: str | None) -> int | str | None:
+    """The key of the middle SAE, shown first."""
+    ids = _layers(folder)
+    return ids[len(ids) // 2][1] if ids else None
 
 
 def _hookpoint(folder: str, layer) -> str:
-    """The atlas's hookpoint at layer number `layer` (the residual one if there are two)."""
+    """The atlas's hookpoint that the layer key `layer` names (a bare number: the residual
+    one if there are several at that layer)."""
     if layer is None:
         raise ValueError("Pick a layer first.")
-    try:
-        n = int(layer)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{layer!r} is not a layer number") from None
-    found = sorted((parse_hookpoint(h)[1], h) for h in _hookpoints(folder)
-                   if parse_hookpoint(h)[0] == n)
-    if not found:
-        layers = ", ".join(map(str, _layers(folder)))
-        raise ValueError(f"layer {n} is not in this SAE set; its layers are {layers}")
-    return found[0][1]
+    return hookpoint_at(_hookpoints(folder), layer)
 
 
 def page_outputs(folder: str | None, layer, feature) -> tuple:
@@ -97,7 +99,7 @@ def page_outputs(folder: str | None, layer, feature) -> tuple:
     hookpoint = _hookpoint(folder, layer)
     page = feature_page(loaded, hookpoint, feature)
     stats = open_index(folder).layer_stats(hookpoint)
-    density = density_figure(stats["n_fire"], page.n_tokens, layer=int(layer),
+    density = density_figure(stats["n_fire"], page.n_tokens, layer=site_label(hookpoint),
                              mark=page.density)
     hist = None if page.dead else activation_histogram(page)
     name = feature_name(readable_names(folder), hookpoint, page.feature)
@@ -169,11 +171,10 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
     redraws when `refreshed` says a part of the atlas was built (ui/builds.py)."""
     with gr.Tab("Features", id=TAB_ID) as features_tab:
         gr.Markdown(FEATURES_INTRO)
-        ids = _layers(picker.value)
-        first_layer = ids[len(ids) // 2] if ids else None
+        first_layer = _first_layer(picker.value)
         first = _first_feature(picker.value, first_layer)
         with gr.Row():
-            layer = gr.Dropdown(ids, value=first_layer, label="Layer")
+            layer = gr.Dropdown(_layers(picker.value), value=first_layer, label="Layer")
             feature = gr.Number(first, precision=0, minimum=0, maximum=MAX_FEATURE,
                                 label="Feature")
             prev = gr.Button("◀ Previous")
@@ -201,10 +202,10 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
 
         @friendly("switching the SAE set")
         def switch_atlas(folder):
-            ids = _layers(folder)
             missing = bool(folder) and not has_feature_index(Path(folder))
-            first_layer = ids[len(ids) // 2] if ids else None
-            return (gr.Dropdown(choices=ids, value=first_layer), gr.Button(visible=missing),
+            first_layer = _first_layer(folder)
+            return (gr.Dropdown(choices=_layers(folder), value=first_layer),
+                    gr.Button(visible=missing),
                     _first_feature(folder, first_layer))
 
         @friendly("starting the feature index")
@@ -233,7 +234,7 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
         if not steering:
             steer.click(lambda: gr.Info("Steering is not in this app yet."), None, None,
                         queue=False)
-    return FeaturesTab(layer, feature, steer)
+    return FeaturesTab(layer, feature, steer, picker)
 
 
 def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
@@ -243,7 +244,7 @@ def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
       that feature's page here;
     - `steering` (ui.steering.SteeringTab): "Steer with this feature" fills its layer and
       feature;
-    - `chosen`: a gr.State holding (layer, feature) or None (the live view's last pick);
+    - `chosen`: a gr.State holding (layer key, feature) or None (the live view's last pick);
       when it changes, that feature's page opens here.
     """
     if layer_map is not None:
@@ -252,20 +253,26 @@ def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
             row = evt.row_value or []
             if layer is None or not row:
                 return gr.skip(), gr.skip()
-            return int(layer), int(row[0])
+            return layer, int(row[0])
 
         layer_map.cell.select(pick, layer_map.layer, [tab.layer, tab.feature], queue=False)
     if steering is not None:
         @friendly("handing the feature over")
-        def hand_over(layer, feature):
+        def hand_over(folder, layer, feature):
+            # the Steering tab's layer field takes numbers (the residual SAE first)
+            key = number_key(_hookpoints(folder), _hookpoint(folder, layer))
+            if not isinstance(key, int):
+                raise gr.Error(f"The Steering tab's layer field steers a layer's residual "
+                               f"SAE; to steer with this one, type {key}:{feature}:0.4 under "
+                               "More features there.")
             gr.Info(f"Layer {layer}, feature {feature} is set in the Steering tab.")
-            return layer, feature
+            return key, feature
 
-        tab.steer.click(hand_over, [tab.layer, tab.feature],
+        tab.steer.click(hand_over, [tab.picker, tab.layer, tab.feature],
                         [steering.layer, steering.feature], queue=False)
     if chosen is not None:
         @friendly("opening the feature")
         def follow(pair):
-            return (int(pair[0]), int(pair[1])) if pair else (gr.skip(), gr.skip())
+            return (pair[0], int(pair[1])) if pair else (gr.skip(), gr.skip())
 
         chosen.change(follow, chosen, [tab.layer, tab.feature], queue=False)

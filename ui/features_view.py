@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from sae_core.activations import layer_name
 from sae_core.explore.feature_page import FeaturePage, Snippet
 
 from .layer_map_view import TASK_NAMES
+from .sites import site_label
 
 DENSE = 0.1
 """Features firing on more than 10% of tokens are called dense."""
@@ -72,7 +72,7 @@ def snippets_html(page: FeaturePage) -> str:
 
 def summary_markdown(page: FeaturePage, name_line: str = "") -> str:
     """`name_line`: the feature's name and score (names_view.name_markdown), if it has one."""
-    layer = layer_name(page.hookpoint)
+    layer = site_label(page.hookpoint)
     lines = [f"### Layer {layer}, feature {page.feature}", *([name_line] if name_line else [])]
     if page.dead:
         lines.append(f"**Dead here:** it never fired on the {page.n_tokens:,} indexed tokens.")

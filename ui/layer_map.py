@@ -6,7 +6,6 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core.activations import layer_of
 from sae_core.errors import check_number, check_whole
 from sae_core.explore.layermap import LayerMapData, read_layer_map
 from sae_core.explore.lineage import read_lineage
@@ -26,6 +25,7 @@ from .layer_map_view import (
 )
 from .lineage_view import turnover_figure
 from .probing_view import probing_figure
+from .sites import layer_choices
 
 LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
 speech, grammatical role, entity type and word shape (spaCy), and give each feature the tag
@@ -62,8 +62,9 @@ class LayerMapTab(NamedTuple):
     """The features of the chosen cell; selecting a row can open that feature's page."""
 
 
-def _layer_ids(lmap: LayerMapData | None) -> list[int]:
-    return [layer_of(h) for h in lmap.hookpoints] if lmap else []
+def _layer_ids(lmap: LayerMapData | None) -> list[tuple[str, int | str]]:
+    """(shown text, layer key) per SAE of the map (ui/sites.py)."""
+    return layer_choices(lmap.hookpoints) if lmap else []
 
 
 def _labels(lmap: LayerMapData | None, task: str) -> list[str]:
@@ -135,7 +136,8 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
         gr.Markdown("Select a row to open that feature's page.")
         with gr.Row():
             ids = _layer_ids(lmap)
-            layer = gr.Dropdown(ids, value=ids[len(ids) // 2] if ids else None, label="Layer")
+            layer = gr.Dropdown(ids, value=ids[len(ids) // 2][1] if ids else None,
+                                label="Layer")
             names = _labels(lmap, "pos")
             label = gr.Dropdown(names, value=names[0] if names else None, label="Label")
         cell = gr.Dataframe(interactive=False)
@@ -155,7 +157,7 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
             lmap = read_layer_map(folder)
             ids = _layer_ids(lmap)
             return (gr.Markdown(visible=lmap is None), gr.Button(visible=lmap is None),
-                    gr.Dropdown(choices=ids, value=ids[len(ids) // 2] if ids else None),
+                    gr.Dropdown(choices=ids, value=ids[len(ids) // 2][1] if ids else None),
                     relabel(folder, task))
 
         @friendly("listing the cell's features")
@@ -164,7 +166,7 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
             if lmap is None or layer is None or label is None:
                 return None
             thr, sup, lift = check_controls(lmap, task, kind, thr, sup, lift)
-            return feature_table(lmap, task, int(layer), label, thr, int(sup), kind, lift,
+            return feature_table(lmap, task, layer, label, thr, int(sup), kind, lift,
                                  names=readable_names(folder))
 
         @friendly("starting the layer map")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from sae_core.activations import layer_of
 from sae_core.explore.layermap import LayerMapData
 from sae_core.explore.names import FeatureNames
 
 from .names_view import name_cells
 from .plots import accept_lines, layer_heatmap
+from .sites import hookpoint_at
 
 TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
               "shape": "word shape"}
@@ -29,30 +29,27 @@ def heatmap_figure(lmap: LayerMapData, task: str, threshold: float, min_support:
                    kind: str = "sae", min_lift: float = 0.0):
     ids = present_labels(lmap, task)
     counts = lmap.heatmap(task, threshold, min_support, kind, min_lift)[:, ids]
-    layers = [layer_of(h) for h in lmap.hookpoints]
     names = [lmap.vocab[task][i] for i in ids]
     title = (f"{KIND_NAMES[kind]} whose {TASK_NAMES[task]} label has consistency ≥ "
              f"{threshold:.2f} (support ≥ {min_support}, lift ≥ {min_lift:g})")
-    return layer_heatmap(counts.numpy(), names, layers, title=title)
+    return layer_heatmap(counts.numpy(), names, lmap.hookpoints, title=title)
 
 
 def lines_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int,
                  min_lift: float = 0.0):
-    layers = [layer_of(h) for h in lmap.hookpoints]
     shares = {KIND_NAMES[k]: lmap.accept_share(task, threshold, min_support, k, min_lift)
               for k in KIND_NAMES}
-    return accept_lines(layers, shares,
+    return accept_lines(lmap.hookpoints, shares,
                         title=f"Share of features with a consistent {TASK_NAMES[task]} label")
 
 
-def feature_table(lmap: LayerMapData, task: str, layer: int, label: str, threshold: float,
+def feature_table(lmap: LayerMapData, task: str, layer, label: str, threshold: float,
                   min_support: int, kind: str = "sae", min_lift: float = 0.0,
                   limit: int = 50, names: FeatureNames | None = None) -> pd.DataFrame:
     """Features of one heatmap cell, most consistent first; with `names`, each feature's
-    name and its held-out F1 (controls are not features: no names)."""
-    hookpoint = f"layers.{layer}"
-    if hookpoint not in lmap.hookpoints:
-        raise ValueError(f"layer {layer} is not in this atlas")
+    name and its held-out F1 (controls are not features: no names). `layer` is a layer key
+    (ui/sites.py: a number, or e.g. "3 (MLP out)")."""
+    hookpoint = hookpoint_at(lmap.hookpoints, layer)
     stats = lmap.stats(kind, hookpoint, task)
     ids = lmap.cell_features(kind, hookpoint, task, label, threshold, min_support,
                              min_lift)[:limit]

@@ -6,8 +6,11 @@ import html
 
 import plotly.graph_objects as go
 
-from sae_core.activations import layer_name, layer_of
+from sae_core.activations import layer_of
 from sae_core.explore.lineage import FeaturePath, LineageData, PathStep
+
+from .plots import site_lines
+from .sites import axis_title, site_label
 
 START_COLOR, PATH_COLOR, STOP_COLOR = "#d62728", "#1f77b4", "#7f7f7f"
 
@@ -19,16 +22,16 @@ def _percent(share: float | None) -> float | None:
 def turnover_figure(lineage: LineageData) -> go.Figure:
     """Per layer: the share of its alive features that have a close partner (decoder cosine
     above the lineage's `close`) in the next layer, and in the layer below."""
-    layers = [layer_of(h) for h in lineage.hookpoints]
-    shares = lineage.turnover()
+    hooks, shares = lineage.hookpoints, lineage.turnover()
     fig = go.Figure()
     for key, name in (("up", "carried on to the next layer"),
                       ("down", "already there in the layer below")):
-        fig.add_scatter(x=layers, y=[_percent(s) for s in shares[key]], mode="lines+markers",
-                        name=name, hovertemplate=f"layer %{{x}}: %{{y:.1f}}% {name}"
-                                                 "<extra></extra>")
+        # one line per site: features are followed within a site (explore/lineage.py)
+        site_lines(fig, hooks, [_percent(s) for s in shares[key]], name, mode="lines+markers",
+                   hovertemplate=f"layer %{{x}}: %{{y:.1f}}% {name}<extra></extra>")
     fig.update_layout(
-        title="How much of each layer carries on to the next", height=330, xaxis_title="layer",
+        title="How much of each layer carries on to the next", height=330,
+        xaxis_title=axis_title(hooks),
         yaxis_title=f"% of features (decoder cosine > {lineage.close:g})",
         # from zero, but scaled to the data: a few percent must not look like none
         yaxis=dict(rangemode="tozero"), margin=dict(t=50, b=40, l=50, r=20),
@@ -38,14 +41,14 @@ def turnover_figure(lineage: LineageData) -> go.Figure:
 
 def _hover(steps: tuple[PathStep, ...], i: int, start: int, names: dict | None) -> str:
     step = steps[i]
-    lines = [f"layer {layer_name(step.hookpoint)}, feature {step.feature}"]
+    lines = [f"layer {site_label(step.hookpoint)}, feature {step.feature}"]
     if names and (name := names.get((step.hookpoint, step.feature))):
         lines.append(html.escape(str(name)))
     if i == start:
         lines.append("the feature you asked about")
     else:
         toward = steps[i + 1 if i < start else i - 1]
-        lines.append(f"decoder cosine with layer {layer_name(toward.hookpoint)}'s "
+        lines.append(f"decoder cosine with layer {site_label(toward.hookpoint)}'s "
                      f"feature {toward.feature}: {step.cosine:.2f}")
         if step.jaccard is not None:
             lines.append(f"fires on the same tokens (Jaccard): {step.jaccard:.2f}")
@@ -73,12 +76,13 @@ def path_figure(path: FeaturePath, names: dict[tuple[str, int], str] | None = No
         fig.add_scatter(
             x=[layer_of(s.hookpoint) for s in stops], y=[0] * len(stops), mode="markers",
             name="stopped", marker=dict(symbol="x", size=12, color=STOP_COLOR),
-            hovertext=[f"layer {layer_name(s.hookpoint)}: no close partner (best decoder "
+            hovertext=[f"layer {site_label(s.hookpoint)}: no close partner (best decoder "
                        f"cosine {s.best_cosine:.2f})" for s in stops], hoverinfo="text")
     start = steps[path.start]
     fig.update_layout(
-        title=f"Layer {layer_name(start.hookpoint)}'s feature {start.feature} followed "
+        title=f"Layer {site_label(start.hookpoint)}'s feature {start.feature} followed "
               "through the layers", height=220, showlegend=False,
-        xaxis=dict(title="layer", dtick=1), yaxis=dict(visible=False, range=[-1, 1.5]),
+        xaxis=dict(title=axis_title([s.hookpoint for s in steps]), dtick=1),
+        yaxis=dict(visible=False, range=[-1, 1.5]),
         margin=dict(t=50, b=40, l=20, r=20))
     return fig

@@ -1,6 +1,7 @@
 """Deep links: the page's query string opens a tab, a feature's page or a steering preset.
 
-- `?layer=11&feature=694` opens the Features tab on that feature;
+- `?layer=11&feature=694` opens the Features tab on that feature (a layer number names the
+  layer's residual SAE first; `layer=11.mlp` or `layer=11 (MLP out)` a site, ui/sites.py);
 - `?tab=steering&preset=ocean` opens the Steering tab with that preset loaded;
 - `?tab=steering&layer=11&feature=694&strength=0.4` opens the Steering tab on that feature;
 - `?tab=<id>` selects a tab (ids in `TAB_IDS`).
@@ -26,6 +27,8 @@ from sae_core.atlas.layout import read_info
 from sae_core.steer.edits import MAX_STRENGTH
 from sae_core.steer.presets import read_presets
 
+from .sites import as_key, hookpoint_at, layer_key, number_key
+
 TAB_IDS = ("tour", "layer-map", "features", "saes", "steering", "live-view", "search")
 """Every tab's id, as each tab module sets it with `gr.Tab(id=...)`."""
 MAX_VALUE_CHARS = 64
@@ -40,8 +43,8 @@ class Link:
 
     tab: str | None = None
     """The tab named by `tab=`; without it the rest implies one (see `target`)."""
-    layer: int | None = None
-    """Layer and feature come together or not at all."""
+    layer: int | str | None = None
+    """A layer key (ui/sites.py); layer and feature come together or not at all."""
     feature: int | None = None
     strength: float | None = None
     """Steering strength, in multiples of the layer's typical size."""
@@ -92,18 +95,23 @@ def _values(params: Mapping) -> tuple[dict[str, str], list[str]]:
     return values, problems
 
 
-def _feature(values: dict[str, str], problems: list[str]) -> tuple[int | None, int | None]:
+def _feature(values: dict[str, str], problems: list[str]
+             ) -> tuple[int | str | None, int | None]:
     if "layer" not in values and "feature" not in values:
         return None, None
     if "layer" not in values or "feature" not in values:
         problems.append("A link to a feature needs both a layer and a feature number.")
         return None, None
+    try:
+        layer = as_key(values["layer"])
+    except ValueError:
+        layer = None
     for key in ("layer", "feature"):
-        if not _WHOLE.fullmatch(values[key]):
+        if not _WHOLE.fullmatch(values[key]) and (key == "feature" or layer is None):
             problems.append(f"The {key} {_shown(values[key])} is not a whole number of 0 or "
                             "more, so the feature was not opened.")
             return None, None
-    return int(values["layer"]), int(values["feature"])
+    return layer, int(values["feature"])
 
 
 def parse_link(params: Mapping, tab_ids: Sequence[str] = TAB_IDS) -> Link:
@@ -140,13 +148,15 @@ def parse_link(params: Mapping, tab_ids: Sequence[str] = TAB_IDS) -> Link:
     return Link(tab, layer, feature, strength, preset, tuple(problems))
 
 
-def check_link(link: Link, layers: Mapping[int, int], presets: Collection[str] | None) -> Link:
-    """`link` without what the atlas lacks: `layers` maps each layer number to its number of
-    features, `presets` holds the known preset slugs (None: not prepared yet)."""
+def check_link(link: Link, layers: Mapping[int | str, int], presets: Collection[str] | None
+               ) -> Link:
+    """`link` without what the atlas lacks: `layers` maps each layer key (`atlas_layers`)
+    to its number of features, `presets` holds the known preset slugs (None: not prepared
+    yet)."""
     problems = list(link.problems)
     if link.feature is not None:
         if link.layer not in layers:
-            shown = ", ".join(map(str, sorted(layers))) or "none"
+            shown = ", ".join(map(str, layers)) or "none"
             problems.append(f"This SAE set has no layer {link.layer} (its layers: {shown}).")
             link = replace(link, layer=None, feature=None)
         elif link.feature >= layers[link.layer]:
@@ -161,21 +171,25 @@ def check_link(link: Link, layers: Mapping[int, int], presets: Collection[str] |
     return replace(link, problems=tuple(problems))
 
 
-def atlas_layers(folder: str | Path | None) -> dict[int, int]:
-    """Layer number -> number of features, read from the atlas's files (no model load); the
-    residual SAE where a layer has two."""
+def atlas_layers(folder: str | Path | None) -> dict[int | str, int]:
+    """Layer key (ui/sites.py) -> number of features, read from the atlas's files (no
+    model load); a bare layer number also names the layer's first SAE (residual first)
+    when the set has no residual one there."""
     try:
-        hookpoints = sorted(read_info(folder)["hookpoints"],
-                            key=lambda h: parse_hookpoint(h)[1], reverse=True)
+        hookpoints = list(read_info(folder)["hookpoints"])
     except (TypeError, OSError, ValueError, KeyError):
         return {}
-    out = {}
+    out: dict[int | str, int] = {}
     for h in hookpoints:
         try:
             cfg = json.loads((Path(folder) / h / "cfg.json").read_text())
-            out[parse_hookpoint(h)[0]] = int(cfg["d_sae"])
+            out[layer_key(h)] = int(cfg["d_sae"])
         except (OSError, ValueError, KeyError):
             continue
+    for h in hookpoints:  # a number where only other sites are: the first of them
+        n = parse_hookpoint(h)[0]
+        if layer_key(hookpoint_at(hookpoints, n)) in out:
+            out.setdefault(n, out[layer_key(hookpoint_at(hookpoints, n))])
     return out
 
 
@@ -228,6 +242,23 @@ def follow_link(link: Link, preset: bool) -> tuple:
     return out
 
 
+def _as_shown(link: Link, folder: str | None) -> Link:
+    """The link's layer as the tab it opens takes it: the Features tab's key of that SAE, or
+    the Steering tab's layer number (a site it cannot name is dropped, saying so)."""
+    try:
+        hooks = list(read_info(folder)["hookpoints"])
+        h = hookpoint_at(hooks, link.layer)
+    except (TypeError, OSError, ValueError, KeyError):  # no set, or check_link dropped it
+        return link
+    if link.target != "steering":
+        return replace(link, layer=layer_key(h))
+    if isinstance(number := number_key(hooks, h), int):
+        return replace(link, layer=number)
+    return replace(link, layer=None, feature=None, problems=(*link.problems, (
+        f"The Steering tab's layer field steers a layer's residual SAE; type {number}:"
+        f"{link.feature}:0.4 under More features to steer with this one.")))
+
+
 def wire_links(demo: gr.Blocks, tabs: gr.Tabs, picker: gr.Dropdown, notice: gr.Markdown,
                features, steering) -> None:
     """Add "copy link" rows to the Features and Steering tabs,
@@ -249,7 +280,8 @@ def wire_links(demo: gr.Blocks, tabs: gr.Tabs, picker: gr.Dropdown, notice: gr.M
         link = parse_link(dict(request.query_params) if request else {})
         found = read_presets(folder) if preset is not None and folder else None
         slugs = [p.slug for p in found.presets] if found else None
-        return follow_link(check_link(link, atlas_layers(folder), slugs), preset is not None)
+        return follow_link(_as_shown(check_link(link, atlas_layers(folder), slugs), folder),
+                           preset is not None)
 
     outputs = [tabs, features.layer, features.feature, steering.layer, steering.feature,
                steering.strength, notice, *([preset] if preset is not None else [])]

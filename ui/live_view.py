@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from sae_core.activations import layer_name, layer_of
 from sae_core.explore.layermap import LayerMapData
 from sae_core.explore.live import LiveView
 from sae_core.explore.names import FeatureNames
 from sae_core.explore.search import LOUD, feature_labels
 
 from .names_view import name_cells
+from .sites import layer_key, site_label
 
 ROW_PX = 20
 """Heatmap height per token."""
@@ -30,7 +30,7 @@ def show_token(piece: str) -> str:
 
 
 def layer_names(view: LiveView) -> list[str]:
-    return [layer_name(h) for h in view.hookpoints]
+    return [site_label(h) for h in view.hookpoints]
 
 
 def _labels_TL(view: LiveView, lmap: LayerMapData | None,
@@ -64,7 +64,7 @@ def heatmap(view: LiveView, lmap: LayerMapData | None,
     tokens = [show_token(p) for p in view.pieces]
     labels, named = _labels_TL(view, lmap, names)
     n_tok, n_lay = idx_TL.shape
-    custom = np.empty((n_tok, n_lay, 6), dtype=object)
+    custom = np.empty((n_tok, n_lay, 7), dtype=object)
     custom[..., 0] = np.array(tokens, dtype=object)[:, None]
     custom[..., 1] = np.where(idx_TL >= 0, idx_TL, "none").astype(object)
     custom[..., 2] = np.round(act_TL, 2)
@@ -72,13 +72,15 @@ def heatmap(view: LiveView, lmap: LayerMapData | None,
     custom[..., 4] = np.round(view.norm_TL.numpy() / np.asarray(view.medians)[None, :], 1)
     custom[..., 5] = np.vectorize(html.escape, otypes=[object])(named) if named.size else named
     names = layer_names(view)
+    custom[..., 6] = np.array(names, dtype=object)[None, :]
     x = list(range(n_lay))
     y = list(range(n_tok))
     fig = go.Figure(go.Heatmap(
         z=z, x=x, y=y, customdata=custom, colorscale="Viridis", zmin=0, zmax=zmax,
         colorbar=dict(title="activation /<br>typical norm"),
-        hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: feature %{customdata[1]}"
-                       "<br>activation %{customdata[2]} (%{z:.2f} of typical norm)"
+        hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{customdata[6]}: "
+                       "feature %{customdata[1]}<br>activation %{customdata[2]} "
+                       "(%{z:.2f} of typical norm)"
                        "<br>name: %{customdata[5]}<br>label: %{customdata[3]}"
                        "<br>token norm: %{customdata[4]}x typical"
                        "<extra></extra>"),
@@ -87,8 +89,8 @@ def heatmap(view: LiveView, lmap: LayerMapData | None,
         fig.add_trace(go.Heatmap(
             z=np.where(flagged, 1.0, np.nan), x=x, y=y, customdata=custom, showscale=False,
             colorscale=[[0, "#bbbbbb"], [1, "#bbbbbb"]],
-            hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{x}: massive activation "
-                           "(norm %{customdata[4]}x typical); the SAE skips such tokens"
+            hovertemplate=("token %{y}: %{customdata[0]}<br>layer %{customdata[6]}: massive "
+                           "activation (norm %{customdata[4]}x typical); the SAE skips such tokens"
                            "<extra></extra>"),
         ))
     fig.update_layout(
@@ -114,7 +116,7 @@ def token_table(view: LiveView, token: int, lmap: LayerMapData | None,
         raise ValueError(f"token {token} out of range: the text has tokens 0..{view.n_tokens - 1}")
     rows = []
     for j, h in enumerate(view.hookpoints):
-        layer = layer_of(h)
+        layer = layer_key(h)
         if bool(view.flagged_TL[token, j]):
             rows.append({"layer": layer, "feature": "", "rank": "", "activation": "",
                          "of typical norm": "", "name": "",

@@ -13,6 +13,8 @@ import pandas as pd
 from sae_core.explore.names import LOW_SCORE, FeatureName, FeatureNames, label_of
 from sae_core.steer.pushed import PushedToken
 
+from .sites import hookpoint_at
+
 
 def name_cells(names: FeatureNames | None, hookpoint: str, ids: list[int]) -> list[str]:
     """Per feature id: its name with F1 ("?" marks a weak fit), "" without names."""
@@ -30,15 +32,15 @@ def feature_name(names: FeatureNames | None, hookpoint: str, feature: int
 
 
 def name_at_layer(names: FeatureNames | None, layer, feature) -> FeatureName | None:
-    """The name of a feature given by layer number (the residual hookpoint first)."""
-    try:
-        layer = int(layer)
-    except (TypeError, ValueError, OverflowError):
+    """The name of a feature given by layer key (ui/sites.py: a bare number is the residual
+    hookpoint first)."""
+    if names is None:
         return None
-    for h in (f"layers.{layer}", f"layers.{layer}.mlp"):
-        if names is not None and h in names.layers:
-            return feature_name(names, h, feature)
-    return None
+    try:
+        h = hookpoint_at(names.hookpoints, layer)
+    except ValueError:
+        return None
+    return feature_name(names, h, feature)
 
 
 def name_json(names: FeatureNames | None, hookpoint: str, feature: int) -> dict | None:

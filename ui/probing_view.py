@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from sae_core.activations import layer_of
 from sae_core.explore.probing import ProbingResult
 
 from .layer_map_view import TASK_NAMES
+from .plots import site_lines
+from .sites import axis_title
 
 NEURON_K = 5
 
@@ -24,16 +25,15 @@ def probing_lines(result: ProbingResult, task: str | None) -> dict[str, list[flo
 
 
 def probing_figure(result: ProbingResult, task: str | None) -> go.Figure:
-    layers = [layer_of(h) for h in result.hookpoints]
     fig = go.Figure()
     for name, ys in probing_lines(result, task).items():
         dash = "dot" if name.startswith(("raw", "whole")) else None
-        fig.add_scatter(x=layers, y=ys, mode="lines+markers", name=name,
-                        line=dict(dash=dash))
+        site_lines(fig, result.hookpoints, ys, name, mode="lines+markers",
+                   line=dict(dash=dash))
     what = f"the {TASK_NAMES[task]}" if task else "token labels (all tasks)"
     fig.update_layout(
         title=f"How well a probe on k SAE latents reads {what}, against raw neurons",
-        height=360, xaxis_title="layer",
+        height=360, xaxis_title=axis_title(result.hookpoints),
         yaxis_title="held-out F1, mean over labels", yaxis=dict(range=[0, 1]),
         margin=dict(t=50, b=40, l=50, r=20))
     return fig

@@ -7,7 +7,6 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
-from sae_core.activations import parse_hookpoint
 from sae_core.explore.layermap import MAP_TASKS, read_layer_map
 from sae_core.explore.names import readable_names
 from sae_core.explore.search import (
@@ -26,6 +25,7 @@ from .choice import HINT
 from .errors import friendly, text_arg
 from .layer_map_view import TASK_NAMES, present_labels
 from .live import notices_md, open_loaded
+from .sites import hookpoint_at, layer_choices, layer_key, site_label
 
 SEARCH_INTRO = """**By text**: the features, over all layers, that fire most on your word or
 sentence, and on which token; below them, the features whose *name* contains it (a name lists
@@ -48,16 +48,23 @@ class SearchTab(NamedTuple):
     chosen_md: gr.Markdown
 
 
+def _keyed(table: pd.DataFrame) -> pd.DataFrame:
+    """The "layer" column as layer keys (ui/sites.py), without the hookpoint column."""
+    if len(table):
+        table["layer"] = [layer_key(h) for h in table["hookpoint"]]
+    return table.drop(columns="hookpoint")
+
+
 def text_table(hits: list[TextHit]) -> pd.DataFrame:
     """The hits; the "name" column only when some feature has a name."""
-    table = pd.DataFrame(hits, columns=TextHit._fields)
+    table = _keyed(pd.DataFrame(hits, columns=TextHit._fields))
     if not any(h.name for h in hits):
         table = table.drop(columns="name")
     return table.round({"activation": 2, "score": 3})
 
 
 def name_table(hits: list[NameHit]) -> pd.DataFrame:
-    table = pd.DataFrame(hits, columns=NameHit._fields)
+    table = _keyed(pd.DataFrame(hits, columns=NameHit._fields))
     table["weak"] = table["weak"].map({True: "? weak fit", False: ""})
     return table.round({"f1": 2, "precision": 2, "recall": 2})
 
@@ -78,7 +85,8 @@ def run_name_search(folder: str, text: str):
 
 
 def label_table(hits: list[LabelHit]) -> pd.DataFrame:
-    return pd.DataFrame(hits, columns=LabelHit._fields).round({"consistency": 3, "lift": 1})
+    return _keyed(pd.DataFrame(hits, columns=LabelHit._fields)).round({"consistency": 3,
+                                                                        "lift": 1})
 
 
 @friendly("searching the text")
@@ -103,7 +111,7 @@ def run_label_search(folder: str, layer, task: str, label: str, consistency: flo
     lmap = read_layer_map(open_loaded(folder).folder)
     if lmap is None:
         raise gr.Error("This SAE set has no layer map yet, so its features have no labels.")
-    where = None if layer in (None, ALL_LAYERS) else _number(layer, "layer")
+    where = None if layer in (None, ALL_LAYERS) else _where(lmap, layer)
     consistency, support = _number(consistency, "consistency"), _number(support, "support")
     hits = features_by_label(lmap, where, task, label, consistency, support)
     if hits:
@@ -112,7 +120,7 @@ def run_label_search(folder: str, layer, task: str, label: str, consistency: flo
         best = features_by_label(lmap, where, task, label, 0.0, support, limit=1)
         status = "No feature passes these filters." + (
             f" The most consistent {label} feature with that support has consistency "
-            f"{best[0].consistency:.2f} (layer {best[0].layer}, feature "
+            f"{best[0].consistency:.2f} (layer {site_label(best[0].hookpoint)}, feature "
             f"{best[0].feature})." if best else "")
     return label_table(hits[:SHOWN]), status
 
@@ -136,13 +144,18 @@ def label_choices(folder: str, task: str):
     return gr.Dropdown(choices=names, value=names[0] if names else None)
 
 
+def _where(lmap, layer) -> str:
+    """The layer map's hookpoint that a layer key names (a bare number: residual first)."""
+    return hookpoint_at(lmap.hookpoints, layer, "this layer map")
+
+
 def static_layers(folder: str | None) -> tuple[list, list[str]]:
-    """Layers and POS labels of the atlas's layer map, without loading it or the model."""
+    """Layer choices (every SAE of the layer map, by key) and POS labels of the atlas's
+    layer map, without loading it or the model."""
     lmap = read_layer_map(folder)
     if lmap is None:
-        return [ALL_LAYERS], []
-    layers = [layer for layer, is_mlp in map(parse_hookpoint, lmap.hookpoints) if not is_mlp]
-    return [ALL_LAYERS, *layers], list(lmap.vocab["pos"])
+        return [(ALL_LAYERS, ALL_LAYERS)], []
+    return [(ALL_LAYERS, ALL_LAYERS), *layer_choices(lmap.hookpoints)], list(lmap.vocab["pos"])
 
 
 def build_search_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None) -> SearchTab:
@@ -162,7 +175,7 @@ def build_search_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
         name_hits = gr.Dataframe(interactive=False, label="Features whose name contains it")
         layers, pos_labels = static_layers(picker.value)
         with gr.Row():
-            layer = gr.Dropdown(layers, value=layers[0], label="Layer")
+            layer = gr.Dropdown(layers, value=ALL_LAYERS, label="Layer")
             task = gr.Dropdown([(TASK_NAMES[t], t) for t in MAP_TASKS], value="pos",
                                label="Labelling task")
             label = gr.Dropdown(pos_labels, value="PROPN" if "PROPN" in pos_labels else None,

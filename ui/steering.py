@@ -13,12 +13,13 @@ import gradio as gr
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import LoadedAtlas, read_info
 from sae_core.explore.names import readable_names
-from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
+from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.generation import MAX_NEW_TOKENS, side_by_side
 
 from . import session
 from .errors import friendly, text_arg
 from .names_view import name_at_layer
+from .sites import hookpoint_at, site_label
 from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
@@ -52,7 +53,9 @@ same random draws with the feature pushed. Words that differ are highlighted.
 **Strength** is measured in units of the layer's typical size, so the same value means the
 same push at every layer: around 0.3-0.6 usually changes the topic; from about 0.8 the text
 starts to repeat itself or fall apart. **Clamp** instead sets the feature's own value (and
-nothing else) to that strength. Don't know a feature number? Search for a word below."""
+nothing else) to that strength. Don't know a feature number? Search for a word below.
+The layer number picks that layer's residual-stream SAE; a set without one there steers
+with the layer's MLP-output SAE, else its attention-output one."""
 
 
 class SteeringTab(NamedTuple):
@@ -68,20 +71,28 @@ class SteeringTab(NamedTuple):
     preset: gr.Dropdown
 
 
-def parse_extra(text: str | None) -> list[tuple[int, int, float]]:
-    """More features as "layer:feature:strength" items separated by commas or spaces."""
+def parse_extra(text: str | None) -> list[tuple[int | str, int, float]]:
+    """More features as "layer:feature:strength" items separated by commas or spaces; the
+    layer may name a site, "3.mlp" or "3.attn" (ui/sites.py)."""
     items = []
     for part in re.split(r"[,\s;]+", (text or "").strip()):
         if not part:
             continue
         bits = part.split(":")
         try:
-            layer, feature, strength = int(bits[0]), int(bits[1]), float(bits[2])
+            layer = int(bits[0]) if bits[0].isdigit() else _site_key(bits[0])
+            feature, strength = int(bits[1]), float(bits[2])
         except (ValueError, IndexError):
             raise ValueError(f"could not read {part!r}: write more features as "
                              "layer:feature:strength, e.g. 13:90:0.5") from None
         items.append((layer, feature, strength))
     return items
+
+
+def _site_key(text: str) -> str:
+    """A "3.mlp" layer of a "More features" item, or ValueError."""
+    hookpoint_at([f"layers.{text}"], text)  # the form alone: the set is checked later
+    return text
 
 
 def steering_of(folder: str, layer, feature, strength, mode: str, positions: str,
@@ -91,7 +102,8 @@ def steering_of(folder: str, layer, feature, strength, mode: str, positions: str
     loaded = session.open_atlas(folder)
     items = [(whole(layer, "layer", 0, MAX_LAYER), whole(feature, "feature"),
               number(strength, "strength"))]
-    feats = tuple(FeatureSteer(hookpoint_for_layer(loaded.saes, lay), f, s, mode)
+    # a layer number names the residual SAE first (ui/sites.py), as in every tab
+    feats = tuple(FeatureSteer(hookpoint_at(list(loaded.saes), lay), f, s, mode)
                   for lay, f, s in items + parse_extra(extra))
     return loaded, Steering(feats, positions)
 
@@ -120,7 +132,7 @@ def run_steering(folder, prompt, layer, feature, strength, mode, positions, extr
     out = side_by_side(loaded, prompt, steering, gen)
     left, right = diff_highlight(out.unsteered, out.steered)
     what = "; ".join(
-        f"layer {f.layer} feature {f.feature}: {f.mode} {f.strength:g} x "
+        f"layer {site_label(f.hookpoint)} feature {f.feature}: {f.mode} {f.strength:g} x "
         f"{out.norms[f.hookpoint]:.1f}" for f in steering.features)
     notes = [f"{what} (the layer's typical size). Wrote {out.n_tokens[0]} + "
              f"{out.n_tokens[1]} tokens in one batch in {out.seconds:.1f} s."]

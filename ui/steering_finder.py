@@ -14,13 +14,14 @@ from sae_core.explore.names import label_of, readable_names
 from sae_core.steer.baselines import diff_of_means, dosed_direction, prompted
 from sae_core.steer.concept_tokens import concept_words
 from sae_core.steer.dose import DoseCurve, DoseRule
-from sae_core.steer.edits import DirectionSteer, Steering, hookpoint_for_layer
+from sae_core.steer.edits import DirectionSteer, Steering
 from sae_core.steer.effect import make_probe
 from sae_core.steer.finder import SteeringFinding, find_steering
 from sae_core.steer.generation import side_by_side, unsteered
 
 from . import session
 from .errors import friendly, text_arg
+from .sites import hookpoint_at, layer_key, number_key, site_label
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
     MAX_PROMPT_CHARS,
@@ -104,13 +105,16 @@ def find_features(folder: str, concept: str, related: str, first, last):
         raise ValueError("pick an SAE set first")
     f = find_steering(session.open_atlas(folder), concept, related,
                       layers=_layers(first, last))
-    names = readable_names(folder)
-    table = pd.DataFrame([[c.layer, c.feature, label_of(names, c.hookpoint, c.feature),
+    names, hooks = readable_names(folder), list(session.open_atlas(folder).saes)
+    table = pd.DataFrame([[layer_key(c.hookpoint), c.feature,
+                           label_of(names, c.hookpoint, c.feature),
                            c.source, round(100 * c.reach, 2), round(c.efficiency, 2)]
                           for c in f.candidates], columns=COLUMNS)
     if f.best is None:
         return table, _summary(f), None, None
-    suggestion = {"features": [[c.layer, c.feature] for c in f.best.parts],
+    # layers as the Steering tab takes them: a number, or "3.mlp" for More features
+    suggestion = {"features": [[number_key(hooks, c.hookpoint), c.feature]
+                               for c in f.best.parts],
                   "strength": f.best.strength, "share": f.best.share}
     return (table, _summary(f), curve_figure(f.best.curve, f.rule, f.best.name), suggestion)
 
@@ -120,7 +124,12 @@ def use_suggestion(suggestion: dict | None):
     """(layer, feature, strength, more features) of the finder's suggestion."""
     if not suggestion:
         raise gr.Error("Find features for a concept first.")
-    (layer, feature), *more = suggestion["features"]
+    parts = sorted(suggestion["features"], key=lambda p: not isinstance(p[0], int))
+    (layer, feature), *more = parts
+    if not isinstance(layer, int):
+        raise gr.Error(f"The layer field steers the residual SAE of a layer; these features "
+                       f"read another site: type them under More features as "
+                       f"{layer}:{feature}:strength.")
     s = suggestion["strength"] * suggestion["share"]
     extra = ", ".join(f"{lay}:{feat}:{s:.3g}" for lay, feat in more)
     return layer, feature, round(s, 3), extra
@@ -136,7 +145,7 @@ def write_baselines(folder, prompt, concept, related, layer, max_tokens, tempera
         raise ValueError("pick an SAE set first")
     loaded = session.open_atlas(folder)
     words = concept_words(concept, related)
-    h = hookpoint_for_layer(loaded.saes, whole(layer, "layer"))
+    h = hookpoint_at(list(loaded.saes), whole(layer, "layer"))
     gen = gen_config(max_tokens, temperature, seed)
     v_D = diff_of_means(loaded, h, words)
     rule = DoseRule()
@@ -150,7 +159,7 @@ def write_baselines(folder, prompt, concept, related, layer, max_tokens, tempera
     prompt_text = unsteered(loaded, asked, gen)
     dose = ("dosed by the same rule and text check as the features" if curve.dose is not None
             else "no strength passed the rule; the one whose test texts named the concept most")
-    notes = (f"Difference of means at layer {int(layer)}: the mean residual on "
+    notes = (f"Difference of means at layer {site_label(h)}: the mean activation on "
              f"{len(TEMPLATES)} sentences per concept word minus the same sentences about "
              f"everyday things, at strength {s:g} ({dose}). Prompting: the prompt becomes "
              f"{asked!r}, no steering.")

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core.activations import layer_of, parse_hookpoint
+from sae_core.activations import SITES, layer_of, parse_hookpoint
 from sae_core.atlas.layout import LoadedAtlas
 from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import FeaturePage, feature_page
@@ -40,6 +40,7 @@ class DepthFeature:
     activation: float
     page: FeaturePage | None
     """Its page from the feature index; None without an index or a feature."""
+    hookpoint: str = ""
 
 
 class TourTab(NamedTuple):
@@ -59,8 +60,13 @@ class TourTab(NamedTuple):
 
 
 def tour_hookpoints(hookpoints: list[str], n: int = N_DEPTHS) -> list[str]:
-    """`n` hookpoints spread over the model from early to late (all of them if fewer)."""
-    ordered = sorted(hookpoints, key=parse_hookpoint)
+    """`n` hookpoints of one site (the residual stream if the set reads it, else the MLP,
+    then the attention output) spread over the model from early to late (all of them if
+    fewer): the example follows one stream through the depths."""
+    sites = {parse_hookpoint(h)[1] or "resid" for h in hookpoints}
+    site = next(s for s in SITES if s in sites)
+    ordered = sorted((h for h in hookpoints if (parse_hookpoint(h)[1] or "resid") == site),
+                     key=layer_of)
     k = len(ordered)
     return [ordered[i] for i in sorted({(2 * j + 1) * k // (2 * n) for j in range(n)})]
 
@@ -89,7 +95,7 @@ def example_features(loaded: LoadedAtlas, sentence: str = SENTENCE, word: str = 
         j = view.hookpoints.index(h)
         f, act = int(ids_TL[t, j]), float(acts_TL[t, j])
         page = feature_page(loaded, h, f) if indexed and f >= 0 else None
-        out.append(DepthFeature(layer_of(h), f, act, page))
+        out.append(DepthFeature(layer_of(h), f, act, page, h))
     return view, t, out
 
 

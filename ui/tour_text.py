@@ -6,6 +6,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .layer_map_view import TASK_NAMES
+from .sites import site_label
 
 if TYPE_CHECKING:
     from sae_core.explore.feature_page import FeaturePage, LabelInfo, Snippet
@@ -75,8 +76,13 @@ def explain(label: str) -> str:
         return label
 
 
+def _layer(d: DepthFeature) -> str:
+    """"3", or "3 (MLP out)" where the set reads another site than the residual stream."""
+    return site_label(d.hookpoint) if d.hookpoint else str(d.layer)
+
+
 def depth_markdown(d: DepthFeature, n_layers: int) -> str:
-    head = f"- **{depth_name(d.layer, n_layers)} (layer {d.layer} of {n_layers}):** "
+    head = f"- **{depth_name(d.layer, n_layers)} (layer {_layer(d)} of {n_layers}):** "
     if d.feature < 0:
         return head + NO_FEATURE
     head += f"feature {d.feature} ([open its page](?layer={d.layer}&feature={d.feature})). "
@@ -111,7 +117,7 @@ def numbers_markdown(word: str, found: list[DepthFeature]) -> str:
             "|---|---|---|---|---|---|"]
     for d in found:
         if d.feature < 0:
-            rows.append(f"| {d.layer} | none | | | | |")
+            rows.append(f"| {_layer(d)} | none | | | | |")
             continue
         page = d.page
         density = f"{100 * page.density:.3f}%" if page else "no index"
@@ -119,6 +125,6 @@ def numbers_markdown(word: str, found: list[DepthFeature]) -> str:
                            for lab in page.labels) if page else ""
         promoted = ", ".join(f"“{md_escape(t.strip())}”" for t, _ in page.promoted[:8]
                              if t.strip()) if page else ""
-        rows.append(f"| {d.layer} | {d.feature} | {d.activation:.2f} | {density} | "
+        rows.append(f"| {_layer(d)} | {d.feature} | {d.activation:.2f} | {density} | "
                     f"{labels} | {promoted} |")
     return "\n".join(rows)

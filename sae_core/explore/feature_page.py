@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..activations import layer_of
+from ..activations import layer_name
 from ..atlas.layout import LoadedAtlas, read_once
 from ..atomic import load_tensors
 from ..errors import BadInput, check_whole
@@ -167,7 +167,7 @@ def check_ids(loaded: LoadedAtlas, hookpoint: str, feature) -> int:
     """The feature id as an int, or BadInput (a ValueError) saying what is allowed. A
     string of digits ("5", from a link or a form) counts as that number."""
     if not isinstance(hookpoint, str) or hookpoint not in loaded.saes:
-        layers = ", ".join(str(layer_of(h)) for h in loaded.hookpoints)
+        layers = ", ".join(layer_name(h) for h in loaded.hookpoints)
         raise BadInput("layer", f"{hookpoint!r:.40} is not in this SAE set; its layers are "
                                 f"{layers}")
     d_sae = loaded.saes[hookpoint].cfg.d_sae

@@ -1,6 +1,8 @@
 """Features followed through the layers. For every pair of adjacent hookpoints (a, b) of a
-set we keep, for each feature of a, its m closest features of b ("up"), and for each feature
-of b its m closest of a ("down"), ranked two ways, each entry carrying both numbers:
+set (consecutive layers of one site: residual to residual, MLP output to MLP output, never
+across sites; `adjacent`) we keep, for each feature of a, its m closest features of b
+("up"), and for each feature of b its m closest of a ("down"), ranked two ways, each entry
+carrying both numbers:
 - `cosine`: cosine of the decoder rows (W_dec is (d_sae, d_in));
 - `coact`: Jaccard of their firing sets on the labelled tokens (LayerFirings), tokens matched
   across layers by `where_N`; a token one layer dropped counts as not firing there.
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..activations import layer_of, parse_hookpoint
 from ..atlas.layout import read_derived
 from ..atomic import load_tensors, read_json, save_tensors, write_json
 from ..sae import Sae
@@ -47,7 +50,8 @@ class LineageData:
     the adjacent layer, best first; idx -1 for `coact` partners that never fire with it;
     jac NaN without firings."""
     turnover_up: list[float | None]
-    """Per hookpoint: share of alive features carried on in the next layer (None: last)."""
+    """Per hookpoint: share of alive features carried on in the next layer of its site
+    (None: last)."""
     turnover_down: list[float | None]
     """Per hookpoint: share that have a close partner in the layer below (None: first)."""
     has_coact: bool
@@ -106,7 +110,7 @@ class LineageData:
 @torch.inference_mode()
 def compute_lineage(saes: dict[str, Sae], firings: dict[str, LayerFirings] | None = None,
                     m: int = 5, *, close: float = CLOSE) -> LineageData:
-    """Closest features between adjacent layers (in the dict's order) and the turnover."""
+    """Closest features between adjacent layers of each site (`adjacent`) and the turnover."""
     hooks = list(saes)
     if firings is not None and (missing := [h for h in hooks if h not in firings]):
         raise ValueError(f"no firings for {missing}")
@@ -122,14 +126,25 @@ def compute_lineage(saes: dict[str, Sae], firings: dict[str, LayerFirings] | Non
     tables: dict[str, Tensor] = {}
     up: list[float | None] = [None] * len(hooks)
     down: list[float | None] = [None] * len(hooks)
-    for i, (a, b) in enumerate(itertools.pairwise(hooks)):
+    for a, b in adjacent(hooks):
         # bf16: 4x faster than fp32, cosines within ~0.004 (and stored as fp16)
         cos_AB = (dirs[a] @ dirs[b].T).cpu()  # on the SAEs' device; kept with CPU firings
         jac_AB = _jaccard(firings[a], firings[b], n_fired[a], n_fired[b]) if firings else None
         tables |= _top_tables(f"{a}/up", cos_AB, jac_AB, m, dim=1)
         tables |= _top_tables(f"{b}/down", cos_AB, jac_AB, m, dim=0)
-        up[i], down[i + 1] = _carried(cos_AB, alive[a], alive[b], close)
+        up[hooks.index(a)], down[hooks.index(b)] = _carried(cos_AB, alive[a], alive[b], close)
     return LineageData(hooks, m, tables, up, down, firings is not None, close=close)
+
+
+def adjacent(hookpoints: list[str]) -> list[tuple[str, str]]:
+    """(a, b) for each hookpoint a and the next deeper one of its site in the set: features
+    are followed within a site; a residual feature and an MLP-output one are not layers of
+    one stream."""
+    sites: dict[str, list[str]] = {}
+    for h in hookpoints:
+        sites.setdefault(parse_hookpoint(h)[1], []).append(h)
+    return [pair for group in sites.values()
+            for pair in itertools.pairwise(sorted(group, key=layer_of))]
 
 
 def common_rows(where_a: Tensor, where_b: Tensor) -> tuple[Tensor, Tensor]:
@@ -268,16 +283,16 @@ def feature_path(lineage: LineageData, hookpoint: str, feature: int,
 def _walk(lineage: LineageData, hookpoint: str, feature: int, direction: str,
           floor: float) -> tuple[list[PathStep], PathStop | None]:
     best = lineage.neighbours(hookpoint, feature, direction)  # checks the arguments
-    hooks, step = lineage.hookpoints, 1 if direction == "up" else -1
-    i = hooks.index(hookpoint)
+    pairs = adjacent(lineage.hookpoints)
+    following = dict(pairs) if direction == "up" else {b: a for a, b in pairs}
     out: list[PathStep] = []
     while best:
         other, cos, jac = best[0]
         if cos < floor:
-            return out, PathStop(hooks[i + step], cos)
-        i, feature = i + step, other
-        out.append(PathStep(hooks[i], feature, cos, jac))
-        best = lineage.neighbours(hooks[i], feature, direction)
+            return out, PathStop(following[hookpoint], cos)
+        hookpoint, feature = following[hookpoint], other
+        out.append(PathStep(hookpoint, feature, cos, jac))
+        best = lineage.neighbours(hookpoint, feature, direction)
     return out, None
 
 

@@ -114,7 +114,8 @@ class ProbingResult:
         rows = []
         for h, layer in zip(self.hookpoints, self.layers, strict=True):
             for task, tp in layer.items():
-                row = {"layer": layer_of(h), "task": task, "labels": len(tp.labels)}
+                row = {"layer": layer_of(h), "hookpoint": h, "task": task,
+                       "labels": len(tp.labels)}
                 for k in self.ks:
                     row[f"sae_k{k}"] = tp.mean_f1(method_name("sae", k))
                 if 5 in self.ks:

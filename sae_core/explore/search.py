@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import Tensor
 
-from ..activations import layer_of, parse_hookpoint
+from ..activations import layer_name, layer_of
 from ..atlas.layout import LoadedAtlas
 from ..errors import BadInput, check_number, check_text, check_whole
 from .feature_index import has_feature_index, layer_file, read_index_meta
@@ -57,6 +57,8 @@ class TextHit(NamedTuple):
     """Its layer-map label (`feature_labels`), "" without a layer map."""
     name: str = ""
     """Its name and F1 (explore/names.py `label_of`), "" without names."""
+    hookpoint: str = ""
+    """Where its SAE reads (`layer` alone is ambiguous in a set with several sites)."""
 
 
 class NameHit(NamedTuple):
@@ -71,6 +73,7 @@ class NameHit(NamedTuple):
     recall: float
     weak: bool
     """F1 below names.LOW_SCORE."""
+    hookpoint: str = ""
 
 
 class LabelHit(NamedTuple):
@@ -82,6 +85,7 @@ class LabelHit(NamedTuple):
     consistency: float
     support: int
     lift: float
+    hookpoint: str = ""
 
 
 def feature_labels(lmap: LayerMapData | None, hookpoint: str, ids: list[int]) -> list[str]:
@@ -167,14 +171,15 @@ def corpus_peaks(folder: Path | str) -> dict[str, Tensor] | None:
 def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
                 layers: list[int] | None = None, reference: Mapping[str, Tensor] | None = None,
                 max_tokens: int = 256) -> tuple[list[TextHit], LiveView]:
-    """The features, over all layers (or `layers`), that fire most on `text`, best first.
+    """The features, over all layers (or `layers`: layer numbers, every site at each), that
+    fire most on `text`, best first.
 
     Returns (hits, view): one hit per feature, at its strongest token; `view` is the
     underlying live view (notices, tokens). BadInput (a ValueError) on empty text, unknown
     layers or bad numbers.
     """
     limit = check_whole(limit, "limit", 1)
-    known = {layer_of(h): i for i, h in enumerate(loaded.hookpoints)}
+    known = {layer_of(h) for h in loaded.hookpoints}
     if layers is not None:
         if not isinstance(layers, list | tuple):
             raise BadInput("layers", f"layers must be a list of layer numbers, got "
@@ -184,12 +189,13 @@ def search_text(loaded: LoadedAtlas, text: str, *, limit: int = 25,
             raise BadInput("layers", f"layer(s) {bad[:5]!r:.80} not in this atlas; it has "
                                      f"{sorted(known)}")
     view = live_view(loaded, text, max_tokens=max_tokens, top=None)  # every firing feature
-    wanted = None if layers is None else {known[x] for x in layers}
+    wanted = None if layers is None else {
+        i for i, h in enumerate(view.hookpoints) if layer_of(h) in layers}
     rows = [r for r in best_firings(view, reference) if wanted is None or r[1] in wanted]
     lmap, names = read_layer_map(loaded.folder), readable_names(loaded.folder)
     return [TextHit(layer_of(view.hookpoints[j]), f, view.pieces[t], t, a, score,
                     feature_labels(lmap, view.hookpoints[j], [f])[0],
-                    label_of(names, view.hookpoints[j], f))
+                    label_of(names, view.hookpoints[j], f), view.hookpoints[j])
             for score, j, f, t, a in rows[:limit]], view
 
 
@@ -202,18 +208,19 @@ def features_by_name(names: FeatureNames, query: str, *, limit: int = 50) -> lis
     query = check_text(query, "the name to search", max_chars=MAX_NAME_QUERY_CHARS)
     limit = check_whole(limit, "limit", 1)
     return [NameHit(layer_of(m.hookpoint), m.feature, m.name.text, m.name.f1,
-                    m.name.precision, m.name.recall, m.name.weak)
+                    m.name.precision, m.name.recall, m.name.weak, m.hookpoint)
             for m in names.search(query, limit)]
 
 
-def features_by_label(lmap: LayerMapData, layer: int | None, task: str, label: str,
+def features_by_label(lmap: LayerMapData, layer: int | str | None, task: str, label: str,
                       min_consistency: float = 0.0, min_support: int = 1, *,
                       min_lift: float = 0.0, limit: int | None = None) -> list[LabelHit]:
     """SAE features whose layer-map label for `task` is `label`, with consistency >=
     `min_consistency`, support >= `min_support` (at least 1) and lift >= `min_lift`.
 
-    `layer=None` searches every residual layer. Most consistent first (then most firings).
-    Features that never fired (NaN consistency) never match.
+    `layer=None` searches every hookpoint of the map, a layer number every site at that
+    layer, a hookpoint name (`layers.3.mlp`) that one. Most consistent first (then most
+    firings). Features that never fired (NaN consistency) never match.
     """
     if not isinstance(task, str) or task not in lmap.vocab:
         raise BadInput("task", f"unknown task {task!r:.40}; choose from {sorted(lmap.vocab)}")
@@ -225,19 +232,27 @@ def features_by_label(lmap: LayerMapData, layer: int | None, task: str, label: s
     min_lift = check_number(min_lift, "min_lift", 0.0, 1e9)
     if limit is not None:
         limit = check_whole(limit, "limit", 1)
-    if layer is None:
-        hookpoints = [h for h in lmap.hookpoints if not parse_hookpoint(h)[1]]
-    else:
-        hookpoints = [f"layers.{check_whole(layer, 'layer', 0)}"]
-        if hookpoints[0] not in lmap.hookpoints:
-            layers = [layer_of(h) for h in lmap.hookpoints]
-            raise BadInput("layer", f"layer {layer} is not in this layer map; it has {layers}")
+    hookpoints = _map_hookpoints(lmap, layer)
     hits = []
     for h in hookpoints:
         s = lmap.stats("sae", h, task)
         for f in lmap.cell_features("sae", h, task, label, min_consistency, min_support,
                                     min_lift).tolist():
             hits.append(LabelHit(layer_of(h), f, label, float(s.consistency[f]),
-                                 int(s.support[f]), float(s.lift[f])))
+                                 int(s.support[f]), float(s.lift[f]), h))
     hits.sort(key=lambda hit: (-hit.consistency, -hit.support))  # stable: layer order on ties
     return hits if limit is None else hits[:limit]
+
+
+def _map_hookpoints(lmap: LayerMapData, layer: int | str | None) -> list[str]:
+    """The layer map's hookpoints that `features_by_label`'s `layer` names."""
+    if layer is None:
+        return list(lmap.hookpoints)
+    if isinstance(layer, str) and layer in lmap.hookpoints:
+        return [layer]
+    n = check_whole(layer, "layer", 0) if not isinstance(layer, str) else None
+    found = [h for h in lmap.hookpoints if layer_of(h) == n]
+    if not found:
+        shown = ", ".join(layer_name(h) for h in lmap.hookpoints)
+        raise BadInput("layer", f"layer {layer!r:.40} is not in this layer map; it has {shown}")
+    return found

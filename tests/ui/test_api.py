@@ -24,7 +24,8 @@ def served(tiny_atlas):
 def test_list_atlases(served, tiny_atlas):
     client, _, _ = served
     got = client.predict(api_name="/list_atlases")  # first the app's own, then any built here
-    assert got[0] == {"name": tiny_atlas.name, "model": "tiny-llama", "layers": [0, 1, 2]}
+    assert got[0] == {"name": tiny_atlas.name, "model": "tiny-llama", "layers": [0, 1, 2],
+                      "saes": [{"hookpoint": f"layers.{i}", "layer": str(i)} for i in range(3)]}
 
 
 def test_feature_page_is_the_librarys(served):
@@ -145,7 +146,9 @@ def test_the_endpoints_are_the_mcp_tools(served):
     steer = tools["steer_text"]
     assert "steered" in steer["description"]
     props = steer["inputSchema"]["properties"]
-    assert props["layer"]["type"] == "integer" and props["strength"]["type"] == "number"
+    # a layer number, or a site's key such as "3 (MLP out)" (ui/sites.py)
+    assert {t["type"] for t in props["layer"]["anyOf"]} == {"integer", "string"}
+    assert props["strength"]["type"] == "number"
     assert "list_atlases" in props["atlas"]["description"]
     info = httpx.get(f"{base}/gradio_api/info", timeout=30).json()
     assert set(info["named_endpoints"]) == {f"/{name}" for name in api.ENDPOINTS}

@@ -46,8 +46,11 @@ def test_layer_numbers_map_to_the_atlas_hookpoints(tmp_path):
 
     hooks = ["layers.3.mlp", "layers.5.mlp", "layers.5"]
     (tmp_path / "atlas.json").write_text(json.dumps({"hookpoints": hooks}))
-    assert tab._layers(str(tmp_path)) == [3, 5]
-    assert tab._hookpoint(str(tmp_path), 3) == "layers.3.mlp"
+    # every SAE is a choice, its key the layer number for the residual stream only
+    assert tab._layers(str(tmp_path)) == [("3 (MLP out)", "3 (MLP out)"),
+                                          ("5 (MLP out)", "5 (MLP out)"), ("5", 5)]
+    assert [tab._hookpoint(str(tmp_path), key) for _, key in tab._layers(str(tmp_path))] == hooks
+    assert tab._hookpoint(str(tmp_path), 3) == "layers.3.mlp"  # the only SAE at layer 3
     assert tab._hookpoint(str(tmp_path), "5") == "layers.5"  # the residual one first
-    with pytest.raises(ValueError, match="its layers are 3, 5"):
+    with pytest.raises(ValueError, match=r"its layers are 3 \(MLP out\), 5 \(MLP out\), 5"):
         tab._hookpoint(str(tmp_path), 4)
