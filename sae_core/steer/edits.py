@@ -62,7 +62,8 @@ def _check_hookpoint(hookpoint: object) -> None:
 @dataclass(frozen=True)
 class FeatureSteer:
     hookpoint: str
-    """Where the feature's SAE reads: `layers.N` (residual after block N) or `layers.N.mlp`."""
+    """Where the feature's SAE reads: `layers.N` (residual after block N), `layers.N.mlp` or
+    `layers.N.attn` (the MLP or attention output)."""
     feature: int
     """Latent index in that layer's SAE."""
     strength: float
@@ -135,10 +136,11 @@ class Steering:
 
 
 def hookpoint_for_layer(saes: dict[str, Sae], layer: int) -> str:
-    """The atlas's hookpoint at layer N (`layers.N`, else `layers.N.mlp`); clear error if none."""
+    """The atlas's hookpoint at layer N (`layers.N`, else `layers.N.mlp`, else
+    `layers.N.attn`); clear error if none."""
     layers = sorted({layer_of(h) for h in saes})
     layer = check_whole(layer, "layer", 0, 10**6)
-    for h in (f"layers.{layer}", f"layers.{layer}.mlp"):
+    for h in (f"layers.{layer}", f"layers.{layer}.mlp", f"layers.{layer}.attn"):
         if h in saes:
             return h
     raise BadInput("layer", f"layer {layer} is not in this SAE set (layers: "
