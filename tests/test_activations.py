@@ -7,11 +7,12 @@ from sae_core.activations import keep_mask, layer_name, layer_of, outlier_factor
 
 
 def test_hookpoint_names_round_trip_and_bad_names_are_errors():
-    assert parse_hookpoint("layers.12") == (12, False)
-    assert parse_hookpoint("layers.3.mlp") == (3, True)
+    assert parse_hookpoint("layers.12") == (12, "")
+    assert parse_hookpoint("layers.3.mlp") == (3, "mlp")
+    assert parse_hookpoint("layers.3.attn") == (3, "attn")
     assert layer_of("layers.7.mlp") == 7
     assert [layer_name(h) for h in ("layers.5", "layers.5.mlp")] == ["5", "5 mlp"]
-    for bad in ("layers.x", "blocks.3.hook_resid_post", "layers.3.attn", "", "layers.-1"):
+    for bad in ("layers.x", "blocks.3.hook_resid_post", "layers.3.attention", "", "layers.-1"):
         with pytest.raises(ValueError, match="unknown hookpoint"):
             parse_hookpoint(bad)
 

@@ -8,8 +8,7 @@ carrying both numbers:
   across layers by `where_N`; a token one layer dropped counts as not firing there.
 Turnover: per layer, the share of its alive features with an alive partner of decoder
 cosine > CLOSE in the next layer (and in the layer below): a dead partner carries nothing.
-Stored in the atlas folder, keyed by the SAE fingerprint like the layer map.
-"""
+Stored in the atlas folder, keyed by the SAE fingerprint like the layer map."""
 
 from __future__ import annotations
 
