@@ -22,7 +22,7 @@ from sae_core.explore.names import read_names
 from sae_core.explore.probing import read_probing
 from sae_core.explore.search import features_by_label
 from sae_core.hooks import run_captured
-from tests.conftest import WORDS, tiny_lm
+from tests.conftest import WORDS
 from ui import session
 from ui.sites import hookpoint_at, layer_key
 
@@ -31,15 +31,14 @@ TEXT = "the cat sat on the mat . a dog ran to Paris"
 
 
 @pytest.fixture(scope="module")
-def site_atlases(tmp_path_factory):
+def site_atlases(tmp_path_factory, tiny_atlas):
     """{name: folder} of the two builds (3 layers each; ~5 s together), with their layer
     evidence and feature index."""
     root = tmp_path_factory.mktemp("sites")
     corpus = root / "corpus.jsonl"
     lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
     corpus.write_text("\n".join(json.dumps({"text": t}) for t in lines))
-    lm = tiny_lm()
-    session.register_model(lm)
+    lm = session.model("tiny-llama")  # tiny_atlas's model: one object per name for all tests
     cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
     out = {}
     for name, site in SITES.items():
