@@ -44,7 +44,7 @@ BAD_API = [
     ("/feature_page", dict(layer=-1, feature=0), "layer must be a whole number"),
     ("/feature_page", dict(layer=10**12, feature=0), "layer must be a whole number"),
     ("/feature_page", dict(layer=None, feature=0), "layer must be a whole number"),
-    ("/feature_page", dict(layer="1", feature=0), "layer must be a whole number"),
+    ("/feature_page", dict(layer="one", feature=0), "is not a layer"),
     ("/feature_page", dict(layer=1, feature=None), "feature must be a whole number"),
     ("/feature_page", dict(layer=1, feature="abc"), "feature must be a whole number"),
     ("/feature_page", dict(layer=1, feature=[1]), "feature must be a whole number"),
