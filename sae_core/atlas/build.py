@@ -30,7 +30,7 @@ from .writing import AtlasBusy, atlas_lock, recover_swap, staging_dir, swap_in
 
 def _save_saes(trainer: MultiTrainer, out: Path) -> None:
     for h, state in trainer.layers.items():
-        state.sae.save(out / h, extra_metadata={
+        state.trainer.final_sae().save(out / h, extra_metadata={
             "median_norm": state.median_norm, "n_tokens": state.trainer.n_tokens,
             "n_dropped": state.n_dropped, "outlier_factor": trainer.cfg.outlier_factor,
         })

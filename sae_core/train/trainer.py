@@ -101,6 +101,11 @@ class SaeTrainer:
         normalize_decoder(sae)
         return batch_fvu
 
+    def final_sae(self) -> Sae:
+        """The SAE as saved and read after training (an architecture may turn its training
+        form into an inference form here)."""
+        return self.sae
+
     def dead_fraction(self) -> float:
         return float((self.since_fired > self.cfg.dead_tokens).double().mean())
 
@@ -216,4 +221,5 @@ class MultiTrainer:
                     state.last_fvu = state.trainer.step(x)
 
     def saes(self) -> dict[str, Sae]:
-        return {h: s.sae for h, s in self.layers.items()}
+        """Every layer's SAE as saved and read after training."""
+        return {h: s.trainer.final_sae() for h, s in self.layers.items()}
