@@ -1,6 +1,5 @@
 """Tiny random models built from a config: fast, offline, deterministic."""
 
-import json
 import os
 
 # The suite needs no network: no Hub look-ups, no Gradio analytics.
@@ -14,7 +13,12 @@ from sae_core.atlas.build import build_atlas
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.explore.evidence import ensure_layer_evidence
 from sae_core.lm import LM, embedded_model_dir
-from tests.tiny import WORDS, tiny_lm, tiny_tokenizer  # noqa: F401 (tests import them here)
+from tests.tiny import (  # noqa: F401 (tests import them here)
+    WORDS,
+    tiny_lm,
+    tiny_tokenizer,
+    write_tiny_corpus,
+)
 from ui import session
 
 
@@ -24,13 +28,17 @@ def lm() -> LM:
 
 
 @pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory):
+    """The tiny corpus (.jsonl) the tiny atlas is built from."""
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl")
+
+
+@pytest.fixture(scope="session")
 def tiny_atlas(tmp_path_factory):
     """A finished atlas (3 layers, SAEs, metrics, layer map and the rest of the layer evidence)
     of the tiny model."""
     root = tmp_path_factory.mktemp("atlas")
-    corpus = root / "corpus.jsonl"
-    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
-    corpus.write_text("\n".join(json.dumps({"text": t}) for t in lines))
+    corpus = write_tiny_corpus(root / "corpus.jsonl")
     lm = tiny_lm()
     session.register_model(lm)  # open_atlas finds it by name instead of loading from the Hub
     cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)

@@ -1,6 +1,9 @@
 """The tiny random Llama and word-level tokenizer the unit tests build from a config (fast,
 offline, deterministic); light to import, for test subprocesses too."""
 
+import json
+from pathlib import Path
+
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -27,3 +30,10 @@ def tiny_lm(n_layers: int = 3, d_model: int = 32, seed: int = 0) -> LM:
     )
     model = LlamaForCausalLM(config).eval().requires_grad_(False)
     return LM(model=model, tokenizer=tiny_tokenizer(), name="tiny-llama", layers=find_layers(model))
+
+
+def write_tiny_corpus(path: Path) -> Path:
+    """60 documents of 40 words of the tiny vocabulary, as a .jsonl corpus."""
+    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
+    path.write_text("\n".join(json.dumps({"text": t}) for t in lines))
+    return path

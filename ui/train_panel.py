@@ -7,6 +7,7 @@ import math
 
 import gradio as gr
 
+from sae_core.activations import SITES
 from sae_core.atlas.layout import ATLAS_ROOT, is_built
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.hub.pretrained_atlas import atlas_folder
@@ -18,6 +19,8 @@ from . import builds
 from .errors import friendly, text_arg
 
 MAX_LAYERS_TEXT = 200
+SITE_CHOICES = [("Residual stream", "resid"), ("MLP output", "mlp"),
+                ("Attention output", "attn")]
 MAX_NAME_CHARS, MAX_MODEL_CHARS = 100, 200
 """Longest set name and model id or folder."""
 
@@ -45,7 +48,17 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
     return tuple(sorted({int(p) for p in parts}))
 
 
-def train_job(name: str, model: str, layers: str, expansion, k, max_tokens) -> BuildJob:
+def parse_sites(chosen) -> tuple[str, ...]:
+    """The ticked sites, in the library's order; a plain reason for anything else."""
+    chosen = list(chosen) if isinstance(chosen, (list, tuple)) else [chosen]
+    if not chosen or any(not isinstance(c, str) or c not in SITES for c in chosen):
+        raise ValueError(f"sites must be one or more of {', '.join(SITES)}; "
+                         f"got {str(chosen)[:80]}")
+    return tuple(s for s in SITES if s in chosen)
+
+
+def train_job(name: str, model: str, layers: str, expansion, k, max_tokens,
+              sites=("resid",)) -> BuildJob:
     """The build a visitor asked for, checked; ValueError with a plain reason otherwise."""
     name = text_arg(name, "The name", MAX_NAME_CHARS).strip()
     model = text_arg(model, "The model", MAX_MODEL_CHARS)
@@ -55,7 +68,8 @@ def train_job(name: str, model: str, layers: str, expansion, k, max_tokens) -> B
     folder = atlas_folder(ATLAS_ROOT, name)
     if is_built(folder):
         raise ValueError(f"a set called {name!r} exists already; pick another name")
-    data = BuildConfig(model=(model or "").strip() or EMBEDDED, layers=parse_layers(layers))
+    data = BuildConfig(model=(model or "").strip() or EMBEDDED, layers=parse_layers(layers),
+                       site=parse_sites(sites))
     cfg = TrainConfig(expansion=_whole(expansion, "width (x d_model)", 1, 64),
                       k=_whole(k, "k", 1, 512),
                       max_tokens=_whole(max_tokens, "token budget", 4_096, 10_000_000))
@@ -63,8 +77,8 @@ def train_job(name: str, model: str, layers: str, expansion, k, max_tokens) -> B
 
 
 @friendly("starting the training")
-def start_training(name, model, layers, expansion, k, max_tokens):
-    job = train_job(name, model, layers, expansion, k, max_tokens)
+def start_training(name, model, layers, expansion, k, max_tokens, sites=("resid",)):
+    job = train_job(name, model, layers, expansion, k, max_tokens, sites)
     builds.start(job)
     return (f"Training `{job.folder.name}` in the background (progress above the tabs); "
             "it joins the SAE set picker when done."), gr.Timer(active=True)
@@ -72,8 +86,8 @@ def start_training(name, model, layers, expansion, k, max_tokens):
 
 def build_train_panel(timer: gr.Timer) -> None:
     """The form; `timer` is the progress panel's (started again when a job starts)."""
-    gr.Markdown("### Train a new SAE set\nOne SAE per chosen layer, trained in one pass over "
-                "the bundled corpus by the app's build worker (one build at a time; the "
+    gr.Markdown("### Train a new SAE set\nOne SAE per chosen layer and site, trained in one "
+                "pass over the bundled corpus by the app's build worker (one build at a time; the "
                 "progress panel above the tabs can cancel it, and starting it again resumes).")
     with gr.Row():
         name = gr.Textbox(label="Name for the trained set", placeholder="e.g. smol-k64",
@@ -88,7 +102,8 @@ def build_train_panel(timer: gr.Timer) -> None:
                       label="k (active features per token)")
         budget = gr.Number(307_200, precision=0, minimum=4_096, maximum=10_000_000,
                            label="Token budget (LM tokens)")
+        sites = gr.CheckboxGroup(SITE_CHOICES, value=["resid"], label="Where the SAEs read")
     train = gr.Button("Train", variant="primary")
     status = gr.Markdown()
-    train.click(start_training, [name, model, layers, expansion, k, budget], [status, timer],
-                concurrency_limit=1)
+    train.click(start_training, [name, model, layers, expansion, k, budget, sites],
+                [status, timer], concurrency_limit=1)

@@ -2,7 +2,6 @@
 model read by the layer evidence, the feature index, the live view and the feature page
 (the library functions and the tabs' callbacks), checked against direct re-encodings."""
 
-import json
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from sae_core.explore.names import read_names
 from sae_core.explore.probing import read_probing
 from sae_core.explore.search import features_by_label
 from sae_core.hooks import run_captured
-from tests.conftest import WORDS
+from tests.tiny import write_tiny_corpus
 from ui import session
 from ui.sites import hookpoint_at, layer_key
 
@@ -35,9 +34,7 @@ def site_atlases(tmp_path_factory, tiny_atlas):
     """{name: folder} of the two builds (3 layers each; ~5 s together), with their layer
     evidence and feature index."""
     root = tmp_path_factory.mktemp("sites")
-    corpus = root / "corpus.jsonl"
-    lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
-    corpus.write_text("\n".join(json.dumps({"text": t}) for t in lines))
+    corpus = write_tiny_corpus(root / "corpus.jsonl")
     lm = session.model("tiny-llama")  # tiny_atlas's model: one object per name for all tests
     cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
     out = {}

@@ -74,11 +74,17 @@ BAD_UI = [
     ("/export_set", (None, "x" * 500, ""), "export folder name is 500"),
     ("/export_set", (None, "x", "../../etc/passwd"), "repo id"),
     ("/push_set", (None, "x", "/etc/passwd"), "repo id"),
-    ("/start_training", ("", "embedded", "all", 8, 32, 307_200), "give the new set a name"),
-    ("/start_training", ("x" * 500, "embedded", "all", 8, 32, 307_200), "The name is 500"),
-    ("/start_training", ("ok-name", "embedded", "all", 8, 32, 10**12), ABOVE),
-    ("/start_training", ("ok-name", "embedded", "0,x", 8, 32, 307_200), "layers must be"),
-    ("/start_training", ("ok-name", "embedded", "9" * 300, 8, 32, 307_200), "The layers is"),
+    ("/start_training", ("", "embedded", "all", 8, 32, 307_200, ["resid"]),
+     "give the new set a name"),
+    ("/start_training", ("x" * 500, "embedded", "all", 8, 32, 307_200, ["resid"]),
+     "The name is 500"),
+    ("/start_training", ("ok-name", "embedded", "all", 8, 32, 10**12, ["resid"]), ABOVE),
+    ("/start_training", ("ok-name", "embedded", "0,x", 8, 32, 307_200, ["resid"]),
+     "layers must be"),
+    ("/start_training", ("ok-name", "embedded", "9" * 300, 8, 32, 307_200, ["resid"]),
+     "The layers is"),
+    ("/start_training", ("ok-name", "embedded", "all", 8, 32, 307_200, ["mlps"]), NOT_A_CHOICE),
+    ("/start_training", ("ok-name", "embedded", "all", 8, 32, 307_200, []), "sites must be"),
 ]
 
 

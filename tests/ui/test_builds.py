@@ -60,12 +60,18 @@ def test_train_job_checks_every_field(tmp_path):
     assert job.folder.name == "my-set" and job.data.layers == (0, 5, 12)
     assert (job.cfg.expansion, job.cfg.k, job.cfg.max_tokens) == (4, 16, 50_000)
     assert train_panel.train_job("a", "", "all", 8, 32, 307_200).data.layers is None
+    assert job.data.site == ("resid",)  # the default site
+    both = train_panel.train_job("a", "", "all", 8, 32, 307_200, ["attn", "resid"])
+    assert both.data.site == ("resid", "attn")  # the library's order
     bad = [("", "embedded", "all", 8, 32, 1e5, "name"),
            ("a", "embedded", "1;2", 8, 32, 1e5, "layers"),
            ("a", "embedded", "all", float("nan"), 32, 1e5, "width"),
            ("a", "embedded", "all", 8, 2.5, 1e5, "k"),
            ("a", "embedded", "all", 8, 32, -1, "token budget"),
-           ("a", "embedded", "all", 8, 32, 1e12, "token budget")]
+           ("a", "embedded", "all", 8, 32, 1e12, "token budget"),
+           ("a", "embedded", "all", 8, 32, 1e5, [], "sites"),
+           ("a", "embedded", "all", 8, 32, 1e5, ["resid", "mlps"], "sites"),
+           ("a", "embedded", "all", 8, 32, 1e5, [{"x": 1}], "sites")]
     for *args, field in bad:
         with pytest.raises(ValueError, match=field):
             train_panel.train_job(*args)
@@ -76,12 +82,12 @@ def test_the_train_form_trains_a_new_set_that_joins_the_picker(tmp_path, worker,
     """The SAEs tab's Train button: the app's worker trains the set (`tiny_atlas` registers
     the tiny model), and the next poll hands it to the picker."""
     monkeypatch.chdir(tmp_path)  # checkpoints/atlas/<name> lands here
-    text, timer = train_panel.start_training("mine", "tiny-llama", "0,2", 2, 4, 4096)
+    text, timer = train_panel.start_training("mine", "tiny-llama", "0,2", 2, 4, 4096, ["mlp"])
     assert "Training `mine`" in text and timer.active
     status = worker.wait(300)
     assert status.state == "done" and status.ready == ("SAEs",), status.error
     info = json.loads((tmp_path / "checkpoints/atlas/mine/atlas.json").read_text())
-    assert info["hookpoints"] == ["layers.0", "layers.2"] and info["lm_tokens"] == 4096
+    assert info["hookpoints"] == ["layers.0.mlp", "layers.2.mlp"] and info["lm_tokens"] == 4096
     assert info["train_cfg"]["expansion"] == 2 and info["train_cfg"]["k"] == 4
     _, _, picker, _, _ = builds.poll("checkpoints/atlas/other", "")
     values = [c[0] if isinstance(c, tuple) else c for c in picker.choices]
