@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 from .activations import OUTLIER_FACTOR, SITES, hookpoint_name
 from .precision import DEVICES
 
-Architecture = Literal["topk", "relu"]
-"""What our trainer makes."""
+Architecture = Literal["topk", "relu", "batchtopk", "matryoshka"]
+"""What our trainer makes; `batchtopk` and `matryoshka` are saved as `jumprelu` SAEs."""
 SaeArchitecture = Literal["topk", "relu", "jumprelu"]
 """What an SAE can be: JumpReLU SAEs come only from the Hub (SAELens)."""
 
@@ -47,9 +48,12 @@ class TrainConfig:
     expansion: int = 8
     """d_sae = expansion * d_in."""
     architecture: Architecture = "topk"
-    """SAE architecture, see SaeConfig."""
+    """SAE architecture: topk and relu as in SaeConfig; batchtopk keeps the k x n largest
+    pre-activations of a batch of n tokens (Bussmann et al. 2024), so tokens differ in L0, and
+    is saved as a jumprelu SAE with the learned threshold; matryoshka is batchtopk trained on
+    nested prefix losses (see matryoshka_prefixes)."""
     k: int = 32
-    """Target number of active latents (topk)."""
+    """Target number of active latents per token (topk; batchtopk and matryoshka on average)."""
     k_start: int | None = None
     """If set, k starts here and anneals linearly to `k` over `k_anneal_frac` of training."""
     k_anneal_frac: float = 0.3
@@ -97,10 +101,32 @@ class TrainConfig:
     """Run the LM forward under bf16 autocast and the SAE encoder matmul in bf16."""
     checkpoint_every: int = 20
     """Save a resumable checkpoint every this many LM batches (0: never)."""
+    ghost_grads: bool = False
+    """ReLU only: latents dead for dead_tokens also learn, through exp of their pre-activations,
+    to explain what the live ones missed (Anthropic's ghost grads, Jan 2024), a loss scaled to
+    the reconstruction loss of each token; an L1 SAE has no other way to revive a latent."""
+    resample_every: int = 0
+    """Every this many SAE steps (0: never) re-initialise dead latents on inputs drawn by their
+    squared reconstruction error (Anthropic, Towards Monosemanticity): revives latents that
+    AuxK or ghost grads cannot reach, any architecture."""
+    matryoshka_prefixes: tuple[float, ...] = (0.0625, 0.25, 1.0)
+    """Matryoshka: nested prefix sizes as fractions of d_sae (increasing, the last 1.0); the
+    loss is the mean FVU of the reconstructions from the first m latents, so early latents
+    learn general features on their own (Bussmann et al. 2025, Nabeshima 2024)."""
 
     def __post_init__(self) -> None:
-        if self.architecture not in ("topk", "relu"):
-            raise ValueError(f"unknown architecture {self.architecture!r}; use 'topk' or 'relu'")
+        if self.architecture not in ("topk", "relu", "batchtopk", "matryoshka"):
+            raise ValueError(f"unknown architecture {self.architecture!r}; use 'topk', 'relu', "
+                             "'batchtopk' or 'matryoshka'")
+        if self.ghost_grads and self.architecture != "relu":
+            raise ValueError(f"ghost_grads works with architecture 'relu' only, not "
+                             f"{self.architecture!r} (topk-style SAEs revive latents with AuxK)")
+        if self.resample_every < 0:
+            raise ValueError(f"resample_every must be >= 0, got {self.resample_every}")
+        p = self.matryoshka_prefixes
+        if not p or p[-1] != 1.0 or p[0] <= 0 or any(a >= b for a, b in pairwise(p)):
+            raise ValueError("matryoshka_prefixes must be increasing fractions of d_sae in (0, 1] "
+                             f"ending at 1.0, got {','.join(map(str, p))}")
         if min(self.expansion, self.k, self.batch_tokens, self.lm_batch_tokens) < 1:
             raise ValueError("expansion, k, batch_tokens and lm_batch_tokens must be positive")
         if self.max_tokens is not None and self.max_tokens < 1:
@@ -114,7 +140,7 @@ class TrainConfig:
     def encoder_scale(self) -> float:
         if self.encoder_init_scale is not None:
             return self.encoder_init_scale
-        return 0.5 if self.architecture == "topk" else 0.1
+        return 0.1 if self.architecture == "relu" else 0.5
 
 
 @dataclass(frozen=True)

@@ -125,9 +125,10 @@ class Sae(nn.Module):
         return SaeOutput(x_hat=self.decode_sparse(vals, idx), acts=self._dense(vals, idx))
 
     def save(self, folder: Path, *, extra_metadata: dict | None = None) -> None:
-        """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them."""
+        """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them; `metadata`
+        and `extra_metadata` go under cfg.json's metadata."""
         cfg = saelens_cfg(self.cfg)
-        cfg["metadata"] |= extra_metadata or {}
+        cfg["metadata"] |= self.metadata | (extra_metadata or {})  # e.g. the trainer's trained_as
         save_tensors(folder / WEIGHTS_FILE, self.tensors())
         write_json(folder / CONFIG_FILE, cfg, indent=2)
 

@@ -60,6 +60,7 @@ def _local_state(trainer: MultiTrainer, *, training: bool) -> tuple[dict, dict]:
                 if key in opt_state:
                     tensors[f"{h}/{name}/{key}"] = opt_state[key].cpu()
         tensors[f"{h}/since_fired"] = s.trainer.since_fired.cpu()
+        tensors |= {f"{h}/trainer/{k}": v.cpu() for k, v in s.trainer.extra_state().items()}
         layers[h] = {"median_norm": s.median_norm, "n_tokens": s.trainer.n_tokens,
                      "step_no": s.trainer.step_no, "n_dropped": s.n_dropped,
                      "d_in": s.sae.cfg.d_in}
@@ -109,6 +110,9 @@ def restore_layer(trainer: MultiTrainer, h: str, info: dict, tensors: dict[str, 
                     key: tensors[f"{h}/{name}/{key}"].to(p.device, copy=True)
                     for key in ADAM_KEYS}
     state.trainer.since_fired = tensors[f"{h}/since_fired"].to(trainer.device, copy=True)
+    prefix = f"{h}/trainer/"
+    state.trainer.load_extra_state({k.removeprefix(prefix): v for k, v in tensors.items()
+                                    if k.startswith(prefix)})
     state.trainer.n_tokens, state.trainer.step_no = info["n_tokens"], info["step_no"]
     state.n_dropped = info["n_dropped"]
     key = f"{h}/{_buffer_key(trainer.ranks.rank)}"
@@ -141,7 +145,8 @@ def load_checkpoint(trainer: MultiTrainer, folder: Path, data: dict | None = Non
     ResumeRefused when it was made with another training config or other `data`."""
     path = folder / STATE_FILE
     meta = json.loads(tensors_metadata(path)["meta"])
-    changed = differences(meta["train_cfg"], asdict(trainer.cfg))
+    # Through JSON as saved: a tuple field (matryoshka_prefixes) comes back as a list.
+    changed = differences(meta["train_cfg"], json.loads(json.dumps(asdict(trainer.cfg))))
     changed += differences(meta.get("data", {}), data or {})
     if changed:
         raise ResumeRefused(f"cannot resume the build in {folder.parent}: its checkpoint was "

@@ -1,6 +1,7 @@
 """The optimizer steps: one SAE's (`SaeTrainer`), and every layer's on the activations of
 one LM batch (`MultiTrainer`, fed by loop.py). Each layer's activations pass its shuffle
-buffer; the TopK backward is hand-written (topk_grad.py), ReLU uses autograd. Everything
+buffer; the TopK backward is hand-written (topk_grad.py), ReLU, BatchTopK and Matryoshka
+(batch_topk.py) use autograd, dead-latent remedies are in remedies.py. Everything
 lives on the activations' device; data-parallel ranks (ranks.py) sum gradients before the
 same Adam step, so every rank keeps the same SAEs."""
 
@@ -15,7 +16,15 @@ from torch import Tensor
 from ..activations import keep_mask
 from ..config import SaeConfig, TrainConfig
 from ..sae import Sae
+from .batch_topk import (
+    BATCH_ARCHS,
+    batch_topk_step_grads,
+    jumprelu_from,
+    prefix_sizes,
+    update_threshold,
+)
 from .ranks import SOLO, Ranks
+from .remedies import ghost_grad_loss, resample_dead
 from .shuffle import ShuffleBuffer
 from .topk_grad import normalize_decoder, remove_parallel_grad, topk_step_grads
 
@@ -44,11 +53,18 @@ def l1_loss(sae: Sae, x_ND: Tensor, coeff: float,
     """(FVU, coeff * L1) for a ReLU SAE; L1 of activations times decoder norms, in units of
     the batch's RMS deviation so one coefficient fits every layer. Data parallel: this
     rank's part of the whole batch's losses (they add up over ranks)."""
+    return relu_losses(sae, x_ND, coeff, ranks)[:2]
+
+
+def relu_losses(sae: Sae, x_ND: Tensor, coeff: float,
+                ranks: Ranks = SOLO) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`l1_loss`, then the reconstruction error x_hat - x (detached) and the total variance."""
     acts = F.relu(sae.pre_acts(x_ND))
     total_var, n = ranks.total_variance(x_ND), ranks.count(len(x_ND), x_ND.device)
     rms = (total_var / n).sqrt()
     l1 = (acts * sae.W_dec.norm(dim=-1)).sum() / n / rms
-    return (x_ND - sae.decode(acts)).pow(2).sum() / total_var, coeff * l1
+    err = sae.decode(acts) - x_ND
+    return err.pow(2).sum() / total_var, coeff * l1, err.detach(), total_var
 
 
 class SaeTrainer:
@@ -69,26 +85,30 @@ class SaeTrainer:
         """Training tokens since each latent last fired."""
         self.step_no = 0
         self.n_tokens = 0
+        self.threshold = float("nan")
+        """BatchTopK: running mean of the smallest kept activation (the inference threshold)."""
+        self.prefixes = (prefix_sizes(cfg.matryoshka_prefixes, sae.cfg.d_sae)
+                         if cfg.architecture == "matryoshka" else None)
 
     def step(self, x_ND: Tensor) -> float:
         """One optimizer step; returns the batch FVU (before the update). Data parallel:
         `x_ND` is this rank's part of the batch (it may be empty)."""
         cfg, sae, ranks = self.cfg, self.sae, self.ranks
+        dead = self.since_fired > cfg.dead_tokens
         if cfg.architecture == "topk":
             stats = topk_step_grads(
                 sae, x_ND, k_at(cfg, self.step_no, self.total_steps),
-                dead=self.since_fired > cfg.dead_tokens, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16,
-                ranks=ranks,
+                dead=dead, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16, ranks=ranks,
             )
             fired, batch_fvu = stats.fired, stats.fvu
+        elif cfg.architecture == "relu":
+            fired, batch_fvu = self._relu_grads(x_ND, dead)
         else:
-            sae.zero_grad(set_to_none=True)
-            warm = min(self.step_no / max(cfg.l1_warmup_frac * self.total_steps, 1), 1.0)
-            fvu_t, l1 = l1_loss(sae, x_ND, cfg.l1_coeff * warm, ranks)
-            (fvu_t + l1).backward()
-            with torch.no_grad():
-                fired = ranks.sum_((F.relu(sae.pre_acts(x_ND)) > 0).any(0).int()) > 0
-            batch_fvu = float(ranks.sum_(fvu_t.detach()))
+            stats = batch_topk_step_grads(
+                sae, x_ND, k_at(cfg, self.step_no, self.total_steps), sizes=self.prefixes,
+                dead=dead, auxk_alpha=cfg.auxk_alpha)
+            self.threshold = update_threshold(self.threshold, stats.min_kept)
+            fired, batch_fvu = stats.fired, stats.fvu
         n_rows = ranks.count(len(x_ND), x_ND.device)
         self.since_fired += n_rows
         self.since_fired[fired] = 0
@@ -99,12 +119,55 @@ class SaeTrainer:
         remove_parallel_grad(sae)
         self.opt.step()
         normalize_decoder(sae)
+        if cfg.resample_every and self.step_no % cfg.resample_every == 0:
+            self._resample(x_ND)
         return batch_fvu
 
+    def _relu_grads(self, x_ND: Tensor, dead: Tensor) -> tuple[Tensor, float]:
+        """ReLU + L1 gradients (and ghost grads); (latents that fired, batch FVU)."""
+        cfg, sae, ranks = self.cfg, self.sae, self.ranks
+        sae.zero_grad(set_to_none=True)
+        warm = min(self.step_no / max(cfg.l1_warmup_frac * self.total_steps, 1), 1.0)
+        fvu_t, l1, err, total_var = relu_losses(sae, x_ND, cfg.l1_coeff * warm, ranks)
+        loss = fvu_t + l1
+        if cfg.ghost_grads:
+            loss = loss + ghost_grad_loss(sae, x_ND, err, dead, total_var)
+        loss.backward()
+        with torch.no_grad():
+            fired = ranks.sum_((F.relu(sae.pre_acts(x_ND)) > 0).any(0).int()) > 0
+        return fired, float(ranks.sum_(fvu_t.detach()))
+
+    @torch.no_grad()
+    def _resample(self, x_ND: Tensor) -> None:
+        """Resample the dead latents on this batch, with a generator seeded by the step (a
+        resumed run draws the same rows); they count as just fired."""
+        dead = self.since_fired > self.cfg.dead_tokens
+        if not dead.any():
+            return
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step_no)
+        resample_dead(self.sae, self.opt, x_ND, self.sae(x_ND).x_hat, dead, gen)
+        self.since_fired[dead] = 0
+
     def final_sae(self) -> Sae:
-        """The SAE as saved and read after training (an architecture may turn its training
-        form into an inference form here)."""
-        return self.sae
+        """The SAE as saved and read after training: BatchTopK and Matryoshka SAEs become
+        `jumprelu` ones with the learned threshold; cfg.json records how it was trained."""
+        cfg = self.cfg
+        sae = (jumprelu_from(self.sae, self.threshold) if cfg.architecture in BATCH_ARCHS
+               else self.sae)
+        sae.metadata = sae.metadata | {"trained_as": cfg.architecture} | (
+            {"ghost_grads": True} if cfg.ghost_grads else {}) | (
+            {"resample_every": cfg.resample_every} if cfg.resample_every else {})
+        return sae
+
+    def extra_state(self) -> dict[str, Tensor]:
+        """Training state beyond weights, moments and counters, for checkpoints."""
+        if self.cfg.architecture not in BATCH_ARCHS:
+            return {}
+        return {"threshold": torch.tensor(self.threshold, dtype=torch.float64)}
+
+    def load_extra_state(self, tensors: dict[str, Tensor]) -> None:
+        if "threshold" in tensors:
+            self.threshold = float(tensors["threshold"])
 
     def dead_fraction(self) -> float:
         return float((self.since_fired > self.cfg.dead_tokens).double().mean())
@@ -146,7 +209,10 @@ class MultiTrainer:
 
     def sae_config(self, hookpoint: str, d_in: int) -> SaeConfig:
         return SaeConfig(
-            d_in=d_in, d_sae=self.cfg.expansion * d_in, architecture=self.cfg.architecture,
+            # BatchTopK trains as a topk SAE (what reads it meanwhile keeps k per token);
+            # final_sae makes it jumprelu.
+            d_in=d_in, d_sae=self.cfg.expansion * d_in,
+            architecture="topk" if self.cfg.architecture in BATCH_ARCHS else self.cfg.architecture,
             k=self.cfg.k, hookpoint=hookpoint, model_name=self.model_name,
         )
 
