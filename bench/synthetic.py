@@ -46,14 +46,16 @@ def default_recipe(syn: SyntheticConfig) -> TrainConfig:
 
 
 def overridden(cfg: TrainConfig, settings: list[str]) -> TrainConfig:
-    """`--set name=value` pairs applied to the recipe (values as JSON, else strings)."""
+    """`--set name=value` pairs applied to the recipe (values as JSON, lists as tuples, else
+    strings: `--set architecture=relu --set matryoshka_prefixes=[0.25,1]`)."""
     changes = {}
     for item in settings:
         name, _, raw = item.partition("=")
         try:
-            changes[name] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            changes[name] = raw
+            value = raw
+        changes[name] = tuple(value) if isinstance(value, list) else value
     return dataclasses.replace(cfg, **changes)
 
 
