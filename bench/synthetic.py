@@ -27,22 +27,14 @@ import torch
 from common import ROOT  # noqa: F401  (puts the repo root on sys.path)
 
 from sae_core.config import TrainConfig
+from sae_core.lab.data import synthetic_data
 from sae_core.lab.fit import evaluate_fit, fit_sae
 from sae_core.lab.recovery import best_cosines, mmcs, random_dictionary, recovered
-from sae_core.lab.synthetic import SyntheticConfig, feature_probs, sample, true_features
+from sae_core.lab.synthetic import SyntheticConfig, feature_probs, synthetic_recipe
 
-REFERENCE_WIDTH = 8 * 576
-"""The default recipe's width on the default model (expansion 8 x SmolLM2's d_model)."""
 THREADS = 1
 """Default torch threads: the matrices are tiny, and with another process on the second
 core 2 threads trained 7-14x slower than 1 (146 steps: 20-22 s against 1.5-3 s)."""
-
-
-def default_recipe(syn: SyntheticConfig) -> TrainConfig:
-    """`TrainConfig()` with k scaled to keep its share of active latents at this width."""
-    cfg = TrainConfig()
-    k = max(1, round(cfg.k * cfg.expansion * syn.d / REFERENCE_WIDTH))
-    return dataclasses.replace(cfg, k=k)
 
 
 def overridden(cfg: TrainConfig, settings: list[str]) -> TrainConfig:
@@ -77,11 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     syn = SyntheticConfig()
-    cfg = overridden(default_recipe(syn), args.set)
-    true_FD = true_features(syn)
+    cfg = overridden(synthetic_recipe(syn), args.set)
     t0 = time.perf_counter()
-    train_ND = sample(syn, args.train, torch.Generator().manual_seed(syn.seed + 100))
-    test_ND = sample(syn, args.test, torch.Generator().manual_seed(syn.seed + 200))
+    data = synthetic_data(syn, args.train, args.test)
+    train_ND, test_ND, true_FD = data.train_ND, data.test_ND, data.true_FD
     print(f"data: {syn}\n  {args.train:,} train / {args.test:,} held-out rows in "
           f"{time.perf_counter() - t0:.1f} s; true L0 {float(feature_probs(syn).sum()):.2f}; "
           f"{torch.get_num_threads()} torch threads")

@@ -20,6 +20,7 @@ from sae_core.metrics import format_with_error
 
 from . import builds, public, session
 from .errors import friendly, text_arg
+from .lab_panel import build_lab_panel
 from .plots import quality_by_layer
 from .serve import event_limits
 from .train_panel import build_train_panel
@@ -271,6 +272,7 @@ def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
             return evt.row_value[0] if evt.row_value else gr.skip()
 
         sets.select(choose, None, picker)
+        build_lab_panel(picker, events)
         if not is_public:
             if train_timer is not None:
                 build_train_panel(train_timer)

@@ -15,11 +15,15 @@ independent features would. Firing features get random non-negative magnitudes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from ..config import TrainConfig
+
+REFERENCE_WIDTH = 8 * 576
+"""The default recipe's width on the default model (expansion 8 x SmolLM2's d_model)."""
 CHUNK = 8192
 """Rows drawn at once by `sample` (bounds the (rows, n_features) temporaries)."""
 
@@ -132,3 +136,10 @@ def sample(cfg: SyntheticConfig, n: int, generator: torch.Generator | None = Non
         out_ND[start:start + rows] = activations(cfg, sample_codes(cfg, rows, gen), gen,
                                                  features_FD)
     return out_ND
+
+
+def synthetic_recipe(syn: SyntheticConfig, base: TrainConfig | None = None) -> TrainConfig:
+    """`base` (default `TrainConfig()`) for the synthetic problem: k scaled to keep its share
+    of active latents at this width (32 of 8 x 576 -> 4 of 8 x 64, one below the true L0)."""
+    base = base or TrainConfig()
+    return replace(base, k=max(1, round(base.k * base.expansion * syn.d / REFERENCE_WIDTH)))

@@ -119,7 +119,9 @@ class SaeTrainer:
         remove_parallel_grad(sae)
         self.opt.step()
         normalize_decoder(sae)
-        if cfg.resample_every and self.step_no % cfg.resample_every == 0:
+        # never in the last interval: a resampled latent needs steps to learn its feature
+        if (cfg.resample_every and self.step_no % cfg.resample_every == 0
+                and self.step_no + cfg.resample_every <= self.total_steps):
             self._resample(x_ND)
         return batch_fvu
 

@@ -85,6 +85,10 @@ BAD_UI = [
      "The layers is"),
     ("/start_training", ("ok-name", "embedded", "all", 8, 32, 307_200, ["mlps"]), NOT_A_CHOICE),
     ("/start_training", ("ok-name", "embedded", "all", 8, 32, 307_200, []), "sites must be"),
+    ("/run_sweep", (None, "1", "k", "8,x"), "must be numbers"),
+    ("/run_sweep", (None, "1", "k", "0.5"), "whole numbers"),
+    ("/run_sweep", (None, "1", "lr", "8"), NOT_A_CHOICE),
+    ("/run_sweep", (None, "99", "k", "8"), "not in this SAE set"),
 ]
 
 
