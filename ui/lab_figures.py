@@ -5,6 +5,7 @@ plotly.js inside (opens offline) and as PNG when a chromium is installed to draw
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -26,25 +27,48 @@ def second_metric(rows: list[dict]) -> tuple[str, str] | None:
     return None
 
 
-def frontier_figure(rows: list[dict], title: str, *, connect: bool) -> go.Figure:
-    """L0 (log) against FVU, and against the second metric; `connect` joins a sweep's points
-    in sweep order (a frontier), a comparison's stay apart (one recipe each)."""
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star", "hexagon")
+COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692",
+          "#b6e880")
+"""Plotly's default colours, fixed per row so both panels match the legend."""
+
+
+def frontier_figure(rows: list[dict], title: str, *, kind: str) -> go.Figure:
+    """L0 (log) against FVU, and against the second metric. `kind`: "sweep" joins the points
+    in sweep order (a frontier) and labels them by value; "recipes" gives each row its own
+    marker and legend entry; "layers" labels each point by its layer, coloured by depth."""
     right = second_metric(rows)
     panels = [("fvu", "FVU (lower is better)")] + ([right] if right else [])
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[f"L0 vs {t.split(' (')[0]}"
                                                                    for _, t in panels])
+    groups = [[r] for r in rows] if kind == "recipes" else [rows]
     for col, (key, axis) in enumerate(panels, 1):
-        fig.add_scatter(
-            x=[r["l0"] for r in rows], y=[r[key] for r in rows], text=[r["label"] for r in rows],
-            mode="lines+markers+text" if connect else "markers+text", textposition="top center",
-            showlegend=False, row=1, col=col,
-            hovertemplate="%{text}<br>L0 %{x:.1f}<br>" + axis + " %{y:.4f}<extra></extra>")
+        for i, group in enumerate(groups):
+            marker = dict(size=10, symbol=SYMBOLS[i % len(SYMBOLS)],
+                          color=COLORS[i % len(COLORS)])
+            if kind == "layers":
+                marker |= dict(color=list(range(len(group))), colorscale="Viridis")
+            fig.add_scatter(
+                x=[r["l0"] for r in group], y=[r[key] for r in group],
+                text=[r["label"] for r in group], name=group[0]["label"], legendgroup=str(i),
+                mode={"sweep": "lines+markers+text", "layers": "markers+text"}.get(
+                    kind, "markers"),
+                textposition="top center", showlegend=kind == "recipes" and col == 1,
+                marker=marker, row=1, col=col,
+                hovertemplate="%{text}<br>L0 %{x:.1f}<br>" + axis + " %{y:.4f}<extra></extra>")
         fig.update_yaxes(title_text=axis, row=1, col=col)
         fig.update_xaxes(title_text="L0 (active latents per token, log)", type="log", row=1,
-                         col=col)
-    fig.update_layout(title=title, width=WIDTH, height=HEIGHT, margin=dict(t=70, b=50, l=60,
-                                                                           r=20))
+                         col=col, range=_log_range([r["l0"] for r in rows]))
+    fig.update_layout(title=title, width=WIDTH, height=HEIGHT,
+                      margin=dict(t=70, b=50, l=60, r=20))
     return fig
+
+
+def _log_range(values: list[float]) -> list[float]:
+    """A log axis's range with room around the points (labels stay inside the plot)."""
+    low, high = math.log10(max(min(values), 1e-3)), math.log10(max(max(values), 1e-3))
+    pad = max(0.15, 0.1 * (high - low))
+    return [low - pad, high + pad]
 
 
 def save_figure(fig: go.Figure, stem: Path, *, png: bool = True) -> list[Path]:
@@ -71,5 +95,10 @@ def save_figure(fig: go.Figure, stem: Path, *, png: bool = True) -> list[Path]:
 def draw_run(folder: Path, *, png: bool = True) -> list[Path]:
     """The frontier figure of a lab run's folder (its results.json), saved beside it."""
     results = read_json(Path(folder) / "results.json")
-    fig = frontier_figure(results["rows"], results["title"], connect=results["kind"] == "sweep")
+    fig = frontier_figure(results["rows"], results["title"], kind=figure_kind(results))
     return save_figure(fig, Path(folder) / "frontier", png=png)
+
+
+def figure_kind(results: dict) -> str:
+    """How a run's rows are drawn: a sweep's as a frontier, a comparison's one per recipe."""
+    return "sweep" if results["kind"] == "sweep" else "recipes"

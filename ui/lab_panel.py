@@ -19,7 +19,7 @@ from sae_core.lab.table import table_markdown
 
 from . import public, session
 from .errors import friendly, text_arg
-from .lab_figures import frontier_figure
+from .lab_figures import figure_kind, frontier_figure
 from .sites import hookpoint_at, layer_key
 
 SWEEP_TOKENS = 32_768
@@ -37,7 +37,7 @@ def set_frontier(folder: str | None):
     rows = [{"label": str(layer_key(h)), "l0": m["l0"], "fvu": m["fvu"],
              "ce_recovered": m.get("ce_recovered")} for h, m in read_metrics(folder).items()]
     return frontier_figure(rows, "This set's SAEs (one point per layer, labelled by layer)",
-                           connect=False)
+                           kind="layers")
 
 
 def lab_runs(folder: str | None, root: Path = LAB_ROOT) -> dict[str, dict]:
@@ -61,7 +61,7 @@ def show_run(results: dict | None):
     if not results:
         return None, "No lab runs for this model yet."
     rows = results["rows"]
-    fig = frontier_figure(rows, results["title"], connect=results["kind"] == "sweep")
+    fig = frontier_figure(rows, results["title"], kind=figure_kind(results))
     return fig, f"{results['title']}\n\n{table_markdown(rows)}"
 
 

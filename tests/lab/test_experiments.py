@@ -110,9 +110,13 @@ def test_table_and_figure_show_exactly_the_rows():
             {"label": "b", "l0": 9.0, "fvu": 0.2, "mmcs": 0.95}]
     table = table_markdown(rows)
     assert "MMCS" in table and "CE loss" not in table and table.count("\n") == 4
-    fig = frontier_figure(rows, "t", connect=True)  # the app's and the script's figure
+    fig = frontier_figure(rows, "t", kind="sweep")  # the app's and the script's figure
     assert [list(t.x) for t in fig.data] == [[3.0, 9.0]] * 2
     assert [list(t.y) for t in fig.data] == [[0.5, 0.2], [0.9, 0.95]]
+    fig = frontier_figure(rows, "t", kind="recipes")  # one trace and legend entry per row
+    assert [(t.name, list(t.x), list(t.y)) for t in fig.data] == [
+        ("a", [3.0], [0.5]), ("b", [9.0], [0.2]), ("a", [3.0], [0.9]), ("b", [9.0], [0.95])]
+    assert [t.showlegend for t in fig.data] == [True, True, False, False]
 
 
 def test_final_saes_of_every_recipe_load_as_saved(tmp_path, data):
