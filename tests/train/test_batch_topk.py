@@ -20,10 +20,8 @@ from sae_core.train.batch_topk import (
     prefix_fvus,
     prefix_sizes,
 )
-from sae_core.train.loop import train_saes
 from sae_core.train.trainer import SaeTrainer
 from tests.tiny import WORDS
-from tests.train.windows import HOOKS, _cfg, _windows
 
 
 def planted(n, d_in=16, n_feat=48, per_token=3, seed=0):
@@ -150,29 +148,3 @@ def test_batchtopk_build_loads_as_jumprelu_and_runs_live(tmp_path, lm):
     view = live_view(loaded, "the cat sat on the mat", top=3)
     assert view.hookpoints == tuple(loaded.hookpoints) and len(view.token_ids) == 6
     assert bool((view.top_idx_TLK >= 0).any())  # features fire through the jumprelu SAEs
-
-
-@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
-def test_interrupted_batchtopk_run_resumes_to_identical_weights(lm, tmp_path, arch):
-    # shuffle_batches 2: SAE steps (and threshold updates) start at batch 3, before the
-    # checkpoint at batch 4
-    cfg = _cfg(architecture=arch, checkpoint_every=2, shuffle_batches=2,
-               matryoshka_prefixes=(0.25, 1.0))
-    full = train_saes(lm, _windows(), HOOKS, cfg)
-
-    class Interrupt(Exception):
-        pass
-
-    def stop_after_5(done, total, stats):
-        if done == 5:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        train_saes(lm, _windows(), HOOKS, cfg, checkpoint_dir=tmp_path, progress=stop_after_5)
-    resumed = train_saes(lm, _windows(), HOOKS, cfg, checkpoint_dir=tmp_path)
-    for h in HOOKS:
-        a, b = full.layers[h].trainer, resumed.layers[h].trainer
-        assert a.threshold == b.threshold and a.threshold == a.threshold  # not NaN
-        for name, t in a.final_sae().tensors().items():
-            torch.testing.assert_close(t, b.final_sae().tensors()[name], rtol=0, atol=0,
-                                       msg=f"{h} {name}")
