@@ -165,7 +165,7 @@ class SaeTrainer:
         """Training state beyond weights, moments and counters, for checkpoints."""
         if self.cfg.architecture not in BATCH_ARCHS:
             return {}
-        return {"threshold": torch.tensor(self.threshold, dtype=torch.float64)}
+        return {"threshold": torch.tensor(self.threshold, dtype=torch.float64)}  # cpu: saved
 
     def load_extra_state(self, tensors: dict[str, Tensor]) -> None:
         if "threshold" in tensors:
