@@ -30,9 +30,22 @@ PARAMS = [("k (TopK: active latents per token)", "k"),
           ("L1 coefficient (ReLU)", "l1_coeff"), ("width (x d_model)", "expansion")]
 
 
+def _set_folder(folder) -> Path | None:
+    """The set's folder when a visitor may open it and it is built (`session.check_folder`:
+    in public mode only served sets), else None."""
+    if not isinstance(folder, str) or not folder:
+        return None
+    try:
+        path = session.check_folder(folder)
+    except ValueError:
+        return None
+    return path if is_built(path) else None
+
+
 def set_frontier(folder: str | None):
     """One point per SAE of the set: its held-out L0 against FVU and CE loss recovered."""
-    if not folder or not is_built(Path(folder)):
+    folder = _set_folder(folder)
+    if folder is None:
         return None
     rows = [{"label": str(layer_key(h)), "l0": m["l0"], "fvu": m["fvu"],
              "ce_recovered": m.get("ce_recovered")} for h, m in read_metrics(folder).items()]
@@ -43,7 +56,8 @@ def set_frontier(folder: str | None):
 def lab_runs(folder: str | None, root: Path = LAB_ROOT) -> dict[str, dict]:
     """{choice label: results.json} of the lab runs on the set's model and the synthetic
     ones, newest first; unreadable runs are skipped."""
-    model = read_info(folder)["model"] if folder and is_built(Path(folder)) else None
+    folder = _set_folder(folder)
+    model = read_info(folder)["model"] if folder else None
     runs = {}
     paths = sorted(root.glob("*/results.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in paths[:MAX_RUNS]:
@@ -89,7 +103,7 @@ def run_sweep(folder: str | None, layer, param: str, values_text: str,
     """Train one SAE per value on SWEEP_TOKENS rows of one layer of the set's model."""
     if public.policy().public:  # never registered then; refused anyway
         raise gr.Error("This public demo does not run sweeps.")
-    if not isinstance(folder, str) or not folder or not is_built(session.check_folder(folder)):
+    if _set_folder(folder) is None:
         raise gr.Error("Pick an SAE set first.")
     values = parse_values(values_text, param)
     info = read_info(folder)

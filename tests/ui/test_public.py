@@ -168,7 +168,18 @@ def _endpoints(policy, as_policy):
 
 def test_public_blocks_register_no_export_or_push(as_policy):
     names, api = _endpoints(PRIVATE, as_policy)
-    assert {"push_set", "export_set", "hub_load"} <= names and {"push_set", "export_set"} <= api
+    assert {"push_set", "export_set", "hub_load", "run_sweep"} <= names
+    assert {"push_set", "export_set", "run_sweep"} <= api
     names, api = _endpoints(PUBLIC, as_policy)
     assert "hub_load_release" in names and "hub_load_release" in api
-    assert not {"push_set", "export_set", "hub_load"} & (names | api)
+    assert not {"push_set", "export_set", "hub_load", "run_sweep"} & (names | api)
+
+
+def test_public_lab_reads_only_served_sets(as_policy, tiny_atlas):
+    """The lab's plots read a set's files only where a visitor may open it."""
+    from ui import lab_panel
+
+    assert lab_panel.set_frontier(str(tiny_atlas)) is not None  # private: any folder
+    as_policy(PUBLIC)
+    assert lab_panel.set_frontier(str(tiny_atlas)) is None  # not under checkpoints/atlas
+    assert lab_panel.lab_runs(str(tiny_atlas), root=tiny_atlas) == {}
