@@ -48,17 +48,12 @@ def k_at(cfg: TrainConfig, step: int, total_steps: int) -> int:
     return round(cfg.k_start + frac * (cfg.k - cfg.k_start))
 
 
-def l1_loss(sae: Sae, x_ND: Tensor, coeff: float,
-            ranks: Ranks = SOLO) -> tuple[Tensor, Tensor]:
-    """(FVU, coeff * L1) for a ReLU SAE; L1 of activations times decoder norms, in units of
-    the batch's RMS deviation so one coefficient fits every layer. Data parallel: this
-    rank's part of the whole batch's losses (they add up over ranks)."""
-    return relu_losses(sae, x_ND, coeff, ranks)[:2]
-
-
 def relu_losses(sae: Sae, x_ND: Tensor, coeff: float,
                 ranks: Ranks = SOLO) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """`l1_loss`, then the reconstruction error x_hat - x (detached) and the total variance."""
+    """(FVU, coeff * L1, the reconstruction error x_hat - x (detached), the total variance)
+    for a ReLU SAE; L1 of activations times decoder norms, in units of the batch's RMS
+    deviation so one coefficient fits every layer. Data parallel: this rank's part of the
+    whole batch's losses (they add up over ranks)."""
     acts = F.relu(sae.pre_acts(x_ND))
     total_var, n = ranks.total_variance(x_ND), ranks.count(len(x_ND), x_ND.device)
     rms = (total_var / n).sqrt()
