@@ -43,13 +43,12 @@ from sae_core.steer.fluency import perplexity
 from sae_core.steer.generation import GenConfig, generate, prompt_ids, side_by_side
 from sae_core.steer.presets import ResolvedPreset, ensure_presets
 from ui import session
+from ui.lab_figures import save_figure
 
 PROMPTS = ("Write a short story.", "Tell me about your weekend.", "Describe your ideal house.",
            "Give me three tips for a job interview.")
 STRENGTHS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def geometric_mean(values: list[float]) -> float:
@@ -119,18 +118,10 @@ def figure(results: dict, strengths) -> go.Figure:
 
 
 def screenshot(fig: go.Figure, png: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
-    html = png.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs=True)  # offline: plotly.js inside the page
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1420, "height": 460})
-        page.goto(html.resolve().as_uri(), wait_until="load")
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(png), full_page=True)
-        browser.close()
-    html.unlink()
+    written = save_figure(fig, png.with_suffix(""))
+    png.with_suffix(".html").unlink()  # the PNG is the figure of record
+    if png not in written:
+        raise RuntimeError("no chromium to draw the figure with (apt-get install chromium)")
 
 
 def main() -> None:

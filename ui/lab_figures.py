@@ -72,8 +72,8 @@ def _log_range(values: list[float]) -> list[float]:
 
 
 def save_figure(fig: go.Figure, stem: Path, *, png: bool = True) -> list[Path]:
-    """`stem`.html always; `stem`.png too when asked and chromium is here. Returns what was
-    written."""
+    """`stem`.html always; `stem`.png too when asked and chromium is here, in a window the
+    figure's size. Returns what was written."""
     html = stem.with_suffix(".html")
     write_text(html, fig.to_html(include_plotlyjs=True, full_html=True))
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -84,10 +84,13 @@ def save_figure(fig: go.Figure, stem: Path, *, png: bool = True) -> list[Path]:
     image = stem.with_suffix(".png")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": WIDTH + 20, "height": HEIGHT + 20})
+        size = {"width": (fig.layout.width or WIDTH) + 20,
+                "height": (fig.layout.height or HEIGHT) + 20}
+        page = browser.new_page(viewport=size)
         page.goto(html.resolve().as_uri(), wait_until="load")
-        page.wait_for_timeout(1000)  # plotly draws after load
-        write_atomic(image, lambda tmp: page.screenshot(path=str(tmp), type="png"))
+        page.wait_for_timeout(1500)  # plotly draws after load
+        write_atomic(image, lambda tmp: page.screenshot(path=str(tmp), type="png",
+                                                        full_page=True))
         browser.close()
     return [html, image]
 
