@@ -56,12 +56,3 @@ def fvu(sae: Sae, x_ND: Tensor) -> float:
     """Held-out fraction of variance unexplained."""
     return held_out(sae, x_ND).fvu()
 
-
-def l0(sae: Sae, x_ND: Tensor) -> float:
-    """Mean number of latents firing per held-out row."""
-    return held_out(sae, x_ND).l0()
-
-
-def dead_fraction(sae: Sae, x_ND: Tensor) -> float:
-    """Share of latents that never fire on the held-out rows."""
-    return held_out(sae, x_ND).dead_fraction()
