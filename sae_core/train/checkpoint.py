@@ -76,11 +76,13 @@ def collect_state(trainer: MultiTrainer, *, training: bool = True) -> tuple[dict
         return tensors, layers
     if not ranks.is_main:
         send_tensors(tensors, layers, dst=0)
-        return None
-    for src in range(1, ranks.world):
-        theirs, their_layers = recv_tensors(src)
-        tensors, layers = tensors | theirs, layers | their_layers
-    return tensors, layers
+    else:
+        for src in range(1, ranks.world):
+            theirs, their_layers = recv_tensors(src)
+            tensors, layers = tensors | theirs, layers | their_layers
+    # no rank leaves (or exits) while a send to or from it may still be in flight
+    ranks.barrier()
+    return (tensors, layers) if ranks.is_main else None
 
 
 def save_checkpoint(trainer: MultiTrainer, folder: Path, batches_done: int,

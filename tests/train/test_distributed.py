@@ -40,9 +40,11 @@ def run_ranks(mode: str, runs: list[dict], world: int = 2) -> None:
         [sys.executable, "-m", "tests.train.ranked_train", mode, json.dumps(runs)],
         cwd=ROOT, env=env | {"RANK": str(r), "LOCAL_RANK": str(r)},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in range(world)]
-    for p in procs:
-        out, _ = p.communicate(timeout=600)
-        assert p.returncode == 0, out[-3000:]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    # every rank's output when one fails: the failing rank's alone hides who left first
+    assert all(p.returncode == 0 for p in procs), "\n".join(
+        f"--- rank {r} (rc {p.returncode}):\n{out[-3000:]}"
+        for r, (p, out) in enumerate(zip(procs, outs, strict=True)))
 
 
 def _runs(tmp: Path, named: dict[str, dict]) -> tuple[dict[str, Path], list[dict]]:
