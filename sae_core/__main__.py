@@ -27,6 +27,7 @@ from .atlas.layout import (
 from .cli_options import add_config_args, config_from_args
 from .config import BuildConfig, RunConfig, TrainConfig
 from .corpus import load_texts, token_windows
+from .explore.one_pass import after_training
 from .hub.atlas_repo import push_atlas
 from .jobs.stages import STAGES, complete_atlas, ready_parts
 from .lm import load_named
@@ -81,7 +82,7 @@ def train(args: argparse.Namespace) -> None:
     main_rank = os.environ.get("RANK", "0") == "0"
     out = build_atlas(args.out, data=config_from_args(BuildConfig, args),
                       cfg=config_from_args(TrainConfig, args), run=run,
-                      report=console_report() if main_rank else None)
+                      report=console_report() if main_rank else None, after=after_training)
     if not main_rank:
         return
     info = read_info(out)

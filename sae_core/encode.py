@@ -107,6 +107,17 @@ def encode_batch(
     """One captured forward of `ids_BL` on the LM's device; every SAE (on that device too)
     encodes its layer's kept tokens. The codes come back on the CPU (module doc)."""
     acts = run_captured(lm, ids_BL, list(saes), bf16=BF16, attention_mask=attention_mask)
+    return encode_acts(saes, acts, medians, outlier_factor=outlier_factor,
+                       attention_mask=attention_mask)
+
+
+@torch.inference_mode()
+def encode_acts(
+    saes: dict[str, Sae], acts: dict[str, Tensor], medians: dict[str, float], *,
+    outlier_factor: float, attention_mask: Tensor | None = None,
+) -> dict[str, LayerCodes]:
+    """`encode_batch` on activations already captured (`run_captured`), for a caller that
+    reads them for something else too (explore/one_pass.py)."""
     out = {}
     for h, sae in saes.items():
         x_BLD = acts[h]

@@ -215,7 +215,7 @@ DEVICE_AWARE = ["sae_core/encode.py", "sae_core/norms.py", "sae_core/atlas/evalu
                 "sae_core/train", "sae_core/sae.py", "sae_core/hooks.py", "sae_core/memory.py",
                 *(f"sae_core/explore/{m}.py" for m in (
                     "concepts", "feature_index", "feature_page", "firings", "layermap", "lineage",
-                    "live", "logit_lens", "names", "names_evidence"))]
+                    "live", "logit_lens", "names", "names_evidence", "one_pass"))]
 CPU_ONLY = {f"sae_core/explore/{m}.py" for m in (
     "__init__", "consistency", "controls", "evidence", "feature_stats", "labels",
     "names_score", "probing", "probing_fit", "search")}

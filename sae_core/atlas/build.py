@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -16,8 +17,10 @@ from ..config import BuildConfig, RunConfig, TrainConfig
 from ..corpus import load_texts, split_ids, token_windows
 from ..lm import LM, load_lm
 from ..memory import check_memory, training_memory
+from ..metrics import RunningFvu
 from ..precision import resolve_device, use_bf16
 from ..progress import Report
+from ..sae import Sae
 from ..train.checkpoint import gather_layers
 from ..train.loop import train_saes
 from ..train.ranks import Ranks, from_environment, rank_device
@@ -26,6 +29,11 @@ from .evaluate import evaluate_atlas
 from .fingerprint import digest_of, sae_file_digests
 from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, INFO_FILE, METRICS_FILE, forget_reads, is_built
 from .writing import AtlasBusy, atlas_lock, recover_swap, staging_dir, swap_in
+
+AfterTraining = Callable[[Path, LM, dict[str, Sae], dict[str, float], dict, Report | None],
+                         dict[str, RunningFvu]]
+"""(staging folder, LM, trained SAEs, medians, atlas.json so far, report) -> held-out
+reconstruction: what the build reads from its SAEs besides CE (explore/one_pass.py)."""
 
 
 def _save_saes(trainer: MultiTrainer, out: Path) -> None:
@@ -51,7 +59,7 @@ def _batch_report(report: Report | None, batch_tokens: int):
 def build_atlas(
     out: Path = DEFAULT_ATLAS, *, data: BuildConfig | None = None,
     cfg: TrainConfig | None = None, report: Report | None = None, lm: LM | None = None,
-    run: RunConfig | None = None, ranks: Ranks | None = None,
+    run: RunConfig | None = None, ranks: Ranks | None = None, after: AfterTraining | None = None,
 ) -> Path:
     """Train one SAE per hookpoint (layer and site) in one pass over the corpus, evaluate,
     save; on `run.device`, on the ranks torchrun started (`run.parallel`) or one process.
@@ -59,7 +67,12 @@ def build_atlas(
     The build happens in a staging folder (writing.py) swapped in when finished, under the
     atlas's write lock (rank 0 holds it); an interrupted build resumes there, and refuses to
     resume from a checkpoint made with other data or settings. Before any training, the
-    memory the build needs is checked against what the device has (memory.py)."""
+    memory the build needs is checked against what the device has (memory.py).
+
+    `after` (explore/one_pass.after_training, which jobs/stages.py passes) reads the trained
+    SAEs once for the held-out reconstruction, the feature index and the layer evidence,
+    writing the last two into the staging folder; without it the evaluation reads the
+    held-out windows itself and the other products are built later, each with its own pass."""
     data, cfg, run, out = data or BuildConfig(), cfg or TrainConfig(), run or RunConfig(), Path(out)
     device = resolve_device(run.device)
     ranks = ranks or from_environment(run.parallel, device)
@@ -81,7 +94,7 @@ def build_atlas(
         # a crash mid-swap: the finished build goes in, and there is nothing to train
         if ranks.agree(not (ranks.is_main and recover_swap(out, is_built))):
             staging = staging_dir(out)
-            _build_in(staging, lm, hookpoints, data, cfg, report, ranks)
+            _build_in(staging, lm, hookpoints, data, cfg, report, ranks, after)
             if ranks.is_main:
                 swap_in(staging, out)
     forget_reads(out)
@@ -89,7 +102,8 @@ def build_atlas(
 
 
 def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
-              cfg: TrainConfig, report: Report | None, ranks: Ranks) -> None:
+              cfg: TrainConfig, report: Report | None, ranks: Ranks,
+              after: AfterTraining | None) -> None:
     windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
     train_ids, test_ids = split_ids(len(windows), data.held_out)
     train_w, test_w = windows[train_ids], windows[test_ids]
@@ -107,27 +121,29 @@ def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
         return  # rank 0 evaluates and writes
     train_s = time.perf_counter() - t0
     _save_saes(trainer, staging)
-    medians = {h: s.median_norm for h, s in trainer.layers.items()}
-    metrics = evaluate_atlas(lm, trainer.saes(), medians, test_w,
-                             outlier_factor=cfg.outlier_factor, report=report)
-    for h, state in trainer.layers.items():
-        metrics[h] |= {
-            "dead_frac_train": state.trainer.dead_fraction(),
-            "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
-        }
     n_tokens = trainer.step_no * batch_tokens
     sae_files = sae_file_digests(staging, hookpoints)
     info = {
         "model": lm.name, "corpus": data.corpus, "seq_len": data.seq_len,
         "train_cfg": asdict(cfg), "hookpoints": hookpoints, "train_windows": len(train_w),
         "heldout_windows": data.held_out, "heldout_ids": test_ids.tolist(),
-        "lm_tokens": n_tokens, "train_seconds": train_s,
-        "total_seconds": time.perf_counter() - t0, "train_tok_s": n_tokens / train_s,
+        "lm_tokens": n_tokens, "train_seconds": train_s, "train_tok_s": n_tokens / train_s,
         "torch_threads": torch.get_num_threads(), "bf16_used": use_bf16(cfg.bf16, lm.device),
         "device": lm.device.type, "ranks": ranks.world,
         "parallel": ranks.describe().get("parallel"),
         "sae_files": sae_files, "sae_fingerprint": digest_of(sae_files),
     }
+    saes = trainer.saes()
+    medians = {h: s.median_norm for h, s in trainer.layers.items()}
+    recon = after(staging, lm, saes, medians, info, report) if after else None
+    metrics = evaluate_atlas(lm, saes, medians, test_w, outlier_factor=cfg.outlier_factor,
+                             report=report, recon=recon)
+    for h, state in trainer.layers.items():
+        metrics[h] |= {
+            "dead_frac_train": state.trainer.dead_fraction(),
+            "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
+        }
+    info["total_seconds"] = time.perf_counter() - t0
     write_json(staging / METRICS_FILE, metrics)
     write_json(staging / INFO_FILE, info)  # last: it marks a finished atlas
     shutil.rmtree(staging / CHECKPOINT_DIR)  # finished: the resumable state is not needed

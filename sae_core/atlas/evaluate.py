@@ -27,11 +27,20 @@ def reconstruction_stats(
     stats = {h: RunningFvu() for h in saes}
     for start in range(0, len(windows_WL), batch):
         acts = run_captured(lm, windows_WL[start:start + batch], list(saes), bf16=bf16)
-        for h, sae in saes.items():
-            x = acts[h][keep_mask(acts[h], medians[h], outlier_factor)].float()
-            out = sae(x)
-            stats[h].update(x, out.x_hat, out.acts)
+        add_reconstruction(stats, saes, acts, medians, outlier_factor)
     return stats
+
+
+@torch.inference_mode()
+def add_reconstruction(stats: dict[str, RunningFvu], saes: dict[str, Sae],
+                       acts: dict[str, Tensor], medians: dict[str, float],
+                       outlier_factor: float) -> None:
+    """Add one batch of captured activations to each SAE's running FVU (fp32 SAEs on the
+    kept tokens, as they were trained)."""
+    for h, sae in saes.items():
+        x = acts[h][keep_mask(acts[h], medians[h], outlier_factor)].float()
+        out = sae(x)
+        stats[h].update(x, out.x_hat, out.acts)
 
 
 def spread_windows(n_windows: int, n: int) -> Tensor:
@@ -136,10 +145,13 @@ def ce_losses(
 def evaluate_atlas(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], windows_WL: Tensor, *,
     outlier_factor: float, ce_windows: int = 32, report: Report | None = None,
+    recon: dict[str, RunningFvu] | None = None,
 ) -> dict[str, dict]:
-    """metrics.json: reconstruction on all `windows_WL`; CE loss and KL on `ce_windows` of
-    them spread evenly over the set (`spread_windows`), 8 to a forward."""
-    stats = reconstruction_stats(lm, saes, windows_WL, medians, outlier_factor=outlier_factor)
+    """metrics.json: reconstruction on all `windows_WL` (`recon` when a pass over them has
+    measured it already: explore/one_pass.py); CE loss and KL on `ce_windows` of them spread
+    evenly over the set (`spread_windows`), 8 to a forward."""
+    stats = recon if recon is not None else reconstruction_stats(
+        lm, saes, windows_WL, medians, outlier_factor=outlier_factor)
     pick = spread_windows(len(windows_WL), ce_windows)
     ce = ce_losses(
         lm, saes, windows_WL[pick], medians, outlier_factor=outlier_factor,

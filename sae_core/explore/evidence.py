@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -76,13 +77,24 @@ def ensure_layer_evidence(folder: Path | str, *, lm: LM | None = None,
     t0 = time.perf_counter()
     run = labelled_pass(folder, lm, report)
     seconds = {"pass": time.perf_counter() - t0}
+    return seconds | write_evidence(folder, run, todo, report,
+                                    lock=lambda: atlas_lock(folder))
+
+
+def write_evidence(folder: Path, run: LabelledPass, todo: Sequence[Evidence] = PRODUCTS,
+                   report: Report | None = None,
+                   lock: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, float]:
+    """Compute each product of `todo` from `run` and write it to `folder`, each under
+    `lock()` (the folder's write lock; none for a build's staging folder, which the build
+    holds); returns the seconds each took."""
+    seconds = {}
     for i, product in enumerate(todo):
         if report:
             report(f"{product.name} from the labelled tokens", 0.6 + 0.4 * i / len(todo))
         t0 = time.perf_counter()
         # every product is a dataclass that names the SAEs it was computed from
         result = replace(product.compute(run), sae_fingerprint=run.fingerprint)
-        with atlas_lock(folder):
+        with lock():
             result.save(folder / product.file)
         seconds[product.name] = time.perf_counter() - t0
     log.info("layer evidence of %s: %s", folder,

@@ -15,8 +15,10 @@ layer's median) are skipped, as in training. Then, per feature:
 - density = tokens where it fires / tokens indexed; the histogram counts its non-zero
   activations in `hist_bins` log-spaced bins between its smallest and largest one.
 
-Windows: the atlas's held-out windows (same split as build_atlas), then training windows
-taken at an even stride over the corpus (all genres) up to `max_tokens`. Measured with
+Windows: the atlas's held-out windows (same split as build_atlas), then the layer
+evidence's labelled windows (every 8th document: all genres; so the pass after training
+reads them once for both, explore/one_pass.py), then training windows taken at an even
+stride over the corpus up to `max_tokens`. Measured with
 bench/features.py --coverage on the first default atlas (now default-v1): the 64 held-out
 windows alone (16k tokens) give 20 or more contexts to 75% of the features (39% at layer 29,
 whose features are rarer), 32k tokens 86% (53%), 65k tokens 93% (67%); on the current
@@ -44,12 +46,13 @@ from ..atlas.layout import current_fingerprint, fit_to, heldout_ids, load_atlas
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, read_json, save_tensors, write_json
 from ..corpus import load_texts, token_windows
-from ..encode import encode_batch, pad_cat
+from ..encode import LayerCodes, encode_batch, pad_cat
 from ..lm import LM, load_named
 from ..norms import medians_of
 from ..progress import Report
 from ..sae import Sae
 from .feature_stats import IndexConfig, index_layer
+from .firings import LABEL_DOC_STRIDE
 
 log = logging.getLogger(__name__)
 INDEX_DIR = "features"
@@ -57,18 +60,39 @@ META_FILE = "index.json"
 TOKENS_FILE = "tokens.safetensors"
 
 
-def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int) -> tuple[Tensor, dict]:
-    """(windows to index, where they come from): the held-out windows first, then evenly
-    strided training windows until `max_tokens`."""
+def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int,
+                  labelled_WL: Tensor | None = None) -> tuple[Tensor, dict]:
+    """(windows to index, where they come from): the held-out windows first, then the
+    labelled windows (`labelled_WL`: the layer evidence's, so one pass serves both), then
+    evenly strided training windows, until `max_tokens`."""
     is_test = torch.zeros(len(windows_WL), dtype=torch.bool)  # cpu: rows of CPU windows
     is_test[heldout_ids] = True
     train, test = windows_WL[~is_test], windows_WL[is_test]
     seq_len = windows_WL.shape[1]
-    n_extra = max(0, min(len(train), max_tokens // seq_len - len(test)))
+    room = max(0, max_tokens // seq_len - len(test))
+    labelled = (labelled_WL if labelled_WL is not None else train[:0])[:room]
+    n_extra = max(0, min(len(train), room - len(labelled)))
     stride = max(1, len(train) // max(n_extra, 1))
     extra = train[::stride][:n_extra]
-    source = {"heldout_windows": len(test), "train_windows": len(extra), "train_stride": stride}
-    return torch.cat([test, extra]), source
+    source = {"heldout_windows": len(test), "labelled_windows": len(labelled),
+              "train_windows": len(extra), "train_stride": stride}
+    return torch.cat([test, labelled, extra]), source
+
+
+class IndexCodes:
+    """The index's codes of batches of windows, in order (what `collect_codes` returns)."""
+
+    def __init__(self, hookpoints: list[str]):
+        self.parts: dict[str, list[tuple[Tensor, Tensor]]] = {h: [] for h in hookpoints}
+        self.kept = dict.fromkeys(hookpoints, 0)
+
+    def add(self, codes: dict[str, LayerCodes]) -> None:
+        for h, c in codes.items():
+            self.parts[h].append((c.vals_BLK.flatten(0, 1), c.idx_BLK.flatten(0, 1).int()))
+            self.kept[h] += int(c.keep_BL.sum())
+
+    def result(self) -> dict[str, tuple[Tensor, Tensor, int]]:
+        return {h: (*pad_cat(p), self.kept[h]) for h, p in self.parts.items()}
 
 
 @torch.inference_mode()
@@ -79,19 +103,15 @@ def collect_codes(
     """Per hookpoint (values (T, K) float32, ids (T, K) int32, tokens kept), T = all window
     tokens in order, K = the most latents firing on one token (encode.py); skipped tokens
     (position 0, massive) have all values 0."""
-    parts: dict[str, list[tuple[Tensor, Tensor]]] = {h: [] for h in saes}
-    kept = dict.fromkeys(saes, 0)
+    codes = IndexCodes(list(saes))
     n = len(windows_WL)
     for start in range(0, n, cfg.batch):
-        codes = encode_batch(lm, saes, windows_WL[start:start + cfg.batch], medians,
-                             outlier_factor=outlier_factor)
-        for h, c in codes.items():
-            parts[h].append((c.vals_BLK.flatten(0, 1), c.idx_BLK.flatten(0, 1).int()))
-            kept[h] += int(c.keep_BL.sum())
+        codes.add(encode_batch(lm, saes, windows_WL[start:start + cfg.batch], medians,
+                               outlier_factor=outlier_factor))
         if report:
             done = min(start + cfg.batch, n)
             report(f"feature index: {done * windows_WL.shape[1]:,} tokens", done / n)
-    return {h: (*pad_cat(p), kept[h]) for h, p in parts.items()}
+    return codes.result()
 
 
 def index_dir(folder: Path) -> Path:
@@ -138,7 +158,18 @@ def build_feature_index(
     t0 = time.perf_counter()
     codes = collect_codes(lm, saes, medians, windows_WL, outlier_factor=outlier_factor,
                           cfg=cfg, report=report)
-    pass_s = time.perf_counter() - t0
+    return write_feature_index(out, codes, windows_WL, saes, cfg=cfg, source=source,
+                               fingerprint=fingerprint, pass_s=time.perf_counter() - t0)
+
+
+def write_feature_index(
+    out: Path, codes: dict[str, tuple[Tensor, Tensor, int]], windows_WL: Tensor,
+    saes: dict[str, Sae], *, cfg: IndexConfig, source: dict | None, fingerprint: str,
+    pass_s: float,
+) -> dict:
+    """Write <out>/features/ from the codes of `windows_WL` (`collect_codes`, or the pass
+    after training: explore/one_pass.py); returns index.json."""
+    t0 = time.perf_counter()
     folder = index_dir(out)
     (folder / META_FILE).unlink(missing_ok=True)  # written last: marks a finished index
     save_tensors(folder / TOKENS_FILE, {"tokens": windows_WL.int()})
@@ -154,7 +185,7 @@ def build_feature_index(
     files = [TOKENS_FILE, *(layer_file(out, h).name for h in codes)]
     meta = {"cfg": asdict(cfg), "seq_len": seq_len, "windows": len(windows_WL),
             "source": source or {}, "pass_seconds": pass_s,
-            "seconds": time.perf_counter() - t0, "layers": layers,
+            "seconds": pass_s + time.perf_counter() - t0, "layers": layers,
             "sae_fingerprint": fingerprint, "files": {f: file_sha256(folder / f) for f in files}}
     write_json(folder / META_FILE, meta)
     return read_index_meta(out)
@@ -171,8 +202,11 @@ def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report |
     info, _, saes = load_atlas(folder)
     lm = lm or load_named(info["model"])
     fit_to(saes, lm)
-    windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
-    chosen, source = index_windows(windows, heldout_ids(info, windows), cfg.max_tokens)
+    texts = load_texts(info["corpus"])
+    windows = token_windows(lm.tokenizer, texts, info["seq_len"])
+    labelled = token_windows(lm.tokenizer, texts[::LABEL_DOC_STRIDE], info["seq_len"])
+    chosen, source = index_windows(windows, heldout_ids(info, windows), cfg.max_tokens,
+                                   labelled)
     with atlas_lock(folder):
         return build_feature_index(
             lm, saes, medians_of(saes), chosen, folder, cfg=cfg, source=source, report=report,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,7 +15,7 @@ from ..activations import OUTLIER_FACTOR, outlier_factor_of
 from ..atlas.fingerprint import sae_fingerprint
 from ..atlas.layout import fit_to, load_atlas
 from ..corpus import load_texts
-from ..encode import encode_batch, pad_cat
+from ..encode import LayerCodes, encode_batch, pad_cat
 from ..lm import LM, load_named
 from ..norms import medians_of
 from ..progress import Report
@@ -64,38 +64,57 @@ def heldout_windows(n_windows: int) -> Tensor:
 @torch.inference_mode()
 def collect_firings(
     lm: LM, saes: dict[str, Sae], medians: dict[str, float], data: LabelledWindows, *,
-    outlier_factor: float = OUTLIER_FACTOR, batch: int = 16,
+    outlier_factor: float = OUTLIER_FACTOR, batch: int = 8,
 ) -> dict[str, LayerFirings]:
     """One captured forward per batch of labelled windows; every SAE encodes its layer
-    through the views' one encoding path (sae_core/encode.py)."""
-    parts: dict[str, list[LayerFirings]] = {h: [] for h in saes}
-    n_windows, seq_len = data.windows.shape
-    where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)  # cpu: as codes
-    heldout_WL = heldout_windows(n_windows)[:, None].expand(n_windows, seq_len)
-    for start in range(0, n_windows, batch):
-        rows = slice(start, start + batch)
-        codes = encode_batch(lm, saes, data.windows[rows], medians,
-                             outlier_factor=outlier_factor)
+    through the views' one encoding path (sae_core/encode.py). 8 windows a batch, as the
+    feature index reads them: the pass after training reads both (one_pass.py)."""
+    parts = FiringParts(data.windows.shape)
+    for start in range(0, len(data.windows), batch):
+        ids = data.windows[start:start + batch]
+        parts.add(start, ids, encode_batch(lm, saes, ids, medians, outlier_factor=outlier_factor))
+    return with_labels(parts.firings(saes), data.labels)
+
+
+class FiringParts:
+    """Firings of batches of labelled windows (rows `start`..), gathered without their
+    labels, which `with_labels` adds: the labelling can run while the model does."""
+
+    def __init__(self, shape_WL: tuple[int, int]):
+        n_windows, seq_len = shape_WL
+        self.where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)  # cpu: codes
+        self.heldout_WL = heldout_windows(n_windows)[:, None].expand(n_windows, seq_len)
+        self.parts: dict[str, list[LayerFirings]] = {}
+
+    def add(self, start: int, ids_BL: Tensor, codes: dict[str, LayerCodes]) -> None:
+        rows = slice(start, start + len(ids_BL))
         for h, c in codes.items():
-            keep = c.keep_BL
-            labels = {t: torch.from_numpy(data.labels[t][rows].astype(np.int64))[keep]
-                      for t in MAP_TASKS}
-            vals_NK = c.vals_BLK[keep]
-            parts[h].append(LayerFirings(
-                c.acts_BLD[keep].bfloat16(), labels, c.idx_BLK[keep], vals_NK > 0,
-                saes[h].cfg.d_sae, vals_NK, data.windows[rows][keep], where_WL[rows][keep],
-                heldout_WL[rows][keep]))
-    return {h: _concat(p) for h, p in parts.items()}
+            keep, vals_NK = c.keep_BL, c.vals_BLK[c.keep_BL]
+            self.parts.setdefault(h, []).append(LayerFirings(
+                c.acts_BLD[keep].bfloat16(), {}, c.idx_BLK[keep], vals_NK > 0,
+                0, vals_NK, ids_BL[keep], self.where_WL[rows][keep],
+                self.heldout_WL[rows][keep]))
+
+    def firings(self, saes: dict[str, Sae]) -> dict[str, LayerFirings]:
+        """Per hookpoint, every batch's firings in order (labels still empty)."""
+        return {h: replace(_concat(p), d_sae=saes[h].cfg.d_sae) for h, p in self.parts.items()}
+
+
+def with_labels(firings: dict[str, LayerFirings], labels: dict[str, np.ndarray]
+                ) -> dict[str, LayerFirings]:
+    """The firings with each kept token's labels (`labels`: task -> (W, L) ids)."""
+    flat = {t: torch.from_numpy(labels[t].reshape(-1).astype(np.int64)) for t in MAP_TASKS}
+    return {h: replace(f, labels={t: flat[t][f.where_N] for t in MAP_TASKS})
+            for h, f in firings.items()}
 
 
 def _concat(parts: list[LayerFirings]) -> LayerFirings:
-    labels = {t: torch.cat([p.labels[t] for p in parts]) for t in parts[0].labels}
     vals, idx = pad_cat([(p.vals_NK, p.idx_NK) for p in parts])
 
     def cat(name: str) -> Tensor:
         return torch.cat([getattr(p, name) for p in parts])
 
-    return LayerFirings(cat("x_ND"), labels, idx, vals > 0, parts[0].d_sae, vals,
+    return LayerFirings(cat("x_ND"), {}, idx, vals > 0, parts[0].d_sae, vals,
                         cat("tokens_N"), cat("where_N"), cat("heldout_N"))
 
 

@@ -14,6 +14,7 @@ from ..atlas.layout import is_built, open_with
 from ..config import BuildConfig, TrainConfig
 from ..explore.evidence import ensure_layer_evidence, has_layer_evidence
 from ..explore.feature_index import ensure_feature_index, has_feature_index
+from ..explore.one_pass import after_training_for
 from ..lm import LM
 from ..progress import Report
 from ..steer.presets import ensure_presets, read_presets
@@ -45,8 +46,11 @@ class Stage(NamedTuple):
 STAGES = (
     Stage("SAEs", is_built,
           lambda job, lm, report: build_atlas(job.folder, data=job.data, cfg=job.cfg,
-                                              report=report, lm=lm)),
-    # the layer map with the rest of the layer evidence (probing, names, lineage): one pass
+                                              report=report, lm=lm,
+                                              after=after_training_for(job.parts))),
+    # The SAEs stage writes the next two from its one pass after training
+    # (explore/one_pass.py); these rebuild them alone when missing, stale or damaged.
+    # The layer map with the rest of the layer evidence (probing, names, lineage): one pass.
     Stage("layer map", has_layer_evidence,
           lambda job, lm, report: ensure_layer_evidence(job.folder, lm=lm, report=report)),
     Stage("feature index", has_feature_index,

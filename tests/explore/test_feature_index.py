@@ -27,9 +27,24 @@ def test_index_windows_put_held_out_first():
     windows = torch.arange(100 * 4).view(100, 4)
     heldout = torch.arange(5, 100, 10)  # 10 windows spread over the corpus
     chosen, source = index_windows(windows, heldout, max_tokens=4 * 30)
-    assert source == {"heldout_windows": 10, "train_windows": 20, "train_stride": 4}
+    assert source == {"heldout_windows": 10, "labelled_windows": 0, "train_windows": 20,
+                      "train_stride": 4}
     assert len(chosen) == 30 and len({tuple(w) for w in chosen.tolist()}) == 30
     assert torch.equal(chosen[:10], windows[heldout])
+
+
+def test_index_windows_take_the_labelled_windows_next():
+    windows = torch.arange(100 * 4).view(100, 4)
+    heldout = torch.arange(5, 100, 10)
+    labelled = -torch.arange(12 * 4).view(12, 4)  # apart from every corpus window
+    chosen, source = index_windows(windows, heldout, 4 * 30, labelled)
+    assert source == {"heldout_windows": 10, "labelled_windows": 12, "train_windows": 8,
+                      "train_stride": 11}
+    assert torch.equal(chosen[10:22], labelled) and len(chosen) == 30
+    # no room left: the first labelled windows only, no training windows
+    chosen, source = index_windows(windows, heldout, 4 * 15, labelled)
+    assert torch.equal(chosen, torch.cat([windows[heldout], labelled[:5]]))
+    assert source["train_windows"] == 0
 
 
 def test_build_matches_dense_encoding(hand_atlas):
