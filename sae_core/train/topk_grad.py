@@ -18,6 +18,7 @@ from torch import Tensor
 from ..precision import matmul_dtype
 from ..sae import Sae
 from .ranks import SOLO, Ranks
+from .sparse_kernels import latent_order, topk_sorted
 
 # pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -36,16 +37,16 @@ class _Grouped(NamedTuple):
     tokens: Tensor
     offsets: Tensor
     order: Tensor
-    counts: Tensor
+    latents: Tensor
+    """idx_NK flattened (the latent of each pair, in pair order)."""
 
 
 def _group_by_latent(idx_NK: Tensor, n_latents: int) -> _Grouped:
     flat = idx_NK.reshape(-1)
-    order = flat.argsort()
-    counts = torch.bincount(flat, minlength=n_latents)
+    order, counts = latent_order(idx_NK, n_latents)
     offsets = torch.zeros(n_latents, dtype=torch.long, device=idx_NK.device)
     torch.cumsum(counts[:-1], 0, out=offsets[1:])
-    return _Grouped(tokens=order // idx_NK.shape[1], offsets=offsets, order=order, counts=counts)
+    return _Grouped(tokens=order // idx_NK.shape[1], offsets=offsets, order=order, latents=flat)
 
 
 def pair_dots(rows_ND: Tensor, table_SD: Tensor, idx_NK: Tensor) -> Tensor:
@@ -69,81 +70,128 @@ def _bag(g: _Grouped, rows_ND: Tensor, weights_NK: Tensor) -> Tensor:
     return F.embedding_bag(g.tokens, rows_ND, g.offsets, mode="sum", per_sample_weights=w)
 
 
-def _accumulate(
-    sae: Sae, idx: Tensor, vals: Tensor, grad_vals: Tensor, grad_out: Tensor, xc: Tensor
-) -> Tensor:
-    """Add the weight gradients of one sparse code to the .grad buffers; return d b_enc."""
-    g = _group_by_latent(idx, sae.cfg.d_sae)
-    sae.W_dec.grad += _bag(g, grad_out, vals)
-    sae.W_enc_SD.grad += _bag(g, xc, grad_vals)
-    grad_b_enc = torch.zeros(sae.cfg.d_sae, device=idx.device).index_add_(
-        0, idx.reshape(-1), grad_vals.reshape(-1))
-    sae.b_enc.grad += grad_b_enc
-    return grad_b_enc
+class StepBuffers:
+    """Tensors a trainer reuses from step to step: the encoder matmul's operands and its
+    (n, d_sae) output. A fresh 38 MB output is page-faulted in on every step, and addmm
+    first copies the broadcast bias into it: 103 ms for addmm into a fresh tensor vs 57
+    for mm into a reused one with the bias as an extra input column (4096 x 576 x 4608
+    bf16, 2 busy cores; the same bf16 results on the checked batch)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device) -> tuple[Tensor, bool]:
+        """(the first shape[0] rows of a held buffer, whether it is new and zero-filled);
+        batches of a few rows more or less share one buffer."""
+        t = self._held.get(name)
+        if (t is None or t.shape[0] < shape[0] or t.shape[1:] != shape[1:] or t.dtype != dtype
+                or t.device != device):
+            self._held[name] = t = torch.zeros(shape, dtype=dtype, device=device)
+            return t, True
+        return t[:shape[0]], False
+
+
+def _pre_acts(sae: Sae, xc_ND: Tensor, dtype: torch.dtype, bufs: StepBuffers) -> Tensor:
+    """(xc @ W_enc + b_enc) in `dtype`, as [xc, 1, 0...] @ [W_enc_SD, b_enc, 0...].T: the
+    bias accumulates in the matmul (one rounding, as addmm), K padded to 32 for AMX tiles."""
+    (n, d), device = xc_ND.shape, xc_ND.device
+    kp = -(-(d + 1) // 32) * 32
+    a, fresh = bufs.get("x_aug", (n, kp), dtype, device)
+    if fresh:
+        a[:, d] = 1  # and zeros after it, as allocated
+    a[:, :d].copy_(xc_ND)
+    w, _ = bufs.get("w_aug", (sae.cfg.d_sae, kp), dtype, device)
+    w[:, :d].copy_(sae.W_enc_SD.detach())
+    w[:, d].copy_(sae.b_enc.detach())
+    pre, _ = bufs.get("pre", (n, sae.cfg.d_sae), dtype, device)
+    return torch.mm(a, w.T, out=pre)
+
+
+def _weight_grads(g: _Grouped, vals: Tensor, grad_vals: Tensor, grad_out: Tensor,
+                  xc: Tensor, n_latents: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(d W_dec, d W_enc_SD, d b_enc) of one sparse code."""
+    grad_b_enc = torch.zeros(n_latents, device=xc.device).index_add_(
+        0, g.latents, grad_vals.reshape(-1))
+    return _bag(g, grad_out, vals), _bag(g, xc, grad_vals), grad_b_enc
 
 
 def topk_step_grads(
     sae: Sae, x_ND: Tensor, k: int, *, dead: Tensor | None = None, auxk_alpha: float = 1 / 32,
-    bf16: bool = True, ranks: Ranks = SOLO,
+    bf16: bool = True, ranks: Ranks = SOLO, bufs: StepBuffers | None = None,
 ) -> StepStats:
     """Set .grad of sae's parameters for loss = FVU + auxk_alpha * AuxK on batch x (n, d).
 
     Data parallel (`ranks`): x is this rank's share of the batch; the normalisers are the
     whole batch's, so summing the ranks' .grad gives the one-process gradient (the caller
-    sums them), and the returned FVU and `fired` are the whole batch's."""
-    for p in sae.parameters():
-        p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
-    W_enc_SD, W_dec, b_dec = sae.W_enc_SD.detach(), sae.W_dec.detach(), sae.b_dec.detach()
-    mm_dtype = matmul_dtype(bf16, x_ND.device)
-    xc = x_ND - b_dec
-    pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_SD.to(mm_dtype).T)
-    # A block pre-filter (top blocks by max, then top-k among them) was slower than plain
-    # topk here (42 vs 36 ms for 4096 x 4608 bf16, 2 cores, torch 2.13), so plain topk.
-    vals, idx = pre.topk(k, dim=-1, sorted=False)
-    idx, order = idx.sort(dim=1)  # CSR order for pair_dots
-    vals = vals.gather(1, order).float().clamp_min_(0)
+    sums them), and the returned FVU and `fired` are the whole batch's. `bufs`: a trainer's
+    StepBuffers, reused across its steps."""
+    W_enc_SD, W_dec = sae.W_enc_SD.detach(), sae.W_dec.detach()
+    xc = x_ND - sae.b_dec.detach()
+    pre = _pre_acts(sae, xc, matmul_dtype(bf16, x_ND.device), bufs or StepBuffers())
+    vals, idx = topk_sorted(pre, k)  # idx ascending: CSR order for pair_dots
+    vals = vals.float().clamp_min_(0)
 
-    x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
-    err = x_hat - x_ND
+    # err = x_hat - x with x_hat = code @ W_dec + b_dec
+    err = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum").sub_(xc)
     total_var = ranks.total_variance(x_ND)
     grad_out = err * (2 / total_var)  # d fvu / d x_hat
 
     grad_vals = pair_dots(grad_out, W_dec, idx)  # d fvu / d vals[n, j]
     grad_vals *= vals > 0
-    grad_b_enc = _accumulate(sae, idx, vals, grad_vals, grad_out, xc)
-    grad_b_dec = grad_out.sum(0) - grad_b_enc @ W_enc_SD
+    g = _group_by_latent(idx, sae.cfg.d_sae)
+    grads = _weight_grads(g, vals, grad_vals, grad_out, xc, sae.cfg.d_sae)
+    grad_b_dec = grad_out.sum(0) - grads[2] @ W_enc_SD
 
-    auxk = torch.zeros((), device=x_ND.device)
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x_ND.device)
     fired[idx.reshape(-1)] = True
     fired = ranks.sum_(fired.int()) > 0
-    n_dead = 0 if dead is None else int(dead.sum())
-    if n_dead:
-        # AuxK (Gao et al. 2024): dead latents learn to explain what the live ones missed.
-        dead_idx = dead.nonzero().squeeze(1)
-        k_aux = min(x_ND.shape[1] // 2, n_dead)
-        scale = min(n_dead / (x_ND.shape[1] // 2), 1.0)
-        a_vals, j = pre.index_select(1, dead_idx).topk(k_aux, dim=-1, sorted=False)
-        j, order = j.sort(dim=1)  # dead_idx is ascending, so a_idx is sorted too
-        a_idx = dead_idx[j]
-        a_vals = a_vals.gather(1, order).float().clamp_min_(0)
-        resid = -err  # what the live latents missed, a constant target for AuxK
-        a_err = F.embedding_bag(a_idx, W_dec, per_sample_weights=a_vals, mode="sum") - resid
-        resid_var = ranks.total_variance(resid).clamp_min(1e-12)
-        auxk = scale * a_err.pow(2).sum() / resid_var
-        a_grad_out = a_err * (2 * auxk_alpha * scale / resid_var)
-        a_grad_vals = pair_dots(a_grad_out, W_dec, a_idx) * (a_vals > 0)
-        grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_SD
-
-    sae.b_dec.grad += grad_b_dec
-    sq_err = ranks.sum_(torch.stack([err.pow(2).sum(), auxk]))
+    auxk = torch.zeros((), device=x_ND.device)
+    if dead is not None and int(dead.sum()):
+        auxk, a_grads, dead_idx = _auxk(sae, pre, err, xc, dead, auxk_alpha, ranks)
+        for grad, a_grad in zip(grads, a_grads, strict=True):
+            grad.index_add_(0, dead_idx, a_grad)
+        grad_b_dec -= a_grads[2] @ W_enc_SD.index_select(0, dead_idx)
+    for p, grad in zip((sae.W_dec, sae.W_enc_SD, sae.b_enc, sae.b_dec), (*grads, grad_b_dec),
+                       strict=True):
+        p.grad = grad
+    sq_err = ranks.sum_(torch.stack([_sq_norm(err), auxk]))
     return StepStats(fvu=float(sq_err[0] / total_var), auxk=float(sq_err[1]), fired=fired)
+
+
+def _sq_norm(x: Tensor) -> Tensor:
+    """sum of x**2 in one pass (no squared temporary)."""
+    flat = x.reshape(-1)
+    return torch.dot(flat, flat)
+
+
+def _auxk(sae: Sae, pre: Tensor, err: Tensor, xc: Tensor, dead: Tensor, alpha: float,
+          ranks: Ranks) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
+    """AuxK (Gao et al. 2024): dead latents learn to explain what the live ones missed,
+    -err, a constant target. (its loss, the gradients it adds to the dead latents' rows,
+    those rows: dead_idx)."""
+    half = xc.shape[1] // 2
+    dead_idx = dead.nonzero().squeeze(1)
+    n_dead = len(dead_idx)
+    scale = min(n_dead / half, 1.0)
+    a_vals, j = topk_sorted(pre.index_select(1, dead_idx), min(half, n_dead))
+    a_vals = a_vals.float().clamp_min_(0)
+    W_dead = sae.W_dec.detach().index_select(0, dead_idx)  # j indexes its rows, ascending
+    # a_err = (dead latents' decode) - (-err)
+    a_err = F.embedding_bag(j, W_dead, per_sample_weights=a_vals, mode="sum").add_(err)
+    resid_var = ranks.total_variance(err).clamp_min(1e-12)  # of -err: the same
+    auxk = scale * _sq_norm(a_err) / resid_var
+    a_grad_out = a_err.mul_(2 * alpha * scale / resid_var)
+    a_grad_vals = pair_dots(a_grad_out, W_dead, j) * (a_vals > 0)
+    g = _group_by_latent(j, n_dead)
+    return auxk, _weight_grads(g, a_vals, a_grad_vals, a_grad_out, xc, n_dead), dead_idx
 
 
 def remove_parallel_grad(sae: Sae) -> None:
     """Keep decoder rows unit-norm: drop the gradient component along each row."""
     W_dec, grad = sae.W_dec.detach(), sae.W_dec.grad
-    grad -= (grad * W_dec).sum(-1, keepdim=True) * W_dec
+    along_S = torch.linalg.vecdot(grad, W_dec)
+    grad.addcmul_(along_S.unsqueeze(1), W_dec, value=-1)
 
 
 @torch.no_grad()
