@@ -36,6 +36,7 @@ class StepStats(NamedTuple):
 class _Grouped(NamedTuple):
     tokens: Tensor
     offsets: Tensor
+    counts: Tensor
     order: Tensor
     latents: Tensor
     """idx_NK flattened (the latent of each pair, in pair order)."""
@@ -44,9 +45,8 @@ class _Grouped(NamedTuple):
 def _group_by_latent(idx_NK: Tensor, n_latents: int) -> _Grouped:
     flat = idx_NK.reshape(-1)
     order, counts = latent_order(idx_NK, n_latents)
-    offsets = torch.zeros(n_latents, dtype=torch.long, device=idx_NK.device)
-    torch.cumsum(counts[:-1], 0, out=offsets[1:])
-    return _Grouped(tokens=order // idx_NK.shape[1], offsets=offsets, order=order, latents=flat)
+    return _Grouped(tokens=order // idx_NK.shape[1], offsets=counts.cumsum(0) - counts,
+                    counts=counts, order=order, latents=flat)
 
 
 def pair_dots(rows_ND: Tensor, table_SD: Tensor, idx_NK: Tensor) -> Tensor:
@@ -134,7 +134,8 @@ def topk_step_grads(
 
     # err = x_hat - x with x_hat = code @ W_dec + b_dec
     err = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum").sub_(xc)
-    total_var = ranks.total_variance(x_ND)
+    sq_err = _sq_norm(err)
+    total_var = _total_variance(xc, ranks)  # x's: xc = x - b_dec, shifted
     grad_out = err * (2 / total_var)  # d fvu / d x_hat
 
     grad_vals = pair_dots(grad_out, W_dec, idx)  # d fvu / d vals[n, j]
@@ -143,20 +144,18 @@ def topk_step_grads(
     grads = _weight_grads(g, vals, grad_vals, grad_out, xc, sae.cfg.d_sae)
     grad_b_dec = grad_out.sum(0) - grads[2] @ W_enc_SD
 
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x_ND.device)
-    fired[idx.reshape(-1)] = True
-    fired = ranks.sum_(fired.int()) > 0
+    fired = ranks.sum_((g.counts > 0).int()) > 0
     auxk = torch.zeros((), device=x_ND.device)
     if dead is not None and int(dead.sum()):
-        auxk, a_grads, dead_idx = _auxk(sae, pre, err, xc, dead, auxk_alpha, ranks)
+        auxk, a_grads, dead_idx = _auxk(sae, pre, err, sq_err, xc, dead, auxk_alpha, ranks)
         for grad, a_grad in zip(grads, a_grads, strict=True):
             grad.index_add_(0, dead_idx, a_grad)
         grad_b_dec -= a_grads[2] @ W_enc_SD.index_select(0, dead_idx)
     for p, grad in zip((sae.W_dec, sae.W_enc_SD, sae.b_enc, sae.b_dec), (*grads, grad_b_dec),
                        strict=True):
         p.grad = grad
-    sq_err = ranks.sum_(torch.stack([_sq_norm(err), auxk]))
-    return StepStats(fvu=float(sq_err[0] / total_var), auxk=float(sq_err[1]), fired=fired)
+    sums = ranks.sum_(torch.stack([sq_err, auxk]))
+    return StepStats(fvu=float(sums[0] / total_var), auxk=float(sums[1]), fired=fired)
 
 
 def _sq_norm(x: Tensor) -> Tensor:
@@ -165,23 +164,41 @@ def _sq_norm(x: Tensor) -> Tensor:
     return torch.dot(flat, flat)
 
 
-def _auxk(sae: Sae, pre: Tensor, err: Tensor, xc: Tensor, dead: Tensor, alpha: float,
-          ranks: Ranks) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
-    """AuxK (Gao et al. 2024): dead latents learn to explain what the live ones missed,
-    -err, a constant target. (its loss, the gradients it adds to the dead latents' rows,
-    those rows: dead_idx)."""
+def _total_variance(x_ND: Tensor, ranks: Ranks, sq_norm: Tensor | None = None) -> Tensor:
+    """sum ||x - mean||^2 over the whole batch, as sum ||x||^2 - n ||mean||^2: one read of
+    x where (x - mean).pow(2).sum() made three and two temporaries. For the step's
+    near-centred rows (x - b_dec, the error), so the subtraction cancels little."""
+    if ranks.data_parallel:
+        return ranks.total_variance(x_ND)
+    sq = _sq_norm(x_ND) if sq_norm is None else sq_norm
+    return sq - x_ND.sum(0).pow(2).sum() / max(len(x_ND), 1)
+
+
+def _auxk(sae: Sae, pre: Tensor, err: Tensor, sq_err: Tensor, xc: Tensor, dead: Tensor,
+          alpha: float, ranks: Ranks) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
+    """AuxK (Gao et al. 2024): the top min(d_in / 2, n_dead) dead latents of each token learn
+    to explain what the live ones missed, -err, a constant target. (its loss, the gradients
+    it adds to the dead latents' rows, those rows: dead_idx)."""
     half = xc.shape[1] // 2
     dead_idx = dead.nonzero().squeeze(1)
     n_dead = len(dead_idx)
     scale = min(n_dead / half, 1.0)
-    a_vals, j = topk_sorted(pre.index_select(1, dead_idx), min(half, n_dead))
+    W_dead = sae.W_dec.detach().index_select(0, dead_idx)
+    resid_var = _total_variance(err, ranks, sq_err).clamp_min(1e-12)  # of -err: the same
+    coeff = 2 * alpha * scale / resid_var  # d (alpha * auxk) / d a_err, per unit of a_err
+    if n_dead <= half:  # every dead latent is in every token's top: dense and small
+        a_vals = pre.index_select(1, dead_idx).float().clamp_min_(0)
+        a_err = torch.addmm(err, a_vals, W_dead)  # decode - (-err)
+        auxk = scale * _sq_norm(a_err) / resid_var
+        a_grad_out = a_err.mul_(coeff)
+        a_grad_vals = (a_grad_out @ W_dead.T).mul_(a_vals > 0)
+        grads = (a_vals.T @ a_grad_out, a_grad_vals.T @ xc, a_grad_vals.sum(0))
+        return auxk, grads, dead_idx
+    a_vals, j = topk_sorted(pre.index_select(1, dead_idx), half)  # j indexes W_dead's rows
     a_vals = a_vals.float().clamp_min_(0)
-    W_dead = sae.W_dec.detach().index_select(0, dead_idx)  # j indexes its rows, ascending
-    # a_err = (dead latents' decode) - (-err)
     a_err = F.embedding_bag(j, W_dead, per_sample_weights=a_vals, mode="sum").add_(err)
-    resid_var = ranks.total_variance(err).clamp_min(1e-12)  # of -err: the same
     auxk = scale * _sq_norm(a_err) / resid_var
-    a_grad_out = a_err.mul_(2 * alpha * scale / resid_var)
+    a_grad_out = a_err.mul_(coeff)
     a_grad_vals = pair_dots(a_grad_out, W_dead, j) * (a_vals > 0)
     g = _group_by_latent(j, n_dead)
     return auxk, _weight_grads(g, a_vals, a_grad_vals, a_grad_out, xc, n_dead), dead_idx
