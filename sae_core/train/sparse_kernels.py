@@ -20,13 +20,18 @@ the CPU (0.5 vs 6 ms for torch's argsort of 131072 pairs, 1 thread).
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from itertools import pairwise
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+# pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 try:
     import numba
@@ -60,18 +65,54 @@ def _numba_topk(pre_NS: Tensor, k: int) -> tuple[Tensor, Tensor]:
     bits = pre_NS.detach().contiguous().view(bits_dtype).numpy()
     out_bits = torch.empty(n, k, dtype=bits_dtype)  # cpu: the kernel's output
     idx = torch.empty(n, k, dtype=torch.long)  # cpu: the kernel's output
-    ob, oi = out_bits.numpy(), idx.numpy()
-    kernel = _topk_rows
+    _in_row_blocks(_topk_rows, n, bits, k, out_bits.numpy(), idx.numpy())
+    return out_bits.view(pre_NS.dtype), idx
+
+
+def _in_row_blocks(kernel, n: int, *args) -> None:
+    """kernel(*args, r0, r1) over rows [0, n), split across torch's thread count (the
+    kernels release the GIL)."""
     n_threads = max(min(torch.get_num_threads(), n // 64), 1)
     if n_threads == 1:
-        kernel(bits, k, ob, oi, 0, n)
-    else:
-        bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
-        jobs = [_pool(n_threads).submit(kernel, bits, k, ob, oi, a, b)
-                for a, b in pairwise(bounds.tolist())]
-        for job in jobs:
-            job.result()
-    return out_bits.view(pre_NS.dtype), idx
+        kernel(*args, 0, n)
+        return
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64).tolist()
+    jobs = [_pool(n_threads).submit(kernel, *args, a, b) for a, b in pairwise(bounds)]
+    for job in jobs:
+        job.result()
+
+
+def decode_and_dots(idx_NK: Tensor, vals_NK: Tensor, W_dec: Tensor, xc_ND: Tensor,
+                    coeff: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(err, grad_out, grad_vals) of a sparse code: err = code @ W_dec - xc, grad_out =
+    coeff * err, grad_vals[n, j] = grad_out[n] . W_dec[idx[n, j]] where vals[n, j] > 0, else
+    0. On the CPU one pass per token reads its k decoder rows once for both (embedding_bag
+    then a sampled matmul read them twice)."""
+    if numba is None or idx_NK.device.type != "cpu":
+        err = F.embedding_bag(idx_NK, W_dec, per_sample_weights=vals_NK, mode="sum").sub_(xc_ND)
+        grad_out = err * coeff
+        return err, grad_out, pair_dots(grad_out, W_dec, idx_NK).mul_(vals_NK > 0)
+    err, grad_out = torch.empty_like(xc_ND), torch.empty_like(xc_ND)
+    grad_vals = torch.empty_like(vals_NK)
+    _in_row_blocks(_decode_dots, len(idx_NK), idx_NK.numpy(), vals_NK.numpy(),
+                   W_dec.detach().numpy(), xc_ND.numpy(), float(coeff), err.numpy(),
+                   grad_out.numpy(), grad_vals.numpy())
+    return err, grad_out, grad_vals
+
+
+def pair_dots(rows_ND: Tensor, table_SD: Tensor, idx_NK: Tensor) -> Tensor:
+    """out[n, j] = rows[n] . table[idx[n, j]], for idx sorted along each row.
+
+    A sampled matmul (SDDMM) does B*k*d work; the dense `rows @ table.T` then gather did
+    B*d_sae*d (5.8 vs 74 ms for 4096 x 576 x 4608 with k 32, 2 cores), and it is exact fp32.
+    """
+    n, k = idx_NK.shape
+    pattern = torch.sparse_csr_tensor(
+        torch.arange(0, n * k + 1, k, device=idx_NK.device), idx_NK.reshape(-1),
+        torch.zeros(n * k, device=rows_ND.device),
+        size=(n, table_SD.shape[0]), check_invariants=False,
+    )
+    return torch.sparse.sampled_addmm(pattern, rows_ND, table_SD.T, beta=0.0).values().view(n, k)
 
 
 def latent_order(idx_NK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
@@ -91,10 +132,12 @@ def _pool(n_threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(n_threads, thread_name_prefix="topk_sorted")
 
 
-def _njit(fn):
+def _njit(fn=None, *, fastmath=False):
+    if fn is None:
+        return lambda f: _njit(f, fastmath=fastmath)
     if numba is None:
         return fn
-    opts = dict(nogil=True, boundscheck=False, error_model="numpy")
+    opts = dict(nogil=True, boundscheck=False, error_model="numpy", fastmath=fastmath)
     try:
         return numba.njit(cache=True, **opts)(fn)
     except RuntimeError:  # no writable cache location: compile in memory only
@@ -209,3 +252,28 @@ def _counting_sort(keys_M, order_M, counts_L):
     for i in range(keys_M.shape[0]):
         order_M[next_L[keys_M[i]]] = i
         next_L[keys_M[i]] += 1
+
+
+@_njit(fastmath={"reassoc", "contract"})  # vectorised dot products; no NaN assumptions
+def _decode_dots(idx_NK, vals_NK, W_SD, xc_ND, coeff, err_ND, grad_out_ND, grad_vals_NK, r0, r1):
+    k, d = idx_NK.shape[1], W_SD.shape[1]
+    for n in range(r0, r1):
+        err = err_ND[n]
+        for t in range(d):
+            err[t] = -xc_ND[n, t]
+        for j in range(k):
+            v = vals_NK[n, j]
+            if v != 0:
+                row = W_SD[idx_NK[n, j]]
+                for t in range(d):
+                    err[t] += v * row[t]
+        g = grad_out_ND[n]
+        for t in range(d):
+            g[t] = err[t] * coeff
+        for j in range(k):
+            dot = np.float32(0)
+            if vals_NK[n, j] > 0:
+                row = W_SD[idx_NK[n, j]]
+                for t in range(d):
+                    dot += g[t] * row[t]
+            grad_vals_NK[n, j] = dot

@@ -11,7 +11,7 @@ import torch
 from sae_core.config import SaeConfig, TrainConfig
 from sae_core.sae import Sae
 from sae_core.train import sparse_kernels
-from sae_core.train.sparse_kernels import latent_order, topk_sorted
+from sae_core.train.sparse_kernels import decode_and_dots, latent_order, topk_sorted
 from sae_core.train.trainer import SaeTrainer
 
 pytest.importorskip("numba")
@@ -90,15 +90,45 @@ def _trained(steps, x):
 
 
 def test_training_steps_equal_the_torch_topk_path(monkeypatch):
-    """fp32 pre-activations of random data have no ties, so both paths pick the same
+    """fp32 pre-activations of random data have no ties, so both top-k paths pick the same
     latents; every step then computes the same numbers (AuxK on: dead_tokens is small)."""
     x = torch.randn(6 * 256, 32, generator=torch.Generator().manual_seed(5)) * 2 + 0.5
     fvus, sae = _trained(6, x)
-    monkeypatch.setattr(sparse_kernels, "numba", None)
+    monkeypatch.setattr(sparse_kernels, "_kernel_applies", lambda pre: False)
     ref_fvus, ref = _trained(6, x)
     assert fvus == ref_fvus
     for (name, p), q in zip(sae.named_parameters(), ref.parameters(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_training_steps_match_the_torch_path_within_fp32(monkeypatch):
+    """Without numba (embedding_bag, sampled matmul, argsort): the same training, up to the
+    kernels' fp32 summation order."""
+    x = torch.randn(6 * 256, 32, generator=torch.Generator().manual_seed(6)) * 2 + 0.5
+    fvus, sae = _trained(6, x)
+    monkeypatch.setattr(sparse_kernels, "numba", None)
+    ref_fvus, ref = _trained(6, x)
+    assert fvus == pytest.approx(ref_fvus, rel=1e-5)
+    for (name, p), q in zip(sae.named_parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_decode_and_dots_equals_bag_and_sampled_matmul(monkeypatch):
+    gen = torch.Generator().manual_seed(2)
+    W = torch.randn(300, 40, generator=gen)
+    xc = torch.randn(150, 40, generator=gen)
+    idx = torch.stack([torch.randperm(300, generator=gen)[:9] for _ in range(150)]).sort(1).values
+    vals = torch.randn(150, 9, generator=gen).clamp_min(0)  # about half are 0
+    coeff = torch.tensor(0.37)
+    got = decode_and_dots(idx, vals, W, xc, coeff)
+    dense = torch.zeros(150, 300).scatter_(1, idx, vals)
+    err = dense @ W - xc
+    grad_vals = ((err * coeff) @ W.T).gather(1, idx) * (vals > 0)
+    for a, b in zip(got, (err, err * coeff, grad_vals), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(sparse_kernels, "numba", None)
+    for a, b in zip(decode_and_dots(idx, vals, W, xc, coeff), got, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_imports_and_runs_where_numba_cannot_cache():
