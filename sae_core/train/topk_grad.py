@@ -1,9 +1,10 @@
 """Loss and hand-written gradients for one TopK SAE step.
 
 Only the k selected latents of each token get gradient, so the decoder, the weight gradients
-and the encoder's backward are sums over (token, latent) pairs. Grouping the pairs by latent
-turns each into one `embedding_bag` call, about B*k*d work instead of B*d_sae*d for dense
-matmuls. Matches autograd on the same loss (tests/train/test_topk_grad.py).
+and the encoder's backward are sums over (token, latent) pairs (sparse_kernels.py: numba
+kernels on the CPU, embedding_bag and a sampled matmul elsewhere), about B*k*d work instead
+of B*d_sae*d for dense matmuls. Matches autograd on the same loss
+(tests/train/test_topk_grad.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 from ..precision import matmul_dtype
 from ..sae import Sae
 from .ranks import SOLO, Ranks
-from .sparse_kernels import decode_and_dots, latent_order, pair_dots, topk_sorted
+from .sparse_kernels import decode_and_dots, latent_grads, latent_order, pair_dots, topk_sorted
 
 
 class StepStats(NamedTuple):
@@ -27,28 +28,6 @@ class StepStats(NamedTuple):
     """AuxK loss (0 when no latent is dead)."""
     fired: Tensor
     """(d_sae,) bool: latents that fired on this batch."""
-
-
-class _Grouped(NamedTuple):
-    tokens: Tensor
-    offsets: Tensor
-    counts: Tensor
-    order: Tensor
-    latents: Tensor
-    """idx_NK flattened (the latent of each pair, in pair order)."""
-
-
-def _group_by_latent(idx_NK: Tensor, n_latents: int) -> _Grouped:
-    flat = idx_NK.reshape(-1)
-    order, counts = latent_order(idx_NK, n_latents)
-    return _Grouped(tokens=order // idx_NK.shape[1], offsets=counts.cumsum(0) - counts,
-                    counts=counts, order=order, latents=flat)
-
-
-def _bag(g: _Grouped, rows_ND: Tensor, weights_NK: Tensor) -> Tensor:
-    """out[l] = sum over pairs (n, j) with latent l of weights[n, j] * rows[n]  -> (d_sae, d)."""
-    w = weights_NK.reshape(-1)[g.order]
-    return F.embedding_bag(g.tokens, rows_ND, g.offsets, mode="sum", per_sample_weights=w)
 
 
 class StepBuffers:
@@ -89,14 +68,6 @@ def _pre_acts(sae: Sae, xc_ND: Tensor, dtype: torch.dtype, bufs: StepBuffers) ->
     return torch.mm(a, w.T, out=pre)
 
 
-def _weight_grads(g: _Grouped, vals: Tensor, grad_vals: Tensor, grad_out: Tensor,
-                  xc: Tensor, n_latents: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(d W_dec, d W_enc_SD, d b_enc) of one sparse code."""
-    grad_b_enc = torch.zeros(n_latents, device=xc.device).index_add_(
-        0, g.latents, grad_vals.reshape(-1))
-    return _bag(g, grad_out, vals), _bag(g, xc, grad_vals), grad_b_enc
-
-
 def topk_step_grads(
     sae: Sae, x_ND: Tensor, k: int, *, dead: Tensor | None = None, auxk_alpha: float = 1 / 32,
     bf16: bool = True, ranks: Ranks = SOLO, bufs: StepBuffers | None = None,
@@ -118,11 +89,11 @@ def topk_step_grads(
     # grad_vals = d fvu / d vals[n, j]
     err, grad_out, grad_vals = decode_and_dots(idx, vals, W_dec, xc, 2 / total_var)
     sq_err = _sq_norm(err)
-    g = _group_by_latent(idx, sae.cfg.d_sae)
-    grads = _weight_grads(g, vals, grad_vals, grad_out, xc, sae.cfg.d_sae)
+    order, counts = latent_order(idx, sae.cfg.d_sae)
+    grads = latent_grads(order, counts, vals, grad_vals, grad_out, xc)
     grad_b_dec = grad_out.sum(0) - grads[2] @ W_enc_SD
 
-    fired = ranks.sum_((g.counts > 0).int()) > 0
+    fired = ranks.sum_((counts > 0).int()) > 0
     auxk = torch.zeros((), device=x_ND.device)
     if dead is not None and int(dead.sum()):
         auxk, a_grads, dead_idx = _auxk(sae, pre, err, sq_err, xc, dead, auxk_alpha, ranks)
@@ -178,8 +149,8 @@ def _auxk(sae: Sae, pre: Tensor, err: Tensor, sq_err: Tensor, xc: Tensor, dead: 
     auxk = scale * _sq_norm(a_err) / resid_var
     a_grad_out = a_err.mul_(coeff)
     a_grad_vals = pair_dots(a_grad_out, W_dead, j) * (a_vals > 0)
-    g = _group_by_latent(j, n_dead)
-    return auxk, _weight_grads(g, a_vals, a_grad_vals, a_grad_out, xc, n_dead), dead_idx
+    order, counts = latent_order(j, n_dead)
+    return auxk, latent_grads(order, counts, a_vals, a_grad_vals, a_grad_out, xc), dead_idx
 
 
 def remove_parallel_grad(sae: Sae) -> None:

@@ -11,7 +11,7 @@ import torch
 from sae_core.config import SaeConfig, TrainConfig
 from sae_core.sae import Sae
 from sae_core.train import sparse_kernels
-from sae_core.train.sparse_kernels import decode_and_dots, latent_order, topk_sorted
+from sae_core.train.sparse_kernels import decode_and_dots, latent_grads, latent_order, topk_sorted
 from sae_core.train.trainer import SaeTrainer
 
 pytest.importorskip("numba")
@@ -147,3 +147,21 @@ def test_imports_and_runs_where_numba_cannot_cache():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_latent_grads_equal_dense_products(monkeypatch):
+    gen = torch.Generator().manual_seed(4)
+    n, width, k, d = 120, 70, 6, 24
+    idx = torch.stack([torch.randperm(width, generator=gen)[:k] for _ in range(n)]).sort(1).values
+    vals = torch.randn(n, k, generator=gen).clamp_min(0)
+    grad_vals = torch.randn(n, k, generator=gen) * (vals > 0)
+    grad_out, xc = torch.randn(n, d, generator=gen), torch.randn(n, d, generator=gen)
+    code = torch.zeros(n, width).scatter_(1, idx, vals)
+    grad_code = torch.zeros(n, width).scatter_(1, idx, grad_vals)
+    want = (code.T @ grad_out, grad_code.T @ xc, grad_code.sum(0))
+    for numba in (sparse_kernels.numba, None):  # counting sort, then argsort
+        monkeypatch.setattr(sparse_kernels, "numba", numba)
+        order, counts = latent_order(idx, width)
+        got = latent_grads(order, counts, vals, grad_vals, grad_out, xc)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
