@@ -3,7 +3,8 @@
 Same activations for all (real residual activations of layer 15 of the embedded model,
 positions >= 1), d_in 576, width 4608, k 32, batch 4096, one pass over the same tokens.
 Peers run in their own venv (bench/setup_peers.sh). Prints tokens/s, held-out FVU and dead
-fraction for each, and our step time against the dense bf16 encoder matmul measured here.
+fraction for each, and our step time against the dense bf16 encoder matmul measured here
+(step_vs_matmul in the RESULT line; the issue's target is 2 or less).
 
     python bench/train_throughput.py [--tokens 262144] [--skip-peers]
 """
@@ -21,9 +22,20 @@ from common import OUT, ROOT, layer_activations, load_acts
 from sae_core.config import SaeConfig, TrainConfig
 from sae_core.metrics import RunningFvu
 from sae_core.sae import Sae
+from sae_core.train.sparse_kernels import latent_order, topk_sorted
 from sae_core.train.trainer import SaeTrainer
 
 WIDTH, K, BATCH, LR = 4608, 32, 4096, 3e-3
+
+
+def warm_kernels() -> float:
+    """Seconds to compile (or load from numba's cache) the step's CPU kernels, kept out of
+    the training time: a one-time cost per install, printed on its own."""
+    t0 = time.perf_counter()
+    for dtype in (torch.bfloat16, torch.float32):
+        topk_sorted(torch.randn(4, 64).to(dtype), 2)
+    latent_order(torch.zeros(4, 2, dtype=torch.long), 3)
+    return time.perf_counter() - t0
 
 
 def train_ours(train: torch.Tensor, bf16: bool) -> tuple[float, Sae, SaeTrainer]:
@@ -83,6 +95,7 @@ def main() -> None:
     print(f"layer {args.layer}: {len(train)} train / {len(test)} held-out activations, "
           f"d_in {train.shape[1]}, {torch.get_num_threads()} threads")
 
+    print(f"step kernels compiled or loaded in {warm_kernels():.2f} s (not timed below)")
     results = {}
     for name, bf16 in (("ours", True), ("ours_fp32", False)):
         seconds, sae, trainer = train_ours(train, bf16)
@@ -115,6 +128,8 @@ def main() -> None:
     if "saelens" in results:
         fields["speedup_vs_saelens"] = results["ours"]["tok_s"] / results["saelens"]["tok_s"]
     fields["roofline_share"] = matmul_ms / step_ms
+    # the issue's target: our step within 2x of the encoder matmul alone
+    fields |= {"step_ms": step_ms, "matmul_ms": matmul_ms, "step_vs_matmul": step_ms / matmul_ms}
     print("RESULT " + " ".join(f"{k}={v:.4g}" for k, v in fields.items()))
 
 

@@ -1,14 +1,14 @@
 """Loss and hand-written gradients for one TopK SAE step.
 
 Only the k selected latents of each token get gradient, so the decoder, the weight gradients
-and the encoder's backward are sums over (token, latent) pairs. Grouping the pairs by latent
-turns each into one `embedding_bag` call, about B*k*d work instead of B*d_sae*d for dense
-matmuls. Matches autograd on the same loss (tests/train/test_topk_grad.py).
+and the encoder's backward are sums over (token, latent) pairs (sparse_kernels.py: numba
+kernels on the CPU, embedding_bag and a sampled matmul elsewhere), about B*k*d work instead
+of B*d_sae*d for dense matmuls. Matches autograd on the same loss
+(tests/train/test_topk_grad.py).
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -18,9 +18,7 @@ from torch import Tensor
 from ..precision import matmul_dtype
 from ..sae import Sae
 from .ranks import SOLO, Ranks
-
-# pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+from .sparse_kernels import decode_and_dots, latent_grads, latent_order, pair_dots, topk_sorted
 
 
 class StepStats(NamedTuple):
@@ -32,118 +30,134 @@ class StepStats(NamedTuple):
     """(d_sae,) bool: latents that fired on this batch."""
 
 
-class _Grouped(NamedTuple):
-    tokens: Tensor
-    offsets: Tensor
-    order: Tensor
-    counts: Tensor
+class StepBuffers:
+    """Tensors a trainer reuses from step to step: the encoder matmul's operands and its
+    (n, d_sae) output. A fresh 38 MB output is page-faulted in on every step, and addmm
+    first copies the broadcast bias into it: 103 ms for addmm into a fresh tensor vs 57
+    for mm into a reused one with the bias as an extra input column (4096 x 576 x 4608
+    bf16, 2 busy cores; the same bf16 results on the checked batch)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+            device: torch.device) -> tuple[Tensor, bool]:
+        """(the first shape[0] rows of a held buffer, whether it is new and zero-filled);
+        batches of a few rows more or less share one buffer."""
+        t = self._held.get(name)
+        if (t is None or t.shape[0] < shape[0] or t.shape[1:] != shape[1:] or t.dtype != dtype
+                or t.device != device):
+            self._held[name] = t = torch.zeros(shape, dtype=dtype, device=device)
+            return t, True
+        return t[:shape[0]], False
 
 
-def _group_by_latent(idx_NK: Tensor, n_latents: int) -> _Grouped:
-    flat = idx_NK.reshape(-1)
-    order = flat.argsort()
-    counts = torch.bincount(flat, minlength=n_latents)
-    offsets = torch.zeros(n_latents, dtype=torch.long, device=idx_NK.device)
-    torch.cumsum(counts[:-1], 0, out=offsets[1:])
-    return _Grouped(tokens=order // idx_NK.shape[1], offsets=offsets, order=order, counts=counts)
-
-
-def pair_dots(rows_ND: Tensor, table_SD: Tensor, idx_NK: Tensor) -> Tensor:
-    """out[n, j] = rows[n] . table[idx[n, j]], for idx sorted along each row.
-
-    A sampled matmul (SDDMM) does B*k*d work; the dense `rows @ table.T` then gather did
-    B*d_sae*d (5.8 vs 74 ms for 4096 x 576 x 4608 with k 32, 2 cores), and it is exact fp32.
-    """
-    n, k = idx_NK.shape
-    pattern = torch.sparse_csr_tensor(
-        torch.arange(0, n * k + 1, k, device=idx_NK.device), idx_NK.reshape(-1),
-        torch.zeros(n * k, device=rows_ND.device),
-        size=(n, table_SD.shape[0]), check_invariants=False,
-    )
-    return torch.sparse.sampled_addmm(pattern, rows_ND, table_SD.T, beta=0.0).values().view(n, k)
-
-
-def _bag(g: _Grouped, rows_ND: Tensor, weights_NK: Tensor) -> Tensor:
-    """out[l] = sum over pairs (n, j) with latent l of weights[n, j] * rows[n]  -> (d_sae, d)."""
-    w = weights_NK.reshape(-1)[g.order]
-    return F.embedding_bag(g.tokens, rows_ND, g.offsets, mode="sum", per_sample_weights=w)
-
-
-def _accumulate(
-    sae: Sae, idx: Tensor, vals: Tensor, grad_vals: Tensor, grad_out: Tensor, xc: Tensor
-) -> Tensor:
-    """Add the weight gradients of one sparse code to the .grad buffers; return d b_enc."""
-    g = _group_by_latent(idx, sae.cfg.d_sae)
-    sae.W_dec.grad += _bag(g, grad_out, vals)
-    sae.W_enc_SD.grad += _bag(g, xc, grad_vals)
-    grad_b_enc = torch.zeros(sae.cfg.d_sae, device=idx.device).index_add_(
-        0, idx.reshape(-1), grad_vals.reshape(-1))
-    sae.b_enc.grad += grad_b_enc
-    return grad_b_enc
+def _pre_acts(sae: Sae, xc_ND: Tensor, dtype: torch.dtype, bufs: StepBuffers) -> Tensor:
+    """(xc @ W_enc + b_enc) in `dtype`, as [xc, 1, 0...] @ [W_enc_SD, b_enc, 0...].T: the
+    bias accumulates in the matmul (one rounding, as addmm), K padded to 32 for AMX tiles."""
+    (n, d), device = xc_ND.shape, xc_ND.device
+    kp = -(-(d + 1) // 32) * 32
+    a, fresh = bufs.get("x_aug", (n, kp), dtype, device)
+    if fresh:
+        a[:, d] = 1  # and zeros after it, as allocated
+    a[:, :d].copy_(xc_ND)
+    w, _ = bufs.get("w_aug", (sae.cfg.d_sae, kp), dtype, device)
+    w[:, :d].copy_(sae.W_enc_SD.detach())
+    w[:, d].copy_(sae.b_enc.detach())
+    pre, _ = bufs.get("pre", (n, sae.cfg.d_sae), dtype, device)
+    return torch.mm(a, w.T, out=pre)
 
 
 def topk_step_grads(
     sae: Sae, x_ND: Tensor, k: int, *, dead: Tensor | None = None, auxk_alpha: float = 1 / 32,
-    bf16: bool = True, ranks: Ranks = SOLO,
+    bf16: bool = True, ranks: Ranks = SOLO, bufs: StepBuffers | None = None,
 ) -> StepStats:
     """Set .grad of sae's parameters for loss = FVU + auxk_alpha * AuxK on batch x (n, d).
 
     Data parallel (`ranks`): x is this rank's share of the batch; the normalisers are the
     whole batch's, so summing the ranks' .grad gives the one-process gradient (the caller
-    sums them), and the returned FVU and `fired` are the whole batch's."""
-    for p in sae.parameters():
-        p.grad = torch.zeros_like(p) if p.grad is None else p.grad.zero_()
-    W_enc_SD, W_dec, b_dec = sae.W_enc_SD.detach(), sae.W_dec.detach(), sae.b_dec.detach()
-    mm_dtype = matmul_dtype(bf16, x_ND.device)
-    xc = x_ND - b_dec
-    pre = torch.addmm(sae.b_enc.detach().to(mm_dtype), xc.to(mm_dtype), W_enc_SD.to(mm_dtype).T)
-    # A block pre-filter (top blocks by max, then top-k among them) was slower than plain
-    # topk here (42 vs 36 ms for 4096 x 4608 bf16, 2 cores, torch 2.13), so plain topk.
-    vals, idx = pre.topk(k, dim=-1, sorted=False)
-    idx, order = idx.sort(dim=1)  # CSR order for pair_dots
-    vals = vals.gather(1, order).float().clamp_min_(0)
+    sums them), and the returned FVU and `fired` are the whole batch's. `bufs`: a trainer's
+    StepBuffers, reused across its steps."""
+    W_enc_SD, W_dec = sae.W_enc_SD.detach(), sae.W_dec.detach()
+    xc = x_ND - sae.b_dec.detach()
+    pre = _pre_acts(sae, xc, matmul_dtype(bf16, x_ND.device), bufs or StepBuffers())
+    vals, idx = topk_sorted(pre, k)  # idx ascending: CSR order for pair_dots
+    vals = vals.float().clamp_min_(0)
 
-    x_hat = F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum") + b_dec
-    err = x_hat - x_ND
-    total_var = ranks.total_variance(x_ND)
-    grad_out = err * (2 / total_var)  # d fvu / d x_hat
+    total_var = _total_variance(xc, ranks)  # x's: xc = x - b_dec, shifted
+    # err = x_hat - x (x_hat = code @ W_dec + b_dec), grad_out = d fvu / d x_hat and
+    # grad_vals = d fvu / d vals[n, j]
+    err, grad_out, grad_vals = decode_and_dots(idx, vals, W_dec, xc, 2 / total_var)
+    sq_err = _sq_norm(err)
+    order, counts = latent_order(idx, sae.cfg.d_sae)
+    grads = latent_grads(order, counts, vals, grad_vals, grad_out, xc)
+    grad_b_dec = grad_out.sum(0) - grads[2] @ W_enc_SD
 
-    grad_vals = pair_dots(grad_out, W_dec, idx)  # d fvu / d vals[n, j]
-    grad_vals *= vals > 0
-    grad_b_enc = _accumulate(sae, idx, vals, grad_vals, grad_out, xc)
-    grad_b_dec = grad_out.sum(0) - grad_b_enc @ W_enc_SD
-
+    fired = ranks.sum_((counts > 0).int()) > 0
     auxk = torch.zeros((), device=x_ND.device)
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=x_ND.device)
-    fired[idx.reshape(-1)] = True
-    fired = ranks.sum_(fired.int()) > 0
-    n_dead = 0 if dead is None else int(dead.sum())
-    if n_dead:
-        # AuxK (Gao et al. 2024): dead latents learn to explain what the live ones missed.
-        dead_idx = dead.nonzero().squeeze(1)
-        k_aux = min(x_ND.shape[1] // 2, n_dead)
-        scale = min(n_dead / (x_ND.shape[1] // 2), 1.0)
-        a_vals, j = pre.index_select(1, dead_idx).topk(k_aux, dim=-1, sorted=False)
-        j, order = j.sort(dim=1)  # dead_idx is ascending, so a_idx is sorted too
-        a_idx = dead_idx[j]
-        a_vals = a_vals.gather(1, order).float().clamp_min_(0)
-        resid = -err  # what the live latents missed, a constant target for AuxK
-        a_err = F.embedding_bag(a_idx, W_dec, per_sample_weights=a_vals, mode="sum") - resid
-        resid_var = ranks.total_variance(resid).clamp_min(1e-12)
-        auxk = scale * a_err.pow(2).sum() / resid_var
-        a_grad_out = a_err * (2 * auxk_alpha * scale / resid_var)
-        a_grad_vals = pair_dots(a_grad_out, W_dec, a_idx) * (a_vals > 0)
-        grad_b_dec -= _accumulate(sae, a_idx, a_vals, a_grad_vals, a_grad_out, xc) @ W_enc_SD
+    if dead is not None and int(dead.sum()):
+        auxk, a_grads, dead_idx = _auxk(sae, pre, err, sq_err, xc, dead, auxk_alpha, ranks)
+        for grad, a_grad in zip(grads, a_grads, strict=True):
+            grad.index_add_(0, dead_idx, a_grad)
+        grad_b_dec -= a_grads[2] @ W_enc_SD.index_select(0, dead_idx)
+    for p, grad in zip((sae.W_dec, sae.W_enc_SD, sae.b_enc, sae.b_dec), (*grads, grad_b_dec),
+                       strict=True):
+        p.grad = grad
+    sums = ranks.sum_(torch.stack([sq_err, auxk]))
+    return StepStats(fvu=float(sums[0] / total_var), auxk=float(sums[1]), fired=fired)
 
-    sae.b_dec.grad += grad_b_dec
-    sq_err = ranks.sum_(torch.stack([err.pow(2).sum(), auxk]))
-    return StepStats(fvu=float(sq_err[0] / total_var), auxk=float(sq_err[1]), fired=fired)
+
+def _sq_norm(x: Tensor) -> Tensor:
+    """sum of x**2 in one pass (no squared temporary)."""
+    flat = x.reshape(-1)
+    return torch.dot(flat, flat)
+
+
+def _total_variance(x_ND: Tensor, ranks: Ranks, sq_norm: Tensor | None = None) -> Tensor:
+    """sum ||x - mean||^2 over the whole batch, as sum ||x||^2 - n ||mean||^2: one read of
+    x where (x - mean).pow(2).sum() made three and two temporaries. For the step's
+    near-centred rows (x - b_dec, the error), so the subtraction cancels little."""
+    if ranks.data_parallel:
+        return ranks.total_variance(x_ND)
+    sq = _sq_norm(x_ND) if sq_norm is None else sq_norm
+    return sq - x_ND.sum(0).pow(2).sum() / max(len(x_ND), 1)
+
+
+def _auxk(sae: Sae, pre: Tensor, err: Tensor, sq_err: Tensor, xc: Tensor, dead: Tensor,
+          alpha: float, ranks: Ranks) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
+    """AuxK (Gao et al. 2024): the top min(d_in / 2, n_dead) dead latents of each token learn
+    to explain what the live ones missed, -err, a constant target. (its loss, the gradients
+    it adds to the dead latents' rows, those rows: dead_idx)."""
+    half = xc.shape[1] // 2
+    dead_idx = dead.nonzero().squeeze(1)
+    n_dead = len(dead_idx)
+    scale = min(n_dead / half, 1.0)
+    W_dead = sae.W_dec.detach().index_select(0, dead_idx)
+    resid_var = _total_variance(err, ranks, sq_err).clamp_min(1e-12)  # of -err: the same
+    coeff = 2 * alpha * scale / resid_var  # d (alpha * auxk) / d a_err, per unit of a_err
+    if n_dead <= half:  # every dead latent is in every token's top: dense and small
+        a_vals = pre.index_select(1, dead_idx).float().clamp_min_(0)
+        a_err = torch.addmm(err, a_vals, W_dead)  # decode - (-err)
+        auxk = scale * _sq_norm(a_err) / resid_var
+        a_grad_out = a_err.mul_(coeff)
+        a_grad_vals = (a_grad_out @ W_dead.T).mul_(a_vals > 0)
+        grads = (a_vals.T @ a_grad_out, a_grad_vals.T @ xc, a_grad_vals.sum(0))
+        return auxk, grads, dead_idx
+    a_vals, j = topk_sorted(pre.index_select(1, dead_idx), half)  # j indexes W_dead's rows
+    a_vals = a_vals.float().clamp_min_(0)
+    a_err = F.embedding_bag(j, W_dead, per_sample_weights=a_vals, mode="sum").add_(err)
+    auxk = scale * _sq_norm(a_err) / resid_var
+    a_grad_out = a_err.mul_(coeff)
+    a_grad_vals = pair_dots(a_grad_out, W_dead, j) * (a_vals > 0)
+    order, counts = latent_order(j, n_dead)
+    return auxk, latent_grads(order, counts, a_vals, a_grad_vals, a_grad_out, xc), dead_idx
 
 
 def remove_parallel_grad(sae: Sae) -> None:
     """Keep decoder rows unit-norm: drop the gradient component along each row."""
     W_dec, grad = sae.W_dec.detach(), sae.W_dec.grad
-    grad -= (grad * W_dec).sum(-1, keepdim=True) * W_dec
+    along_S = torch.linalg.vecdot(grad, W_dec)
+    grad.addcmul_(along_S.unsqueeze(1), W_dec, value=-1)
 
 
 @torch.no_grad()

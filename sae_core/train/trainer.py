@@ -26,7 +26,7 @@ from .batch_topk import (
 from .ranks import SOLO, Ranks
 from .remedies import ghost_grad_loss, resample_dead
 from .shuffle import ShuffleBuffer
-from .topk_grad import normalize_decoder, remove_parallel_grad, topk_step_grads
+from .topk_grad import StepBuffers, normalize_decoder, remove_parallel_grad, topk_step_grads
 
 
 def sae_batches(x_ND: Tensor, batch_tokens: int, ranks: Ranks = SOLO) -> tuple[Tensor, ...]:
@@ -78,6 +78,7 @@ class SaeTrainer:
         )
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         """Training tokens since each latent last fired."""
+        self.bufs = StepBuffers()
         self.step_no = 0
         self.n_tokens = 0
         self.threshold = float("nan")
@@ -93,7 +94,7 @@ class SaeTrainer:
         if cfg.architecture == "topk":
             stats = topk_step_grads(
                 sae, x_ND, k_at(cfg, self.step_no, self.total_steps),
-                dead=dead, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16, ranks=ranks,
+                dead=dead, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16, ranks=ranks, bufs=self.bufs,
             )
             fired, batch_fvu = stats.fired, stats.fvu
         elif cfg.architecture == "relu":

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sae_core.config import SaeConfig
@@ -46,10 +47,11 @@ def test_grads_match_autograd_without_dead_latents():
         torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_grads_match_autograd_with_auxk():
+@pytest.mark.parametrize("n_dead", [20, 8, 3])  # more than d_in / 2 = 8: a top-k of them
+def test_grads_match_autograd_with_auxk(n_dead):
     sae, x = _make(seed=1)
     dead = torch.zeros(64, dtype=torch.bool)
-    dead[torch.randperm(64)[:20]] = True
+    dead[torch.randperm(64)[:n_dead]] = True
     stats = topk_step_grads(sae, x, 4, dead=dead, auxk_alpha=0.5, bf16=False)
     got = {name: p.grad.clone() for name, p in sae.named_parameters()}
     sae.zero_grad(set_to_none=True)
