@@ -65,7 +65,8 @@ def relu_losses(sae: Sae, x_ND: Tensor, coeff: float,
 class SaeTrainer:
     """One SAE, its Adam optimizer and dead-latent counter; `step` takes (n, d_in) rows."""
 
-    def __init__(self, sae: Sae, cfg: TrainConfig, total_steps: int, ranks: Ranks = SOLO):
+    def __init__(self, sae: Sae, cfg: TrainConfig, total_steps: int, ranks: Ranks = SOLO,
+                 bufs: StepBuffers | None = None):
         self.sae, self.cfg, self.total_steps, self.ranks = sae, cfg, total_steps, ranks
         device = sae.W_dec.device
         # The decoder gets a larger step: unit-norm rows move slowly at the encoder's lr
@@ -78,7 +79,8 @@ class SaeTrainer:
         )
         self.since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long, device=device)
         """Training tokens since each latent last fired."""
-        self.bufs = StepBuffers()
+        self.bufs = bufs or StepBuffers()
+        """Step buffers; one set for all the layers of a MultiTrainer (they step in turn)."""
         self.step_no = 0
         self.n_tokens = 0
         self.threshold = float("nan")
@@ -204,6 +206,7 @@ class MultiTrainer:
         self.ranks, self.device = ranks, torch.device(device)
         self.mine = ranks.share(hookpoints)
         self.layers: dict[str, LayerState] = {}
+        self.bufs = StepBuffers()  # 38 MB for the default width, not 38 MB per layer
 
     def sae_config(self, hookpoint: str, d_in: int) -> SaeConfig:
         return SaeConfig(
@@ -243,7 +246,8 @@ class MultiTrainer:
             seed += 7919 * ranks.rank if ranks.data_parallel else 0  # each rank its own order
             buffer = ShuffleBuffer(n * self.cfg.lm_batch_tokens // share, sae.cfg.d_in, seed,
                                    self.device)
-        return LayerState(SaeTrainer(sae, self.cfg, self.total_steps, ranks), median_norm, buffer)
+        trainer = SaeTrainer(sae, self.cfg, self.total_steps, ranks, bufs=self.bufs)
+        return LayerState(trainer, median_norm, buffer)
 
     def step(self, acts: dict[str, Tensor]) -> dict:
         """SAE steps for every hookpoint on its (batch, seq, d) activations of one LM batch
