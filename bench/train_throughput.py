@@ -22,7 +22,8 @@ from common import OUT, ROOT, layer_activations, load_acts
 from sae_core.config import SaeConfig, TrainConfig
 from sae_core.metrics import RunningFvu
 from sae_core.sae import Sae
-from sae_core.train.sparse_kernels import latent_order, topk_sorted
+from sae_core.topk import topk_sorted
+from sae_core.train.sparse_kernels import latent_order
 from sae_core.train.trainer import SaeTrainer
 
 WIDTH, K, BATCH, LR = 4608, 32, 4096, 3e-3

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from .activations import parse_hookpoint
 from .atomic import CorruptFile, load_tensors, save_tensors, write_json
 from .config import SaeConfig
+from .topk import topk_sorted
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
@@ -92,7 +93,7 @@ class Sae(nn.Module):
         pre = self.pre_acts(x_ND)
         if self.cfg.architecture == "jumprelu":
             pre = self._jump(pre)
-        vals, idx = pre.topk(k or self.cfg.k, dim=-1, sorted=False)
+        vals, idx = topk_sorted(pre, k or self.cfg.k)  # ties to the lowest latent id
         return vals.clamp_min(0), idx
 
     def encode(self, x_ND: Tensor) -> Tensor:

@@ -213,6 +213,7 @@ DEVICE_AWARE = ["sae_core/encode.py", "sae_core/norms.py", "sae_core/atlas/evalu
                 "sae_core/atlas/layout.py", "sae_core/hub/load.py",
                 "sae_core/hub/pretrained_atlas.py", "sae_core/jobs", "sae_core/steer",
                 "sae_core/train", "sae_core/sae.py", "sae_core/hooks.py", "sae_core/memory.py",
+                "sae_core/topk.py",
                 *(f"sae_core/explore/{m}.py" for m in (
                     "concepts", "feature_index", "feature_page", "firings", "layermap", "lineage",
                     "live", "logit_lens", "names", "names_evidence", "one_pass"))]

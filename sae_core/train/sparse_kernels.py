@@ -1,18 +1,6 @@
-"""The TopK step's sparse kernels: exact top-k of each row with indices ascending, and the
-(token, latent) pairs grouped by latent.
-
-`topk_sorted(pre_NS, k)` -> (vals_NK, idx_NK): the k largest entries of each row, listed
-in ascending index order (what `pair_dots`' CSR pattern and `embedding_bag` want, so no
-separate sort and gather). Ties at the k-th value go to the lowest indices, so the chosen
-set is that of a stable descending sort: deterministic, and the same on every machine.
-
-On the CPU a numba kernel does it in one read of each row (when numba is installed; else,
-and on other devices, `torch.topk` then a sort, whose tie rule is torch's). Per row: bf16
-or fp32 bits become monotone integer keys; the maxima of 16-wide chunks give a lower
-bound on the k-th largest (the k-th largest chunk maximum: k distinct entries reach it),
-so only the few chunks whose maximum reaches it are read again for candidates; a
-bisection on those finds the k-th key, and a last pass in index order takes everything
-above it and the earliest ties. Rows must be NaN-free.
+"""The TopK step's sparse kernels: the (token, latent) pairs grouped by latent, the decode
+and the pairs' dot products in one pass, and the weight gradients from the grouped pairs
+(the exact top-k that picks the pairs is sae_core/topk.py, which the views use too).
 
 `latent_order(idx_NK, n_latents)`: the pairs' order by latent (stable), a counting sort on
 the CPU (0.5 vs 6 ms for torch's argsort of 131072 pairs, 1 thread).
@@ -21,59 +9,16 @@ the CPU (0.5 vs 6 ms for torch's argsort of 131072 pairs, 1 thread).
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
-from itertools import pairwise
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .numba_kernels import counting_sort, decode_dots, numba, topk_rows
+from ..numba_kernels import counting_sort, decode_dots, numba
+from ..topk import in_row_blocks
 
 # pair_dots builds a CSR pattern per step; torch warns that CSR is "beta" on first use.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
-
-def topk_sorted(pre_NS: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """(vals, idx), each (n, k): the k largest entries of each row, idx ascending; vals in
-    pre's dtype. CPU with numba: ties to the lowest index (module docstring)."""
-    if k < 1 or k > pre_NS.shape[-1]:
-        raise ValueError(f"k must be in 1..{pre_NS.shape[-1]}, got {k}")
-    if _kernel_applies(pre_NS):
-        return _numba_topk(pre_NS, k)
-    vals, idx = pre_NS.topk(k, dim=-1, sorted=False)
-    idx, order = idx.sort(dim=-1)
-    return vals.gather(-1, order), idx
-
-
-def _kernel_applies(pre_NS: Tensor) -> bool:
-    return (numba is not None and pre_NS.device.type == "cpu" and pre_NS.dim() == 2
-            and pre_NS.dtype in (torch.bfloat16, torch.float32))
-
-
-def _numba_topk(pre_NS: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    n = pre_NS.shape[0]
-    bits_dtype = torch.int16 if pre_NS.dtype == torch.bfloat16 else torch.int32
-    bits = pre_NS.detach().contiguous().view(bits_dtype).numpy()
-    out_bits = torch.empty(n, k, dtype=bits_dtype)  # cpu: the kernel's output
-    idx = torch.empty(n, k, dtype=torch.long)  # cpu: the kernel's output
-    _in_row_blocks(topk_rows, n, bits, k, out_bits.numpy(), idx.numpy())
-    return out_bits.view(pre_NS.dtype), idx
-
-
-def _in_row_blocks(kernel, n: int, *args) -> None:
-    """kernel(*args, r0, r1) over rows [0, n), split across torch's thread count (the
-    kernels release the GIL)."""
-    n_threads = max(min(torch.get_num_threads(), n // 64), 1)
-    if n_threads == 1:
-        kernel(*args, 0, n)
-        return
-    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64).tolist()
-    jobs = [_pool(n_threads).submit(kernel, *args, a, b) for a, b in pairwise(bounds)]
-    for job in jobs:
-        job.result()
 
 
 def decode_and_dots(idx_NK: Tensor, vals_NK: Tensor, W_dec: Tensor, xc_ND: Tensor,
@@ -88,7 +33,7 @@ def decode_and_dots(idx_NK: Tensor, vals_NK: Tensor, W_dec: Tensor, xc_ND: Tenso
         return err, grad_out, pair_dots(grad_out, W_dec, idx_NK).mul_(vals_NK > 0)
     err, grad_out = torch.empty_like(xc_ND), torch.empty_like(xc_ND)
     grad_vals = torch.empty_like(vals_NK)
-    _in_row_blocks(decode_dots, len(idx_NK), idx_NK.numpy(), vals_NK.numpy(),
+    in_row_blocks(decode_dots, len(idx_NK), idx_NK.numpy(), vals_NK.numpy(),
                    W_dec.detach().numpy(), xc_ND.numpy(), float(coeff), err.numpy(),
                    grad_out.numpy(), grad_vals.numpy())
     return err, grad_out, grad_vals
@@ -134,8 +79,3 @@ def latent_order(idx_NK: Tensor, n_latents: int) -> tuple[Tensor, Tensor]:
     counts = torch.zeros(n_latents, dtype=torch.long)  # cpu: the kernel's output
     counting_sort(flat.numpy(), order.numpy(), counts.numpy())
     return order, counts
-
-
-@cache
-def _pool(n_threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(n_threads, thread_name_prefix="topk_sorted")

@@ -17,8 +17,9 @@ from torch import Tensor
 
 from ..precision import matmul_dtype
 from ..sae import Sae
+from ..topk import topk_sorted
 from .ranks import SOLO, Ranks
-from .sparse_kernels import decode_and_dots, latent_grads, latent_order, pair_dots, topk_sorted
+from .sparse_kernels import decode_and_dots, latent_grads, latent_order, pair_dots
 
 
 class StepStats(NamedTuple):

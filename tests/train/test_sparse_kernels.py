@@ -9,10 +9,12 @@ import numba  # noqa: F401  (pinned in requirements.txt: missing, these fail, no
 import pytest
 import torch
 
+from sae_core import topk
 from sae_core.config import SaeConfig, TrainConfig
 from sae_core.sae import Sae
+from sae_core.topk import topk_sorted
 from sae_core.train import sparse_kernels
-from sae_core.train.sparse_kernels import decode_and_dots, latent_grads, latent_order, topk_sorted
+from sae_core.train.sparse_kernels import decode_and_dots, latent_grads, latent_order
 from sae_core.train.trainer import SaeTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +67,7 @@ def test_rows_with_few_positive_values_and_signed_zeros(dtype):
 
 
 def test_the_torch_path_keeps_the_same_contract(monkeypatch):
-    monkeypatch.setattr(sparse_kernels, "numba", None)
+    monkeypatch.setattr(topk, "numba", None)
     pre = torch.randn(64, 300, generator=torch.Generator().manual_seed(1))
     _check(pre, 20)  # tie-free: torch.topk's set is the stable sort's
     with pytest.raises(ValueError):
@@ -94,7 +96,7 @@ def test_training_steps_equal_the_torch_topk_path(monkeypatch):
     latents; every step then computes the same numbers (AuxK on: dead_tokens is small)."""
     x = torch.randn(6 * 256, 32, generator=torch.Generator().manual_seed(5)) * 2 + 0.5
     fvus, sae = _trained(6, x)
-    monkeypatch.setattr(sparse_kernels, "_kernel_applies", lambda pre: False)
+    monkeypatch.setattr(topk, "_kernel_applies", lambda pre: False)
     ref_fvus, ref = _trained(6, x)
     assert fvus == ref_fvus
     for (name, p), q in zip(sae.named_parameters(), ref.parameters(), strict=True):
@@ -107,6 +109,7 @@ def test_training_steps_match_the_torch_path_within_fp32(monkeypatch):
     x = torch.randn(6 * 256, 32, generator=torch.Generator().manual_seed(6)) * 2 + 0.5
     fvus, sae = _trained(6, x)
     monkeypatch.setattr(sparse_kernels, "numba", None)
+    monkeypatch.setattr(topk, "numba", None)
     ref_fvus, ref = _trained(6, x)
     assert fvus == pytest.approx(ref_fvus, rel=1e-5)
     for (name, p), q in zip(sae.named_parameters(), ref.parameters(), strict=True):
@@ -138,7 +141,7 @@ def test_imports_and_runs_where_numba_cannot_cache():
         "import numba.core.caching as c\n"
         "c.CacheImpl._locator_classes = []\n"
         "import torch\n"
-        "from sae_core.train.sparse_kernels import topk_sorted\n"
+        "from sae_core.topk import topk_sorted\n"
         "pre = torch.randn(20, 100, generator=torch.Generator().manual_seed(0))\n"
         "ref = pre.sort(dim=1, descending=True, stable=True).indices[:, :7].sort(dim=1).values\n"
         "print(torch.equal(topk_sorted(pre, 7)[1], ref))\n"

@@ -1,5 +1,6 @@
-"""The numba kernels behind sparse_kernels.py (which documents what each computes). Each
-takes numpy views of torch tensors, releases the GIL and handles rows [r0, r1) or all."""
+"""The numba kernels behind topk.py and train/sparse_kernels.py (which document what each
+computes). Each takes numpy views of torch tensors, releases the GIL and handles rows
+[r0, r1) or all."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 
 try:
     import numba
-except ImportError:  # sparse_kernels then takes its torch paths; requirements.txt pins numba
+except ImportError:  # the callers take their torch paths; requirements.txt pins numba
     numba = None
 
 CHUNK = 16
