@@ -99,10 +99,9 @@ def run_pass(lm: LM, saes: dict[str, Sae], medians: dict[str, float], plan: Pass
         codes = encode_acts(saes, acts, medians, outlier_factor=outlier_factor)
         if start < n_index:
             index.add(_rows(codes, slice(0, min(stop, n_index) - start)))
-        for rows, first in zip(lab_rows if with_firings else (), (0, n_lab_in_index),
-                               strict=False):
+        for rows, first in zip(lab_rows, (0, n_lab_in_index), strict=True):
             lo, hi = max(start, rows.start), min(stop, rows.stop)
-            if lo < hi:
+            if with_firings and lo < hi:
                 part = slice(lo - start, hi - start)
                 firings.add(first + lo - rows.start, windows[lo:hi], _rows(codes, part))
         if report:
