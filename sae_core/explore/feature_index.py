@@ -79,6 +79,17 @@ def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int,
     return torch.cat([test, labelled, extra]), source
 
 
+def atlas_index_windows(lm: LM, texts: list[str], info: dict, max_tokens: int
+                        ) -> tuple[Tensor, Tensor, dict]:
+    """(the windows to index, all the labelled windows, where the first come from) for an
+    atlas (`info`: its atlas.json) over its corpus `texts`: what this index and the pass
+    after training (one_pass.py) both read."""
+    windows = token_windows(lm.tokenizer, texts, info["seq_len"])
+    labelled = token_windows(lm.tokenizer, texts[::LABEL_DOC_STRIDE], info["seq_len"])
+    chosen, source = index_windows(windows, heldout_ids(info, windows), max_tokens, labelled)
+    return chosen, labelled, source
+
+
 class IndexCodes:
     """The index's codes of batches of windows, in order (what `collect_codes` returns)."""
 
@@ -202,11 +213,8 @@ def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report |
     info, _, saes = load_atlas(folder)
     lm = lm or load_named(info["model"])
     fit_to(saes, lm)
-    texts = load_texts(info["corpus"])
-    windows = token_windows(lm.tokenizer, texts, info["seq_len"])
-    labelled = token_windows(lm.tokenizer, texts[::LABEL_DOC_STRIDE], info["seq_len"])
-    chosen, source = index_windows(windows, heldout_ids(info, windows), cfg.max_tokens,
-                                   labelled)
+    chosen, _, source = atlas_index_windows(lm, load_texts(info["corpus"]), info,
+                                            cfg.max_tokens)
     with atlas_lock(folder):
         return build_feature_index(
             lm, saes, medians_of(saes), chosen, folder, cfg=cfg, source=source, report=report,

@@ -69,19 +69,20 @@ def collect_firings(
     """One captured forward per batch of labelled windows; every SAE encodes its layer
     through the views' one encoding path (sae_core/encode.py). 8 windows a batch, as the
     feature index reads them: the pass after training reads both (one_pass.py)."""
-    parts = FiringParts(data.windows.shape)
+    parts = FiringParts(data.windows.shape, saes)
     for start in range(0, len(data.windows), batch):
         ids = data.windows[start:start + batch]
         parts.add(start, ids, encode_batch(lm, saes, ids, medians, outlier_factor=outlier_factor))
-    return with_labels(parts.firings(saes), data.labels)
+    return with_labels(parts.firings(), data.labels)
 
 
 class FiringParts:
     """Firings of batches of labelled windows (rows `start`..), gathered without their
     labels, which `with_labels` adds: the labelling can run while the model does."""
 
-    def __init__(self, shape_WL: tuple[int, int]):
+    def __init__(self, shape_WL: tuple[int, int], saes: dict[str, Sae]):
         n_windows, seq_len = shape_WL
+        self.d_sae = {h: sae.cfg.d_sae for h, sae in saes.items()}
         self.where_WL = torch.arange(n_windows * seq_len).view(n_windows, seq_len)  # cpu: codes
         self.heldout_WL = heldout_windows(n_windows)[:, None].expand(n_windows, seq_len)
         self.parts: dict[str, list[LayerFirings]] = {}
@@ -92,12 +93,12 @@ class FiringParts:
             keep, vals_NK = c.keep_BL, c.vals_BLK[c.keep_BL]
             self.parts.setdefault(h, []).append(LayerFirings(
                 c.acts_BLD[keep].bfloat16(), {}, c.idx_BLK[keep], vals_NK > 0,
-                0, vals_NK, ids_BL[keep], self.where_WL[rows][keep],
+                self.d_sae[h], vals_NK, ids_BL[keep], self.where_WL[rows][keep],
                 self.heldout_WL[rows][keep]))
 
-    def firings(self, saes: dict[str, Sae]) -> dict[str, LayerFirings]:
+    def firings(self) -> dict[str, LayerFirings]:
         """Per hookpoint, every batch's firings in order (labels still empty)."""
-        return {h: replace(_concat(p), d_sae=saes[h].cfg.d_sae) for h, p in self.parts.items()}
+        return {h: _concat(p) for h, p in self.parts.items()}
 
 
 def with_labels(firings: dict[str, LayerFirings], labels: dict[str, np.ndarray]

@@ -27,7 +27,7 @@ from torch import Tensor
 from ..activations import outlier_factor_of
 from ..atlas.build import AfterTraining
 from ..atlas.evaluate import add_reconstruction
-from ..corpus import load_texts, token_windows
+from ..corpus import load_texts
 from ..encode import BF16, LayerCodes, encode_acts
 from ..hooks import run_captured
 from ..lm import LM
@@ -35,7 +35,7 @@ from ..metrics import RunningFvu
 from ..progress import Report
 from ..sae import Sae
 from .evidence import write_evidence
-from .feature_index import IndexCodes, index_windows, write_feature_index
+from .feature_index import IndexCodes, atlas_index_windows, write_feature_index
 from .feature_stats import IndexConfig
 from .firings import LABEL_DOC_STRIDE, FiringParts, LabelledPass, with_labels
 from .labels import load_or_build_labels
@@ -46,9 +46,8 @@ class PassWindows(NamedTuple):
     """The index's windows: held-out, labelled, then strided training windows..."""
     labelled_WL: Tensor
     """... all labelled windows: the first of them are in `windows_WL`, after the held-out."""
-    n_heldout: int
     source: dict
-    """Where the index's windows come from (index.json)."""
+    """How many of `windows_WL` are held-out, labelled, training (index.json)."""
 
 
 class PassResult(NamedTuple):
@@ -58,15 +57,6 @@ class PassResult(NamedTuple):
     """The feature index's codes (feature_index.collect_codes)."""
     firings: FiringParts
     """The labelled windows' firings, without their labels."""
-
-
-def pass_windows(lm: LM, corpus: str, seq_len: int, heldout_ids: Tensor,
-                 cfg: IndexConfig) -> PassWindows:
-    texts = load_texts(corpus)
-    windows = token_windows(lm.tokenizer, texts, seq_len)
-    labelled = token_windows(lm.tokenizer, texts[::LABEL_DOC_STRIDE], seq_len)
-    chosen, source = index_windows(windows, heldout_ids, cfg.max_tokens, labelled)
-    return PassWindows(chosen, labelled, len(heldout_ids), source)
 
 
 def _rows(codes: dict[str, LayerCodes], rows: slice) -> dict[str, LayerCodes]:
@@ -80,7 +70,7 @@ def run_pass(lm: LM, saes: dict[str, Sae], medians: dict[str, float], plan: Pass
     """The one pass: the index windows in batches of `batch`, then (`with_firings`) the
     labelled windows the index had no room for (the same batches as each product's own
     pass)."""
-    n_index, n_held = len(plan.windows_WL), plan.n_heldout
+    n_index, n_held = len(plan.windows_WL), plan.source["heldout_windows"]
     n_lab_in_index = plan.source["labelled_windows"]
     # pass order: index windows, then the labelled windows not in the index
     rest = plan.labelled_WL[n_lab_in_index:] if with_firings else plan.labelled_WL[:0]
@@ -88,7 +78,7 @@ def run_pass(lm: LM, saes: dict[str, Sae], medians: dict[str, float], plan: Pass
     lab_start = n_held  # where the labelled windows start in the pass
     lab_rows = (slice(lab_start, lab_start + n_lab_in_index), slice(n_index, len(windows)))
     recon = {h: RunningFvu() for h in saes}
-    index, firings = IndexCodes(list(saes)), FiringParts(plan.labelled_WL.shape)
+    index, firings = IndexCodes(list(saes)), FiringParts(plan.labelled_WL.shape, saes)
     for start in range(0, len(windows), batch):
         stop = min(start + batch, len(windows))
         acts = run_captured(lm, windows[start:stop], list(saes), bf16=BF16)
@@ -119,16 +109,15 @@ def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str
     `info`: the atlas.json being written (corpus, seq_len, heldout_ids, train_cfg,
     sae_fingerprint)."""
     cfg = IndexConfig()
-    heldout = torch.tensor(info["heldout_ids"], dtype=torch.long)  # cpu: rows of CPU windows
-    plan = pass_windows(lm, info["corpus"], info["seq_len"], heldout, cfg)
+    texts = load_texts(info["corpus"])
+    plan = PassWindows(*atlas_index_windows(lm, texts, info, cfg.max_tokens))
     if not index:  # the held-out and labelled windows only
         plan = plan._replace(windows_WL=plan.windows_WL[
-            :plan.n_heldout + plan.source["labelled_windows"]])
-    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
+            :plan.source["heldout_windows"] + plan.source["labelled_windows"]])
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:  # spaCy labels while the model runs
-        labels = pool.submit(load_or_build_labels, lm.tokenizer, texts, info["seq_len"],
-                             folder / "labels") if evidence else None
+        labels = pool.submit(load_or_build_labels, lm.tokenizer, texts[::LABEL_DOC_STRIDE],
+                             info["seq_len"], folder / "labels") if evidence else None
         result = run_pass(lm, saes, medians, plan, outlier_factor=outlier_factor_of(info),
                           batch=cfg.batch, with_firings=evidence, report=report)
         data = labels.result() if labels else None
@@ -139,7 +128,7 @@ def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str
     if data is not None:
         if not torch.equal(data.windows, plan.labelled_WL):
             raise RuntimeError("the labelled windows differ from the corpus windows they label")
-        firings = with_labels(result.firings.firings(saes), data.labels)
+        firings = with_labels(result.firings.firings(), data.labels)
         write_evidence(folder, LabelledPass(info, lm, saes, data.vocab, firings,
                                             info["sae_fingerprint"]), report=report)
     return result.recon
