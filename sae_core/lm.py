@@ -119,8 +119,15 @@ def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     gguf = gguf_dir()
     if gguf is None:
         raise RuntimeError(f"the embedded model is missing: {GET_EMBEDDED}")
-    tokenizer = AutoTokenizer.from_pretrained(gguf, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(gguf, gguf_file=GGUF_FILE, dtype=torch.float32)
+    return convert_gguf(Path(gguf) / GGUF_FILE, out)
+
+
+def convert_gguf(gguf_path: Path, out: Path) -> Path:
+    """Dequantize a GGUF model to an fp32 safetensors folder `out` (atomic: an interrupted
+    conversion never looks finished)."""
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                 dtype=torch.float32)
     # The weights are dequantized fp32 now; drop the GGUF quantizer so save_pretrained works.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -128,7 +135,7 @@ def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     tmp = out.with_suffix(".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.rename(out)  # atomic: an interrupted conversion never looks finished
+    tmp.rename(out)
     return out
 
 

@@ -24,6 +24,12 @@ from .text_check import by_preference, check_texts
 
 EVERYDAY = ("the weather", "a meeting", "the weekend", "dinner", "the news", "my work")
 """What the neutral sentences are about: the templates' slot filled with everyday things."""
+SENTENCES = (*TEMPLATES, "We spent the whole afternoon reading about {c}.",
+             "Her favourite subject has always been {c}.",
+             "The children asked a hundred questions about {c}.")
+"""Sentence templates of the difference of means: 8 x the concept's words (at least 4 in
+the benchmark) make at least 32 sentences on each side (issue 27 asked for 30 or more; the
+first version used 5 templates)."""
 MAX_CONCEPT_WORDS = 6
 PROMPTING = "{prompt}\nMake your answer about {concept}."
 
@@ -40,7 +46,7 @@ def _slot_residuals(loaded: LoadedAtlas, hookpoint: str, fillers: Sequence[str])
     from the filler's first token on (the tokens before it are the same on both sides); on
     the CPU."""
     texts, starts = [], []
-    for t in TEMPLATES:
+    for t in SENTENCES:
         for f in fillers:
             texts.append(t.replace("{c}", f))
             starts.append(t.index("{c}"))
@@ -62,16 +68,23 @@ def diff_of_means(loaded: LoadedAtlas, hookpoint: str, words: Sequence[str]) -> 
     return mean_difference(concept, _slot_residuals(loaded, hookpoint, EVERYDAY))
 
 
-def dosed_direction(loaded: LoadedAtlas, hookpoint: str, v_D: Tensor, words: Sequence[str],
-                    probe: Probe, rule: DoseRule) -> tuple[float | None, DoseCurve]:
+def dosed_direction(loaded: LoadedAtlas, hookpoint: str | Sequence[str],
+                    v_D: Tensor | Sequence[Tensor], words: Sequence[str], probe: Probe,
+                    rule: DoseRule) -> tuple[float | None, DoseCurve]:
     """(the strength to steer along v_D with, its dose curve), chosen as the finder chooses
     for its features: the dose curve on the probe, then a text check of the trial strengths
-    (finder.py); None: every strength moves the text past STRETCH x the KL bound."""
+    (finder.py); None: every strength moves the text past STRETCH x the KL bound. Several
+    hookpoints with one direction each share the strength as the finder's combinations do
+    (each at s / sqrt(k))."""
+    hookpoints = [hookpoint] if isinstance(hookpoint, str) else list(hookpoint)
+    dirs = [v_D] if isinstance(v_D, Tensor) else list(v_D)
     ids = concept_token_ids(loaded.lm.tokenizer, words)
-    norms, _ = typical_norms(loaded.lm, loaded.saes, [hookpoint], corpus=loaded.corpus)
+    norms, _ = typical_norms(loaded.lm, loaded.saes, hookpoints, corpus=loaded.corpus)
+    share = 1 / len(hookpoints) ** 0.5
 
     def rows(grid: Sequence[float]) -> list[Steering]:
-        return [Steering((DirectionSteer(hookpoint, v_D, s),))
+        return [Steering(tuple(DirectionSteer(h, v, s * share)
+                               for h, v in zip(hookpoints, dirs, strict=True)))
                 for s in grid]
 
     curve = dose_search(lambda grid: pushed_effects(
