@@ -41,11 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from sae_core.atlas.layout import DEFAULT_ATLAS
-from sae_core.norms import typical_norms
-from sae_core.steer.baselines import diff_of_means, dosed_direction, prompted
 from sae_core.steer.concept_split import load_half
-from sae_core.steer.concept_tokens import concept_token_ids
-from sae_core.steer.edits import DirectionSteer, FeatureSteer, Steering
+from sae_core.steer.edits import Steering
 from sae_core.steer.effect import make_probe
 from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import GenConfig, generate, prompt_ids
@@ -58,17 +55,19 @@ from sae_core.steer.judge import (
     keyword_grade,
     load_judge,
 )
-from sae_core.steer.kl_controlled import generate_kl_controlled
-from sae_core.steer.trained_direction import train_direction
+from sae_core.steer.judge_calibration import agreement, bootstrap_interval, fit_cuts
+from sae_core.steer.methods import (
+    METHODS,
+    ON_PLAIN_PROMPT,
+    MethodSteerings,
+    method_steerings,
+    norms_for,
+    write_kl_dose,
+    write_prompted,
+)
 
 OUT = Path("bench/out")
 LABELS = Path("assets/steering_judge_labels.json")
-METHODS = ("finder", "clamp", "answer_only", "prompt_steer", "kl_dose", "trained", "diffmean",
-           "prompt", "random")
-BATCHED = ("finder", "clamp", "answer_only", "trained", "diffmean", "random")
-"""Methods steered on the plain prompt: one batch per prompt for every concept."""
-KL_DOSE_STRETCH = 2.0
-BOOTSTRAP = 2000
 
 
 def texts_file(half: str) -> Path:
@@ -79,46 +78,15 @@ def texts_file(half: str) -> Path:
 
 
 def _picks(loaded, concept: str, words, probe, rng) -> dict:
-    """Each method's steering for one concept (None: the method has nothing to steer with)."""
+    """The finder's pick and every method's steering for one concept, with timings."""
     t = time.perf_counter()
     finding = find_steering(loaded, concept, words, probe=probe)
     finder_s = time.perf_counter() - t
-    best = finding.best
-    if best is None:
+    if finding.best is None:
         return {"finder_s": finder_s, "name": None}
-    s, share = best.strength, best.share
-    parts = best.parts
-    hps = [c.hookpoint for c in parts]
-    steer = best.steering()
-    picks = {
-        "finder": steer,
-        "clamp": Steering(tuple(FeatureSteer(c.hookpoint, c.feature, s * share, "clamp")
-                                for c in parts)),
-        "answer_only": Steering(steer.features, positions="generated"),
-        "prompt_steer": steer,
-        "kl_dose": Steering(tuple(c.steer(min(s * KL_DOSE_STRETCH, 20.0) * share)
-                                  for c in parts)),
-        "random": Steering(tuple(FeatureSteer(f.hookpoint, rng.randrange(
-            loaded.saes[f.hookpoint].cfg.d_sae), f.strength) for f in steer.features)),
-    }
-    norms, _ = typical_norms(loaded.lm, loaded.saes, hps, corpus=loaded.corpus)
-    ids = concept_token_ids(loaded.lm.tokenizer, words)
-    t = time.perf_counter()
-    first = parts[0]
-    trained = train_direction(loaded.lm, loaded.saes, norms, first.hookpoint,
-                              loaded.saes[first.hookpoint].W_dec[first.feature].detach().float(),
-                              probe, ids, strength=s, max_kl=finding.rule.max_kl)
-    picks["trained"] = Steering((DirectionSteer(first.hookpoint, trained.direction, s),))
-    trained_s = time.perf_counter() - t
-    dirs = [diff_of_means(loaded, h, words) for h in hps]
-    s_dm, _ = dosed_direction(loaded, hps, dirs, words, probe, finding.rule)
-    if s_dm is not None:
-        picks["diffmean"] = Steering(tuple(DirectionSteer(h, v, s_dm / len(hps) ** 0.5)
-                                           for h, v in zip(hps, dirs, strict=True)))
-    return {"finder_s": finder_s, "trained_s": trained_s, "name": best.name,
-            "strength": s, "steerings": picks,
-            "trained_probe": [trained.before.concept_prob, trained.after.concept_prob,
-                              trained.after.kl]}
+    methods = method_steerings(loaded, finding, probe, rng)
+    return {"finder_s": finder_s, "trained_s": methods.trained_s, "name": finding.best.name,
+            "strength": finding.best.strength, "methods": methods}
 
 
 def _describe(steering: Steering) -> list:
@@ -128,6 +96,8 @@ def _describe(steering: Steering) -> list:
 
 
 def generate_half(loaded, half: str, tokens: int, limit: int | None) -> None:
+    """Every method's text for every (concept, prompt) of the half; the plain-prompt
+    methods of all concepts in one batch per prompt."""
     data = load_half(half)
     concepts = dict(list(data.concepts.items())[:limit] if limit else data.concepts.items())
     probe, rng, decode = make_probe(loaded.lm), random.Random(0), loaded.lm.tokenizer.decode
@@ -141,44 +111,30 @@ def generate_half(loaded, half: str, tokens: int, limit: int | None) -> None:
     for prompt in data.prompts:
         t0 = time.perf_counter()
         ids = prompt_ids(loaded.lm, prompt, gen)
-        rows = [(c, m) for c in concepts for m in BATCHED
-                if picks[c].get("steerings", {}).get(m) is not None]
-        steerings = [picks[c]["steerings"][m] for c, m in rows]
-        hps = sorted({f.hookpoint for r in steerings for f in r.features})
-        norms, _ = typical_norms(loaded.lm, loaded.saes, hps, corpus=loaded.corpus)
-        outs = generate(loaded.lm, loaded.saes, norms, ids, [None, *steerings], gen,
-                        outlier_factor=loaded.outlier_factor)
+        rows = [(c, m) for c in concepts if "methods" in picks[c] for m in ON_PLAIN_PROMPT
+                if m in picks[c]["methods"].steerings]
+        steerings = [picks[c]["methods"].steerings[m] for c, m in rows]
+        outs = generate(loaded.lm, loaded.saes, norms_for(loaded, steerings), ids,
+                        [None, *steerings], gen, outlier_factor=loaded.outlier_factor)
         unsteered = decode(outs[0], skip_special_tokens=True)
         got = {key: decode(o, skip_special_tokens=True) for key, o in zip(rows, outs[1:],
                                                                          strict=True)}
         for c in concepts:
-            asked = prompt_ids(loaded.lm, prompted(prompt, c), gen)
-            st = picks[c].get("steerings", {})
-            both = generate(loaded.lm, loaded.saes, norms | _norms_of(loaded, st), asked,
-                            [None, *([st["prompt_steer"]] if st else [])], gen,
-                            outlier_factor=loaded.outlier_factor)
-            got[(c, "prompt")] = decode(both[0], skip_special_tokens=True)
-            if st:
-                got[(c, "prompt_steer")] = decode(both[1], skip_special_tokens=True)
-                kl = generate_kl_controlled(loaded.lm, loaded.saes, _norms_of(loaded, st), ids,
-                                            st["kl_dose"], gen, max_kl=1.5,
-                                            outlier_factor=loaded.outlier_factor)
-                got[(c, "kl_dose")] = decode(list(kl.tokens), skip_special_tokens=True)
+            methods = picks[c].get("methods") or MethodSteerings({}, 1.5)
+            got |= {(c, m): t for m, t in write_prompted(loaded, prompt, c, methods,
+                                                          gen).items()}
+            if "kl_dose" in methods.steerings:
+                got[(c, "kl_dose")] = write_kl_dose(loaded, ids, methods, gen)
             pairs.append({"concept": c, "prompt": prompt, "unsteered": unsteered,
                           "texts": {m: got.get((c, m)) for m in METHODS}})
         print(f"prompt {prompt!r}: {time.perf_counter() - t0:.0f} s", flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     texts_file(half).write_text(json.dumps({
         "half": half, "tokens": tokens, "pairs": pairs,
-        "picks": {c: {k: v for k, v in p.items() if k != "steerings"}
-                  | {"steerings": {m: _describe(s) for m, s in p.get("steerings", {}).items()}}
-                  for c, p in picks.items()}}, indent=1))
+        "picks": {c: {k: v for k, v in p.items() if k != "methods"} | {"steerings": {
+            m: _describe(s) for m, s in p["methods"].steerings.items()}}
+            for c, p in picks.items() if "methods" in p}}, indent=1))
     print(f"wrote {texts_file(half)}")
-
-
-def _norms_of(loaded, steerings: dict) -> dict:
-    hps = sorted({f.hookpoint for s in steerings.values() for f in s.features})
-    return typical_norms(loaded.lm, loaded.saes, hps, corpus=loaded.corpus)[0] if hps else {}
 
 
 # --- judging --------------------------------------------------------------------------
@@ -199,56 +155,6 @@ def signals_of(judge: Judge, half: str, items: list[dict]) -> list[Signals]:
 
 def labelled(half: str) -> list[dict]:
     return [x for x in json.loads(LABELS.read_text())["items"] if x["half"] == half]
-
-
-def _agreement(judged: list, hand: list[dict]) -> dict:
-    """Exact agreement per score, and the Pearson correlation of the harmonic means."""
-    out = {d: statistics.mean(getattr(j, d) == h[d] for j, h in zip(judged, hand, strict=True))
-           for d in ("concept", "instruction", "fluency")}
-    a = [j.score for j in judged]
-    b = [_hand_score(h) for h in hand]
-    out["r"] = statistics.correlation(a, b) if len(set(a)) > 1 else 0.0
-    return out
-
-
-def _hand_score(h: dict) -> float:
-    from sae_core.steer.judge import harmonic
-
-    return harmonic(h["concept"], h["instruction"], h["fluency"])
-
-
-def fit_cuts(sigs: list[Signals], hand: list[dict]) -> Cuts:
-    """The cut points that agree most with the hand scores, one score at a time."""
-    grid = [x / 20 for x in range(-10, 41)]
-
-    def best(dim: str, make) -> object:
-        options = [make(a, b) for a in grid for b in grid]
-        return max(options, key=lambda c: sum(getattr(grade(s, c), dim) == h[dim]
-                                              for s, h in zip(sigs, hand, strict=True)))
-
-    ranks = [x / 20 for x in range(21)]
-    c = best("concept", lambda a, b: Cuts(concept_rank=(a, b)) if 0 <= a <= b <= 1
-             and a in ranks and b in ranks else CUTS)
-    i = best("instruction", lambda a, b: Cuts(instruction=(a, b)) if a <= b else CUTS)
-    f = max((Cuts(fluency_nll=(a, b), loop=lp) for a in grid for b in grid if b <= a
-             for lp in (0.15, 0.2, 0.25, 0.3, 0.4, 0.5)),
-            key=lambda c: sum(grade(s, c).fluency == h["fluency"]
-                              for s, h in zip(sigs, hand, strict=True)))
-    return Cuts(c.concept_rank, i.instruction, f.fluency_nll, f.loop)
-
-
-def bootstrap(per_concept: dict[str, dict[str, float]], a: str, b: str | None,
-              rng: random.Random) -> tuple[float, float]:
-    """95% interval of mean(a) - mean(b) (or of mean(a)) over concepts resampled."""
-    names = list(per_concept)
-    stats = []
-    for _ in range(BOOTSTRAP):
-        draw = [rng.choice(names) for _ in names]
-        va = statistics.mean(per_concept[c][a] for c in draw)
-        vb = statistics.mean(per_concept[c][b] for c in draw) if b else 0.0
-        stats.append(va - vb)
-    stats.sort()
-    return stats[int(0.025 * BOOTSTRAP)], stats[int(0.975 * BOOTSTRAP) - 1]
 
 
 def score(cuts: Cuts) -> None:
@@ -273,14 +179,13 @@ def score(cuts: Cuts) -> None:
     per_concept = {c: {m: statistics.mean(r[m]["score"] for r in per_pair if r["concept"] == c)
                        for m in METHODS} for c in concepts}
     means = {m: statistics.mean(per_concept[c][m] for c in concepts) for m in METHODS}
-    rng = random.Random(0)
     steered = [m for m in METHODS if m != "prompt"]
     best = max(steered, key=means.get)
-    lo, hi = bootstrap(per_concept, best, "prompt", rng)
+    lo, hi = bootstrap_interval(per_concept, best, "prompt")
     print("| method | score | 95% interval | concept | instruction | fluency |")
     print("|---|---|---|---|---|---|")
     for m in sorted(METHODS, key=lambda m: -means[m]):
-        ci = bootstrap(per_concept, m, None, rng)
+        ci = bootstrap_interval(per_concept, m)
         parts = [statistics.mean(r[m][d] for r in per_pair)
                  for d in ("concept", "instruction", "fluency")]
         print(f"| {m} | {means[m]:.3f} | {ci[0]:.3f}-{ci[1]:.3f} | "
@@ -290,8 +195,8 @@ def score(cuts: Cuts) -> None:
         print(f"| {c} | " + " | ".join(f"{per_concept[c][m]:.2f}" for m in METHODS) + " |")
     hand = labelled("test")
     sigs = signals_of(judge, "test", hand)
-    agree = _agreement([grade(s, cuts) for s in sigs], hand)
-    kw = _agreement([keyword_grade(s.mentions) for s in sigs], hand)
+    agree = agreement([grade(s, cuts) for s in sigs], [h["hand"] for h in hand])
+    kw = agreement([keyword_grade(s.mentions) for s in sigs], [h["hand"] for h in hand])
     print(f"agreement with {len(hand)} hand-scored test-half texts: judge {agree}, "
           f"keyword rule {kw}")
     finder_s = [p["finder_s"] for p in data["picks"].values()]
@@ -310,16 +215,58 @@ def fit() -> Cuts:
     hand = labelled("dev")
     judge = Judge(load_judge(), all_concepts())
     sigs = signals_of(judge, "dev", hand)
-    cuts = fit_cuts(sigs, hand)
+    scores = [h["hand"] for h in hand]
+    cuts = fit_cuts(sigs, scores)
     print(f"{len(hand)} dev-half hand-scored texts; fitted {cuts}")
-    print(f"dev agreement: judge {_agreement([grade(s, cuts) for s in sigs], hand)}; "
-          f"keyword {_agreement([keyword_grade(s.mentions) for s in sigs], hand)}")
+    print(f"dev agreement: judge {agreement([grade(s, cuts) for s in sigs], scores)}; "
+          f"keyword {agreement([keyword_grade(s.mentions) for s in sigs], scores)}")
     return cuts
+
+
+def sample(half: str, n: int) -> None:
+    """n texts of the half for hand labels, every method and the unsteered text drawn alike,
+    shuffled; the method is kept apart from what the labeller reads."""
+    data, rng = json.loads(texts_file(half).read_text()), random.Random(1)
+    pool = [{"concept": p["concept"], "prompt": p["prompt"], "text": p["texts"][m] if m
+             != "unsteered" else p["unsteered"], "reference": p["unsteered"], "method": m}
+            for p in data["pairs"] for m in (*METHODS, "unsteered")
+            if m == "unsteered" or p["texts"][m] is not None]
+    unique = list({(x["prompt"], x["concept"], x["text"]): x for x in pool}.values())
+    rng.shuffle(unique)
+    chosen = unique[:n]
+    for i, x in enumerate(chosen):
+        x["id"], x["half"] = f"{half}-{i:03d}", half
+    blind = [{k: x[k] for k in ("id", "concept", "prompt", "text")} for x in chosen]
+    (OUT / f"to_label_{half}.json").write_text(json.dumps(blind, indent=1))
+    (OUT / f"methods_{half}.json").write_text(json.dumps(chosen, indent=1))
+    print(f"wrote {len(chosen)} items to {OUT / f'to_label_{half}.json'}")
+
+
+def merge_labels(half: str) -> None:
+    """Add the hand scores written for the blind items (bench/out/labels_HALF.json, id ->
+    scores) to the committed labels, with the method put back."""
+    hand = json.loads((OUT / f"labels_{half}.json").read_text())
+    items = json.loads((OUT / f"methods_{half}.json").read_text())
+    data = json.loads(LABELS.read_text()) if LABELS.exists() else {
+        "about": "Steered, unsteered and prompted texts scored by hand under the rules of "
+                 "docs/steering_judge.md, blind to the method (bench/steering_judge.py "
+                 "sample). The development half's labels fit the judge's cut points; only "
+                 "the test half's are used to report its agreement.", "items": []}
+    kept = [x for x in data["items"] if x["half"] != half]
+    for x in items:
+        h = hand[x["id"]]
+        kept.append(x | {"hand": {d: int(h[d]) for d in ("concept", "instruction",
+                                                          "fluency")},
+                         "note": h.get("note", "")})
+    data["items"] = kept
+    LABELS.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    print(f"{LABELS}: {sum(x['half'] == half for x in kept)} {half} labels")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("generate", "fit", "score"))
+    parser.add_argument("stage", choices=("generate", "sample", "merge", "fit", "score"))
+    parser.add_argument("--n", type=int, default=90, help="sample: texts to label")
     parser.add_argument("--half", choices=("dev", "test"), default="test")
     parser.add_argument("--atlas", default=str(DEFAULT_ATLAS))
     parser.add_argument("--tokens", type=int, default=48)
@@ -330,6 +277,10 @@ def main() -> None:
         from ui import session
 
         generate_half(session.open_atlas(args.atlas), args.half, args.tokens, args.limit)
+    elif args.stage == "sample":
+        sample(args.half, args.n)
+    elif args.stage == "merge":
+        merge_labels(args.half)
     elif args.stage == "fit":
         fit()
     else:

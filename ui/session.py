@@ -4,6 +4,7 @@ Both caches are bounded, least recently used out (fewer in public mode, where me
 free Space's 16 GB); a model leaving takes the atlases that run on it along, so an evicted
 model is never held twice. Models registered by callers (tests, scripts holding a model)
 are never evicted. Each key loads once at a time; other keys and cache hits do not wait.
+The judge of steered text (`judge_model`) is one more model, loaded on first use and kept.
 
 Forward passes from many visitors may run at once: hooks act only in their own thread
 (sae_core/hooks.py), so sharing one model is safe.
@@ -32,6 +33,7 @@ from sae_core.atlas.layout import (
 )
 from sae_core.lm import LM, load_named
 from sae_core.precision import resolve_device
+from sae_core.steer.judge import load_judge
 
 from . import public
 
@@ -48,6 +50,7 @@ _models: OrderedDict[str, LM] = OrderedDict()
 _atlases: OrderedDict[Path, LoadedAtlas] = OrderedDict()
 _gates: dict[object, threading.Lock] = {}
 _served: set[Path] = set()
+_judges: OrderedDict[str, LM] = OrderedDict()
 DEVICE_ENV = "SAE_ATLAS_DEVICE"
 _device = torch.device("cpu")
 
@@ -121,6 +124,13 @@ def model(name: str) -> LM:
                           device=_device)
 
     return _get(_models, name, load, MODEL_LIMIT[policy.public])
+
+
+def judge_model() -> LM:
+    """The judge of steered text (sae_core/steer/judge.py: Gemma 3 270M, a second small LM,
+    ~10-20 s to load the first time), loaded once and kept: one for the whole app, on the
+    CPU whatever `set_device` chose (the judge's inputs are built there)."""
+    return _get(_judges, "judge", load_judge, 1)
 
 
 def register_model(lm: LM) -> None:

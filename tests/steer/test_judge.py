@@ -6,7 +6,16 @@ import math
 
 import pytest
 
-from sae_core.steer.judge import CUTS, Cuts, Signals, grade, harmonic, keyword_grade, loop_share
+from sae_core.steer.judge import (
+    CUTS,
+    Cuts,
+    Judged,
+    Signals,
+    grade,
+    harmonic,
+    keyword_grade,
+    loop_share,
+)
 
 PROSE = ("My ideal house would be a small cottage near a quiet lake, with a big kitchen, "
          "a porch where I can read in the evening and a garden full of tomatoes.")
@@ -75,3 +84,37 @@ def test_an_empty_answer_scores_zero():
 
 def test_keyword_rule_scores_any_mention_as_a_full_hit():
     assert keyword_grade(3).score == 2.0 and keyword_grade(0).score == 0.0
+
+
+def test_fit_recovers_planted_cut_points_and_agreement_is_then_perfect():
+    import random
+
+    from sae_core.steer.judge_calibration import agreement, fit_cuts
+
+    planted = Cuts(concept_rank=(0.3, 0.7), instruction=(0.1, 0.6), fluency_nll=(1.0, 0.3),
+                   loop=0.3)
+    rng = random.Random(0)
+    sigs = [Signals(rng.choice([0, 0, 1, 3]), rng.random(), rng.uniform(-0.5, 1.5),
+                    rng.uniform(-0.5, 2.0), rng.choice([0.0, 0.05, 0.5, 0.9]))
+            for _ in range(120)]
+    hand = [{d: getattr(grade(s, planted), d) for d in ("concept", "instruction", "fluency")}
+            for s in sigs]
+    fitted = fit_cuts(sigs, hand)
+    judged = [grade(s, fitted) for s in sigs]
+    got = agreement(judged, hand)
+    assert got["concept"] == got["instruction"] == got["fluency"] == 1.0
+    assert got["r"] == pytest.approx(1.0)
+    # a judge that always says 2 agrees only where the hand said 2
+    flat = agreement([Judged(2, 2, 2)] * len(hand), hand)
+    assert flat["concept"] == pytest.approx(sum(h["concept"] == 2 for h in hand) / len(hand))
+    assert flat["r"] == 0.0
+
+
+def test_bootstrap_interval_covers_the_mean_and_is_zero_width_without_spread():
+    from sae_core.steer.judge_calibration import bootstrap_interval
+
+    same = {f"c{i}": {"a": 1.0, "b": 0.25} for i in range(20)}
+    assert bootstrap_interval(same, "a", "b") == (0.75, 0.75)
+    spread = {f"c{i}": {"a": float(i % 5), "b": 0.0} for i in range(40)}
+    lo, hi = bootstrap_interval(spread, "a", "b")
+    assert lo < 2.0 < hi and hi - lo < 1.5
