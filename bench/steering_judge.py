@@ -6,19 +6,9 @@ Stages (each writes bench/out/ files the next reads):
   fit                         the judge's cut points from the development half's hand labels
   score                       the judge on the test half: the RESULT line
 
-Methods, on the same (concept, prompt) pairs, greedy, 48 new tokens:
-- finder: the concept finder's pick (steer/finder.py) at its dose, added at every position;
-- clamp: the same features clamped at the dose instead of added;
-- answer_only: the pick, added only where the answer is written;
-- prompt_steer: the concept asked for in the prompt, and the pick;
-- kl_dose: the pick at twice its dose, cut token by token to keep the next-token KL to the
-  unsteered model under the dose rule's bound (steer/kl_controlled.py);
-- trained: a direction trained on the probe from the pick's first feature
-  (steer/trained_direction.py) at the pick's dose;
-- diffmean: the difference of means at the pick's layers (32+ sentences a side), dosed and
-  text-checked as the finder's features;
-- prompt: no steering, the concept asked for in the prompt;
-- random: a random feature of the pick's layers at the pick's strengths.
+Methods (sae_core/steer/methods.py: the finder's pick, clamped, answer only, prompt +
+steering, a KL-controlled dose, a trained direction, the difference of means, prompting, a
+random feature), on the same (concept, prompt) pairs, greedy, 48 new tokens.
 The score of a text is the harmonic mean of the judge's concept, instruction and fluency
 scores (0-2); a method's score is its mean over pairs, with a bootstrap interval over
 concepts (pairs resampled by concept).
@@ -29,6 +19,7 @@ concepts (pairs resampled by concept).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -157,19 +148,38 @@ def labelled(half: str) -> list[dict]:
     return [x for x in json.loads(LABELS.read_text())["items"] if x["half"] == half]
 
 
+def cached_signals(half: str, items: list[dict], judge: Judge | None) -> list[Signals]:
+    """Signals of the items, read from bench/out/signals_HALF.json where judged before (the
+    judge is slow; cut points change without judging again)."""
+    path = OUT / f"signals_{half}.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    keys = [json.dumps([it["concept"], it["prompt"], it["text"], it["reference"]])
+            for it in items]
+    todo = [(k, it) for k, it in zip(keys, items, strict=True) if k not in cache]
+    if todo:
+        judge = judge or Judge(load_judge(), all_concepts())
+        for n, (k, it) in enumerate(todo):
+            cache[k] = dataclasses.asdict(signals_of(judge, half, [it])[0])
+            if n % 50 == 49:
+                path.write_text(json.dumps(cache))
+                print(f"judged {n + 1} of {len(todo)} texts", flush=True)
+        path.write_text(json.dumps(cache))
+    return [Signals(**cache[k]) for k in keys]
+
+
 def score(cuts: Cuts) -> None:
     data = json.loads(texts_file("test").read_text())
-    judge = Judge(load_judge(), all_concepts(), cuts)
     t0 = time.perf_counter()
+    items = [{"concept": p["concept"], "prompt": p["prompt"], "reference": p["unsteered"],
+              # a method that found nothing to steer with leaves the unsteered text
+              "text": p["unsteered"] if p["texts"][m] is None else p["texts"][m]}
+             for p in data["pairs"] for m in METHODS]
+    sigs = iter(cached_signals("test", items, None))
     per_pair = []
     for p in data["pairs"]:
         row = {"concept": p["concept"], "prompt": p["prompt"]}
         for m in METHODS:
-            text = p["texts"][m]
-            if text is None:  # the method found nothing to steer with: the unsteered text
-                text = p["unsteered"]
-            sig = signals_of(judge, "test", [{"concept": p["concept"], "prompt": p["prompt"],
-                                              "text": text, "reference": p["unsteered"]}])[0]
+            sig = next(sigs)
             j = grade(sig, cuts)
             row[m] = {"score": j.score, "concept": j.concept, "instruction": j.instruction,
                       "fluency": j.fluency, "keyword": keyword_grade(sig.mentions).score}
@@ -194,7 +204,7 @@ def score(cuts: Cuts) -> None:
     for c in concepts:
         print(f"| {c} | " + " | ".join(f"{per_concept[c][m]:.2f}" for m in METHODS) + " |")
     hand = labelled("test")
-    sigs = signals_of(judge, "test", hand)
+    sigs = cached_signals("test", hand, None)
     agree = agreement([grade(s, cuts) for s in sigs], [h["hand"] for h in hand])
     kw = agreement([keyword_grade(s.mentions) for s in sigs], [h["hand"] for h in hand])
     print(f"agreement with {len(hand)} hand-scored test-half texts: judge {agree}, "
@@ -213,8 +223,7 @@ def score(cuts: Cuts) -> None:
 
 def fit() -> Cuts:
     hand = labelled("dev")
-    judge = Judge(load_judge(), all_concepts())
-    sigs = signals_of(judge, "dev", hand)
+    sigs = cached_signals("dev", hand, None)
     scores = [h["hand"] for h in hand]
     cuts = fit_cuts(sigs, scores)
     print(f"{len(hand)} dev-half hand-scored texts; fitted {cuts}")
