@@ -81,9 +81,9 @@ def _picks(loaded, concept: str, words, probe, rng) -> dict:
 
 
 def _describe(steering: Steering) -> list:
-    return [{"hookpoint": f.hookpoint, "feature": getattr(f, "feature", None),
-             "kind": type(f).__name__, "mode": f.mode, "strength": round(f.strength, 4),
-             "positions": steering.positions} for f in steering.features]
+    return [{"hookpoint": f.hookpoint, "feature": getattr(f, "feature", None), "kind":
+             type(f).__name__, "mode": f.mode, "strength": round(f.strength, 4)} for f in
+            steering.features]
 
 
 def generate_half(loaded, half: str, tokens: int, limit: int | None) -> None:
@@ -136,16 +136,14 @@ def all_concepts() -> dict:
 
 
 def signals_of(judge: Judge, half: str, items: list[dict]) -> list[Signals]:
-    """Signals of items {concept, prompt, text, reference}; the other prompts are the rest
-    of the item's half."""
+    """Signals of items {concept, prompt, text, reference}; the instruction's contrast is
+    the next prompt of the item's half (one, not all: the judge's 262k-token unembedding
+    over each text is most of its cost)."""
     prompts = load_half(half).prompts
     return [judge.signals(it["text"], concept=it["concept"], prompt=it["prompt"],
-                          other_prompts=[p for p in prompts if p != it["prompt"]],
+                          other_prompts=[prompts[(prompts.index(it["prompt"]) + 1)
+                                                 % len(prompts)]],
                           reference=it["reference"]) for it in items]
-
-
-def labelled(half: str) -> list[dict]:
-    return [x for x in json.loads(LABELS.read_text())["items"] if x["half"] == half]
 
 
 def cached_signals(half: str, items: list[dict], judge: Judge | None) -> list[Signals]:
@@ -203,7 +201,7 @@ def score(cuts: Cuts) -> None:
     print("\n| concept | " + " | ".join(METHODS) + " |\n|---|" + "---|" * len(METHODS))
     for c in concepts:
         print(f"| {c} | " + " | ".join(f"{per_concept[c][m]:.2f}" for m in METHODS) + " |")
-    hand = labelled("test")
+    hand = [x for x in json.loads(LABELS.read_text())["items"] if x["half"] == "test"]
     sigs = cached_signals("test", hand, None)
     agree = agreement([grade(s, cuts) for s in sigs], [h["hand"] for h in hand])
     kw = agreement([keyword_grade(s.mentions) for s in sigs], [h["hand"] for h in hand])
@@ -222,7 +220,7 @@ def score(cuts: Cuts) -> None:
 
 
 def fit() -> Cuts:
-    hand = labelled("dev")
+    hand = [x for x in json.loads(LABELS.read_text())["items"] if x["half"] == "dev"]
     sigs = cached_signals("dev", hand, None)
     scores = [h["hand"] for h in hand]
     cuts = fit_cuts(sigs, scores)

@@ -10,7 +10,7 @@ signals, each cut into 0 / 1 / 2 at points fitted on the development half's hand
   the benchmark's concepts as the judge's next word after "<text>\n\nThis text is about"
   (each concept's log-probability minus its log-probability after an empty text, so common
   words do not win by frequency);
-- instruction: the text's log-likelihood after its own instruction minus the mean after the
+- instruction: the text's log-likelihood after its own instruction minus the mean after
   other instructions, per token (a text that answers its prompt is likelier after it);
 - fluency: the judge's per-token negative log-likelihood of the text minus that of the
   unsteered text of the same prompt, and a loop penalty: any loop scores 0, because a model
@@ -41,15 +41,18 @@ MAX_TEXT_CHARS = 2_000
 
 @dataclass(frozen=True)
 class Cuts:
-    """Where each signal turns into a score of 1 and of 2 (fitted on the development half's
-    hand labels; the defaults are that fit, bench/steering_judge.py --fit)."""
+    """Where each signal turns into a score of 1 and of 2. The defaults are the fit on the
+    development half's 90 hand-scored texts (bench/steering_judge.py fit, 2026-12-07), which
+    agree with those scores on 69% (concept), 59% (instruction) and 79% (fluency) of texts.
+    The concept rank's fit is (1.0, 1.0): a text scores 1 when it names the concept or the
+    judge ranks the concept first of the benchmark's 60 after it, and 2 when both."""
 
-    concept_rank: tuple[float, float] = (0.5, 0.9)
+    concept_rank: tuple[float, float] = (1.0, 1.0)
     """Share of the other concepts the true one outranks: >= first: 1, >= second (and a
     mention): 2."""
-    instruction: tuple[float, float] = (0.0, 0.1)
-    """Own-instruction log-likelihood margin per token (nats)."""
-    fluency_nll: tuple[float, float] = (1.5, 0.5)
+    instruction: tuple[float, float] = (0.15, 0.35)
+    """Own-instruction log-likelihood margin per token (nats): >= first: 1, >= second: 2."""
+    fluency_nll: tuple[float, float] = (1.9, 0.0)
     """Excess NLL per token over the unsteered text: <= first: 1, <= second: 2."""
     loop: float = 0.25
     """Share of repeated word 3-grams (or character 8-grams) at which fluency is 0."""
@@ -231,8 +234,8 @@ class Judge:
 def judge_texts(judge_lm: LM, prompt: str, words: Sequence[str], texts: Sequence[str], *,
                 reference: str, cuts: Cuts = CUTS) -> list[Judged]:
     """Each text, written for `prompt` and steered towards the concept `words` (the first is
-    the concept), judged against the benchmark's concepts and the development half's
-    prompts (the contrast sets of the concept rank and the instruction margin);
+    the concept), judged against the benchmark's concepts (the concept rank's contrast) and
+    a development-half prompt (the instruction margin's);
     `reference` is the unsteered text of the same prompt."""
     from .concept_split import load_half
 
@@ -241,6 +244,7 @@ def judge_texts(judge_lm: LM, prompt: str, words: Sequence[str], texts: Sequence
     concept = words[0]
     concepts[concept] = tuple(words)  # a typed concept joins the contrast set
     judge = Judge(judge_lm, concepts, cuts)
-    others = [p for p in dev.prompts if p.strip() != prompt.strip()]
+    # one contrast instruction, as the benchmark's judge was fitted with
+    others = [p for p in dev.prompts if p.strip() != prompt.strip()][:1]
     return [judge.judge(t, concept=concept, prompt=prompt, other_prompts=others,
                         reference=reference) for t in texts]
