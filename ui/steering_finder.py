@@ -9,9 +9,8 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from sae_core.explore.concepts import TEMPLATES
 from sae_core.explore.names import label_of, readable_names
-from sae_core.steer.baselines import diff_of_means, dosed_direction, prompted
+from sae_core.steer.baselines import SENTENCES, diff_of_means, dosed_direction, prompted
 from sae_core.steer.concept_tokens import concept_words
 from sae_core.steer.dose import DoseCurve, DoseRule
 from sae_core.steer.edits import DirectionSteer, Steering
@@ -160,7 +159,7 @@ def write_baselines(folder, prompt, concept, related, layer, max_tokens, tempera
     dose = ("dosed by the same rule and text check as the features" if curve.dose is not None
             else "no strength passed the rule; the one whose test texts named the concept most")
     notes = (f"Difference of means at layer {site_label(h)}: the mean activation on "
-             f"{len(TEMPLATES)} sentences per concept word minus the same sentences about "
+             f"{len(SENTENCES)} sentences per concept word minus the same sentences about "
              f"everyday things, at strength {s:g} ({dose}). Prompting: the prompt becomes "
              f"{asked!r}, no steering.")
     return mean_text, prompt_text, notes
