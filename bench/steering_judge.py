@@ -165,14 +165,15 @@ def cached_signals(half: str, items: list[dict], judge: Judge | None) -> list[Si
     return [Signals(**cache[k]) for k in keys]
 
 
-def score(cuts: Cuts) -> None:
-    data = json.loads(texts_file("test").read_text())
+def score(cuts: Cuts, half: str = "test") -> None:
+    """The methods' scores on a half (the development half's only to choose by)."""
+    data = json.loads(texts_file(half).read_text())
     t0 = time.perf_counter()
     items = [{"concept": p["concept"], "prompt": p["prompt"], "reference": p["unsteered"],
               # a method that found nothing to steer with leaves the unsteered text
               "text": p["unsteered"] if p["texts"][m] is None else p["texts"][m]}
              for p in data["pairs"] for m in METHODS]
-    sigs = iter(cached_signals("test", items, None))
+    sigs = iter(cached_signals(half, items, None))
     per_pair = []
     for p in data["pairs"]:
         row = {"concept": p["concept"], "prompt": p["prompt"]}
@@ -201,15 +202,15 @@ def score(cuts: Cuts) -> None:
     print("\n| concept | " + " | ".join(METHODS) + " |\n|---|" + "---|" * len(METHODS))
     for c in concepts:
         print(f"| {c} | " + " | ".join(f"{per_concept[c][m]:.2f}" for m in METHODS) + " |")
-    hand = [x for x in json.loads(LABELS.read_text())["items"] if x["half"] == "test"]
-    sigs = cached_signals("test", hand, None)
+    hand = [x for x in json.loads(LABELS.read_text())["items"] if x["half"] == half]
+    sigs = cached_signals(half, hand, None)
     agree = agreement([grade(s, cuts) for s in sigs], [h["hand"] for h in hand])
     kw = agreement([keyword_grade(s.mentions) for s in sigs], [h["hand"] for h in hand])
     print(f"agreement with {len(hand)} hand-scored test-half texts: judge {agree}, "
           f"keyword rule {kw}")
     finder_s = [p["finder_s"] for p in data["picks"].values()]
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "steering_judge.json").write_text(json.dumps({
+    (OUT / f"steering_judge_{half}.json").write_text(json.dumps({
         "means": means, "per_concept": per_concept, "pairs": per_pair,
         "agreement": agree, "keyword_agreement": kw}, indent=1))
     print(f"RESULT score_prompt={means['prompt']:.3f} score_best={means[best]:.3f} "
@@ -291,7 +292,7 @@ def main() -> None:
     elif args.stage == "fit":
         fit()
     else:
-        score(CUTS)
+        score(CUTS, args.half)
 
 
 if __name__ == "__main__":

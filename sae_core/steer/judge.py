@@ -166,16 +166,17 @@ def _ids(lm: LM, text: str, *, bos: bool) -> list[int]:
 @torch.inference_mode()
 def _logprobs_of(lm: LM, context: list[int], continuation: list[int]) -> Tensor:
     """(T,) log-probability of each continuation token after the context."""
-    full = torch.tensor([context + continuation])
+    full = torch.tensor([context + continuation], device=lm.device)
     logits = lm.model(input_ids=full, logits_to_keep=len(continuation) + 1).logits[0, :-1]
     logp = logits.float().log_softmax(-1)
-    return logp.gather(1, torch.tensor(continuation)[:, None])[:, 0]
+    return logp.gather(1, torch.tensor(continuation, device=lm.device)[:, None])[:, 0]
 
 
 @torch.inference_mode()
 def _next_logprobs(lm: LM, context: list[int]) -> Tensor:
     """(V,) the next-token log-probabilities after the context."""
-    logits = lm.model(input_ids=torch.tensor([context]), logits_to_keep=1).logits[0, -1]
+    ids = torch.tensor([context], device=lm.device)
+    logits = lm.model(input_ids=ids, logits_to_keep=1).logits[0, -1]
     return logits.float().log_softmax(-1)
 
 
