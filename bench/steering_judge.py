@@ -206,7 +206,7 @@ def score(cuts: Cuts, half: str = "test") -> None:
     sigs = cached_signals(half, hand, None)
     agree = agreement([grade(s, cuts) for s in sigs], [h["hand"] for h in hand])
     kw = agreement([keyword_grade(s.mentions) for s in sigs], [h["hand"] for h in hand])
-    print(f"agreement with {len(hand)} hand-scored test-half texts: judge {agree}, "
+    print(f"agreement with {len(hand)} hand-scored {half}-half texts: judge {agree}, "
           f"keyword rule {kw}")
     finder_s = [p["finder_s"] for p in data["picks"].values()]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,14 @@ def _weights(path: Path, rank: int = 0) -> tuple[dict, dict]:
 
 
 def _one_process(overrides: dict) -> tuple[dict, dict]:
-    trainer = train_saes(tiny_lm(), _windows(), HOOKS, _cfg(**overrides))
+    # One thread, as each rank runs (OMP_NUM_THREADS=1): a matmul split over two threads
+    # may sum in another order (bit differences seen on an AMD EPYC with AVX-512 bf16).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = train_saes(tiny_lm(), _windows(), HOOKS, _cfg(**overrides))
+    finally:
+        torch.set_num_threads(threads)
     tensors = {f"{h}/{name}": p.detach() for h, s in trainer.layers.items()
                for name, p in s.sae.named_parameters()}
     counts = {h: [s.trainer.n_tokens, s.n_dropped, s.trainer.step_no]
