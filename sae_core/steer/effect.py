@@ -31,6 +31,7 @@ from torch import Tensor
 from ..activations import OUTLIER_FACTOR
 from ..hooks import output_tensor, record_blocks, resume_after
 from ..lm import LM
+from ..precision import autocast
 from ..sae import Sae
 from .edits import Steering, steering_hooks
 from .generation import GenConfig, generate, prompt_ids
@@ -95,9 +96,18 @@ def _logits_kwargs(lm: LM, n: int) -> dict:
     return {"logits_to_keep": n} if "logits_to_keep" in params else {}
 
 
+def _answer_logits_kwargs(lm: LM, L: int, T: int) -> dict:
+    """Compute the unembedding only at the T positions that predict the answer (positions
+    L-T-1 .. L-2) where the model supports it: it is the largest matmul of a deep row."""
+    if not _logits_kwargs(lm, T):
+        return {}
+    return {"logits_to_keep": torch.arange(L - T - 1, L - 1, device=lm.device)}
+
+
 def _next_logprobs(lm: LM, logits_BLV: Tensor, T: int) -> Tensor:
-    """(B, T, V) log-probabilities at the T positions that predict the answer's tokens."""
-    logits = logits_BLV[:, -(T + 1):-1].float()
+    """(B, T, V) log-probabilities at the T positions that predict the answer's tokens
+    (the logits are those T positions, or every position of the sequence)."""
+    logits = (logits_BLV if logits_BLV.shape[1] == T else logits_BLV[:, -(T + 1):-1]).float()
     logits[..., len(lm.tokenizer):] = -torch.inf  # padding rows of the vocabulary
     return logits.log_softmax(-1)
 
@@ -110,16 +120,15 @@ def _one_prompt(lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Te
     the forwards run on the LM's device, the (R,) values come back on the CPU."""
     seq_1L = torch.cat([ids_P, answer_T])[None].to(lm.device)
     concept_ids = concept_ids.to(lm.device)
-    T, kw = len(answer_T), _logits_kwargs(lm, len(answer_T) + 1)
+    T = len(answer_T)
+    kw = _answer_logits_kwargs(lm, seq_1L.shape[1], T)
     with record_blocks(lm) as blocks:
         logp0_1TV = _next_logprobs(lm, lm.model(input_ids=seq_1L, use_cache=False, **kw)
                                    .logits, T)
     p0 = float(logp0_1TV.exp()[..., concept_ids].sum(-1).mean())
     prob_R, kl_R = torch.zeros(len(rows)), torch.zeros(len(rows))  # cpu: results, see above
-    order = sorted(range(len(rows)), key=lambda r: _first_layer(rows[r]))
-    for start in range(0, len(order), MAX_BATCH_ROWS):
-        chunk = order[start:start + MAX_BATCH_ROWS]
-        layer = _first_layer(rows[chunk[0]])  # the lowest in the chunk
+    for chunk in _chunks(rows):
+        layer = _first_layer(rows[chunk[0]])
         with steering_hooks(lm, saes, norms, [rows[r] for r in chunk], prompt_len=len(ids_P),
                             outlier_factor=outlier_factor):
             seq_BL = seq_1L.expand(len(chunk), -1)
@@ -138,17 +147,32 @@ def _one_prompt(lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Te
     return p0, prob_R, kl_R
 
 
+def _chunks(rows: Sequence[Steering]) -> list[list[int]]:
+    """Row indices in batches of at most MAX_BATCH_ROWS that share their first edited layer:
+    each batch resumes at its own layer (a batch that mixed layers would run the deeper
+    rows through the blocks below them for nothing)."""
+    by_layer: dict[int, list[int]] = {}
+    for r, row in enumerate(rows):
+        by_layer.setdefault(_first_layer(row), []).append(r)
+    return [rs[i:i + MAX_BATCH_ROWS] for _, rs in sorted(by_layer.items())
+            for i in range(0, len(rs), MAX_BATCH_ROWS)]
+
+
 def pushed_effects(lm: LM, saes: dict[str, Sae], norms: dict[str, float], probe: Probe,
                    rows: Sequence[Steering], concept_ids: Tensor, *,
-                   outlier_factor: float = OUTLIER_FACTOR) -> tuple[float, list[Effect]]:
+                   outlier_factor: float = OUTLIER_FACTOR, bf16: bool = False
+                   ) -> tuple[float, list[Effect]]:
     """(the unsteered concept probability, each row's Effect), averaged over the probe's
-    prompts. `norms`: the typical residual norm of every steered hookpoint."""
+    prompts. `norms`: the typical residual norm of every steered hookpoint. `bf16`: the
+    forwards' matmuls in bf16 where the device runs it natively (precision.autocast), the
+    unsteered reference included."""
     if not rows:
         raise ValueError("no steering to measure")
     p0, prob_R, kl_R = 0.0, torch.zeros(len(rows)), torch.zeros(len(rows))  # cpu: as _one_prompt
     for ids_P, answer_T in zip(probe.prompts, probe.answers, strict=True):
-        p, prob, kl = _one_prompt(lm, saes, norms, ids_P, answer_T, rows, concept_ids,
-                                  outlier_factor)
+        with autocast(bf16, lm.device):
+            p, prob, kl = _one_prompt(lm, saes, norms, ids_P, answer_T, rows, concept_ids,
+                                      outlier_factor)
         p0, prob_R, kl_R = p0 + p, prob_R + prob, kl_R + kl
     n = len(probe.prompts)
     return p0 / n, [Effect(float(p) / n, float(k) / n) for p, k in zip(prob_R, kl_R,

@@ -49,6 +49,10 @@ DOSED = 3
 """Candidates that get a dose curve."""
 COMBINED = 3
 """Features of different layers in the combination."""
+BF16 = True
+"""The pushed measures in bf16 where native (~1.6x faster on a 2-core AVX-512 CPU; KL moved
+by at most 0.05 nats, concept probability by 0.002, over the 246 rows of three development
+concepts)."""
 FIRES, PROMOTES = "fires on the word", "promotes the word"
 
 
@@ -202,9 +206,17 @@ def find_steering(loaded: LoadedAtlas, concept: str, related: Iterable[str] | st
                              corpus=loaded.corpus)
     probe = probe or make_probe(loaded.lm)
 
+    measured: dict[Steering | None, float | Effect] = {}  # None: the unsteered p0
+
     def measure(rows: list[Steering]) -> tuple[float, list[Effect]]:
-        return pushed_effects(loaded.lm, loaded.saes, norms, probe, rows, ids,
-                              outlier_factor=loaded.outlier_factor)
+        """Each row's effect; rows measured before (a dose curve passes through the
+        candidate's probe strengths) are not measured again."""
+        if new := list(dict.fromkeys(r for r in rows if r not in measured)):
+            measured[None], effects = pushed_effects(
+                loaded.lm, loaded.saes, norms, probe, new, ids,
+                outlier_factor=loaded.outlier_factor, bf16=BF16)
+            measured.update(zip(new, effects, strict=True))
+        return measured[None], [measured[r] for r in rows]
 
     report(f"pushing {len(keys)} candidates", 0.2)
     n = len(PROBE_STRENGTHS)

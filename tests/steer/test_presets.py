@@ -13,6 +13,7 @@ from sae_core.sae import WEIGHTS_FILE
 from sae_core.steer import presets
 from sae_core.steer.edits import FeatureSteer
 from sae_core.steer.generation import GenConfig, side_by_side
+from sae_core.steer.preset_concepts import PRESET_MODE
 from sae_core.steer.presets import (
     CONCEPTS_FILE,
     PresetConcept,
@@ -78,7 +79,8 @@ def test_mentions_are_whole_words_in_any_case():
 
 
 def _steering(entry_features) -> tuple[FeatureSteer, ...]:
-    return tuple(FeatureSteer(f["hookpoint"], f["feature"], f["strength"])
+    """A presets.json recipe as the app runs it: clamped (the concepts set no mode)."""
+    return tuple(FeatureSteer(f["hookpoint"], f["feature"], f["strength"], PRESET_MODE)
                  for f in entry_features)
 
 

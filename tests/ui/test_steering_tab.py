@@ -63,7 +63,7 @@ def test_the_preset_menu_comes_from_the_active_atlas(tiny_atlas, loaded, tmp_pat
     assert all(f.concept.name in note for f in resolved.failed)
     paris = resolved.get("paris")
     assert preset_controls(folder, "paris") == [
-        CONCEPTS[0]["prompt"], paris.layer, paris.feature, paris.strength, "add", "all",
+        CONCEPTS[0]["prompt"], paris.layer, paris.feature, paris.strength, "clamp", "all",
         paris.extra, 8, 0.0, 0]
     with pytest.warns(UserWarning, match="no preset 'never'"):  # left out: no change
         assert preset_controls(folder, "never") == [gr.update()] * 10
