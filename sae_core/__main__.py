@@ -1,5 +1,6 @@
-"""Command line: `python -m sae_core train ...`, `python -m sae_core eval ...` and
-`python -m sae_core push ...` (publish a built atlas to the Hugging Face Hub).
+"""Command line: `python -m sae_core train ...`, `python -m sae_core eval ...`,
+`python -m sae_core push ...` (publish a built atlas to the Hugging Face Hub) and
+`python -m sae_core releases [--unsupported]` (which known Hub releases load).
 
 Several processes: `torchrun --nproc_per_node N -m sae_core train --parallel data|layers ...`
 (train/ranks.py); rank 0 writes and prints."""
@@ -29,6 +30,8 @@ from .config import BuildConfig, RunConfig, TrainConfig
 from .corpus import load_texts, token_windows
 from .explore.one_pass import after_training
 from .hub.atlas_repo import push_atlas
+from .hub.registry import RELEASES
+from .hub.releases import summarise, summary_lines
 from .jobs.stages import STAGES, complete_atlas, ready_parts
 from .lm import load_named
 from .metrics import format_with_error
@@ -74,6 +77,10 @@ def parser() -> argparse.ArgumentParser:
     push.add_argument("--repo", required=True, help="the model repo, USER/REPO")
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--revision", default=None, help="the branch to push to (default main)")
+    rel = sub.add_parser("releases", help="how many releases and SAE ids of the known Hub "
+                         "table (SAELens's) the app can load")
+    rel.add_argument("--unsupported", action="store_true",
+                     help="also list the ones it cannot load, grouped by reason")
     return parser
 
 
@@ -128,10 +135,14 @@ def push(args: argparse.Namespace) -> None:
     print(f"pushed {args.atlas} to {args.repo}: {url}")
 
 
+def releases(args: argparse.Namespace) -> None:
+    print("\n".join(summary_lines(summarise(RELEASES.values()), args.unsupported)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        {"train": train, "eval": evaluate, "push": push}[args.command](args)
+        {"train": train, "eval": evaluate, "push": push, "releases": releases}[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

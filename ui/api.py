@@ -29,23 +29,22 @@ from .errors import friendly
 from .layer_map import MIN_LIFT, MIN_SUPPORT, THRESHOLD
 from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
 from .names_view import name_json
+from .release_list import list_releases
 from .sites import hookpoint_at, site_label
 
 MAX_TEXT_CHARS = 2000
 """Longest text or prompt accepted."""
 MAX_TEXT_TOKENS = 64
 """Tokens of a text read by features_on_text (longer text is cut, with a notice)."""
-MAX_API_NEW_TOKENS = 100
-"""Most tokens steer_text writes (each of two rows)."""
+MAX_API_NEW_TOKENS = 100  # most tokens steer_text writes (each of two rows)
 MAX_TOP = 8
 API_CONCURRENCY = 2
 """Model runs (features_on_text, steer_text) from the API at once (2 cores); more wait in the
 queue. Reads of files (the other endpoints) run up to 4 at once, apart from them."""
 ENDPOINTS = ("list_atlases", "feature_page", "features_on_text", "steer_text", "find_steering",
-             "layer_map")
+             "layer_map", "list_releases")
 MODEL_RUNS = ("features_on_text", "steer_text", "find_steering")
-MAX_CANDIDATES = 12
-"""Candidates find_steering lists (best first)."""
+MAX_CANDIDATES = 12  # candidates find_steering lists (best first)
 
 
 def _whole(value, name: str, lo: int, hi: int) -> int:
@@ -76,9 +75,10 @@ class AtlasApi:
     """The endpoints, over the SAE sets `atlases()` lists; `default` is used when a caller
     names none."""
 
+    list_releases = staticmethod(list_releases)  # the Hub's releases (ui/release_list.py)
+
     def __init__(self, atlases: Callable[[], Sequence[str]], default: str | None = None):
-        self._atlases = atlases
-        self._default = default
+        self._atlases, self._default = atlases, default
 
     def folder(self, atlas: str) -> str:
         """The listed folder that `atlas` names (as listed, or its folder's name)."""

@@ -13,6 +13,7 @@ from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import check_ids, feature_page, open_index
 from sae_core.explore.lineage import feature_path, read_lineage
 from sae_core.explore.names import readable_names
+from sae_core.hub.releases import neuronpedia_id_of
 from sae_core.steer.pushed import PUSH_STRENGTH, pushed_tokens
 
 from . import builds, session
@@ -103,8 +104,9 @@ def page_outputs(folder: str | None, layer, feature) -> tuple:
                              mark=page.density)
     hist = None if page.dead else activation_histogram(page)
     name = feature_name(readable_names(folder), hookpoint, page.feature)
-    return (summary_markdown(page, name_markdown(name)), hist, logit_table(page),
-            snippets_html(page), density)
+    np_id = neuronpedia_id_of(read_info(folder).get("source"), hookpoint)
+    return (summary_markdown(page, name_markdown(name), neuronpedia=np_id), hist,
+            logit_table(page), snippets_html(page), density)
 
 
 def lineage_output(folder: str | None, layer, feature):

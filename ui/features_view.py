@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from sae_core.explore.feature_page import FeaturePage, Snippet
+from sae_core.hub.releases import neuronpedia_url
 
 from .layer_map_view import TASK_NAMES
 from .sites import site_label
@@ -70,10 +71,15 @@ def snippets_html(page: FeaturePage) -> str:
     return "\n".join(parts)
 
 
-def summary_markdown(page: FeaturePage, name_line: str = "") -> str:
-    """`name_line`: the feature's name and score (names_view.name_markdown), if it has one."""
+def summary_markdown(page: FeaturePage, name_line: str = "", neuronpedia: str = "") -> str:
+    """`name_line`: the feature's name and score (names_view.name_markdown), if it has one;
+    `neuronpedia`: the Neuronpedia id of its SAE (a pretrained release's), if it has one."""
     layer = site_label(page.hookpoint)
     lines = [f"### Layer {layer}, feature {page.feature}", *([name_line] if name_line else [])]
+    if neuronpedia:
+        url = neuronpedia_url(neuronpedia, page.feature)
+        lines.append(f"This SAE is on Neuronpedia: [see this feature there]({url}) "
+                     "(its dashboard, explanations and activations on their corpus).")
     if page.dead:
         lines.append(f"**Dead here:** it never fired on the {page.n_tokens:,} indexed tokens.")
     else:

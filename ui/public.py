@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sae_core.hub.load import parse_ids
 from sae_core.hub.registry import RELEASES
+from sae_core.hub.releases import loadable_ids
 from sae_core.lm import EMBEDDED_ID
 
 MAX_PUBLIC_SAES = 12
@@ -23,14 +24,20 @@ MAX_PUBLIC_SAES = 12
 (EleutherAI's SmolLM2 SAEs are ~170 MB each; all 30 would not fit a free Space)."""
 
 
+PUBLIC_RELEASES = ("EleutherAI/sae-SmolLM2-135M-64x", "gpt2-small-res-jb",
+                   "pythia-70m-deduped-res-sm", "pythia-70m-deduped-mlp-sm")
+"""The releases public mode offers: the whole table names models up to 70B parameters, and
+a free Space (2 CPU cores, 16 GB) runs only small ones."""
+
+
 class PolicyError(ValueError):
     """A request the public mode refuses; the message says what is allowed instead."""
 
 
 def registry_models() -> tuple[str, ...]:
-    """The embedded model, then every model a registry release names (trained for or run on)."""
+    """The embedded model, then every model a public release names (trained for or run on)."""
     names = [EMBEDDED_ID]
-    for release in RELEASES.values():
+    for release in map(RELEASES.__getitem__, PUBLIC_RELEASES):
         names += [release.model, *([release.run_on] if release.run_on else [])]
     return tuple(dict.fromkeys(names))
 
@@ -40,7 +47,7 @@ class Policy:
     """What visitors may load."""
 
     public: bool
-    """Serving strangers: Hub loads only from the registry, no token, no free-text ids."""
+    """Serving strangers: Hub loads only from `PUBLIC_RELEASES`, no token, no free-text ids."""
     allowed_models: tuple[str, ...] = ()
     """Hub ids of the models visitors may run SAEs on (public mode only)."""
 
@@ -64,12 +71,17 @@ def check_model(policy: Policy, model_id: str) -> str:
     return model_id
 
 
+def offered(policy: Policy) -> tuple[str, ...]:
+    """The releases this mode lets visitors pick."""
+    return PUBLIC_RELEASES if policy.public else tuple(RELEASES)
+
+
 def check_source(policy: Policy, source: str) -> str:
-    """The SAE source, stripped; in public mode a PolicyError unless it names a registry
+    """The SAE source, stripped; in public mode a PolicyError unless it names a public
     release (no free-text repo ids, no paths)."""
     source = (source or "").strip()
-    if policy.public and source not in RELEASES:
-        known = ", ".join(RELEASES)
+    if policy.public and source not in PUBLIC_RELEASES:
+        known = ", ".join(PUBLIC_RELEASES)
         raise PolicyError(f"this public demo loads only the known releases ({known}); "
                           f"{source or 'nothing'!r} is not one of them")
     return source
@@ -77,13 +89,13 @@ def check_source(policy: Policy, source: str) -> str:
 
 def check_sae_ids(policy: Policy, source: str, sae_ids: str) -> str:
     """The SAE ids as given; in public mode a PolicyError unless they are SAEs of the
-    release `source` ("all" or a list), at most MAX_PUBLIC_SAES of them."""
+    release `source` ("all": those the app loads, or a list), at most MAX_PUBLIC_SAES."""
     if not policy.public:
         return sae_ids
     release = RELEASES[check_source(policy, source)]
     ids = parse_ids(sae_ids, release)
-    for sae_id in ids:
-        release.path_of(sae_id)  # a HubError naming the release's SAEs when unknown
+    # a HubError naming the release's SAEs when one is unknown, or why it cannot load
+    ids = loadable_ids(release, ids, every=(sae_ids or "").strip() == "all")
     if len(ids) > MAX_PUBLIC_SAES:
         raise PolicyError(f"this public demo loads at most {MAX_PUBLIC_SAES} SAEs at once; "
                           f"{len(ids)} of {release.name} were asked for: name fewer")

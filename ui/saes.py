@@ -13,20 +13,24 @@ from huggingface_hub import get_token
 from sae_core.atlas.layout import ATLAS_ROOT, is_built, list_atlases, read_info, read_metrics
 from sae_core.hub.export import EXPORT_ROOT, export_saelens, push_to_hub
 from sae_core.hub.fetch import HubError, check_repo
+from sae_core.hub.load import parse_ids
 from sae_core.hub.pretrained_atlas import atlas_folder, default_name, load_pretrained_atlas
-from sae_core.hub.registry import RELEASES, release_label
+from sae_core.hub.registry import RELEASES
+from sae_core.hub.releases import loadable_ids
 from sae_core.lm import EMBEDDED_ID
 from sae_core.metrics import format_with_error
 
 from . import builds, public, session
 from .errors import friendly, text_arg
+from .hub_panel import build_hub_panel, release_fields  # noqa: F401 - release_fields: its API
 from .lab_panel import build_lab_panel
 from .plots import quality_by_layer
 from .serve import event_limits
 from .train_panel import build_train_panel
 
 HUB_INTRO = """### Load SAEs from the Hugging Face Hub
-Pick a known release, or type a repo id with the SAE folders in it (SAELens: `cfg.json` +
+Pick a known release (SAELens's whole table: choose the model, search, pick a layer and the
+SAEs), or type a repo id with the SAE folders in it (SAELens: `cfg.json` +
 `sae_weights.safetensors`; EleutherAI sparsify: `<hookpoint>/cfg.json` + `sae.safetensors`).
 The set is checked against the model, measured on our corpus like a trained set, and then
 feeds every tab."""
@@ -108,17 +112,6 @@ def atlas_choices(atlas: Path) -> list[str]:
     return sorted({*list_atlases(), *([str(atlas)] if is_built(atlas) else [])})
 
 
-def release_fields(name: str | None) -> tuple[str, str, str, str]:
-    """(source, SAE ids, model, note) that a registry choice fills in."""
-    release = RELEASES.get(name or "")
-    if release is None:
-        return "", "", EMBEDDED_ID, ""
-    note = (f"{release.note}\n\n" if release.note else "") + (
-        f"Trained on `{release.model}`; repo `{release.repo_id}`; SAE ids: "
-        f"{', '.join(f'`{i}`' for i in release.sae_ids)}.")
-    return release.name, "all", release.run_on or release.model, note
-
-
 @friendly("loading the SAEs from the Hub")
 def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | None,
              progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
@@ -137,9 +130,13 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
         source = public.check_source(policy, source)
         model = public.check_model(policy, model or EMBEDDED_ID)
         sae_ids = public.check_sae_ids(policy, source, sae_ids or "")
+        if (release := RELEASES.get(source.strip())) is not None:  # why an SAE cannot load
+            every = sae_ids.strip() == "all"
+            ids = loadable_ids(release, parse_ids(sae_ids, release), every=every)
+            sae_ids = ", ".join(ids) if every else sae_ids
     except ValueError as err:
         raise gr.Error(str(err)) from err
-    if source.strip() not in RELEASES:
+    if release is None:
         check_repo(source)  # before the model loads or any request leaves
     name = "" if policy.public else (name or "").strip()  # public: identical loads reuse one set
     same = atlas_folder(ATLAS_ROOT, default_name(source, sae_ids, model))
@@ -232,38 +229,12 @@ def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
         sets = gr.Dataframe(sets_table(extra=picker.value), interactive=False)
 
         gr.Markdown(HUB_INTRO_PUBLIC if is_public else HUB_INTRO)
-        with gr.Row():
-            release = gr.Dropdown([(release_label(r), r.name) for r in RELEASES.values()],
-                                  value=None, label="Known releases")
-            if not is_public:
-                source = gr.Textbox(label="Release or Hub repo id",
-                                    placeholder="e.g. EleutherAI/sae-SmolLM2-135M-64x",
-                                    max_length=MAX_SOURCE_CHARS)
-        with gr.Row():
-            sae_ids = gr.Textbox(label="SAE ids or folders (comma-separated; \"all\" for a "
-                                       "release)", placeholder="e.g. layers.5.mlp, layers.9.mlp",
-                                  max_length=MAX_IDS_CHARS)
-            if is_public:
-                model = gr.Dropdown(list(public.policy().allowed_models), value=EMBEDDED_ID,
-                                    label="Model to run them on")
-            else:
-                model = gr.Textbox(EMBEDDED_ID, label="Model to run them on",
-                                   max_length=MAX_MODEL_CHARS)
-                name = gr.Textbox(label="Name of the new set (optional)",
-                                  max_length=MAX_NAME_CHARS)
-        note = gr.Markdown()
-        load = gr.Button("Load from the Hub", variant="primary")
-        status = gr.Markdown()
-        limit = dict(concurrency_limit=event_limits(is_public).hub_load, concurrency_id="hub_load")
-        if is_public:
-            release.change(lambda r: release_fields(r)[1:], release, [sae_ids, model, note],
-                           queue=False)
-            load.click(hub_load_release, [release, sae_ids, model, picker],
-                       [picker, status, sets], **limit)
-        else:
-            release.change(release_fields, release, [source, sae_ids, model, note], queue=False)
-            load.click(hub_load, [source, sae_ids, model, name, picker], [picker, status, sets],
-                       **limit)
+        build_hub_panel(picker, sets, is_public=is_public, load=hub_load,
+                        load_release=hub_load_release,
+                        limit=dict(concurrency_limit=event_limits(is_public).hub_load,
+                                   concurrency_id="hub_load"),
+                        max_chars=dict(source=MAX_SOURCE_CHARS, ids=MAX_IDS_CHARS,
+                                       model=MAX_MODEL_CHARS, name=MAX_NAME_CHARS))
         events = builds.atlas_events(picker, refreshed)
         gr.on(events, atlas_summary, picker, [summary, table, plot])
         gr.on(events, lambda f: sets_table(extra=f), picker, sets, queue=False)

@@ -1,25 +1,62 @@
-"""A small table of known pretrained SAE releases on the Hub, per model.
+"""The known pretrained SAE releases on the Hub: SAELens's whole release table, as data.
 
 SAELens release names are not repo ids: the repo and the folder of each SAE come from
-SAELens's `pretrained_saes.yaml` (copied here from SAELens 6.54.12 for the few we list).
+SAELens's `pretrained_saes.yaml` (6.54.12), turned into `assets/sae_releases.json` by
+`scripts/release_table.py`, plus EleutherAI's sparsify repo for SmolLM2. This module only
+reads that table; whether the app can load a release is `releases.verdict` (it depends on
+the converters that exist at run time).
 """
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
-from ..lm import EMBEDDED_ID
 from .fetch import HubError
 
-Format = Literal["saelens", "sparsify"]
+TABLE_FILE = Path(__file__).resolve().parents[2] / "assets" / "sae_releases.json"
 MODEL_ALIASES = {
     "gpt2-small": "gpt2",
     "pythia-70m-deduped": "EleutherAI/pythia-70m-deduped",
     "pythia-70m": "EleutherAI/pythia-70m",
+    "gemma-2b": "google/gemma-2b", "gemma-2b-it": "google/gemma-2b-it",
+    "gemma-2-2b": "google/gemma-2-2b", "gemma-2-2b-it": "google/gemma-2-2b-it",
+    "gemma-2-9b": "google/gemma-2-9b", "gemma-2-9b-it": "google/gemma-2-9b-it",
+    "gemma-2-27b": "google/gemma-2-27b",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1",
+    **{f"qwen3-{s.lower()}": f"Qwen/Qwen3-{s}" for s in ("0.6B", "1.7B", "4B", "8B", "14B")},
 }
-"""TransformerLens model names (used in SAELens configs) -> Hugging Face ids."""
+"""TransformerLens model names (used in SAELens configs and its table) -> Hugging Face ids."""
+
+
+@dataclass(frozen=True)
+class SaeEntry:
+    """One SAE of a release, as the table lists it."""
+
+    id: str
+    """What the user picks (SAELens's SAE id; a hookpoint for sparsify repos)."""
+    path: str
+    """Its folder (or file) in the repo."""
+    hook: str
+    """What it reads: a TransformerLens hook name, as SAELens's loader for the layout names
+    it (a module name for sparsify repos)."""
+    hook_out: str = ""
+    """What a transcoder predicts ("" for an SAE)."""
+    neuronpedia: str = ""
+    """Its Neuronpedia id, `<model>/<layer>-<set>` ("" when it has none)."""
+    norm_scale: float | None = None
+    """The dataset-norm scale SAELens folds into the weights (`norm_scaling_factor`)."""
+    l0: float | None = None
+    """Average active latents per token, as the table states it."""
+
+    @property
+    def layer(self) -> int | None:
+        """The block the hook belongs to (None for the embeddings)."""
+        m = re.match(r"^(?:blocks|layers)\.(\d+)\.", self.hook + ".")
+        return int(m.group(1)) if m else None
 
 
 @dataclass(frozen=True)
@@ -30,56 +67,65 @@ class Release:
     """The Hugging Face repo holding the SAEs."""
     model: str
     """Hugging Face id of the model the SAEs were trained on."""
-    format: Format
-    saes: tuple[tuple[str, str], ...]
-    """(SAE id, folder in the repo) pairs; the id is a TransformerLens hook or a hookpoint."""
+    format: str
+    """The layout of its files: SAELens's `conversion_func` ("saelens" when none,
+    "sparsify"); a key of `formats.CONVERTERS` when the app reads it."""
+    saes: tuple[SaeEntry, ...]
     note: str = ""
     """What a user must know before trusting the features on raw HF activations."""
     run_on: str = ""
     """The model to load them on by default when it differs from `model` (offline here)."""
+    config_overrides: dict = field(default_factory=dict, hash=False, compare=False)
+    """SAELens's per-release config overrides (e.g. `normalize_activations`)."""
 
     @property
     def sae_ids(self) -> list[str]:
-        return [sae_id for sae_id, _ in self.saes]
+        return [s.id for s in self.saes]
+
+    @cached_property
+    def _by_id(self) -> dict[str, SaeEntry]:
+        return {s.id: s for s in self.saes}
+
+    def sae(self, sae_id: str) -> SaeEntry:
+        if sae_id not in self._by_id:
+            shown = ", ".join(self.sae_ids[:40]) + (", ..." if len(self.saes) > 40 else "")
+            raise HubError(f"release {self.name!r} has no SAE {sae_id!r}; it has {shown}")
+        return self._by_id[sae_id]
 
     def path_of(self, sae_id: str) -> str:
-        paths = dict(self.saes)
-        if sae_id not in paths:
-            raise HubError(f"release {self.name!r} has no SAE {sae_id!r}; it has "
-                             f"{', '.join(self.sae_ids)}")
-        return paths[sae_id]
+        return self.sae(sae_id).path
+
+    @property
+    def norm_scales(self) -> dict[str, float]:
+        """SAE id -> the dataset-norm scale the table gives it (only those that have one)."""
+        return {s.id: s.norm_scale for s in self.saes if s.norm_scale is not None}
 
 
-RELEASES: dict[str, Release] = {r.name: r for r in (
-    Release(
-        "EleutherAI/sae-SmolLM2-135M-64x", "EleutherAI/sae-SmolLM2-135M-64x",
-        "HuggingFaceTB/SmolLM2-135M", "sparsify",
-        tuple((f"layers.{i}.mlp", f"layers.{i}.mlp") for i in range(30)),
-        note="TopK SAEs (36,864 latents, k=32) on the MLP outputs of the *base* SmolLM2-135M; "
-             "the embedded model is its Instruct version: same shapes, similar activations.",
-        run_on=EMBEDDED_ID,
-    ),
-    Release(
-        # blocks.0.hook_resid_pre (the embeddings) is left out: it has no hookpoint here.
-        "gpt2-small-res-jb", "jbloom/GPT2-Small-SAEs-Reformatted", "gpt2", "saelens",
-        tuple((h, h) for h in [*(f"blocks.{i}.hook_resid_pre" for i in range(1, 12)),
-                               "blocks.11.hook_resid_post"]),
-        note="Trained on TransformerLens activations with center_writing_weights=True: the "
-             "residual stream there is each token's HF residual minus its mean over dimensions, "
-             "so reconstructions of raw HF activations are off by that mean.",
-    ),
-    Release(
-        # blocks.0.hook_resid_pre (path e-res-sm, the embeddings) is left out, as above.
-        "pythia-70m-deduped-res-sm", "ctigges/pythia-70m-deduped__res-sm_processed",
-        "EleutherAI/pythia-70m-deduped", "saelens",
-        tuple((f"blocks.{i}.hook_resid_post", f"{i}-res-sm") for i in range(6)),
-    ),
-    Release(
-        "pythia-70m-deduped-mlp-sm", "ctigges/pythia-70m-deduped__mlp-sm_processed",
-        "EleutherAI/pythia-70m-deduped", "saelens",
-        tuple((f"blocks.{i}.hook_mlp_out", f"{i}-mlp-sm") for i in range(6)),
-    ),
-)}
+COLUMNS = ("id", "path", "hook", "hook_out", "neuronpedia", "norm_scale", "l0")
+"""The table's row of one SAE (trailing empty ones left out; a "path" of "" is the release's
+`path_prefix` + the id): the fields of `SaeEntry`, in order."""
+
+
+def release_of(name: str, raw: dict) -> Release:
+    """One release from its JSON entry (scripts/release_table.py writes them)."""
+    prefix, saes = raw.get("path_prefix", ""), []
+    for row in raw["saes"]:
+        sae_id, path, hook, hook_out, np_id, scale, l0 = [*row, *[None] * 7][:7]
+        saes.append(SaeEntry(sae_id, path or prefix + sae_id, hook, hook_out or "",
+                             np_id or "", scale, l0))
+    return Release(name, raw["repo_id"], raw["model"], raw["layout"], tuple(saes),
+                   raw.get("note", ""), raw.get("run_on", ""), raw.get("config_overrides", {}))
+
+
+def read_table(path: Path | str = TABLE_FILE) -> dict[str, Release]:
+    """Release name -> Release, in the table's order."""
+    raw = json.loads(Path(path).read_text())
+    if tuple(raw.get("columns", COLUMNS)) != COLUMNS:
+        raise ValueError(f"{path}: rows of {raw['columns']}, expected {COLUMNS}")
+    return {name: release_of(name, entry) for name, entry in raw["releases"].items()}
+
+
+RELEASES: dict[str, Release] = read_table()
 
 
 def canonical_model(name: str) -> str:

@@ -31,7 +31,7 @@ def test_sae_ids_are_a_list_or_comma_separated_and_all_needs_a_release():
 
     assert parse_ids(" a, b ,,c ", None) == ["a", "b", "c"] == parse_ids(["a", " b", "c"], None)
     release = RELEASES["pythia-70m-deduped-res-sm"]
-    assert parse_ids("all", release) == release.sae_ids and len(release.sae_ids) == 6
+    assert parse_ids("all", release) == release.sae_ids and len(release.sae_ids) == 7
     with pytest.raises(HubError, match="needs a release"):
         parse_ids("all", None)
     with pytest.raises(HubError, match="at least one"):

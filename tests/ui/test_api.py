@@ -28,6 +28,26 @@ def test_list_atlases(served, tiny_atlas):
                       "saes": [{"hookpoint": f"layers.{i}", "layer": str(i)} for i in range(3)]}
 
 
+def test_list_releases(served):
+    """The Hub's releases with the app's verdict, as plain data; one release lists its SAEs."""
+    from sae_core.hub.registry import RELEASES
+
+    client, _, _ = served
+    got = client.predict(api_name="/list_releases")
+    assert [r["release"] for r in got] == list(RELEASES)
+    jb = next(r for r in got if r["release"] == "gpt2-small-res-jb")
+    assert (jb["repo_id"], jb["layout"], jb["saes"], jb["loadable_saes"], jb["loadable"]) == (
+        "jbloom/GPT2-Small-SAEs-Reformatted", "saelens", 13, 12, True) and jb["neuronpedia"]
+    one = client.predict(model="", release="gpt2-small-res-jb", api_name="/list_releases")
+    embed = one[0]["sae_list"][0]
+    assert (embed["id"], embed["loadable"], embed["neuronpedia"]) == (
+        "blocks.0.hook_resid_pre", False, "gpt2-small/0-res-jb") and "hookpoint" in embed["why_not"]
+    assert {r["release"] for r in client.predict(model="gpt2", api_name="/list_releases")} == {
+        n for n, r in RELEASES.items() if r.model == "gpt2"}
+    with pytest.raises(AppError, match="Unknown release"):
+        client.predict(release="no-such", api_name="/list_releases")
+
+
 def test_feature_page_is_the_librarys(served):
     client, _, loaded = served
     got = client.predict(atlas="", layer=1, feature=5, api_name="/feature_page")

@@ -40,9 +40,10 @@ def clean_session(monkeypatch):
     monkeypatch.setattr(session, "_pinned", dict(session._pinned))
 
 
-def test_allowed_models_are_the_embedded_and_the_registry_models():
+def test_allowed_models_are_the_embedded_and_the_public_releases_models():
     assert PUBLIC.allowed_models[0] == EMBEDDED_ID
-    assert set(PUBLIC.allowed_models) == {EMBEDDED_ID, *(r.model for r in RELEASES.values())}
+    assert set(PUBLIC.allowed_models) == {EMBEDDED_ID, *(RELEASES[n].model for n in
+                                                          public.PUBLIC_RELEASES)}
     assert {"gpt2", "EleutherAI/pythia-70m-deduped", "HuggingFaceTB/SmolLM2-135M"} <= set(
         PUBLIC.allowed_models)
     assert PRIVATE.allowed_models == () and not public.policy().public  # the default
