@@ -4,7 +4,8 @@
 Hookpoints name the module whose *output* they read, as EleutherAI sparsify does:
 `layers.N` is the residual stream after block N (HF `hidden_states[N + 1]`),
 `layers.N.mlp` is block N's MLP output and `layers.N.attn` its attention output (the
-"sites" `resid`, `mlp` and `attn`).
+"sites" `resid`, `mlp` and `attn`). One hookpoint names a module's *input*: `layers.N.mlp_in`,
+what block N's MLP reads (after the pre-MLP norm), which transcoders encode (transcoder.py).
 
 Massive activations (DESIGN.md): in SmolLM2 position 0 of every window, and a few other
 tokens, have residual norms 10-100x the layer's median and carry almost all the variance.
@@ -18,7 +19,7 @@ import re
 
 from torch import Tensor
 
-HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(?:\.(mlp|attn))?$")
+HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(?:\.(mlp_in|mlp|attn))?$")
 SITES = ("resid", "mlp", "attn")
 """Where in a block an SAE reads: the residual stream after it, its MLP or attention output."""
 OUTLIER_FACTOR = 10.0
@@ -27,11 +28,12 @@ OUTLIER_FACTOR = 10.0
 
 def parse_hookpoint(hookpoint: str) -> tuple[int, str]:
     """(layer, sublayer) of `layers.N` (sublayer "", falsy: the residual stream),
-    `layers.N.mlp` ("mlp") or `layers.N.attn` ("attn"); ValueError for anything else."""
+    `layers.N.mlp` ("mlp"), `layers.N.attn` ("attn") or `layers.N.mlp_in` ("mlp_in", the MLP's
+    input); ValueError for anything else."""
     match = HOOKPOINT_RE.match(hookpoint) if isinstance(hookpoint, str) else None
     if not match:
-        raise ValueError(f"unknown hookpoint {hookpoint!r}; use 'layers.N', 'layers.N.mlp' "
-                         "or 'layers.N.attn'")
+        raise ValueError(f"unknown hookpoint {hookpoint!r}; use 'layers.N', 'layers.N.mlp', "
+                         "'layers.N.attn' or 'layers.N.mlp_in'")
     return int(match.group(1)), match.group(2) or ""
 
 
@@ -47,9 +49,10 @@ def layer_of(hookpoint: str) -> int:
 
 
 def layer_name(hookpoint: str) -> str:
-    """"12" for `layers.12`, "12 mlp" for `layers.12.mlp`, "12 attn" for `layers.12.attn`."""
+    """"12" for `layers.12`, "12 mlp" for `layers.12.mlp`, "12 attn" for `layers.12.attn`,
+    "12 mlp in" for `layers.12.mlp_in`."""
     layer, sub = parse_hookpoint(hookpoint)
-    return f"{layer} {sub}" if sub else str(layer)
+    return f"{layer} {sub.replace('_', ' ')}" if sub else str(layer)
 
 
 def keep_mask(acts_BLD: Tensor, median_norm: float,

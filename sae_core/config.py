@@ -32,15 +32,43 @@ class SaeConfig:
     """The model whose activations the SAE was trained on."""
     apply_b_dec_to_input: bool = True
     """Subtract b_dec from the input before encoding (SAELens; some Hub SAEs do not)."""
+    hookpoint_in: str = ""
+    """A transcoder's input, e.g. `layers.12.mlp_in` (what block 12's MLP reads), when it
+    predicts `hookpoint` (`layers.12.mlp`) from it; "" for an SAE, which reads `hookpoint`."""
+    d_out: int | None = None
+    """Width a transcoder writes (W_dec (d_sae, d_out), b_dec (d_out,)); None: d_in."""
+    skip: bool = False
+    """A transcoder with a linear skip connection: its prediction adds x @ W_skip.T,
+    W_skip (d_out, d_in) (EleutherAI skip transcoders, Gemma Scope 2 `_affine`)."""
 
     def __post_init__(self) -> None:
-        if self.d_in <= 0 or self.d_sae <= 0:
-            raise ValueError(f"d_in and d_sae must be positive, got {self.d_in}, {self.d_sae}")
+        if self.d_in <= 0 or self.d_sae <= 0 or (self.d_out is not None and self.d_out <= 0):
+            raise ValueError(f"d_in, d_sae and d_out must be positive, got {self.d_in}, "
+                             f"{self.d_sae}, {self.d_out}")
+        if not self.hookpoint_in and (self.skip or self.d_out is not None):
+            raise ValueError("d_out and skip are for transcoders (set hookpoint_in)")
+        if self.hookpoint_in and self.apply_b_dec_to_input:
+            raise ValueError("a transcoder's b_dec is an output bias: set "
+                             "apply_b_dec_to_input=False")
         if self.architecture not in ("topk", "relu", "jumprelu"):
             raise ValueError(f"unknown architecture {self.architecture!r}; "
                              "use 'topk', 'relu' or 'jumprelu'")
         if self.architecture == "topk" and not 0 < self.k <= self.d_sae:
             raise ValueError(f"k must be in 1..d_sae ({self.d_sae}), got {self.k}")
+
+    @property
+    def is_transcoder(self) -> bool:
+        return bool(self.hookpoint_in)
+
+    @property
+    def reads(self) -> str:
+        """The hookpoint whose activations this SAE or transcoder encodes."""
+        return self.hookpoint_in or self.hookpoint
+
+    @property
+    def width_out(self) -> int:
+        """Width of what it writes at `hookpoint` (its decoder rows)."""
+        return self.d_out or self.d_in
 
 
 @dataclass(frozen=True)

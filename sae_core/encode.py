@@ -10,6 +10,9 @@ fire on a token and how strongly.
   of tokens, and activations within 0.3% (median; 2.0% at the 99th percentile).
 - Tokens: position 0 and massive activations (`activations.keep_mask`) and padding are never
   encoded; all their values are 0.
+- Transcoders (transcoder.py) encode the site they read (`cfg.reads`, the MLP input) and
+  are keyed, filtered and reported at the site they write (the MLP output): the forward
+  captures both (`transcoder.sites`).
 - Firing: a latent fires where its activation is > 0. TopK SAEs give their k latents; ReLU
   and JumpReLU SAEs give every firing latent (no cap), in slots padded with zeros to the
   busiest token of the batch.
@@ -37,6 +40,7 @@ from .hooks import run_captured
 from .lm import LM
 from .precision import autocast
 from .sae import Sae
+from .transcoder import input_of, sites
 
 BF16 = True
 """The views' one precision (bf16 if native here; see the module docstring)."""
@@ -46,7 +50,8 @@ class LayerCodes(NamedTuple):
     """One layer's reading of a batch of token windows."""
 
     acts_BLD: Tensor
-    """Captured activations, as the forward produced them."""
+    """Captured activations at the hookpoint, as the forward produced them (a transcoder's
+    output site: what it encodes is its input, `transcoder.input_of`)."""
     keep_BL: Tensor
     """bool: tokens encoded (not position 0, not massive, not padding)."""
     vals_BLK: Tensor
@@ -106,7 +111,7 @@ def encode_batch(
 ) -> dict[str, LayerCodes]:
     """One captured forward of `ids_BL` on the LM's device; every SAE (on that device too)
     encodes its layer's kept tokens. The codes come back on the CPU (module doc)."""
-    acts = run_captured(lm, ids_BL, list(saes), bf16=BF16, attention_mask=attention_mask)
+    acts = run_captured(lm, ids_BL, sites(saes), bf16=BF16, attention_mask=attention_mask)
     return encode_acts(saes, acts, medians, outlier_factor=outlier_factor,
                        attention_mask=attention_mask)
 
@@ -116,15 +121,15 @@ def encode_acts(
     saes: dict[str, Sae], acts: dict[str, Tensor], medians: dict[str, float], *,
     outlier_factor: float, attention_mask: Tensor | None = None,
 ) -> dict[str, LayerCodes]:
-    """`encode_batch` on activations already captured (`run_captured`), for a caller that
-    reads them for something else too (explore/one_pass.py)."""
+    """`encode_batch` on activations already captured (`run_captured` at `transcoder.sites`),
+    for a caller that reads them for something else too (explore/one_pass.py)."""
     out = {}
     for h, sae in saes.items():
         x_BLD = acts[h]
         keep_BL = keep_mask(x_BLD, medians[h], outlier_factor)
         if attention_mask is not None:
             keep_BL &= attention_mask.to(keep_BL.device).bool()
-        vals_NK, idx_NK = sparse_encode(sae, x_BLD[keep_BL])
+        vals_NK, idx_NK = sparse_encode(sae, input_of(h, sae, acts)[keep_BL])
         shape = (*keep_BL.shape, vals_NK.shape[1])
         vals_BLK = torch.zeros(shape, device=x_BLD.device)
         idx_BLK = torch.zeros(shape, dtype=torch.long, device=x_BLD.device)

@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from threading import Lock, get_ident
-from typing import TYPE_CHECKING
 
 import torch
 
+from .activations import parse_hookpoint
+from .lm import LM, find_sublayer
 from .precision import autocast
-
-if TYPE_CHECKING:  # lm imports activations, which imports this module
-    from .lm import LM
 
 
 class _StopForward(Exception):
@@ -25,6 +23,20 @@ class _StopForward(Exception):
 
 def output_tensor(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
+
+
+def _on_site(lm: LM, hookpoint: str, fn) -> torch.utils.hooks.RemovableHandle:
+    """Call `fn(tensor)` with what `hookpoint` reads in every forward: a module's output, or
+    for `layers.N.mlp_in` the input of block N's MLP module itself (not of a post-MLP norm),
+    through a forward pre-hook: every family calls its MLP on the normed residual."""
+    layer, sub = parse_hookpoint(hookpoint)
+    if sub == "mlp_in":
+        def pre_hook(_m, args, kwargs):
+            fn(args[0] if args else next(iter(kwargs.values())))
+        mlp = find_sublayer(lm.module_for(f"layers.{layer}"), "mlp")
+        return mlp.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return lm.module_for(hookpoint).register_forward_hook(
+        lambda _m, _inp, out: fn(output_tensor(out)))
 
 
 @contextmanager
@@ -38,16 +50,14 @@ def capture(lm: LM, hookpoints: list[str], *, stop_early: bool = True) -> Iterat
     handles, owner = [], get_ident()
     try:
         for hookpoint in hookpoints:
-            module = lm.module_for(hookpoint)
-
-            def hook(_m, _inp, out, hookpoint=hookpoint):
+            def hook(tensor, hookpoint=hookpoint):
                 if get_ident() != owner:
                     return
-                acts[hookpoint] = output_tensor(out)
+                acts[hookpoint] = tensor
                 if stop_early and len(acts) == len(hookpoints):
                     raise _StopForward
 
-            handles.append(module.register_forward_hook(hook))
+            handles.append(_on_site(lm, hookpoint, hook))
         yield acts
     except _StopForward:
         pass

@@ -45,7 +45,9 @@ def ce_loss_recovered(clean: float, spliced: float, ablated: float) -> float:
 
 @dataclass
 class RunningFvu:
-    """FVU accumulated over batches without keeping them: needs sums of x, x^2 and err^2."""
+    """FVU accumulated over batches without keeping them: needs sums of x, x^2 and err^2.
+    `x` is the target: what an SAE reconstructs, or the output site a transcoder predicts
+    from its input (atlas/evaluate.py)."""
 
     sq_err: float = 0.0
     n: int = 0

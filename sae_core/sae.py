@@ -1,7 +1,10 @@
 """One sparse autoencoder module: `topk`, `relu` or `jumprelu`, saved in the SAELens layout.
 
 Saved tensors (SAELens names and shapes): W_enc (d_in, d_sae), b_enc (d_sae,),
-W_dec (d_sae, d_in), b_dec (d_in,), and for `jumprelu` threshold (d_sae,). In memory the
+W_dec (d_sae, d_in), b_dec (d_in,), and for `jumprelu` threshold (d_sae,). A transcoder
+(`cfg.hookpoint_in` set; transcoder.py) is the same module reading another site: W_dec
+(d_sae, d_out), b_dec (d_out,) and, with a skip connection, W_skip (d_out, d_in); its
+`forward` predicts the output site as decode(encode(x)) + x @ W_skip.T. In memory the
 encoder is the parameter `W_enc_SD` (d_sae, d_in), one row per latent: the trainer reads and
 updates per-latent rows, and a fused Adam step on a transposed view would copy the whole
 tensor every step.
@@ -24,13 +27,14 @@ from .topk import topk_sorted
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
-SAELENS_HOOKS = {"": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+SAELENS_HOOKS = {"": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out",
+                 "mlp_in": "hook_mlp_in"}
 """TransformerLens hook names of our sites (residual, MLP output, attention output)."""
 
 
 class SaeOutput(NamedTuple):
     x_hat: Tensor
-    """Reconstruction, (n, d_in)."""
+    """Reconstruction, (n, d_in); a transcoder's prediction of its output site, (n, d_out)."""
     acts: Tensor
     """Dense latent activations, (n, d_sae); zero where a latent does not fire."""
 
@@ -43,10 +47,12 @@ class Sae(nn.Module):
         """cfg.json's `metadata` when loaded (training statistics such as `median_norm`)."""
         self.W_enc_SD = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, device=device))
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae, device=device))
-        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, device=device))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in, device=device))
+        self.W_dec = nn.Parameter(torch.zeros(cfg.d_sae, cfg.width_out, device=device))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.width_out, device=device))
         if cfg.architecture == "jumprelu":
             self.threshold = nn.Parameter(torch.zeros(cfg.d_sae, device=device))
+        if cfg.skip:
+            self.W_skip = nn.Parameter(torch.zeros(cfg.width_out, cfg.d_in, device=device))
 
     @classmethod
     def init_from_data(cls, cfg: SaeConfig, sample_ND: Tensor, *, seed: int = 0,
@@ -75,6 +81,8 @@ class Sae(nn.Module):
                "W_dec": self.W_dec.detach(), "b_dec": self.b_dec.detach()}
         if self.cfg.architecture == "jumprelu":
             out["threshold"] = self.threshold.detach()
+        if self.cfg.skip:
+            out["W_skip"] = self.W_skip.detach()
         return out
 
     def pre_acts(self, x_ND: Tensor) -> Tensor:
@@ -117,13 +125,19 @@ class Sae(nn.Module):
         out = F.embedding_bag(idx_NK, self.W_dec, per_sample_weights=vals_NK, mode="sum")
         return out + self.b_dec
 
+    def skip_out(self, x_ND: Tensor) -> Tensor | float:
+        """A skip transcoder's linear term x @ W_skip.T, (n, d_out); 0 without one. Only
+        `forward` adds it: `decode` is what the latents write, as SAELens has it."""
+        return x_ND @ self.W_skip.T if self.cfg.skip else 0.0
+
     def forward(self, x_ND: Tensor) -> SaeOutput:
         if self.cfg.architecture != "topk":
             acts = self.encode(x_ND)
-            return SaeOutput(x_hat=self.decode(acts), acts=acts)
+            return SaeOutput(x_hat=self.decode(acts) + self.skip_out(x_ND), acts=acts)
         # Decode the k values directly: a dense decode is a second (n, d_sae) x (d_sae, d) matmul.
         vals, idx = self.encode_topk(x_ND)
-        return SaeOutput(x_hat=self.decode_sparse(vals, idx), acts=self._dense(vals, idx))
+        x_hat = self.decode_sparse(vals, idx) + self.skip_out(x_ND)
+        return SaeOutput(x_hat=x_hat, acts=self._dense(vals, idx))
 
     def save(self, folder: Path, *, extra_metadata: dict | None = None) -> None:
         """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them; `metadata`
@@ -159,42 +173,62 @@ class Sae(nn.Module):
 
 
 def saelens_cfg(cfg: SaeConfig) -> dict:
-    """SAELens v6 config; our own fields go under `metadata`."""
-    try:
-        layer, sub = parse_hookpoint(cfg.hookpoint)
-        hook_name = f"blocks.{layer}.{SAELENS_HOOKS[sub]}"
-    except ValueError:  # a hookpoint we do not name (kept as it is)
-        hook_name = cfg.hookpoint
+    """SAELens v6 config; our own fields go under `metadata`. A transcoder is written as
+    SAELens's (jumprelu_)(skip_)transcoder with `d_out` and `hook_name_out`; a TopK one as
+    topk_(skip_)transcoder, which only we read."""
+    arch = {"topk": "topk", "relu": "standard"}.get(cfg.architecture, cfg.architecture)
+    if cfg.is_transcoder:
+        arch = {"standard": ""}.get(arch, arch + "_") + ("skip_" if cfg.skip else "") + \
+            "transcoder"
     out = {
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
-        "architecture": {"topk": "topk", "relu": "standard"}.get(cfg.architecture,
-                                                                 cfg.architecture),
+        "architecture": arch,
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
         "normalize_activations": "none",
         "dtype": "float32",
         "device": "cpu",
         "metadata": {
             "model_name": cfg.model_name,
-            "hook_name": hook_name,
+            "hook_name": _tl_hook(cfg.reads),
             "sae_atlas_hookpoint": cfg.hookpoint,
             "k": cfg.k,
         },
     }
     if cfg.architecture == "topk":
         out["k"] = cfg.k
+    if cfg.is_transcoder:
+        out["d_out"] = cfg.width_out
+        out["metadata"] |= {"hook_name_out": _tl_hook(cfg.hookpoint),
+                            "sae_atlas_hookpoint_in": cfg.hookpoint_in}
     return out
 
 
+def _tl_hook(hookpoint: str) -> str:
+    """TransformerLens name of our hookpoint; one we do not name is kept as it is."""
+    try:
+        layer, sub = parse_hookpoint(hookpoint)
+    except ValueError:
+        return hookpoint
+    return f"blocks.{layer}.{SAELENS_HOOKS[sub]}"
+
+
 def sae_config_from_saelens(raw: dict) -> SaeConfig:
+    name = raw["architecture"]
+    transcoder = name.endswith("transcoder")
+    base = name.removesuffix("transcoder").removesuffix("_").removesuffix("skip").strip("_")
     arch = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu"}.get(
-        raw["architecture"])
+        (base or "relu") if transcoder else name)
     if arch is None:
         raise ValueError(f"unsupported architecture {raw['architecture']!r}")
     meta = raw.get("metadata", {})
-    return SaeConfig(
-        d_in=raw["d_in"], d_sae=raw["d_sae"], architecture=arch, k=raw.get("k", meta.get("k", 32)),
-        hookpoint=meta.get("sae_atlas_hookpoint", meta.get("hook_name", "")),
-        model_name=meta.get("model_name", ""),
-        apply_b_dec_to_input=raw.get("apply_b_dec_to_input", True),
-    )
+    extra = {"hookpoint_in": meta.get("sae_atlas_hookpoint_in", meta.get("hook_name", "")),
+             "d_out": raw.get("d_out", raw["d_in"]), "skip": "skip_" in name,
+             "apply_b_dec_to_input": False} if transcoder else {}
+    return SaeConfig(**{
+        "d_in": raw["d_in"], "d_sae": raw["d_sae"], "architecture": arch,
+        "k": raw.get("k", meta.get("k", 32)),
+        "hookpoint": meta.get("sae_atlas_hookpoint",
+                              meta.get("hook_name_out" if transcoder else "hook_name", "")),
+        "model_name": meta.get("model_name", ""),
+        "apply_b_dec_to_input": raw.get("apply_b_dec_to_input", True), **extra})

@@ -1,20 +1,26 @@
-"""Held-out quality of a set of SAEs: FVU, L0, dead latents, CE loss recovered, KL."""
+"""Held-out quality of a set of SAEs: FVU, L0, dead latents, CE loss recovered, KL.
+
+A transcoder (transcoder.py) is scored on what it predicts: FVU of its output site (the MLP
+output) against its prediction from its input site, on the tokens the output site keeps;
+spliced, its prediction from the same forward's MLP input replaces the MLP output.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR, keep_mask, parse_hookpoint
-from ..hooks import edit_output, output_tensor, record_blocks, resume_after, run_captured
+from ..hooks import capture, edit_output, output_tensor, record_blocks, resume_after, run_captured
 from ..lm import LM
 from ..metrics import RunningFvu, clean_dists, mean_and_se, ratio_and_se, window_losses
 from ..precision import autocast
 from ..progress import Report
 from ..sae import Sae
+from ..transcoder import input_of, sites
 
 
 @torch.inference_mode()
@@ -26,7 +32,7 @@ def reconstruction_stats(
     The SAEs run on the LM's device (layout.fit_to); the sums accumulate there."""
     stats = {h: RunningFvu() for h in saes}
     for start in range(0, len(windows_WL), batch):
-        acts = run_captured(lm, windows_WL[start:start + batch], list(saes), bf16=bf16)
+        acts = run_captured(lm, windows_WL[start:start + batch], sites(saes), bf16=bf16)
         add_reconstruction(stats, saes, acts, medians, outlier_factor)
     return stats
 
@@ -35,12 +41,14 @@ def reconstruction_stats(
 def add_reconstruction(stats: dict[str, RunningFvu], saes: dict[str, Sae],
                        acts: dict[str, Tensor], medians: dict[str, float],
                        outlier_factor: float) -> None:
-    """Add one batch of captured activations to each SAE's running FVU (fp32 SAEs on the
-    kept tokens, as they were trained)."""
+    """Add one batch of captured activations (`transcoder.sites`) to each SAE's running FVU
+    (fp32 SAEs on the kept tokens, as they were trained); a transcoder's target is its output
+    site, its input what it reads there."""
     for h, sae in saes.items():
-        x = acts[h][keep_mask(acts[h], medians[h], outlier_factor)].float()
+        keep = keep_mask(acts[h], medians[h], outlier_factor)
+        y, x = acts[h][keep].float(), input_of(h, sae, acts)[keep].float()
         out = sae(x)
-        stats[h].update(x, out.x_hat, out.acts)
+        stats[h].update(y, out.x_hat, out.acts)
 
 
 def spread_windows(n_windows: int, n: int) -> Tensor:
@@ -55,22 +63,35 @@ def spread_windows(n_windows: int, n: int) -> Tensor:
 
 def _splicer(sae: Sae, median: float, outlier_factor: float, zero: bool):
     """The edit that replaces the positions the SAE was trained on (not position 0 or
-    massive activations) by its reconstruction, or by zeros."""
-    def splice(act: Tensor) -> Tensor:
+    massive activations) by its reconstruction, or by zeros; a transcoder predicts them
+    from `x_in`, its input in the same forward."""
+    def splice(act: Tensor, x_in: Tensor | None = None) -> Tensor:
         keep = keep_mask(act, median, outlier_factor)
+        x = act if x_in is None else x_in
         new = act.clone()
-        new[keep] = 0 if zero else sae(act[keep].float()).x_hat.to(act.dtype)
+        new[keep] = 0 if zero else sae(x[keep].float()).x_hat.to(act.dtype)
         return new
     return splice
 
 
-def _edited(lm: LM, h: str, fn: Callable[[Tensor], Tensor], blocks: list):
-    """The context in which forwards see `fn` applied at `h`; for a residual hookpoint they
-    resume from the clean output `blocks` recorded, edited."""
+@contextmanager
+def _edited(lm: LM, sae: Sae, fn: Callable[..., Tensor], blocks: list):
+    """The context in which forwards see `fn` applied at the SAE's hookpoint; for a residual
+    hookpoint they resume from the clean output `blocks` recorded, edited; a transcoder's
+    edit gets the MLP input that the same forward captured just before."""
+    h = sae.cfg.hookpoint
     layer, is_mlp = parse_hookpoint(h)
-    if is_mlp:
-        return edit_output(lm, h, fn)
-    return resume_after(lm, layer, blocks[layer], fn(output_tensor(blocks[layer])))
+    if not is_mlp:
+        with resume_after(lm, layer, blocks[layer], fn(output_tensor(blocks[layer]))):
+            yield
+    elif not sae.cfg.is_transcoder:
+        with edit_output(lm, h, fn):
+            yield
+    else:
+        reads = sae.cfg.reads
+        with capture(lm, [reads], stop_early=False) as acts, \
+                edit_output(lm, h, lambda out: fn(out, acts[reads])):
+            yield
 
 
 @torch.inference_mode()
@@ -105,7 +126,7 @@ def ce_per_window(
         for i, (h, sae) in enumerate(saes.items()):
             def splice(zero: bool, h=h, sae=sae) -> Tensor:
                 fn = _splicer(sae, medians[h], outlier_factor, zero)
-                return logits(_edited(lm, h, fn, blocks))
+                return logits(_edited(lm, sae, fn, blocks))
 
             spliced, kl = window_losses(splice(False), ids, dists)
             ablated, _ = window_losses(splice(True), ids)

@@ -34,6 +34,7 @@ from ..lm import LM
 from ..metrics import RunningFvu
 from ..progress import Report
 from ..sae import Sae
+from ..transcoder import sites
 from .evidence import write_evidence
 from .feature_index import IndexCodes, atlas_index_windows, write_feature_index
 from .feature_stats import IndexConfig
@@ -81,7 +82,7 @@ def run_pass(lm: LM, saes: dict[str, Sae], medians: dict[str, float], plan: Pass
     index, firings = IndexCodes(list(saes)), FiringParts(plan.labelled_WL.shape, saes)
     for start in range(0, len(windows), batch):
         stop = min(start + batch, len(windows))
-        acts = run_captured(lm, windows[start:stop], list(saes), bf16=BF16)
+        acts = run_captured(lm, windows[start:stop], sites(saes), bf16=BF16)
         if start < n_held:
             held = slice(0, min(stop, n_held) - start)
             add_reconstruction(recon, saes, {h: a[held] for h, a in acts.items()}, medians,

@@ -10,6 +10,10 @@ Two modes, both at the feature's layer (`layers.N`, the output of block N):
   JumpReLU SAEs do not have unit rows). The SAE's reconstruction error stays in place, so
   the edit changes that feature's contribution and nothing else.
 
+A transcoder's feature (transcoder.py) steers where its decoder writes: its hookpoint
+`layers.N.mlp`, the MLP output; its current activation (`clamp`) is read from the MLP input
+the same forward passed to the MLP, captured just before.
+
 The hooks edit only the batch rows that carry a steering. Tokens the SAEs never trained on
 (position 0, norm above outlier_factor x the typical norm) are never edited: their reading
 by the SAE means nothing and steering there does nothing useful (DESIGN.md). Hooks act only
@@ -30,7 +34,7 @@ from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR, layer_of, parse_hookpoint
 from ..errors import BadInput, check_number, check_whole
-from ..hooks import edit_output
+from ..hooks import capture, edit_output
 from ..lm import LM
 from ..sae import Sae
 
@@ -188,9 +192,11 @@ class _Cursor:
 
 
 def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoint: str,
-                prompt_len: int, cursor: _Cursor, outlier_factor: float) -> Callable:
-    """The output edit of one layer for a batch whose row b carries `rows[b]`."""
-    B, d = len(rows), sae.cfg.d_in
+                prompt_len: int, cursor: _Cursor, outlier_factor: float,
+                inputs: dict[str, Tensor] | None = None) -> Callable:
+    """The output edit of one layer for a batch whose row b carries `rows[b]`; `inputs`
+    holds a transcoder's input in the current forward (`steering_hooks` captures it)."""
+    B, d = len(rows), sae.cfg.width_out
     w_dec = sae.W_dec.detach().float()
     dev = w_dec.device
     add_BD = torch.zeros(B, d, device=dev)
@@ -224,7 +230,8 @@ def _layer_edit(sae: Sae, norm: float, rows: Sequence[Steering | None], hookpoin
         ok_BL = (pos_L >= start_B[:, None]) & (x_on.norm(dim=-1) <= outlier_factor * norm)
         delta_BLD = add_BD[:, None, :].expand(B, L, d)
         if clamp_ids:
-            a_BLC = feature_acts(sae, x_on.reshape(B * L, d), feats_C).view(B, L, -1)
+            x_in = inputs[sae.cfg.reads].to(dev) if sae.cfg.is_transcoder else x_on
+            a_BLC = feature_acts(sae, x_in.reshape(B * L, -1), feats_C).view(B, L, -1)
             delta_BLD = delta_BLD + ((value_BC[:, None] - a_BLC) * on_BC[:, None]) @ dirs_CD
         # Rows without steering get exactly +0: their numbers are untouched. The edit
         # goes to the activation's device.
@@ -242,7 +249,11 @@ def steering_hooks(lm: LM, saes: dict[str, Sae], norms: dict[str, float],
     cache (0 for a forward without cache). All hooks are removed on exit, error or not."""
     cursor = _Cursor()
     with ExitStack() as hooks:
-        for h in sorted({f.hookpoint for r in rows if r for f in r.features}):
-            edit = _layer_edit(saes[h], norms[h], rows, h, prompt_len, cursor, outlier_factor)
+        steered = sorted({f.hookpoint for r in rows if r for f in r.features})
+        reads = [saes[h].cfg.reads for h in steered if saes[h].cfg.is_transcoder]
+        inputs = hooks.enter_context(capture(lm, reads, stop_early=False))
+        for h in steered:
+            edit = _layer_edit(saes[h], norms[h], rows, h, prompt_len, cursor, outlier_factor,
+                               inputs)
             hooks.enter_context(edit_output(lm, h, edit))
         yield cursor
