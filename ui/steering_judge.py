@@ -191,8 +191,10 @@ def compare_methods(folder, prompt, concept, related, first, last, max_tokens,
 
     finding = find_steering(loaded, words[0], words[1:], layers=layers, probe=probe,
                             report=report)
-    progress(0.4, desc="building every method's steering (trains a direction)")
-    methods = method_steerings(loaded, finding, probe, random.Random(0))
+    def training(message: str, fraction: float, **_) -> None:
+        progress(0.4 + 0.2 * fraction, desc=message)
+
+    methods = method_steerings(loaded, finding, probe, random.Random(0), report=training)
     progress(0.6, desc="writing a text with each method")
     unsteered, texts = write_one_concept(loaded, prompt, words[0], methods, gen)
     progress(0.85, desc="judging the texts")

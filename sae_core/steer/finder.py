@@ -23,7 +23,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -206,17 +206,7 @@ def find_steering(loaded: LoadedAtlas, concept: str, related: Iterable[str] | st
                              corpus=loaded.corpus)
     probe = probe or make_probe(loaded.lm)
 
-    measured: dict[Steering | None, float | Effect] = {}  # None: the unsteered p0
-
-    def measure(rows: list[Steering]) -> tuple[float, list[Effect]]:
-        """Each row's effect; rows measured before (a dose curve passes through the
-        candidate's probe strengths) are not measured again."""
-        if new := list(dict.fromkeys(r for r in rows if r not in measured)):
-            measured[None], effects = pushed_effects(
-                loaded.lm, loaded.saes, norms, probe, new, ids,
-                outlier_factor=loaded.outlier_factor, bf16=BF16)
-            measured.update(zip(new, effects, strict=True))
-        return measured[None], [measured[r] for r in rows]
+    measure = _measurer(loaded, norms, probe, ids)
 
     report(f"pushing {len(keys)} candidates", 0.2)
     n = len(PROBE_STRENGTHS)
@@ -246,6 +236,23 @@ def find_steering(loaded: LoadedAtlas, concept: str, related: Iterable[str] | st
     report("done", 1.0)
     return SteeringFinding(words[0], words, tuple(ids.tolist()), p0, tuple(ranked),
                            tuple(options), checked[0][0] if checked else None, rule, checked)
+
+
+def _measurer(loaded: LoadedAtlas, norms: dict[str, float], probe: Probe, ids: torch.Tensor
+              ) -> Callable[[list[Steering]], tuple[float, list[Effect]]]:
+    """measure(rows) -> (p0, each row's effect); rows measured before (a dose curve passes
+    through the candidates' probe strengths) are not measured again."""
+    measured: dict[Steering | None, float | Effect] = {}  # None: the unsteered p0
+
+    def measure(rows: list[Steering]) -> tuple[float, list[Effect]]:
+        if new := list(dict.fromkeys(r for r in rows if r not in measured)):
+            measured[None], effects = pushed_effects(
+                loaded.lm, loaded.saes, norms, probe, new, ids,
+                outlier_factor=loaded.outlier_factor, bf16=BF16)
+            measured.update(zip(new, effects, strict=True))
+        return measured[None], [measured[r] for r in rows]
+
+    return measure
 
 
 def _trials(options: Sequence[Option], rule: DoseRule) -> list[Option]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from ..atlas.layout import LoadedAtlas
 from ..norms import typical_norms
+from ..progress import Report
 from .baselines import diff_of_means, dosed_direction, prompted
 from .concept_tokens import concept_token_ids
 from .edits import MAX_STRENGTH, DirectionSteer, FeatureSteer, Steering
@@ -48,8 +49,9 @@ class MethodSteerings:
 
 
 def method_steerings(loaded: LoadedAtlas, finding: SteeringFinding, probe: Probe,
-                     rng: random.Random) -> MethodSteerings:
-    """Every method's steering for the finder's concept (empty without a pick)."""
+                     rng: random.Random, report: Report | None = None) -> MethodSteerings:
+    """Every method's steering for the finder's concept (empty without a pick); `report`
+    follows the direction's training step by step."""
     best, rule = finding.best, finding.rule
     if best is None:
         return MethodSteerings({}, rule.max_kl)
@@ -73,7 +75,7 @@ def method_steerings(loaded: LoadedAtlas, finding: SteeringFinding, probe: Probe
     first = parts[0]
     init_D = loaded.saes[first.hookpoint].W_dec[first.feature].detach().float()
     trained = train_direction(loaded.lm, loaded.saes, norms, first.hookpoint, init_D, probe,
-                              ids, strength=s, max_kl=rule.max_kl)
+                              ids, strength=s, max_kl=rule.max_kl, report=report)
     out["trained"] = Steering((DirectionSteer(first.hookpoint, trained.direction, s),))
     trained_s = time.perf_counter() - t
     dirs = [diff_of_means(loaded, h, finding.words) for h in hps]

@@ -116,8 +116,9 @@ def library(monkeypatch):
         report("pushing 3 candidates", 0.5)
         return SimpleNamespace(best=best)
 
-    def methods(lo, finding, probe, rng):
+    def methods(lo, finding, probe, rng, report):
         seen.methods = (lo, finding, probe)
+        report("training the direction: step 1", 0.5)
         return "the steerings"
 
     def write(lo, prompt, concept, steerings, gen):
@@ -217,9 +218,16 @@ def test_the_comparison_runs_the_library_on_a_planted_atlas(tiny_atlas, loaded, 
 
     monkeypatch.setattr(session, "judge_model", object)
     monkeypatch.setattr(steering_judge, "judge_texts", judge)
+    shown = []
+
+    def progress(fraction, desc=""):
+        shown.append((fraction, desc))
+
     note, table = compare_methods(str(planted.folder), "the cat sat on the", "Paris", "", 0, 2,
-                                  4)
+                                  4, progress=progress)
     (prompt, words, texts, reference), = got
+    steps = [f for f, d in shown if d.startswith("training the direction: step")]
+    assert steps and steps == sorted(steps) and all(0.4 < f < 0.6 for f in steps)
     assert prompt == "the cat sat on the" and words[0] == "Paris" and texts[0] == reference
     rows = table.value["data"]
     assert rows[-1][:2] == [REFERENCE, reference] and len(rows) == len(texts)
