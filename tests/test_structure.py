@@ -88,4 +88,10 @@ UNSAFE_LOAD = re.compile(r"torch\.load\(|\bpickle\b|\bjoblib\b|allow_pickle\s*=\
 def test_only_safetensors_and_json_are_loaded(path):
     """No unpickling (torch.load, pickle, numpy's allow_pickle) and no model code from a
     repo: a file or repo id from a stranger can hold code."""
-    assert not UNSAFE_LOAD.findall(path.read_text()), path.name
+    text = path.read_text()
+    if path == ROOT / "sae_core" / "hub" / "torch_weights.py":
+        # The one reader of torch pickles (suites that ship nothing else): weights only.
+        calls = re.findall(r"torch\.load\([^)]*\)", text)
+        assert calls and all("weights_only=True" in c for c in calls), calls
+        text = re.sub(r"torch\.load\([^)]*\)", "", text)
+    assert not UNSAFE_LOAD.findall(text), path.name

@@ -2,7 +2,8 @@
 
 Every failure becomes a `HubError` that names the repo and the file; paths from users or
 configs must stay inside the repo, and fetched files inside the cache (no `..`, no
-absolute paths, no symlinks leading out). Weights are read as safetensors only.
+absolute paths, no symlinks leading out). Weights are read from safetensors, or from npz
+without pickles; torch pickles only through torch_weights.py.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -140,3 +143,26 @@ def read_tensors(path: Path, what: str) -> dict[str, Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise HubError(f"{what}: corrupt or truncated safetensors file: {err}") from err
+
+
+def read_npz(path: Path, what: str) -> dict[str, Tensor]:
+    """The arrays of an `.npz` as tensors sharing their memory; object arrays (pickles)
+    are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: torch.from_numpy(data[name]) for name in data.files}
+    except (ValueError, TypeError, OSError, EOFError) as err:
+        raise HubError(f"{what}: not a plain .npz of numeric arrays: {err}") from err
+
+
+def cached_listing(repo_id: str, folder: str, *, revision: str | None, cache_dir: Path,
+                   limit: int = 12) -> list[str]:
+    """The names in `folder` of the cached snapshot (for error messages); [] when the cache
+    does not hold it."""
+    root = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
+    ref = root / "refs" / (revision or "main")
+    rev = ref.read_text().strip() if ref.is_file() else revision or ""
+    snap = root / "snapshots" / rev / folder if rev else None
+    if snap is None or not snap.is_dir():
+        return []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in snap.iterdir())[:limit]

@@ -120,14 +120,14 @@ def load_pretrained_atlas(
     source: str, sae_ids: str, *, model: str, lm: LM | None = None, name: str | None = None,
     root: Path = ATLAS_ROOT, revision: str | None = None, cache_dir: str | Path | None = None,
     token: str | bool | None = None, corpus: str = "default", seq_len: int = 256,
-    held_out: int = 64, report: Report | None = None,
+    held_out: int = 64, report: Report | None = None, public: bool = False,
 ) -> tuple[Path, tuple[str, ...]]:
     """Fetch SAEs (registry release, repo id), check them against `model` (`lm` when it is
     loaded already), write an atlas.
 
     `token` goes to every Hub call (None: huggingface_hub's default, the configured token;
-    False: send none). Returns (atlas folder, warnings); raises HubError (a ValueError) with
-    a clear message."""
+    False: send none). `public`: torch-pickled weights only for allow-listed releases.
+    Returns (atlas folder, warnings); raises HubError (a ValueError) with a clear message."""
     out = atlas_folder(root, name or default_name(source, sae_ids, model, revision))
     if out.exists():
         raise HubError(f"{out} already exists: pick another name")
@@ -136,6 +136,6 @@ def load_pretrained_atlas(
             report(f"loading the model {model}", 0.0)
         lm = load_named(model, token=token)
     pset = load_pretrained(source, sae_ids, lm=lm, revision=revision, cache_dir=cache_dir,
-                           token=token, report=report)
+                           token=token, report=report, public=public)
     return write_pretrained_atlas(pset, lm, out, corpus=corpus, seq_len=seq_len,
                                   held_out=held_out, report=report)

@@ -114,7 +114,7 @@ def test_hook_names_map_to_module_outputs():
     ({"architecture": "gated"}, "unsupported architecture 'gated'"),
     ({"architecture": "topk"}, "topk SAE without k"),
     ({"normalize_activations": "layer_norm"}, "normalize_activations='layer_norm'"),
-    ({"d_sae": 63}, "tensor 'W_enc' has shape \\(32, 64\\), the config says \\(32, 63\\)"),
+    ({"d_sae": 63}, "tensor 'W_enc' has shape \\(32, 64\\), expected \\(32, 63\\)"),
     ({"metadata": {"hook_name": "blocks.0.hook_resid_pre"}}, "token embeddings"),
     ({"metadata": {"hook_name": "blocks.1.attn.hook_z", "hook_head_index": 3}}, "per-head"),
     ({"activation_fn": "tanh-relu"}, "activation 'tanh-relu'"),
