@@ -23,6 +23,7 @@ from .convert import (  # noqa: F401 (hookpoint_of and fold_input_scale are used
 from .fetch import HubError
 from .suites import SUITE_CONVERTERS
 from .suites_pickle import PICKLE_CONVERTERS
+from .transcoders import TRANSCODER_LAYOUTS, with_transcoders
 
 CFG_FILE = "cfg.json"
 
@@ -119,6 +120,10 @@ def from_sparsify(cfg: dict, tensors: dict[str, Tensor], where: Where) -> Conver
 Converter = Callable[[dict, dict[str, Tensor], Where], Converted]
 CONVERTERS: dict[str, Converter] = {"saelens": from_saelens, "sparsify": from_sparsify,
                                     **SUITE_CONVERTERS, **PICKLE_CONVERTERS}
+# Transcoders (transcoders.py): their layouts, and the transcoder folders of gemma_2, gemma_3
+# and sparsify routed to them.
+CONVERTERS = with_transcoders(CONVERTERS)
+LAYOUTS |= {key: Layout(*files) for key, files in TRANSCODER_LAYOUTS.items()}
 
 
 def detect_format(cfg: dict, what: str) -> str:
