@@ -7,10 +7,10 @@ reported on the test half's (bench/steering_judge.py)."""
 
 from __future__ import annotations
 
-import random
 import statistics
 from collections.abc import Callable, Sequence
 
+from .. import stats
 from .judge import Cuts, Judged, Signals, grade, harmonic
 
 DIMENSIONS = ("concept", "instruction", "fluency")
@@ -57,12 +57,11 @@ def fit_cuts(sigs: Sequence[Signals], hand: Sequence[dict]) -> Cuts:
 def bootstrap_interval(per_concept: dict[str, dict[str, float]], a: str, b: str | None = None,
                        *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of mean(a) - mean(b) (or of mean(a)) over the concepts drawn
-    with replacement: a method's pairs are resampled by concept, the unit that varies."""
-    rng, names = random.Random(seed), list(per_concept)
-    stats = []
-    for _ in range(draws):
-        draw = [rng.choice(names) for _ in names]
-        stats.append(statistics.mean(per_concept[c][a] - (per_concept[c][b] if b else 0.0)
-                                     for c in draw))
-    stats.sort()
-    return stats[int(0.025 * draws)], stats[int(0.975 * draws) - 1]
+    with replacement: a method's pairs are resampled by concept, the unit that varies
+    (sae_core/stats.py, the library's one bootstrap)."""
+    def mean_difference(concepts: list[dict[str, float]]) -> float:
+        return statistics.mean(c[a] - (c[b] if b else 0.0) for c in concepts)
+
+    found = stats.bootstrap_interval(list(per_concept.values()), mean_difference,
+                                     n_boot=draws, seed=seed)
+    return found.lo, found.hi
