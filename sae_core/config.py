@@ -11,6 +11,8 @@ from .precision import DEVICES
 
 Architecture = Literal["topk", "relu", "batchtopk", "matryoshka"]
 """What our trainer makes; `batchtopk` and `matryoshka` are saved as `jumprelu` SAEs."""
+Control = Literal["none", "random-init", "shuffled"]
+"""The model a build runs through: the real one, or a control (model_controls.py)."""
 SaeArchitecture = Literal["topk", "relu", "jumprelu"]
 """What an SAE can be: JumpReLU SAEs come only from the Hub (SAELens)."""
 
@@ -188,8 +190,16 @@ class BuildConfig:
     """Tokens per corpus window."""
     held_out: int = 64
     """Windows drawn at random and never trained on (evaluation, then the feature index)."""
+    control: Control = "none"
+    """A control model in place of the real one (model_controls.py): random-init (every
+    weight re-drawn by the model's initialiser, seeded by the training seed) or shuffled
+    (each weight tensor's entries permuted): same recipe and tokens, so what its SAEs show
+    too is about SAEs and token statistics, not about the trained model."""
 
     def __post_init__(self) -> None:
+        if self.control not in ("none", "random-init", "shuffled"):
+            raise ValueError(f"control must be none, random-init or shuffled, got "
+                             f"{self.control!r}")
         if self.seq_len < 2 or self.held_out < 1:
             raise ValueError(f"seq_len must be >= 2 and held_out >= 1, got {self.seq_len}, "
                              f"{self.held_out}")

@@ -18,6 +18,7 @@ from ..corpus import load_texts, split_ids, token_windows
 from ..lm import LM, load_lm
 from ..memory import check_memory, training_memory
 from ..metrics import RunningFvu
+from ..model_controls import apply_control, control_info
 from ..precision import resolve_device, use_bf16
 from ..progress import Report
 from ..sae import Sae
@@ -77,6 +78,7 @@ def build_atlas(
     device = resolve_device(run.device)
     ranks = ranks or from_environment(run.parallel, device)
     lm = lm or load_lm(data.model, device=rank_device(device))
+    real_name, lm = lm.name, apply_control(lm, data.control, cfg.seed)  # before any use
     hookpoints = data.hookpoints(lm.n_layers)
     for h in hookpoints:
         lm.module_for(h)  # a bad layer fails before any work
@@ -94,7 +96,8 @@ def build_atlas(
         # a crash mid-swap: the finished build goes in, and there is nothing to train
         if ranks.agree(not (ranks.is_main and recover_swap(out, is_built))):
             staging = staging_dir(out)
-            _build_in(staging, lm, hookpoints, data, cfg, report, ranks, after)
+            _build_in(staging, lm, hookpoints, data, cfg, report, ranks, after,
+                      control_info(data.control, cfg.seed, real_name))
             if ranks.is_main:
                 swap_in(staging, out)
     forget_reads(out)
@@ -103,7 +106,7 @@ def build_atlas(
 
 def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
               cfg: TrainConfig, report: Report | None, ranks: Ranks,
-              after: AfterTraining | None) -> None:
+              after: AfterTraining | None, control: dict) -> None:
     windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
     train_ids, test_ids = split_ids(len(windows), data.held_out)
     train_w, test_w = windows[train_ids], windows[test_ids]
@@ -115,7 +118,8 @@ def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
     trainer = train_saes(
         lm, train_w, hookpoints, cfg, checkpoint_dir=staging / CHECKPOINT_DIR,
         progress=_batch_report(report, batch_tokens), ranks=ranks,
-        data={"corpus": data.corpus, "seq_len": data.seq_len, "held_out": data.held_out})
+        data={"corpus": data.corpus, "seq_len": data.seq_len, "held_out": data.held_out,
+              **control})  # a control's checkpoint never resumes a real build, nor back
     gather_layers(trainer)
     if not ranks.is_main:
         return  # rank 0 evaluates and writes
@@ -131,7 +135,7 @@ def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
         "torch_threads": torch.get_num_threads(), "bf16_used": use_bf16(cfg.bf16, lm.device),
         "device": lm.device.type, "ranks": ranks.world,
         "parallel": ranks.describe().get("parallel"),
-        "sae_files": sae_files, "sae_fingerprint": digest_of(sae_files),
+        "sae_files": sae_files, "sae_fingerprint": digest_of(sae_files), **control,
     }
     saes = trainer.saes()
     medians = {h: s.median_norm for h, s in trainer.layers.items()}

@@ -133,6 +133,50 @@ def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:
                   if not p.name.startswith(".") and is_built(p))  # not builds in progress
 
 
+def _recipe(info: dict) -> tuple:
+    """What two atlases share when they differ only in the model's control and the SAEs'
+    seed: the real model, the corpus and its windows, the training settings but the seed."""
+    cfg = {k: v for k, v in info.get("train_cfg", {}).items() if k != "seed"}
+    return (info.get("control_of", info.get("model")), info.get("corpus"),
+            info.get("seq_len"), info.get("heldout_ids"), sorted(cfg.items(), key=str))
+
+
+def _twins(folder: Path | str) -> list[tuple[Path, dict]]:
+    """(folder, atlas.json) of the finished atlases next to `folder` (itself included) built
+    with its recipe, by name."""
+    folder = Path(folder)
+    recipe = _recipe(read_info(folder))
+    infos = [(Path(p), read_info(p)) for p in list_atlases(folder.parent)]
+    return [(p, i) for p, i in infos if _recipe(i) == recipe]
+
+
+def control_atlases(folder: Path | str) -> dict[str, Path]:
+    """The twins of an atlas through other models, by control kind ("none": the real model;
+    "random-init", "shuffled": model_controls.py): atlases next to it with the same recipe
+    (`_recipe`) and another control; of several, the one with the same training seed."""
+    own = read_info(folder)
+    kind, seed = own.get("control", "none"), own["train_cfg"].get("seed", 0)
+    out: dict[str, Path] = {}
+    for path, info in _twins(folder):
+        other = info.get("control", "none")
+        if other != kind and (other not in out or info["train_cfg"].get("seed", 0) == seed):
+            out[other] = path
+    return out
+
+
+def seed_atlases(folder: Path | str) -> dict[int, Path]:
+    """The atlases of the same recipe and model (control included) by training seed, this
+    one among them: the SAEs of another seed of the same layers (their hookpoints may be a
+    subset); of several per seed, this one, else the first by name."""
+    own = read_info(folder)
+    kind = own.get("control", "none")
+    out = {own["train_cfg"].get("seed", 0): Path(folder)}
+    for path, info in _twins(folder):
+        if info.get("control", "none") == kind:
+            out.setdefault(info["train_cfg"].get("seed", 0), path)
+    return out
+
+
 def load_atlas(folder: Path) -> tuple[dict, dict[str, dict], dict[str, Sae]]:
     """(atlas info, metrics per hookpoint, SAEs per hookpoint) of a finished build; the SAE
     files are checked against the digests the build recorded (CorruptFile otherwise)."""
