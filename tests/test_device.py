@@ -218,7 +218,7 @@ DEVICE_AWARE = ["sae_core/encode.py", "sae_core/norms.py", "sae_core/atlas/evalu
                     "concepts", "feature_index", "feature_page", "firings", "layermap", "lineage",
                     "live", "logit_lens", "names", "names_evidence", "one_pass"))]
 CPU_ONLY = {f"sae_core/explore/{m}.py" for m in (
-    "__init__", "consistency", "controls", "evidence", "feature_stats", "labels",
+    "__init__", "consistency", "controls", "evidence", "feature_stats", "labels", "map_intervals",
     "names_score", "probing", "probing_fit", "search")}
 """Explore modules that only read CPU results (codes, firings, stored products)."""
 

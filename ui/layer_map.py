@@ -7,7 +7,7 @@ from typing import NamedTuple
 import gradio as gr
 
 from sae_core.errors import check_number, check_whole
-from sae_core.explore.layermap import LayerMapData, read_layer_map
+from sae_core.explore.layermap import CRITERIA, LayerMapData, read_layer_map
 from sae_core.explore.lineage import read_lineage
 from sae_core.explore.names import readable_names
 from sae_core.explore.probing import read_probing
@@ -32,11 +32,14 @@ speech, grammatical role, entity type and word shape (spaCy), and give each feat
 most common among the tokens where it fires. Its **consistency** is the share of its firings
 with that tag. A cell counts the features of a layer whose tag is that label and whose
 consistency passes the threshold: where the bright cells sit says what a layer pays
-attention to. The line chart repeats the count for three baselines that get the same number
-of firings: the model's own neurons (each residual dimension, both signs), random
-directions, and random directions after whitening (so a few very loud tokens cannot decide
-what every random direction fires on). If SAE features sit above all three, SAE features
-are more single-minded.
+attention to. The line chart repeats the count for baselines that were never trained, each
+paired with an SAE feature and firing on as many tokens as it does: the model's own neurons
+(each residual dimension, both signs), random directions, and random directions after
+whitening (so a few very loud tokens cannot decide what every random direction fires on);
+and a random dictionary as wide as the SAE where every token fires its k largest, as in the
+SAE. If SAE features sit above all of them, SAE features are more single-minded. Shaded
+bands: the 95% range when the documents are drawn again (a bootstrap), shown at the
+default settings.
 **Lift** is consistency divided by how common the label is: "no entity" covers ~90% of
 tokens, so a feature earns it by chance; the lift minimum keeps such features out."""
 
@@ -51,7 +54,7 @@ For each feature, is there a feature in the next layer that writes almost the sa
 (decoder cosine above 0.7)? A high share means the layer passes its features on; a dip means
 the representation changes there."""
 
-THRESHOLD, MIN_SUPPORT, MIN_LIFT = 0.8, 20, 2.0
+THRESHOLD, MIN_SUPPORT, MIN_LIFT = CRITERIA
 NO_MAP = ("*This SAE set has no layer map yet. Building one labels ~45k corpus tokens with "
           "spaCy and runs the model over them once.*")
 
@@ -91,7 +94,8 @@ def redraw(folder, task, kind, thr, sup, lift):
             lines_figure(lmap, task, thr, int(sup), lift),
             summary_rows(lmap, thr, int(sup), lift),
             f"Counts from {lmap.n_tokens:,} labelled tokens; features fire on "
-            f"{100 * lmap.fire_rate:.2f}% of tokens on average, and so do the baselines.")
+            f"{100 * lmap.fire_rate:.2f}% of tokens on average, and each baseline as often "
+            "as the SAE feature it is paired with.")
 
 
 @friendly("drawing the probes and the turnover")

@@ -3,24 +3,43 @@
 from __future__ import annotations
 
 import pandas as pd
+import plotly.graph_objects as go
 import torch
 
 from sae_core.explore.layermap import LayerMapData
 from sae_core.explore.names import FeatureNames
 
 from .names_view import name_cells
-from .plots import accept_lines, layer_heatmap
-from .sites import hookpoint_at
+from .plots import accept_lines, layer_heatmap, site_lines
+from .sites import by_site, hookpoint_at
 
 TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
               "shape": "word shape"}
 KIND_NAMES = {"sae": "SAE features", "neuron": "raw neurons", "random": "random directions",
-              "whitened": "random directions (whitened)"}
+              "whitened": "random directions (whitened)",
+              "topk_random": "random dictionary through TopK"}
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+CONTROL_MODEL = "random-init model"
+"""How the twin atlas through a randomly initialised model is named in the figures."""
+
+
+def band_traces(fig: go.Figure, hookpoints: list[str], band: list[tuple[float, float]],
+                color: str, name: str, scale: float = 1.0) -> None:
+    """A shaded band between each layer's (lo, hi), one per site, under the line `name`
+    (same colour): a lower edge, then an upper edge filled down to it."""
+    rgb = tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+    for _, layers, where in by_site(hookpoints):
+        lo = [None if band[i][0] is None else scale * band[i][0] for i in where]
+        hi = [None if band[i][1] is None else scale * band[i][1] for i in where]
+        common = dict(x=layers, mode="lines", line=dict(width=0), showlegend=False,
+                      legendgroup=name, hoverinfo="skip")
+        fig.add_scatter(y=lo, **common)
+        fig.add_scatter(y=hi, fill="tonexty", fillcolor=f"rgba{(*rgb, 0.18)}", **common)
 
 
 def present_labels(lmap: LayerMapData, task: str) -> list[int]:
     """Label ids that occur in the mapped tokens, most common first."""
-    rate = lmap.base_rate[task]
+    rate = lmap.label_share(task)
     ids = [i for i in rate.argsort(descending=True).tolist() if rate[i] > 0]
     return ids
 
@@ -36,11 +55,38 @@ def heatmap_figure(lmap: LayerMapData, task: str, threshold: float, min_support:
 
 
 def lines_figure(lmap: LayerMapData, task: str, threshold: float, min_support: int,
-                 min_lift: float = 0.0):
-    shares = {KIND_NAMES[k]: lmap.accept_share(task, threshold, min_support, k, min_lift)
-              for k in KIND_NAMES}
-    return accept_lines(lmap.hookpoints, shares,
-                        title=f"Share of features with a consistent {TASK_NAMES[task]} label")
+                 min_lift: float = 0.0, control: LayerMapData | None = None) -> go.Figure:
+    """Accepted share per layer and kind, each with its bootstrap band over documents where
+    the map has one at these criteria; with `control` (the random-init model's map), its
+    SAE features too, dashed."""
+    lines, bands = _share_lines(lmap, task, threshold, min_support, min_lift)
+    if control is not None and task in control.vocab:
+        more, more_bands = _share_lines(control, task, threshold, min_support, min_lift,
+                                        kinds=("sae",), suffix=f", {CONTROL_MODEL}")
+        lines, bands = lines | more, bands | more_bands
+    fig = accept_lines(lmap.hookpoints, {}, title=f"Share of features with a consistent "
+                       f"{TASK_NAMES[task]} label (bands: 95% over documents)")
+    for i, (name, (hooks, ys)) in enumerate(lines.items()):
+        color = COLORS[i % len(COLORS)]
+        if bands.get(name):
+            band_traces(fig, hooks, bands[name], color, name, scale=100)
+        dash = "dash" if name.endswith(CONTROL_MODEL) else None
+        site_lines(fig, hooks, [100 * y for y in ys], name, mode="lines+markers",
+                   line=dict(color=color, dash=dash), legendgroup=name)
+    return fig
+
+
+def _share_lines(lmap: LayerMapData, task: str, threshold: float, min_support: int,
+                 min_lift: float, kinds=None, suffix: str = "") -> tuple[dict, dict]:
+    """(name -> (hookpoints, shares), name -> per layer (lo, hi) or None) of `lmap`'s kinds."""
+    lines, bands = {}, {}
+    for kind in kinds or [k for k in KIND_NAMES if f"{k}/{lmap.hookpoints[0]}/{task}"
+                          in lmap.counts]:
+        name = KIND_NAMES[kind] + suffix
+        lines[name] = (lmap.hookpoints, lmap.accept_share(task, threshold, min_support, kind,
+                                                          min_lift))
+        bands[name] = lmap.accept_interval(task, threshold, min_support, kind, min_lift)
+    return lines, bands
 
 
 def feature_table(lmap: LayerMapData, task: str, layer, label: str, threshold: float,
@@ -65,13 +111,23 @@ def feature_table(lmap: LayerMapData, task: str, layer, label: str, threshold: f
 
 
 def summary_rows(lmap: LayerMapData, threshold: float, min_support: int,
-                 min_lift: float = 0.0) -> pd.DataFrame:
-    """Per task and kind: accepted share averaged over layers."""
+                 min_lift: float = 0.0, control: LayerMapData | None = None) -> pd.DataFrame:
+    """Per task and kind: accepted share averaged over layers; with `control`, the
+    random-init model's SAE features too."""
     rows = []
     for task in TASK_NAMES:
         row = {"task": TASK_NAMES[task]}
         for kind, name in KIND_NAMES.items():
-            shares = torch.tensor(lmap.accept_share(task, threshold, min_support, kind, min_lift))
-            row[name] = f"{100 * float(shares.mean()):.1f}%"
+            if f"{kind}/{lmap.hookpoints[0]}/{task}" in lmap.counts:
+                row[name] = _mean_share(lmap, task, threshold, min_support, kind, min_lift)
+        if control is not None and task in control.vocab:
+            row[f"SAE features, {CONTROL_MODEL}"] = _mean_share(
+                control, task, threshold, min_support, "sae", min_lift)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _mean_share(lmap: LayerMapData, task: str, threshold: float, min_support: int, kind: str,
+                min_lift: float) -> str:
+    shares = torch.tensor(lmap.accept_share(task, threshold, min_support, kind, min_lift))
+    return f"{100 * float(shares.mean()):.1f}%"

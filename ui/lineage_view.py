@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from sae_core.activations import layer_of
 from sae_core.explore.lineage import FeaturePath, LineageData, PathStep
 
+from .layer_map_view import CONTROL_MODEL
 from .plots import site_lines
 from .sites import axis_title, site_label
 
@@ -19,16 +20,23 @@ def _percent(share: float | None) -> float | None:
     return None if share is None else 100 * share
 
 
-def turnover_figure(lineage: LineageData) -> go.Figure:
+def turnover_figure(lineage: LineageData, control: LineageData | None = None) -> go.Figure:
     """Per layer: the share of its alive features that have a close partner (decoder cosine
-    above the lineage's `close`) in the next layer, and in the layer below."""
-    hooks, shares = lineage.hookpoints, lineage.turnover()
+    above the lineage's `close`) in the next layer, and in the layer below; with `control`
+    (the random-init model's lineage), its two lines dashed. Turnover reads decoder weights
+    only, no tokens: it has no interval over documents (its spread is across seeds)."""
+    hooks = lineage.hookpoints
     fig = go.Figure()
-    for key, name in (("up", "carried on to the next layer"),
-                      ("down", "already there in the layer below")):
-        # one line per site: features are followed within a site (explore/lineage.py)
-        site_lines(fig, hooks, [_percent(s) for s in shares[key]], name, mode="lines+markers",
-                   hovertemplate=f"layer %{{x}}: %{{y:.1f}}% {name}<extra></extra>")
+    for lin, suffix, dash in ((lineage, "", None), (control, f", {CONTROL_MODEL}", "dash")):
+        if lin is None:
+            continue
+        shares = lin.turnover()
+        for key, name in (("up", "carried on to the next layer"),
+                          ("down", "already there in the layer below")):
+            # one line per site: features are followed within a site (explore/lineage.py)
+            site_lines(fig, lin.hookpoints, [_percent(s) for s in shares[key]], name + suffix,
+                       mode="lines+markers", line=dict(dash=dash),
+                       hovertemplate=f"layer %{{x}}: %{{y:.1f}}% {name}{suffix}<extra></extra>")
     fig.update_layout(
         title="How much of each layer carries on to the next", height=330,
         xaxis_title=axis_title(hooks),

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 
 from sae_core.explore.probing import ProbingResult
 
-from .layer_map_view import TASK_NAMES
+from .layer_map_view import COLORS, CONTROL_MODEL, TASK_NAMES, band_traces
 from .plots import site_lines
 from .sites import axis_title
 
@@ -24,12 +24,26 @@ def probing_lines(result: ProbingResult, task: str | None) -> dict[str, list[flo
     return lines
 
 
-def probing_figure(result: ProbingResult, task: str | None) -> go.Figure:
+def probing_figure(result: ProbingResult, task: str | None,
+                   bands: dict[str, list[tuple[float, float]]] | None = None,
+                   control: ProbingResult | None = None) -> go.Figure:
+    """`bands`: line name -> per layer (lo, hi), shaded under that line (an interval over
+    documents, firings.LayerFirings.doc_N); `control`: the random-init model's probes, its
+    SAE lines dashed."""
+    lines = {name: (result.hookpoints, ys) for name, ys in probing_lines(result, task).items()}
+    if control is not None:
+        lines |= {f"{name}, {CONTROL_MODEL}": (control.hookpoints, ys)
+                  for name, ys in probing_lines(control, task).items()
+                  if name.startswith("SAE")}
     fig = go.Figure()
-    for name, ys in probing_lines(result, task).items():
-        dash = "dot" if name.startswith(("raw", "whole")) else None
-        site_lines(fig, result.hookpoints, ys, name, mode="lines+markers",
-                   line=dict(dash=dash))
+    for i, (name, (hooks, ys)) in enumerate(lines.items()):
+        color = COLORS[i % len(COLORS)]
+        if bands and bands.get(name):
+            band_traces(fig, hooks, bands[name], color, name)
+        dash = "dot" if name.startswith(("raw", "whole")) else (
+            "dash" if name.endswith(CONTROL_MODEL) else None)
+        site_lines(fig, hooks, ys, name, mode="lines+markers",
+                   line=dict(dash=dash, color=color), legendgroup=name)
     what = f"the {TASK_NAMES[task]}" if task else "token labels (all tasks)"
     fig.update_layout(
         title=f"How well a probe on k SAE latents reads {what}, against raw neurons",

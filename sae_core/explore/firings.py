@@ -53,6 +53,23 @@ class LayerFirings:
     heldout_N: Tensor
     """bool: the token is in a held-out window (`heldout_windows`): probes, names and their
     scores learn on the other tokens and are measured on these."""
+    doc_N: Tensor | None = None
+    """int64 corpus document of the token (`document_ids`), set with the labels: the unit a
+    bootstrap resamples (tokens of one document are not independent)."""
+
+
+SEP_LABEL = 0
+"""Label id of `sep` (BOS/EOS) in every spaCy task (labels._base_vocab puts it first)."""
+
+
+def document_ids(sep_WL: Tensor) -> Tensor:
+    """(W, L) int64: the corpus document of every token of the labelled windows, from where
+    the separators are (`sep_WL` bool; corpus.token_windows joins documents by EOS). A
+    separator closes its document; one at position 0 is a window's BOS, not a boundary."""
+    ends_WL = sep_WL.bool().clone()
+    ends_WL[:, 0] = False
+    ends_T = ends_WL.reshape(-1).long()
+    return (ends_T.cumsum(0) - ends_T).view(sep_WL.shape)
 
 
 def heldout_windows(n_windows: int) -> Tensor:
@@ -103,10 +120,12 @@ class FiringParts:
 
 def with_labels(firings: dict[str, LayerFirings], labels: dict[str, np.ndarray]
                 ) -> dict[str, LayerFirings]:
-    """The firings with each kept token's labels (`labels`: task -> (W, L) ids)."""
+    """The firings with each kept token's labels (`labels`: task -> (W, L) ids) and
+    document (`document_ids`: the separators are the `sep` labels)."""
     flat = {t: torch.from_numpy(labels[t].reshape(-1).astype(np.int64)) for t in MAP_TASKS}
-    return {h: replace(f, labels={t: flat[t][f.where_N] for t in MAP_TASKS})
-            for h, f in firings.items()}
+    docs_T = document_ids(torch.from_numpy(labels["pos"] == SEP_LABEL)).reshape(-1)
+    return {h: replace(f, labels={t: flat[t][f.where_N] for t in MAP_TASKS},
+                       doc_N=docs_T[f.where_N]) for h, f in firings.items()}
 
 
 def _concat(parts: list[LayerFirings]) -> LayerFirings:

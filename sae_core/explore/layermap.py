@@ -1,13 +1,17 @@
-"""The layer map: label counts per layer and task for SAE features and three controls.
+"""The layer map: label counts per layer and task for SAE features and four controls.
 
 For every hookpoint and labelling task we keep the (features, labels) count matrix of
-firings, for four kinds of "features":
+firings, for five kinds of "features":
 - `sae`: the SAE's latents, firing where their activation is > 0 (sae_core/encode.py);
 - `neuron`, `random`, `whitened`: raw dimensions, random directions and random directions
-  in whitened space, each firing on its top tokens (controls.py).
-Controls fire at the SAE's measured mean rate, so support is comparable. Counts are
-computed once (`ensure_layer_map`, stored in the atlas folder); thresholds are applied later
-in milliseconds (`LayerMapData.heatmap`).
+  in whitened space, one per SAE feature, each firing on as many of its top tokens as its
+  paired SAE feature fires (the SAE's support distribution, controls.py);
+- `topk_random`: a random dictionary of the SAE's width read through the SAE's TopK.
+Base rates (for lift) are each layer's own tokens' labels. Counts are computed once
+(`ensure_layer_map`, stored in the atlas folder); thresholds are applied later in
+milliseconds (`LayerMapData.heatmap`). At the app's default criteria (`CRITERIA`) every
+per-layer accepted share also has a bootstrap interval over documents (map_intervals.py),
+stored in layer_map.json.
 """
 
 from __future__ import annotations
@@ -31,19 +35,21 @@ from .consistency import (
     accepted,
     base_rates,
     feature_stats,
-    label_counts,
-    label_counts_topq,
     layer_map,
-    topq_tokens,
+    pair_counts,
 )
-from .controls import CONTROL_KINDS, control_activations
+from .controls import CONTROL_KINDS, control_firings, sae_firings
 from .firings import MAP_TASKS, LayerFirings, collect_firings, labelled_pass
 from .labels import LabelledWindows
+from .map_intervals import MAP_BOOT, Criteria, draws_interval, map_intervals
 
 log = logging.getLogger(__name__)
 KINDS = ("sae", *CONTROL_KINDS)
-MAP_FORMAT = 2
-"""2: centred controls and the whitened control; a map of another format is rebuilt."""
+MAP_FORMAT = 3
+"""3: support-matched controls, the TopK random dictionary, per-layer base rates and
+intervals; a map of another format is rebuilt."""
+CRITERIA = Criteria(threshold=0.8, min_support=20, min_lift=2.0)
+"""The app's default acceptance criteria: the intervals are computed at these."""
 LAYER_MAP_FILE = "layer_map.safetensors"
 """In the atlas folder, with layer_map.json (written last) and the labels cache labels.*."""
 
@@ -55,20 +61,62 @@ class LayerMapData:
     counts: dict[str, Tensor]
     """f"{kind}/{hookpoint}/{task}" -> (n_features, n_labels) firing counts."""
     base_rate: dict[str, Tensor]
-    """task -> (n_labels,) share of the mapped tokens with each label."""
+    """f"{hookpoint}/{task}" -> (n_labels,) share of that layer's mapped tokens with each
+    label (a plain `task` key, as older maps have, serves every layer)."""
     n_tokens: int
     fire_rate: float
-    """Mean SAE firing rate over layers (each layer's firings / (its tokens x its own d_sae));
-    each layer's controls fire at that layer's rate."""
+    """Mean SAE firing rate over layers (each layer's firings / (its tokens x its own d_sae))."""
     _stats: dict[str, FeatureStats] = field(default_factory=dict, repr=False)
     sae_fingerprint: str = ""
     """Of the SAEs it was computed from (atlas/fingerprint.py): another atlas's is stale."""
+    intervals: dict = field(default_factory=dict)
+    """map_intervals.map_intervals: {"setting": criteria, draws, level, documents;
+    "share": f"{kind}/{task}" -> per layer [lo, hi]}; empty when not computed."""
+    draws: dict[str, Tensor] = field(default_factory=dict)
+    """f"{kind}/{task}" -> (n_layers, n_boot) accepted share in each document draw."""
+
+    def rate(self, hookpoint: str, task: str) -> Tensor:
+        """(n_labels,) base rates of `hookpoint`'s tokens."""
+        return self.base_rate.get(f"{hookpoint}/{task}", self.base_rate.get(task))
+
+    def label_share(self, task: str) -> Tensor:
+        """(n_labels,) base rates averaged over layers (which labels occur, how often)."""
+        return torch.stack([self.rate(h, task) for h in self.hookpoints]).mean(dim=0)
 
     def stats(self, kind: str, hookpoint: str, task: str) -> FeatureStats:
         key = f"{kind}/{hookpoint}/{task}"
         if key not in self._stats:
-            self._stats[key] = feature_stats(self.counts[key], self.base_rate[task])
+            self._stats[key] = feature_stats(self.counts[key], self.rate(hookpoint, task))
         return self._stats[key]
+
+    def accept_interval(self, task: str, threshold: float, min_support: int, kind: str,
+                        min_lift: float = 0.0) -> list[tuple[float, float]] | None:
+        """Per layer: (lo, hi) of the accepted share, None unless the intervals were
+        computed at these criteria."""
+        setting = self.intervals.get("setting")
+        asked = Criteria(float(threshold), int(min_support), float(min_lift))
+        if not setting or Criteria(**setting["criteria"]) != asked:
+            return None
+        rows = self.intervals["share"].get(f"{kind}/{task}")
+        return [tuple(r) for r in rows] if rows is not None else None
+
+    def band_interval(self, task: str, kind: str, layers: list[int],
+                      minus: str | None = None) -> tuple[float, float, float] | None:
+        """(point, lo, hi) of the accepted share averaged over `layers` (indices into
+        hookpoints), less kind `minus`'s when given, at the intervals' criteria; None
+        without draws."""
+        key, other = f"{kind}/{task}", f"{minus}/{task}"
+        if key not in self.draws or (minus and other not in self.draws):
+            return None
+        crit = self.intervals["setting"]["criteria"]
+
+        def mean(k: str) -> float:
+            shares = self.accept_share(task, crit["threshold"], crit["min_support"], k,
+                                       crit["min_lift"])
+            return sum(shares[i] for i in layers) / len(layers)
+
+        lo, hi = draws_interval(self.draws[key], layers, self.draws[other] if minus else None)
+        return mean(kind) - (mean(minus) if minus else 0.0), lo, hi
 
     def heatmap(self, task: str, threshold: float, min_support: int, kind: str = "sae",
                 min_lift: float = 0.0) -> Tensor:
@@ -101,11 +149,12 @@ class LayerMapData:
     def save(self, path: Path) -> None:
         """The counts, then the .json (the marker of a whole map), each written atomically."""
         path.with_suffix(".json").unlink(missing_ok=True)
-        tensors = dict(self.counts) | {f"base_rate/{t}": r for t, r in self.base_rate.items()}
+        tensors = (dict(self.counts) | {f"base_rate/{t}": r for t, r in self.base_rate.items()}
+                   | {f"draws/{k}": d.contiguous() for k, d in self.draws.items()})
         save_tensors(path, tensors)
         meta = {"hookpoints": self.hookpoints, "vocab": self.vocab, "n_tokens": self.n_tokens,
                 "fire_rate": self.fire_rate, "sae_fingerprint": self.sae_fingerprint,
-                "format": MAP_FORMAT}
+                "format": MAP_FORMAT, "intervals": self.intervals}
         write_json(path.with_suffix(".json"), meta, indent=None)
 
     @classmethod
@@ -114,39 +163,41 @@ class LayerMapData:
         meta = read_json(path.with_suffix(".json"))
         tensors = load_tensors(path)
         base = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("base_rate/")}
-        counts = {k: v for k, v in tensors.items() if not k.startswith("base_rate/")}
+        draws = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("draws/")}
+        counts = {k: v for k, v in tensors.items() if not k.startswith(("base_rate/", "draws/"))}
         # an older format reads as stale (no fingerprint matches), so it is rebuilt
         fingerprint = meta.get("sae_fingerprint", "") if meta.get("format") == MAP_FORMAT else ""
         return cls(meta["hookpoints"], meta["vocab"], counts, base, meta["n_tokens"],
-                   meta["fire_rate"], sae_fingerprint=fingerprint)
+                   meta["fire_rate"], sae_fingerprint=fingerprint,
+                   intervals=meta.get("intervals") or {}, draws=draws)
 
 
 def counts_from_firings(
     firings: dict[str, LayerFirings], vocab: dict[str, list[str]], centres: dict[str, Tensor],
-    *, n_control: int | None = None, seed: int = 0,
+    *, seed: int = 0, n_boot: int = MAP_BOOT, criteria: Criteria = CRITERIA,
 ) -> LayerMapData:
     """All label counts: SAE features and the controls (controls.py) read from `centres`
-    (each SAE's b_dec), every layer."""
+    (each SAE's b_dec), every layer; with `n_boot` > 0 and documents known, the intervals of
+    every accepted share at `criteria` (map_intervals.py)."""
     n_labels = {t: len(vocab[t]) for t in MAP_TASKS}
-    counts: dict[str, Tensor] = {}
-    rates = []
+    counts, base, rates, fired = {}, {}, [], {}
     for i, (h, f) in enumerate(firings.items()):
+        sae = sae_firings(f.idx_NK, f.valid_NK)
+        fired[h] = {"sae": sae} | control_firings(f.x_ND, centres[h], sae, f.d_sae,
+                                                 seed=seed + i)
+        rates.append(len(sae.feat_P) / (len(f.x_ND) * f.d_sae))
         for t in MAP_TASKS:
-            counts[f"sae/{h}/{t}"] = label_counts(f.idx_NK, f.labels[t], f.d_sae, n_labels[t],
-                                                  valid_NK=f.valid_NK)
-        # Each firing has one label, so a task's counts sum to the layer's firings.
-        fire_rate = float(counts[f"sae/{h}/{MAP_TASKS[0]}"].sum()) / (len(f.x_ND) * f.d_sae)
-        rates.append(fire_rate)
-        n_dirs = n_control or 2 * f.x_ND.shape[1]
-        controls = control_activations(f.x_ND, centres[h], n_dirs, seed=seed + i)
-        for kind, acts_NF in controls.items():
-            top_FM = topq_tokens(acts_NF, fire_rate)
-            for t in MAP_TASKS:
-                counts[f"{kind}/{h}/{t}"] = label_counts_topq(top_FM, f.labels[t], n_labels[t])
+            base[f"{h}/{t}"] = base_rates(f.labels[t], n_labels[t])
+            for kind, fk in fired[h].items():
+                counts[f"{kind}/{h}/{t}"] = pair_counts(
+                    fk.feat_P, f.labels[t][fk.tok_P], f.d_sae, n_labels[t])
     first = next(iter(firings.values()))
-    base = {t: base_rates(first.labels[t], n_labels[t]) for t in MAP_TASKS}
-    return LayerMapData(list(firings), {t: vocab[t] for t in MAP_TASKS}, counts, base,
+    lmap = LayerMapData(list(firings), {t: vocab[t] for t in MAP_TASKS}, counts, base,
                         len(first.x_ND), sum(rates) / len(rates))
+    if n_boot > 0 and all(f.doc_N is not None for f in firings.values()):
+        lmap.intervals, lmap.draws = map_intervals(lmap, firings, fired, criteria,
+                                                   n_boot=n_boot, seed=seed)
+    return lmap
 
 
 def compute_layer_map(

@@ -8,6 +8,8 @@ from sae_core.config import SaeConfig
 from sae_core.encode import BF16, sparse_encode
 from sae_core.explore.labels import LabelledWindows
 from sae_core.explore.layermap import (
+    CRITERIA,
+    KINDS,
     LAYER_MAP_FILE,
     MAP_TASKS,
     LayerMapData,
@@ -57,23 +59,37 @@ def test_counts_match_a_direct_count(lm, tmp_path):
     assert abs(lmap.fire_rate - 4 / 64) < 1e-9  # every TopK slot fired
 
 
-def test_controls_fire_at_the_sae_rate_and_round_trip(lm, tmp_path):
+def test_controls_match_the_sae_support_and_round_trip_with_intervals(lm, tmp_path):
     data, saes = _data(), _saes(lm)
     lmap = compute_layer_map(lm, saes, {h: 1e9 for h in HOOKS}, data, batch=4)
-    per_feature = round(lmap.fire_rate * lmap.n_tokens)
-    for kind in ("neuron", "random", "whitened"):
-        counts = lmap.counts[f"{kind}/layers.0/dep"]
-        assert counts.shape == (64, 4)
-        assert (counts.sum(1) == per_feature).all()
+    for h in HOOKS:
+        support = lmap.counts[f"sae/{h}/dep"].sum(1)
+        for kind in ("neuron", "random", "whitened"):
+            counts = lmap.counts[f"{kind}/{h}/dep"]
+            assert counts.shape == (64, 4)
+            assert torch.equal(counts.sum(1).sort().values, support.sort().values), kind
+        # every token fires k = 4 random-dictionary directions
+        assert int(lmap.counts[f"topk_random/{h}/pos"].sum()) == 4 * lmap.n_tokens
+        # per-layer base rates, from that layer's tokens
+        assert torch.allclose(lmap.rate(h, "pos").sum(), torch.tensor(1.0, dtype=torch.float64))
     heat = lmap.heatmap("pos", threshold=0.0, min_support=1)
     alive = int((lmap.counts["sae/layers.0/pos"].sum(1) > 0).sum())
     assert heat.shape == (2, 4) and int(heat[0].sum()) == alive  # every alive one accepted
     assert lmap.heatmap("pos", threshold=1.01, min_support=1).sum() == 0
+    c = CRITERIA
+    for kind in KINDS:
+        band = lmap.accept_interval("pos", c.threshold, c.min_support, kind, c.min_lift)
+        share = lmap.accept_share("pos", c.threshold, c.min_support, kind, c.min_lift)
+        assert band is not None and len(band) == 2
+        assert all(lo <= hi for lo, hi in band)
+        assert all(0.0 <= lo and hi <= 1.0 for lo, hi in band), (kind, band, share)
+    assert lmap.accept_interval("pos", 0.5, 2, "sae", 0.0) is None  # other criteria: none
     lmap.save(tmp_path / "map.safetensors")
     again = LayerMapData.load(tmp_path / "map.safetensors")
     assert again.hookpoints == HOOKS and again.vocab == lmap.vocab
     assert all(torch.equal(again.counts[k], v) for k, v in lmap.counts.items())
     assert again.accept_share("dep", 0.5, 2, "random") == lmap.accept_share("dep", 0.5, 2, "random")
+    assert again.intervals == lmap.intervals
 
 
 def test_a_rebuilt_layer_map_is_read_again(tiny_atlas, tmp_path):

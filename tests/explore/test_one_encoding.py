@@ -170,8 +170,8 @@ def test_mixed_widths_give_fire_rates_equal_to_hand_counts(loaded, tmp_path):
     for h, n_on in (("layers.0", 3), ("layers.2", 5)):
         support = lmap.counts[f"sae/{h}/pos"].sum(1)
         assert support.tolist() == [n_tokens] * n_on + [0] * (saes[h].cfg.d_sae - n_on)
-        random = lmap.counts[f"random/{h}/pos"].sum(1)  # controls fire at the layer's rate
-        assert (random == round(n_on / saes[h].cfg.d_sae * n_tokens)).all()
+        random = lmap.counts[f"random/{h}/pos"].sum(1)  # controls: the SAE's supports
+        assert sorted(random.tolist()) == sorted(support.tolist())
 
     out = tmp_path / "mixed"
     meta = build_feature_index(loaded.lm, saes, medians, windows, out, outlier_factor=10.0,

@@ -37,3 +37,23 @@ def test_heatmap_hides_absent_labels_and_bad_cells_are_errors():
     with pytest.raises(ValueError, match="unknown pos label"):
         feature_table(lmap, "pos", 0, "zzz", 0.5, 1)
     assert len(summary_rows(lmap, 0.5, 1)) == 4
+
+
+def test_lines_carry_bands_at_the_intervals_criteria_and_the_random_model_dashed():
+    from sae_core.explore.layermap import CRITERIA
+    from ui.layer_map_view import CONTROL_MODEL, lines_figure
+
+    lmap = _lmap()
+    crit = CRITERIA._asdict()
+    lmap.intervals = {"setting": {"criteria": crit},
+                      "share": {f"{k}/pos": [[0.1, 0.3]] for k in KINDS}}
+    fig = lines_figure(lmap, "pos", *CRITERIA)
+    filled = [d for d in fig.data if d.fill == "tonexty"]
+    assert len(filled) == len(KINDS)
+    assert list(filled[0].y) == [30.0] and not filled[0].showlegend
+    # other criteria: no band (the intervals hold only where they were computed)
+    assert not [d for d in lines_figure(lmap, "pos", 0.5, 1).data if d.fill == "tonexty"]
+    twin = lines_figure(lmap, "pos", *CRITERIA, control=_lmap())
+    dashed = [d for d in twin.data if d.name and d.name.endswith(CONTROL_MODEL)]
+    assert len(dashed) == 1 and dashed[0].line.dash == "dash"
+    assert f"SAE features, {CONTROL_MODEL}" in summary_rows(lmap, 0.5, 1, control=_lmap())

@@ -43,3 +43,11 @@ def test_path_figure_without_names_or_stops():
     steps = (PathStep("layers.0", 1, None, None),)
     fig = path_figure(FeaturePath(steps, 0, None, None))
     assert len(fig.data) == 1 and fig.data[0].hovertext[0].startswith("layer 0, feature 1")
+
+
+def test_turnover_figure_adds_the_random_model_dashed():
+    lin = LineageData(["layers.0", "layers.1"], 5, {}, [0.5, None], [None, 0.5],
+                      has_coact=False)
+    fig = turnover_figure(lin, control=lin)
+    assert len(fig.data) == 4
+    assert [d.line.dash for d in fig.data] == [None, None, "dash", "dash"]

@@ -25,3 +25,17 @@ def test_lines_follow_the_task_and_the_layers():
     every = {d.name: list(d.y) for d in probing_figure(result, None).data}
     assert every["SAE, 1 latent"] == approx([0.65, 0.7])
     assert "part of speech" in fig.layout.title.text
+
+
+def test_bands_shade_their_line_and_the_random_model_is_dashed():
+    from ui.layer_map_view import CONTROL_MODEL
+
+    result = ProbingResult(["layers.2", "layers.7"], [
+        {"pos": _task([0.2, 0.4], [0.9, 1.0])}, {"pos": _task([0.6, 0.8], [0.8, 0.8])}],
+        ks=(1, 5))
+    fig = probing_figure(result, "pos", bands={"SAE, 1 latent": [(0.2, 0.4), (0.6, 0.8)]},
+                         control=result)
+    filled = [d for d in fig.data if d.fill == "tonexty"]
+    assert len(filled) == 1 and list(filled[0].y) == [0.4, 0.8]
+    dashed = [d.name for d in fig.data if d.name and d.name.endswith(CONTROL_MODEL)]
+    assert dashed == [f"SAE, 1 latent, {CONTROL_MODEL}", f"SAE, 5 latents, {CONTROL_MODEL}"]
