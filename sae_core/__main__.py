@@ -18,13 +18,17 @@ from .atlas.evaluate import evaluate_atlas
 from .atlas.layout import (
     ATLAS_ROOT,
     DEFAULT_ATLAS,
+    METRICS_FILE,
     fit_to,
+    forget_reads,
     heldout_ids,
     is_built,
     load_atlas,
     read_info,
     read_metrics,
 )
+from .atlas.writing import atlas_lock
+from .atomic import write_json
 from .cli_options import add_config_args, config_from_args
 from .config import BuildConfig, RunConfig, TrainConfig
 from .corpus import load_texts, token_windows
@@ -46,13 +50,17 @@ def _percent(share: float | None) -> str:
 
 def table(metrics: dict[str, dict]) -> str:
     rows = ["| hookpoint | FVU | L0 | dead % (train) | dead % (held-out) | CE loss recovered "
-            "| KL (nats/token) |", "|---|---|---|---|---|---|---|"]
+            "| CE recovered (mean abl.) | KL (nats/token) | left out (pos 0 / massive) |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    mean_se = "ce_recovered_mean_se"
     for h, m in metrics.items():
         rows.append(f"| {h} | {m['fvu']:.3f} | {m['l0']:.1f} | "
                     f"{_percent(m.get('dead_frac_train'))} | "
                     f"{100 * m['dead_frac_heldout']:.2f} | "
                     f"{format_with_error(m['ce_recovered'], m.get('ce_recovered_se'))} | "
-                    f"{format_with_error(m.get('kl'), m.get('kl_se'))} |")
+                    f"{format_with_error(m.get('ce_recovered_mean'), m.get(mean_se))}"
+                    f" | {format_with_error(m.get('kl'), m.get('kl_se'))} | "
+                    f"{m.get('left_out_first', 'n/a')} / {m.get('left_out_outliers', 'n/a')} |")
     return "\n".join(rows)
 
 
@@ -68,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("--atlas", type=Path, default=DEFAULT_ATLAS)
     ev.add_argument("--windows", type=int, default=None,
                     help="evaluate on the first N of the atlas's held-out windows (default all)")
+    ev.add_argument("--save", action="store_true",
+                    help="write the numbers into the atlas's metrics.json (all windows only)")
     ev.add_argument("--device", default="cpu",
                     help=f"where the model and SAEs run: {', '.join(DEVICES)} (default cpu)")
     push = sub.add_parser("push", help="publish a built atlas (SAEs, layer map, feature index) "
@@ -110,9 +120,17 @@ def evaluate(args: argparse.Namespace) -> None:
     if not 1 <= n <= len(ids):
         raise ValueError(f"--windows must be 1..{len(ids)}: the atlas holds out {len(ids)} "
                          "windows, and the others were trained on")
-    test_w = windows[ids[:n]]
-    print(table(evaluate_atlas(lm, saes, medians_of(saes), test_w,
-                               outlier_factor=outlier_factor_of(info), report=console_report())))
+    if args.save and n != len(ids):
+        raise ValueError("--save writes metrics.json, measured on every held-out window")
+    metrics = evaluate_atlas(lm, saes, medians_of(saes), windows[ids[:n]],
+                             outlier_factor=outlier_factor_of(info), report=console_report())
+    print(table(metrics))
+    if args.save:  # the training counts stay; the held-out numbers are replaced
+        with atlas_lock(args.atlas):
+            old = read_metrics(args.atlas)
+            write_json(Path(args.atlas) / METRICS_FILE,
+                       {h: old.get(h, {}) | m for h, m in metrics.items()})
+        forget_reads(args.atlas)
 
 
 def atlas_folder(name_or_folder: str) -> Path:

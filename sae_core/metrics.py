@@ -1,5 +1,6 @@
-"""Pure functions for SAE quality: FVU, explained variance, L0, dead fraction, CE recovered,
-KL to the clean model, and the standard errors of per-window means and ratios."""
+"""Pure functions for SAE quality: FVU, explained variance, L0, dead fraction, CE recovered
+(against zero or mean ablation), KL to the clean model, the tokens an evaluation leaves out,
+and the standard errors of per-window means and ratios."""
 
 from __future__ import annotations
 
@@ -37,10 +38,21 @@ def f1_from_counts(hits: Tensor, predicted: Tensor, actual: Tensor) -> Tensor:
 
 
 def ce_loss_recovered(clean: float, spliced: float, ablated: float) -> float:
-    """1 when splicing the SAE in costs nothing, 0 when it is as bad as zero-ablation."""
+    """1 when splicing the SAE in costs nothing, 0 when it is as bad as the ablation
+    (`ablated`: the loss with the activation zeroed, or replaced by its mean)."""
     if ablated == clean:
         return float("nan")
     return (ablated - spliced) / (ablated - clean)
+
+
+def left_out(shape_WL: tuple[int, int], kept: int, outlier_factor: float) -> dict:
+    """What an evaluation over `shape_WL` windows that kept `kept` tokens left out: position 0
+    of every window, and the tokens whose norm exceeds outlier_factor x the layer's median
+    (the rest). Keys of metrics.json."""
+    n_windows, seq_len = shape_WL
+    return {"left_out_first": n_windows,
+            "left_out_outliers": n_windows * seq_len - n_windows - kept,
+            "outlier_factor": outlier_factor}
 
 
 @dataclass
@@ -73,6 +85,10 @@ class RunningFvu:
 
     def l0(self) -> float:
         return self.l0_sum / self.n
+
+    def mean(self) -> Tensor:
+        """The mean target over the rows seen (float32): what mean ablation puts in."""
+        return (self.sum_x / self.n).float()
 
     def dead_fraction(self) -> float:
         return dead_fraction(self.fire_counts)

@@ -216,7 +216,7 @@ DEVICE_AWARE = ["sae_core/encode.py", "sae_core/norms.py", "sae_core/atlas/evalu
                 "sae_core/topk.py",
                 *(f"sae_core/explore/{m}.py" for m in (
                     "concepts", "feature_index", "feature_page", "firings", "layermap", "lineage",
-                    "live", "logit_lens", "names", "names_evidence", "one_pass"))]
+                    "live", "logit_lens", "names", "names_evidence", "one_pass", "unseen"))]
 CPU_ONLY = {f"sae_core/explore/{m}.py" for m in (
     "__init__", "consistency", "controls", "evidence", "feature_stats", "labels", "map_intervals",
     "names_score", "probing", "probing_fit", "search")}

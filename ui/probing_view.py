@@ -15,13 +15,27 @@ NEURON_K = 5
 
 
 def probing_lines(result: ProbingResult, task: str | None) -> dict[str, list[float | None]]:
-    """Line name -> mean held-out F1 per layer (None where the layer has no label)."""
+    """Line name -> mean held-out F1 per layer (None where the layer has no label); for
+    k = 5, SAE latents and neurons, balanced accuracy (SAEBench's measure) and AUROC too."""
     lines = {f"SAE, {k} latent{'s' * (k > 1)}": result.per_layer("sae", k, task)
              for k in result.ks}
     if NEURON_K in result.ks:
         lines[f"raw neurons, {NEURON_K}"] = result.per_layer("neuron", NEURON_K, task)
     lines["whole residual (ceiling)"] = result.per_layer("dense", None, task)
+    if NEURON_K in result.ks and any(result.per_layer("sae", NEURON_K, task, "bacc")):
+        for metric, title in (("bacc", "balanced accuracy"), ("auroc", "AUROC")):
+            for kind, name in (("sae", f"SAE {NEURON_K} latents"),
+                               ("neuron", f"neurons {NEURON_K}")):  # older results: F1 only
+                lines[f"{title}, {name}"] = result.per_layer(kind, NEURON_K, task, metric)
     return lines
+
+
+def probing_source(result: ProbingResult) -> str:
+    """Which documents the probes learned and were scored on, for the figure's title."""
+    docs = result.documents
+    if docs.get("unseen_by_saes"):
+        return f"on {docs['documents']:,} documents the SAEs never trained on"
+    return "on documents the SAEs also trained on"
 
 
 def probing_figure(result: ProbingResult, task: str | None,
@@ -46,8 +60,9 @@ def probing_figure(result: ProbingResult, task: str | None,
                    line=dict(dash=dash, color=color), legendgroup=name)
     what = f"the {TASK_NAMES[task]}" if task else "token labels (all tasks)"
     fig.update_layout(
-        title=f"How well a probe on k SAE latents reads {what}, against raw neurons",
+        title=f"How well a probe on k SAE latents reads {what}, against raw neurons "
+              f"({probing_source(result)})",
         height=360, xaxis_title=axis_title(result.hookpoints),
-        yaxis_title="held-out F1, mean over labels", yaxis=dict(range=[0, 1]),
+        yaxis_title="held-out F1 (unless named), mean over labels", yaxis=dict(range=[0, 1]),
         margin=dict(t=50, b=40, l=50, r=20))
     return fig

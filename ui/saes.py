@@ -67,14 +67,24 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
     md = (f"**{info['model']}**, {len(metrics)} SAEs {_origin(info)}. Metrics on "
           f"{first['heldout_tokens']:,} held-out tokens of `{info['corpus']}`")
     md += (f"; CE loss and KL on {first['ce_windows']} held-out windows spread over the "
-           "corpus (± one standard error across windows)." if "ce_windows" in first else ".")
-    md += "".join(f"\n- {w}" for w in info.get("warnings", []))
+           "corpus (± one standard error across windows). CE loss recovered is measured "
+           "against zeroing the activation and, where shown, against replacing it by its "
+           "mean (a harder bar)" if "ce_windows" in first else "")
+    if "left_out_first" in first:
+        md += (f". The evaluation leaves out position 0 of every window "
+               f"({first['left_out_first']:,} tokens) and tokens whose norm exceeds "
+               f"{first['outlier_factor']:g}x the layer's median ('left out (massive)'): "
+               "they count in no metric and the splice leaves them as they are")
+    md += "." + "".join(f"\n- {w}" for w in info.get("warnings", []))
     table = pd.DataFrame([
         {"hookpoint": h, "FVU": round(m["fvu"], 4), "L0": round(m["l0"], 1),
          "dead % (held-out)": round(100 * m["dead_frac_heldout"], 2),
          "dead % (train)": round(100 * m.get("dead_frac_train", float("nan")), 2),
          "CE loss recovered": format_with_error(m["ce_recovered"], m.get("ce_recovered_se")),
+         "CE loss recovered (mean ablation)": format_with_error(
+             m.get("ce_recovered_mean"), m.get("ce_recovered_mean_se")),
          "KL to the model (nats/token)": format_with_error(m.get("kl"), m.get("kl_se")),
+         "left out (massive)": m.get("left_out_outliers", "n/a"),
          "dropped tokens": m.get("dropped_tokens", 0)}
         for h, m in metrics.items()
     ])

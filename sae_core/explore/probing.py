@@ -3,15 +3,16 @@
 How much of a token label (part of speech, dependency, entity, word shape) a layer's SAE
 makes readable from a few latents: for each label with enough support, rank the latents
 by the difference of their mean activation with and without the label on the learn half,
-fit a logistic probe on the top k, and score it on the held-out half (F1 of the label at
-p = 0.5, AUROC). The same with k raw residual dimensions (the control), and a dense
-probe on the whole residual (the ceiling: what is linearly there at all). Numerics in
-probing_fit.py; computed from the labelled pass (firings.collect_firings).
+fit a logistic probe on the top k, and score it on the held-out half (F1 of the label and
+balanced accuracy at p = 0.5, AUROC). The same with k raw residual dimensions (the
+control), and a dense probe on the whole residual (the ceiling: what is linearly there at
+all). Numerics in probing_fit.py. Both halves come from corpus documents the SAEs never
+trained on (unseen.py: `probe_unseen`), split by window as the labelled pass splits.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,19 +21,24 @@ from torch import Tensor
 from ..activations import layer_of
 from ..atlas.layout import read_derived
 from ..atomic import CorruptFile, read_json, write_json
-from .firings import MAP_TASKS, LayerFirings
+from ..corpus import load_texts
+from .firings import MAP_TASKS, LabelledPass, LayerFirings
 from .probing_fit import (
     auroc,
+    balanced_accuracy,
     balanced_sample,
     dense_sample,
     f1_scores,
     fit_dense,
-    fit_sparse,
+    fit_k,
+    latent_columns,
     mean_diff_dense,
     mean_diff_sparse,
+    scatter_columns,
     standardiser,
     top_columns,
 )
+from .unseen import unseen_pass
 
 PROBING_FILE = "probing.json"
 KS = (1, 2, 5, 20)
@@ -66,10 +72,13 @@ class TaskProbes:
     """The same for AUROC (on a balanced sample of the held-out half, AUROC_MAX_TOKENS)."""
     latents: list[list[int]]
     """The SAE latents of the largest k, best first, per label."""
+    bacc: dict[str, list[float]] = field(default_factory=dict)
+    """The same for balanced accuracy (SAEBench's measure), on all held-out tokens."""
 
-    def mean_f1(self, method: str) -> float | None:
-        """Mean over labels; None when the task has no eligible label."""
-        scores = self.f1[method] if self.labels else []
+    def mean_f1(self, method: str, metric: str = "f1") -> float | None:
+        """Mean over labels of `metric` ("f1", "bacc" or "auroc"); None when the task has
+        no eligible label (or the result predates the metric)."""
+        scores = getattr(self, metric).get(method, []) if self.labels else []
         return round(sum(scores) / len(scores), 4) if scores else None
 
 
@@ -88,45 +97,50 @@ class ProbingResult:
     ks: tuple[int, ...] = KS
     sae_fingerprint: str = ""
     """Of the SAEs it was computed from (atlas/fingerprint.py): another atlas's is stale."""
+    documents: dict = field(default_factory=dict)
+    """Which tokens: {"unseen_by_saes": True, "documents": n, "tokens": n} for corpus
+    documents the SAEs never trained on; unseen_by_saes False (or {}: an older result) for
+    the labelled pass's documents, which the SAEs trained on."""
 
-    def per_layer(self, kind: str, k: int | None = None, task: str | None = None
-                  ) -> list[float | None]:
-        """Mean F1 per layer over the task's labels (task None: the mean of the tasks'
-        means); None for a layer without an eligible label."""
+    def per_layer(self, kind: str, k: int | None = None, task: str | None = None,
+                  metric: str = "f1") -> list[float | None]:
+        """Mean `metric` (f1, bacc, auroc) per layer over the task's labels (task None: the
+        mean of the tasks' means); None for a layer without an eligible label."""
         method = method_name(kind, k)
         out = []
         for layer in self.layers:
             tasks = [task] if task else list(layer)
             means = [m for t in tasks if t in layer
-                     if (m := layer[t].mean_f1(method)) is not None]
+                     if (m := layer[t].mean_f1(method, metric)) is not None]
             out.append(sum(means) / len(means) if means else None)
         return out
 
-    def mean(self, kind: str, k: int | None = None) -> float:
-        """Mean F1 over layers x tasks (each a mean over its labels); NaN when none."""
+    def mean(self, kind: str, k: int | None = None, metric: str = "f1") -> float:
+        """Mean `metric` over layers x tasks (each a mean over its labels); NaN when none."""
         method = method_name(kind, k)
         cells = [m for layer in self.layers for tp in layer.values()
-                 if (m := tp.mean_f1(method)) is not None]
+                 if (m := tp.mean_f1(method, metric)) is not None]
         return sum(cells) / len(cells) if cells else float("nan")
 
     def table(self) -> list[dict]:
-        """Per layer and task: mean F1 of SAE probes at every k, neurons at k = 5, dense."""
+        """Per layer and task: mean F1 of SAE probes at every k, neurons at k = 5, dense;
+        the same columns with `_bacc` and `_auroc` for the other measures."""
         rows = []
         for h, layer in zip(self.hookpoints, self.layers, strict=True):
             for task, tp in layer.items():
                 row = {"layer": layer_of(h), "hookpoint": h, "task": task,
                        "labels": len(tp.labels)}
-                for k in self.ks:
-                    row[f"sae_k{k}"] = tp.mean_f1(method_name("sae", k))
-                if 5 in self.ks:
-                    row["neuron_k5"] = tp.mean_f1("neuron@5")
-                row["dense"] = tp.mean_f1("dense")
+                cols = {f"sae_k{k}": method_name("sae", k) for k in self.ks}
+                cols |= {"neuron_k5": "neuron@5"} if 5 in self.ks else {}
+                for suffix, metric in (("", "f1"), ("_bacc", "bacc"), ("_auroc", "auroc")):
+                    row |= {c + suffix: tp.mean_f1(m, metric) for c, m in
+                            (cols | {"dense": "dense"}).items()}
                 rows.append(row)
         return rows
 
     def save(self, path: Path | str) -> None:
         data = {"version": FORMAT_VERSION, "hookpoints": self.hookpoints, "ks": list(self.ks),
-                "sae_fingerprint": self.sae_fingerprint,
+                "sae_fingerprint": self.sae_fingerprint, "documents": self.documents,
                 "layers": [{t: asdict(tp) for t, tp in layer.items()} for layer in self.layers]}
         write_json(path, data, indent=None)
 
@@ -138,7 +152,7 @@ class ProbingResult:
             layers = [{t: TaskProbes(**tp) for t, tp in layer.items()}
                       for layer in data["layers"]]
             return cls(list(data["hookpoints"]), layers, tuple(data["ks"]),
-                       data["sae_fingerprint"])
+                       data["sae_fingerprint"], data.get("documents", {}))
         except (KeyError, TypeError, AttributeError) as err:
             raise CorruptFile(f"{path} is not a probing result ({err}); build it again") from err
 
@@ -160,10 +174,25 @@ def eligible_labels(label_N: Tensor, heldout_N: Tensor, names: list[str]) -> lis
 
 
 def compute_probing(firings: dict[str, LayerFirings], vocab: dict[str, list[str]], *,
-                    ks: tuple[int, ...] = KS, sae_fingerprint: str = "") -> ProbingResult:
-    """Probes for every layer of `firings` (firings.collect_firings)."""
+                    ks: tuple[int, ...] = KS, sae_fingerprint: str = "",
+                    documents: dict | None = None) -> ProbingResult:
+    """Probes for every layer of `firings` (firings.collect_firings), learned on their
+    tokens outside `heldout_N` and scored on those in it; `documents` says where the tokens
+    come from (ProbingResult.documents; default: the labelled pass's documents)."""
     layers = [probe_layer(f, vocab, ks) for f in firings.values()]
-    return ProbingResult(list(firings), layers, tuple(ks), sae_fingerprint)
+    return ProbingResult(list(firings), layers, tuple(ks), sae_fingerprint,
+                         documents if documents is not None else {"unseen_by_saes": False})
+
+
+def probe_unseen(run: LabelledPass, cache: str | None = None) -> ProbingResult:
+    """The probing product: probes learned and scored on the corpus documents the SAEs never
+    trained on (unseen.unseen_pass, one more pass of the model over them); on the labelled
+    pass's tokens when the atlas does not say what its SAEs trained on, or none is unseen."""
+    seen = unseen_pass(run.lm, run.saes, run.info, load_texts(run.info["corpus"]), cache=cache)
+    if seen is None:
+        return compute_probing(run.firings, run.vocab)
+    return compute_probing(seen.firings, seen.vocab, documents={
+        "unseen_by_saes": True, "documents": len(seen.documents), "tokens": seen.tokens})
 
 
 def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...] = KS
@@ -174,7 +203,7 @@ def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...
     tasks = [t for t in MAP_TASKS if t in f.labels]
     ids = {t: eligible_labels(f.labels[t], held, vocab[t]) for t in tasks}
     if not any(ids.values()):
-        return {t: TaskProbes([], [], {}, {}, []) for t in tasks}
+        return {t: TaskProbes([], [], {}, {}, [], {}) for t in tasks}
     y_LN = torch.cat([(f.labels[t][None, :] == torch.tensor(ids[t])[:, None]).float()
                       for t in tasks])
     learn = _Half(f, ~held, y_LN)
@@ -194,11 +223,12 @@ def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...
     ids_M, w_LM = dense_sample(learn.y_LN, DENSE_MAX_TOKENS, DENSE_PER_LABEL, gen)
     w_dense = fit_dense(learn.x_ND[ids_M], learn.y_LN[:, ids_M], w_LM)
     z["dense"] = (test.x_ND @ w_dense[:-1] + w_dense[-1]).T
-    f1 = {m: f1_scores(z_LN, test.y_LN) for m, z_LN in z.items()}
     tok_LM = balanced_sample(test.y_LN, AUROC_MAX_TOKENS, gen)
     y_LM = test.y_LN.gather(1, tok_LM)
-    auc = {m: auroc(z_LN.gather(1, tok_LM), y_LM) for m, z_LN in z.items()}
-    return _per_task(tasks, ids, vocab, test.y_LN, f1, auc, sae_LK)
+    scores = {"f1": {m: f1_scores(z_LN, test.y_LN) for m, z_LN in z.items()},
+              "auroc": {m: auroc(z_LN.gather(1, tok_LM), y_LM) for m, z_LN in z.items()},
+              "bacc": {m: balanced_accuracy(z_LN, test.y_LN) for m, z_LN in z.items()}}
+    return _per_task(tasks, ids, vocab, test.y_LN, scores, sae_LK)
 
 
 class _Half:
@@ -217,68 +247,35 @@ def _sparse_probes(learn: _Half, test: _Half, sae_LK: Tensor, neuron_LK: Tensor,
     the learn tokens per label (k in increasing order, each fit starting from the last)."""
     tok_LM = balanced_sample(learn.y_LN, SPARSE_MAX_TOKENS, gen)
     y_LM = learn.y_LN.gather(1, tok_LM)
-    inputs = {"sae": _latent_columns(learn.idx_NK, learn.vals_NK, sae_LK, tok_LM, d_sae),
+    inputs = {"sae": latent_columns(learn.idx_NK, learn.vals_NK, sae_LK, tok_LM, d_sae),
               "neuron": learn.x_ND[tok_LM[:, :, None], neuron_LK[:, None, :]]}
     z = {}
     for kind, cols_LK in (("sae", sae_LK), ("neuron", neuron_LK)):
         beta = None
         for k in sorted(ks):
-            w_Lk, b_L, beta = _fit_k(inputs[kind][:, :, :k], y_LM, beta)
+            w_Lk, b_L, beta = fit_k(inputs[kind][:, :, :k], y_LM, beta)
             if kind == "sae":
-                w_FL = _scatter(cols_LK[:, :k], w_Lk, d_sae)
+                w_FL = scatter_columns(cols_LK[:, :k], w_Lk, d_sae)
                 z_NL = torch.nn.functional.embedding_bag(
                     test.idx_NK, w_FL, per_sample_weights=test.vals_NK, mode="sum")
             else:
-                z_NL = test.x_ND @ _scatter(cols_LK[:, :k], w_Lk, test.x_ND.shape[1])
+                z_NL = test.x_ND @ scatter_columns(cols_LK[:, :k], w_Lk, test.x_ND.shape[1])
             z[f"{kind}@{k}"] = z_NL.T + b_L[:, None]
     return z
 
 
-def _fit_k(x_LMk: Tensor, y_LM: Tensor, init: Tensor | None):
-    """Probe weights on the raw columns ((L, k), (L,)) and on the standardised ones (the
-    warm start of the next k)."""
-    mean, std = standardiser(x_LMk, 1)
-    beta = fit_sparse((x_LMk - mean) / std, y_LM, init)
-    w_Lk = beta[:, :-1] / std.squeeze(1)
-    return w_Lk, beta[:, -1] - (w_Lk * mean.squeeze(1)).sum(1), beta
-
-
-def _scatter(cols_Lk: Tensor, w_Lk: Tensor, n_cols: int) -> Tensor:
-    """(n_cols, L) each label's weights in its own column, 0 on columns it does not use."""
-    n_labels, k = cols_Lk.shape
-    out = torch.zeros(n_cols, n_labels)
-    out.index_put_((cols_Lk.flatten(), torch.arange(n_labels).repeat_interleave(k)),
-                   w_Lk.flatten(), accumulate=True)
-    return out
-
-
-def _latent_columns(idx_NK: Tensor, vals_NK: Tensor, chosen_LK: Tensor, tok_LM: Tensor,
-                    d_sae: int) -> Tensor:
-    """(L, M, k) activations of each label's chosen latents on its sampled tokens (0 where
-    not firing): the union of the chosen latents made dense once, then gathered."""
-    union = chosen_LK.unique()
-    column = torch.full((d_sae,), -1, dtype=torch.long)
-    column[union] = torch.arange(len(union))
-    col_NK = column[idx_NK]
-    hit = (col_NK >= 0) & (vals_NK != 0)
-    rows = torch.arange(len(idx_NK))[:, None].expand_as(idx_NK)
-    dense_NU = torch.zeros(len(idx_NK), len(union))
-    dense_NU.index_put_((rows[hit], col_NK[hit]), vals_NK[hit], accumulate=True)
-    return dense_NU[tok_LM[:, :, None], column[chosen_LK][:, None, :]]
-
-
 def _per_task(tasks: list[str], ids: dict[str, list[int]], vocab: dict[str, list[str]],
-              y_held_LN: Tensor, f1: dict[str, Tensor], auc: dict[str, Tensor],
-              sae_LK: Tensor) -> LayerProbes:
-    """Split the stacked problems back into tasks, as plain lists."""
+              y_held_LN: Tensor, scores: dict[str, dict[str, Tensor]], sae_LK: Tensor
+              ) -> LayerProbes:
+    """Split the stacked problems back into tasks, as plain lists (`scores`: metric ->
+    method -> (L,))."""
     out, start = {}, 0
     support = y_held_LN.sum(1).long()
     for t in tasks:
         rows = slice(start, start + len(ids[t]))
         start += len(ids[t])
-        out[t] = TaskProbes(
-            [vocab[t][i] for i in ids[t]], support[rows].tolist(),
-            {m: [round(v, 4) for v in s[rows].tolist()] for m, s in f1.items()},
-            {m: [round(v, 4) for v in s[rows].tolist()] for m, s in auc.items()},
-            sae_LK[rows].tolist())
+        per = {metric: {m: [round(v, 4) for v in s[rows].tolist()] for m, s in by.items()}
+               for metric, by in scores.items()}
+        out[t] = TaskProbes([vocab[t][i] for i in ids[t]], support[rows].tolist(),
+                            per["f1"], per["auroc"], sae_LK[rows].tolist(), per["bacc"])
     return out

@@ -1,4 +1,5 @@
-"""The numerics of the probes: mean-difference selection, batched logistic fits, scores.
+"""The numerics of the probes: mean-difference selection, batched logistic fits, scores
+(F1, balanced accuracy, AUROC).
 
 Every function handles many independent binary problems at once ("labels", L of them), so
 a layer's probes are a few batched matrix products rather than a loop over labels. The
@@ -197,6 +198,18 @@ def f1_scores(z_LN: Tensor, y_LN: Tensor) -> Tensor:
     return 2 * tp / (2 * tp + wrong).clamp(min=1)
 
 
+def balanced_accuracy(z_LN: Tensor, y_LN: Tensor) -> Tensor:
+    """(L,) the mean of the recall of the positives and of the negatives, predicting positive
+    where the logit is > 0 (SAEBench's sparse-probing measure: 0.5 for a constant guess
+    whatever the base rate, 1 for a perfect probe). A class with no token counts as 0.5."""
+    pred = z_LN > 0
+    pos = y_LN > 0
+    n_pos, n_neg = pos.sum(1), (~pos).sum(1)
+    tpr = torch.where(n_pos > 0, (pred & pos).sum(1) / n_pos.clamp(min=1), 0.5)
+    tnr = torch.where(n_neg > 0, (~pred & ~pos).sum(1) / n_neg.clamp(min=1), 0.5)
+    return (tpr + tnr).float() / 2
+
+
 def auroc(z_LN: Tensor, y_LN: Tensor) -> Tensor:
     """(L,) area under the ROC curve: the chance a positive outscores a negative, ties
     counting half. One sort: each positive's count of negatives below and level with it
@@ -217,3 +230,36 @@ def auroc(z_LN: Tensor, y_LN: Tensor) -> Tensor:
     wins = ((2 * below + level).float() * pos).sum(1) / 2
     n_pos = pos.sum(1).float()
     return wins / (n_pos * (n - n_pos)).clamp(min=1)
+
+
+def fit_k(x_LMk: Tensor, y_LM: Tensor, init: Tensor | None):
+    """Probe weights on the raw columns ((L, k), (L,)) and on the standardised ones (the
+    warm start of the next k)."""
+    mean, std = standardiser(x_LMk, 1)
+    beta = fit_sparse((x_LMk - mean) / std, y_LM, init)
+    w_Lk = beta[:, :-1] / std.squeeze(1)
+    return w_Lk, beta[:, -1] - (w_Lk * mean.squeeze(1)).sum(1), beta
+
+
+def scatter_columns(cols_Lk: Tensor, w_Lk: Tensor, n_cols: int) -> Tensor:
+    """(n_cols, L) each label's weights in its own column, 0 on columns it does not use."""
+    n_labels, k = cols_Lk.shape
+    out = torch.zeros(n_cols, n_labels)
+    out.index_put_((cols_Lk.flatten(), torch.arange(n_labels).repeat_interleave(k)),
+                   w_Lk.flatten(), accumulate=True)
+    return out
+
+
+def latent_columns(idx_NK: Tensor, vals_NK: Tensor, chosen_LK: Tensor, tok_LM: Tensor,
+                    d_sae: int) -> Tensor:
+    """(L, M, k) activations of each label's chosen latents on its sampled tokens (0 where
+    not firing): the union of the chosen latents made dense once, then gathered."""
+    union = chosen_LK.unique()
+    column = torch.full((d_sae,), -1, dtype=torch.long)
+    column[union] = torch.arange(len(union))
+    col_NK = column[idx_NK]
+    hit = (col_NK >= 0) & (vals_NK != 0)
+    rows = torch.arange(len(idx_NK))[:, None].expand_as(idx_NK)
+    dense_NU = torch.zeros(len(idx_NK), len(union))
+    dense_NU.index_put_((rows[hit], col_NK[hit]), vals_NK[hit], accumulate=True)
+    return dense_NU[tok_LM[:, :, None], column[chosen_LK][:, None, :]]

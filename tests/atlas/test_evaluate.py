@@ -159,3 +159,75 @@ def test_built_atlas_writes_errors(tiny_atlas):
         assert m["ce_windows"] == 8  # the fixture holds out 8 windows: all of them
         assert math.isfinite(m["ce_recovered_se"]) and m["ce_recovered_se"] > 0
         assert m["kl"] > 0 and 0 < m["kl_se"] < m["kl"]
+
+
+def _identity_sae(lm: LM, h: str, scale: float = 1.0) -> Sae:
+    """A TopK SAE that reconstructs exactly (scale 1: x -> relu(x) - relu(-x) = x through
+    2 d latents with k = d) or outputs 0 (scale 0: its decoder is zero)."""
+    d = lm.d_model
+    sae = Sae(SaeConfig(d_in=d, d_sae=2 * d, k=d, hookpoint=h))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        sae.W_enc_SD.copy_(torch.cat([eye, -eye]))
+        sae.W_dec.copy_(scale * torch.cat([eye, -eye]))
+    return sae
+
+
+def _filled_loss(lm, ids, h, median, fill):
+    """The loss with the kept positions replaced by `fill`, every block recomputed."""
+    def splice(act):
+        keep = keep_mask(act, median, 10.0)
+        new = act.clone()
+        new[keep] = fill
+        return new
+
+    with torch.inference_mode(), edit_output(lm, h, splice):
+        return cross_entropy(lm.model(ids, use_cache=False).logits, ids)
+
+
+@pytest.mark.parametrize("h", ["layers.0", "layers.1"])  # the tiny MLP outputs barely matter
+def test_ce_recovered_against_zero_and_mean_ablation(h):
+    """A perfect SAE recovers 1 against both baselines; a zero SAE recovers 0 against zero
+    ablation, and against mean ablation (mean - zero) / (mean - clean), computed here from
+    whole-model forwards with the mean filled in."""
+    lm = tiny_lm()
+    torch.manual_seed(3)
+    ids = torch.randint(0, 16, (4, 12))
+    medians = {h: 1.0}
+    with torch.inference_mode():
+        from sae_core.hooks import run_captured
+        acts = run_captured(lm, ids, [h], bf16=False)[h]
+    keep = keep_mask(acts, 1.0, 10.0)
+    mean = acts[keep].double().mean(0).float()
+    perfect = ce_losses(lm, {h: _identity_sae(lm, h)}, ids, medians, bf16=False,
+                        means={h: mean})[h]
+    assert perfect["ce_recovered"] == pytest.approx(1.0, abs=1e-5)
+    assert perfect["ce_recovered_mean"] == pytest.approx(1.0, abs=1e-5)
+    zero = ce_losses(lm, {h: _identity_sae(lm, h, 0.0)}, ids, medians, bf16=False,
+                     means={h: mean})[h]
+    clean = cross_entropy(lm.model(ids, use_cache=False).logits, ids)
+    zeroed = _filled_loss(lm, ids, h, 1.0, 0.0)
+    meaned = _filled_loss(lm, ids, h, 1.0, mean)
+    assert zero["ce_recovered"] == pytest.approx(0.0, abs=1e-6)
+    assert zero["ce_mean_ablated"] == pytest.approx(meaned, rel=1e-5)
+    assert zero["ce_recovered_mean"] == pytest.approx(
+        ce_loss_recovered(clean, zeroed, meaned), abs=2e-4)  # fp32 losses, differenced
+    assert abs(zero["ce_recovered_mean"]) > 1e-3  # its own value, not 0
+
+
+def test_evaluation_records_the_tokens_it_leaves_out():
+    lm = tiny_lm()
+    torch.manual_seed(4)
+    ids = torch.randint(0, 16, (6, 12))
+    saes = _saes(lm, ["layers.1"])
+    with torch.inference_mode():
+        from sae_core.hooks import run_captured
+        acts = run_captured(lm, ids, ["layers.1"], bf16=True)["layers.1"]
+    norms = acts.float().norm(dim=-1)[:, 1:]
+    medians = {"layers.1": float(norms.median()) / 10}  # about half the tokens "massive"
+    got = evaluate_atlas(lm, saes, medians, ids, outlier_factor=10.0, ce_windows=2)["layers.1"]
+    assert got["left_out_first"] == 6
+    assert got["left_out_outliers"] == int((norms > 10 * medians["layers.1"]).sum()) > 20
+    assert got["heldout_tokens"] + got["left_out_first"] + got["left_out_outliers"] == ids.numel()
+    assert got["outlier_factor"] == 10.0
+    assert math.isfinite(got["ce_recovered_mean"]) and "ce_mean_ablated" in got

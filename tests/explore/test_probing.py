@@ -20,6 +20,7 @@ from sae_core.explore.probing import (
 from sae_core.explore.probing_fit import (
     L2,
     auroc,
+    balanced_accuracy,
     class_weights,
     f1_scores,
     fit_dense,
@@ -65,6 +66,7 @@ def test_a_planted_latent_is_chosen_and_an_unrelated_label_is_chance():
     assert planted.labels == ["A", "B"]  # C is half the tokens: above the base-rate maximum
     assert planted.latents[0][0] == 0
     assert planted.f1["sae@1"][0] > 0.95 and planted.auroc["sae@1"][0] > 0.99
+    assert planted.bacc["sae@1"][0] > 0.95 and set(planted.bacc) == set(planted.f1)
     assert planted.support == [int((pos[1::2] == i).sum()) for i in (0, 1)]
     # dep depends on nothing: every probe, even with 20 latents or all dims, is at chance
     assert unrelated.labels == ["A", "B"]
@@ -73,6 +75,7 @@ def test_a_planted_latent_is_chosen_and_an_unrelated_label_is_chance():
             assert abs(unrelated.auroc[method][i] - 0.5) < 0.08, method
             chance = 2 * rate * 0.5 / (rate + 0.5)  # F1 of predicting half the tokens
             assert unrelated.f1[method][i] < chance + 0.08, method
+            assert abs(unrelated.bacc[method][i] - 0.5) < 0.08, method
 
 
 def test_the_dense_probe_separates_a_direction_no_single_dim_carries():
@@ -140,6 +143,41 @@ def test_scores_match_their_definitions():
         assert abs(float(f1_scores(z, y)[row]) - want) < 1e-6
 
 
+def _midranks(values):
+    """1-based ranks, tied values sharing the mean of their ranks (by hand, no sort ties)."""
+    vals = values.tolist()
+    return [sum(1 for u in vals if u < v) + (1 + sum(1 for u in vals if u == v)) / 2
+            for v in vals]
+
+
+def test_auroc_is_the_mann_whitney_u_fraction_from_rank_sums():
+    """U = (sum of the positives' midranks) - n_pos (n_pos + 1) / 2, over n_pos n_neg."""
+    gen = torch.Generator().manual_seed(8)
+    z = torch.randint(-2, 3, (4, 30), generator=gen).float()  # many ties
+    y = (torch.rand(4, 30, generator=gen) < 0.3).float()
+    z[3] = y[3] * 2 - 1 + 0.1 * torch.arange(30)  # positives ahead, then some overtaken
+    for row in range(4):
+        ranks = _midranks(z[row])
+        n_pos = int(y[row].sum())
+        rank_sum = sum(r for r, t in zip(ranks, y[row].tolist(), strict=True) if t > 0)
+        u = rank_sum - n_pos * (n_pos + 1) / 2
+        want = u / (n_pos * (30 - n_pos))
+        assert abs(float(auroc(z, y)[row]) - want) < 1e-6
+    assert float(auroc(torch.tensor([[0.1, 0.9, 0.2, 0.8]]),
+                       torch.tensor([[0.0, 1.0, 0.0, 1.0]]))) == 1.0
+
+
+def test_balanced_accuracy_of_perfect_constant_and_planted_probes():
+    y = torch.tensor([[1.0, 1, 0, 0, 0, 0, 0, 0]]).expand(3, -1)
+    perfect = y * 2 - 1
+    assert balanced_accuracy(perfect, y).tolist() == [1.0] * 3
+    for constant in (1.0, -1.0):  # all positive or all negative: 0.5 at any base rate
+        assert balanced_accuracy(torch.full((3, 8), constant), y).tolist() == [0.5] * 3
+    z = torch.tensor([[1.0, -1, 1, 1, -1, -1, -1, -1]])  # recall 1/2, specificity 4/6
+    assert float(balanced_accuracy(z, y[:1])) == pytest.approx((1 / 2 + 4 / 6) / 2)
+    assert float(balanced_accuracy(-perfect[:1], y[:1])) == 0.0
+
+
 def test_rare_majority_and_sep_labels_are_skipped():
     heldout = torch.arange(400) % 2 == 1
     learn, held = torch.arange(0, 400, 2), torch.arange(1, 400, 2)
@@ -174,6 +212,12 @@ def test_a_result_round_trips_and_another_atlas_reads_as_none(tmp_path):
     assert again == result and again.table() == result.table()
     assert [row["layer"] for row in again.table()] == [0, 1]
     assert again.mean("dense") == result.mean("dense", 20)  # dense has no k
+    assert again.documents == {"unseen_by_saes": False}
+    row = again.table()[0]
+    assert {"sae_k5_bacc", "neuron_k5_auroc", "dense_bacc"} <= set(row)
+    assert row["sae_k1_bacc"] == again.layers[0]["pos"].mean_f1("sae@1", "bacc")
+    assert result.mean("sae", 1, "bacc") == pytest.approx(sum(
+        tp.mean_f1("sae@1", "bacc") for layer in result.layers for tp in layer.values()) / 2)
     ProbingResult(result.hookpoints, result.layers, result.ks, "other").save(
         tmp_path / PROBING_FILE)
     assert read_probing(tmp_path) is None
