@@ -4,8 +4,12 @@
 Hookpoints name the module whose *output* they read, as EleutherAI sparsify does:
 `layers.N` is the residual stream after block N (HF `hidden_states[N + 1]`),
 `layers.N.mlp` is block N's MLP output and `layers.N.attn` its attention output (the
-"sites" `resid`, `mlp` and `attn`). One hookpoint names a module's *input*: `layers.N.mlp_in`,
-what block N's MLP reads (after the pre-MLP norm), which transcoders encode (transcoder.py).
+"sites" `resid`, `mlp` and `attn`). Three hookpoints name a module's *input* (`INPUT_SITES`,
+read by a forward pre-hook): `layers.N.mlp_in`, what block N's MLP reads (after the pre-MLP
+norm), which transcoders encode (transcoder.py); `layers.N.attn_z`, what the attention's output
+projection (o_proj, c_proj, dense) reads: every head's output, head-major, n_heads x head_dim
+wide (TransformerLens `attn.hook_z` flattened); `layers.N.resid_mid`, the residual stream
+between attention and MLP (the pre-MLP norm's input).
 
 Massive activations (DESIGN.md): in SmolLM2 position 0 of every window, and a few other
 tokens, have residual norms 10-100x the layer's median and carry almost all the variance.
@@ -19,7 +23,9 @@ import re
 
 from torch import Tensor
 
-HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(?:\.(mlp_in|mlp|attn))?$")
+HOOKPOINT_RE = re.compile(r"^layers\.(\d+)(?:\.(mlp_in|mlp|attn_z|attn|resid_mid))?$")
+INPUT_SITES = ("mlp_in", "attn_z", "resid_mid")
+"""Sublayers read at a module's input (hooks.py), not at its output."""
 SITES = ("resid", "mlp", "attn")
 """Where in a block an SAE reads: the residual stream after it, its MLP or attention output."""
 OUTLIER_FACTOR = 10.0
@@ -28,12 +34,14 @@ OUTLIER_FACTOR = 10.0
 
 def parse_hookpoint(hookpoint: str) -> tuple[int, str]:
     """(layer, sublayer) of `layers.N` (sublayer "", falsy: the residual stream),
-    `layers.N.mlp` ("mlp"), `layers.N.attn` ("attn") or `layers.N.mlp_in` ("mlp_in", the MLP's
-    input); ValueError for anything else."""
+    `layers.N.mlp` ("mlp"), `layers.N.attn` ("attn"), `layers.N.mlp_in` ("mlp_in", the MLP's
+    input), `layers.N.attn_z` ("attn_z", o_proj's input) or `layers.N.resid_mid` ("resid_mid");
+    ValueError for anything else."""
     match = HOOKPOINT_RE.match(hookpoint) if isinstance(hookpoint, str) else None
     if not match:
         raise ValueError(f"unknown hookpoint {hookpoint!r}; use 'layers.N', 'layers.N.mlp', "
-                         "'layers.N.attn' or 'layers.N.mlp_in'")
+                         "'layers.N.attn', 'layers.N.mlp_in', 'layers.N.attn_z' or "
+                         "'layers.N.resid_mid'")
     return int(match.group(1)), match.group(2) or ""
 
 
@@ -50,7 +58,7 @@ def layer_of(hookpoint: str) -> int:
 
 def layer_name(hookpoint: str) -> str:
     """"12" for `layers.12`, "12 mlp" for `layers.12.mlp`, "12 attn" for `layers.12.attn`,
-    "12 mlp in" for `layers.12.mlp_in`."""
+    "12 mlp in" for `layers.12.mlp_in`, "12 attn z", "12 resid mid"."""
     layer, sub = parse_hookpoint(hookpoint)
     return f"{layer} {sub.replace('_', ' ')}" if sub else str(layer)
 

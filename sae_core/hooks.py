@@ -12,9 +12,10 @@ from threading import Lock, get_ident
 
 import torch
 
-from .activations import parse_hookpoint
-from .lm import LM, find_sublayer
+from .activations import INPUT_SITES, parse_hookpoint
+from .lm import LM
 from .precision import autocast
+from .sublayers import sublayer_output
 
 
 class _StopForward(Exception):
@@ -25,18 +26,20 @@ def output_tensor(output: object) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
+def _first_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    """A module's input tensor: its first positional argument, else its first keyword one."""
+    return args[0] if args else next(iter(kwargs.values()))
+
+
 def _on_site(lm: LM, hookpoint: str, fn) -> torch.utils.hooks.RemovableHandle:
     """Call `fn(tensor)` with what `hookpoint` reads in every forward: a module's output, or
-    for `layers.N.mlp_in` the input of block N's MLP module itself (not of a post-MLP norm),
-    through a forward pre-hook: every family calls its MLP on the normed residual."""
-    layer, sub = parse_hookpoint(hookpoint)
-    if sub == "mlp_in":
-        def pre_hook(_m, args, kwargs):
-            fn(args[0] if args else next(iter(kwargs.values())))
-        mlp = find_sublayer(lm.module_for(f"layers.{layer}"), "mlp")
-        return mlp.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    return lm.module_for(hookpoint).register_forward_hook(
-        lambda _m, _inp, out: fn(output_tensor(out)))
+    for an input site (`layers.N.mlp_in`, `.attn_z`, `.resid_mid`; sublayers.py) the input of
+    the module lm.module_for names, through a forward pre-hook."""
+    module = lm.module_for(hookpoint)
+    if parse_hookpoint(hookpoint)[1] in INPUT_SITES:
+        return module.register_forward_pre_hook(
+            lambda _m, args, kwargs: fn(_first_arg(args, kwargs)), with_kwargs=True)
+    return module.register_forward_hook(lambda _m, _inp, out: fn(output_tensor(out)))
 
 
 @contextmanager
@@ -90,22 +93,66 @@ def run_captured(
 
 @contextmanager
 def edit_output(lm: LM, hookpoint: str, fn) -> Iterator[None]:
-    """Replace `hookpoint`'s output with `fn(output)` for every forward inside the block
-    (in this thread)."""
+    """Replace what `hookpoint` reads with `fn(it)` for every forward inside the block (in
+    this thread): a module's output; for `attn_z` and `mlp_in` the input of the module
+    (o_proj, the MLP); for `resid_mid` the attention's contribution, so that the residual
+    stream itself (not only the MLP's view of it) carries the edit (`_edit_resid_mid`)."""
     owner = get_ident()
+    layer, sub = parse_hookpoint(hookpoint)
+    if sub == "resid_mid":
+        with _edit_resid_mid(lm, layer, fn, owner):
+            yield
+        return
 
     def hook(_m, _inp, out):
         if get_ident() != owner:
             return None
-        if isinstance(out, tuple):
-            return (fn(out[0]), *out[1:])
-        return fn(out)
+        return _with_tensor(out, fn(output_tensor(out)))
 
-    handle = lm.module_for(hookpoint).register_forward_hook(hook)
+    def pre_hook(_m, args, kwargs):
+        if get_ident() != owner:
+            return None
+        if args:
+            return (fn(args[0]), *args[1:]), kwargs
+        key = next(iter(kwargs))
+        return args, kwargs | {key: fn(kwargs[key])}
+
+    module = lm.module_for(hookpoint)
+    handle = (module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+              if sub in INPUT_SITES else module.register_forward_hook(hook))
     try:
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def _edit_resid_mid(lm: LM, layer: int, fn, owner: int) -> Iterator[None]:
+    """resid_mid = the block's input + what attention adds; the edit adds
+    fn(resid_mid) - resid_mid to the attention's contribution (its post-norm's output in
+    gemma), so both the residual stream and the pre-MLP norm see fn(resid_mid)."""
+    block = lm.layers[layer]
+    lm.module_for(f"layers.{layer}.resid_mid")  # a clear error for parallel blocks
+    seen: list[torch.Tensor] = []
+
+    def block_in(_m, args, kwargs):
+        if get_ident() == owner:
+            seen[:] = [_first_arg(args, kwargs)]
+
+    def attn_out(_m, _inp, out):
+        if get_ident() != owner:
+            return None
+        added = output_tensor(out)
+        mid = seen[0] + added
+        return _with_tensor(out, added + (fn(mid) - mid).to(added.dtype))
+
+    handles = [block.register_forward_pre_hook(block_in, with_kwargs=True),
+               sublayer_output(block, "attn").register_forward_hook(attn_out)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _with_tensor(like: object, tensor: torch.Tensor) -> object:

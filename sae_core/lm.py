@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -20,6 +20,7 @@ from transformers import (
 
 from .activations import parse_hookpoint
 from .precision import resolve_device
+from .sublayers import find_sublayer, in_width, site_module, through_projection  # noqa: F401
 
 EMBEDDED = "embedded"
 """`embedded` is the default embedded model; `embedded:<key>` names one (EMBEDDED_MODELS)."""
@@ -109,17 +110,29 @@ class LM:
         return [f"layers.{i}" for i in range(self.n_layers)]
 
     def module_for(self, hookpoint: str) -> nn.Module:
-        """The module whose output is `hookpoint` (for `layers.N.mlp_in`: the MLP, whose
-        *input* it is); a clear error for unknown names."""
+        """The module whose output is `hookpoint` (for an input site, activations.INPUT_SITES,
+        the one whose *input* it is: sublayers.py); a clear error for unknown names."""
         layer, sub = parse_hookpoint(hookpoint)
         if not 0 <= layer < self.n_layers:
             raise ValueError(
                 f"layer {layer} out of range: {self.name} has layers 0..{self.n_layers - 1}"
             )
         block = self.layers[layer]
-        if not sub:
-            return block
-        return find_sublayer(block, "mlp") if sub == "mlp_in" else sublayer_output(block, sub)
+        return site_module(block, sub, self.model.config) if sub else block
+
+    def width_of(self, hookpoint: str) -> int:
+        """Width of the vectors `hookpoint` reads: d_model, or n_heads x head_dim for
+        `layers.N.attn_z` (the output projection's input; Gemma's differs from d_model)."""
+        module = self.module_for(hookpoint)
+        return in_width(module) if hookpoint.endswith(".attn_z") else self.d_model
+
+    def to_residual(self, hookpoint: str, directions_ND: Tensor) -> Tensor:
+        """(n, d_model) directions read at `hookpoint` as the residual stream gets them: an
+        `attn_z` direction through the output projection (before gemma's post-norm, a
+        linear approximation there); the others as they are."""
+        if hookpoint.endswith(".attn_z"):
+            return through_projection(self.module_for(hookpoint), directions_ND)
+        return directions_ND
 
     def chat_prompt(self, user_text: str) -> str:
         """Wrap text in the chat template for instruct models; plain text otherwise."""
@@ -141,36 +154,6 @@ def find_layers(model: nn.Module) -> nn.ModuleList:
     if not candidates:
         raise ValueError(f"could not find a list of {n} blocks in {type(model).__name__}")
     return min(candidates, key=lambda c: c[0].count("."))[1]  # outermost list of blocks
-
-
-SUBLAYER_NAMES = {"mlp": ("mlp", "feed_forward", "ffn"),
-                  "attn": ("self_attn", "attn", "attention", "self_attention")}
-"""What the MLP and attention of a block are called across families (llama, gpt2,
-gpt-neox, ...)."""
-
-
-def find_sublayer(block: nn.Module, sub: str) -> nn.Module:
-    """The block's MLP (`mlp`) or attention (`attn`) module itself."""
-    for name in SUBLAYER_NAMES[sub]:
-        if isinstance(getattr(block, name, None), nn.Module):
-            return getattr(block, name)
-    raise ValueError(f"no {sub} submodule in {type(block).__name__}")
-
-
-POST_NORMS = {"mlp": "post_feedforward_layernorm", "attn": "post_attention_layernorm"}
-"""Blocks with a norm after the MLP and after attention (gemma2, gemma3, olmo2) add these
-norms' outputs to the residual stream. There `post_attention_layernorm` normalises the
-attention output; in llama, qwen and gpt-neox the same name is the norm *before* the MLP."""
-
-
-def sublayer_output(block: nn.Module, sub: str) -> nn.Module:
-    """The module whose output is what the block's MLP (`mlp`) or attention (`attn`) adds to
-    the residual stream: the sublayer itself, or its post-norm in blocks that have one (as
-    TransformerLens's `hook_mlp_out` and Gemma Scope 2's `mlp_out`, which reads
-    `post_feedforward_layernorm.output`)."""
-    if isinstance(getattr(block, POST_NORMS["mlp"], None), nn.Module):
-        return getattr(block, POST_NORMS[sub])
-    return find_sublayer(block, sub)
 
 
 def gguf_dir(package: str = GGUF_PACKAGE) -> str | None:

@@ -28,7 +28,7 @@ from .topk import topk_sorted
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
 SAELENS_HOOKS = {"": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out",
-                 "mlp_in": "hook_mlp_in"}
+                 "mlp_in": "hook_mlp_in", "attn_z": "attn.hook_z", "resid_mid": "hook_resid_mid"}
 """TransformerLens hook names of our sites (residual, MLP output, attention output)."""
 
 

@@ -157,7 +157,8 @@ def hub_load(source: str, sae_ids: str, model: str, name: str, current: str | No
             progress(0.0, desc=f"loading the model {model}")
             out, warns = load_pretrained_atlas(
                 source, sae_ids, model=model, lm=session.model(model), name=name or None,
-                token=public.hub_token(policy), report=lambda msg, frac: progress(frac, desc=msg))
+                token=public.hub_token(policy), public=policy.public,  # pickles: allow list
+                report=lambda msg, frac: progress(frac, desc=msg))
         except (HubError, ValueError, FileNotFoundError, RuntimeError) as err:
             raise gr.Error(str(err)) from err
         for warning in warns:

@@ -192,10 +192,9 @@ def check_fits(saes: dict[str, Sae], lm: LM) -> None:
     """A clear error when SAEs were made for activations of another width."""
     for h, sae in saes.items():
         lm.module_for(h)
-        if sae.cfg.d_in != lm.d_model:
-            raise ValueError(
-                f"SAE for {h} reads d_in={sae.cfg.d_in} but {lm.name} has d_model={lm.d_model}"
-            )
+        if sae.cfg.d_in != (width := lm.width_of(sae.cfg.reads)):
+            raise ValueError(f"SAE for {h} reads d_in={sae.cfg.d_in} but {lm.name} has "
+                             f"width {width} at {sae.cfg.reads}")
 
 
 def to_device(saes: dict[str, Sae], device: torch.device | str) -> dict[str, Sae]:

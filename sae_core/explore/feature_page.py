@@ -207,7 +207,8 @@ def feature_page(loaded_atlas: LoadedAtlas, hookpoint: str, feature: int) -> Fea
     samples = tuple(_snippet(index, tok, int(t), float(v), a, q)
                     for t, v, a, q in zip(row["q_tok"], row["q_val"], row["q_acts"],
                                           index.cfg.quantiles, strict=True) if t >= 0)
-    lens = logit_lens(loaded.lm, loaded.saes[hookpoint].W_dec[f].detach(), N_LOGITS)
+    row_1D = loaded.saes[hookpoint].W_dec[f:f + 1].detach()  # attn_z: through o_proj
+    lens = logit_lens(loaded.lm, loaded.lm.to_residual(hookpoint, row_1D)[0], N_LOGITS)
 
     def named(ids, vals):
         return tuple((tok.decode([int(i)]), round(float(v), 3))

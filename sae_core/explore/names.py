@@ -271,7 +271,8 @@ def _layer_names(lm: LM, sae: Sae, f: LayerFirings, tasks: list[str],
     tokens_F3 = token_evidence(learn, f.d_sae)
     ev = Evidence(tokens_F3, *label_evidence(learn, n_labels, f.d_sae))
     score = name_scores(learn, held, n_labels, ev)
-    promotes_F3 = promoted_tokens(lm, sae.W_dec.detach(), score.rule_F > 0, w_VD)
+    w_dec = lm.to_residual(sae.cfg.hookpoint, sae.W_dec.detach())  # attn_z: through o_proj
+    promotes_F3 = promoted_tokens(lm, w_dec, score.rule_F > 0, w_VD)
     support = torch.bincount(torch.cat([learn.feat_P, held.feat_P]), minlength=f.d_sae)
     return {"tokens": tokens_F3, "task": ev.task_F, "label": ev.label_F,
             "promotes": promotes_F3, "rule": score.rule_F,

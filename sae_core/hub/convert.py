@@ -1,16 +1,12 @@
 """What every converter shares: where an SAE came from, its hook -> our hookpoint, tensor
 checks, and an `Sae` that holds the loaded tensors themselves.
 
-Hook names map onto our hookpoints, which name module *outputs*:
-  SAELens  blocks.N.hook_resid_post -> layers.N, blocks.N.hook_resid_pre -> layers.{N-1},
-           blocks.N.hook_mlp_out -> layers.N.mlp, blocks.N.hook_attn_out -> layers.N.attn
-  sparsify layers.N -> layers.N, layers.N.mlp -> layers.N.mlp, layers.N.self_attn ->
-           layers.N.attn (module names, like ours)
+Hook names map onto our hookpoints in hook_names.py (TransformerLens names of SAELens and
+module names of sparsify).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -20,17 +16,7 @@ from torch import Tensor, nn
 from ..config import SaeConfig
 from ..sae import Sae
 from .fetch import HubError
-
-TL_HOOK_RE = re.compile(
-    r"^blocks\.(\d+)\.(hook_resid_post|hook_resid_pre|hook_mlp_out|hook_attn_out)$")
-MODULE_RE = re.compile(r"^(?:model\.|transformer\.|gpt_neox\.)?(?:layers|h)\.(\d+)"
-                       r"(?:\.(mlp|self_attn|attn|attention))?$")
-OTHER_HOOK_RE = re.compile(r"^(?:hook_embed|blocks\.\d+\.attn\.hook_z)$")
-"""Hooks the suites read that have no hookpoint here (named, so the error says so)."""
-SUPPORTED_HOOKS = ("blocks.N.hook_resid_post, blocks.N.hook_resid_pre (N >= 1), "
-                   "blocks.N.hook_mlp_out, blocks.N.hook_attn_out (SAELens); layers.N, "
-                   "layers.N.mlp, layers.N.self_attn (sparsify)")
-TL_SUFFIX = {"hook_resid_post": "", "hook_mlp_out": ".mlp", "hook_attn_out": ".attn"}
+from .hook_names import hook_of, is_hook_name
 
 
 @dataclass(frozen=True)
@@ -52,8 +38,7 @@ class Where:
     @property
     def given_hook(self) -> str:
         """The caller's hook when it is a hook name (release SAE ids often are not)."""
-        known = TL_HOOK_RE, MODULE_RE, OTHER_HOOK_RE
-        return self.hook if any(r.match(self.hook) for r in known) else ""
+        return self.hook if is_hook_name(self.hook) else ""
 
 
 class Converted(NamedTuple):
@@ -63,22 +48,13 @@ class Converted(NamedTuple):
 
 
 def hookpoint_of(hook: str) -> str:
-    """Our hookpoint for a TransformerLens hook name or a module name."""
-    if m := TL_HOOK_RE.match(hook):
-        layer, kind = int(m.group(1)), m.group(2)
-        if kind == "hook_resid_pre":
-            if layer == 0:
-                raise HubError(f"{hook} reads the token embeddings, which have no hookpoint here "
-                               f"(supported: {SUPPORTED_HOOKS})")
-            return f"layers.{layer - 1}"
-        return f"layers.{layer}" + TL_SUFFIX[kind]
-    if m := MODULE_RE.match(hook):
-        sub = m.group(2)
-        return f"layers.{m.group(1)}" + ("" if not sub else ".mlp" if sub == "mlp" else ".attn")
-    if hook == "hook_embed":
-        raise HubError(f"{hook} reads the token embeddings, which have no hookpoint here "
-                       f"(supported: {SUPPORTED_HOOKS})")
-    raise HubError(f"hook {hook!r} has no hookpoint here (supported: {SUPPORTED_HOOKS})")
+    """Our hookpoint for an SAE's TransformerLens hook name or module name (the map lives in
+    hook_names.hook_of); a transcoder's input hook is refused here (transcoders.py)."""
+    found = hook_of(hook)
+    if found.hookpoint_in:
+        raise HubError(f"{hook} is what a transcoder reads (the MLP's input, predicting "
+                       f"{found.hookpoint}): load it as a transcoder")
+    return found.hookpoint
 
 
 def take(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...], what: str) -> Tensor:

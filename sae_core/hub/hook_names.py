@@ -1,5 +1,17 @@
 """Where each public SAE suite's SAEs read, in its own names, mapped onto our hookpoints
-(activations.py; SAELens's TransformerLens names map in formats.hookpoint_of).
+(activations.py): the one home of these maps (convert.hookpoint_of and releases.py call
+`hook_of`).
+
+- TransformerLens names (SAELens's `hook_name`, the release table's hooks): `hook_resid_post`
+  -> layers.N, `hook_resid_pre` -> layers.{N-1}, `hook_mlp_out` -> layers.N.mlp,
+  `hook_attn_out` -> layers.N.attn, `attn.hook_z` -> layers.N.attn_z (o_proj's input,
+  heads x head_dim, head-major as TransformerLens flattens (head, d_head)),
+  `hook_resid_mid` -> layers.N.resid_mid. What a block's MLP reads, as the transcoder suites
+  name it (`hook_mlp_in` in Gemma Scope 2, whose config.json says
+  `pre_feedforward_layernorm.output`; `ln2.hook_normalized` in Gemma Scope; `mlp.hook_in` in
+  mwhanna's), is a transcoder's input: layers.N.mlp_in, predicting layers.N.mlp.
+- Module names (sparsify): `layers.N`, `layers.N.mlp`, `layers.N.self_attn` (with or without
+  `model.` / `transformer.` / `gpt_neox.`; `h.N` for gpt2).
 
 Our `layers.N.mlp` / `layers.N.attn` are what the MLP / attention adds to the residual stream:
 in gemma2 and gemma3 blocks that is the output of the norm after the sublayer
@@ -13,9 +25,9 @@ in gemma2 and gemma3 blocks that is the output of the norm after the sublayer
   attention output, MLP output); R1-Distill: `<run>/L{L}R`.
 - Qwen Scope (Qwen 3, 3.5): `layer{L}.sae.pt`, the residual after block L (`model.layers.L`).
 
-Refused with the reason: attention SAEs of both Gemma Scopes read the attention's `o_proj`
-input (TransformerLens `attn.hook_z`, heads x head_dim wide), which has no hookpoint here;
-token-embedding SAEs (`embedding/`); cross-layer transcoders (`clt/`).
+Attention SAEs of both Gemma Scopes read the attention's `o_proj` input (`attn.hook_z`):
+layers.N.attn_z. Refused with the reason: token-embedding SAEs (`embedding/`, `hook_embed`,
+`blocks.0.hook_resid_pre`); cross-layer transcoders (`clt/`).
 """
 
 from __future__ import annotations
@@ -25,8 +37,19 @@ from typing import NamedTuple
 
 from .fetch import HubError
 
-HOOK_Z = ("reads the attention's o_proj input (TransformerLens attn.hook_z, heads x head_dim "
-          "wide), which has no hookpoint here; attention *outputs* are layers.N.attn")
+EMBED = "reads the token embeddings, which have no hookpoint here"
+TL_SITES = {"hook_resid_post": "", "hook_mlp_out": ".mlp", "hook_attn_out": ".attn",
+            "attn.hook_z": ".attn_z", "hook_resid_mid": ".resid_mid"}
+TL_MLP_INPUTS = ("hook_mlp_in", "mlp.hook_in", "ln2.hook_normalized")
+"""What a block's MLP reads, in the transcoder suites' TransformerLens names."""
+TL_RE = re.compile(r"^blocks\.(\d+)\.([\w.]+)$")
+MODULE_RE = re.compile(r"^(?:model\.|transformer\.|gpt_neox\.)?(?:layers|h)\.(\d+)"
+                       r"(?:\.(mlp|self_attn|attn|attention))?$")
+SUPPORTED_HOOKS = ("blocks.N.hook_resid_post, blocks.N.hook_resid_pre (N >= 1), "
+                   "blocks.N.hook_resid_mid, blocks.N.hook_mlp_out, blocks.N.hook_attn_out, "
+                   "blocks.N.attn.hook_z; a transcoder's blocks.N.hook_mlp_in / mlp.hook_in / "
+                   "ln2.hook_normalized to blocks.N.hook_mlp_out (SAELens); layers.N, "
+                   "layers.N.mlp, layers.N.self_attn (sparsify)")
 
 
 class SuiteHook(NamedTuple):
@@ -42,9 +65,46 @@ def _transcoder(layer: int) -> SuiteHook:
     return SuiteHook(f"layers.{layer}.mlp", f"layers.{layer}.mlp_in")
 
 
+def is_hook_name(name: str) -> bool:
+    """Whether `name` is a hook name (TransformerLens or module), not a folder or SAE id."""
+    return bool(TL_RE.match(name) or MODULE_RE.match(name) or name == "hook_embed")
+
+
+def _tl_site(layer: int, site: str, hook: str) -> SuiteHook:
+    if site == "hook_resid_pre":
+        if layer == 0:
+            raise HubError(f"{hook} {EMBED} (supported: {SUPPORTED_HOOKS})")
+        return SuiteHook(f"layers.{layer - 1}")
+    if site in TL_MLP_INPUTS:
+        return _transcoder(layer)
+    if site in TL_SITES:
+        return SuiteHook(f"layers.{layer}{TL_SITES[site]}")
+    raise HubError(f"hook {hook!r} has no hookpoint here (supported: {SUPPORTED_HOOKS})")
+
+
+def hook_of(hook: str, hook_out: str = "") -> SuiteHook:
+    """Where an SAE with TransformerLens or module hook `hook` reads; for a transcoder
+    (`hook_out`, SAELens's `hook_name_out`, or a hook that names the MLP's input) what it
+    reads and predicts. HubError with the reason when that has no hookpoint here."""
+    if hook == "hook_embed":
+        raise HubError(f"{hook} {EMBED} (supported: {SUPPORTED_HOOKS})")
+    if m := MODULE_RE.match(hook or ""):
+        sub = m.group(2)
+        return SuiteHook(f"layers.{m.group(1)}" + ("" if not sub else ".mlp" if sub == "mlp"
+                                                   else ".attn"))
+    if not (m := TL_RE.match(hook or "")):
+        raise HubError(f"hook {hook!r} has no hookpoint here (supported: {SUPPORTED_HOOKS})")
+    found = _tl_site(int(m.group(1)), m.group(2), hook)
+    if hook_out and (not found.hookpoint_in or hook_out != f"blocks.{m.group(1)}.hook_mlp_out"):
+        raise HubError(f"a transcoder from {hook} to {hook_out} is not supported (only from "
+                       "a block's MLP input to its own MLP output)")
+    return found
+
+
 GEMMA_SCOPE_2_RE = re.compile(
     r"^(resid_post|mlp_out|attn_out|transcoder|clt)(?:_all)?/layer_(\d+)_width_\w+$")
-GEMMA_SCOPE_RE = re.compile(r"^(?:layer_(\d+)|embedding)/width_\w+/average_l0_\d+$")
+GEMMA_SCOPE_RE = re.compile(
+    r"^(?:layer_(\d+)|embedding)/width_\w+/(?:average_l0_\d+|canonical)$")
 LLAMA_SCOPE_RE = re.compile(r"(?:^|[/-])L(\d+)([RAM])(?:-\d+x)?$")
 QWEN_SCOPE_RE = re.compile(r"^layer(\d+)\.sae\.pt$")
 
@@ -56,7 +116,7 @@ def gemma_scope_2_hook(path: str) -> SuiteHook:
         raise HubError(f"{path!r} is no Gemma Scope 2 folder (site/layer_L_width_W_l0_S)")
     site, layer = m.group(1), int(m.group(2))
     if site == "attn_out":
-        raise HubError(f"Gemma Scope 2 {path}: {HOOK_Z}")
+        return SuiteHook(f"layers.{layer}.attn_z")
     if site == "clt":
         raise HubError(f"Gemma Scope 2 {path}: cross-layer transcoders are not supported")
     if site == "transcoder":
@@ -72,11 +132,10 @@ def gemma_scope_hook(repo_id: str, path: str) -> SuiteHook:
         raise HubError(f"{repo_id} {path!r} is no Gemma Scope SAE (google/gemma-scope-<model>-"
                        "{res,mlp,att,transcoders}, layer_L/width_W/average_l0_X)")
     if m.group(1) is None:
-        raise HubError(f"Gemma Scope {path}: it reads the token embeddings, which have no "
-                       "hookpoint here")
+        raise HubError(f"Gemma Scope {path}: it {EMBED}")
     layer = int(m.group(1))
     if site == "att":
-        raise HubError(f"Gemma Scope {repo_id}: {HOOK_Z}")
+        return SuiteHook(f"layers.{layer}.attn_z")
     if site == "transcoders":
         return _transcoder(layer)
     return SuiteHook(f"layers.{layer}" + (".mlp" if site == "mlp" else ""))
@@ -101,7 +160,8 @@ def qwen_scope_hook(path: str) -> SuiteHook:
 HF_SITES = {"": "", "output": "", "mlp": ".mlp", "mlp.output": ".mlp",
             "post_feedforward_layernorm.output": ".mlp", "self_attn": ".attn",
             "self_attn.output": ".attn", "mlp.input": ".mlp_in",
-            "pre_feedforward_layernorm.output": ".mlp_in"}
+            "pre_feedforward_layernorm.output": ".mlp_in", "self_attn.o_proj.input": ".attn_z",
+            "pre_feedforward_layernorm.input": ".resid_mid"}
 """HF module names (after `model.layers.N.`) and our sublayer. In gemma blocks `mlp.output`
 comes before the post-norm that our `.mlp` reads; the Gemma suites name that norm."""
 
@@ -113,14 +173,11 @@ def hf_hookpoint(name: str) -> str:
     layers.5.mlp, `....pre_feedforward_layernorm.output` -> layers.5.mlp_in."""
     parts = name.removeprefix("model.").split(".") if isinstance(name, str) else []
     rest = ".".join(parts[2:])
-    if len(parts) >= 2 and parts[0] == "layers" and parts[1].isdigit():
-        if rest in HF_SITES:
-            return f"layers.{int(parts[1])}{HF_SITES[rest]}"
-        if rest == "self_attn.o_proj.input":
-            raise HubError(f"{name}: {HOOK_Z}")
+    if len(parts) >= 2 and parts[0] == "layers" and parts[1].isdigit() and rest in HF_SITES:
+        return f"layers.{int(parts[1])}{HF_SITES[rest]}"
     raise HubError(f"HF hook {name!r} has no hookpoint here (supported: model.layers.N[.output], "
                    "its mlp / post_feedforward_layernorm output, self_attn output, "
-                   "pre_feedforward_layernorm output or mlp input)")
+                   "pre_feedforward_layernorm output or input, mlp input, o_proj input)")
 
 
 def suite_hook(repo_id: str, path: str) -> SuiteHook:

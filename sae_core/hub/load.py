@@ -43,6 +43,7 @@ from .formats import (
     fold_input_scale,
 )
 from .registry import RELEASES, Release, same_model
+from .releases import loadable_ids
 from .suites_pickle import detect_pickle
 from .torch_weights import PICKLE_SUFFIXES, check_pickle_policy, read_torch
 
@@ -175,9 +176,9 @@ def check_model(sae: Sae, lm: LM, what: str) -> str | None:
     except ValueError as err:
         raise HubError(f"{what} ({sae.cfg.hookpoint}): {err}") from err
     trained_for = sae.cfg.model_name or "an unnamed model"
-    if sae.cfg.d_in != lm.d_model:
+    if sae.cfg.d_in != (width := lm.width_of(sae.cfg.reads)):
         raise HubError(f"{what} reads vectors of width {sae.cfg.d_in} but {lm.name} has "
-                       f"d_model={lm.d_model}: it was trained for {trained_for}")
+                       f"width {width} at {sae.cfg.reads}: it was trained for {trained_for}")
     if not same_model(sae.cfg.model_name, lm.name):
         return (f"{what} was trained for {trained_for}, not {lm.name}: only the weights' "
                 "shape fits, so features may read the activations differently")
@@ -185,7 +186,8 @@ def check_model(sae: Sae, lm: LM, what: str) -> str | None:
 
 
 def parse_ids(sae_ids: str | Sequence[str], release: Release | None) -> list[str]:
-    """A list, or a comma-separated string; "all" means every SAE of a registry release."""
+    """A list, or a comma-separated string; "all" means every SAE of a registry release that
+    the app can load (releases.verdict: the others are left out, e.g. embedding SAEs)."""
     if isinstance(sae_ids, str):
         sae_ids = sae_ids[:MAX_IDS_CHARS + 1].split(",")
     if not isinstance(sae_ids, list | tuple) or not all(isinstance(s, str) for s in sae_ids) \
@@ -197,7 +199,7 @@ def parse_ids(sae_ids: str | Sequence[str], release: Release | None) -> list[str
     if ids == ["all"]:
         if release is None:
             raise HubError("'all' needs a release from the registry; name the SAE folders")
-        return release.sae_ids
+        return loadable_ids(release, [], every=True)
     if not ids:
         raise HubError("name at least one SAE id or hookpoint (folder in the repo)")
     return ids

@@ -1,7 +1,8 @@
 """Which releases of the table the app can load, and why not the others.
 
 Decided at run time, from the converters that exist then (`formats.CONVERTERS`) and the
-hooks `formats.hookpoint_of` maps: the table (registry.py) only says what each SAE is.
+hooks `hook_names.hook_of` maps (an SAE's hook, or a transcoder's hook and `hook_out`): the
+table (registry.py) only says what each SAE is.
 Also the choices the SAEs tab offers (model, release, layer, search) and Neuronpedia links.
 """
 
@@ -13,7 +14,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from .fetch import HubError
-from .formats import CONVERTERS, hookpoint_of
+from .formats import CONVERTERS
+from .hook_names import hook_of
 from .registry import RELEASES, Release, SaeEntry
 
 CLT_LAYOUTS = ("mntss_clt_layer_transcoder",)
@@ -40,9 +42,10 @@ def sae_verdict(release: Release, sae: SaeEntry, layouts: Collection[str]) -> st
     if not sae.hook:
         return "the table names no hook"
     try:
-        hookpoint_of(sae.hook)
+        hook_of(sae.hook, sae.hook_out)
     except HubError:
-        return f"hook {LAYER_NUMBER.sub('.N.', sae.hook + '.')[:-1]} has no hookpoint here"
+        hooks = sae.hook + (f" -> {sae.hook_out}" if sae.hook_out else "")
+        return f"hook {LAYER_NUMBER.sub('.N.', hooks + '.')[:-1]} has no hookpoint here"
     return ""
 
 

@@ -3,6 +3,8 @@ SAELens 6.54.12 reads it (`sae_lens/loading/pretrained_sae_loaders.py`). Sizes c
 tensors' shapes, never from repo or folder names; names give only what files do not say
 (the hook, the model).
 
+Where each SAE reads comes from hook_names.py (the release's hook, else the suite's folder).
+
 - gemma_2 (Gemma Scope): `params.npz`, W_enc [d, S], W_dec [S, d], b_enc, b_dec, threshold;
   JumpReLU, b_dec not subtracted; `embedding/` folders: W_enc / sqrt(d), W_dec * sqrt(d).
 - gemma_3 (Gemma Scope 2): `params.safetensors` (w_enc, w_dec, b_enc, b_dec, threshold) +
@@ -26,16 +28,7 @@ from torch import Tensor
 from ..config import SaeConfig
 from .convert import Converted, Where, build_sae, hookpoint_of, shape_of, take
 from .fetch import HubError
-
-GEMMA_2_SITES = {"res": "hook_resid_post", "mlp": "hook_mlp_out"}
-GEMMA_3_SITES = {"resid_post": "hook_resid_post", "mlp_out": "hook_mlp_out"}
-LAYER_RE = r"layer_(\d+)"
-
-
-def _layer(pattern: str, text: str, what: str) -> int:
-    if not (m := re.search(pattern, text)):
-        raise HubError(f"{what}: no layer number in {text!r} (and no hook given)")
-    return int(m.group(1))
+from .hook_names import gemma_scope_2_hook, gemma_scope_hook
 
 
 def _no_transcoder(where: Where) -> None:
@@ -44,21 +37,14 @@ def _no_transcoder(where: Where) -> None:
                        "hookpoint): load it as a transcoder")
 
 
-def gemma_2_hook(where: Where) -> str:
-    """The TransformerLens hook of a Gemma Scope folder: the site from the repo name
-    (`gemma-scope-2b-pt-res`), the layer from the folder (`layer_5/width_16k/...`)."""
+def gemma_2_hookpoint(where: Where) -> str:
+    """Where a Gemma Scope SAE reads: its hook when given, else the site from the repo name
+    (`gemma-scope-2b-pt-res`) and the layer from the folder (`layer_5/width_16k/...`), as
+    hook_names.gemma_scope_hook maps them (`-att`: o_proj's input, layers.N.attn_z)."""
     _no_transcoder(where)
     if where.given_hook:
-        return where.given_hook
-    site = where.repo_id.rsplit("-", 1)[-1]
-    if "embedding" in where.path:
-        return "hook_embed"
-    if site == "att":
-        raise HubError(f"{where.what} reads attention head outputs (hook_z), which have no "
-                       "hookpoint here")
-    if site not in GEMMA_2_SITES:
-        raise HubError(f"{where.what}: no Gemma Scope site (res, mlp, att) in the repo name")
-    return f"blocks.{_layer(LAYER_RE, where.path, where.what)}.{GEMMA_2_SITES[site]}"
+        return hookpoint_of(where.given_hook)
+    return gemma_scope_hook(where.repo_id, where.path).hookpoint
 
 
 def gemma_2_model(repo_id: str) -> str:
@@ -85,7 +71,7 @@ def gemma_2_weights(arrays: dict[str, Tensor], path: str, what: str) -> dict[str
 def from_gemma_2(cfg: dict, arrays: dict[str, Tensor], where: Where) -> Converted:
     weights = gemma_2_weights(arrays, where.path, where.what)
     d_sae, d_in = weights["W_enc_SD"].shape
-    hookpoint = hookpoint_of(gemma_2_hook(where))
+    hookpoint = gemma_2_hookpoint(where)
     return Converted(build_sae(SaeConfig(
         d_in=d_in, d_sae=d_sae, architecture="jumprelu", hookpoint=hookpoint,
         model_name=where.trained_for or gemma_2_model(where.repo_id),
@@ -107,15 +93,8 @@ def from_gemma_3(cfg: dict, tensors: dict[str, Tensor], where: Where) -> Convert
                        "(Gemma Scope 2 SAEs are jump_relu)")
     if "affine_skip_connection" in tensors:
         raise HubError(f"{what} has an affine skip connection: load it as a transcoder")
-    hook = where.given_hook
-    if not hook:
-        site = next((s for s in (*GEMMA_3_SITES, "attn_out") if s in where.path), "")
-        if site == "attn_out":
-            raise HubError(f"{what} reads the attention heads before o_proj (hook_z), which "
-                           "have no hookpoint here")
-        if not site:
-            raise HubError(f"{what}: no Gemma Scope 2 site (resid_post, mlp_out) in the path")
-        hook = f"blocks.{_layer(LAYER_RE, where.path, what)}.{GEMMA_3_SITES[site]}"
+    hook = where.given_hook  # else the folder names the site (hook_names.gemma_scope_2_hook)
+    hookpoint = hookpoint_of(hook) if hook else gemma_scope_2_hook(where.path).hookpoint
     d_in, d_sae = shape_of(tensors, "w_enc", 2, what)  # the header's shape, not the name
     weights = {"W_enc_SD": take(tensors, "w_enc", (d_in, d_sae), what).T,
                "b_enc": take(tensors, "b_enc", (d_sae,), what),
@@ -123,7 +102,7 @@ def from_gemma_3(cfg: dict, tensors: dict[str, Tensor], where: Where) -> Convert
                "b_dec": take(tensors, "b_dec", (d_in,), what),
                "threshold": take(tensors, "threshold", (d_sae,), what)}
     return Converted(build_sae(SaeConfig(
-        d_in=d_in, d_sae=d_sae, architecture="jumprelu", hookpoint=hookpoint_of(hook),
+        d_in=d_in, d_sae=d_sae, architecture="jumprelu", hookpoint=hookpoint,
         model_name=where.trained_for or gemma_3_model(cfg, where.repo_id),
         apply_b_dec_to_input=False), weights, what), "none")
 

@@ -35,6 +35,7 @@ from ..config import SaeConfig
 from ..transcoder import mlp_sites
 from .convert import Converted, Where, build_sae, hookpoint_of, shape_of, take
 from .fetch import HubError
+from .hook_names import hook_of
 from .suites import gemma_2_model, gemma_3_model
 
 CLT_REFUSAL = "cross-layer transcoders are not supported"
@@ -55,6 +56,21 @@ def _layer(where: Where) -> int:
     raise HubError(f"{where.what}: no layer number in its path")
 
 
+def _sites(where: Where, hookpoint: str | None) -> tuple[str, str]:
+    """(what the transcoder reads, what it predicts): from the MLP hookpoint a sparsify folder
+    names, else from the release's hook (hook_names.hook_of: `blocks.N.hook_mlp_in`,
+    `mlp.hook_in`, `ln2.hook_normalized`), else from the layer in the path."""
+    if hookpoint:
+        return mlp_sites(parse_hookpoint(hookpoint)[0])
+    if where.given_hook:
+        found = hook_of(where.given_hook)
+        if not found.hookpoint_in:
+            raise HubError(f"{where.what}: its hook {where.given_hook} is no MLP input, which "
+                           "a transcoder reads")
+        return found.hookpoint_in, found.hookpoint
+    return mlp_sites(_layer(where))
+
+
 def _check_names(tensors: dict[str, Tensor], known: set[str], what: str) -> None:
     """Unknown tensors are refused: ignoring one (a skip, a scale) would change the math."""
     if extra := sorted(set(tensors) - known):
@@ -65,7 +81,7 @@ def _build(where: Where, weights: dict[str, Tensor], *, architecture: str, k: in
            model_name: str = "", hookpoint: str | None = None) -> Converted:
     """A transcoder from block N's MLP input to its output (sizes from `weights`)."""
     d_sae, d_in = weights["W_enc_SD"].shape
-    reads, writes = mlp_sites(parse_hookpoint(hookpoint)[0] if hookpoint else _layer(where))
+    reads, writes = _sites(where, hookpoint)
     cfg = SaeConfig(d_in=d_in, d_sae=d_sae, architecture=architecture, k=k,
                     hookpoint=hookpoint or writes, hookpoint_in=reads,
                     d_out=weights["W_dec"].shape[1], skip="W_skip" in weights,

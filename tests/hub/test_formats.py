@@ -106,8 +106,12 @@ def test_hook_names_map_to_module_outputs():
     assert hookpoint_of("model.layers.6") == "layers.6" == hookpoint_of("h.6")
     with pytest.raises(HubError, match="token embeddings"):
         hookpoint_of("blocks.0.hook_resid_pre")
+    assert hookpoint_of("blocks.3.attn.hook_z") == "layers.3.attn_z"  # o_proj's input
+    assert hookpoint_of("blocks.3.hook_resid_mid") == "layers.3.resid_mid"
+    with pytest.raises(HubError, match="load it as a transcoder"):
+        hookpoint_of("blocks.3.hook_mlp_in")
     with pytest.raises(HubError, match="no hookpoint here"):
-        hookpoint_of("blocks.3.attn.hook_z")
+        hookpoint_of("blocks.3.attn.hook_q")
 
 
 @pytest.mark.parametrize("bad, match", [

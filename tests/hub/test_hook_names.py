@@ -5,7 +5,7 @@ module names Gemma Scope 2 records name the very modules our hookpoints hook on 
 import pytest
 
 from sae_core.hub.fetch import HubError
-from sae_core.hub.hook_names import SuiteHook, hf_hookpoint, suite_hook
+from sae_core.hub.hook_names import SuiteHook, hf_hookpoint, hook_of, suite_hook
 from tests.models.families import family_lm
 
 CASES = [
@@ -31,6 +31,13 @@ CASES = [
     ("fnlp/Llama-Scope-R1-Distill", "800M-Slimpajama-0-OpenR1-Math-220k/L7R", ("layers.7", "")),
     ("Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_50", "layer27.sae.pt", ("layers.27", "")),
     ("Qwen/SAE-Res-Qwen3.5-27B-W80K-L0_100", "layer0.sae.pt", ("layers.0", "")),
+    # Attention SAEs read o_proj's input (TransformerLens attn.hook_z): layers.N.attn_z.
+    ("google/gemma-scope-2-270m-pt", "attn_out/layer_5_width_16k_l0_small",
+     ("layers.5.attn_z", "")),
+    ("google/gemma-scope-2-1b-pt", "attn_out_all/layer_5_width_262k_l0_big",
+     ("layers.5.attn_z", "")),
+    ("google/gemma-scope-2b-pt-att", "layer_5/width_16k/average_l0_20", ("layers.5.attn_z", "")),
+    ("google/gemma-scope-2b-pt-res", "layer_20/width_16k/canonical", ("layers.20", "")),
 ]
 
 
@@ -40,9 +47,6 @@ def test_suite_names_map_onto_hookpoints(repo, path, expected):
 
 
 @pytest.mark.parametrize(("repo", "path", "reason"), [
-    ("google/gemma-scope-2-270m-pt", "attn_out/layer_5_width_16k_l0_small", "o_proj input"),
-    ("google/gemma-scope-2-1b-pt", "attn_out_all/layer_5_width_262k_l0_big", "hook_z"),
-    ("google/gemma-scope-2b-pt-att", "layer_5/width_16k/average_l0_20", "o_proj input"),
     ("google/gemma-scope-2b-pt-res", "embedding/width_4k/average_l0_6", "token embeddings"),
     ("google/gemma-scope-2-270m-pt", "clt/layer_5_width_16k_l0_small", "cross-layer"),
     ("google/gemma-scope-2-270m-pt", "params.safetensors", "no Gemma Scope 2 folder"),
@@ -63,8 +67,8 @@ def test_hf_module_names():
     assert hf_hookpoint("model.layers.5.pre_feedforward_layernorm.output") == "layers.5.mlp_in"
     assert hf_hookpoint("layers.5.mlp.input") == "layers.5.mlp_in"
     assert hf_hookpoint("layers.5.self_attn") == "layers.5.attn"
-    with pytest.raises(HubError, match="o_proj input"):
-        hf_hookpoint("model.layers.5.self_attn.o_proj.input")
+    assert hf_hookpoint("model.layers.5.self_attn.o_proj.input") == "layers.5.attn_z"
+    assert hf_hookpoint("model.layers.5.pre_feedforward_layernorm.input") == "layers.5.resid_mid"
     for bad in ("model.layers.5.input_layernorm.output", "model.norm.output", "blocks.5", ""):
         with pytest.raises(HubError, match="has no hookpoint here"):
             hf_hookpoint(bad)
@@ -80,3 +84,40 @@ def test_gemma_scope_2_hf_names_are_the_modules_we_hook():
         assert lm.module_for(hf_hookpoint(name)) is module
     assert lm.module_for(hf_hookpoint("model.layers.1.pre_feedforward_layernorm.output")) \
         is lm.model.model.layers[1].mlp
+
+
+@pytest.mark.parametrize(("hook", "hook_out", "expected"), [
+    ("blocks.4.hook_mlp_in", "blocks.4.hook_mlp_out", ("layers.4.mlp", "layers.4.mlp_in")),
+    ("blocks.4.mlp.hook_in", "blocks.4.hook_mlp_out", ("layers.4.mlp", "layers.4.mlp_in")),
+    ("blocks.4.ln2.hook_normalized", "blocks.4.hook_mlp_out", ("layers.4.mlp", "layers.4.mlp_in")),
+    ("blocks.4.attn.hook_z", "", ("layers.4.attn_z", "")),
+    ("blocks.4.hook_resid_mid", "", ("layers.4.resid_mid", "")),
+    ("blocks.4.hook_resid_pre", "", ("layers.3", "")),
+    ("layers.4.self_attn", "", ("layers.4.attn", "")),
+])
+def test_transformer_lens_hooks_and_transcoder_pairs(hook, hook_out, expected):
+    """The release table's hooks (and a transcoder's hook_out) map onto our sites: the three
+    names the transcoder suites give the MLP's input all read layers.N.mlp_in."""
+    assert hook_of(hook, hook_out) == SuiteHook(*expected)
+
+
+@pytest.mark.parametrize(("hook", "hook_out", "reason"), [
+    ("blocks.4.hook_resid_mid", "blocks.4.hook_mlp_out", "transcoder from"),  # a CLT's input
+    ("blocks.4.hook_mlp_in", "blocks.5.hook_mlp_out", "transcoder from"),
+    ("blocks.0.hook_resid_pre", "", "token embeddings"),
+    ("hook_embed", "", "token embeddings"),
+    ("blocks.4.attn.hook_pattern", "", "no hookpoint here"),
+])
+def test_hooks_without_a_site_are_refused(hook, hook_out, reason):
+    with pytest.raises(HubError, match=reason):
+        hook_of(hook, hook_out)
+
+
+def test_gemma_hf_input_names_are_the_modules_we_hook():
+    """o_proj's input and the pre-MLP norm's input are the inputs of the modules our attn_z
+    and resid_mid hookpoints hook (forward pre-hooks) on gemma3."""
+    lm = family_lm("gemma3")
+    for name in ("model.layers.1.self_attn.o_proj.input",
+                 "model.layers.1.pre_feedforward_layernorm.input"):
+        module = lm.model.get_submodule(name.removesuffix(".input"))
+        assert lm.module_for(hf_hookpoint(name)) is module

@@ -18,7 +18,7 @@ def test_model_check_warns_when_only_shapes_fit_and_fails_otherwise(tmp_path, lm
                                                    torch.zeros(48))
     cache = saelens_repo(tmp_path / "b", cfg=v6_cfg(model="gpt2-small") | {"d_in": 48},
                          tensors=wide)
-    with pytest.raises(HubError, match=r"width 48 but tiny-llama has d_model=32.*gpt2-small"):
+    with pytest.raises(HubError, match=r"width 48 but tiny-llama has width 32 at layers.1.*gpt2-small"):
         load_pretrained("org/tiny-saes", "sae", lm=lm, cache_dir=cache)
     cache = saelens_repo(tmp_path / "c", cfg=v6_cfg(hook="blocks.7.hook_resid_post"))
     with pytest.raises(HubError, match="layer 7 out of range"):
@@ -31,7 +31,10 @@ def test_sae_ids_are_a_list_or_comma_separated_and_all_needs_a_release():
 
     assert parse_ids(" a, b ,,c ", None) == ["a", "b", "c"] == parse_ids(["a", " b", "c"], None)
     release = RELEASES["pythia-70m-deduped-res-sm"]
-    assert parse_ids("all", release) == release.sae_ids and len(release.sae_ids) == 7
+    # "all": the SAEs the verdict accepts; the embeddings' (blocks.0.hook_resid_pre) cannot load
+    assert len(release.sae_ids) == 7 and "blocks.0.hook_resid_pre" in release.sae_ids
+    assert parse_ids("all", release) == [i for i in release.sae_ids
+                                         if i != "blocks.0.hook_resid_pre"]
     with pytest.raises(HubError, match="needs a release"):
         parse_ids("all", None)
     with pytest.raises(HubError, match="at least one"):

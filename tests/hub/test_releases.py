@@ -8,7 +8,8 @@ import pytest
 
 from sae_core.__main__ import main
 from sae_core.hub.fetch import HubError
-from sae_core.hub.formats import CONVERTERS, hookpoint_of
+from sae_core.hub.formats import CONVERTERS
+from sae_core.hub.hook_names import hook_of
 from sae_core.hub.registry import TABLE_FILE, Release, SaeEntry, read_table
 from sae_core.hub.releases import (
     neuronpedia_id_of,
@@ -22,8 +23,8 @@ from scripts.release_table import build_table, dumps
 OURS = ("saelens", "sparsify")
 
 
-def release(layout="saelens", hooks=("blocks.3.hook_resid_post",), path="", **kw):
-    saes = tuple(SaeEntry(f"sae{i}", path or f"sae{i}", h) for i, h in enumerate(hooks))
+def release(layout="saelens", hooks=("blocks.3.hook_resid_post",), path="", saes=(), **kw):
+    saes = saes or tuple(SaeEntry(f"sae{i}", path or f"sae{i}", h) for i, h in enumerate(hooks))
     return Release("planted", "org/planted", "gpt2", layout, saes, **kw)
 
 
@@ -36,7 +37,15 @@ def release(layout="saelens", hooks=("blocks.3.hook_resid_post",), path="", **kw
     (release(config_overrides={"normalize_activations": "constant_norm_rescale"}),
      "normalisation constant_norm_rescale not supported"),
     (release(config_overrides={"normalize_activations": "expected_average_only_in"}), ""),
-    (release(hooks=("blocks.7.attn.hook_z",)), "hook blocks.N.attn.hook_z has no hookpoint"),
+    (release(hooks=("blocks.7.attn.hook_z",)), ""),
+    (release(hooks=("blocks.7.hook_resid_mid",)), ""),
+    (release(hooks=("blocks.7.attn.hook_q",)), "hook blocks.N.attn.hook_q has no hookpoint"),
+    (release(saes=(SaeEntry("t", "transcoder/layer_7", "blocks.7.hook_mlp_in",
+                            "blocks.7.hook_mlp_out"),)), ""),  # Gemma Scope 2's transcoders
+    (release(saes=(SaeEntry("t", "layer_7.safetensors", "blocks.7.mlp.hook_in",
+                            "blocks.7.hook_mlp_out"),)), ""),  # mwhanna's
+    (release(saes=(SaeEntry("t", "t", "blocks.7.hook_mlp_in", "blocks.8.hook_mlp_out"),)),
+     "hook blocks.N.hook_mlp_in -> blocks.N.hook_mlp_out has no hookpoint"),
     (release(hooks=("blocks.0.hook_resid_pre",)), "hook blocks.N.hook_resid_pre has no"),
     (release(hooks=("hook_embed",)), "hook hook_embed has no hookpoint here"),
     (release(hooks=("",)), "the table names no hook"),
@@ -64,7 +73,7 @@ def _count_by_hand(layouts) -> tuple[int, int]:
         for row in entry["saes"]:
             path = row[1] or entry.get("path_prefix", "") + row[0]
             try:
-                hookpoint_of(row[2])
+                hook_of(row[2], row[3] if len(row) > 3 else "")
             except HubError:
                 continue
             n += (entry["layout"] in layouts and norm in (None, "expected_average_only_in")
