@@ -39,6 +39,7 @@ from .hub.releases import summarise, summary_lines
 from .jobs.stages import STAGES, complete_atlas, ready_parts
 from .lm import load_named
 from .metrics import format_with_error
+from .model_controls import lm_for_atlas
 from .norms import medians_of
 from .precision import DEVICES
 from .progress import console_report
@@ -112,7 +113,7 @@ def evaluate(args: argparse.Namespace) -> None:
     """Held-out metrics on the atlas's own model and held-out windows: never a window the
     SAEs were trained on."""
     info, _, saes = load_atlas(args.atlas)
-    lm = load_named(info["model"], device=args.device)
+    lm = lm_for_atlas(load_named(info["model"], device=args.device), info)
     fit_to(saes, lm)
     windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
     ids = heldout_ids(info, windows)

@@ -92,6 +92,10 @@ class LM:
     tokenizer: PreTrainedTokenizerBase
     name: str
     layers: nn.ModuleList
+    control: str = "none"
+    """Which control of the model `name` this is (model_controls.py), "none" for the model
+    itself; with `control_seed`, the seed its weights were drawn with."""
+    control_seed: int = 0
 
     @property
     def n_layers(self) -> int:

@@ -27,9 +27,10 @@ from .lm import LM, find_layers
 CONTROLS: tuple[str, ...] = get_args(Control)
 
 
-def _wrap(lm: LM, model: torch.nn.Module) -> LM:
+def _wrap(lm: LM, model: torch.nn.Module, control: str, seed: int) -> LM:
     model.eval().requires_grad_(False)
-    return LM(model=model, tokenizer=lm.tokenizer, name=lm.name, layers=find_layers(model))
+    return LM(model=model, tokenizer=lm.tokenizer, name=lm.name, layers=find_layers(model),
+              control=control, control_seed=seed)
 
 
 def random_init(lm: LM, seed: int = 0) -> LM:
@@ -42,7 +43,7 @@ def random_init(lm: LM, seed: int = 0) -> LM:
         torch.manual_seed(seed)
         # built on the CPU: the draw is then the same whatever device the LM is on
         model = type(lm.model)(config)  # post_init runs _init_weights on every module
-    return _wrap(lm, model.to(device=lm.device, dtype=dtype))
+    return _wrap(lm, model.to(device=lm.device, dtype=dtype), "random-init", seed)
 
 
 @torch.no_grad()
@@ -55,15 +56,17 @@ def shuffled(lm: LM, seed: int = 0) -> LM:
     for p in model.parameters():  # each shared tensor once
         order = torch.randperm(p.numel(), generator=gen).to(p.device)  # cpu: drawn above
         p.copy_(p.flatten()[order].view_as(p))
-    return _wrap(lm, model)
+    return _wrap(lm, model, "shuffled", seed)
 
 
 def apply_control(lm: LM, control: str, seed: int = 0) -> LM:
-    """`lm` itself for "none", else its control model (CONTROLS)."""
+    """`lm` itself for "none", else its control model (CONTROLS), drawn from the real one."""
     if control not in CONTROLS:
         raise ValueError(f"unknown control {control!r}; use one of {', '.join(CONTROLS)}")
     if control == "none":
         return lm
+    if lm.control != "none":  # a control of a control is neither
+        raise ValueError(f"this model is already the {lm.control} control of {lm.name}")
     return (random_init if control == "random-init" else shuffled)(lm, seed)
 
 
@@ -76,6 +79,13 @@ def control_info(control: str, seed: int, real_name: str) -> dict:
 
 
 def lm_for_atlas(lm: LM, info: dict) -> LM:
-    """The model an atlas was built through, from the real model named in its atlas.json
-    (`model`): `lm` for a real atlas, the control drawn again for a control atlas."""
-    return apply_control(lm, info.get("control", "none"), info.get("control_seed", 0))
+    """The model an atlas was built through (its atlas.json's `control`, `control_seed`):
+    `lm` when it is that model already (the real one for a real atlas), else that control
+    drawn from the real `lm`. Every reader of an atlas's SAEs runs them through this."""
+    kind, seed = info.get("control", "none"), info.get("control_seed", 0)
+    if lm.control == kind and (kind == "none" or lm.control_seed == seed):
+        return lm
+    if lm.control != "none":
+        raise ValueError(f"the atlas was built through the {kind} control of {lm.name}, "
+                         f"not its {lm.control} control (seed {lm.control_seed})")
+    return apply_control(lm, kind, seed)

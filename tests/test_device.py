@@ -215,7 +215,8 @@ DEVICE_AWARE = ["sae_core/encode.py", "sae_core/norms.py", "sae_core/atlas/evalu
                 "sae_core/train", "sae_core/sae.py", "sae_core/hooks.py", "sae_core/memory.py",
                 "sae_core/topk.py", "sae_core/model_controls.py",
                 *(f"sae_core/explore/{m}.py" for m in (
-                    "concepts", "cross_seed", "feature_index", "feature_page", "firings", "layermap", "lineage",
+                    "concepts", "cross_seed", "feature_index", "feature_page", "firings",
+                    "layermap", "lineage",
                     "live", "logit_lens", "names", "names_evidence", "one_pass", "unseen"))]
 CPU_ONLY = {f"sae_core/explore/{m}.py" for m in (
     "__init__", "consistency", "controls", "evidence", "feature_stats", "labels", "map_intervals",

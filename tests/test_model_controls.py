@@ -8,7 +8,7 @@ import torch
 
 from sae_core.__main__ import parser
 from sae_core.atlas.build import build_atlas
-from sae_core.atlas.layout import control_atlases, read_info, seed_atlases
+from sae_core.atlas.layout import control_atlases, open_with, read_info, seed_atlases
 from sae_core.cli_options import config_from_args
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.lm import LM
@@ -83,6 +83,13 @@ def test_apply_control_and_the_atlas_record():
     assert lm_for_atlas(real, {"model": "tiny-llama"}) is real
     again = lm_for_atlas(real, {"control": "random-init", "control_seed": 2})
     assert all(torch.equal(p, params(random_init(real, 2))[n]) for n, p in params(again).items())
+    assert (again.control, again.control_seed) == ("random-init", 2)
+    # the control model itself passes through; another control, or a control of it, does not
+    assert lm_for_atlas(again, {"control": "random-init", "control_seed": 2}) is again
+    with pytest.raises(ValueError, match="seed 2"):
+        lm_for_atlas(again, {"control": "random-init", "control_seed": 3})
+    with pytest.raises(ValueError, match="already the random-init control"):
+        apply_control(again, "shuffled")
     with pytest.raises(ValueError, match="unknown control"):
         apply_control(real, "zeros")
     with pytest.raises(ValueError, match="control"):
@@ -116,3 +123,9 @@ def test_a_control_build_records_its_control_and_finds_its_twins(tmp_path, corpu
     assert seed_atlases(real) == {0: real, 1: other_seed} and seed_atlases(rand) == {0: rand}
     # the control's SAEs read other activations: other SAE files
     assert read_info(rand)["sae_fingerprint"] != read_info(real)["sae_fingerprint"]
+    # opened with the real model, a control atlas runs through its control model
+    opened = open_with(rand, trained_like())
+    assert opened.lm.control == "random-init"
+    assert all(torch.equal(p, params(random_init(trained_like(), 0))[n])
+               for n, p in params(opened.lm).items())
+    assert open_with(real, trained_like()).lm.control == "none"

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import gradio as gr
 
+from sae_core.atlas.layout import control_atlases
 from sae_core.errors import check_number, check_whole
 from sae_core.explore.layermap import CRITERIA, LayerMapData, read_layer_map
 from sae_core.explore.lineage import read_lineage
@@ -39,16 +40,19 @@ whitening (so a few very loud tokens cannot decide what every random direction f
 and a random dictionary as wide as the SAE where every token fires its k largest, as in the
 SAE. If SAE features sit above all of them, SAE features are more single-minded. Shaded
 bands: the 95% range when the documents are drawn again (a bootstrap), shown at the
-default settings.
+default settings. Dashed lines, where such an SAE set was built: the same recipe on the same
+text through a randomly initialised copy of the model. What it shows too comes from SAEs
+and token statistics, not from what the model learned.
 **Lift** is consistency divided by how common the label is: "no entity" covers ~90% of
 tokens, so a feature earns it by chance; the lift minimum keeps such features out."""
 
 EVIDENCE_INTRO = """### How much of each task a few features carry
 A **probe** is a tiny classifier. For each label (say, "noun"), we pick the k SAE features
 whose activity differs most between tokens with and without it, train the probe on half of
-the labelled tokens and score it on the other half (F1: 1 is perfect, near 0 is useless).
-The dotted lines are the controls: k of the model's own neurons chosen the same way, and a
-probe that reads the whole residual stream (the most a linear reader can get)."""
+the tokens of documents the SAEs never trained on and score it on the other half (F1: 1 is
+perfect, near 0 is useless). The dotted lines are the controls: k of the model's own neurons
+chosen the same way, and a probe that reads the whole residual stream (the most a linear
+reader can get); dashed, the SAEs of a randomly initialised model where one was built."""
 TURNOVER_INTRO = """### Where each layer's features carry on, and where they turn over
 For each feature, is there a feature in the next layer that writes almost the same direction
 (decoder cosine above 0.7)? A high share means the layer passes its features on; a dip means
@@ -84,15 +88,25 @@ def check_controls(lmap: LayerMapData, task, kind, thr, sup, lift) -> tuple:
             check_number(lift, "lift", 0, 1e6))
 
 
+def random_model_twin(folder) -> str | None:
+    """The folder of this atlas's twin built through a randomly initialised copy of the
+    model (same recipe, same tokens: atlas/layout.control_atlases), None without one."""
+    if not folder:
+        return None
+    twin = control_atlases(folder).get("random-init")
+    return str(twin) if twin else None
+
+
 @friendly("drawing the layer map")
 def redraw(folder, task, kind, thr, sup, lift):
     lmap = read_layer_map(folder)
     if lmap is None:
         return None, None, None, ""
     thr, sup, lift = check_controls(lmap, task, kind, thr, sup, lift)
+    control = read_layer_map(random_model_twin(folder))
     return (heatmap_figure(lmap, task, thr, int(sup), kind, lift),
-            lines_figure(lmap, task, thr, int(sup), lift),
-            summary_rows(lmap, thr, int(sup), lift),
+            lines_figure(lmap, task, thr, int(sup), lift, control=control),
+            summary_rows(lmap, thr, int(sup), lift, control=control),
             f"Counts from {lmap.n_tokens:,} labelled tokens; features fire on "
             f"{100 * lmap.fire_rate:.2f}% of tokens on average, and each baseline as often "
             "as the SAE feature it is paired with.")
@@ -106,8 +120,9 @@ def evidence(folder, task):
     if not isinstance(task, str) or task not in TASK_NAMES:
         raise ValueError(f"task must be one of {', '.join(TASK_NAMES)}, got {task!r:.40}")
     probes, lineage = read_probing(folder), read_lineage(folder)
-    return (probing_figure(probes, task) if probes else None,
-            turnover_figure(lineage) if lineage else None)
+    twin = random_model_twin(folder)
+    return (probing_figure(probes, task, control=read_probing(twin)) if probes else None,
+            turnover_figure(lineage, control=read_lineage(twin)) if lineage else None)
 
 
 def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None

@@ -87,11 +87,11 @@ def _splicer(sae: Sae, median: float, outlier_factor: float, fill: Tensor | floa
 
 
 @contextmanager
-def _edited(lm: LM, sae: Sae, fn: Callable[..., Tensor], blocks: list):
-    """The context in which forwards see `fn` applied at the SAE's hookpoint; for a residual
-    hookpoint they resume from the clean output `blocks` recorded, edited; a transcoder's
-    edit gets the MLP input that the same forward captured just before."""
-    h = sae.cfg.hookpoint
+def _edited(lm: LM, h: str, sae: Sae, fn: Callable[..., Tensor], blocks: list):
+    """The context in which forwards see `fn` applied at hookpoint `h` (where the SAE is
+    put: the lab's SAEs carry no hookpoint of their own); for a residual hookpoint they
+    resume from the clean output `blocks` recorded, edited; a transcoder's edit gets the MLP
+    input that the same forward captured just before."""
     layer, is_mlp = parse_hookpoint(h)
     if not is_mlp:
         with resume_after(lm, layer, blocks[layer], fn(output_tensor(blocks[layer]))):
@@ -143,7 +143,7 @@ def ce_per_window(
             rows[h]["clean"].append(clean.cpu())
             for key, fill in fills[h].items():
                 fn = _splicer(sae, medians[h], outlier_factor, fill)
-                loss, kl = window_losses(logits(_edited(lm, sae, fn, blocks)), ids,
+                loss, kl = window_losses(logits(_edited(lm, h, sae, fn, blocks)), ids,
                                          dists if fill is None else None)
                 rows[h][key].append(loss.cpu())
                 if fill is None:

@@ -29,6 +29,7 @@ from ..activations import outlier_factor_of
 from ..atomic import read_json
 from ..corpus import split_ids
 from ..lm import LM
+from ..model_controls import lm_for_atlas
 from ..norms import medians_of
 from ..sae import Sae
 from .fingerprint import sae_fingerprint
@@ -192,9 +193,10 @@ def check_fits(saes: dict[str, Sae], lm: LM) -> None:
     """A clear error when SAEs were made for activations of another width."""
     for h, sae in saes.items():
         lm.module_for(h)
-        if sae.cfg.d_in != (width := lm.width_of(sae.cfg.reads)):
+        reads = sae.cfg.reads or h  # an SAE made without a hookpoint reads where it is put
+        if sae.cfg.d_in != (width := lm.width_of(reads)):
             raise ValueError(f"SAE for {h} reads d_in={sae.cfg.d_in} but {lm.name} has "
-                             f"width {width} at {sae.cfg.reads}")
+                             f"width {width} at {reads}")
 
 
 def to_device(saes: dict[str, Sae], device: torch.device | str) -> dict[str, Sae]:
@@ -248,5 +250,6 @@ def open_with(folder: Path | str, lm: LM) -> LoadedAtlas:
     """A finished atlas read from disk, checked against the model it runs on; its SAEs on
     the model's device."""
     info, metrics, saes = load_atlas(Path(folder))
+    lm = lm_for_atlas(lm, info)
     fit_to(saes, lm)
     return LoadedAtlas(Path(folder), info, metrics, saes, lm, sae_fingerprint(folder, info))

@@ -23,7 +23,7 @@ from .firings import LabelledPass, labelled_pass
 from .layermap import LAYER_MAP_FILE, centres_of, counts_from_firings, read_layer_map
 from .lineage import LINEAGE_FILE, compute_lineage, read_lineage
 from .names import NAMES_FILE, compute_names, read_names
-from .probing import PROBING_FILE, compute_probing, read_probing
+from .probing import PROBING_FILE, probe_unseen, read_probing
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ class Evidence(NamedTuple):
 PRODUCTS = (
     Evidence("layer map", LAYER_MAP_FILE, read_layer_map,
              lambda run: counts_from_firings(run.firings, run.vocab, centres_of(run.saes))),
-    Evidence("probing", PROBING_FILE, read_probing,
-             lambda run: compute_probing(run.firings, run.vocab)),
+    # probes learn and are scored on the documents the SAEs never trained on: one more pass
+    Evidence("probing", PROBING_FILE, read_probing, probe_unseen),
     Evidence("names", NAMES_FILE, read_names,
              lambda run: compute_names(run.lm, run.saes, run.firings, run.vocab)),
     Evidence("lineage", LINEAGE_FILE, read_lineage,

@@ -48,6 +48,7 @@ from ..atomic import CorruptFile, read_json, save_tensors, write_json
 from ..corpus import load_texts, token_windows
 from ..encode import LayerCodes, encode_batch, pad_cat
 from ..lm import LM, load_named
+from ..model_controls import lm_for_atlas
 from ..norms import medians_of
 from ..progress import Report
 from ..sae import Sae
@@ -211,7 +212,7 @@ def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report |
     if has_feature_index(folder):
         return read_index_meta(folder)
     info, _, saes = load_atlas(folder)
-    lm = lm or load_named(info["model"])
+    lm = lm_for_atlas(lm or load_named(info["model"]), info)
     fit_to(saes, lm)
     chosen, _, source = atlas_index_windows(lm, load_texts(info["corpus"]), info,
                                             cfg.max_tokens)

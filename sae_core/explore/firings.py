@@ -17,6 +17,7 @@ from ..atlas.layout import fit_to, load_atlas
 from ..corpus import load_texts
 from ..encode import LayerCodes, encode_batch, pad_cat
 from ..lm import LM, load_named
+from ..model_controls import lm_for_atlas
 from ..norms import medians_of
 from ..progress import Report
 from ..sae import Sae
@@ -153,7 +154,7 @@ def labelled_pass(folder: Path, lm: LM | None, report: Report | None) -> Labelle
     """Label every 8th document with spaCy (cached in the folder), then one captured forward
     of the labelled windows with every SAE encoding its layer."""
     info, _, saes = load_atlas(folder)
-    lm = lm or load_named(info["model"])
+    lm = lm_for_atlas(lm or load_named(info["model"]), info)
     fit_to(saes, lm)
     if report:
         report("labelling the corpus with spaCy", 0.0)

@@ -82,7 +82,7 @@ def test_controls_match_the_sae_support_and_round_trip_with_intervals(lm, tmp_pa
         share = lmap.accept_share("pos", c.threshold, c.min_support, kind, c.min_lift)
         assert band is not None and len(band) == 2
         assert all(lo <= hi for lo, hi in band)
-        assert all(0.0 <= lo and hi <= 1.0 for lo, hi in band), (kind, band, share)
+        assert all(lo >= 0.0 and hi <= 1.0 for lo, hi in band), (kind, band, share)
     assert lmap.accept_interval("pos", 0.5, 2, "sae", 0.0) is None  # other criteria: none
     lmap.save(tmp_path / "map.safetensors")
     again = LayerMapData.load(tmp_path / "map.safetensors")

@@ -79,3 +79,21 @@ def test_the_held_out_reconstruction_equals_its_own_pass(one_pass_atlas):
         assert metrics[h]["l0"] == pytest.approx(s.l0(), rel=1e-12)
         assert metrics[h]["dead_frac_heldout"] == s.dead_fraction()
     assert torch.isfinite(torch.tensor([m["ce_recovered"] for m in metrics.values()])).all()
+
+
+def test_a_control_atlas_rebuilds_its_products_through_its_control_model(tmp_path):
+    """Handed the real model (as the build worker and the app are), the products a control
+    atlas rebuilds alone equal those its build wrote through the control model."""
+    corpus = write_tiny_corpus(tmp_path / "corpus.jsonl")
+    cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
+    data = BuildConfig(corpus=str(corpus), seq_len=16, held_out=8, control="random-init")
+    folder = build_atlas(tmp_path / "rand", data=data, cfg=cfg, lm=tiny_lm(),
+                         after=after_training)
+    alone = tmp_path / "alone"
+    shutil.copytree(folder, alone)
+    for product in PRODUCTS:
+        (alone / product.file).with_suffix(".json").unlink()
+    ensure_layer_evidence(alone, lm=tiny_lm())
+    one, each = _files(folder), _files(alone)
+    assert [name for name in one if one[name] != each[name]] == []
+    assert open_with(alone, tiny_lm()).lm.control == "random-init"

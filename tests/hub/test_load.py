@@ -18,7 +18,8 @@ def test_model_check_warns_when_only_shapes_fit_and_fails_otherwise(tmp_path, lm
                                                    torch.zeros(48))
     cache = saelens_repo(tmp_path / "b", cfg=v6_cfg(model="gpt2-small") | {"d_in": 48},
                          tensors=wide)
-    with pytest.raises(HubError, match=r"width 48 but tiny-llama has width 32 at layers.1.*gpt2-small"):
+    wrong_width = r"width 48 but tiny-llama has width 32 at layers.1.*gpt2-small"
+    with pytest.raises(HubError, match=wrong_width):
         load_pretrained("org/tiny-saes", "sae", lm=lm, cache_dir=cache)
     cache = saelens_repo(tmp_path / "c", cfg=v6_cfg(hook="blocks.7.hook_resid_post"))
     with pytest.raises(HubError, match="layer 7 out of range"):

@@ -64,7 +64,7 @@ def test_public_mode_has_no_push_and_refuses_free_model_ids(tiny_atlas, public_m
     with served(app.build_app(tiny_atlas, public=True)) as url:
         with browser_page(url) as page:
             page.get_by_role("tab", name="SAEs").click()
-            page.get_by_text("Known releases").first.wait_for(timeout=15_000)
+            page.get_by_text("Load SAEs from the Hugging Face Hub").first.wait_for(timeout=15_000)
             assert page.get_by_role("button", name="Push to the Hub").count() == 0
             assert page.get_by_role("button", name="Train").count() == 0
         client = Client(url, verbose=False)
