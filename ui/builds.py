@@ -20,6 +20,7 @@ from sae_core.jobs.worker import BuildWorker, WorkerBusy
 from sae_core.lm import EMBEDDED, EMBEDDED_ID
 
 from . import session
+from .errors import NotReady
 
 POLL_S = 2.0
 WORKER = BuildWorker(lambda name: session.model(EMBEDDED_ID if name == EMBEDDED else name))
@@ -71,6 +72,27 @@ def status_text(status: BuildStatus) -> str:
     done = f" Ready so far: {', '.join(status.ready)}." if status.ready else ""
     return (f"**Building `{name}`: {status.stage}** ({'; '.join(numbers)}).{done} Tabs fill in "
             f"as each part is ready.\n\n<small>{status.message}</small>")
+
+
+def waiting_text(what: str, *, now: bool = True) -> str:
+    """Plain words for a tab with no SAE set to show: what it will show, and when (`now`:
+    the build's stage and time left; text drawn once for every visitor points at the
+    progress panel instead)."""
+    status = WORKER.status()
+    if status.active and status.folder is not None:
+        when = f"now: {status.stage}, {_minutes(status.eta_s)}" if now else \
+            "its progress is above the tabs"
+        return (f"{what} will appear here when the SAE set `{status.folder.name}` is built "
+                f"({when}). Nothing to do: the tab fills in by itself.")
+    return (f"{what} will appear here once there is an SAE set: pick one above the tabs, or "
+            "train or load one in the SAEs tab.")
+
+
+def need_set(folder: str | None, what: str) -> str:
+    """`folder`, or NotReady saying what the tab will show and when (`waiting_text`)."""
+    if not folder or not isinstance(folder, str):
+        raise NotReady(waiting_text(what))
+    return folder
 
 
 def refresh_key(status: BuildStatus) -> str:

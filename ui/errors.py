@@ -2,6 +2,9 @@
 
 `@friendly("doing X")` on a callback (or `with as_messages("doing X"):` around a block):
 - a `gr.Error` passes through;
+- `NotReady` (no SAE set yet, one being built) becomes an info toast in plain words, and
+  the outputs stay as they were: the visitor did nothing wrong (a program calling the API
+  gets the same words as an error);
 - a ValueError (the library's `BadInput` and `HubError` are ValueErrors) becomes a `gr.Error`
   with its own message, which says what is allowed (UnicodeErrors excepted: they are
   ValueErrors that come from a bug, not from the input);
@@ -22,6 +25,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import gradio as gr
+from gradio.context import LocalContext
 from gradio.exceptions import Error as GradioError
 
 from sae_core.errors import BadInput, check_text
@@ -30,6 +34,20 @@ log = logging.getLogger("sae_atlas.ui")
 F = TypeVar("F", bound=Callable)
 MAX_MESSAGE_CHARS = 600
 """A message longer than this is cut (it may quote the visitor's input)."""
+
+
+class NotReady(Exception):
+    """Nothing to show yet through no fault of the visitor (no SAE set, or one still being
+    built): `friendly` shows its text as an info toast, never an error, and leaves every
+    output as it was."""
+
+
+def from_client() -> bool:
+    """Whether the running event was sent by gradio_client or MCP rather than by the page
+    (Gradio's clients set the header `x-gradio-user`: "api", "mcp", and "app" for the page)."""
+    request = LocalContext.request.get(None)
+    headers = getattr(request, "headers", None) or {}
+    return headers.get("x-gradio-user") in ("api", "mcp")
 
 
 def _short(text: str) -> str:
@@ -41,7 +59,7 @@ def as_messages(doing: str) -> Iterator[None]:
     """Turn any failure inside the block into a clear `gr.Error` (see the module doc)."""
     try:
         yield
-    except GradioError:
+    except (GradioError, NotReady):
         raise
     except ValueError as err:
         if isinstance(err, UnicodeError):  # a ValueError, but from our code, not the input
@@ -63,8 +81,14 @@ def friendly(doing: str) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def wrapped(*args, **kwargs):
-            with as_messages(doing):
-                return fn(*args, **kwargs)
+            try:
+                with as_messages(doing):
+                    return fn(*args, **kwargs)
+            except NotReady as err:
+                if from_client():  # a program asked: it gets the words as an error
+                    raise gr.Error(str(err)) from err
+                gr.Info(str(err))
+                return gr.skip()  # one skip leaves every output as it was
         return wrapped  # type: ignore[return-value]
     return wrap
 

@@ -62,6 +62,8 @@ class FeaturesTab(NamedTuple):
     """The active atlas folder (the hand-over to steering reads its hookpoints)."""
 
 
+PAGE_WHAT = "Each feature's page (where it fires most, and what it pushes the model to say)"
+
 def _hookpoints(folder: str | None) -> list[str]:
     """The atlas's hookpoints from atlas.json: building the tab loads no model."""
     try:
@@ -92,8 +94,8 @@ def _hookpoint(folder: str, layer) -> str:
 def page_outputs(folder: str | None, layer, feature) -> tuple:
     """(summary, activation histogram, logit table, snippets HTML, density plot) of a
     feature, or ValueError with a message for the user."""
-    if not folder:
-        raise ValueError("Pick an SAE set first.")
+    if not folder:  # the tab opened before any set exists: say what comes, no error
+        return builds.waiting_text(PAGE_WHAT), None, None, "", None
     if not has_feature_index(Path(folder)):
         return NO_INDEX, None, None, "", None
     loaded = session.open_atlas(folder)
@@ -125,17 +127,14 @@ def lineage_output(folder: str | None, layer, feature):
 
 def pushed_outputs(folder: str | None, layer, feature):
     """The table of tokens the feature makes more likely when pushed (steer/pushed.py)."""
-    if not folder:
-        raise ValueError("Pick an SAE set first.")
-    loaded = session.open_atlas(folder)
+    loaded = session.open_atlas(builds.need_set(folder, PAGE_WHAT))
     return pushed_frame(pushed_tokens(loaded, _hookpoint(folder, layer), feature))
 
 
 def step_feature(folder: str | None, layer, feature, step: int) -> int:
     """The feature `step` ids away, wrapping around the layer."""
-    if not folder:
-        raise ValueError("Pick an SAE set first.")
-    d_sae = session.open_atlas(folder).saes[_hookpoint(folder, layer)].cfg.d_sae
+    loaded = session.open_atlas(builds.need_set(folder, PAGE_WHAT))
+    d_sae = loaded.saes[_hookpoint(folder, layer)].cfg.d_sae
     try:
         return (int(feature) + step) % d_sae
     except (TypeError, ValueError, OverflowError):

@@ -63,6 +63,11 @@ NO_MAP = ("*This SAE set has no layer map yet. Building one labels ~45k corpus t
           "spaCy and runs the model over them once.*")
 
 
+def missing_text(folder: str | None, *, now: bool = True) -> str:
+    """Why the tab has no map: none built for this set yet, or no set yet at all."""
+    return NO_MAP if folder else f"*{builds.waiting_text('The layer map', now=now)}*"
+
+
 class LayerMapTab(NamedTuple):
     layer: gr.Dropdown
     cell: gr.Dataframe
@@ -132,8 +137,10 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
     with gr.Tab("Layer map", id="layer-map"):
         gr.Markdown(LAYER_MAP_INTRO)
         lmap = read_layer_map(picker.value)
-        missing = gr.Markdown(NO_MAP, visible=lmap is None)
-        build = gr.Button("Build the layer map (a few minutes)", visible=lmap is None)
+        first = picker.value
+        missing = gr.Markdown(missing_text(first, now=False), visible=lmap is None)
+        build = gr.Button("Build the layer map (a few minutes)",
+                          visible=lmap is None and bool(first))
         tasks = [(name, t) for t, name in TASK_NAMES.items()]
         kinds = [(name, k) for k, name in KIND_NAMES.items()]
         with gr.Row():
@@ -175,7 +182,8 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
         def switch_atlas(folder, task):
             lmap = read_layer_map(folder)
             ids = _layer_ids(lmap)
-            return (gr.Markdown(visible=lmap is None), gr.Button(visible=lmap is None),
+            return (gr.Markdown(missing_text(folder), visible=lmap is None),
+                    gr.Button(visible=lmap is None and bool(folder)),
                     gr.Dropdown(choices=ids, value=ids[len(ids) // 2][1] if ids else None),
                     relabel(folder, task))
 

@@ -11,7 +11,7 @@ from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
 from sae_core.explore.names import readable_names
 
-from . import session
+from . import builds, session
 from .choice import HINT
 from .errors import friendly, text_arg
 from .live_view import heatmap, token_choices, token_table
@@ -36,8 +36,7 @@ class LiveTab(NamedTuple):
 
 def open_loaded(folder: str):
     """The atlas of the picker, or a message for the visitor."""
-    if not folder:
-        raise gr.Error("Choose an SAE set first.")
+    folder = builds.need_set(folder, "The features of every token of your text")
     try:
         return session.open_atlas(folder)
     except (OSError, ValueError) as err:

@@ -16,7 +16,7 @@ from sae_core.explore.names import readable_names
 from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.generation import MAX_NEW_TOKENS, side_by_side
 
-from . import session
+from . import builds, session
 from .errors import friendly, text_arg
 from .names_view import name_at_layer
 from .sites import hookpoint_at, site_label
@@ -72,6 +72,8 @@ class SteeringTab(NamedTuple):
     preset: gr.Dropdown
 
 
+STEER_WHAT = "Steered and unsteered texts side by side"
+
 def parse_extra(text: str | None) -> list[tuple[int | str, int, float]]:
     """More features as "layer:feature:strength" items separated by commas or spaces; the
     layer may name a site, "3.mlp" or "3.attn" (ui/sites.py)."""
@@ -98,9 +100,7 @@ def _site_key(text: str) -> str:
 
 def steering_of(folder: str, layer, feature, strength, mode: str, positions: str,
                 extra: str | None) -> tuple[LoadedAtlas, Steering]:
-    if not folder:
-        raise ValueError("pick an SAE set first")
-    loaded = session.open_atlas(folder)
+    loaded = session.open_atlas(builds.need_set(folder, STEER_WHAT))
     items = [(whole(layer, "layer", 0, MAX_LAYER), whole(feature, "feature"),
               number(strength, "strength"))]
     # a layer number names the residual SAE first (ui/sites.py), as in every tab

@@ -18,7 +18,7 @@ from sae_core.steer.effect import make_probe
 from sae_core.steer.finder import SteeringFinding, find_steering
 from sae_core.steer.generation import side_by_side, unsteered
 
-from . import session
+from . import builds, session
 from .errors import friendly, text_arg
 from .sites import hookpoint_at, layer_key, number_key, site_label
 from .steering_inputs import (
@@ -100,8 +100,7 @@ def find_features(folder: str, concept: str, related: str, first, last):
     """The finder endpoint (api_name "find_features"): (table, summary, curve, suggestion)."""
     concept = text_arg(concept, "The concept", MAX_CONCEPT_CHARS)
     related = text_arg(related, "Related words", MAX_RELATED_CHARS)
-    if not folder:
-        raise ValueError("pick an SAE set first")
+    builds.need_set(folder, "Features that steer towards your concept")
     f = find_steering(session.open_atlas(folder), concept, related,
                       layers=layer_range(first, last))
     names, hooks = readable_names(folder), list(session.open_atlas(folder).saes)
@@ -140,8 +139,7 @@ def write_baselines(folder, prompt, concept, related, layer, max_tokens, tempera
     prompt = text_arg(prompt, "The prompt", MAX_PROMPT_CHARS)
     concept = text_arg(concept, "The concept", MAX_CONCEPT_CHARS)
     related = text_arg(related, "Related words", MAX_RELATED_CHARS)
-    if not folder:
-        raise ValueError("pick an SAE set first")
+    builds.need_set(folder, "Features that steer towards your concept")
     loaded = session.open_atlas(folder)
     words = concept_words(concept, related)
     h = hookpoint_at(list(loaded.saes), whole(layer, "layer"))

@@ -18,7 +18,7 @@ from sae_core.steer.finder import SteeringFinding, find_steering
 from sae_core.steer.judge import GET_JUDGE, Judged, judge_texts
 from sae_core.steer.methods import METHODS, method_steerings, write_one_concept
 
-from . import session
+from . import builds, session
 from .errors import friendly, text_arg
 from .steering_finder import layer_range
 from .steering_inputs import MAX_CONCEPT_CHARS, MAX_PROMPT_CHARS, MAX_RELATED_CHARS, gen_config
@@ -178,8 +178,7 @@ def compare_methods(folder, prompt, concept, related, first, last, max_tokens,
                     progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
     """(note, table): every steering method's text for the prompt and concept, judged."""
     prompt, concept, related = _inputs(prompt, concept, related)
-    if not folder:
-        raise ValueError("pick an SAE set first")
+    builds.need_set(folder, "Every steering method's text, judged")
     words = concept_words(concept, related)
     layers, gen = layer_range(first, last), gen_config(max_tokens, 0, 0)
     judge_lm = loaded_judge(progress)

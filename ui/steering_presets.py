@@ -85,8 +85,7 @@ def first_controls(folder: str | None, n_layers: int) -> dict:
 
 def prepare_presets(folder: str | None) -> tuple:
     """Queue the presets of the SAE set (the build worker resolves them in the background)."""
-    if not folder:
-        raise gr.Error("Pick an SAE set first.")
+    builds.need_set(folder, "The presets")
     gr.Info(builds.build_parts(folder, "presets"))
     menu, _, _ = refresh_presets(folder, reset=False)
     return menu, PREPARING, gr.Button(visible=False)

@@ -208,3 +208,29 @@ def test_errors_helper_maps_each_kind(caplog):
     assert json.dumps(errors.text_arg(None, "f", 3)) == '""'
     with pytest.raises(gr.Error, match="f is 4 characters long; the limit is 3"):
         errors.text_arg("abcd", "f", 3)
+
+
+
+def test_not_ready_is_an_info_for_the_page_and_an_error_for_a_program():
+    """No SAE set yet (errors.NotReady): the page gets an info toast and its outputs kept;
+    gradio_client and MCP (header x-gradio-user) get the same words as an error."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    @errors.friendly("testing")
+    def callback():
+        raise errors.NotReady("The page will appear here")
+
+    assert callback() == gr.skip()
+    for user, raises in (("api", True), ("mcp", True), ("app", False), (None, False)):
+        headers = {"x-gradio-user": user} if user else {}
+        token = LocalContext.request.set(SimpleNamespace(headers=headers))
+        try:
+            if raises:
+                with pytest.raises(gr.Error, match="will appear here"):
+                    callback()
+            else:
+                assert callback() == gr.skip()
+        finally:
+            LocalContext.request.reset(token)

@@ -9,6 +9,7 @@ from sae_core.explore.feature_index import (
 )
 from sae_core.explore.feature_page import open_index
 from ui import session
+from ui.errors import NotReady
 
 
 def test_tab_callbacks_on_tiny_atlas(tiny_atlas):
@@ -29,8 +30,12 @@ def test_tab_callbacks_on_tiny_atlas(tiny_atlas):
             tab.page_outputs(folder, layer, feature)
         with pytest.raises(gr.Error):
             tab._ui(tab.page_outputs)(folder, layer, feature)
-    with pytest.raises(ValueError, match="SAE set"):
-        tab.page_outputs(None, 1, 0)
+    # no set yet (the tab opened during the first build): what the tab will show, no error
+    summary, *rest = tab.page_outputs(None, 1, 0)
+    assert "will appear here" in summary and "SAE set" in summary and rest == [None, None, "", None]
+    with pytest.raises(NotReady, match="will appear here"):
+        tab.step_feature(None, 1, 0, 1)
+    assert tab._ui(tab.step_feature)(None, 1, 0, 1) == gr.skip()  # an info toast, no error
 
 
 def test_tab_without_index_says_so(tmp_path):

@@ -18,6 +18,7 @@ from tests.conftest import WORDS
 from ui import builds, public, session
 
 pytestmark = needs_chromium
+TABS = ("Tour", "Layer map", "Features", "Steering", "Live view", "Search", "SAEs")
 
 
 def tiny_job(tmp_path) -> BuildJob:
@@ -42,8 +43,17 @@ def test_first_page_then_progress_then_tabs_fill_in(tmp_path, monkeypatch, tiny_
     builds.WORKER.start(job)
     with served(app.build_app(job.folder)) as url, browser_page(url) as page:
         page.get_by_text(re.compile(r"Building\s+fresh")).first.wait_for(timeout=20_000)
+        # every tab while the first build runs: plain words, never an error toast
+        for tab in TABS:
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(700)  # a select event's round trip
+        assert page.locator(".toast-body.error").all_inner_texts() == []
+        page.get_by_role("tab", name="Features").click()
+        page.get_by_text(re.compile(r"page .* will appear here")).first.wait_for(timeout=10_000)
         page.get_by_role("tab", name="Layer map").click()
-        page.get_by_text("Build the layer map").first.wait_for(timeout=10_000)  # not yet
+        page.get_by_text(re.compile(r"layer map will appear here.*fresh")).first.wait_for(
+            timeout=10_000)
+        assert not page.get_by_role("button", name="Build the layer map").is_visible()
         go.set()
         page.get_by_text(re.compile(r"fresh\s+is ready")).first.wait_for(timeout=120_000)
         page.locator(".gtitle").first.wait_for(timeout=20_000)  # the heatmap drew itself

@@ -158,12 +158,13 @@ def test_every_method_is_compared_best_first(judge, library):
 def test_the_comparison_checks_its_input_first(judge, library):
     good = ("atlas", PROMPT, "ocean", "", 1, 2, 17)
     for i, bad, match in ((1, "", "prompt is empty"), (2, "", "type a word"),
-                          (2, "x" * 61, "concept is 61 characters"), (0, "", "pick an SAE set"),
+                          (2, "x" * 61, "concept is 61 characters"),
                           (4, "a", "two whole numbers"), (6, 500, "max tokens")):
         args = list(good)
         args[i] = bad
         with pytest.raises(gr.Error, match=match):
             compare_methods(*args)
+    assert compare_methods("", *good[1:]) == gr.skip()  # no set yet: an info, no error
     assert judge.calls == [] and not hasattr(library, "write")
 
 

@@ -25,10 +25,11 @@ def test_tab_helpers_diff_and_extra_features(tiny_atlas):
     assert plain and "layer 1 feature 5" in notes and "layer 2 feature 7" in notes
     for args in ((folder, PROMPT, 1, 5, math.nan, "add", "all", "", 8, 0, 0),
                  (folder, PROMPT, 1.5, 5, 1.0, "add", "all", "", 8, 0, 0),
-                 ("", PROMPT, 1, 5, 1.0, "add", "all", "", 8, 0, 0),
                  (folder, PROMPT, 1, 5, 1.0, "add", "all", "", 500, 0, 0)):
         with pytest.raises(gr.Error):
             run_steering(*args)
+    # no set yet (the first build runs): an info toast in plain words, the outputs kept
+    assert run_steering("", PROMPT, 1, 5, 1.0, "add", "all", "", 8, 0, 0) == gr.skip()
 
 
 def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
