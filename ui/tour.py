@@ -18,7 +18,7 @@ from sae_core.explore.feature_page import FeaturePage, feature_page
 from sae_core.explore.live import LiveView, live_view
 from sae_core.steer.presets import read_presets
 
-from . import session
+from . import builds, session
 from .errors import friendly
 from .steering import DIFF_COLORS, STEER_CONCURRENCY, SteeringTab, run_steering
 from .steering_presets import controls_of
@@ -112,7 +112,7 @@ def run_example(preset: gr.Dropdown | None, folder: str | None) -> tuple:
     preset dropdown]) of the example on the active atlas; a plain message, never a crash."""
     skip = (gr.skip(),) if preset is not None else ()
     if not folder:
-        return ("*Pick an SAE set first (above the tabs).*", "", "", None, *skip)
+        return (f"*{builds.waiting_text('The example')}*", "", "", None, *skip)
     try:
         loaded = session.open_atlas(folder)
         view, t, found = example_features(loaded)

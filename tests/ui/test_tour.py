@@ -58,7 +58,7 @@ def test_run_example_says_it_in_words(indexed):
 
 def test_missing_pieces_are_plain_messages(tmp_path):
     words, *_ = tour.run_example(None, None)
-    assert "Pick an SAE set" in words
+    assert "will appear here once there is an SAE set" in words
     words, *_ = tour.run_example(gr.Dropdown(), str(tmp_path))
     assert "could not run" in words
     no_index = tour.DepthFeature(layer=2, feature=7, activation=1.5, page=None)
