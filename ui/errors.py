@@ -19,6 +19,7 @@ only by the browser; API callers skip it), with the library's `check_text`.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -75,20 +76,36 @@ def _failed(doing: str, err: Exception):
                    f"({type(err).__name__})") from err
 
 
+def _not_ready(err: NotReady) -> dict:
+    """An info toast and one skip, which leaves every output as it was; a program asking
+    gets the words as an error."""
+    if from_client():
+        raise gr.Error(str(err)) from err
+    gr.Info(str(err))
+    return gr.skip()
+
+
 def friendly(doing: str) -> Callable[[F], F]:
     """Decorate a callback so that its failures are clear `gr.Error`s. The signature and
     type hints stay (Gradio reads them for gr.Progress, event data and the API docs)."""
     def wrap(fn: F) -> F:
+        if inspect.isgeneratorfunction(fn):  # a streaming callback: its steps too
+            @functools.wraps(fn)
+            def streamed(*args, **kwargs):
+                try:
+                    with as_messages(doing):
+                        yield from fn(*args, **kwargs)
+                except NotReady as err:
+                    yield _not_ready(err)
+            return streamed  # type: ignore[return-value]
+
         @functools.wraps(fn)
         def wrapped(*args, **kwargs):
             try:
                 with as_messages(doing):
                     return fn(*args, **kwargs)
             except NotReady as err:
-                if from_client():  # a program asked: it gets the words as an error
-                    raise gr.Error(str(err)) from err
-                gr.Info(str(err))
-                return gr.skip()  # one skip leaves every output as it was
+                return _not_ready(err)
         return wrapped  # type: ignore[return-value]
     return wrap
 

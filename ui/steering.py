@@ -14,7 +14,7 @@ from sae_core.activations import layer_of
 from sae_core.atlas.layout import LoadedAtlas, read_info
 from sae_core.explore.names import readable_names
 from sae_core.steer.edits import FeatureSteer, Steering
-from sae_core.steer.generation import MAX_NEW_TOKENS, side_by_side
+from sae_core.steer.generation import MAX_NEW_TOKENS, SideBySide, side_by_side
 
 from . import builds, session
 from .errors import friendly, text_arg
@@ -41,6 +41,7 @@ from .steering_presets import (
     preset_controls,
     refresh_presets,
 )
+from .streaming import stream
 
 STEER_CONCURRENCY = max(2, os.cpu_count() or 2)
 """Steering requests that run at once; more wait in the queue. Hooks act only in their own
@@ -122,16 +123,40 @@ def diff_highlight(plain: str, steered: str) -> tuple[list, list]:
     return left, right
 
 
-@friendly("writing the texts")
-def run_steering(folder, prompt, layer, feature, strength, mode, positions, extra,
-                 max_tokens, temperature, seed):
-    """The steering endpoint (api_name "steer"): (unsteered, steered, notes)."""
+def _request(folder, prompt, layer, feature, strength, mode, positions, extra, max_tokens,
+             temperature, seed) -> tuple:
+    """(loaded atlas, prompt, steering, generation settings), every input checked."""
     prompt = text_arg(prompt, "The prompt", MAX_PROMPT_CHARS)
     extra = text_arg(extra, "More features", MAX_EXTRA_CHARS)
     loaded, steering = steering_of(folder, layer, feature, strength, mode, positions, extra)
-    gen = gen_config(max_tokens, temperature, seed)
+    return loaded, prompt, steering, gen_config(max_tokens, temperature, seed)
+
+
+@friendly("writing the texts")
+def run_steering(*inputs):
+    """(unsteered, steered, notes), whole: `stream_steering`'s last answer."""
+    loaded, prompt, steering, gen = _request(*inputs)
     out = side_by_side(loaded, prompt, steering, gen)
-    left, right = diff_highlight(out.unsteered, out.steered)
+    return (*diff_highlight(out.unsteered, out.steered), _notes(steering, out))
+
+
+@friendly("writing the texts")
+def stream_steering(folder, prompt, layer, feature, strength, mode, positions, extra,
+                    max_tokens, temperature, seed):
+    """The steering endpoint (api_name "steer"): (unsteered, steered, notes), first as the
+    two texts grow token by token (one batch, as `run_steering`), then whole with notes."""
+    loaded, prompt, steering, gen = _request(folder, prompt, layer, feature, strength, mode,
+                                             positions, extra, max_tokens, temperature, seed)
+    for kind, value in stream(lambda report: side_by_side(
+            loaded, prompt, steering, gen, on_text=lambda *texts: report(texts))):
+        if kind == "part":
+            yield (*diff_highlight(*value), "*Writing both texts...*")
+        else:
+            yield (*diff_highlight(value.unsteered, value.steered), _notes(steering, value))
+
+
+def _notes(steering: Steering, out: SideBySide) -> str:
+    """What was steered, at what size, and how long the writing took."""
     what = "; ".join(
         f"layer {site_label(f.hookpoint)} feature {f.feature}: {f.mode} {f.strength:g} x "
         f"{out.norms[f.hookpoint]:.1f}" for f in steering.features)
@@ -140,7 +165,7 @@ def run_steering(folder, prompt, layer, feature, strength, mode, positions, extr
     if out.measured:
         notes.append(f"These SAEs carry no typical norm for {', '.join(out.measured)}: it was "
                      "measured now on a few corpus windows.")
-    return left, right, " ".join(notes)
+    return " ".join(notes)
 
 
 def feature_name_line(folder: str | None, layer, feature) -> str:
@@ -199,9 +224,11 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
         run = gr.Button("Write both", variant="primary")
         with gr.Row():
             plain = gr.HighlightedText(label="Without steering", color_map=DIFF_COLORS,
+                                       elem_id="steer-plain",
                                        show_legend=False, show_inline_category=False,
                                        combine_adjacent=True)
             steered = gr.HighlightedText(label="With steering", color_map=DIFF_COLORS,
+                                         elem_id="steer-steered",
                                          show_legend=False, show_inline_category=False,
                                          combine_adjacent=True)
         notes = gr.Markdown()
@@ -238,7 +265,7 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
 
         inputs = [picker, prompt, layer, feature, strength, mode, positions, extra, max_tokens,
                   temperature, seed]
-        written = run.click(run_steering, inputs, [plain, steered, notes], api_name="steer",
+        written = run.click(stream_steering, inputs, [plain, steered, notes], api_name="steer",
                             concurrency_limit=STEER_CONCURRENCY)
         connect_judge(run, written, scores, [prompt, concept, related, plain, steered],
                       compare, [picker, prompt, concept, related, first, last, max_tokens],

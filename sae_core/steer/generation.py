@@ -114,11 +114,14 @@ def generate(
     lm: LM, saes: dict[str, Sae], norms: dict[str, float], ids_P: Tensor,
     rows: Sequence[Steering | None], gen: GenConfig, *, outlier_factor: float = OUTLIER_FACTOR,
     on_step: Callable[[Tensor], None] | None = None, few_rows_linear: bool = True,
+    on_tokens: Callable[[list[list[int]]], None] | None = None,
 ) -> list[list[int]]:
     """New token ids for each row (cut at the first stop token); all rows share the prompt
     `ids_P`, row b is steered by `rows[b]` (None: unsteered). `on_step(logits_BV)` sees
-    every step's next-token logits (float32, on the LM's device); `few_rows_linear=False`
-    runs the model's linear layers as they are (see `_FewRowsLinear`: CPU only)."""
+    every step's next-token logits (float32, on the LM's device); `on_tokens(rows)` every
+    step's tokens so far per row, cut as the result is (for streaming: it runs in this
+    thread, where the steering hooks act); `few_rows_linear=False` runs the model's linear
+    layers as they are (see `_FewRowsLinear`: CPU only)."""
     P, B, n_text, dev = len(ids_P), len(rows), len(lm.tokenizer), lm.device
     stop, rng = _stop_ids(lm), torch.Generator().manual_seed(gen.seed)
     new_BT = torch.zeros(B, 0, dtype=torch.long, device=dev)
@@ -139,12 +142,19 @@ def generate(
             nxt_B = torch.where(done_B, stop[0], _pick(logits_BV, gen, rng))
             new_BT = torch.cat([new_BT, nxt_B[:, None]], dim=1)
             done_B |= torch.isin(nxt_B, stop)
+            if on_tokens:
+                on_tokens(_cut(new_BT, stop))
             if done_B.all():
                 break
             inp_BL = nxt_B[:, None]
-    result = []
+    return _cut(new_BT, stop)
+
+
+def _cut(new_BT: Tensor, stop: Tensor) -> list[list[int]]:
+    """Each row's tokens up to its first stop token."""
+    stops, result = set(stop.tolist()), []
     for row in new_BT.tolist():
-        ends = [i for i, t in enumerate(row) if t in set(stop.tolist())]
+        ends = [i for i, t in enumerate(row) if t in stops]
         result.append(row[: ends[0]] if ends else row)
     return result
 
@@ -163,17 +173,23 @@ class SideBySide:
 
 
 def side_by_side(loaded: LoadedAtlas, prompt: str, steering: Steering,
-                 gen: GenConfig) -> SideBySide:
+                 gen: GenConfig, on_text: Callable[[str, str], None] | None = None
+                 ) -> SideBySide:
     """Unsteered and steered continuations of `prompt`, generated together as one batch of
-    two rows."""
+    two rows; `on_text(unsteered, steered)` sees both texts so far after every token."""
     check_steering(steering, loaded.saes)
     ids_P = prompt_ids(loaded.lm, prompt, gen)
     hookpoints = sorted({f.hookpoint for f in steering.features})
     norms, measured = typical_norms(loaded.lm, loaded.saes, hookpoints, corpus=loaded.corpus)
     t0 = time.perf_counter()
-    plain, steered = generate(loaded.lm, loaded.saes, norms, ids_P, [None, steering], gen,
-                              outlier_factor=loaded.outlier_factor)
     decode = loaded.lm.tokenizer.decode
+
+    def texts(rows: list[list[int]]) -> None:
+        on_text(*(decode(r, skip_special_tokens=True) for r in rows))
+
+    plain, steered = generate(loaded.lm, loaded.saes, norms, ids_P, [None, steering], gen,
+                              outlier_factor=loaded.outlier_factor,
+                              on_tokens=texts if on_text else None)
     return SideBySide(decode(plain, skip_special_tokens=True),
                       decode(steered, skip_special_tokens=True), (len(plain), len(steered)),
                       time.perf_counter() - t0, norms, tuple(measured))

@@ -32,6 +32,50 @@ def test_tab_helpers_diff_and_extra_features(tiny_atlas):
     assert run_steering("", PROMPT, 1, 5, 1.0, "add", "all", "", 8, 0, 0) == gr.skip()
 
 
+def test_the_texts_stream_token_by_token_and_end_as_the_whole_answer(tiny_atlas, monkeypatch):
+    """Every update is the two texts so far (each a prefix of the last), the last one equals
+    the whole answer, and the edits of every step ran in the one thread that installed the
+    steering hooks (else later tokens would be written unsteered)."""
+    import threading
+    import time
+
+    import gradio as gr
+
+    from sae_core.steer import generation
+    from ui import streaming
+    from ui.steering import run_steering, stream_steering
+
+    monkeypatch.setattr(streaming, "EVERY_S", 0.0)
+    threads = set()
+    real = generation.generate
+
+    def watched(*args, on_tokens=None, **kwargs):
+        threads.add(threading.get_ident())
+
+        def slowly(rows):  # a tiny model outruns the page: give each token some time
+            time.sleep(0.02)
+            on_tokens(rows)
+
+        return real(*args, on_tokens=slowly if on_tokens else None, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", watched)
+    args = (str(tiny_atlas), PROMPT, 1, 5, 4.0, "add", "all", "", 12, 0, 0)
+    updates = list(stream_steering(*args))
+    streamed = set(threads)
+    whole = run_steering(*args)
+    text = lambda spans: "".join(t for t, _ in spans)  # noqa: E731
+    assert len(updates) >= 3 and updates[-1][:2] == whole[:2]  # the notes hold the seconds
+    assert updates[-1][2].split(" in one batch")[0] == whole[2].split(" in one batch")[0]
+    for left, right, notes in updates[:-1]:
+        assert text(whole[0]).startswith(text(left)) and text(whole[1]).startswith(text(right))
+        assert "Writing" in notes
+    assert len({len(text(u[1])) for u in updates}) > 2  # it grew in steps
+    assert len(streamed) == 1 and threading.get_ident() not in streamed  # a thread of its own
+    with pytest.raises(gr.Error, match="strength"):
+        list(stream_steering(*args[:4], math.nan, *args[5:]))
+    assert list(stream_steering("", *args[1:])) == [gr.skip()]
+
+
 def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
     import gradio as gr
 
