@@ -191,6 +191,8 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
     choices, note, missing = preset_choices(picker.value)
     with gr.Tab("Steering", id="steering") as tab:
         gr.Markdown(INTRO)
+        # simple first (a preset, one strength, "Write both", the two texts); the rest
+        # under "More controls"
         with gr.Row():
             with gr.Column(scale=2):
                 # value = slug; custom values let a link name a preset before the menu fills
@@ -198,29 +200,32 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
                                      allow_custom_value=True)
                 preset_note = gr.Markdown(note)
                 prepare = gr.Button("Prepare presets", size="sm", visible=missing)
-            prompt = gr.Textbox(first["prompt"], label="Prompt", scale=3,
-                                max_length=MAX_PROMPT_CHARS)
-        with gr.Row():
-            layer = gr.Number(first["layer"], precision=0, minimum=0, maximum=MAX_LAYER,
-                              label="Layer")
-            feature = gr.Number(first["feature"], precision=0, minimum=0, maximum=MAX_FEATURE,
-                                label="Feature")
-            strength = gr.Slider(-3, 3, value=first["strength"], step=0.01,
+            strength = gr.Slider(-3, 3, value=first["strength"], step=0.01, scale=3,
                                  label="Strength (x the layer's typical size)")
-        name_md = gr.Markdown(feature_name_line(picker.value, first["layer"],
-                                                first["feature"]))
-        with gr.Row():
-            mode = gr.Radio([("add the direction", "add"), ("clamp the activation", "clamp")],
-                            value="add", label="Mode")
-            positions = gr.Radio([("prompt and answer", "all"), ("answer only", "generated")],
-                                 value="all", label="Steer at")
-            extra = gr.Textbox("", label="More features (layer:feature:strength, ...)",
-                               placeholder="e.g. 11:4512:0.3", max_length=MAX_EXTRA_CHARS)
-        with gr.Row():
-            max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1, label="Max new tokens")
-            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
-            seed = gr.Number(0, precision=0, minimum=-MAX_SEED, maximum=MAX_SEED,
-                             label="Seed")
+        with gr.Accordion("More controls", open=False):
+            prompt = gr.Textbox(first["prompt"], label="Prompt", max_length=MAX_PROMPT_CHARS)
+            with gr.Row():
+                layer = gr.Number(first["layer"], precision=0, minimum=0, maximum=MAX_LAYER,
+                                  label="Layer")
+                feature = gr.Number(first["feature"], precision=0, minimum=0,
+                                    maximum=MAX_FEATURE, label="Feature")
+            name_md = gr.Markdown(feature_name_line(picker.value, first["layer"],
+                                                    first["feature"]))
+            with gr.Row():
+                mode = gr.Radio([("add the direction", "add"),
+                                 ("clamp the activation", "clamp")], value="add", label="Mode")
+                positions = gr.Radio([("prompt and answer", "all"),
+                                      ("answer only", "generated")],
+                                     value="all", label="Steer at")
+                extra = gr.Textbox("", label="More features (layer:feature:strength, ...)",
+                                   placeholder="e.g. 11:4512:0.3", max_length=MAX_EXTRA_CHARS)
+            with gr.Row():
+                max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=48, step=1,
+                                       label="Max new tokens")
+                temperature = gr.Slider(0, 2, value=0, step=0.05,
+                                        label="Temperature (0 = greedy)")
+                seed = gr.Number(0, precision=0, minimum=-MAX_SEED, maximum=MAX_SEED,
+                                 label="Seed")
         run = gr.Button("Write both", variant="primary")
         with gr.Row():
             plain = gr.HighlightedText(label="Without steering", color_map=DIFF_COLORS,

@@ -128,6 +128,7 @@ def test_links_open_in_a_browser(loaded, tiny_atlas, tmp_path):
             assert box.input_value() == f"{url}/?layer=2&feature=7"
         cat = presets.get("cat")
         with browser_page(f"{url}/?tab=steering&preset=cat") as page:
+            page.get_by_text("More controls").first.click()  # the tab opens simple
             feature = page.get_by_label("Feature", exact=True).locator("visible=true").first
             page.wait_for_function("([b, f]) => b.value === f",
                                    arg=[feature.element_handle(), str(cat.feature)],

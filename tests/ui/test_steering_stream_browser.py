@@ -1,5 +1,5 @@
-"""Streaming in a real browser: the steered box shows text while the generation is still
-running (held mid-way here), and the whole texts with their notes when it ends."""
+"""The Steering tab in a real browser: it opens simple, and the steered box shows text while
+the generation is still running (held mid-way here), then the whole texts with their notes."""
 
 import threading
 
@@ -28,6 +28,9 @@ def test_the_steered_box_shows_text_before_the_generation_ends(tiny_atlas, monke
     monkeypatch.setattr(generation, "generate", held_after_three)
     with served(app.build_app(tiny_atlas)) as url, browser_page(url) as page:
         page.get_by_role("tab", name="Steering").click()
+        # the tab opens simple: one strength and "Write both"; the rest under More controls
+        expect(page.get_by_label("Strength (x the layer's typical size)").first).to_be_visible()
+        assert page.get_by_label("Feature", exact=True).locator("visible=true").count() == 0
         page.get_by_role("button", name="Write both").click()
         assert held.wait(60)
         written = page.locator("#steer-steered .token")  # the written text's spans

@@ -124,5 +124,6 @@ def test_one_click_runs_the_whole_example(loaded, tiny_atlas, tmp_path):
             ".replace(/\\s/g, '').includes(t)", arg="".join(first.steered_text.split()),
             timeout=60_000)
         page.get_by_role("tab", name="Steering").click()
+        page.get_by_text("More controls").first.click()  # the tab opens simple
         feature = page.get_by_label("Feature", exact=True).locator("visible=true").first
         assert feature.input_value() == str(first.feature)
