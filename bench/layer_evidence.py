@@ -45,7 +45,9 @@ from sae_core.atlas.layout import (
 from sae_core.explore.cross_seed import cross_seed_shares, next_layer_shares
 from sae_core.explore.firings import MAP_TASKS
 from sae_core.explore.layermap import CRITERIA, KINDS, LayerMapData, read_layer_map
+from sae_core.explore.lineage import read_lineage
 from sae_core.explore.map_intervals import draws_interval
+from sae_core.explore.names import read_names, share_detected
 from sae_core.explore.probing import ProbingResult, method_name, read_probing
 from sae_core.stats import Interval, bootstrap_interval
 
@@ -165,6 +167,26 @@ def probe_section(real: ProbingResult, rand: ProbingResult | None) -> dict[str, 
             "probe_bacc_neuron_k5": real.mean("neuron", 5, "bacc")}
 
 
+def names_and_turnover(real_dir: Path, rand_dir: Path | None) -> None:
+    """Names that detect their feature (held-out F1 >= 0.5) and features carried on to the
+    next layer, per band, for the real and the random model."""
+    print("\nper band: names with held-out F1 >= 0.5 (% of alive features); features with a "
+          "partner above cosine 0.7 in the next layer (%, mean over layers)")
+    dirs = {"real": real_dir, "random-init model": rand_dir}
+    for label, folder in dirs.items():
+        names, lineage = read_names(folder), read_lineage(folder)
+        if names is None or lineage is None:
+            print(f"{label}: no names or lineage")
+            continue
+        up = dict(zip(lineage.hookpoints, lineage.turnover()["up"], strict=True))
+        for band in share_detected(names, bands=BANDS):
+            ups = [v for h, v in up.items()
+                   if v is not None and band.first <= int(h.split(".")[1]) <= band.last]
+            carried = f"{100 * mean(ups):.2f}" if ups else "n/a"
+            print(f"{label:>18} {band.first:>2}-{band.last:<2} names {100 * band.share:5.1f} "
+                  f"of {band.n_alive:,}   carried on {carried}")
+
+
 def seed_section(real_dir: Path, other_dir: Path) -> dict[str, float]:
     real_map, other_map = read_layer_map(real_dir), read_layer_map(other_dir)
     real_probe, other_probe = read_probing(real_dir), read_probing(other_dir)
@@ -210,6 +232,7 @@ def main() -> None:
     print(f"real {real_dir}; random-init model {rand_dir}; seeds {sorted(seeds)}")
     result = accept_section(read_layer_map(real_dir), read_layer_map(rand_dir))
     result |= probe_section(read_probing(real_dir), read_probing(rand_dir))
+    names_and_turnover(real_dir, rand_dir)
     if 1 in seeds:
         result |= seed_section(real_dir, seeds[1])
     ce = [m["ce_recovered_mean"] for m in read_metrics(real_dir).values()

@@ -7,6 +7,7 @@ same Adam step, so every rank keeps the same SAEs."""
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,13 @@ def relu_losses(sae: Sae, x_ND: Tensor, coeff: float,
     err = sae.decode(acts) - x_ND
     return err.pow(2).sum() / total_var, coeff * l1, err.detach(), total_var
 
+
+
+def layer_seed(seed: int, hookpoint: str) -> int:
+    """The seed of one hookpoint's SAE (init and shuffle order): its own for every (seed,
+    hookpoint), whatever else is trained beside it. (seed + position among the trained
+    hookpoints gave a second seed's layer the first seed's init when layers were skipped.)"""
+    return (seed * 1_000_003 + zlib.crc32(hookpoint.encode())) % 2**62
 
 class SaeTrainer:
     """One SAE, its Adam optimizer and dead-latent counter; `step` takes (n, d_in) rows."""
@@ -231,7 +239,7 @@ class MultiTrainer:
         norms = acts_BLD[:, 1:].float().norm(dim=-1)
         median = float(norms.median())
         x = acts_BLD[keep_mask(acts_BLD, median, self.cfg.outlier_factor)].float()
-        seed = self.cfg.seed + self.hookpoints.index(hookpoint)
+        seed = layer_seed(self.cfg.seed, hookpoint)
         sae = Sae.init_from_data(self.sae_config(hookpoint, x.shape[1]), x, seed=seed,
                                  encoder_scale=self.cfg.encoder_scale())
         return self.layer_state(sae, median, seed)

@@ -43,3 +43,15 @@ def test_sae_batches_split_evenly():
     assert [len(b) for b in sae_batches(torch.zeros(4080, 2), 2048)] == [2040, 2040]
     assert [len(b) for b in sae_batches(torch.zeros(100, 2), 2048)] == [100]
     assert sum(len(b) for b in sae_batches(torch.zeros(5000, 2), 2048)) == 5000
+
+
+def test_each_seed_and_hookpoint_has_its_own_sae_seed():
+    """A second seed trained on every third layer must not reuse the first seed's draws at
+    the same layer (with seed + position it did: seed 1 at its 2nd layer == seed 0 at its
+    3rd), and a layer's seed does not depend on which other layers train beside it."""
+    from sae_core.train.trainer import layer_seed
+
+    seeds = {(s, h): layer_seed(s, f"layers.{h}") for s in range(4) for h in range(30)}
+    assert len(set(seeds.values())) == len(seeds)
+    assert layer_seed(1, "layers.2") != layer_seed(0, "layers.2")
+    assert layer_seed(0, "layers.2.mlp") != layer_seed(0, "layers.2")
