@@ -130,3 +130,29 @@ def test_bad_input_is_a_clear_error_and_the_app_keeps_serving(served):
                 fut.result(timeout=60)
     plain, _steered, notes = client.predict(*good, api_name="/steer")
     assert plain and "layer 1 feature 3" in notes
+
+
+def test_light_events_answer_while_generations_hold_every_slot(served, monkeypatch):
+    """Generations held (every steering slot taken, more queued): the live view and the
+    layer map still answer, so light events do not wait behind generations."""
+    client, folder, _ = served
+    go, started = threading.Event(), threading.Semaphore(0)
+    real = generation.generate
+
+    def held(*args, **kwargs):
+        started.release()
+        go.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", held)
+    jobs = [client.submit(*r, api_name="/steer") for r in _requests(folder)[:6]]
+    try:
+        assert started.acquire(timeout=60)  # a generation holds its slot
+        for kwargs, endpoint in ((dict(text="the cat sat on the mat"), "/features_on_text"),
+                                 (dict(task="pos"), "/layer_map")):
+            light = client.submit(atlas=folder, **kwargs, api_name=endpoint)
+            assert light.result(timeout=60)  # answered while every generation is held
+        assert not go.is_set()
+    finally:
+        go.set()
+    assert all(job.result(timeout=120) for job in jobs)
