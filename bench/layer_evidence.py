@@ -109,6 +109,18 @@ def fmt(iv: Interval, pct: bool = True) -> str:
     return f"{s * iv.point:6.2f} [{s * iv.lo:6.2f}, {s * iv.hi:6.2f}]"
 
 
+def _ends(iv: Interval) -> str:
+    return f"[{100 * iv.lo:6.2f}, {100 * iv.hi:6.2f}]"
+
+
+def basic(iv: Interval) -> Interval:
+    """The basic (reverse percentile) bootstrap interval, 2 x point - the percentile ends:
+    an accepted share is a count over thresholds, and resampled documents push more
+    features over them (the draws' mean sits above the point), which shifts the percentile
+    interval up; the basic interval takes that shift off."""
+    return Interval(iv.point, 2 * iv.point - iv.hi, 2 * iv.point - iv.lo)
+
+
 def layer_rows(lmap: LayerMapData, first: int, last: int) -> list[int]:
     return [i for i, h in enumerate(lmap.hookpoints) if first <= int(h.split(".")[1]) <= last]
 
@@ -121,22 +133,26 @@ def paired(a: LayerMapData, b: LayerMapData) -> bool:
 
 
 def accept_section(real: LayerMapData, rand: LayerMapData | None) -> dict[str, float]:
-    print("\naccepted share (%), mean over tasks, default criteria; [95% interval over "
-          "documents]")
-    print(f"{'band':>7} {'kind':<26} {'share':>24} {'SAE lead':>24}")
+    print("\naccepted share (%), mean over tasks, default criteria; [95% percentile interval "
+          "over documents] and the basic interval (`basic`)")
+    print(f"{'band':>7} {'kind':<26} {'share':>24} {'basic':>16} {'SAE lead':>24} "
+          f"{'basic':>16}")
     for first, last in (*BANDS, (0, 29)):
         rows = layer_rows(real, first, last)
         if not rows:
             continue
-        for kind in KINDS:
-            lead = "" if kind == "sae" else fmt(share_interval(real, "sae", rows, (real, kind)))
-            print(f"{first:>3}-{last:<3} {kind:<26} {fmt(share_interval(real, kind, rows))} "
-                  f"{lead:>24}")
+        lines = [(kind, share_interval(real, kind, rows),
+                  None if kind == "sae" else share_interval(real, "sae", rows, (real, kind)))
+                 for kind in KINDS]
         if rand is not None:
-            lead = fmt(share_interval(real, "sae", rows, (rand, "sae"))) if paired(real, rand) \
-                else "unpaired"
-            print(f"{'':>7} {'sae, random-init model':<26} "
-                  f"{fmt(share_interval(rand, 'sae', rows))} {lead:>24}")
+            lines.append(("sae, random-init model", share_interval(rand, "sae", rows),
+                          share_interval(real, "sae", rows, (rand, "sae"))
+                          if paired(real, rand) else None))
+        for kind, share, lead in lines:
+            cells = [fmt(share), _ends(basic(share))]
+            if lead is not None:
+                cells += [fmt(lead), _ends(basic(lead))]
+            print(f"{first:>3}-{last:<3} {kind:<26} " + " ".join(cells))
     every = list(range(len(real.hookpoints)))
     controls = {k: mean_share(real, k, every) for k in KINDS[1:]}
     strongest = max(controls, key=controls.get)
