@@ -88,7 +88,8 @@ def test_live_view_is_the_sae_encoding_of_the_captured_site(site_atlases, name):
     acts = run_captured(loaded.lm, ids, list(view.hookpoints), bf16=BF16)
     skip = len(view.prefix_ids)
     for j, h in enumerate(view.hookpoints):
-        dense_TS = loaded.saes[h].encode(acts[h][0, skip:].float())
+        x_TD = acts[h][0, skip:].float()
+        dense_TS, pre_TS = loaded.saes[h].encode(x_TD), loaded.saes[h].pre_acts(x_TD)
         for t in range(view.n_tokens):
             if view.flagged_TL[t, j]:
                 continue
@@ -96,8 +97,13 @@ def test_live_view_is_the_sae_encoding_of_the_captured_site(site_atlases, name):
             got = dict(zip(view.top_idx_TLK[t, j][fired].tolist(),
                            view.top_act_TLK[t, j][fired].tolist(), strict=True))
             want = {f: v for f, v in enumerate(dense_TS[t].tolist()) if v > 0}
-            assert got.keys() == want.keys(), (h, t)
-            assert all(abs(got[f] - want[f]) <= 1e-3 * max(1.0, want[f]) for f in got)
+            # a tie at the k-th largest (within the views' precision) may go either way
+            kth = min(want.values())
+            odd = got.keys() ^ want.keys()
+            assert len(odd) <= 2, (h, t)
+            assert all(abs(pre_TS[t, f] - kth) <= 1e-3 * max(1.0, kth) for f in odd), (h, t)
+            both = got.keys() & want.keys()
+            assert all(abs(got[f] - want[f]) <= 1e-3 * max(1.0, want[f]) for f in both)
 
 
 @pytest.mark.parametrize(("name", "hookpoint"), [("mlp", "layers.1.mlp"),
