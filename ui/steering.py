@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import difflib
 import html
 import os
-import re
 from typing import NamedTuple
 
 import gradio as gr
 
 from sae_core.activations import layer_of
-from sae_core.atlas.layout import LoadedAtlas, read_info
+from sae_core.atlas.layout import read_info
 from sae_core.explore.names import readable_names
-from sae_core.steer.edits import FeatureSteer, Steering
-from sae_core.steer.generation import MAX_NEW_TOKENS, SideBySide, side_by_side
+from sae_core.steer.generation import MAX_NEW_TOKENS
 
-from . import builds, session
-from .errors import friendly, text_arg
+from .errors import friendly
 from .names_view import name_at_layer
-from .sites import hookpoint_at, site_label
 from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
@@ -29,9 +24,6 @@ from .steering_inputs import (
     MAX_PROMPT_CHARS,
     MAX_RELATED_CHARS,
     MAX_SEED,
-    gen_config,
-    number,
-    whole,
 )
 from .steering_judge import compare_panel, connect_judge, score_panel
 from .steering_presets import (
@@ -41,14 +33,12 @@ from .steering_presets import (
     preset_controls,
     refresh_presets,
 )
-from .streaming import stream
+from .steering_write import DIFF_COLORS, stream_steering
 
 STEER_CONCURRENCY = max(2, os.cpu_count() or 2)
 """Steering requests that run at once; more wait in the queue. Hooks act only in their own
 thread, so concurrent requests never see each other's edits; more requests than cores would
 only slow each other down (small matmuls suffer most when threads outnumber cores)."""
-ONLY_PLAIN, ONLY_STEERED = "only without steering", "only with steering"
-DIFF_COLORS = {ONLY_PLAIN: "#9ecbff", ONLY_STEERED: "#ffb86b"}
 INTRO = """Pick a feature and a strength: while the model writes, the feature's direction is
 added to its numbers at that layer. Left: the model as it is; right: the same prompt and the
 same random draws with the feature pushed. Words that differ are highlighted.
@@ -71,101 +61,6 @@ class SteeringTab(NamedTuple):
     strength: gr.Slider
     run: gr.Button
     preset: gr.Dropdown
-
-
-STEER_WHAT = "Steered and unsteered texts side by side"
-
-def parse_extra(text: str | None) -> list[tuple[int | str, int, float]]:
-    """More features as "layer:feature:strength" items separated by commas or spaces; the
-    layer may name a site, "3.mlp" or "3.attn" (ui/sites.py)."""
-    items = []
-    for part in re.split(r"[,\s;]+", (text or "").strip()):
-        if not part:
-            continue
-        bits = part.split(":")
-        try:
-            layer = int(bits[0]) if bits[0].isdigit() else _site_key(bits[0])
-            feature, strength = int(bits[1]), float(bits[2])
-        except (ValueError, IndexError):
-            raise ValueError(f"could not read {part!r}: write more features as "
-                             "layer:feature:strength, e.g. 13:90:0.5") from None
-        items.append((layer, feature, strength))
-    return items
-
-
-def _site_key(text: str) -> str:
-    """A "3.mlp" layer of a "More features" item, or ValueError."""
-    hookpoint_at([f"layers.{text}"], text)  # the form alone: the set is checked later
-    return text
-
-
-def steering_of(folder: str, layer, feature, strength, mode: str, positions: str,
-                extra: str | None) -> tuple[LoadedAtlas, Steering]:
-    loaded = session.open_atlas(builds.need_set(folder, STEER_WHAT))
-    items = [(whole(layer, "layer", 0, MAX_LAYER), whole(feature, "feature"),
-              number(strength, "strength"))]
-    # a layer number names the residual SAE first (ui/sites.py), as in every tab
-    feats = tuple(FeatureSteer(hookpoint_at(list(loaded.saes), lay), f, s, mode)
-                  for lay, f, s in items + parse_extra(extra))
-    return loaded, Steering(feats, positions)
-
-
-def diff_highlight(plain: str, steered: str) -> tuple[list, list]:
-    """Word-level diff as HighlightedText values: words only one side has are marked."""
-    a, b = re.findall(r"\s+|\S+", plain), re.findall(r"\s+|\S+", steered)
-    left, right = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        same = op == "equal"
-        if i2 > i1:
-            left.append(("".join(a[i1:i2]), None if same else ONLY_PLAIN))
-        if j2 > j1:
-            right.append(("".join(b[j1:j2]), None if same else ONLY_STEERED))
-    return left, right
-
-
-def _request(folder, prompt, layer, feature, strength, mode, positions, extra, max_tokens,
-             temperature, seed) -> tuple:
-    """(loaded atlas, prompt, steering, generation settings), every input checked."""
-    prompt = text_arg(prompt, "The prompt", MAX_PROMPT_CHARS)
-    extra = text_arg(extra, "More features", MAX_EXTRA_CHARS)
-    loaded, steering = steering_of(folder, layer, feature, strength, mode, positions, extra)
-    return loaded, prompt, steering, gen_config(max_tokens, temperature, seed)
-
-
-@friendly("writing the texts")
-def run_steering(*inputs):
-    """(unsteered, steered, notes), whole: `stream_steering`'s last answer."""
-    loaded, prompt, steering, gen = _request(*inputs)
-    out = side_by_side(loaded, prompt, steering, gen)
-    return (*diff_highlight(out.unsteered, out.steered), _notes(steering, out))
-
-
-@friendly("writing the texts")
-def stream_steering(folder, prompt, layer, feature, strength, mode, positions, extra,
-                    max_tokens, temperature, seed):
-    """The steering endpoint (api_name "steer"): (unsteered, steered, notes), first as the
-    two texts grow token by token (one batch, as `run_steering`), then whole with notes."""
-    loaded, prompt, steering, gen = _request(folder, prompt, layer, feature, strength, mode,
-                                             positions, extra, max_tokens, temperature, seed)
-    for kind, value in stream(lambda report: side_by_side(
-            loaded, prompt, steering, gen, on_text=lambda *texts: report(texts))):
-        if kind == "part":
-            yield (*diff_highlight(*value), "*Writing both texts...*")
-        else:
-            yield (*diff_highlight(value.unsteered, value.steered), _notes(steering, value))
-
-
-def _notes(steering: Steering, out: SideBySide) -> str:
-    """What was steered, at what size, and how long the writing took."""
-    what = "; ".join(
-        f"layer {site_label(f.hookpoint)} feature {f.feature}: {f.mode} {f.strength:g} x "
-        f"{out.norms[f.hookpoint]:.1f}" for f in steering.features)
-    notes = [f"{what} (the layer's typical size). Wrote {out.n_tokens[0]} + "
-             f"{out.n_tokens[1]} tokens in one batch in {out.seconds:.1f} s."]
-    if out.measured:
-        notes.append(f"These SAEs carry no typical norm for {', '.join(out.measured)}: it was "
-                     "measured now on a few corpus windows.")
-    return " ".join(notes)
 
 
 def feature_name_line(folder: str | None, layer, feature) -> str:

@@ -20,8 +20,9 @@ from sae_core.steer.presets import read_presets
 
 from . import builds, session
 from .errors import friendly
-from .steering import DIFF_COLORS, STEER_CONCURRENCY, SteeringTab, run_steering
+from .steering import STEER_CONCURRENCY, SteeringTab
 from .steering_presets import controls_of
+from .steering_write import DIFF_COLORS, run_steering
 from .tour_text import INTRO, NO_PRESET, STEER_INTRO, numbers_markdown, words_markdown
 
 SENTENCE = "Marie Curie moved to Paris in 1891 to study physics and chemistry."

@@ -65,9 +65,8 @@ def relu_losses(sae: Sae, x_ND: Tensor, coeff: float,
 
 
 def layer_seed(seed: int, hookpoint: str) -> int:
-    """The seed of one hookpoint's SAE (init and shuffle order): its own for every (seed,
-    hookpoint), whatever else is trained beside it. (seed + position among the trained
-    hookpoints gave a second seed's layer the first seed's init when layers were skipped.)"""
+    """One hookpoint's SAE seed (init, shuffle order), whatever trains beside it: seed +
+    position gave a second seed's layer the first seed's draws when layers were skipped."""
     return (seed * 1_000_003 + zlib.crc32(hookpoint.encode())) % 2**62
 
 class SaeTrainer:

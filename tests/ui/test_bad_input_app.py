@@ -158,8 +158,8 @@ FAILING = [
     ("ui.api.side_by_side", "/steer_text", ("", "the", 1, 3, 0.5, 2), "writing the texts"),
     ("ui.live.live_view", "/run_live", (None, "the cat"), "reading the text"),
     ("ui.search.search_text", "/run_search", (None, "the cat", "norm"), "searching the text"),
-    ("ui.steering.side_by_side", "/steer", (None, "the", 1, 3, 0.5, "add", "all", "", 4, 0, 0),
-     "writing the texts"),
+    ("ui.steering_write.side_by_side", "/steer",
+     (None, "the", 1, 3, 0.5, "add", "all", "", 4, 0, 0), "writing the texts"),
 ]
 
 

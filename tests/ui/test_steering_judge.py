@@ -176,7 +176,7 @@ def test_the_tab_wires_the_judge_after_the_texts():
         build_steering_tab(picker)
     fns = {fn.name: fn for fn in demo.fns.values()}
     score, compare = fns["score_texts"], fns["compare_methods"]
-    assert demo.fns[score.trigger_after].name == "run_steering"
+    assert demo.fns[score.trigger_after].name == "stream_steering"
     assert score.trigger_only_on_success  # the texts never wait on the judge
     for fn in (score, compare, fns["clear_scores"]):
         assert fn.api_visibility == "private"

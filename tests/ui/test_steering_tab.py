@@ -11,7 +11,7 @@ from tests.steer.preset_helpers import CONCEPTS, planted_copy, tiny_search  # no
 def test_tab_helpers_diff_and_extra_features(tiny_atlas):
     import gradio as gr
 
-    from ui.steering import diff_highlight, parse_extra, run_steering
+    from ui.steering_write import diff_highlight, parse_extra, run_steering
 
     left, right = diff_highlight("the cat sat on the mat", "the dog sat on a mat")
     assert "".join(t for t, _ in left) == "the cat sat on the mat"
@@ -43,7 +43,7 @@ def test_the_texts_stream_token_by_token_and_end_as_the_whole_answer(tiny_atlas,
 
     from sae_core.steer import generation
     from ui import streaming
-    from ui.steering import run_steering, stream_steering
+    from ui.steering_write import run_steering, stream_steering
 
     monkeypatch.setattr(streaming, "EVERY_S", 0.0)
     threads = set()
