@@ -148,6 +148,9 @@ class LabelledPass(NamedTuple):
     vocab: dict[str, list[str]]
     firings: dict[str, LayerFirings]
     fingerprint: str
+    medians: dict[str, float] | None = None
+    """Each SAE's typical input norm (norms.py); None: from the SAEs' metadata, which a
+    build's SAEs do not carry before they are written."""
 
 
 def labelled_pass(folder: Path, lm: LM | None, report: Report | None) -> LabelledPass:

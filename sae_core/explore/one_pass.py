@@ -131,7 +131,7 @@ def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str
             raise RuntimeError("the labelled windows differ from the corpus windows they label")
         firings = with_labels(result.firings.firings(), data.labels)
         write_evidence(folder, LabelledPass(info, lm, saes, data.vocab, firings,
-                                            info["sae_fingerprint"]), report=report)
+                                            info["sae_fingerprint"], medians), report=report)
     return result.recon
 
 

@@ -188,7 +188,8 @@ def probe_unseen(run: LabelledPass, cache: str | None = None) -> ProbingResult:
     """The probing product: probes learned and scored on the corpus documents the SAEs never
     trained on (unseen.unseen_pass, one more pass of the model over them); on the labelled
     pass's tokens when the atlas does not say what its SAEs trained on, or none is unseen."""
-    seen = unseen_pass(run.lm, run.saes, run.info, load_texts(run.info["corpus"]), cache=cache)
+    seen = unseen_pass(run.lm, run.saes, run.info, load_texts(run.info["corpus"]), cache=cache,
+                       medians=run.medians)
     if seen is None:
         return compute_probing(run.firings, run.vocab)
     return compute_probing(seen.firings, seen.vocab, documents={

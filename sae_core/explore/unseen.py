@@ -90,9 +90,11 @@ class UnseenPass(NamedTuple):
 
 
 def unseen_pass(lm: LM, saes: dict[str, Sae], info: dict, texts: list[str], *,
-                cache: str | None = None) -> UnseenPass | None:
+                cache: str | None = None, medians: dict[str, float] | None = None
+                ) -> UnseenPass | None:
     """Label the unseen documents of `texts` (the atlas's corpus) with spaCy (cached at
-    `cache` when given) and run every SAE over them once (firings.collect_firings); None when
+    `cache` when given) and run every SAE over them once (firings.collect_firings; `medians`
+    default to the SAEs' metadata); None when
     the atlas's training windows are unknown or no document is unseen."""
     ids = unseen_documents(lm.tokenizer, texts, info)
     if not ids:
@@ -100,6 +102,6 @@ def unseen_pass(lm: LM, saes: dict[str, Sae], info: dict, texts: list[str], *,
     chosen = [texts[i] for i in ids]
     data = (load_or_build_labels(lm.tokenizer, chosen, info["seq_len"], cache) if cache
             else labelled_windows(lm.tokenizer, chosen, info["seq_len"]))
-    firings = collect_firings(lm, saes, medians_of(saes), data,
+    firings = collect_firings(lm, saes, medians or medians_of(saes), data,
                               outlier_factor=outlier_factor_of(info))
     return UnseenPass(firings, data.vocab, ids, data.windows.numel())

@@ -12,7 +12,8 @@ from sae_core.atlas.layout import load_atlas
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.corpus import load_texts, token_windows
 from sae_core.explore.firings import LabelledPass
-from sae_core.explore.probing import probe_unseen
+from sae_core.explore.one_pass import after_training
+from sae_core.explore.probing import probe_unseen, read_probing
 from sae_core.explore.unseen import unseen_documents, unseen_pass
 from sae_core.train import loop
 from tests.tiny import WORDS, tiny_lm
@@ -89,6 +90,21 @@ def test_probing_reads_only_documents_no_training_window_touched(built):
     assert result.documents == {"unseen_by_saes": True, "documents": len(ids),
                                 "tokens": chosen.numel()}
     assert result.hookpoints == list(saes)
+
+
+def test_a_build_probes_its_unseen_documents_in_the_pass_after_training(built, tmp_path):
+    """The build's own pass writes probing on the unseen documents: its SAEs carry no
+    median norm in their metadata until they are written, so the medians travel with the
+    labelled pass (this build crashed when probing first read the unseen documents)."""
+    folder, lm, _ = built
+    info = load_atlas(folder)[0]
+    cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False,
+                      max_tokens=320)
+    out = build_atlas(tmp_path / "one_pass", lm=lm, cfg=cfg, after=after_training,
+                      data=BuildConfig(corpus=info["corpus"], seq_len=SEQ_LEN, held_out=6))
+    probes = read_probing(out)
+    assert probes is not None and probes.documents["unseen_by_saes"] is True
+    assert probes.documents["documents"] >= 5
 
 
 def test_without_training_records_probing_says_so(built):
