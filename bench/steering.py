@@ -8,7 +8,9 @@ Times (median of `--repeats`, interleaved) greedy generation of `--tokens` new t
 - hooked_zero: the same hooks at strength 0 (the plain run's tokens, so only the hook's cost
   differs).
 side_by_side_ratio = side by side / plain (target <= 1.3);
-hook_overhead_ms = steered alone - plain, per generated token (median decoding steps).
+hook_overhead_ms = steered alone - plain, per generated token (median decoding steps);
+first_token_ms = the Steering tab's streamed endpoint, from the call to its first update
+(the first token of both texts), whole_ms to its last.
 Run under the shared lock: `flock /tmp/bench.lock .venv/bin/python bench/steering.py`.
 """
 
@@ -65,6 +67,26 @@ def hook_call_us(lm, saes, norms, steer: Steering, hookpoint: str, prompt_len: i
     return per_call_us
 
 
+def first_streamed(args, hookpoint: str, feature: str, strength: str) -> tuple[float, float]:
+    """(median ms from the click's callback to its first streamed update, median ms to its
+    last) of the Steering tab's streamed endpoint (ui/steering_write.stream_steering): the
+    page sees the first tokens after the first, the whole texts after the second."""
+    from ui.steering_write import stream_steering
+
+    layer = int(hookpoint.split(".")[1])
+    first, last = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        updates = stream_steering(args.atlas, args.prompt, layer, int(feature), float(strength),
+                                  "add", "all", "", args.tokens, 0, 0)
+        next(updates)
+        first.append(1000 * (time.perf_counter() - t0))
+        for _ in updates:
+            pass
+        last.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(first), statistics.median(last)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--atlas", default=str(DEFAULT_ATLAS))
@@ -117,7 +139,11 @@ def main() -> None:
     zero_ms = 1000 * (step["hooked_zero"] - step["plain"])
     print(f"side by side / plain, wall-clock medians: {wall:.3f}")
     print(f"hook overhead with strength 0 (same tokens as plain): {zero_ms:.3f} ms a token")
-    print(f"RESULT side_by_side_ratio={ratio:.3f} hook_overhead_ms={overhead:.3f}")
+    first_ms, whole_ms = first_streamed(args, hookpoint, feature, strength)
+    print(f"streamed (the tab's endpoint): first update after {first_ms:.0f} ms, the whole "
+          f"texts after {whole_ms:.0f} ms (medians of {args.repeats})")
+    print(f"RESULT side_by_side_ratio={ratio:.3f} hook_overhead_ms={overhead:.3f} "
+          f"first_token_ms={first_ms:.0f} whole_ms={whole_ms:.0f}")
 
 
 if __name__ == "__main__":
