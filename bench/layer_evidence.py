@@ -35,9 +35,11 @@ from statistics import mean
 import torch
 from common import ROOT
 
+from sae_core.activations import layer_of
 from sae_core.atlas.layout import (
     ATLAS_ROOT,
     control_atlases,
+    is_built,
     load_atlas,
     read_metrics,
     seed_atlases,
@@ -62,7 +64,7 @@ BANDS = ((0, 9), (10, 19), (20, 29))
 
 def build_missing(root: Path) -> None:
     for name, flags in BUILDS.items():
-        if not (root / name / "atlas.json").exists():
+        if not is_built(root / name):
             print(f"building {name} ...", flush=True)
             subprocess.run([sys.executable, "-m", "sae_core", "train", "--out",
                             str(root / name), *flags], check=True, cwd=ROOT)
@@ -93,12 +95,11 @@ def share_interval(lmap: LayerMapData, kind: str, rows: list[int],
     return Interval(point, lo, hi)
 
 
-def probe_cells(result: ProbingResult, kind: str, hooks: set[str] | None = None) -> dict:
+def probe_cells(result: ProbingResult, kind: str) -> dict:
     """(hookpoint, task, label) -> balanced accuracy of the k = 5 probe."""
     method = method_name(kind, 5)
     return {(h, t, label): score
             for h, layer in zip(result.hookpoints, result.layers, strict=True)
-            if hooks is None or h in hooks
             for t, tp in layer.items()
             for label, score in zip(tp.labels, tp.bacc.get(method, []), strict=False)}
 
@@ -128,7 +129,7 @@ def basic(iv: Interval) -> Interval:
 
 
 def layer_rows(lmap: LayerMapData, first: int, last: int) -> list[int]:
-    return [i for i, h in enumerate(lmap.hookpoints) if first <= int(h.split(".")[1]) <= last]
+    return [i for i, h in enumerate(lmap.hookpoints) if first <= layer_of(h) <= last]
 
 
 def paired(a: LayerMapData, b: LayerMapData) -> bool:
@@ -180,7 +181,7 @@ def probe_section(real: ProbingResult, rand: ProbingResult | None) -> dict[str, 
           f"{'random model SAE':>24} {'SAE - random model':>24}")
     for first, last in (*BANDS, (0, 29)):
         def part(cells, first=first, last=last):
-            return {k: v for k, v in cells.items() if first <= int(k[0].split(".")[1]) <= last}
+            return {k: v for k, v in cells.items() if first <= layer_of(k[0]) <= last}
         s, n = part(sae), part(neuron)
         if not s:
             continue
@@ -207,7 +208,7 @@ def names_and_turnover(real_dir: Path, rand_dir: Path | None) -> None:
         up = dict(zip(lineage.hookpoints, lineage.turnover()["up"], strict=True))
         for band in share_detected(names, bands=BANDS):
             ups = [v for h, v in up.items()
-                   if v is not None and band.first <= int(h.split(".")[1]) <= band.last]
+                   if v is not None and band.first <= layer_of(h) <= band.last]
             carried = f"{100 * mean(ups):.2f}" if ups else "n/a"
             print(f"{label:>18} {band.first:>2}-{band.last:<2} names {100 * band.share:5.1f} "
                   f"of {band.n_alive:,}   carried on {carried}")
@@ -219,12 +220,13 @@ def seed_section(real_dir: Path, other_dir: Path) -> dict[str, float]:
     hooks = [h for h in other_map.hookpoints if h in real_map.hookpoints]
     print(f"\nsecond seed, {len(hooks)} layers: per layer, seed 0 | seed 1 "
           "(accepted share % with its document interval; probing bacc k = 5)")
+    bacc = [dict(zip(p.hookpoints, p.per_layer("sae", 5, metric="bacc"), strict=True))
+            for p in (real_probe, other_probe)]
     d_accept, d_probe = [], []
     for h in hooks:
         a = share_interval(real_map, "sae", [real_map.hookpoints.index(h)])
         b = share_interval(other_map, "sae", [other_map.hookpoints.index(h)])
-        pa = real_probe.per_layer("sae", 5, metric="bacc")[real_probe.hookpoints.index(h)]
-        pb = other_probe.per_layer("sae", 5, metric="bacc")[other_probe.hookpoints.index(h)]
+        pa, pb = bacc[0][h], bacc[1][h]
         d_accept.append(abs(a.point - b.point))
         if pa is not None and pb is not None:  # None: no label with enough tokens
             d_probe.append(abs(pa - pb))

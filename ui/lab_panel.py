@@ -18,7 +18,7 @@ from sae_core.lab.run import LAB_ROOT, LabConfig, run_lab
 from sae_core.lab.table import table_markdown
 
 from . import builds, public, session
-from .errors import friendly, text_arg
+from .errors import NotReady, friendly, text_arg
 from .lab_figures import figure_kind, frontier_figure
 from .sites import hookpoint_at, layer_key
 
@@ -104,7 +104,7 @@ def run_sweep(folder: str | None, layer, param: str, values_text: str,
     if public.policy().public:  # never registered then; refused anyway
         raise gr.Error("This public demo does not run sweeps.")
     if _set_folder(folder) is None:
-        builds.need_set(None, "A sweep on one layer of the set's model")
+        raise NotReady(builds.waiting_text("A sweep on one layer of the set's model"))
     values = parse_values(values_text, param)
     info = read_info(folder)
     hookpoint = hookpoint_at(list(read_metrics(folder)), layer)
