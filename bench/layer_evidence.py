@@ -49,7 +49,8 @@ from sae_core.explore.firings import MAP_TASKS
 from sae_core.explore.layermap import CRITERIA, KINDS, LayerMapData, read_layer_map
 from sae_core.explore.lineage import read_lineage
 from sae_core.explore.map_intervals import draws_interval
-from sae_core.explore.names import read_names, share_detected
+from sae_core.explore.names import read_names
+from sae_core.explore.names_draws import share_detected
 from sae_core.explore.probing import ProbingResult, method_name, read_probing
 from sae_core.stats import Interval, bootstrap_interval
 

@@ -29,7 +29,8 @@ from sae_core.atlas.writing import atlas_lock
 from sae_core.explore.firings import LABEL_DOC_STRIDE, collect_firings
 from sae_core.explore.labels import load_or_build_labels
 from sae_core.explore.lineage import compute_lineage
-from sae_core.explore.names import LAYER_BANDS, compute_names, share_detected
+from sae_core.explore.names import compute_names
+from sae_core.explore.names_draws import LAYER_BANDS, share_detected
 from sae_core.explore.probing import PROBING_FILE, ProbingResult, compute_probing
 from sae_core.explore.unseen import unseen_pass
 from sae_core.norms import medians_of

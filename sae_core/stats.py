@@ -7,7 +7,8 @@ resamples from `resample_groups`, so the same `seed` gives the same draws everyw
 
 - `bootstrap_interval(groups, statistic)`: any statistic of a list of groups (plain Python);
 - `group_weights` + `percentile_interval`: a statistic written for (draws, groups) weights
-  (how often each group was drawn), for statistics vectorised over draws (the layer map).
+  (how often each group was drawn), for statistics vectorised over draws (the layer map);
+- `share_interval`: a share of `hits` among `n` items, each item its own group.
 """
 
 from __future__ import annotations
@@ -75,3 +76,15 @@ def bootstrap_interval(groups: Sequence[G], statistic: Callable[[list[G]], float
     draws = resample_groups(len(items), n_boot=n_boot, seed=seed)
     lo, hi = percentile_interval([statistic([items[i] for i in d]) for d in draws], level)
     return Interval(float(statistic(items)), lo, hi)
+
+
+def share_interval(hits: int, n: int, *, n_boot: int = 200, level: float = 0.95,
+                   seed: int = 0) -> tuple[float, float]:
+    """(lo, hi): the percentile interval of the share hits / n when the n items (hits of
+    them counting 1, the others 0) are drawn again; (nan, nan) without items."""
+    if n < 1:
+        return float("nan"), float("nan")
+    if not 0 <= hits <= n:
+        raise ValueError(f"{hits} hits among {n} items")
+    w_BG = group_weights(n, n_boot=n_boot, seed=seed)
+    return percentile_interval(w_BG[:, :hits].sum(1) / n, level)

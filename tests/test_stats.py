@@ -12,6 +12,7 @@ from sae_core.stats import (
     group_weights,
     percentile_interval,
     resample_groups,
+    share_interval,
 )
 
 
@@ -71,3 +72,14 @@ def test_percentile_interval_drops_undefined_draws_and_checks_its_level():
         percentile_interval([1.0], level=1.0)
     with pytest.raises(ValueError):
         resample_groups(0, n_boot=3)
+
+
+def test_a_share_of_items_has_a_point_interval_at_the_ends_and_a_binomial_width_between():
+    assert share_interval(50, 50) == (1.0, 1.0) and share_interval(0, 50) == (0.0, 0.0)
+    lo, hi = share_interval(2000, 4000)
+    # the normal approximation: 0.5 +- 1.96 * sqrt(0.25 / 4000) = 0.5 +- 0.0155
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(0.031, abs=0.006)
+    nan_lo, _ = share_interval(0, 0)
+    assert nan_lo != nan_lo
+    with pytest.raises(ValueError):
+        share_interval(5, 4)

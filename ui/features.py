@@ -11,7 +11,8 @@ import gradio as gr
 from sae_core.atlas.layout import read_info
 from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import check_ids, feature_page, open_index
-from sae_core.explore.lineage import feature_path, read_lineage
+from sae_core.explore.feature_path import feature_path
+from sae_core.explore.lineage import read_lineage
 from sae_core.explore.names import readable_names
 from sae_core.hub.releases import neuronpedia_id_of
 from sae_core.steer.pushed import PUSH_STRENGTH, pushed_tokens

@@ -25,6 +25,7 @@ from .layer_map_view import (
     summary_rows,
 )
 from .lineage_view import turnover_figure
+from .names_view import detected_figure
 from .probing_view import probing_figure
 from .sites import layer_choices
 
@@ -57,6 +58,10 @@ TURNOVER_INTRO = """### Where each layer's features carry on, and where they tur
 For each feature, is there a feature in the next layer that writes almost the same direction
 (decoder cosine above 0.7)? A high share means the layer passes its features on; a dip means
 the representation changes there."""
+NAMES_INTRO = """### How many features a plain name explains
+Each feature gets a name from the tokens it fires on and its label (learnt on half the
+labelled tokens). Does "fires on *the* or *a*" predict where it fires on the other half?
+The share of features whose name does (F1 at least 0.5), layer by layer."""
 
 THRESHOLD, MIN_SUPPORT, MIN_LIFT = CRITERIA
 NO_MAP = ("*This SAE set has no layer map yet. Building one labels ~45k corpus tokens with "
@@ -117,17 +122,18 @@ def redraw(folder, task, kind, thr, sup, lift):
             "as the SAE feature it is paired with.")
 
 
-@friendly("drawing the probes and the turnover")
+@friendly("drawing the probes, the turnover and the names")
 def evidence(folder, task):
-    """(probing figure, turnover figure): None for what this atlas has not computed yet."""
+    """(probing, turnover, names figure): None for what this atlas has not computed yet."""
     if not folder:
-        return None, None
+        return None, None, None
     if not isinstance(task, str) or task not in TASK_NAMES:
         raise ValueError(f"task must be one of {', '.join(TASK_NAMES)}, got {task!r:.40}")
-    probes, lineage = read_probing(folder), read_lineage(folder)
+    probes, lineage, names = read_probing(folder), read_lineage(folder), readable_names(folder)
     twin = random_model_twin(folder)
     return (probing_figure(probes, task, control=read_probing(twin)) if probes else None,
-            turnover_figure(lineage, control=read_lineage(twin)) if lineage else None)
+            turnover_figure(lineage, control=read_lineage(twin)) if lineage else None,
+            detected_figure(names, control=readable_names(twin)) if names else None)
 
 
 def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
@@ -167,11 +173,13 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
             names = _labels(lmap, "pos")
             label = gr.Dropdown(names, value=names[0] if names else None, label="Label")
         cell = gr.Dataframe(interactive=False)
-        probing_fig, turnover_fig = evidence(picker.value, "pos")
+        probing_fig, turnover_fig, names_fig = evidence(picker.value, "pos")
         gr.Markdown(EVIDENCE_INTRO)
         probes = gr.Plot(probing_fig)
         gr.Markdown(TURNOVER_INTRO)
         turnover = gr.Plot(turnover_fig)
+        gr.Markdown(NAMES_INTRO)
+        named = gr.Plot(names_fig)
 
         @friendly("listing the labels")
         def relabel(folder, task):
@@ -206,11 +214,11 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
         for control in controls:
             control.change(redraw, [picker, *controls], draw_outputs, queue=False)
         task.change(relabel, [picker, task], label, queue=False)
-        task.change(evidence, [picker, task], [probes, turnover], queue=False)
+        task.change(evidence, [picker, task], [probes, turnover, named], queue=False)
         switched = [missing, build, layer, label]
         gr.on(builds.atlas_events(picker, refreshed), switch_atlas, [picker, task], switched
               ).then(redraw, [picker, *controls], draw_outputs
-                     ).then(evidence, [picker, task], [probes, turnover])
+                     ).then(evidence, [picker, task], [probes, turnover, named])
         build.click(build_map, picker, missing)
         for control in [*controls, layer, label]:
             control.change(cell_table, [picker, *controls, layer, label], cell, queue=False)

@@ -10,31 +10,14 @@ from sae_core.explore.layermap import LayerMapData
 from sae_core.explore.names import FeatureNames
 
 from .names_view import name_cells
-from .plots import accept_lines, layer_heatmap, site_lines
-from .sites import by_site, hookpoint_at
+from .plots import COLORS, CONTROL_MODEL, accept_lines, band_traces, layer_heatmap, site_lines
+from .sites import hookpoint_at
 
 TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
               "shape": "word shape"}
 KIND_NAMES = {"sae": "SAE features", "neuron": "raw neurons", "random": "random directions",
               "whitened": "random directions (whitened)",
               "topk_random": "random dictionary through TopK"}
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
-CONTROL_MODEL = "random-init model"
-"""How the twin atlas through a randomly initialised model is named in the figures."""
-
-
-def band_traces(fig: go.Figure, hookpoints: list[str], band: list[tuple[float, float]],
-                color: str, name: str, scale: float = 1.0) -> None:
-    """A shaded band between each layer's (lo, hi), one per site, under the line `name`
-    (same colour): a lower edge, then an upper edge filled down to it."""
-    rgb = tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
-    for _, layers, where in by_site(hookpoints):
-        lo = [None if band[i][0] is None else scale * band[i][0] for i in where]
-        hi = [None if band[i][1] is None else scale * band[i][1] for i in where]
-        common = dict(x=layers, mode="lines", line=dict(width=0), showlegend=False,
-                      legendgroup=name, hoverinfo="skip")
-        fig.add_scatter(y=lo, **common)
-        fig.add_scatter(y=hi, fill="tonexty", fillcolor=f"rgba{(*rgb, 0.18)}", **common)
 
 
 def present_labels(lmap: LayerMapData, task: str) -> list[int]:

@@ -7,10 +7,10 @@ import html
 import plotly.graph_objects as go
 
 from sae_core.activations import layer_of
-from sae_core.explore.lineage import FeaturePath, LineageData, PathStep
+from sae_core.explore.feature_path import FeaturePath, PathStep
+from sae_core.explore.lineage import LineageData
 
-from .layer_map_view import CONTROL_MODEL
-from .plots import site_lines
+from .plots import COLORS, CONTROL_MODEL, band_traces, site_lines
 from .sites import axis_title, site_label
 
 START_COLOR, PATH_COLOR, STOP_COLOR = "#d62728", "#1f77b4", "#7f7f7f"
@@ -22,23 +22,28 @@ def _percent(share: float | None) -> float | None:
 
 def turnover_figure(lineage: LineageData, control: LineageData | None = None) -> go.Figure:
     """Per layer: the share of its alive features that have a close partner (decoder cosine
-    above the lineage's `close`) in the next layer, and in the layer below; with `control`
-    (the random-init model's lineage), its two lines dashed. Turnover reads decoder weights
-    only, no tokens: it has no interval over documents (its spread is across seeds)."""
+    above the lineage's `close`) in the next layer, and in the layer below, each with its
+    band when the layer's features are drawn again (turnover reads decoder weights, not
+    documents); with `control` (the random-init model's lineage), its two lines dashed."""
     hooks = lineage.hookpoints
     fig = go.Figure()
+    bands = lineage.turnover_bands()
     for lin, suffix, dash in ((lineage, "", None), (control, f", {CONTROL_MODEL}", "dash")):
         if lin is None:
             continue
         shares = lin.turnover()
-        for key, name in (("up", "carried on to the next layer"),
-                          ("down", "already there in the layer below")):
+        for color, key, name in ((COLORS[0], "up", "carried on to the next layer"),
+                                 (COLORS[1], "down", "already there in the layer below")):
+            if key in bands and lin is lineage:
+                band_traces(fig, hooks, bands[key], color, name + suffix, scale=100)
             # one line per site: features are followed within a site (explore/lineage.py)
             site_lines(fig, lin.hookpoints, [_percent(s) for s in shares[key]], name + suffix,
-                       mode="lines+markers", line=dict(dash=dash),
+                       mode="lines+markers", line=dict(dash=dash, color=color),
+                       legendgroup=name + suffix,
                        hovertemplate=f"layer %{{x}}: %{{y:.1f}}% {name}{suffix}<extra></extra>")
     fig.update_layout(
-        title="How much of each layer carries on to the next", height=330,
+        title="How much of each layer carries on to the next (bands: 95% range over "
+              "features)", height=330,
         xaxis_title=axis_title(hooks),
         yaxis_title=f"% of features (decoder cosine > {lineage.close:g})",
         # from zero, but scaled to the data: a few percent must not look like none

@@ -9,11 +9,14 @@ from __future__ import annotations
 import html
 
 import pandas as pd
+import plotly.graph_objects as go
 
 from sae_core.explore.names import LOW_SCORE, FeatureName, FeatureNames, label_of
+from sae_core.explore.names_draws import DETECTED_F1, detected_share
 from sae_core.steer.pushed import PushedToken
 
-from .sites import hookpoint_at
+from .plots import COLORS, CONTROL_MODEL, band_traces, site_lines
+from .sites import axis_title, hookpoint_at
 
 
 def name_cells(names: FeatureNames | None, hookpoint: str, ids: list[int]) -> list[str]:
@@ -79,3 +82,28 @@ def pushed_frame(tokens: list[PushedToken]) -> pd.DataFrame:
         "clean %": [round(100 * t.clean, 3) for t in tokens],
         "pushed %": [round(100 * t.pushed, 3) for t in tokens],
     })
+
+
+def detected_figure(names: FeatureNames, control: FeatureNames | None = None) -> go.Figure:
+    """Per layer: the share of its alive features whose name detects them (held-out F1 >=
+    0.5), with its band over held-out documents where the names kept their draws; with
+    `control` (the random-init model's names), its line dashed."""
+    fig = go.Figure()
+    for lin, suffix, dash in ((names, "", None), (control, f", {CONTROL_MODEL}", "dash")):
+        if lin is None:
+            continue
+        shares = [detected_share(lin, [h])[0] for h in lin.hookpoints]
+        name = "features a name detects" + suffix
+        if lin is names and all(s.lo == s.lo for s in shares):  # NaN: no draws
+            band_traces(fig, lin.hookpoints, [(s.lo, s.hi) for s in shares], COLORS[2], name,
+                        scale=100)
+        site_lines(fig, lin.hookpoints, [100 * s.point for s in shares], name,
+                   mode="lines+markers", line=dict(dash=dash, color=COLORS[2]),
+                   legendgroup=name)
+    fig.update_layout(
+        title=f"How many features a plain name explains (held-out F1 ≥ {DETECTED_F1:g}; "
+              "bands: 95% range over documents)", height=330,
+        xaxis_title=axis_title(names.hookpoints), yaxis_title="% of alive features",
+        yaxis=dict(rangemode="tozero"), margin=dict(t=50, b=40, l=50, r=20),
+        legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -9,6 +9,10 @@ from sae_core.activations import layer_of
 
 from .sites import axis_title, by_site, site_label
 
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+CONTROL_MODEL = "random-init model"
+"""How the twin atlas through a randomly initialised model is named in the figures."""
+
 
 def site_lines(fig: go.Figure, hookpoints: list[str], ys: list, name: str = "",
                **scatter) -> None:
@@ -22,6 +26,20 @@ def site_lines(fig: go.Figure, hookpoints: list[str], ys: list, name: str = "",
             error["array"][i] for i in where]}}
         fig.add_scatter(x=layers, y=[ys[i] for i in where], name=label,
                         **{**scatter, **extra})
+
+
+def band_traces(fig: go.Figure, hookpoints: list[str], band: list[tuple[float, float]],
+                color: str, name: str, scale: float = 1.0) -> None:
+    """A shaded band between each layer's (lo, hi), one per site, under the line `name`
+    (same colour): a lower edge, then an upper edge filled down to it."""
+    rgb = tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+    for _, layers, where in by_site(hookpoints):
+        lo = [None if band[i][0] is None else scale * band[i][0] for i in where]
+        hi = [None if band[i][1] is None else scale * band[i][1] for i in where]
+        common = dict(x=layers, mode="lines", line=dict(width=0), showlegend=False,
+                      legendgroup=name, hoverinfo="skip")
+        fig.add_scatter(y=lo, **common)
+        fig.add_scatter(y=hi, fill="tonexty", fillcolor=f"rgba{(*rgb, 0.18)}", **common)
 
 
 def quality_by_layer(metrics: dict[str, dict]) -> go.Figure:

@@ -7,27 +7,49 @@ import plotly.graph_objects as go
 
 from sae_core.explore.probing import ProbingResult
 
-from .layer_map_view import COLORS, CONTROL_MODEL, TASK_NAMES, band_traces
-from .plots import site_lines
+from .layer_map_view import TASK_NAMES
+from .plots import COLORS, CONTROL_MODEL, band_traces, site_lines
 from .sites import axis_title
 
 NEURON_K = 5
 
 
-def probing_lines(result: ProbingResult, task: str | None) -> dict[str, list[float | None]]:
-    """Line name -> mean held-out F1 per layer (None where the layer has no label); for
-    k = 5, SAE latents and neurons, balanced accuracy (SAEBench's measure) and AUROC too."""
-    lines = {f"SAE, {k} latent{'s' * (k > 1)}": result.per_layer("sae", k, task)
-             for k in result.ks}
+Spec = tuple[str, int | None, str]
+"""(kind, k, metric) of a line: ProbingResult.per_layer's arguments."""
+
+
+def line_specs(result: ProbingResult) -> dict[str, Spec]:
+    """Line name -> what it draws: mean held-out F1 per layer of SAE latents at every k,
+    neurons at k = 5 and the whole residual; for k = 5, SAE latents and neurons, balanced
+    accuracy (SAEBench's measure) and AUROC too."""
+    specs: dict[str, Spec] = {f"SAE, {k} latent{'s' * (k > 1)}": ("sae", k, "f1")
+                              for k in result.ks}
     if NEURON_K in result.ks:
-        lines[f"raw neurons, {NEURON_K}"] = result.per_layer("neuron", NEURON_K, task)
-    lines["whole residual (ceiling)"] = result.per_layer("dense", None, task)
-    if NEURON_K in result.ks and any(result.per_layer("sae", NEURON_K, task, "bacc")):
+        specs[f"raw neurons, {NEURON_K}"] = ("neuron", NEURON_K, "f1")
+    specs["whole residual (ceiling)"] = ("dense", None, "f1")
+    if NEURON_K in result.ks and any(result.per_layer("sae", NEURON_K, None, "bacc")):
         for metric, title in (("bacc", "balanced accuracy"), ("auroc", "AUROC")):
             for kind, name in (("sae", f"SAE {NEURON_K} latents"),
                                ("neuron", f"neurons {NEURON_K}")):  # older results: F1 only
-                lines[f"{title}, {name}"] = result.per_layer(kind, NEURON_K, task, metric)
-    return lines
+                specs[f"{title}, {name}"] = (kind, NEURON_K, metric)
+    return specs
+
+
+def probing_lines(result: ProbingResult, task: str | None) -> dict[str, list[float | None]]:
+    """Line name -> its value per layer (None where the layer has no label)."""
+    return {name: result.per_layer(kind, k, task, metric)
+            for name, (kind, k, metric) in line_specs(result).items()}
+
+
+def probing_bands(result: ProbingResult, task: str | None
+                  ) -> dict[str, list[tuple[float, float] | tuple[None, None]]]:
+    """Line name -> per layer its 95% interval over held-out documents, for the lines whose
+    measure has one (F1, balanced accuracy; not AUROC) in a result that kept its draws."""
+    out = {}
+    for name, (kind, k, metric) in line_specs(result).items():
+        if (band := result.bands(kind, k, task, metric)) is not None:
+            out[name] = band
+    return out
 
 
 def probing_source(result: ProbingResult) -> str:
@@ -39,11 +61,11 @@ def probing_source(result: ProbingResult) -> str:
 
 
 def probing_figure(result: ProbingResult, task: str | None,
-                   bands: dict[str, list[tuple[float, float]]] | None = None,
                    control: ProbingResult | None = None) -> go.Figure:
-    """`bands`: line name -> per layer (lo, hi), shaded under that line (an interval over
-    documents, firings.LayerFirings.doc_N); `control`: the random-init model's probes, its
-    SAE lines dashed."""
+    """Each line with its band over held-out documents where it has one (`probing_bands`);
+    `control`: the random-init model's probes, its SAE lines dashed (without bands: the
+    figure keeps one band per measure readable)."""
+    bands = probing_bands(result, task)
     lines = {name: (result.hookpoints, ys) for name, ys in probing_lines(result, task).items()}
     if control is not None:
         lines |= {f"{name}, {CONTROL_MODEL}": (control.hookpoints, ys)
@@ -52,7 +74,7 @@ def probing_figure(result: ProbingResult, task: str | None,
     fig = go.Figure()
     for i, (name, (hooks, ys)) in enumerate(lines.items()):
         color = COLORS[i % len(COLORS)]
-        if bands and bands.get(name):
+        if name in bands:
             band_traces(fig, hooks, bands[name], color, name)
         dash = "dot" if name.startswith(("raw", "whole")) else (
             "dash" if name.endswith(CONTROL_MODEL) else None)

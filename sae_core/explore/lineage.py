@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from ..activations import layer_of, parse_hookpoint
 from ..atlas.layout import read_derived
 from ..atomic import load_tensors, read_json, save_tensors, write_json
 from ..sae import Sae
+from ..stats import share_interval
 from .firings import LayerFirings
 
 LINEAGE_FILE = "lineage.safetensors"
@@ -56,6 +57,9 @@ class LineageData:
     has_coact: bool
     sae_fingerprint: str = ""
     close: float = CLOSE
+    alive: list[int] = field(default_factory=list)
+    """Per hookpoint: features that fired on the labelled tokens (the turnover's
+    denominator; [] for an older lineage)."""
 
     def neighbours(self, hookpoint: str, feature: int, direction: str = "up",
                    by: str = "cosine") -> list[Neighbour]:
@@ -83,6 +87,16 @@ class LineageData:
         next layer; "down", the share with a close partner in the layer below."""
         return {"up": list(self.turnover_up), "down": list(self.turnover_down)}
 
+    def turnover_bands(self) -> dict[str, list[tuple[float, float] | tuple[None, None]]]:
+        """The same keys: per hookpoint the 95% interval of the share when the layer's alive
+        features are drawn again (stats.share_interval; turnover reads decoder weights, not
+        documents); {} for an older lineage without alive counts."""
+        if not self.alive:
+            return {}
+        return {key: [(None, None) if s is None else share_interval(round(s * n), n)
+                      for s, n in zip(shares, self.alive, strict=True)]
+                for key, shares in self.turnover().items()}
+
     def save(self, path: Path) -> None:
         """The tables, then the .json (the marker of a whole product), each atomically."""
         path = Path(path)
@@ -91,7 +105,7 @@ class LineageData:
                             for k, v in self.tables.items()})
         meta = {"hookpoints": self.hookpoints, "m": self.m, "close": self.close,
                 "has_coact": self.has_coact, "sae_fingerprint": self.sae_fingerprint,
-                "turnover": self.turnover()}
+                "turnover": self.turnover(), "alive": self.alive}
         write_json(path.with_suffix(".json"), meta, indent=None)
 
     @classmethod
@@ -103,7 +117,8 @@ class LineageData:
                   for k, v in load_tensors(path).items()}
         return cls(meta["hookpoints"], meta["m"], tables, meta["turnover"]["up"],
                    meta["turnover"]["down"], meta["has_coact"],
-                   sae_fingerprint=meta["sae_fingerprint"], close=meta["close"])
+                   sae_fingerprint=meta["sae_fingerprint"], close=meta["close"],
+                   alive=meta.get("alive", []))
 
 
 @torch.inference_mode()
@@ -132,7 +147,8 @@ def compute_lineage(saes: dict[str, Sae], firings: dict[str, LayerFirings] | Non
         tables |= _top_tables(f"{a}/up", cos_AB, jac_AB, m, dim=1)
         tables |= _top_tables(f"{b}/down", cos_AB, jac_AB, m, dim=0)
         up[hooks.index(a)], down[hooks.index(b)] = _carried(cos_AB, alive[a], alive[b], close)
-    return LineageData(hooks, m, tables, up, down, firings is not None, close=close)
+    return LineageData(hooks, m, tables, up, down, firings is not None, close=close,
+                       alive=[int(alive[h].sum()) for h in hooks])
 
 
 def adjacent(hookpoints: list[str]) -> list[tuple[str, str]]:
@@ -238,61 +254,6 @@ def _carried(cos_AB: Tensor, alive_a: Tensor, alive_b: Tensor,
     shares = [(best > close).float().mean() for best in (cos_AB.amax(1)[alive_a],
                                                           cos_AB.amax(0)[alive_b])]
     return tuple(None if s.isnan() else float(s) for s in shares)
-
-
-@dataclass(frozen=True)
-class PathStep:
-    hookpoint: str
-    feature: int
-    cosine: float | None
-    """With the step next to it on the way from the path's start (None at the start)."""
-    jaccard: float | None
-
-
-@dataclass(frozen=True)
-class PathStop:
-    """Where following the best partner stopped early: the layer whose best partner had a
-    cosine under the floor, and that cosine."""
-
-    hookpoint: str
-    best_cosine: float
-
-
-@dataclass(frozen=True)
-class FeaturePath:
-    steps: tuple[PathStep, ...]  # shallowest layer first
-    start: int
-    """Index in `steps` of the feature the path was asked for."""
-    stop_up: PathStop | None
-    """None when the path reached the last layer."""
-    stop_down: PathStop | None
-    """None when the path reached the first layer."""
-
-
-def feature_path(lineage: LineageData, hookpoint: str, feature: int,
-                 floor: float = 0.3) -> FeaturePath:
-    """From (hookpoint, feature), the best partner by decoder cosine, step by step, up to the
-    last layer and down to the first; a direction stops where the best cosine is < floor."""
-    up, stop_up = _walk(lineage, hookpoint, feature, "up", floor)
-    down, stop_down = _walk(lineage, hookpoint, feature, "down", floor)
-    steps = (*reversed(down), PathStep(hookpoint, feature, None, None), *up)
-    return FeaturePath(steps, len(down), stop_up, stop_down)
-
-
-def _walk(lineage: LineageData, hookpoint: str, feature: int, direction: str,
-          floor: float) -> tuple[list[PathStep], PathStop | None]:
-    best = lineage.neighbours(hookpoint, feature, direction)  # checks the arguments
-    pairs = adjacent(lineage.hookpoints)
-    following = dict(pairs) if direction == "up" else {b: a for a, b in pairs}
-    out: list[PathStep] = []
-    while best:
-        other, cos, jac = best[0]
-        if cos < floor:
-            return out, PathStop(following[hookpoint], cos)
-        hookpoint, feature = following[hookpoint], other
-        out.append(PathStep(hookpoint, feature, cos, jac))
-        best = lineage.neighbours(hookpoint, feature, direction)
-    return out, None
 
 
 def read_lineage(folder: Path | str | None) -> LineageData | None:

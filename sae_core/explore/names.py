@@ -20,12 +20,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..activations import layer_of
 from ..atlas.layout import read_derived
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
 from ..sae import Sae
+from ..stats import group_weights
 from .firings import MAP_TASKS, LayerFirings
+from .map_intervals import MAP_BOOT
+from .names_draws import DRAWS, detected_draws
 from .names_evidence import (
     half_of,
     label_evidence,
@@ -183,7 +185,8 @@ class FeatureNames:
         """CorruptFile when either file is truncated or damaged."""
         meta = read_json(path.with_suffix(".json"))
         tensors = load_tensors(path)
-        layers = {h: {k: tensors[f"{h}/{k}"] for k in FIELDS} for h in meta["hookpoints"]}
+        layers = {h: {k: tensors[f"{h}/{k}"] for k in (*FIELDS, DRAWS)
+                      if k in FIELDS or f"{h}/{k}" in tensors} for h in meta["hookpoints"]}
         return cls(meta["hookpoints"], meta["tasks"], meta["vocab"],
                    {int(i): s for i, s in meta["strings"]}, layers,
                    tuple(meta["n_tokens"]), meta["sae_fingerprint"])
@@ -198,35 +201,6 @@ def label_of(names: FeatureNames | None, hookpoint: str, feature: int) -> str:
         return names.name(hookpoint, feature).short()
     except IndexError:
         return ""
-
-
-class BandShare(NamedTuple):
-    first: int
-    last: int
-    share: float
-    """Share of the band's alive features whose name has held-out F1 >= the bar (NaN when
-    the band has no alive feature)."""
-    n_alive: int
-
-
-LAYER_BANDS = ((0, 9), (10, 19), (20, 29))
-
-
-def share_detected(names: FeatureNames, min_f1: float = 0.5,
-                   bands: tuple[tuple[int, int], ...] = LAYER_BANDS) -> list[BandShare]:
-    """Per band of layers (first..last, inclusive): how many alive features have a name
-    that detects them with held-out F1 >= `min_f1`."""
-    out = []
-    for first, last in bands:
-        good = alive = 0
-        for h in names.hookpoints:
-            if first <= layer_of(h) <= last:
-                lay = names.layers[h]
-                alive_F = lay["support"] > 0
-                alive += int(alive_F.sum())
-                good += int((alive_F & (lay["scores"][:, 2] >= min_f1)).sum())
-        out.append(BandShare(first, last, good / alive if alive else float("nan"), alive))
-    return out
 
 
 def read_names(folder: Path | str | None) -> FeatureNames | None:
@@ -252,7 +226,11 @@ def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings]
     tasks = [t for t in MAP_TASKS if t in vocab]
     n_labels = [len(vocab[t]) for t in tasks]
     w_VD = unembedding(lm)
-    layers = {h: _layer_names(lm, saes[h], f, tasks, n_labels, w_VD)
+    n_docs = max((int(f.doc_N.max()) + 1 for f in firings.values()
+                  if f.doc_N is not None and len(f.doc_N)), default=0)
+    # the layer map's draws (map_intervals: MAP_BOOT, seed 0), so their intervals pair
+    w_BG = group_weights(n_docs, n_boot=MAP_BOOT) if n_docs else None
+    layers = {h: _layer_names(lm, saes[h], f, tasks, n_labels, w_VD, w_BG)
               for h, f in firings.items()}
     ids = sorted({i for lay in layers.values() for k in ("tokens", "promotes")
                   for i in lay[k].unique().tolist() if i >= 0})
@@ -264,7 +242,7 @@ def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings]
 
 
 def _layer_names(lm: LM, sae: Sae, f: LayerFirings, tasks: list[str],
-                 n_labels: list[int], w_VD: Tensor) -> dict[str, Tensor]:
+                 n_labels: list[int], w_VD: Tensor, w_BG: Tensor | None) -> dict[str, Tensor]:
     labels_TN = torch.stack([f.labels[t] for t in tasks])
     learn, held = (half_of(f.idx_NK, f.valid_NK, f.tokens_N, labels_TN, rows)
                    for rows in (~f.heldout_N, f.heldout_N))
@@ -274,7 +252,11 @@ def _layer_names(lm: LM, sae: Sae, f: LayerFirings, tasks: list[str],
     w_dec = lm.to_residual(sae.cfg.hookpoint, sae.W_dec.detach())  # attn_z: through o_proj
     promotes_F3 = promoted_tokens(lm, w_dec, score.rule_F > 0, w_VD)
     support = torch.bincount(torch.cat([learn.feat_P, held.feat_P]), minlength=f.d_sae)
-    return {"tokens": tokens_F3, "task": ev.task_F, "label": ev.label_F,
-            "promotes": promotes_F3, "rule": score.rule_F,
-            "scores": torch.stack([score.precision_F, score.recall_F, score.f1_F], 1),
-            "support": support}
+    out = {"tokens": tokens_F3, "task": ev.task_F, "label": ev.label_F,
+           "promotes": promotes_F3, "rule": score.rule_F,
+           "scores": torch.stack([score.precision_F, score.recall_F, score.f1_F], 1),
+           "support": support}
+    if w_BG is not None and f.doc_N is not None:
+        out[DRAWS] = detected_draws(held, f.doc_N[f.heldout_N], ev, score.rule_F,
+                                    support > 0, n_labels, w_BG)
+    return out

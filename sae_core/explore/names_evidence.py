@@ -51,6 +51,7 @@ class Half(NamedTuple):
     labels_TP: Tensor  # (tasks, P) int64 label ids of the token
     tokens_N: Tensor  # int64 token ids of the half's tokens
     labels_TN: Tensor  # (tasks, N) int64 their label ids
+    row_P: Tensor  # int64 the firing's token: a row of tokens_N
 
 
 def half_of(idx_NK: Tensor, valid_NK: Tensor, tokens_N: Tensor, labels_TN: Tensor,
@@ -59,7 +60,7 @@ def half_of(idx_NK: Tensor, valid_NK: Tensor, tokens_N: Tensor, labels_TN: Tenso
     tokens_N, labels_TN = tokens_N[rows_N], labels_TN[:, rows_N]
     tok_P, slot_P = valid_NK[rows_N].nonzero(as_tuple=True)
     feat_P = idx_NK[rows_N][tok_P, slot_P].long()
-    return Half(feat_P, tokens_N[tok_P].int(), labels_TN[:, tok_P], tokens_N, labels_TN)
+    return Half(feat_P, tokens_N[tok_P].int(), labels_TN[:, tok_P], tokens_N, labels_TN, tok_P)
 
 
 def top_per_group(group_P: Tensor, value_P: Tensor, n_groups: int, top: int,

@@ -50,9 +50,9 @@ def name_scores(learn: Half, heldout: Half, n_labels: list[int], ev: Evidence) -
                              _rule_counts(heldout, n_labels, ev), ev)
 
 
-def _rule_counts(half: Half, n_labels: list[int], ev: Evidence) -> RuleCounts:
-    """The three rules' counts on one half: firings they predict, tokens they predict."""
-    n_features = len(ev.tokens_F3)
+def firing_hits(half: Half, ev: Evidence) -> tuple[Tensor, Tensor]:
+    """(P,) bool each: the firing's token is one of its feature's name tokens; it has the
+    feature's label."""
     feat_P = half.feat_P
     names_F3 = ev.tokens_F3.int()
     tok_hit = half.token_P == names_F3[feat_P, 0]
@@ -61,6 +61,14 @@ def _rule_counts(half: Half, n_labels: list[int], ev: Evidence) -> RuleCounts:
     task_P = ev.task_F[feat_P]
     lab_hit = (task_P >= 0) & (half.labels_TP.gather(0, task_P.clamp(min=0)[None])[0]
                                == ev.label_F[feat_P])
+    return tok_hit, lab_hit
+
+
+def _rule_counts(half: Half, n_labels: list[int], ev: Evidence) -> RuleCounts:
+    """The three rules' counts on one half: firings they predict, tokens they predict."""
+    n_features = len(ev.tokens_F3)
+    feat_P = half.feat_P
+    tok_hit, lab_hit = firing_hits(half, ev)
 
     def per_feature(hit_P: Tensor) -> Tensor:
         return torch.bincount(feat_P[hit_P], minlength=n_features).double()

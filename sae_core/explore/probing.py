@@ -4,7 +4,8 @@ How much of a token label (part of speech, dependency, entity, word shape) a lay
 makes readable from a few latents: for each label with enough support, rank the latents
 by the difference of their mean activation with and without the label on the learn half,
 fit a logistic probe on the top k, and score it on the held-out half (F1 of the label and
-balanced accuracy at p = 0.5, AUROC). The same with k raw residual dimensions (the
+balanced accuracy at p = 0.5, AUROC; F1 and balanced accuracy with a bootstrap over the
+held-out documents, probing_draws.py). The same with k raw residual dimensions (the
 control), and a dense probe on the whole residual (the ceiling: what is linearly there at
 all). Numerics in probing_fit.py. Both halves come from corpus documents the SAEs never
 trained on (unseen.py: `probe_unseen`), split by window as the labelled pass splits.
@@ -20,9 +21,11 @@ from torch import Tensor
 
 from ..activations import layer_of
 from ..atlas.layout import read_derived
-from ..atomic import CorruptFile, read_json, write_json
+from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..corpus import load_texts
+from ..stats import group_weights
 from .firings import MAP_TASKS, LabelledPass, LayerFirings
+from .probing_draws import PROBE_BOOT, layer_bands, mean_over_tasks, stack_layers, task_mean_draws
 from .probing_fit import (
     auroc,
     balanced_accuracy,
@@ -30,11 +33,9 @@ from .probing_fit import (
     dense_sample,
     f1_scores,
     fit_dense,
-    fit_k,
-    latent_columns,
     mean_diff_dense,
     mean_diff_sparse,
-    scatter_columns,
+    sparse_probe_logits,
     standardiser,
     top_columns,
 )
@@ -48,15 +49,13 @@ MIN_SUPPORT = 50
 MAX_BASE_RATE = 0.5
 """Majority labels ("none", "word_start") are not a feature to find."""
 EXCLUDED = ("sep",)
-SPARSE_MAX_TOKENS = 1024
-"""The k-sparse probes learn on this many tokens per label (up to half positives)."""
 AUROC_MAX_TOKENS = 4096
 """AUROC is estimated on this many held-out tokens per label (up to half positives; it
 does not depend on the classes' proportions), F1 on all of them."""
 DENSE_MAX_TOKENS, DENSE_PER_LABEL = 4096, 48
 """The dense probe learns on ~this many tokens shared by all labels, with up to ~48
 positives of each label among them (time: it is a ceiling, fitted on a sample)."""
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -101,6 +100,9 @@ class ProbingResult:
     """Which tokens: {"unseen_by_saes": True, "documents": n, "tokens": n} for corpus
     documents the SAEs never trained on; unseen_by_saes False (or {}: an older result) for
     the labelled pass's documents, which the SAEs trained on."""
+    draws: dict[str, Tensor] = field(default_factory=dict, compare=False)
+    """f"{method}/{metric}/{task}" -> (n_layers, B) the task's mean score in each bootstrap
+    draw of the held-out documents (probing_draws.py; NaN: no label); {} for older results."""
 
     def per_layer(self, kind: str, k: int | None = None, task: str | None = None,
                   metric: str = "f1") -> list[float | None]:
@@ -114,6 +116,14 @@ class ProbingResult:
                      if (m := layer[t].mean_f1(method, metric)) is not None]
             out.append(sum(means) / len(means) if means else None)
         return out
+
+    def bands(self, kind: str, k: int | None = None, task: str | None = None,
+              metric: str = "f1") -> list[tuple[float, float] | tuple[None, None]] | None:
+        """Per layer the 95% interval of `per_layer` over document draws; None when the
+        result has no draws of this metric."""
+        draws = mean_over_tasks(self.draws, method_name(kind, k), metric,
+                                None if task is None else [task])
+        return None if draws is None else layer_bands(draws)
 
     def mean(self, kind: str, k: int | None = None, metric: str = "f1") -> float:
         """Mean `metric` over layers x tasks (each a mean over its labels); NaN when none."""
@@ -139,8 +149,14 @@ class ProbingResult:
         return rows
 
     def save(self, path: Path | str) -> None:
+        """The draws (.safetensors), then the .json (written last: the marker)."""
+        path = Path(path)
+        path.with_suffix(".json").unlink(missing_ok=True)
+        if self.draws:
+            save_tensors(path.with_suffix(".safetensors"), self.draws)
         data = {"version": FORMAT_VERSION, "hookpoints": self.hookpoints, "ks": list(self.ks),
-                "sae_fingerprint": self.sae_fingerprint, "documents": self.documents,
+                "draws": bool(self.draws), "sae_fingerprint": self.sae_fingerprint,
+                "documents": self.documents,
                 "layers": [{t: asdict(tp) for t, tp in layer.items()} for layer in self.layers]}
         write_json(path, data, indent=None)
 
@@ -151,9 +167,11 @@ class ProbingResult:
         try:
             layers = [{t: TaskProbes(**tp) for t, tp in layer.items()}
                       for layer in data["layers"]]
+            draws = (load_tensors(Path(path).with_suffix(".safetensors"))
+                     if data.get("draws") else {})
             return cls(list(data["hookpoints"]), layers, tuple(data["ks"]),
-                       data["sae_fingerprint"], data.get("documents", {}))
-        except (KeyError, TypeError, AttributeError) as err:
+                       data["sae_fingerprint"], data.get("documents", {}), draws)
+        except (KeyError, TypeError, AttributeError, FileNotFoundError) as err:
             raise CorruptFile(f"{path} is not a probing result ({err}); build it again") from err
 
 
@@ -179,9 +197,14 @@ def compute_probing(firings: dict[str, LayerFirings], vocab: dict[str, list[str]
     """Probes for every layer of `firings` (firings.collect_firings), learned on their
     tokens outside `heldout_N` and scored on those in it; `documents` says where the tokens
     come from (ProbingResult.documents; default: the labelled pass's documents)."""
-    layers = [probe_layer(f, vocab, ks) for f in firings.values()]
-    return ProbingResult(list(firings), layers, tuple(ks), sae_fingerprint,
-                         documents if documents is not None else {"unseen_by_saes": False})
+    n_docs = max((int(f.doc_N.max()) + 1 for f in firings.values()
+                  if f.doc_N is not None and len(f.doc_N)), default=0)
+    w_BG = group_weights(n_docs, n_boot=PROBE_BOOT) if n_docs else None
+    probed = [probe_layer(f, vocab, ks, w_BG) for f in firings.values()]
+    draws = stack_layers([d for _, d in probed], PROBE_BOOT) if w_BG is not None else {}
+    return ProbingResult(list(firings), [p for p, _ in probed], tuple(ks), sae_fingerprint,
+                         documents if documents is not None else {"unseen_by_saes": False},
+                         draws)
 
 
 def probe_unseen(run: LabelledPass, cache: str | None = None) -> ProbingResult:
@@ -196,19 +219,20 @@ def probe_unseen(run: LabelledPass, cache: str | None = None) -> ProbingResult:
         "unseen_by_saes": True, "documents": len(seen.documents), "tokens": seen.tokens})
 
 
-def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...] = KS
-                ) -> LayerProbes:
+def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...] = KS,
+                w_BG: Tensor | None = None) -> tuple[LayerProbes, dict[str, Tensor]]:
     """Every task's eligible labels as independent binary problems, fitted in one batch
-    per kind and k."""
+    per kind and k; with document draws `w_BG` (and `f.doc_N`), each method's task means of
+    F1 and balanced accuracy per draw (probing_draws.task_mean_draws)."""
     held = f.heldout_N
     tasks = [t for t in MAP_TASKS if t in f.labels]
     ids = {t: eligible_labels(f.labels[t], held, vocab[t]) for t in tasks}
     if not any(ids.values()):
-        return {t: TaskProbes([], [], {}, {}, [], {}) for t in tasks}
+        return {t: TaskProbes([], [], {}, {}, [], {}) for t in tasks}, {}
     y_LN = torch.cat([(f.labels[t][None, :] == torch.tensor(ids[t])[:, None]).float()
                       for t in tasks])
-    learn = _Half(f, ~held, y_LN)
-    test = _Half(f, held, y_LN)
+    learn = ProbeHalf(f, ~held, y_LN)
+    test = ProbeHalf(f, held, y_LN)
     mean, std = standardiser(learn.x_ND, 0)
     learn.x_ND, test.x_ND = (learn.x_ND - mean) / std, (test.x_ND - mean) / std
     sae_LK, neuron_LK = [], []
@@ -220,7 +244,7 @@ def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...
         neuron_LK.append(top_columns(score[:, ids[t]], max(ks)))
     sae_LK, neuron_LK = torch.cat(sae_LK), torch.cat(neuron_LK)
     gen = torch.Generator().manual_seed(0)
-    z = _sparse_probes(learn, test, sae_LK, neuron_LK, ks, f.d_sae, gen)
+    z = sparse_probe_logits(learn, test, sae_LK, neuron_LK, ks, f.d_sae, gen)
     ids_M, w_LM = dense_sample(learn.y_LN, DENSE_MAX_TOKENS, DENSE_PER_LABEL, gen)
     w_dense = fit_dense(learn.x_ND[ids_M], learn.y_LN[:, ids_M], w_LM)
     z["dense"] = (test.x_ND @ w_dense[:-1] + w_dense[-1]).T
@@ -229,10 +253,14 @@ def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...
     scores = {"f1": {m: f1_scores(z_LN, test.y_LN) for m, z_LN in z.items()},
               "auroc": {m: auroc(z_LN.gather(1, tok_LM), y_LM) for m, z_LN in z.items()},
               "bacc": {m: balanced_accuracy(z_LN, test.y_LN) for m, z_LN in z.items()}}
-    return _per_task(tasks, ids, vocab, test.y_LN, scores, sae_LK)
+    ends = torch.tensor([len(ids[t]) for t in tasks]).cumsum(0).tolist()
+    rows = {t: slice(end - len(ids[t]), end) for t, end in zip(tasks, ends, strict=True)}
+    draws = ({} if w_BG is None or f.doc_N is None else
+             task_mean_draws(z, test.y_LN, f.doc_N[held], w_BG, rows))
+    return _per_task(rows, ids, vocab, test.y_LN, scores, sae_LK), draws
 
 
-class _Half:
+class ProbeHalf:
     """The learn or the held-out tokens of a layer."""
 
     def __init__(self, f: LayerFirings, rows_N: Tensor, y_LN: Tensor):
@@ -242,41 +270,16 @@ class _Half:
         self.y_LN = y_LN[:, rows_N]
 
 
-def _sparse_probes(learn: _Half, test: _Half, sae_LK: Tensor, neuron_LK: Tensor,
-                   ks: tuple[int, ...], d_sae: int, gen: torch.Generator) -> dict[str, Tensor]:
-    """Held-out logits (L, N) of the k-sparse probes, each fitted on a balanced sample of
-    the learn tokens per label (k in increasing order, each fit starting from the last)."""
-    tok_LM = balanced_sample(learn.y_LN, SPARSE_MAX_TOKENS, gen)
-    y_LM = learn.y_LN.gather(1, tok_LM)
-    inputs = {"sae": latent_columns(learn.idx_NK, learn.vals_NK, sae_LK, tok_LM, d_sae),
-              "neuron": learn.x_ND[tok_LM[:, :, None], neuron_LK[:, None, :]]}
-    z = {}
-    for kind, cols_LK in (("sae", sae_LK), ("neuron", neuron_LK)):
-        beta = None
-        for k in sorted(ks):
-            w_Lk, b_L, beta = fit_k(inputs[kind][:, :, :k], y_LM, beta)
-            if kind == "sae":
-                w_FL = scatter_columns(cols_LK[:, :k], w_Lk, d_sae)
-                z_NL = torch.nn.functional.embedding_bag(
-                    test.idx_NK, w_FL, per_sample_weights=test.vals_NK, mode="sum")
-            else:
-                z_NL = test.x_ND @ scatter_columns(cols_LK[:, :k], w_Lk, test.x_ND.shape[1])
-            z[f"{kind}@{k}"] = z_NL.T + b_L[:, None]
-    return z
-
-
-def _per_task(tasks: list[str], ids: dict[str, list[int]], vocab: dict[str, list[str]],
-              y_held_LN: Tensor, scores: dict[str, dict[str, Tensor]], sae_LK: Tensor
-              ) -> LayerProbes:
-    """Split the stacked problems back into tasks, as plain lists (`scores`: metric ->
-    method -> (L,))."""
-    out, start = {}, 0
+def _per_task(rows: dict[str, slice], ids: dict[str, list[int]],
+              vocab: dict[str, list[str]], y_held_LN: Tensor,
+              scores: dict[str, dict[str, Tensor]], sae_LK: Tensor) -> LayerProbes:
+    """Split the stacked problems back into tasks (`rows` of them), as plain lists
+    (`scores`: metric -> method -> (L,))."""
+    out = {}
     support = y_held_LN.sum(1).long()
-    for t in tasks:
-        rows = slice(start, start + len(ids[t]))
-        start += len(ids[t])
-        per = {metric: {m: [round(v, 4) for v in s[rows].tolist()] for m, s in by.items()}
+    for t, r in rows.items():
+        per = {metric: {m: [round(v, 4) for v in s[r].tolist()] for m, s in by.items()}
                for metric, by in scores.items()}
-        out[t] = TaskProbes([vocab[t][i] for i in ids[t]], support[rows].tolist(),
-                            per["f1"], per["auroc"], sae_LK[rows].tolist(), per["bacc"])
+        out[t] = TaskProbes([vocab[t][i] for i in ids[t]], support[r].tolist(),
+                            per["f1"], per["auroc"], sae_LK[r].tolist(), per["bacc"])
     return out

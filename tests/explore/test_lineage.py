@@ -9,14 +9,13 @@ import torch
 
 from sae_core.atomic import CorruptFile
 from sae_core.config import SaeConfig
+from sae_core.explore.feature_path import PathStop, feature_path
 from sae_core.explore.firings import LayerFirings
 from sae_core.explore.lineage import (
     LINEAGE_FILE,
     LineageData,
-    PathStop,
     co_firing_counts,
     compute_lineage,
-    feature_path,
     read_lineage,
     top_m,
 )
@@ -148,6 +147,11 @@ def test_an_unrelated_layer_carries_nothing_and_planted_copies_are_counted():
     lin = compute_lineage(saes, firings)
     assert lin.turnover() == {"up": [pytest.approx(4 / (F - 5)), None],
                               "down": [None, pytest.approx(4 / (F - 1))]}
+    assert lin.alive == [F - 5, F - 1]
+    bands = lin.turnover_bands()  # each layer's alive features drawn again
+    (lo, hi), (lo_d, hi_d) = bands["up"][0], bands["down"][1]
+    assert lo < 4 / (F - 5) < hi and lo_d < 4 / (F - 1) < hi_d
+    assert bands["up"][1] == (None, None) and compute_lineage(saes, None).alive == [F, F]
     assert lin.neighbours("layers.0", 0, "up", "coact") == []  # fires with nothing
     assert len(lin.neighbours("layers.0", 0, "up", "cosine")) == 5
 
@@ -196,7 +200,7 @@ def test_saved_lineage_reads_back_and_a_stale_one_reads_as_none(tmp_path):
     back = read_lineage(folder)
     assert back is not None and read_lineage(folder) is back  # read once per version
     assert back.hookpoints == lin.hookpoints and back.m == 5 and back.has_coact
-    assert back.turnover() == lin.turnover()
+    assert back.turnover() == lin.turnover() and back.alive == lin.alive
     for by in ("cosine", "coact"):
         for (i, c, j), (i2, c2, j2) in zip(back.neighbours("layers.0", 3, "up", by),
                                            lin.neighbours("layers.0", 3, "up", by),

@@ -17,10 +17,15 @@ from sae_core.explore.names import (
     compute_names,
     label_of,
     read_names,
+)
+from sae_core.explore.names_draws import (
+    DRAWS,
+    detected_draws,
+    predicted_by_document,
     share_detected,
 )
 from sae_core.explore.names_evidence import half_of, token_evidence, top_per_group
-from sae_core.explore.names_score import Evidence, name_scores
+from sae_core.explore.names_score import Evidence, _rule_counts, name_scores
 from sae_core.sae import Sae
 from tests.conftest import save_as_atlas, tiny_lm
 
@@ -48,7 +53,7 @@ def planted_firings(seed: int = 0) -> LayerFirings:
     vals = fires.float() * (1 + torch.rand(N, F, generator=gen))
     heldout = (torch.arange(N) // 16) % 2 == 1  # every second window of 16 tokens
     return LayerFirings(torch.zeros(N, D, dtype=torch.bfloat16), labels, idx, fires, F, vals,
-                        tokens, torch.arange(N), heldout)
+                        tokens, torch.arange(N), heldout, torch.arange(N) // 40)
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +120,36 @@ def test_the_share_of_well_named_features_per_band(named):
     # 7 alive features; 0 and 1 detected with F1 1 (5-7 fire at random, so score low)
     assert first.n_alive == 7 and math.isclose(first.share, 2 / 7)
     assert second.n_alive == 0 and math.isnan(second.share)
+    # 0 and 1 detect their firings in every draw of documents, the others in none
+    assert first.lo == first.hi == 2 / 7
+    assert names.layers["layers.0"][DRAWS].tolist() == [2.0] * len(
+        names.layers["layers.0"][DRAWS])
+    assert math.isnan(share_detected(names, min_f1=0.1)[0].lo)  # draws count F1 >= 0.5
+
+
+def test_counts_by_document_sum_to_the_held_out_counts_of_every_rule():
+    firings = planted_firings(seed=3)
+    labels_TN = torch.stack([firings.labels[t] for t in VOCAB])
+    held = half_of(firings.idx_NK, firings.valid_NK, firings.tokens_N, labels_TN,
+                   firings.heldout_N)
+    ev = Evidence(torch.tensor([[CAT, DOG, -1]] * 4 + [[-1] * 3] * 4),
+                  torch.tensor([0, 1, -1, 3] * 2), torch.tensor([2, 0, -1, 4] * 2))
+    n_labels = [len(v) for v in VOCAB.values()]
+    direct = _rule_counts(held, n_labels, ev)
+    doc_N = firings.doc_N[firings.heldout_N]
+    n_docs = int(doc_N.max()) + 1
+    for rule in (1, 2, 3):
+        rule_F = torch.full((F,), rule)
+        by_doc = predicted_by_document(held, doc_N, ev, rule_F, n_labels, n_docs)
+        assert by_doc.shape == (F, n_docs)
+        assert by_doc.sum(1).double().tolist() == direct.predicted[:, rule - 1].tolist()
+    # all documents once: the draw's count is the detected features' count
+    score = name_scores(held, held, n_labels, ev)  # scored on the same half: F1 as stored
+    ones = torch.ones(1, n_docs, dtype=torch.float64)
+    alive = torch.ones(F, dtype=torch.bool)
+    expected = int(((score.f1_F >= 0.5) & (score.rule_F > 0)).sum())
+    assert detected_draws(held, doc_N, ev, score.rule_F, alive, n_labels, ones).item() \
+        == expected
 
 
 def test_names_are_stored_keyed_by_the_sae_fingerprint(named, tmp_path):
@@ -124,6 +159,7 @@ def test_names_are_stored_keyed_by_the_sae_fingerprint(named, tmp_path):
     again = read_names(tmp_path)
     assert again.name("layers.0", WEAK_F) == names.name("layers.0", WEAK_F)
     assert again.strings == names.strings and again.n_tokens == names.n_tokens
+    assert torch.equal(again.layers["layers.0"][DRAWS], names.layers["layers.0"][DRAWS])
     other = FeatureNames.load(tmp_path / NAMES_FILE)
     other.sae_fingerprint = "another"
     other.save(tmp_path / NAMES_FILE)

@@ -61,7 +61,7 @@ def _labels(rates, seed=1):
 
 def test_a_planted_latent_is_chosen_and_an_unrelated_label_is_chance():
     pos, dep = _labels([0.2, 0.3, 0.5]), _labels([0.3, 0.2, 0.5], seed=7)
-    result = probe_layer(_firings({"pos": pos, "dep": dep}, planted=pos == 0), VOCAB)
+    result = probe_layer(_firings({"pos": pos, "dep": dep}, planted=pos == 0), VOCAB)[0]
     planted, unrelated = result["pos"], result["dep"]
     assert planted.labels == ["A", "B"]  # C is half the tokens: above the base-rate maximum
     assert planted.latents[0][0] == 0
@@ -84,7 +84,7 @@ def test_the_dense_probe_separates_a_direction_no_single_dim_carries():
     score = x @ torch.ones(D) / D**0.5
     # A: score > 0.6 (27%), B: score < -0.2 (42%), C: the band between (not linear)
     labels = torch.where(score > 0.6, 0, torch.where(score > -0.2, 2, 1))
-    result = probe_layer(_firings(labels, x_ND=x), VOCAB)["pos"]
+    result = probe_layer(_firings(labels, x_ND=x), VOCAB)[0]["pos"]
     assert result.labels == ["A", "B", "C"]
     assert min(result.f1["dense"][:2]) > 0.95
     assert max(result.f1["neuron@1"][:2]) < 0.8  # one dimension sees an eighth of it
@@ -193,7 +193,7 @@ def test_rare_majority_and_sep_labels_are_skipped():
     labels[held[99]] = 1  # 200 of 400 each: both at the maximum, both kept
     assert eligible_labels(labels, heldout, names) == [1, 2]
     few = _firings(torch.zeros(N, dtype=torch.long))  # every token "A": nothing to probe
-    assert probe_layer(few, VOCAB)["pos"].labels == []
+    assert probe_layer(few, VOCAB)[0]["pos"].labels == []
 
 
 def test_a_result_round_trips_and_another_atlas_reads_as_none(tmp_path):

@@ -14,8 +14,9 @@ from sae_core.encode import BF16
 from sae_core.explore.evidence import ensure_layer_evidence
 from sae_core.explore.feature_index import ensure_feature_index
 from sae_core.explore.feature_page import feature_page, open_index
+from sae_core.explore.feature_path import feature_path
 from sae_core.explore.layermap import read_layer_map
-from sae_core.explore.lineage import feature_path, read_lineage
+from sae_core.explore.lineage import read_lineage
 from sae_core.explore.live import live_view
 from sae_core.explore.names import read_names
 from sae_core.explore.probing import read_probing

@@ -1,6 +1,7 @@
 """Lineage figures from hand-made lineage data and paths."""
 
-from sae_core.explore.lineage import FeaturePath, LineageData, PathStep, PathStop
+from sae_core.explore.feature_path import FeaturePath, PathStep, PathStop
+from sae_core.explore.lineage import LineageData
 from ui.lineage_view import START_COLOR, path_figure, turnover_figure
 
 
@@ -14,6 +15,11 @@ def test_turnover_figure_has_one_curve_per_direction_in_percent():
     assert "next layer" in up.name and "below" in down.name
     assert "carries on to the next" in fig.layout.title.text
     assert "0.7" in fig.layout.yaxis.title.text
+    counted = LineageData(lin.hookpoints, 5, {}, lin.turnover_up, lin.turnover_down,
+                          has_coact=False, alive=[400, 400, 400])
+    filled = [d for d in turnover_figure(counted).data if d.fill == "tonexty"]
+    # the upper edges, in percent: 400 features drawn again around 50% and 25%
+    assert len(filled) == 2 and 50 < filled[0].y[0] < 56 and filled[0].y[2] is None
 
 
 def _path() -> FeaturePath:

@@ -1,3 +1,4 @@
+import torch
 from pytest import approx
 
 from sae_core.explore.probing import ProbingResult, TaskProbes
@@ -30,12 +31,15 @@ def test_lines_follow_the_task_and_the_layers():
 def test_bands_shade_their_line_and_the_random_model_is_dashed():
     from ui.layer_map_view import CONTROL_MODEL
 
+    # the draws of SAE k = 1's F1 over held-out documents: 200 evenly spaced values a layer
+    draws_LB = torch.stack([torch.linspace(0.2, 0.4, 200), torch.linspace(0.6, 0.8, 200)])
     result = ProbingResult(["layers.2", "layers.7"], [
         {"pos": _task([0.2, 0.4], [0.9, 1.0])}, {"pos": _task([0.6, 0.8], [0.8, 0.8])}],
-        ks=(1, 5))
-    fig = probing_figure(result, "pos", bands={"SAE, 1 latent": [(0.2, 0.4), (0.6, 0.8)]},
-                         control=result)
+        ks=(1, 5), draws={"sae@1/f1/pos": draws_LB})
+    fig = probing_figure(result, "pos", control=result)
     filled = [d for d in fig.data if d.fill == "tonexty"]
-    assert len(filled) == 1 and list(filled[0].y) == [0.4, 0.8]
+    # the 95% percentile interval of 200 draws: the 6th and the 195th smallest
+    assert len(filled) == 1 and list(filled[0].y) == approx(draws_LB[:, 194].tolist())
+    assert probing_figure(result, "dep").data[0].fill is None  # no draws of that task
     dashed = [d.name for d in fig.data if d.name and d.name.endswith(CONTROL_MODEL)]
     assert dashed == [f"SAE, 1 latent, {CONTROL_MODEL}", f"SAE, 5 latents, {CONTROL_MODEL}"]
