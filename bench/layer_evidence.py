@@ -5,6 +5,8 @@ missing ones first with --build (about 40 minutes each on 2 cores):
   default              the real model, SAE seed 0 (`python -m sae_core train`)
   control-random-init  the same recipe through a randomly initialised copy of the model
                        (`--control random-init`)
+  control-shuffled     ... through a copy whose every weight tensor is permuted within
+                       itself (`--control shuffled`: the trained scale, no arrangement)
   seed-1               a second SAE seed of every third layer (`--seed 1 --layers 0,3,...`)
 and prints, per band of layers and over all layers, each number with its 95% interval:
 - accepted share (layer map, default criteria) of the SAE features, of each matched control
@@ -14,8 +16,11 @@ and prints, per band of layers and over all layers, each number with its 95% int
   random model's maps label the same documents, so their draws pair and the difference has
   its own interval.
 - probing balanced accuracy (k = 5 SAE latents, k = 5 neurons), learned and scored on
-  documents the SAEs never trained on; the interval is a bootstrap over the probed labels
-  (per-label scores are what the result keeps), paired by label for differences.
+  documents the SAEs never trained on; the interval is a bootstrap over the held-out
+  documents (the result's stored draws), paired for differences: SAE less neurons always,
+  real less random model where both probed the same documents.
+- names that detect their feature (held-out F1 >= 0.5) per band, with the same document
+  draws as the layer map; lineage's turnover per band, its interval over features.
 - the spread between the two seeds of every per-layer number, beside the document interval.
 - lineage: the share of a layer's features with a partner above decoder cosine 0.7 in the
   other seed's SAE of the same layer (the baseline), and in the next layer of the same seed.
@@ -34,6 +39,7 @@ from statistics import mean
 
 import torch
 from common import ROOT
+from torch import Tensor
 
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import (
@@ -52,15 +58,21 @@ from sae_core.explore.map_intervals import draws_interval
 from sae_core.explore.names import read_names
 from sae_core.explore.names_draws import share_detected
 from sae_core.explore.probing import ProbingResult, method_name, read_probing
-from sae_core.stats import Interval, bootstrap_interval
+from sae_core.explore.probing_draws import mean_over_tasks
+from sae_core.stats import Interval, percentile_interval
+from sae_core.stats import share_interval as items_interval
 
-REAL, RANDOM, SEED1 = "default", "control-random-init", "seed-1"
+REAL, RANDOM, SHUFFLED, SEED1 = ("default", "control-random-init", "control-shuffled",
+                                 "seed-1")
 SEED1_LAYERS = "0,3,6,9,12,15,18,21,24,27"
 """The controls' layers: every third (the random model's and the second seed's builds take
 a third of the default's time)."""
 BUILDS = {REAL: [], RANDOM: ["--control", "random-init", "--layers", SEED1_LAYERS],
+          SHUFFLED: ["--control", "shuffled", "--layers", SEED1_LAYERS],
           SEED1: ["--seed", "1", "--layers", SEED1_LAYERS]}
 BANDS = ((0, 9), (10, 19), (20, 29))
+MODELS = {"random-init": "random-init model", "shuffled": "shuffled-weights model"}
+"""The control models (model_controls.py) and their names in the output and RESULT."""
 
 
 def build_missing(root: Path) -> None:
@@ -96,20 +108,20 @@ def share_interval(lmap: LayerMapData, kind: str, rows: list[int],
     return Interval(point, lo, hi)
 
 
-def probe_cells(result: ProbingResult, kind: str) -> dict:
-    """(hookpoint, task, label) -> balanced accuracy of the k = 5 probe."""
-    method = method_name(kind, 5)
-    return {(h, t, label): score
-            for h, layer in zip(result.hookpoints, result.layers, strict=True)
-            for t, tp in layer.items()
-            for label, score in zip(tp.labels, tp.bacc.get(method, []), strict=False)}
+def probe_draws(result: ProbingResult, kind: str, rows: list[str]) -> tuple[float, Tensor]:
+    """(point, (B,) draws) of balanced accuracy at k = 5, the mean over the hookpoints
+    `rows` of each layer's mean over tasks (ProbingResult.per_layer)."""
+    at = [result.hookpoints.index(h) for h in rows]
+    per_layer = result.per_layer(kind, 5, metric="bacc")
+    draws_LB = mean_over_tasks(result.draws, method_name(kind, 5), "bacc", None)
+    return mean(per_layer[i] for i in at), draws_LB[at].double().mean(0)
 
 
-def probe_interval(a: dict, b: dict | None = None) -> Interval:
-    """Mean over labels (less `b`'s on the same labels), bootstrap over labels."""
-    keys = sorted(a.keys() & b.keys()) if b is not None else sorted(a)
-    diffs = [a[k] - (b[k] if b is not None else 0.0) for k in keys]
-    return bootstrap_interval(diffs, lambda d: sum(d) / len(d))
+def probe_interval(a: tuple[float, Tensor], b: tuple[float, Tensor] | None = None
+                   ) -> Interval:
+    """a's point and draws (less b's, the same draws) as an Interval."""
+    point, draws = a if b is None else (a[0] - b[0], a[1] - b[1])
+    return Interval(point, *percentile_interval(draws))
 
 
 def fmt(iv: Interval, pct: bool = True) -> str:
@@ -140,7 +152,8 @@ def paired(a: LayerMapData, b: LayerMapData) -> bool:
     return a.n_tokens == b.n_tokens and setting[0] == setting[1]
 
 
-def accept_section(real: LayerMapData, rand: LayerMapData | None) -> dict[str, float]:
+def accept_section(real: LayerMapData, models: dict[str, LayerMapData | None]
+                   ) -> dict[str, float]:
     print("\naccepted share (%), mean over tasks, default criteria; [95% percentile interval "
           "over documents] and the basic interval (`basic`)")
     print(f"{'band':>7} {'kind':<26} {'share':>24} {'basic':>16} {'SAE lead':>24} "
@@ -152,13 +165,16 @@ def accept_section(real: LayerMapData, rand: LayerMapData | None) -> dict[str, f
         lines = [(kind, share_interval(real, kind, rows),
                   None if kind == "sae" else share_interval(real, "sae", rows, (real, kind)))
                  for kind in KINDS]
-        shared = [i for i in rows if rand is not None and real.hookpoints[i] in rand.hookpoints]
-        if shared:  # the random model's layers of the band, against the same real layers
-            own = [rand.hookpoints.index(real.hookpoints[i]) for i in shared]
+        for name, other in models.items():  # each control model's layers of the band
+            shared = [i for i in rows
+                      if other is not None and real.hookpoints[i] in other.hookpoints]
+            if not shared:
+                continue
+            own = [other.hookpoints.index(real.hookpoints[i]) for i in shared]
             lines += [("sae, same layers", share_interval(real, "sae", shared), None),
-                      ("sae, random-init model", share_interval(rand, "sae", own),
-                       share_interval(real, "sae", shared, (rand, "sae"))
-                       if paired(real, rand) else None)]
+                      (f"sae, {name}", share_interval(other, "sae", own),
+                       share_interval(real, "sae", shared, (other, "sae"))
+                       if paired(real, other) else None)]
         for kind, share, lead in lines:
             cells = [fmt(share), _ends(basic(share))]
             if lead is not None:
@@ -168,51 +184,72 @@ def accept_section(real: LayerMapData, rand: LayerMapData | None) -> dict[str, f
     controls = {k: mean_share(real, k, every) for k in KINDS[1:]}
     strongest = max(controls, key=controls.get)
     print(f"strongest matched control over all layers: {strongest}")
-    return {"accept_real": mean_share(real, "sae", every),
-            "accept_random_model": mean_share(rand, "sae", list(range(len(rand.hookpoints))))
-            if rand else float("nan"),
-            "accept_matched_control": controls[strongest]}
+    out = {"accept_real": mean_share(real, "sae", every)}
+    for kind, name in MODELS.items():
+        other = models.get(name)
+        out[f"accept_{kind.replace('-init', '')}_model"] = (
+            mean_share(other, "sae", list(range(len(other.hookpoints)))) if other
+            else float("nan"))
+    return out | {"accept_matched_control": controls[strongest]}
 
 
-def probe_section(real: ProbingResult, rand: ProbingResult | None) -> dict[str, float]:
-    print("\nprobing balanced accuracy, k = 5, mean over labels; [95% interval over labels]")
-    sae, neuron = probe_cells(real, "sae"), probe_cells(real, "neuron")
-    ctrl = probe_cells(rand, "sae") if rand else None
-    print(f"{'band':>7} {'SAE':>24} {'neurons':>24} {'SAE - neurons':>24} "
-          f"{'random model SAE':>24} {'SAE - random model':>24}")
+def probe_section(real: ProbingResult, models: dict[str, ProbingResult | None]
+                  ) -> dict[str, float]:
+    print("\nprobing balanced accuracy, k = 5, mean over layers of the tasks' means; [95% "
+          "interval over held-out documents]; each control model against the real SAEs of "
+          "its layers (paired where it probed the same documents)")
+    print(f"{'band':>7} {'kind':<24} {'bacc':>24} {'SAE lead':>24}")
     for first, last in (*BANDS, (0, 29)):
-        def part(cells, first=first, last=last):
-            return {k: v for k, v in cells.items() if first <= layer_of(k[0]) <= last}
-        s, n = part(sae), part(neuron)
-        if not s:
+        def within(result, first=first, last=last):
+            return [h for h in result.hookpoints if first <= layer_of(h) <= last]
+        rows = within(real)
+        if not rows:
             continue
-        cells = [probe_interval(s), probe_interval(n), probe_interval(s, n)]
-        if ctrl is not None:
-            cells += [probe_interval(part(ctrl)), probe_interval(s, part(ctrl))]
-        print(f"{first:>3}-{last:<3} " + " ".join(f"{fmt(c, pct=False):>24}" for c in cells))
-    return {"probe_bacc_real_k5": real.mean("sae", 5, "bacc"),
-            "probe_bacc_random_model_k5": rand.mean("sae", 5, "bacc") if rand else float("nan"),
-            "probe_bacc_neuron_k5": real.mean("neuron", 5, "bacc")}
+        s, n = probe_draws(real, "sae", rows), probe_draws(real, "neuron", rows)
+        lines = [("sae", probe_interval(s), None),
+                 ("neurons", probe_interval(n), probe_interval(s, n))]
+        for name, other in models.items():
+            theirs = within(other) if other is not None else []
+            if theirs and set(theirs) <= set(rows):
+                o = probe_draws(other, "sae", theirs)
+                pair = other.documents == real.documents
+                lines.append((f"sae, {name}", probe_interval(o),
+                              probe_interval(probe_draws(real, "sae", theirs), o)
+                              if pair else None))
+        for kind, iv, lead in lines:
+            cells = [fmt(iv, pct=False)] + ([fmt(lead, pct=False)] if lead else [])
+            print(f"{first:>3}-{last:<3} {kind:<24} " + " ".join(f"{c:>24}" for c in cells))
+    out = {"probe_bacc_real_k5": real.mean("sae", 5, "bacc")}
+    for kind, name in MODELS.items():
+        other = models.get(name)
+        out[f"probe_bacc_{kind.replace('-init', '')}_model_k5"] = (
+            other.mean("sae", 5, "bacc") if other else float("nan"))
+    return out | {"probe_bacc_neuron_k5": real.mean("neuron", 5, "bacc")}
 
 
-def names_and_turnover(real_dir: Path, rand_dir: Path | None) -> None:
-    """Names that detect their feature (held-out F1 >= 0.5) and features carried on to the
-    next layer, per band, for the real and the random model."""
-    print("\nper band: names with held-out F1 >= 0.5 (% of alive features); features with a "
-          "partner above cosine 0.7 in the next layer (%, mean over layers)")
-    dirs = {"real": real_dir, "random-init model": rand_dir}
-    for label, folder in dirs.items():
+def names_and_turnover(real_dir: Path, model_dirs: dict[str, Path | None]) -> None:
+    """Names that detect their feature (held-out F1 >= 0.5; interval over documents) and
+    features carried on to the next layer (interval over features), per band, for the real
+    and each control model."""
+    print("\nper band: names with held-out F1 >= 0.5 (% of alive features) [95% over "
+          "documents]; features with a partner above cosine 0.7 in the next layer (% of the "
+          "band's alive features) [95% over features]")
+    for label, folder in {"real": real_dir, **model_dirs}.items():
         names, lineage = read_names(folder), read_lineage(folder)
         if names is None or lineage is None:
             print(f"{label}: no names or lineage")
             continue
-        up = dict(zip(lineage.hookpoints, lineage.turnover()["up"], strict=True))
         for band in share_detected(names, bands=BANDS):
-            ups = [v for h, v in up.items()
-                   if v is not None and band.first <= layer_of(h) <= band.last]
-            carried = f"{100 * mean(ups):.2f}" if ups else "n/a"
-            print(f"{label:>18} {band.first:>2}-{band.last:<2} names {100 * band.share:5.1f} "
-                  f"of {band.n_alive:,}   carried on {carried}")
+            at = [i for i, h in enumerate(lineage.hookpoints)
+                  if band.first <= layer_of(h) <= band.last
+                  and lineage.turnover_up[i] is not None]
+            alive = sum(lineage.alive[i] for i in at)
+            carried = sum(round(lineage.turnover_up[i] * lineage.alive[i]) for i in at)
+            lo, hi = items_interval(carried, alive)
+            iv = Interval(carried / alive if alive else float("nan"), lo, hi)
+            named = Interval(band.share, band.lo, band.hi)  # a count over a bar: as `basic`
+            print(f"{label:>22} {band.first:>2}-{band.last:<2} names {fmt(named)} basic "
+                  f"{_ends(basic(named))} of {band.n_alive:,}   carried on {fmt(iv)}")
 
 
 def seed_section(real_dir: Path, other_dir: Path) -> dict[str, float]:
@@ -220,18 +257,20 @@ def seed_section(real_dir: Path, other_dir: Path) -> dict[str, float]:
     real_probe, other_probe = read_probing(real_dir), read_probing(other_dir)
     hooks = [h for h in other_map.hookpoints if h in real_map.hookpoints]
     print(f"\nsecond seed, {len(hooks)} layers: per layer, seed 0 | seed 1 "
-          "(accepted share % with its document interval; probing bacc k = 5)")
-    bacc = [dict(zip(p.hookpoints, p.per_layer("sae", 5, metric="bacc"), strict=True))
-            for p in (real_probe, other_probe)]
+          "(accepted share % and probing bacc k = 5, each with its document interval)")
+    bacc = [dict(zip(p.hookpoints, zip(p.per_layer("sae", 5, metric="bacc"),
+                                       p.bands("sae", 5, metric="bacc"), strict=True),
+                     strict=True)) for p in (real_probe, other_probe)]
     d_accept, d_probe = [], []
     for h in hooks:
         a = share_interval(real_map, "sae", [real_map.hookpoints.index(h)])
         b = share_interval(other_map, "sae", [other_map.hookpoints.index(h)])
-        pa, pb = bacc[0][h], bacc[1][h]
+        (pa, ba), (pb, bb) = bacc[0][h], bacc[1][h]
         d_accept.append(abs(a.point - b.point))
         if pa is not None and pb is not None:  # None: no label with enough tokens
             d_probe.append(abs(pa - pb))
-        print(f"{h:>10} {fmt(a)} | {fmt(b)}   bacc {pa} | {pb}")
+            print(f"{h:>10} {fmt(a)} | {fmt(b)}   bacc {fmt(Interval(pa, *ba), pct=False)} | "
+                  f"{fmt(Interval(pb, *bb), pct=False)}")
     _, _, saes = load_atlas(real_dir)
     _, _, other = load_atlas(other_dir)
     cross = cross_seed_shares({h: saes[h] for h in hooks}, other)
@@ -256,12 +295,15 @@ def main() -> None:
     if args.build:
         build_missing(args.root)
     real_dir = args.root / REAL
-    rand_dir = control_atlases(real_dir).get("random-init")
+    twins = control_atlases(real_dir)
+    model_dirs = {name: twins.get(kind) for kind, name in MODELS.items()}
     seeds = seed_atlases(real_dir)
-    print(f"real {real_dir}; random-init model {rand_dir}; seeds {sorted(seeds)}")
-    result = accept_section(read_layer_map(real_dir), read_layer_map(rand_dir))
-    result |= probe_section(read_probing(real_dir), read_probing(rand_dir))
-    names_and_turnover(real_dir, rand_dir)
+    print(f"real {real_dir}; control models {model_dirs}; seeds {sorted(seeds)}")
+    result = accept_section(read_layer_map(real_dir),
+                            {n: read_layer_map(d) for n, d in model_dirs.items()})
+    result |= probe_section(read_probing(real_dir),
+                            {n: read_probing(d) for n, d in model_dirs.items()})
+    names_and_turnover(real_dir, model_dirs)
     if 1 in seeds:
         result |= seed_section(real_dir, seeds[1])
     ce = [m["ce_recovered_mean"] for m in read_metrics(real_dir).values()

@@ -4,13 +4,18 @@ process for `--seconds`, in rounds, and check that every request is answered; th
 answer equals the same request answered alone first (strings, ints and keys exactly, floats
 within FLOAT_TOL relative or absolute, steer_text's `seconds` timing dropped; bitwise-equal
 answers are counted too); that no hook of ours is left on the model (`hooks_left`); and that
-memory is flat (VmRSS after the last round minus after round 1).
+memory is flat (VmRSS after the last round minus after round 1, the warm-up round).
+Latency is reported per kind: feature pages (`page_p95_ms`, light events that must not wait
+behind generations) and generations (`generate_p95_ms`). Before the load, a lone visitor
+asks the Steering tab's streaming endpoint (`/steer`) for 48 tokens a few times: the time
+from the submit to the first streamed text is `first_token_ms` (median).
 
 The queue is the app's local one (`queue_options(False)`): unbounded, so no request is
 refused (a refusal would count as an error); each tab callback runs one at a time, the API's
 model runs 2 at once. Latency runs from the submit to the answer, queue wait included.
 
     flock /tmp/bench.lock .venv/bin/python bench/load.py [--atlas DIR] [--seconds 60]
+    flock /tmp/bench.lock .venv/bin/python bench/load.py --seconds 1500 --rounds 5  # issue 30
     .venv/bin/python bench/load.py --smoke      # the tests' tiny random model
 
 Atlas: `--atlas`, else checkpoints/atlas/default, else a small one of the embedded model built
@@ -40,8 +45,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from gradio_client import Client  # noqa: E402
 
 FLOAT_TOL = 1e-4
-RESULT_KEYS = ("requests", "errors", "mismatches", "p50_ms", "p95_ms", "rss_growth_mb",
-               "hooks_left", "exact")
+RESULT_KEYS = ("requests", "errors", "mismatches", "page_p95_ms", "generate_p95_ms",
+               "first_token_ms", "rss_growth_mb", "p50_ms", "p95_ms", "hooks_left", "exact")
+FIRST_TOKEN_TRIES = 5
 REQUEST_TIMEOUT_S = 600
 TEXTS = ("The old sailor walked along the beach in Paris, thinking about the price of gold.",
          "def parse(path): return open(path).read().split()",
@@ -127,14 +133,40 @@ def rss_mb() -> float:
     return int(status.split("VmRSS:")[1].split()[0]) / 1024  # kB
 
 
+def percentiles(outs: list[Outcome], kinds: tuple[str, ...] | None = None) -> list[float]:
+    """The 1st..99th percentiles of the answered requests' latency (of `kinds` only)."""
+    ms = [o.ms for o in outs if o.error is None and (kinds is None or o.kind in kinds)]
+    if len(ms) < 2:
+        return (ms or [math.nan]) * 99
+    return statistics.quantiles(ms, n=100, method="inclusive")
+
+
 def summary(outs: list[Outcome]) -> dict:
-    ms = [o.ms for o in outs if o.error is None] or [math.nan]
-    q = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else ms * 99
+    q = percentiles(outs)
     kinds = {k: sum(o.kind == k for o in outs) for k in ("live", "page", "search", "steer")}
     return {"requests": len(outs), "errors": sum(o.error is not None for o in outs),
             "mismatches": sum(o.error is None and not o.match for o in outs),
             "exact": sum(o.exact for o in outs),
-            "p50_ms": round(q[49]), "p95_ms": round(q[94]), "kinds": kinds}
+            "p50_ms": round(q[49]), "p95_ms": round(q[94]), "kinds": kinds,
+            "page_p95_ms": round(percentiles(outs, ("page",))[94]),
+            "generate_p95_ms": round(percentiles(outs, ("steer",))[94])}
+
+
+def first_token_ms(url: str, steer_args: tuple, tries: int = FIRST_TOKEN_TRIES) -> float:
+    """Median over `tries` lone requests to the streaming `/steer` endpoint: ms from the
+    submit to its first streamed update (the first token of both texts)."""
+    client = Client(url, verbose=False)
+    times = []
+    try:
+        for _ in range(tries):
+            t0 = time.perf_counter()
+            job = client.submit(*steer_args, api_name="/steer")
+            next(iter(job))  # the first update; the rest streams on
+            times.append(1000 * (time.perf_counter() - t0))
+            job.result(REQUEST_TIMEOUT_S)
+    finally:
+        client.close()
+    return round(statistics.median(times))
 
 
 def serve(folder: Path):
@@ -182,8 +214,9 @@ def show_round(n: int, s: dict, rss: float, hooks: int) -> None:
     kinds = ", ".join(f"{k} {v}" for k, v in s["kinds"].items())
     print(f"round {n}: {s['requests']} requests ({kinds}), errors {s['errors']}, "
           f"mismatches {s['mismatches']} (bitwise equal {s['exact']}), "
-          f"p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, rss {rss:.1f} MB, "
-          f"hooks left {hooks}", flush=True)
+          f"p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms (pages {s['page_p95_ms']}, "
+          f"generations {s['generate_p95_ms']}), rss {rss:.1f} MB, hooks left {hooks}",
+          flush=True)
 
 
 def run(folder: Path, *, threads: int = 32, seconds: float = 60, rounds: int = 3,
@@ -203,6 +236,11 @@ def run(folder: Path, *, threads: int = 32, seconds: float = 60, rounds: int = 3
         refs = reference_answers(url, calls)
         print(f"{len(calls)} distinct requests answered alone in "
               f"{time.perf_counter() - t0:.1f} s; hooks left {hooks_left(loaded.lm)}", flush=True)
+        steer = next(c for c in calls if c.kind == "steer").args
+        first_ms = first_token_ms(url, (str(folder), steer[1], steer[2], steer[3], steer[4],
+                                        "add", "all", "", 48, 0, 0))
+        print(f"first streamed token, a lone visitor: {first_ms} ms (median of "
+              f"{FIRST_TOKEN_TRIES})", flush=True)
         with ThreadPoolExecutor(threads) as pool:
             clients = list(pool.map(lambda _: Client(url, verbose=False), range(threads)))
         outs, rss = [], []
@@ -221,7 +259,7 @@ def run(folder: Path, *, threads: int = 32, seconds: float = 60, rounds: int = 3
             list(pool.map(Client.close, clients))
         demo.close()
     return summary(outs) | {"rss_growth_mb": round(rss[-1] - rss[0], 1), "rss_mb": rss,
-                            "hooks_left": hooks_left(loaded.lm)}
+                            "hooks_left": hooks_left(loaded.lm), "first_token_ms": first_ms}
 
 
 def tiny_atlas(root: Path) -> Path:

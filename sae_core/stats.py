@@ -8,11 +8,13 @@ resamples from `resample_groups`, so the same `seed` gives the same draws everyw
 - `bootstrap_interval(groups, statistic)`: any statistic of a list of groups (plain Python);
 - `group_weights` + `percentile_interval`: a statistic written for (draws, groups) weights
   (how often each group was drawn), for statistics vectorised over draws (the layer map);
-- `share_interval`: a share of `hits` among `n` items, each item its own group.
+- `share_interval`: a share of `hits` among `n` items, each item its own group (exactly,
+  from the binomial distribution such draws follow).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
@@ -78,13 +80,25 @@ def bootstrap_interval(groups: Sequence[G], statistic: Callable[[list[G]], float
     return Interval(float(statistic(items)), lo, hi)
 
 
-def share_interval(hits: int, n: int, *, n_boot: int = 200, level: float = 0.95,
-                   seed: int = 0) -> tuple[float, float]:
+def share_interval(hits: int, n: int, *, level: float = 0.95) -> tuple[float, float]:
     """(lo, hi): the percentile interval of the share hits / n when the n items (hits of
-    them counting 1, the others 0) are drawn again; (nan, nan) without items."""
+    them counting 1, the others 0) are drawn again with replacement, computed exactly: the
+    hits of a draw are Binomial(n, hits / n), so its quantiles replace Monte Carlo draws
+    (1,000 draws of 4,608 items cost 1.5 s in Python, these ~1 ms); (nan, nan) without
+    items."""
     if n < 1:
         return float("nan"), float("nan")
     if not 0 <= hits <= n:
         raise ValueError(f"{hits} hits among {n} items")
-    w_BG = group_weights(n, n_boot=n_boot, seed=seed)
-    return percentile_interval(w_BG[:, :hits].sum(1) / n, level)
+    if hits in (0, n):
+        return hits / n, hits / n
+    _quantile_ranks(2, level)  # checks the level
+    k = torch.arange(n + 1, dtype=torch.float64)  # cpu: a host distribution
+    p = hits / n
+    log_pmf = (torch.lgamma(torch.tensor(n + 1.0, dtype=torch.float64)) - torch.lgamma(k + 1)
+               - torch.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p))
+    cdf = log_pmf.exp().cumsum(0)
+    tail = (1.0 - level) / 2
+    lo = int(torch.searchsorted(cdf, torch.tensor([tail], dtype=torch.float64)))
+    hi = int(torch.searchsorted(cdf, torch.tensor([1.0 - tail], dtype=torch.float64)))
+    return lo / n, min(hi, n) / n

@@ -74,11 +74,17 @@ def test_percentile_interval_drops_undefined_draws_and_checks_its_level():
         resample_groups(0, n_boot=3)
 
 
-def test_a_share_of_items_has_a_point_interval_at_the_ends_and_a_binomial_width_between():
+def test_a_share_of_items_has_a_point_interval_at_the_ends_and_the_resampled_width_between():
     assert share_interval(50, 50) == (1.0, 1.0) and share_interval(0, 50) == (0.0, 0.0)
+    lo, hi = share_interval(20, 100)
+    # the same items drawn again by the library's bootstrap: the same interval, +- a draw's
+    # Monte Carlo error
+    w_BG = group_weights(100, n_boot=4000, seed=1)
+    mc_lo, mc_hi = percentile_interval(w_BG[:, :20].sum(1) / 100)
+    assert (lo, hi) == pytest.approx((mc_lo, mc_hi), abs=0.011)
     lo, hi = share_interval(2000, 4000)
     # the normal approximation: 0.5 +- 1.96 * sqrt(0.25 / 4000) = 0.5 +- 0.0155
-    assert lo < 0.5 < hi and hi - lo == pytest.approx(0.031, abs=0.006)
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(0.031, abs=0.002)
     nan_lo, _ = share_interval(0, 0)
     assert nan_lo != nan_lo
     with pytest.raises(ValueError):
