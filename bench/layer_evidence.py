@@ -1,29 +1,19 @@
 """What each layer computes, against the controls a reviewer asks for (issue 29).
 
-Reads three atlases of one recipe (same corpus, windows and training settings), building the
-missing ones first with --build (about 40 minutes each on 2 cores):
-  default              the real model, SAE seed 0 (`python -m sae_core train`)
-  control-random-init  the same recipe through a randomly initialised copy of the model
-                       (`--control random-init`)
-  control-shuffled     ... through a copy whose every weight tensor is permuted within
-                       itself (`--control shuffled`: the trained scale, no arrangement)
-  seed-1               a second SAE seed of every third layer (`--seed 1 --layers 0,3,...`)
-and prints, per band of layers and over all layers, each number with its 95% interval:
-- accepted share (layer map, default criteria) of the SAE features, of each matched control
-  (neurons, random and whitened random directions fired on as many tokens as their SAE
-  feature, a random dictionary through TopK) and of the random model's SAE features; the
-  intervals are a bootstrap over corpus documents (the map's stored draws). The real and the
-  random model's maps label the same documents, so their draws pair and the difference has
-  its own interval.
-- probing balanced accuracy (k = 5 SAE latents, k = 5 neurons), learned and scored on
-  documents the SAEs never trained on; the interval is a bootstrap over the held-out
-  documents (the result's stored draws), paired for differences: SAE less neurons always,
-  real less random model where both probed the same documents.
-- names that detect their feature (held-out F1 >= 0.5) per band, with the same document
-  draws as the layer map; lineage's turnover per band, its interval over features.
-- the spread between the two seeds of every per-layer number, beside the document interval.
-- lineage: the share of a layer's features with a partner above decoder cosine 0.7 in the
-  other seed's SAE of the same layer (the baseline), and in the next layer of the same seed.
+Reads four atlases of one recipe (same corpus, windows and training settings), building the
+missing ones first with --build (`BUILDS`; the controls at every third layer):
+`default` (the real model), `control-random-init` and `control-shuffled` (the same recipe
+through a randomly initialised copy of the model, and through one whose every weight tensor
+is permuted within itself: model_controls.py), `seed-1` (a second SAE seed). It prints, per
+band of layers, each number with its 95% interval (a bootstrap over documents where the
+number is read from documents, paired between atlases that read the same documents):
+- accepted share (layer map) of the SAE features, of each matched control and of each
+  control model's SAE features, with the basic interval (`basic`);
+- probing balanced accuracy (k = 5 SAE latents and neurons) on documents the SAEs never
+  trained on; names that detect their feature (held-out F1 >= 0.5); lineage's turnover
+  (its interval over features: it reads weights, not documents);
+- the second seed's spread of each per-layer number, and lineage's baseline: features with
+  a partner above decoder cosine 0.7 in the other seed's SAE of the same layer;
 - CE loss recovered against mean ablation (metrics.json).
 
     python bench/layer_evidence.py [--build]
@@ -42,14 +32,8 @@ from common import ROOT
 from torch import Tensor
 
 from sae_core.activations import layer_of
-from sae_core.atlas.layout import (
-    ATLAS_ROOT,
-    control_atlases,
-    is_built,
-    load_atlas,
-    read_metrics,
-    seed_atlases,
-)
+from sae_core.atlas import layout
+from sae_core.atlas.layout import control_atlases, load_atlas, read_metrics, seed_atlases
 from sae_core.explore.cross_seed import cross_seed_shares, next_layer_shares
 from sae_core.explore.firings import MAP_TASKS
 from sae_core.explore.layermap import CRITERIA, KINDS, LayerMapData, read_layer_map
@@ -62,14 +46,9 @@ from sae_core.explore.probing_draws import mean_over_tasks
 from sae_core.stats import Interval, percentile_interval
 from sae_core.stats import share_interval as items_interval
 
-REAL, RANDOM, SHUFFLED, SEED1 = ("default", "control-random-init", "control-shuffled",
-                                 "seed-1")
-SEED1_LAYERS = "0,3,6,9,12,15,18,21,24,27"
-"""The controls' layers: every third (the random model's and the second seed's builds take
-a third of the default's time)."""
-BUILDS = {REAL: [], RANDOM: ["--control", "random-init", "--layers", SEED1_LAYERS],
-          SHUFFLED: ["--control", "shuffled", "--layers", SEED1_LAYERS],
-          SEED1: ["--seed", "1", "--layers", SEED1_LAYERS]}
+THIRD = ["--layers", "0,3,6,9,12,15,18,21,24,27"]  # the controls: a third of the build time
+BUILDS = {"default": [], "control-random-init": ["--control", "random-init", *THIRD],
+          "control-shuffled": ["--control", "shuffled", *THIRD], "seed-1": ["--seed", "1", *THIRD]}
 BANDS = ((0, 9), (10, 19), (20, 29))
 MODELS = {"random-init": "random-init model", "shuffled": "shuffled-weights model"}
 """The control models (model_controls.py) and their names in the output and RESULT."""
@@ -77,7 +56,7 @@ MODELS = {"random-init": "random-init model", "shuffled": "shuffled-weights mode
 
 def build_missing(root: Path) -> None:
     for name, flags in BUILDS.items():
-        if not is_built(root / name):
+        if not layout.is_built(root / name):
             print(f"building {name} ...", flush=True)
             subprocess.run([sys.executable, "-m", "sae_core", "train", "--out",
                             str(root / name), *flags], check=True, cwd=ROOT)
@@ -290,11 +269,11 @@ def seed_section(real_dir: Path, other_dir: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", action="store_true", help="build the missing atlases")
-    parser.add_argument("--root", type=Path, default=ROOT / ATLAS_ROOT)
+    parser.add_argument("--root", type=Path, default=ROOT / layout.ATLAS_ROOT)
     args = parser.parse_args()
     if args.build:
         build_missing(args.root)
-    real_dir = args.root / REAL
+    real_dir = args.root / "default"
     twins = control_atlases(real_dir)
     model_dirs = {name: twins.get(kind) for kind, name in MODELS.items()}
     seeds = seed_atlases(real_dir)
