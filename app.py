@@ -26,6 +26,7 @@ from ui.features import build_features_tab, connect_features
 from ui.layer_map import build_layer_map_tab
 from ui.links import wire_links
 from ui.live import build_live_tab
+from ui.present import wire_present_mode
 from ui.public import Policy, set_policy
 from ui.saes import atlas_choices, build_saes_tab
 from ui.search import build_search_tab
@@ -71,6 +72,7 @@ def build_app(atlas: Path = DEFAULT_ATLAS, *, public: bool = False) -> gr.Blocks
         connect_features(features, layer_map=layer_map, steering=steering, chosen=chosen)
         connect_tour(tour, picker, steering)
         wire_links(demo, tabs, picker, link_notice, features, steering)
+        wire_present_mode(demo)
         register_api(lambda: atlas_choices(atlas), str(atlas))
     return demo
 

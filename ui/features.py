@@ -28,6 +28,7 @@ from .features_view import (
 )
 from .lineage_view import path_figure
 from .names_view import feature_name, name_markdown, pushed_frame
+from .present import numbers_accordion
 from .sites import hookpoint_at, layer_choices, number_key, site_label
 
 TAB_ID = "features"
@@ -187,7 +188,7 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
                           visible=bool(picker.value) and not has_feature_index(
                               Path(picker.value)))
         summary = gr.Markdown()
-        with gr.Row():
+        with numbers_accordion(), gr.Row():
             logits = gr.Dataframe(interactive=False, label="Logit lens: output tokens")
             hist = gr.Plot(label="Activation histogram")
         with gr.Row():

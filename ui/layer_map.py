@@ -26,6 +26,7 @@ from .layer_map_view import (
 )
 from .lineage_view import turnover_figure
 from .names_view import detected_figure
+from .present import numbers_accordion
 from .probing_view import probing_figure
 from .sites import layer_choices
 
@@ -161,9 +162,10 @@ def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = N
         fig, line_fig, rows, text = redraw(picker.value, "pos", "sae", THRESHOLD, MIN_SUPPORT,
                                            MIN_LIFT)
         heat, lines = gr.Plot(fig), gr.Plot(line_fig)
-        summary = gr.Dataframe(rows, interactive=False,
-                               label="Accepted share, averaged over layers")
-        note = gr.Markdown(text)
+        with numbers_accordion():
+            summary = gr.Dataframe(rows, interactive=False,
+                                   label="Accepted share, averaged over layers")
+            note = gr.Markdown(text)
         gr.Markdown("### Features in one cell")
         gr.Markdown("Select a row to open that feature's page.")
         with gr.Row():

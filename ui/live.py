@@ -15,6 +15,7 @@ from . import builds, session
 from .choice import HINT
 from .errors import friendly, text_arg
 from .live_view import heatmap, token_choices, token_table
+from .present import numbers_accordion
 
 EXAMPLE = ("Marie Curie moved to Paris in 1891. She won two Nobel prizes, and her notebooks "
            "are still radioactive today! 🙂")
@@ -83,8 +84,9 @@ def build_live_tab(picker: gr.Dropdown) -> LiveTab:
         with gr.Row():
             token = gr.Dropdown([], label="Token", scale=1)
             chosen_md = gr.Markdown(HINT)
-        table = gr.Dataframe(interactive=False, label="Strongest features of the token, "
-                             "per layer", elem_id="live-token-table")
+        with numbers_accordion():
+            table = gr.Dataframe(interactive=False, label="Strongest features of the token, "
+                                 "per layer", elem_id="live-token-table")
         view = gr.State(None)
         live_out = [plot, notice, token, table, view]
         tab.select(run_live, [picker, text], live_out)

@@ -25,6 +25,7 @@ from .errors import friendly, text_arg
 from .hub_panel import build_hub_panel, release_fields  # noqa: F401 - release_fields: its API
 from .lab_panel import build_lab_panel
 from .plots import quality_by_layer
+from .present import numbers_accordion
 from .serve import event_limits
 from .train_panel import build_train_panel
 
@@ -235,7 +236,8 @@ def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
         md, df, fig = atlas_summary(picker.value)
         summary = gr.Markdown(md)
         plot = gr.Plot(fig)
-        table = gr.Dataframe(df, interactive=False)
+        with numbers_accordion("The numbers, layer by layer"):
+            table = gr.Dataframe(df, interactive=False)
         gr.Markdown("### All SAE sets\nSelect a row to make that set the active one.")
         sets = gr.Dataframe(sets_table(extra=picker.value), interactive=False)
 

@@ -15,6 +15,7 @@ from sae_core.steer.generation import MAX_NEW_TOKENS
 
 from .errors import friendly
 from .names_view import name_at_layer
+from .present import numbers_accordion
 from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
 from .steering_inputs import (
     MAX_CONCEPT_CHARS,
@@ -131,8 +132,9 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
                                          elem_id="steer-steered",
                                          show_legend=False, show_inline_category=False,
                                          combine_adjacent=True)
-        notes = gr.Markdown()
-        scores = score_panel()
+        with numbers_accordion("The numbers: sizes, timing and scores"):
+            notes = gr.Markdown()
+            scores = score_panel()
         gr.Markdown("### Find features that steer towards a concept\n" + EXPLAIN)
         with gr.Row():
             concept = gr.Textbox(label="Concept", placeholder="ocean", scale=2,
