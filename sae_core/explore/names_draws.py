@@ -68,9 +68,9 @@ def predicted_by_document(half: Half, doc_N: Tensor, ev: Evidence, rule_F: Tenso
         by_label[mine] = counts_by_document(lab_N, doc_N, label, n_docs)
         names_M3 = ev.tokens_F3[mine]
         joint = torch.where(names_M3 >= 0, names_M3 * n_lab + label[:, None], -1)
-        both[mine] = counts_by_document(half.tokens_N * n_lab + lab_N, doc_N,
-                                        joint.flatten(), n_docs).view(len(mine), top,
-                                                                      n_docs).sum(1)
+        joint_MG = counts_by_document(half.tokens_N * n_lab + lab_N, doc_N, joint.flatten(),
+                                      n_docs)
+        both[mine] = joint_MG.view(len(mine), top, n_docs).sum(1)
     options = torch.stack([torch.zeros_like(by_tokens), by_tokens, by_label,
                            by_tokens + by_label - both])
     return options[rule_F, torch.arange(n_features)]
@@ -83,9 +83,9 @@ def detected_draws(half: Half, doc_N: Tensor, ev: Evidence, rule_F: Tensor,
     `half` (its tokens' documents `doc_N`) in each document draw `w_BG`."""
     n_features, n_docs = len(rule_F), w_BG.shape[1]
     tok_hit, lab_hit = firing_hits(half, ev)
-    rule_P = rule_F[half.feat_P]
-    hit_P = (((rule_P == 1) | (rule_P == 3)) & tok_hit) | (((rule_P == 2) | (rule_P == 3))
-                                                           & lab_hit)
+    rule_P = rule_F[half.feat_P]  # 1: tokens, 2: label, 3: either (names_score.RULES)
+    by_tokens, by_label = (rule_P == 1) | (rule_P == 3), (rule_P == 2) | (rule_P == 3)
+    hit_P = (by_tokens & tok_hit) | (by_label & lab_hit)
     doc_P = doc_N[half.row_P]
     fires_FG = torch.zeros(n_features, n_docs)  # cpu: host counts
     fires_FG.index_put_((half.feat_P, doc_P), torch.ones(len(doc_P)), accumulate=True)
