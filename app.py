@@ -20,7 +20,7 @@ from sae_core.atlas.layout import DEFAULT_ATLAS, is_built
 from sae_core.precision import DEVICES
 from ui import session
 from ui.api import register_api
-from ui.builds import build_status_panel
+from ui.builds import WORKER, build_status_panel, picker_info
 from ui.choice import wire_choices
 from ui.features import build_features_tab, connect_features
 from ui.layer_map import build_layer_map_tab
@@ -55,7 +55,7 @@ def build_app(atlas: Path = DEFAULT_ATLAS, *, public: bool = False) -> gr.Blocks
         choices = atlas_choices(atlas)
         # The active SAE set: every tab reads its folder from this picker.
         picker = gr.Dropdown(choices, value=str(atlas) if is_built(atlas) else None,
-                             label="SAE set")
+                             label="SAE set", info=picker_info(WORKER.status()))
         panel = build_status_panel(picker, can_cancel=not public)
         link_notice = gr.Markdown(visible=False)  # what a deep link could not open
         with gr.Tabs() as tabs:

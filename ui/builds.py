@@ -95,6 +95,14 @@ def need_set(folder: str | None, what: str) -> str:
     return folder
 
 
+def picker_info(status: BuildStatus) -> str:
+    """The SAE-set picker's note: the set being built, until its SAEs join the list."""
+    if status.active and status.folder is not None and "SAEs" not in status.ready:
+        return (f"Being built: {status.folder.name} ({status.stage}, {_minutes(status.eta_s)}"
+                "); it joins this list when its SAEs are trained.")
+    return ""
+
+
 def refresh_key(status: BuildStatus) -> str:
     """Changes exactly when a part of the built atlas appears."""
     return f"{status.folder}|{','.join(status.ready)}|{status.state}" if status.folder else ""
@@ -108,7 +116,10 @@ def poll(current: str | None, last_key: str):
     if key != last_key and status.folder is not None and "SAEs" in status.ready:
         choices = sorted({*list_atlases(), *([current] if current else []), str(status.folder)})
         # a visitor with nothing to look at yet gets the new atlas at once
-        picker = gr.Dropdown(choices=choices, value=current or str(status.folder))
+        picker = gr.Dropdown(choices=choices, value=current or str(status.folder),
+                             info=picker_info(status))
+    elif key != last_key:  # a build started or ended: the note says what is being built
+        picker = gr.Dropdown(info=picker_info(status))
     return (gr.Row(visible=status.state != "idle"), status_text(status), picker,
             key if key != last_key else gr.skip(), gr.Timer(active=status.active))
 

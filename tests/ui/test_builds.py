@@ -38,6 +38,11 @@ def test_status_text_says_stage_progress_and_numbers():
                  "0.251"):
         assert part in text
     assert builds.status_text(BuildStatus()) == ""
+    note = builds.picker_info(running)
+    assert "Being built: default (SAEs, about 10 min left)" in note
+    assert builds.picker_info(BuildStatus("running", Path("x/default"), "layer map",
+                                          ready=("SAEs",))) == ""  # in the list by then
+    assert builds.picker_info(BuildStatus()) == ""
     failed = BuildStatus("failed", Path("x/a"), error="ValueError: bad corpus")
     assert "failed" in builds.status_text(failed) and "bad corpus" in builds.status_text(failed)
 
@@ -50,6 +55,7 @@ def test_poll_hands_the_new_atlas_to_the_picker_and_signals_each_part(tmp_path, 
     assert isinstance(picker, gr.Dropdown) and picker.value == str(job.folder.resolve())
     assert key == f"{job.folder.resolve()}|SAEs,layer map|done" and "is ready" in text
     assert timer.active is False  # nothing runs: no more polling
+    assert picker.info == ""  # nothing is being built any more
     # The same state again changes nothing (tabs redraw only when a part appears).
     _, _, picker, same, _ = builds.poll(str(job.folder), key)
     assert picker == gr.skip() and same == gr.skip()
