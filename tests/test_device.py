@@ -219,8 +219,9 @@ DEVICE_AWARE = ["sae_core/encode.py", "sae_core/norms.py", "sae_core/atlas/evalu
                     "layermap", "lineage",
                     "live", "logit_lens", "names", "names_evidence", "one_pass", "unseen"))]
 CPU_ONLY = {f"sae_core/explore/{m}.py" for m in (
-    "__init__", "consistency", "controls", "evidence", "feature_stats", "labels", "map_intervals",
-    "names_score", "probing", "probing_fit", "search")}
+    "__init__", "consistency", "controls", "evidence", "feature_path", "feature_stats", "labels",
+    "map_intervals", "names_draws", "names_score", "probing", "probing_draws", "probing_fit",
+    "search")}
 """Explore modules that only read CPU results (codes, firings, stored products)."""
 
 
