@@ -28,6 +28,7 @@ from .steering_inputs import (
     gen_config,
     whole,
 )
+from .streaming import stream
 
 COLUMNS = ["layer", "feature", "name", "found because it", "reach %", "effect / cost"]
 EXPLAIN = """Type a concept and, if you like, related words. Candidates are features that fire
@@ -135,7 +136,9 @@ def use_suggestion(suggestion: dict | None):
 
 @friendly("writing the baselines")
 def write_baselines(folder, prompt, concept, related, layer, max_tokens, temperature, seed):
-    """(difference-of-means text, prompting text, notes) for the same prompt and settings."""
+    """(difference-of-means text, prompting text, notes) for the same prompt and settings,
+    streamed: once the direction is dosed, the two texts grow token by token, one after
+    the other (ui/streaming.py), then come whole with the notes."""
     prompt = text_arg(prompt, "The prompt", MAX_PROMPT_CHARS)
     concept = text_arg(concept, "The concept", MAX_CONCEPT_CHARS)
     related = text_arg(related, "Related words", MAX_RELATED_CHARS)
@@ -150,14 +153,18 @@ def write_baselines(folder, prompt, concept, related, layer, max_tokens, tempera
     if s is None:
         raise ValueError("the difference-of-means direction moves the text too far at "
                          "every strength tried")
-    mean_text = side_by_side(loaded, prompt, Steering((DirectionSteer(h, v_D, s),)),
-                             gen).steered
     asked = prompted(prompt, words[0])
-    prompt_text = unsteered(loaded, asked, gen)
+
+    def work(report) -> tuple[str, str]:
+        mean_text = side_by_side(loaded, prompt, Steering((DirectionSteer(h, v_D, s),)), gen,
+                                 on_text=lambda _plain, steered: report((steered, ""))).steered
+        return mean_text, unsteered(loaded, asked, gen,
+                                    on_text=lambda text: report((mean_text, text)))
     dose = ("dosed by the same rule and text check as the features" if curve.dose is not None
             else "no strength passed the rule; the one whose test texts named the concept most")
     notes = (f"Difference of means at layer {site_label(h)}: the mean activation on "
              f"{len(SENTENCES)} sentences per concept word minus the same sentences about "
              f"everyday things, at strength {s:g} ({dose}). Prompting: the prompt becomes "
              f"{asked!r}, no steering.")
-    return mean_text, prompt_text, notes
+    for kind, texts in stream(work):
+        yield (*texts, notes if kind == "done" else "*Writing the baselines...*")

@@ -22,7 +22,7 @@ from . import builds, session
 from .errors import friendly
 from .steering import STEER_CONCURRENCY, SteeringTab
 from .steering_presets import controls_of
-from .steering_write import DIFF_COLORS, run_steering
+from .steering_write import DIFF_COLORS, stream_steering
 from .tour_text import INTRO, NO_PRESET, STEER_INTRO, numbers_markdown, words_markdown
 
 SENTENCE = "Marie Curie moved to Paris in 1891 to study physics and chemistry."
@@ -129,21 +129,24 @@ def run_example(preset: gr.Dropdown | None, folder: str | None) -> tuple:
 
 
 @friendly("writing the preset")
-def steer_preset(folder: str | None, slug: str | None) -> tuple:
-    """(without, with, notes): the tour's preset written side by side by the Steering tab's
-    own function; a plain message when it cannot run, nothing when there is no preset."""
+def steer_preset(folder: str | None, slug: str | None):
+    """(without, with, notes), streamed: the tour's preset written side by side by the
+    Steering tab's own streaming function, the two texts growing token by token; a plain
+    message when it cannot run, nothing when there is no preset."""
     if not slug:
-        return gr.skip(), gr.skip(), gr.skip()
+        yield gr.skip(), gr.skip(), gr.skip()
+        return
     found = read_presets(folder) if folder else None
     preset = found.get(slug) if found else None
     if preset is None:
-        return None, None, NO_PRESET
+        yield None, None, NO_PRESET
+        return
     try:
-        left, right, notes = run_steering(folder, *controls_of(preset))
+        for left, right, notes in stream_steering(folder, *controls_of(preset)):
+            yield (gr.HighlightedText(left, visible=True),
+                   gr.HighlightedText(right, visible=True), f"{STEER_INTRO}\n\n{notes}")
     except gr.Error as err:
-        return None, None, f"*The preset could not run on this SAE set: {err.message}*"
-    return (gr.HighlightedText(left, visible=True), gr.HighlightedText(right, visible=True),
-            f"{STEER_INTRO}\n\n{notes}")
+        yield None, None, f"*The preset could not run on this SAE set: {err.message}*"
 
 
 def connect_tour(tour: TourTab, picker: gr.Dropdown, steering: SteeringTab) -> None:

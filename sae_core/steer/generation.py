@@ -195,7 +195,15 @@ def side_by_side(loaded: LoadedAtlas, prompt: str, steering: Steering,
                       time.perf_counter() - t0, norms, tuple(measured))
 
 
-def unsteered(loaded: LoadedAtlas, prompt: str, gen: GenConfig) -> str:
-    """The model's own continuation of `prompt` (how the prompting baseline writes)."""
-    new = generate(loaded.lm, {}, {}, prompt_ids(loaded.lm, prompt, gen), [None], gen)[0]
-    return loaded.lm.tokenizer.decode(new, skip_special_tokens=True)
+def unsteered(loaded: LoadedAtlas, prompt: str, gen: GenConfig,
+              on_text: Callable[[str], None] | None = None) -> str:
+    """The model's own continuation of `prompt` (how the prompting baseline writes);
+    `on_text` sees the text so far after every token."""
+    decode = loaded.lm.tokenizer.decode
+
+    def text(rows: list[list[int]]) -> None:
+        on_text(decode(rows[0], skip_special_tokens=True))
+
+    new = generate(loaded.lm, {}, {}, prompt_ids(loaded.lm, prompt, gen), [None], gen,
+                   on_tokens=text if on_text else None)[0]
+    return decode(new, skip_special_tokens=True)

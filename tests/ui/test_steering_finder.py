@@ -33,10 +33,14 @@ def test_find_use_and_compare(tiny_atlas, loaded, tmp_path):
         assert all(x == pytest.approx(s, abs=1e-3) for x in [strength, *(m[2] for m in more)])
         xs = list(fig.data[0].x)
         assert len(fig.data) == 2 and xs == sorted(xs)
-    mean_text, asked_text, notes = write_baselines(folder, "the cat sat on the", "Paris", "",
-                                                   2, 6, 0.0, 0)
+    updates = list(write_baselines(folder, "the cat sat on the", "Paris", "", 2, 6, 0.0, 0))
+    mean_text, asked_text, notes = updates[-1]
     assert isinstance(mean_text, str) and isinstance(asked_text, str)
     assert "Difference of means at layer 2" in notes and "Paris" in notes
+    # streamed: every update before the last is a prefix of the whole texts
+    for mean_part, asked_part, note in updates[:-1]:
+        assert mean_text.startswith(mean_part) and asked_text.startswith(asked_part)
+        assert note == "*Writing the baselines...*"
 
 
 @pytest.mark.usefixtures("tiny_search")
@@ -51,6 +55,6 @@ def test_bad_input_is_a_clear_error(tiny_atlas):
     with pytest.raises(gr.Error, match="Find features"):
         use_suggestion(None)
     with pytest.raises(gr.Error, match="not in this SAE set"):
-        write_baselines(folder, "the cat", "Paris", "", 7, 6, 0.0, 0)
+        list(write_baselines(folder, "the cat", "Paris", "", 7, 6, 0.0, 0))
     with pytest.raises(gr.Error, match="type a prompt"):
-        write_baselines(folder, "  ", "Paris", "", 1, 6, 0.0, 0)
+        list(write_baselines(folder, "  ", "Paris", "", 1, 6, 0.0, 0))

@@ -72,31 +72,36 @@ def test_missing_pieces_are_plain_messages(tmp_path):
 def test_no_preset_skips_the_steering_part(indexed):
     *_, notes, slug, menu = tour.run_example(gr.Dropdown(), str(indexed.folder))
     assert notes == tour_text.NO_PRESET and slug is None and menu == gr.skip()
-    assert tour.steer_preset(str(indexed.folder), None) == (gr.skip(),) * 3
+    assert list(tour.steer_preset(str(indexed.folder), None)) == [(gr.skip(),) * 3]
 
 
-def test_a_failing_preset_run_is_a_message(monkeypatch):
+def test_the_preset_streams_and_a_failing_run_is_a_message(monkeypatch):
     presets = SimpleNamespace(get=lambda slug: "the ocean preset" if slug == "ocean" else None)
     monkeypatch.setattr(tour, "read_presets", lambda folder: presets)
     monkeypatch.setattr(tour, "controls_of", lambda preset: [preset])
-    assert tour.steer_preset("atlas", "jazz") == (None, None, tour_text.NO_PRESET)
+    assert list(tour.steer_preset("atlas", "jazz")) == [(None, None, tour_text.NO_PRESET)]
 
     def fails(folder, *controls):
+        yield [("a", None)], [("b", None)], "*Writing both texts...*"
         raise gr.Error("layer 11 is not in this SAE set")
 
-    monkeypatch.setattr(tour, "run_steering", fails)
-    plain, steered, notes = tour.steer_preset("atlas", "ocean")
+    monkeypatch.setattr(tour, "stream_steering", fails)
+    *_, (plain, steered, notes) = tour.steer_preset("atlas", "ocean")
     assert plain is None and steered is None and "layer 11 is not in this SAE set" in notes
     calls = []
 
-    def writes(folder, *controls):
+    def writes(folder, *controls):  # two streamed updates, then the whole texts
         calls.append((folder, controls))
-        return [("a", None)], [("b", "x")], "done"
+        yield [("a", None)], [("b", None)], "*Writing both texts...*"
+        yield [("a c", None)], [("b", "x")], "*Writing both texts...*"
+        yield [("a c", None)], [("b", "x")], "done"
 
-    monkeypatch.setattr(tour, "run_steering", writes)
-    plain, steered, notes = tour.steer_preset("atlas", "ocean")
-    assert calls == [("atlas", ("the ocean preset",))]
-    assert [t["token"] for t in plain.value] == ["a"]
+    monkeypatch.setattr(tour, "stream_steering", writes)
+    updates = list(tour.steer_preset("atlas", "ocean"))
+    assert calls == [("atlas", ("the ocean preset",))] and len(updates) == 3
+    assert [t["token"] for t in updates[0][0].value] == ["a"]  # text before the end
+    plain, steered, notes = updates[-1]
+    assert [t["token"] for t in plain.value] == ["a c"]
     assert [t["token"] for t in steered.value] == ["b"]
     assert plain.visible and notes.endswith("done")
 
