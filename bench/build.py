@@ -9,10 +9,13 @@ on, plus one dense bf16 encoder matmul (tokens x d_in @ d_in x width) per SAE ov
 tokens (timed on LM-batch-sized blocks, times the number of blocks).
 
     python bench/build.py [--skip-presets]
+    python bench/build.py --quick-only    # the quick atlas alone: RESULT quick_s=...
 
 RESULT keys: build_s (SAEs, evaluation, layer map and evidence, feature index), floor_s,
 build_vs_floor = build_s / floor_s, full_atlas_s (build_s plus the presets: everything the
-app shows; equal to build_s with --skip-presets), and the parts.
+app shows; equal to build_s with --skip-presets), and the parts; quick_s, the first round
+the app builds when it has no atlas (jobs/stages.quick_job: every third layer, 32,768
+tokens, the bare layer map, a small index), timed first, before the full build.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from sae_core.atomic import read_json
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.corpus import load_texts, split_ids, token_windows
 from sae_core.explore.feature_index import INDEX_DIR, META_FILE
-from sae_core.jobs.stages import STAGES, BuildJob, stages_of
+from sae_core.jobs.stages import STAGES, BuildJob, quick_job, stages_of
 
 
 def timed_stages(job: BuildJob, lm) -> dict[str, float]:
@@ -64,13 +67,28 @@ def matmul_seconds(rows: int, d_in: int, width: int, repeats: int = 20) -> float
     return sorted(times[3:])[repeats // 2]
 
 
+def quick_seconds(lm) -> float:
+    """The quick atlas built from scratch as the app's first round builds it."""
+    job = quick_job(OUT / "build_atlas" / "default", lm.n_layers)
+    shutil.rmtree(job.folder, ignore_errors=True)
+    print(f"building the quick atlas {job.folder} (layers {job.data.layers})", flush=True)
+    quick_s = sum(timed_stages(job, lm).values())
+    shutil.rmtree(job.folder, ignore_errors=True)
+    return quick_s
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-presets", action="store_true")
+    parser.add_argument("--quick-only", action="store_true", help="time the quick atlas alone")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="  %(name)s: %(message)s")
     data, cfg = BuildConfig(), TrainConfig()
     lm = load_lm()
+    quick_s = quick_seconds(lm)
+    if args.quick_only:
+        print(f"RESULT quick_s={quick_s:.1f}")
+        return
     folder = OUT / "build_atlas"
     shutil.rmtree(folder, ignore_errors=True)
     parts = STAGES[:-1] if args.skip_presets else STAGES
@@ -99,7 +117,7 @@ def main() -> None:
     print(f"RESULT build_s={build_s:.1f} floor_s={floor_s:.1f} "
           f"build_vs_floor={build_s / floor_s:.3f} full_atlas_s={full_s:.1f} "
           f"train_s={info['train_seconds']:.1f} pass_s={index['pass_seconds']:.1f} "
-          f"forward_s={fwd_s:.1f} matmul_ms={1000 * mm_s:.2f}")
+          f"forward_s={fwd_s:.1f} matmul_ms={1000 * mm_s:.2f} quick_s={quick_s:.1f}")
 
 
 if __name__ == "__main__":

@@ -190,6 +190,8 @@ class BuildConfig:
     """Tokens per corpus window."""
     held_out: int = 64
     """Windows drawn at random and never trained on (evaluation, then the feature index)."""
+    ce_windows: int = 32
+    """Held-out windows the evaluation's CE loss and KL read (atlas/evaluate.py)."""
     control: Control = "none"
     """A control model in place of the real one (model_controls.py): random-init (every
     weight re-drawn by the model's initialiser, seeded by the training seed) or shuffled
@@ -200,9 +202,9 @@ class BuildConfig:
         if self.control not in ("none", "random-init", "shuffled"):
             raise ValueError(f"control must be none, random-init or shuffled, got "
                              f"{self.control!r}")
-        if self.seq_len < 2 or self.held_out < 1:
-            raise ValueError(f"seq_len must be >= 2 and held_out >= 1, got {self.seq_len}, "
-                             f"{self.held_out}")
+        if self.seq_len < 2 or self.held_out < 1 or self.ce_windows < 1:
+            raise ValueError(f"seq_len must be >= 2, held_out and ce_windows >= 1, got "
+                             f"{self.seq_len}, {self.held_out}, {self.ce_windows}")
         if self.layers is not None and (not self.layers or min(self.layers) < 0):
             raise ValueError(f"layers must be non-negative layer numbers, got {self.layers}")
         if not self.site or len(set(self.site)) < len(self.site) or set(self.site) - set(SITES):

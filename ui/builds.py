@@ -14,7 +14,7 @@ from typing import NamedTuple
 import gradio as gr
 
 from sae_core.atlas.layout import is_built, list_atlases
-from sae_core.jobs.stages import BuildJob
+from sae_core.jobs.stages import QUICK_NAME, BuildJob, is_quick
 from sae_core.jobs.status import BuildStatus
 from sae_core.jobs.worker import BuildWorker, WorkerBusy
 from sae_core.lm import EMBEDDED, EMBEDDED_ID
@@ -26,10 +26,11 @@ POLL_S = 2.0
 WORKER = BuildWorker(lambda name: session.model(EMBEDDED_ID if name == EMBEDDED else name))
 
 
-def start(job: BuildJob) -> BuildStatus:
-    """Start a build for a visitor: a busy worker is a plain message, not a crash."""
+def start(job: BuildJob, then: BuildJob | None = None) -> BuildStatus:
+    """Start a build (and `then` after it) for a visitor: a busy worker is a plain message,
+    not a crash."""
     try:
-        return WORKER.start(job)
+        return WORKER.start(job, then)
     except (WorkerBusy, ValueError) as err:
         raise gr.Error(str(err)) from err
 
@@ -70,8 +71,19 @@ def status_text(status: BuildStatus) -> str:
     if status.mean_fvu is not None:
         numbers.append(f"mean FVU {status.mean_fvu:.3f}")
     done = f" Ready so far: {', '.join(status.ready)}." if status.ready else ""
-    return (f"**Building `{name}`: {status.stage}** ({'; '.join(numbers)}).{done} Tabs fill in "
-            f"as each part is ready.\n\n<small>{status.message}</small>")
+    return (f"{_round(status.folder)}**Building `{name}`: {status.stage}** "
+            f"({'; '.join(numbers)}).{done} Tabs fill in as each part is ready.\n\n"
+            f"<small>{status.message}</small>")
+
+
+def _round(folder: Path) -> str:
+    """Which of the first build's two rounds runs, and what is served meanwhile."""
+    if is_quick(folder):
+        return ("First a quick atlas (every third layer, a small sample of text: a few "
+                "minutes), served as soon as it is ready; the full atlas builds after it. ")
+    if is_built(folder.parent / QUICK_NAME):
+        return "Serving the quick atlas while the full one builds; it takes over when done. "
+    return ""
 
 
 def waiting_text(what: str, *, now: bool = True) -> str:
@@ -115,9 +127,12 @@ def poll(current: str | None, last_key: str):
     picker = gr.skip()
     if key != last_key and status.folder is not None and "SAEs" in status.ready:
         choices = sorted({*list_atlases(), *([current] if current else []), str(status.folder)})
-        # a visitor with nothing to look at yet gets the new atlas at once
-        picker = gr.Dropdown(choices=choices, value=current or str(status.folder),
-                             info=picker_info(status))
+        # a visitor with nothing to look at yet gets the new atlas at once; the full atlas,
+        # once whole, takes over from the quick one
+        takes_over = (current and is_quick(current) and status.state == "done"
+                      and not is_quick(status.folder))
+        picker = gr.Dropdown(choices=choices, value=str(status.folder) if takes_over
+                             or not current else current, info=picker_info(status))
     elif key != last_key:  # a build started or ended: the note says what is being built
         picker = gr.Dropdown(info=picker_info(status))
     return (gr.Row(visible=status.state != "idle"), status_text(status), picker,

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from sae_core.atlas.layout import DEFAULT_ATLAS
+from sae_core.atlas.layout import DEFAULT_ATLAS, is_built
 from sae_core.hub.atlas_repo import AtlasCheckError, open_hub_atlas
 from sae_core.hub.export import ATLAS_REPO_ENV as REPO_VAR
 from sae_core.hub.fetch import HubError
-from sae_core.jobs.stages import STAGES, BuildJob, ready_parts
+from sae_core.jobs.stages import STAGES, BuildJob, quick_job, ready_parts
 from sae_core.lm import EMBEDDED_ID
 
 from . import builds, session
@@ -50,6 +50,16 @@ def choose_atlas(environ: Mapping[str, str] = os.environ, *, build: bool = True,
             notes.append(f"{REPO_VAR}={spec} is not used: {err}. Building the default atlas "
                          "in the background instead.")
     missing = [s.name for s in STAGES if s.name not in ready_parts(default)]
+    if build and missing and not is_built(default):
+        # two rounds: a quick atlas served within minutes, then the full one
+        quick = quick_job(default, session.model(EMBEDDED_ID).n_layers)
+        quick_ready = ready_parts(quick.folder) == quick.parts
+        builds.start(BuildJob(default) if quick_ready else quick,
+                     None if quick_ready else BuildJob(default))
+        notes.append(f"building {'' if quick_ready else 'a quick atlas, then '}"
+                     f"{', '.join(missing)} of {default} in the background; the app serves "
+                     "meanwhile")
+        return Start(quick.folder if quick_ready else default, tuple(notes))
     if build and missing:
         builds.start(BuildJob(default))
         notes.append(f"building {', '.join(missing)} of {default} in the background; "

@@ -141,7 +141,7 @@ def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
     medians = {h: s.median_norm for h, s in trainer.layers.items()}
     recon = after(staging, lm, saes, medians, info, report) if after else None
     metrics = evaluate_atlas(lm, saes, medians, test_w, outlier_factor=cfg.outlier_factor,
-                             report=report, recon=recon)
+                             ce_windows=data.ce_windows, report=report, recon=recon)
     for h, state in trainer.layers.items():
         metrics[h] |= {
             "dead_frac_train": state.trainer.dead_fraction(),

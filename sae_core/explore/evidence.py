@@ -49,6 +49,14 @@ PRODUCTS = (
 )
 
 
+QUICK_PRODUCTS = (
+    Evidence("layer map", LAYER_MAP_FILE, read_layer_map,
+             lambda run: counts_from_firings(run.firings, run.vocab, centres_of(run.saes),
+                                             n_boot=0)),
+)
+"""A quick atlas's evidence (jobs/quick.py): the layer map alone, without its intervals."""
+
+
 def _current(product: Evidence, folder: Path) -> bool:
     try:
         return product.read(folder) is not None

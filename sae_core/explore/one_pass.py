@@ -35,11 +35,14 @@ from ..metrics import RunningFvu
 from ..progress import Report
 from ..sae import Sae
 from ..transcoder import sites
-from .evidence import write_evidence
+from .evidence import PRODUCTS, QUICK_PRODUCTS, write_evidence
 from .feature_index import IndexCodes, atlas_index_windows, write_feature_index
 from .feature_stats import IndexConfig
 from .firings import LABEL_DOC_STRIDE, FiringParts, LabelledPass, with_labels
 from .labels import load_or_build_labels
+
+QUICK_INDEX_TOKENS = 16_384
+"""A quick atlas's feature index (jobs/quick.py) reads this many tokens (the default 65,536)."""
 
 
 class PassWindows(NamedTuple):
@@ -103,13 +106,14 @@ def run_pass(lm: LM, saes: dict[str, Sae], medians: dict[str, float], plan: Pass
 
 def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str, float],
                    info: dict, report: Report | None = None, *, index: bool = True,
-                   evidence: bool = True) -> dict[str, RunningFvu]:
+                   evidence: bool = True, quick: bool = False) -> dict[str, RunningFvu]:
     """Everything the build reads from its trained SAEs, from one pass (module doc): writes
     the feature index (`index`) and the layer evidence (`evidence`) to `folder` (the build's
     staging folder, which it holds); returns the held-out reconstruction for metrics.json.
     `info`: the atlas.json being written (corpus, seq_len, heldout_ids, train_cfg,
-    sae_fingerprint)."""
-    cfg = IndexConfig()
+    sae_fingerprint). `quick`: a first-round atlas (jobs/quick.py): a smaller index and the
+    layer map alone, without intervals."""
+    cfg = IndexConfig(max_tokens=QUICK_INDEX_TOKENS) if quick else IndexConfig()
     texts = load_texts(info["corpus"])
     plan = PassWindows(*atlas_index_windows(lm, texts, info, cfg.max_tokens))
     if not index:  # the held-out and labelled windows only
@@ -131,14 +135,16 @@ def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str
             raise RuntimeError("the labelled windows differ from the corpus windows they label")
         firings = with_labels(result.firings.firings(), data.labels)
         write_evidence(folder, LabelledPass(info, lm, saes, data.vocab, firings,
-                                            info["sae_fingerprint"], medians), report=report)
+                                            info["sae_fingerprint"], medians),
+                       QUICK_PRODUCTS if quick else PRODUCTS, report=report)
     return result.recon
 
 
-def after_training_for(parts: tuple[str, ...]) -> AfterTraining | None:
+def after_training_for(parts: tuple[str, ...], quick: bool = False) -> AfterTraining | None:
     """The pass after training that writes what a build job asks for (its `parts`: "feature
-    index", "layer map"); None when it asks for neither (the evaluation reads alone)."""
+    index", "layer map"; `quick`: as after_training); None when it asks for neither (the
+    evaluation reads alone)."""
     index, evidence = "feature index" in parts, "layer map" in parts
     if not (index or evidence):
         return None
-    return partial(after_training, index=index, evidence=evidence)
+    return partial(after_training, index=index, evidence=evidence, quick=quick)

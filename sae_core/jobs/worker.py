@@ -42,8 +42,9 @@ class BuildWorker:
         with self._lock:
             return self._status
 
-    def start(self, job: BuildJob) -> BuildStatus:
-        """Start `job`; the same folder while it runs is a no-op, another one WorkerBusy."""
+    def start(self, job: BuildJob, then: BuildJob | None = None) -> BuildStatus:
+        """Start `job`, and `then` when it is done (the app's two rounds: a quick atlas,
+        then the full one); the same folder while it runs is a no-op, another WorkerBusy."""
         folder = Path(job.folder).resolve()
         with self._lock:
             if self._status.active:
@@ -53,7 +54,9 @@ class BuildWorker:
                                  f"({self._status.stage}); one build at a time")
             self._cancel.clear()
             self._status = BuildStatus("running", folder, ready=ready_parts(folder))
-            self._thread = threading.Thread(target=self._run, args=(replace(job, folder=folder),),
+            jobs = [replace(job, folder=folder)]
+            jobs += [replace(then, folder=Path(then.folder).resolve())] if then else []
+            self._thread = threading.Thread(target=self._run_all, args=(jobs,),
                                             name="atlas-build", daemon=True)
             self._thread.start()
             return self._status
@@ -79,6 +82,16 @@ class BuildWorker:
             with self._lock:
                 self._status = advanced(self._status, clock, message, fraction, stats)
         return report
+
+    def _run_all(self, jobs: list[BuildJob]) -> None:
+        for i, job in enumerate(jobs):
+            if i:  # the next round: a fresh status for its folder
+                with self._lock:
+                    self._status = BuildStatus("running", job.folder,
+                                               ready=ready_parts(job.folder))
+            self._run(job)
+            if self.status().state != "done":
+                return
 
     def _run(self, job: BuildJob) -> None:
         try:

@@ -117,3 +117,37 @@ def test_build_buttons_never_start_a_new_atlas_at_a_typed_path(tmp_path, worker,
     finally:
         public.set_policy(old)
     assert worker.status().state == "idle"
+
+
+def test_a_quick_atlas_is_served_first_and_the_full_one_takes_over(tmp_path, worker):
+    """The first build's two rounds: the quick atlas (every third layer, the bare layer map,
+    a small index, no presets) and then the full atlas, in one start; the picker takes the
+    quick one when it is ready and the full one when it is whole."""
+    from dataclasses import replace
+
+    from sae_core.explore.layermap import read_layer_map
+    from sae_core.explore.probing import read_probing
+    from sae_core.jobs.stages import QUICK_NAME, quick_job, ready_parts
+
+    full = tiny_job(tmp_path, parts=("SAEs", "layer map", "feature index"))
+    assert quick_job(full.folder, n_layers=30).data.layers == (0, 3, 6, 9, 12, 15, 18, 21, 24, 27)
+    quick = quick_job(full.folder, n_layers=3)  # the tiny model: layer 0 alone
+    assert quick.folder == tmp_path / QUICK_NAME and quick.data.layers == (0,)
+    quick = replace(quick, data=replace(full.data, layers=quick.data.layers, ce_windows=2),
+                    cfg=replace(full.cfg, max_tokens=quick.cfg.max_tokens))
+    worker.start(quick, then=full)
+    status = worker.wait(300)
+    assert status.state == "done" and status.folder == full.folder.resolve(), status.error
+    assert ready_parts(quick.folder) == ("SAEs", "layer map", "feature index")
+    info = json.loads((quick.folder / "atlas.json").read_text())
+    assert info["hookpoints"] == ["layers.0"]
+    assert read_layer_map(quick.folder).intervals == {}  # the bare map
+    assert read_probing(quick.folder) is None  # no probing in the first round
+    assert read_layer_map(full.folder).hookpoints == [f"layers.{i}" for i in range(3)]
+    # the full atlas, whole, takes over from the quick one a visitor is looking at
+    _, text, picker, _, _ = builds.poll(str(quick.folder), "")
+    assert picker.value == str(full.folder.resolve()) and "is ready" in text
+    # while the full atlas builds, the panel says the quick one is served
+    running = BuildStatus("running", full.folder, "SAEs", "training", 0.5)
+    assert "Serving the quick atlas" in builds.status_text(running)
+    assert "First a quick atlas" in builds.status_text(replace(running, folder=quick.folder))
