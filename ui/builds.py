@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import gradio as gr
 
-from sae_core.atlas.layout import is_built, list_atlases
+from sae_core.atlas.layout import DEFAULT_ATLAS, is_built, list_atlases
 from sae_core.jobs.stages import QUICK_NAME, BuildJob, is_quick
 from sae_core.jobs.status import BuildStatus
 from sae_core.jobs.worker import BuildWorker, WorkerBusy
@@ -81,7 +81,7 @@ def _round(folder: Path) -> str:
     if is_quick(folder):
         return ("First a quick atlas (every third layer, a small sample of text: a few "
                 "minutes), served as soon as it is ready; the full atlas builds after it. ")
-    if is_built(folder.parent / QUICK_NAME):
+    if folder.name == DEFAULT_ATLAS.name and is_built(folder.parent / QUICK_NAME):
         return "Serving the quick atlas while the full one builds; it takes over when done. "
     return ""
 

@@ -129,7 +129,8 @@ def test_a_quick_atlas_is_served_first_and_the_full_one_takes_over(tmp_path, wor
     from sae_core.explore.probing import read_probing
     from sae_core.jobs.stages import QUICK_NAME, quick_job, ready_parts
 
-    full = tiny_job(tmp_path, parts=("SAEs", "layer map", "feature index"))
+    full = replace(tiny_job(tmp_path, parts=("SAEs", "layer map", "feature index")),
+                   folder=tmp_path / "default")  # the quick atlas stands in for the default
     assert quick_job(full.folder, n_layers=30).data.layers == (0, 3, 6, 9, 12, 15, 18, 21, 24, 27)
     quick = quick_job(full.folder, n_layers=3)  # the tiny model: layer 0 alone
     assert quick.folder == tmp_path / QUICK_NAME and quick.data.layers == (0,)
@@ -151,3 +152,5 @@ def test_a_quick_atlas_is_served_first_and_the_full_one_takes_over(tmp_path, wor
     running = BuildStatus("running", full.folder, "SAEs", "training", 0.5)
     assert "Serving the quick atlas" in builds.status_text(running)
     assert "First a quick atlas" in builds.status_text(replace(running, folder=quick.folder))
+    other = replace(running, folder=tmp_path / "mine")  # a set a visitor trains: no rounds
+    assert "quick" not in builds.status_text(other)
