@@ -1,5 +1,6 @@
 """The Steering tab's helpers and the inputs it hands to other tabs."""
 
+import json
 import math
 
 import pytest
@@ -79,13 +80,23 @@ def test_the_texts_stream_token_by_token_and_end_as_the_whole_answer(tiny_atlas,
 def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
     import gradio as gr
 
+    from sae_core.atlas.layout import read_info
+    from sae_core.steer.edits import MAX_STRENGTH
     from ui.steering import build_steering_tab
 
-    with gr.Blocks():
+    with gr.Blocks() as demo:
         picker = gr.Dropdown([str(tiny_atlas)], value=str(tiny_atlas))
         tab = build_steering_tab(picker)
-    assert isinstance(tab.layer, gr.Number) and isinstance(tab.feature, gr.Number)
-    assert isinstance(tab.strength, gr.Slider) and tab.tab.id == "steering"
+    assert tab.tab.id == "steering"
+    # what it hands out: a layer of the atlas, a feature of that layer, a strength in range
+    layers = [int(h.split(".")[1]) for h in read_info(tiny_atlas)["hookpoints"]]
+    d_sae = json.loads((tiny_atlas / "layers.0" / "cfg.json").read_text())["d_sae"]
+    assert tab.layer.value in layers and 0 <= tab.feature.value < d_sae
+    assert -MAX_STRENGTH <= tab.strength.value <= MAX_STRENGTH
+    # where they go: the one "Write both" event reads them with the picker
+    steer = next(fn for fn in demo.fns.values() if fn.api_name == "steer")
+    assert steer.inputs[0] is picker
+    assert [steer.inputs[i] for i in (2, 3, 4)] == [tab.layer, tab.feature, tab.strength]
 
 
 @pytest.mark.usefixtures("tiny_search")
