@@ -37,6 +37,7 @@ from ..errors import BadInput, check_number, check_whole
 from ..hooks import capture, edit_output
 from ..lm import LM
 from ..sae import Sae
+from ..topk import topk_sorted
 
 MAX_STRENGTH = 20.0
 """Largest |strength| accepted, in multiples of the layer's typical residual norm."""
@@ -174,15 +175,18 @@ def check_steering(steering: Steering, saes: dict[str, Sae]) -> None:
 
 def feature_acts(sae: Sae, x_ND: Tensor, feats_C: Tensor) -> Tensor:
     """(N, C) current SAE activation of latents `feats_C`: TopK: the value if the latent is
-    among the top k (and positive), else 0; ReLU / JumpReLU: as `Sae.encode`."""
+    among the top k (and positive), else 0, chosen by the one top-k rule the training step
+    and the views use (topk.topk_sorted: ties at the k-th value go to the lowest ids);
+    ReLU / JumpReLU: as `Sae.encode`."""
     pre_NS = sae.pre_acts(x_ND.float())
     pre_NC = pre_NS[:, feats_C]
     if sae.cfg.architecture == "relu":
         return pre_NC.clamp_min(0)
     if sae.cfg.architecture == "jumprelu":
         return pre_NC.clamp_min(0) * (pre_NC > sae.threshold[feats_C])
-    kth_N1 = pre_NS.topk(sae.cfg.k, dim=-1).values[:, -1:]
-    return torch.where(pre_NC >= kth_N1, pre_NC, 0.0).clamp_min(0)
+    _, idx_NK = topk_sorted(pre_NS, sae.cfg.k)
+    chosen_NC = (idx_NK[:, :, None] == feats_C.to(idx_NK.device)[None, None, :]).any(dim=1)
+    return torch.where(chosen_NC, pre_NC, 0.0).clamp_min(0)
 
 
 @dataclass

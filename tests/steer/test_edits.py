@@ -140,3 +140,25 @@ def test_mlp_hookpoints_steer_too(lm):
                                atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="layer 4 is not in this SAE set"):
         hookpoint_for_layer(saes, 4)
+
+
+def test_steering_selects_latents_as_the_training_step_does_under_ties(monkeypatch):
+    """Planted ties at the k-th value: the step's top-k (topk.topk_sorted, which the views'
+    encoder shares) keeps the lowest ids; steering's feature activations must agree, where a
+    `>= k-th value` rule would keep every tied latent."""
+    from sae_core.topk import topk_sorted
+
+    sae = _random_sae()  # TopK
+    k, d_sae = sae.cfg.k, sae.cfg.d_sae
+    pre_NS = torch.zeros(3, d_sae)
+    pre_NS[0, : k + 2] = 1.0  # k + 2 latents tied at the k-th value
+    pre_NS[1, 3: 3 + k + 1] = 2.0  # k + 1 tied, from id 3
+    pre_NS[2, torch.arange(k)] = torch.arange(k, 0, -1).float()  # no tie
+    monkeypatch.setattr(sae, "pre_acts", lambda x: pre_NS)
+    feats_C = torch.arange(d_sae)
+    acts_NS = feature_acts(sae, torch.zeros(3, sae.cfg.d_in), feats_C)
+    _, idx_NK = topk_sorted(pre_NS, k)
+    step_NS = torch.zeros_like(pre_NS).scatter_(1, idx_NK, pre_NS.gather(1, idx_NK))
+    torch.testing.assert_close(acts_NS, step_NS, atol=0, rtol=0)
+    assert (acts_NS > 0).sum(dim=1).tolist() == [k, k, k]  # never more than k fire
+    assert acts_NS[0, :k].min() == 1.0 and acts_NS[0, k:].max() == 0.0  # the lowest ids
