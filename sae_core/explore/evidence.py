@@ -54,7 +54,8 @@ QUICK_PRODUCTS = (
              lambda run: counts_from_firings(run.firings, run.vocab, centres_of(run.saes),
                                              n_boot=0)),
 )
-"""A quick atlas's evidence (jobs/quick.py): the layer map alone, without its intervals."""
+"""A quick atlas's evidence (jobs/stages.quick_job): the layer map alone, without its
+intervals."""
 
 
 def _current(product: Evidence, folder: Path) -> bool:

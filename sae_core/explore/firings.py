@@ -73,6 +73,13 @@ def document_ids(sep_WL: Tensor) -> Tensor:
     return (ends_T.cumsum(0) - ends_T).view(sep_WL.shape)
 
 
+def n_documents(firings: dict[str, LayerFirings]) -> int:
+    """How many documents the layers' tokens come from (`doc_N` ids 0..n-1; a bootstrap
+    draws that many); 0 when no layer records its tokens' documents."""
+    return max((int(f.doc_N.max()) + 1 for f in firings.values()
+                if f.doc_N is not None and len(f.doc_N)), default=0)
+
+
 def heldout_windows(n_windows: int) -> Tensor:
     """(n_windows,) bool: every second labelled window is held out, so both halves span every
     genre of the corpus (the labelled documents are spread over it)."""

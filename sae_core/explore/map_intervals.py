@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..stats import group_weights, percentile_interval
 from .controls import Firings
+from .firings import n_documents
 
 if TYPE_CHECKING:
     from .firings import LayerFirings
@@ -117,7 +118,7 @@ def map_intervals(lmap: LayerMapData, firings: dict[str, LayerFirings],
     accepted share's interval, and its value in each draw: the same `n_boot` draws of
     documents for every layer and kind, so a mean over layers or a difference of kinds has
     its interval from the same draws (`draws_interval`)."""
-    n_docs = max(int(f.doc_N.max()) + 1 if len(f.doc_N) else 1 for f in firings.values())
+    n_docs = max(n_documents(firings), 1)
     w_BG = group_weights(n_docs, n_boot=n_boot, seed=seed)
     rows: dict[str, list[Tensor]] = {}
     for h, f in firings.items():

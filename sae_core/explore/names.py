@@ -25,7 +25,7 @@ from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_j
 from ..lm import LM
 from ..sae import Sae
 from ..stats import group_weights
-from .firings import MAP_TASKS, LayerFirings
+from .firings import MAP_TASKS, LayerFirings, n_documents
 from .map_intervals import MAP_BOOT
 from .names_draws import DRAWS, detected_draws
 from .names_evidence import (
@@ -226,8 +226,7 @@ def compute_names(lm: LM, saes: dict[str, Sae], firings: dict[str, LayerFirings]
     tasks = [t for t in MAP_TASKS if t in vocab]
     n_labels = [len(vocab[t]) for t in tasks]
     w_VD = unembedding(lm)
-    n_docs = max((int(f.doc_N.max()) + 1 for f in firings.values()
-                  if f.doc_N is not None and len(f.doc_N)), default=0)
+    n_docs = n_documents(firings)
     # the layer map's draws (map_intervals: MAP_BOOT, seed 0), so their intervals pair
     w_BG = group_weights(n_docs, n_boot=MAP_BOOT) if n_docs else None
     layers = {h: _layer_names(lm, saes[h], f, tasks, n_labels, w_VD, w_BG)

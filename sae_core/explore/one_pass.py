@@ -42,7 +42,8 @@ from .firings import LABEL_DOC_STRIDE, FiringParts, LabelledPass, with_labels
 from .labels import load_or_build_labels
 
 QUICK_INDEX_TOKENS = 16_384
-"""A quick atlas's feature index (jobs/quick.py) reads this many tokens (the default 65,536)."""
+"""A quick atlas's feature index (jobs/stages.quick_job) reads this many tokens (the default
+65,536)."""
 
 
 class PassWindows(NamedTuple):
@@ -111,7 +112,7 @@ def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str
     the feature index (`index`) and the layer evidence (`evidence`) to `folder` (the build's
     staging folder, which it holds); returns the held-out reconstruction for metrics.json.
     `info`: the atlas.json being written (corpus, seq_len, heldout_ids, train_cfg,
-    sae_fingerprint). `quick`: a first-round atlas (jobs/quick.py): a smaller index and the
+    sae_fingerprint). `quick`: a first-round atlas (jobs/stages.quick_job): a smaller index and the
     layer map alone, without intervals."""
     cfg = IndexConfig(max_tokens=QUICK_INDEX_TOKENS) if quick else IndexConfig()
     texts = load_texts(info["corpus"])

@@ -24,7 +24,7 @@ from ..atlas.layout import read_derived
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..corpus import load_texts
 from ..stats import group_weights
-from .firings import MAP_TASKS, LabelledPass, LayerFirings
+from .firings import MAP_TASKS, LabelledPass, LayerFirings, n_documents
 from .probing_draws import PROBE_BOOT, layer_bands, mean_over_tasks, stack_layers, task_mean_draws
 from .probing_fit import (
     auroc,
@@ -197,8 +197,7 @@ def compute_probing(firings: dict[str, LayerFirings], vocab: dict[str, list[str]
     """Probes for every layer of `firings` (firings.collect_firings), learned on their
     tokens outside `heldout_N` and scored on those in it; `documents` says where the tokens
     come from (ProbingResult.documents; default: the labelled pass's documents)."""
-    n_docs = max((int(f.doc_N.max()) + 1 for f in firings.values()
-                  if f.doc_N is not None and len(f.doc_N)), default=0)
+    n_docs = n_documents(firings)
     w_BG = group_weights(n_docs, n_boot=PROBE_BOOT) if n_docs else None
     probed = [probe_layer(f, vocab, ks, w_BG) for f in firings.values()]
     draws = stack_layers([d for _, d in probed], PROBE_BOOT) if w_BG is not None else {}

@@ -273,7 +273,8 @@ def latent_columns(idx_NK: Tensor, vals_NK: Tensor, chosen_LK: Tensor, tok_LM: T
 
 
 def sparse_probe_logits(learn: ProbeHalf, test: ProbeHalf, sae_LK: Tensor, neuron_LK: Tensor,
-                   ks: tuple[int, ...], d_sae: int, gen: torch.Generator) -> dict[str, Tensor]:
+                        ks: tuple[int, ...], d_sae: int, gen: torch.Generator
+                        ) -> dict[str, Tensor]:
     """Held-out logits (L, N) of the k-sparse probes, each fitted on a balanced sample of
     the learn tokens per label (k in increasing order, each fit starting from the last)."""
     tok_LM = balanced_sample(learn.y_LN, SPARSE_MAX_TOKENS, gen)
