@@ -28,11 +28,10 @@ import time
 import torch
 from common import OUT, load_lm
 
-from sae_core.atlas.layout import read_info
+from sae_core.atlas.layout import INDEX_DIR, INDEX_META_FILE, read_info
 from sae_core.atomic import read_json
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.corpus import load_texts, split_ids, token_windows
-from sae_core.explore.feature_index import INDEX_DIR, META_FILE
 from sae_core.jobs.stages import STAGES, BuildJob, quick_job, stages_of
 
 
@@ -98,25 +97,25 @@ def main() -> None:
     build_s = sum(v for k, v in seconds.items() if k != "presets")
     full_s = sum(seconds.values())
     info = read_info(folder)
-    index = read_json(folder / INDEX_DIR / META_FILE)
+    index = read_json(folder / INDEX_DIR / INDEX_META_FILE)
 
     windows = token_windows(lm.tokenizer, load_texts(data.corpus), data.seq_len)
     train_w = windows[split_ids(len(windows), data.held_out)[0]]
     per_batch = cfg.lm_batch_tokens // data.seq_len
-    trained_w = train_w[: info["lm_tokens"] // data.seq_len]
+    trained_w = train_w[: info.lm_tokens // data.seq_len]
     fwd_s = forward_seconds(lm, trained_w, per_batch)
     n_blocks = len(trained_w) // per_batch
     mm_s = matmul_seconds(per_batch * data.seq_len, lm.d_model, cfg.expansion * lm.d_model)
-    floor_s = fwd_s + len(info["hookpoints"]) * n_blocks * mm_s
-    print(f"{info['lm_tokens']:,} training tokens, {len(info['hookpoints'])} SAEs")
-    print(f"training {info['train_seconds']:.1f} s; after training (pass, index, evidence, CE) "
-          f"{info['total_seconds'] - info['train_seconds']:.1f} s, of which the pass "
+    floor_s = fwd_s + len(info.hookpoints) * n_blocks * mm_s
+    print(f"{info.lm_tokens:,} training tokens, {len(info.hookpoints)} SAEs")
+    print(f"training {info.train_seconds:.1f} s; after training (pass, index, evidence, CE) "
+          f"{info.total_seconds - info.train_seconds:.1f} s, of which the pass "
           f"{index['pass_seconds']:.1f} s")
-    print(f"floor: forward {fwd_s:.1f} s + {len(info['hookpoints'])} x {n_blocks} encoder "
+    print(f"floor: forward {fwd_s:.1f} s + {len(info.hookpoints)} x {n_blocks} encoder "
           f"matmuls of {1000 * mm_s:.1f} ms = {floor_s:.1f} s")
     print(f"RESULT build_s={build_s:.1f} floor_s={floor_s:.1f} "
           f"build_vs_floor={build_s / floor_s:.3f} full_atlas_s={full_s:.1f} "
-          f"train_s={info['train_seconds']:.1f} pass_s={index['pass_seconds']:.1f} "
+          f"train_s={info.train_seconds:.1f} pass_s={index['pass_seconds']:.1f} "
           f"forward_s={fwd_s:.1f} matmul_ms={1000 * mm_s:.2f} quick_s={quick_s:.1f}")
 
 

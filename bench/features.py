@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from common import ROOT, load_lm, load_texts, token_windows
 
-from sae_core.activations import layer_of, outlier_factor_of
+from sae_core.activations import layer_of
 from sae_core.atlas.layout import DEFAULT_ATLAS, heldout_ids, load_atlas
 from sae_core.explore.feature_index import (
     build_feature_index,
@@ -52,7 +52,7 @@ def timed(fn, *args, **kwargs):
 
 def bench_index(lm, saes, info, atlas: Path, cfg: IndexConfig) -> tuple[dict, float, tuple]:
     """Build the index once (into the atlas if it has none); (meta, seconds, windows)."""
-    windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
+    windows = token_windows(lm.tokenizer, load_texts(info.corpus), info.seq_len)
     chosen, source = index_windows(windows, heldout_ids(info, windows), cfg.max_tokens)
     n_tok = chosen.numel()
     _, fwd_s = timed(run_captured, lm, chosen[:16], [f"layers.{lm.n_layers - 1}"])
@@ -61,7 +61,7 @@ def bench_index(lm, saes, info, atlas: Path, cfg: IndexConfig) -> tuple[dict, fl
     with tempfile.TemporaryDirectory() as tmp:
         out = atlas if installed else Path(tmp)
         meta, index_s = timed(build_feature_index, lm, saes, medians_of(saes), chosen, out,
-                              outlier_factor=outlier_factor_of(info), cfg=cfg, source=source)
+                              outlier_factor=info.outlier_factor, cfg=cfg, source=source)
     print(f"index: {n_tok:,} tokens ({source}), {index_s:.1f} s "
           f"(pass {meta['pass_seconds']:.1f} s) = {n_tok / index_s:,.0f} tokens/s for 30 "
           f"layers; plain bf16 forward {fwd_tok_s:,.0f} tokens/s "
@@ -79,7 +79,7 @@ def bench_index(lm, saes, info, atlas: Path, cfg: IndexConfig) -> tuple[dict, fl
 def coverage(lm, saes, info, chosen, source: dict, cfg: IndexConfig) -> None:
     """Features with >= 20 contexts when only a prefix of the index windows is indexed."""
     codes = collect_codes(lm, saes, medians_of(saes), chosen,
-                          outlier_factor=outlier_factor_of(info), cfg=cfg)
+                          outlier_factor=info.outlier_factor, cfg=cfg)
     seq = chosen.shape[1]
     for n_win in (source["heldout_windows"], 2 * source["heldout_windows"], len(chosen)):
         share = {h: float((index_layer(v[:n_win * seq], i[:n_win * seq], saes[h].cfg.d_sae,
@@ -130,7 +130,7 @@ def main() -> None:
                         help="coverage for prefixes of the index windows (a second pass)")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    info, _, saes = load_atlas(args.atlas)
+    info, _, saes, _ = load_atlas(args.atlas)
     lm = load_lm()
     session.register_model(lm)
     cfg = IndexConfig()

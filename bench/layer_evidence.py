@@ -36,13 +36,16 @@ from sae_core.atlas import layout
 from sae_core.atlas.layout import control_atlases, load_atlas, read_metrics, seed_atlases
 from sae_core.explore.cross_seed import cross_seed_shares, next_layer_shares
 from sae_core.explore.firings import MAP_TASKS
-from sae_core.explore.layermap import CRITERIA, KINDS, LayerMapData, read_layer_map
+from sae_core.explore.layermap import (
+    CRITERIA,
+    KINDS,
+    LayerMapData,
+    draws_interval,
+    read_layer_map,
+)
 from sae_core.explore.lineage import read_lineage
-from sae_core.explore.map_intervals import draws_interval
-from sae_core.explore.names import read_names
-from sae_core.explore.names_draws import share_detected
-from sae_core.explore.probing import ProbingResult, method_name, read_probing
-from sae_core.explore.probing_draws import mean_over_tasks
+from sae_core.explore.names import read_names, share_detected
+from sae_core.explore.probing import ProbingResult, mean_over_tasks, method_name, read_probing
 from sae_core.stats import Interval, percentile_interval
 from sae_core.stats import share_interval as items_interval
 
@@ -250,8 +253,8 @@ def seed_section(real_dir: Path, other_dir: Path) -> dict[str, float]:
             d_probe.append(abs(pa - pb))
             print(f"{h:>10} {fmt(a)} | {fmt(b)}   bacc {fmt(Interval(pa, *ba), pct=False)} | "
                   f"{fmt(Interval(pb, *bb), pct=False)}")
-    _, _, saes = load_atlas(real_dir)
-    _, _, other = load_atlas(other_dir)
+    _, _, saes, _ = load_atlas(real_dir)
+    _, _, other, _ = load_atlas(other_dir)
     cross = cross_seed_shares({h: saes[h] for h in hooks}, other)
     up = next_layer_shares(saes)
     print(f"{'layer':>10} {'partner in the other seed %':>28} {'partner in the next layer %':>28}")

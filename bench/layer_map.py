@@ -19,7 +19,7 @@ import time
 
 from common import ROOT, load_lm, load_texts
 
-from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
+from sae_core.atlas.layout import DEFAULT_ATLAS, LABELS_STEM, load_atlas
 from sae_core.explore.firings import LABEL_DOC_STRIDE
 from sae_core.explore.labels import load_or_build_labels
 from sae_core.explore.layermap import (
@@ -67,16 +67,16 @@ def main() -> None:
               f"{lmap.intervals.get('setting')}")
         band_table(lmap)
         return
-    info, _, saes = load_atlas(atlas)
+    info, _, saes, _ = load_atlas(atlas)
     lm = load_lm()
-    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
+    texts = load_texts(info.corpus)[::LABEL_DOC_STRIDE]
     t0 = time.perf_counter()
-    data = load_or_build_labels(lm.tokenizer, texts, info["seq_len"], atlas / "labels")
+    data = load_or_build_labels(lm.tokenizer, texts, info.seq_len, atlas / LABELS_STEM)
     label_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     firings = collect_firings(lm, saes, medians_of(saes), data,
-                              outlier_factor=info["train_cfg"]["outlier_factor"])
+                              outlier_factor=info.outlier_factor)
     pass_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -23,15 +23,13 @@ from pathlib import Path
 
 from common import ROOT, load_lm, load_texts
 
-from sae_core.atlas.fingerprint import sae_fingerprint
-from sae_core.atlas.layout import DEFAULT_ATLAS, load_atlas
+from sae_core.atlas.layout import DEFAULT_ATLAS, LABELS_STEM, PROBING_FILE, load_atlas
 from sae_core.atlas.writing import atlas_lock
 from sae_core.explore.firings import LABEL_DOC_STRIDE, collect_firings
 from sae_core.explore.labels import load_or_build_labels
 from sae_core.explore.lineage import compute_lineage
-from sae_core.explore.names import compute_names
-from sae_core.explore.names_draws import LAYER_BANDS, share_detected
-from sae_core.explore.probing import PROBING_FILE, ProbingResult, compute_probing
+from sae_core.explore.names import LAYER_BANDS, compute_names, share_detected
+from sae_core.explore.probing import ProbingResult, compute_probing
 from sae_core.explore.unseen import unseen_pass
 from sae_core.norms import medians_of
 
@@ -85,27 +83,27 @@ def main() -> None:
     parser.add_argument("--save", action="store_true",
                         help="write the probing result into the atlas (all layers only)")
     args = parser.parse_args()
-    info, _, saes = load_atlas(args.atlas)
+    info, _, saes, fingerprint = load_atlas(args.atlas)
     if args.layers:
         wanted = {f"layers.{n}" for n in args.layers.split(",")}
         saes = {h: s for h, s in saes.items() if h in wanted}
     lm = load_lm()
-    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
-    data = load_or_build_labels(lm.tokenizer, texts, info["seq_len"], Path(args.atlas) / "labels")
+    texts = load_texts(info.corpus)[::LABEL_DOC_STRIDE]
+    data = load_or_build_labels(lm.tokenizer, texts, info.seq_len, Path(args.atlas) / LABELS_STEM)
 
     t0 = time.perf_counter()
     firings = collect_firings(lm, saes, medians_of(saes), data,
-                              outlier_factor=info["train_cfg"]["outlier_factor"])
+                              outlier_factor=info.outlier_factor)
     pass_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    seen = unseen_pass(lm, saes, info, load_texts(info["corpus"]),
+    seen = unseen_pass(lm, saes, info, load_texts(info.corpus),
                        cache=str(Path(args.atlas) / "labels_unseen"))
     unseen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = compute_probing(seen.firings, seen.vocab, documents={
         "unseen_by_saes": True, "documents": len(seen.documents), "tokens": seen.tokens},
-        sae_fingerprint=sae_fingerprint(Path(args.atlas), info))
+        sae_fingerprint=fingerprint)
     seconds = time.perf_counter() - t0
     if args.save and not args.layers:
         with atlas_lock(Path(args.atlas)):

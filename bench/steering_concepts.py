@@ -40,7 +40,7 @@ from sae_core.steer.effect import make_probe
 from sae_core.steer.finder import find_steering
 from sae_core.steer.fluency import perplexity, repeated_share
 from sae_core.steer.generation import GenConfig, generate, prompt_ids
-from sae_core.steer.preset_concepts import load_concepts
+from sae_core.steer.presets import load_concepts
 from ui import session
 
 CONCEPTS = {

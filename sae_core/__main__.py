@@ -12,7 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-from .activations import outlier_factor_of
 from .atlas.build import build_atlas
 from .atlas.evaluate import evaluate_atlas
 from .atlas.layout import (
@@ -104,18 +103,19 @@ def train(args: argparse.Namespace) -> None:
     if not main_rank:
         return
     info = read_info(out)
-    print(f"\nbuilt {out} in {info['total_seconds']:.0f} s "
-          f"({info['train_tok_s']:.0f} LM tokens/s while training)")
+    print(f"\nbuilt {out} in {info.total_seconds:.0f} s "
+          f"({info.train_tok_s:.0f} LM tokens/s while training)")
     print(table(read_metrics(out)))
 
 
 def evaluate(args: argparse.Namespace) -> None:
     """Held-out metrics on the atlas's own model and held-out windows: never a window the
     SAEs were trained on."""
-    info, _, saes = load_atlas(args.atlas)
-    lm = lm_for_atlas(load_named(info["model"], device=args.device), info)
+    info, _, saes, _ = load_atlas(args.atlas)
+    lm = lm_for_atlas(load_named(info.model, device=args.device), info.control,
+                      info.control_seed)
     fit_to(saes, lm)
-    windows = token_windows(lm.tokenizer, load_texts(info["corpus"]), info["seq_len"])
+    windows = token_windows(lm.tokenizer, load_texts(info.corpus), info.seq_len)
     ids = heldout_ids(info, windows)
     n = len(ids) if args.windows is None else args.windows
     if not 1 <= n <= len(ids):
@@ -124,7 +124,7 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.save and n != len(ids):
         raise ValueError("--save writes metrics.json, measured on every held-out window")
     metrics = evaluate_atlas(lm, saes, medians_of(saes), windows[ids[:n]],
-                             outlier_factor=outlier_factor_of(info), report=console_report())
+                             outlier_factor=info.outlier_factor, report=console_report())
     print(table(metrics))
     if args.save:  # the training counts stay; the held-out numbers are replaced
         with atlas_lock(args.atlas):

@@ -69,8 +69,3 @@ def keep_mask(acts_BLD: Tensor, median_norm: float,
     keep = acts_BLD.float().norm(dim=-1) <= outlier_factor * median_norm
     keep[:, 0] = False
     return keep
-
-
-def outlier_factor_of(info: dict) -> float:
-    """The token filter an atlas was built with (its atlas.json `train_cfg`)."""
-    return float(info.get("train_cfg", {}).get("outlier_factor", OUTLIER_FACTOR))

@@ -7,6 +7,7 @@ from itertools import pairwise
 from typing import Literal
 
 from .activations import OUTLIER_FACTOR, SITES, hookpoint_name
+from .errors import check_number
 from .precision import DEVICES
 
 Architecture = Literal["topk", "relu", "batchtopk", "matryoshka"]
@@ -71,6 +72,33 @@ class SaeConfig:
     def width_out(self) -> int:
         """Width of what it writes at `hookpoint` (its decoder rows)."""
         return self.d_out or self.d_in
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values a number field takes: `lo` to `hi` (None: no upper bound), whole or not."""
+
+    lo: float
+    hi: float | None = None
+    whole: bool = True
+
+    def check(self, value: object, field: str, *, from_text: bool = False) -> float:
+        """`value` checked (errors.check_number): an int when whole, else a float."""
+        return check_number(value, field, self.lo, self.hi, whole=self.whole,
+                            from_text=from_text)
+
+
+TRAIN_LIMITS: dict[str, Limit] = {
+    "expansion": Limit(1), "k": Limit(1), "batch_tokens": Limit(1), "lm_batch_tokens": Limit(1),
+    "max_tokens": Limit(1), "resample_every": Limit(0)}
+"""What `TrainConfig` accepts for these fields (its `__post_init__` checks them; a
+`max_tokens` of None means one pass)."""
+TRAIN_FORM_LIMITS: dict[str, Limit] = {
+    "expansion": Limit(1, 64), "k": Limit(1, 512), "max_tokens": Limit(4_096, 10_000_000),
+    "l1_coeff": Limit(1e-4, 10.0, whole=False)}
+"""What a visitor of the app may ask for (the train form, the lab's sweep): narrower than
+`TRAIN_LIMITS`, sized for the 2 CPU cores of the demo; the forms read their bounds here and
+their defaults from `TrainConfig`."""
 
 
 @dataclass(frozen=True)
@@ -151,16 +179,13 @@ class TrainConfig:
         if self.ghost_grads and self.architecture != "relu":
             raise ValueError(f"ghost_grads works with architecture 'relu' only, not "
                              f"{self.architecture!r} (topk-style SAEs revive latents with AuxK)")
-        if self.resample_every < 0:
-            raise ValueError(f"resample_every must be >= 0, got {self.resample_every}")
         p = self.matryoshka_prefixes
         if not p or p[-1] != 1.0 or p[0] <= 0 or any(a >= b for a, b in pairwise(p)):
             raise ValueError("matryoshka_prefixes must be increasing fractions of d_sae in (0, 1] "
                              f"ending at 1.0, got {','.join(map(str, p))}")
-        if min(self.expansion, self.k, self.batch_tokens, self.lm_batch_tokens) < 1:
-            raise ValueError("expansion, k, batch_tokens and lm_batch_tokens must be positive")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be positive or None, got {self.max_tokens}")
+        for name, limit in TRAIN_LIMITS.items():
+            if getattr(self, name) is not None:  # only max_tokens may be None
+                limit.check(getattr(self, name), name)
         if self.k_start is not None and self.k_start < self.k:
             raise ValueError(f"k_start ({self.k_start}) must be >= k ({self.k})")
         if not (self.lr > 0 and self.decoder_lr_mult > 0 and self.encoder_scale() > 0):

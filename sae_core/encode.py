@@ -78,6 +78,8 @@ def sparse_encode(sae: Sae, x_ND: Tensor) -> tuple[Tensor, Tensor]:
         else:
             dense_NS = sae.encode(x_ND)  # respects a JumpReLU threshold
             width = int((dense_NS > 0).sum(dim=1).max()) if len(dense_NS) else 0
+            # Every firing latent, not a top-k choice (no tie rule needed among them); the
+            # zero slots' ids are stored in the index as torch.topk fills them.
             vals, idx = dense_NS.topk(max(width, 1), dim=1)
     vals, order = vals.float().sort(dim=1, descending=True, stable=True)
     return vals, idx.gather(1, order)

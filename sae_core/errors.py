@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 MAX_TEXT_CHARS = 100_000
 """Longest text any public function reads; longer text is refused before any work."""
@@ -56,23 +57,58 @@ def _has_surrogate(text: str) -> bool:
     return False
 
 
-def check_whole(value: object, field: str, lo: int, hi: int | None = None) -> int:
-    """`value` as an int in lo..hi (3.0 counts as 3; bools, NaN, 3.5 and text do not)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and value == int(value)
-    if not ok or int(value) < lo or (hi is not None and int(value) > hi):
-        allowed = f"from {lo:,} to {hi:,}" if hi is not None else f"of at least {lo:,}"
-        raise BadInput(field, f"{field} must be a whole number {allowed}, got {_shown(value)}")
-    return int(value)
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""A number as a visitor types it: decimal digits, a point, an exponent. Not "0x10",
+"1_000", "nan", "inf" or other scripts' digits, which Python's float() would take."""
+_WHOLE_TEXT = re.compile(r"[+-]?[0-9]+")
+MAX_NUMBER_CHARS = 40
+"""Longest text read as a number (longer is refused before any conversion)."""
 
 
-def check_number(value: object, field: str, lo: float, hi: float) -> float:
-    """`value` as a finite float in lo..hi (bools and text are refused)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not lo <= value <= hi:
-        raise BadInput(field, f"{field} must be a number from {lo:g} to {hi:g}, "
-                              f"got {_shown(value)}")
-    return float(value)
+def _as_number(value: object, from_text: bool) -> int | float | None:
+    """`value` as an int or float, or None when it is none: bools are no numbers; text is
+    read only `from_text`, whole digits exactly as an int ("12" -> 12, never 12.0)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return value
+    if from_text and isinstance(value, str):
+        text = value.strip()
+        if len(text) <= MAX_NUMBER_CHARS and _NUMBER_TEXT.fullmatch(text):
+            return int(text) if _WHOLE_TEXT.fullmatch(text) else float(text)
+    return None
+
+
+def check_number(value: object, field: str, lo: float, hi: float | None = None, *,
+                 whole: bool = False, from_text: bool = False) -> float:
+    """`value` as a finite number in lo..hi (None: no upper bound): an int when `whole`
+    (3.0 counts as 3; 3.5 does not), else a float. Bools, NaN, infinities and anything
+    else are refused with one message that names the field and the range. `from_text`
+    also reads text, as a form or an API caller sends it (" 3.5 "); the library's own
+    checks leave it off, so a config never keeps a string that looked like a number.
+    The input checker of the library and the app: every number a caller gives goes
+    through here."""
+    n = _as_number(value, from_text)
+    if whole and isinstance(n, float) and math.isfinite(n) and n == int(n):
+        n = int(n)
+    if whole:
+        ok = isinstance(n, int)
+    else:  # an int too large for a float (10**400) is no finite number either
+        ok = n is not None and (math.isfinite(n) if isinstance(n, float) else
+                                abs(n) <= sys.float_info.max)
+    if not ok or n < lo or (hi is not None and n > hi):  # int and float compare exactly
+        kind = "a whole number" if whole else "a number"
+        shown = (lambda x: f"{x:,}") if whole else (lambda x: f"{x:g}")
+        allowed = (f"from {shown(lo)} to {shown(hi)}" if hi is not None
+                   else f"of at least {shown(lo)}")
+        raise BadInput(field, f"{field} must be {kind} {allowed}, got {_shown(value)}")
+    return n if whole else float(n)
+
+
+def check_whole(value: object, field: str, lo: int, hi: int | None = None, *,
+                from_text: bool = False) -> int:
+    """`check_number` for a whole number: `value` as an int in lo..hi."""
+    return check_number(value, field, lo, hi, whole=True, from_text=from_text)
 
 
 def check_repo_id(repo_id: object, field: str = "repo id") -> str:

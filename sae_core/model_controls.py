@@ -78,11 +78,10 @@ def control_info(control: str, seed: int, real_name: str) -> dict:
     return {"control": control, "control_seed": seed, "control_of": real_name}
 
 
-def lm_for_atlas(lm: LM, info: dict) -> LM:
+def lm_for_atlas(lm: LM, kind: str = "none", seed: int = 0) -> LM:
     """The model an atlas was built through (its atlas.json's `control`, `control_seed`):
     `lm` when it is that model already (the real one for a real atlas), else that control
     drawn from the real `lm`. Every reader of an atlas's SAEs runs them through this."""
-    kind, seed = info.get("control", "none"), info.get("control_seed", 0)
     if lm.control == kind and (kind == "none" or lm.control_seed == seed):
         return lm
     if lm.control != "none":

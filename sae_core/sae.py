@@ -20,16 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .activations import parse_hookpoint
 from .atomic import CorruptFile, load_tensors, save_tensors, write_json
 from .config import SaeConfig
+from .saelens import input_normalization, sae_config_from_saelens, saelens_cfg
 from .topk import topk_sorted
 
 WEIGHTS_FILE = "sae_weights.safetensors"
 CONFIG_FILE = "cfg.json"
-SAELENS_HOOKS = {"": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out",
-                 "mlp_in": "hook_mlp_in", "attn_z": "attn.hook_z", "resid_mid": "hook_resid_mid"}
-"""TransformerLens hook names of our sites (residual, MLP output, attention output)."""
+
+
+def jump_relu(pre_NS: Tensor, threshold_S: Tensor) -> Tensor:
+    """The JumpReLU gate: a pre-activation counts only above its latent's threshold (and
+    above 0). `threshold_S` lines up with pre's last dimension (a subset of latents too)."""
+    return F.relu(pre_NS) * (pre_NS > threshold_S)
 
 
 class SaeOutput(NamedTuple):
@@ -90,17 +93,13 @@ class Sae(nn.Module):
             return x_ND @ self.W_enc + self.b_enc
         return (x_ND - self.b_dec) @ self.W_enc + self.b_enc
 
-    def _jump(self, pre_NS: Tensor) -> Tensor:
-        """JumpReLU: a pre-activation counts only above its latent's threshold."""
-        return F.relu(pre_NS) * (pre_NS > self.threshold)
-
     def encode_topk(self, x_ND: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
         """(values, latent indices), each (n, k): the k largest activations; values >= 0.
 
         For a TopK SAE this is its encoding; for the others, its k strongest latents."""
         pre = self.pre_acts(x_ND)
         if self.cfg.architecture == "jumprelu":
-            pre = self._jump(pre)
+            pre = jump_relu(pre, self.threshold)
         vals, idx = topk_sorted(pre, k or self.cfg.k)  # ties to the lowest latent id
         return vals.clamp_min(0), idx
 
@@ -109,7 +108,7 @@ class Sae(nn.Module):
         if self.cfg.architecture == "relu":
             return F.relu(self.pre_acts(x_ND))
         if self.cfg.architecture == "jumprelu":
-            return self._jump(self.pre_acts(x_ND))
+            return jump_relu(self.pre_acts(x_ND), self.threshold)
         return self._dense(*self.encode_topk(x_ND))
 
     def _dense(self, vals_NK: Tensor, idx_NK: Tensor) -> Tensor:
@@ -140,8 +139,8 @@ class Sae(nn.Module):
         return SaeOutput(x_hat=x_hat, acts=self._dense(vals, idx))
 
     def save(self, folder: Path, *, extra_metadata: dict | None = None) -> None:
-        """Write cfg.json + sae_weights.safetensors as SAELens (v6) reads them; `metadata`
-        and `extra_metadata` go under cfg.json's metadata."""
+        """Write cfg.json (saelens.saelens_cfg) + sae_weights.safetensors as SAELens (v6)
+        reads them; `metadata` and `extra_metadata` go under cfg.json's metadata."""
         cfg = saelens_cfg(self.cfg)
         cfg["metadata"] |= self.metadata | (extra_metadata or {})  # e.g. the trainer's trained_as
         save_tensors(folder / WEIGHTS_FILE, self.tensors())
@@ -149,7 +148,9 @@ class Sae(nn.Module):
 
     @classmethod
     def load(cls, folder: Path) -> Sae:
-        """Load a folder written by `save`; clear errors for missing or corrupt files."""
+        """Load a folder written by `save` (or another SAELens one: its cfg.json is read by
+        saelens.py, the Hub converter's reader too); clear errors for missing or corrupt
+        files."""
         cfg_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
         if not cfg_path.exists() or not weights_path.exists():
             raise FileNotFoundError(f"{folder} needs {CONFIG_FILE} and {WEIGHTS_FILE}")
@@ -158,6 +159,9 @@ class Sae(nn.Module):
             cfg = sae_config_from_saelens(raw)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise CorruptFile(f"bad SAE config {cfg_path}: {err}") from err
+        if (norm := input_normalization(raw)) != "none":  # its inputs need a scale it lacks
+            raise ValueError(f"{cfg_path}: normalize_activations={norm!r}; load it from the "
+                             "Hub (hub/load.py), which folds the input scale in")
         tensors = load_tensors(weights_path)
         sae = cls(cfg)
         expected = {name: tuple(t.shape) for name, t in sae.tensors().items()}
@@ -171,64 +175,3 @@ class Sae(nn.Module):
         sae.metadata = raw.get("metadata", {})
         return sae
 
-
-def saelens_cfg(cfg: SaeConfig) -> dict:
-    """SAELens v6 config; our own fields go under `metadata`. A transcoder is written as
-    SAELens's (jumprelu_)(skip_)transcoder with `d_out` and `hook_name_out`; a TopK one as
-    topk_(skip_)transcoder, which only we read."""
-    arch = {"topk": "topk", "relu": "standard"}.get(cfg.architecture, cfg.architecture)
-    if cfg.is_transcoder:
-        arch = {"standard": ""}.get(arch, arch + "_") + ("skip_" if cfg.skip else "") + \
-            "transcoder"
-    out = {
-        "d_in": cfg.d_in,
-        "d_sae": cfg.d_sae,
-        "architecture": arch,
-        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
-        "normalize_activations": "none",
-        "dtype": "float32",
-        "device": "cpu",
-        "metadata": {
-            "model_name": cfg.model_name,
-            "hook_name": _tl_hook(cfg.reads),
-            "sae_atlas_hookpoint": cfg.hookpoint,
-            "k": cfg.k,
-        },
-    }
-    if cfg.architecture == "topk":
-        out["k"] = cfg.k
-    if cfg.is_transcoder:
-        out["d_out"] = cfg.width_out
-        out["metadata"] |= {"hook_name_out": _tl_hook(cfg.hookpoint),
-                            "sae_atlas_hookpoint_in": cfg.hookpoint_in}
-    return out
-
-
-def _tl_hook(hookpoint: str) -> str:
-    """TransformerLens name of our hookpoint; one we do not name is kept as it is."""
-    try:
-        layer, sub = parse_hookpoint(hookpoint)
-    except ValueError:
-        return hookpoint
-    return f"blocks.{layer}.{SAELENS_HOOKS[sub]}"
-
-
-def sae_config_from_saelens(raw: dict) -> SaeConfig:
-    name = raw["architecture"]
-    transcoder = name.endswith("transcoder")
-    base = name.removesuffix("transcoder").removesuffix("_").removesuffix("skip").strip("_")
-    arch = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu"}.get(
-        (base or "relu") if transcoder else name)
-    if arch is None:
-        raise ValueError(f"unsupported architecture {raw['architecture']!r}")
-    meta = raw.get("metadata", {})
-    extra = {"hookpoint_in": meta.get("sae_atlas_hookpoint_in", meta.get("hook_name", "")),
-             "d_out": raw.get("d_out", raw["d_in"]), "skip": "skip_" in name,
-             "apply_b_dec_to_input": False} if transcoder else {}
-    return SaeConfig(**{
-        "d_in": raw["d_in"], "d_sae": raw["d_sae"], "architecture": arch,
-        "k": raw.get("k", meta.get("k", 32)),
-        "hookpoint": meta.get("sae_atlas_hookpoint",
-                              meta.get("hook_name_out" if transcoder else "hook_name", "")),
-        "model_name": meta.get("model_name", ""),
-        "apply_b_dec_to_input": raw.get("apply_b_dec_to_input", True), **extra})

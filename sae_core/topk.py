@@ -1,10 +1,12 @@
-"""Exact top-k of each row: what the TopK step (train/topk_grad.py) and the views' encoder
-(sae.Sae.encode_topk) select with.
+"""Exact top-k of each row: the one rule that selects an SAE's strongest latents per token,
+in the TopK step (train/topk_grad.py), the views' encoder (sae.Sae.encode_topk), steering
+(steer/edits.feature_acts) and the live view (explore/live.py, by write).
 
 `topk_sorted(pre_NS, k)` -> (vals_NK, idx_NK): the k largest entries of each row, listed
 in ascending index order (what `pair_dots`' CSR pattern and `embedding_bag` want, so no
-separate sort and gather). Ties at the k-th value go to the lowest indices, so the chosen
-set is that of a stable descending sort: deterministic, and the same on every machine.
+separate sort and gather); `topk_best_first` lists the same entries best first. Ties at
+the k-th value go to the lowest indices, so the chosen set is that of a stable descending
+sort: deterministic, and the same on every machine.
 
 On the CPU a numba kernel does it in one read of each row (when numba is installed; else,
 and on other devices, `torch.topk` then a sort, whose tie rule is torch's). Per row: bf16
@@ -38,6 +40,14 @@ def topk_sorted(pre_NS: Tensor, k: int) -> tuple[Tensor, Tensor]:
     vals, idx = pre_NS.topk(k, dim=-1, sorted=False)
     idx, order = idx.sort(dim=-1)
     return vals.gather(-1, order), idx
+
+
+def topk_best_first(x_NS: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """(vals, idx), each (n, k): the entries `topk_sorted` chooses (the same tie rule),
+    listed best first; equal values in ascending index order."""
+    vals, idx = topk_sorted(x_NS, k)
+    vals, order = vals.sort(dim=-1, descending=True, stable=True)
+    return vals, idx.gather(-1, order)
 
 
 def _kernel_applies(pre_NS: Tensor) -> bool:

@@ -70,22 +70,27 @@ def pytest_terminal_summary(terminalreporter):
 def restamp(folder) -> None:
     """Record the SAE files of an atlas folder as its own again, after a test changed them
     on purpose (a build records their digests; changed files are refused otherwise)."""
-    from sae_core.atlas.fingerprint import digest_of, sae_file_digests
-    from sae_core.atomic import read_json, write_json
+    from dataclasses import replace
 
-    info = read_json(folder / "atlas.json")
-    info["sae_files"] = sae_file_digests(folder, info["hookpoints"])
-    info["sae_fingerprint"] = digest_of(info["sae_files"])
-    write_json(folder / "atlas.json", info)
+    from sae_core.atlas.fingerprint import digest_of, sae_file_digests
+    from sae_core.atlas.info import info_json
+    from sae_core.atlas.layout import INFO_FILE, read_info
+    from sae_core.atomic import write_json
+
+    info = read_info(folder)
+    files = sae_file_digests(folder, info.hookpoints)
+    write_json(folder / INFO_FILE, info_json(replace(info, sae_files=files,
+                                                     sae_fingerprint=digest_of(files))))
 
 
 def save_as_atlas(folder, saes) -> str:
     """Write hand-made SAEs as a minimal atlas folder (SAEs and atlas.json: enough for
     derived files to name their fingerprint); returns that fingerprint."""
-    from sae_core.atlas.layout import current_fingerprint
+    from sae_core.atlas.info import AtlasInfo, info_json
+    from sae_core.atlas.layout import INFO_FILE, current_fingerprint
     from sae_core.atomic import write_json
 
     for h, sae in saes.items():
-        sae.save(folder / h, extra_metadata=sae.metadata)
-    write_json(folder / "atlas.json", {"hookpoints": list(saes)})
+        sae.save(folder / h)
+    write_json(folder / INFO_FILE, info_json(AtlasInfo(model="hand-made", hookpoints=tuple(saes))))
     return current_fingerprint(folder)

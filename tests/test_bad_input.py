@@ -22,7 +22,7 @@ from sae_core.hub.load import load_pretrained
 from sae_core.hub.pretrained_atlas import atlas_folder
 from sae_core.steer.edits import FeatureSteer, Steering, hookpoint_for_layer
 from sae_core.steer.finder import find_steering
-from sae_core.steer.generation import GenConfig, side_by_side
+from sae_core.steer.generation import MAX_PROMPT_CHARS, GenConfig, side_by_side
 from tests.counts import count
 
 NAN, INF = math.nan, math.inf
@@ -109,6 +109,8 @@ REFUSED = [
     ("prompt: empty", lambda a: steer(a, prompt=""), "prompt"),
     ("prompt: whitespace", lambda a: steer(a, prompt="\n \t"), "prompt"),
     ("prompt: 100k chars", lambda a: steer(a, prompt="the " * 25_000), "prompt"),
+    ("prompt: one over the limit", lambda a: steer(a, prompt="a" * (MAX_PROMPT_CHARS + 1)),
+     "prompt"),
     ("prompt: None", lambda a: steer(a, prompt=None), "prompt"),
     ("prompt: list", lambda a: steer(a, prompt=["the cat"]), "prompt"),
     ("finder: empty concept", lambda a: find_steering(a, "  "), "concept"),
@@ -259,3 +261,48 @@ def test_steering_direction_must_be_a_tensor():
     with pytest.raises(BadInput, match="tensor"):
         DirectionSteer("layers.1", [1.0, 2.0], 0.5)
     assert DirectionSteer("layers.1", torch.ones(4), 0.5).strength == 0.5
+
+
+# The one input checker: (value, whole, what it reads as; None: refused). Text is read only
+# with from_text (a form, an API caller); the library's own checks refuse it.
+CHECKED = [
+    (12, True, 12), (12, False, 12.0), ("12", True, 12), (" 3.5 ", False, 3.5),
+    ("3.0", True, 3), (3.0, True, 3), ("+7", True, 7), ("-2.5", False, -2.5), (".5", False, 0.5),
+    ("1e3", True, 1000), ("abc", False, None), ("", True, None), ("  ", False, None),
+    (None, True, None), (NAN, False, None), (INF, True, None), (-INF, False, None),
+    (True, True, None), (False, False, None), ("1e309", False, None), ("0x10", True, None),
+    ("1_000", True, None), ("nan", False, None), ("inf", False, None), ("١٢", True, None),
+    ("²", True, None), (3.5, True, None), ([1], True, None), ("9" * 41, True, None),
+    (10**30, True, None), (10**400, False, None), ("9" * 30, True, None), (1e300, False, None),
+]
+
+
+@pytest.mark.parametrize(("value", "whole", "read"), CHECKED,
+                         ids=[repr(c[0])[:20] for c in CHECKED])
+def test_the_input_checker_reads_numbers_and_text_and_refuses_the_rest(value, whole, read):
+    from sae_core.errors import check_number
+
+    count("bad-input cases tried")
+    lo, hi = (-10**6, 10**6) if whole else (-1e6, 1e6)
+    if read is None:
+        with pytest.raises(BadInput, match=rf"^x must be a {'whole number' if whole else 'number'}"
+                                           r" from -1[,e].* to 1.*, got "):
+            check_number(value, "x", lo, hi, whole=whole, from_text=True)
+    else:
+        got = check_number(value, "x", lo, hi, whole=whole, from_text=True)
+        assert got == read and type(got) is type(read)
+    if isinstance(value, str):  # the library's own checks never take text
+        with pytest.raises(BadInput):
+            check_number(value, "x", lo, hi, whole=whole)
+
+
+def test_the_checker_compares_huge_whole_numbers_exactly():
+    from sae_core.errors import check_whole
+
+    big = 10**30
+    assert check_whole(str(big), "n", 0, None, from_text=True) == big
+    assert check_whole(big, "n", big, big) == big
+    with pytest.raises(BadInput, match="from 0 to 1,000,000,000,000,000,000,000,000,000,000"):
+        check_whole(big + 1, "n", 0, big)
+    with pytest.raises(BadInput, match="n must be a whole number of at least 1, got 0"):
+        check_whole(0, "n", 1)

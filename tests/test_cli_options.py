@@ -57,3 +57,21 @@ def test_bad_combinations_are_config_errors():
         _parse(["--k", "32", "--k-start", "8"])
     with pytest.raises(ValueError, match="layers"):
         _parse(["--layers", "-1"])
+
+
+def test_train_config_checks_its_limits_table_and_the_form_asks_within_it():
+    from dataclasses import replace
+
+    from sae_core.config import TRAIN_FORM_LIMITS, TRAIN_LIMITS
+
+    base = TrainConfig()
+    for name, limit in TRAIN_LIMITS.items():
+        assert getattr(replace(base, **{name: limit.lo}), name) == limit.lo
+        with pytest.raises(ValueError, match=f"^{name} must be a whole number of at least"):
+            replace(base, **{name: limit.lo - 1})
+    for name, form in TRAIN_FORM_LIMITS.items():
+        lib = TRAIN_LIMITS.get(name)
+        assert lib is None or (form.lo >= lib.lo and form.whole == lib.whole)
+        assert form.lo <= getattr(base, name) <= form.hi  # the default is a value it may ask
+        for value in (form.lo, form.hi):  # both ends are configs the library trains
+            assert getattr(replace(base, **{name: value}), name) == value

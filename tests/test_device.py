@@ -94,7 +94,7 @@ def assert_same(got, want, device: str) -> None:
 
 def windows(loaded, n: int = 6):
     texts = load_texts(loaded.corpus)
-    return token_windows(loaded.lm.tokenizer, texts, loaded.info["seq_len"])[:n]
+    return token_windows(loaded.lm.tokenizer, texts, loaded.info.seq_len)[:n]
 
 
 def test_the_model_and_the_saes_run_on_the_device(on, device):
@@ -220,8 +220,7 @@ DEVICE_AWARE = ["sae_core/encode.py", "sae_core/norms.py", "sae_core/atlas/evalu
                     "live", "logit_lens", "names", "names_evidence", "one_pass", "unseen"))]
 CPU_ONLY = {f"sae_core/explore/{m}.py" for m in (
     "__init__", "consistency", "controls", "evidence", "feature_path", "feature_stats", "labels",
-    "map_intervals", "names_draws", "names_score", "probing", "probing_draws", "probing_fit",
-    "search")}
+    "probing", "probing_fit", "search")}
 """Explore modules that only read CPU results (codes, firings, stored products)."""
 
 

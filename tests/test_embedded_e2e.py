@@ -37,7 +37,7 @@ def test_cli_train_then_eval(tmp_path, capsys):
             "--batch-tokens", "256", "--lm-batch-tokens", "256", "--seq-len", "64"]
     # held-out needs 64 windows: 12 docs x ~600 tokens = ~110 windows of 64
     assert main(["train", "--out", str(out), *args]) == 0
-    _, metrics, saes = load_atlas(out)
+    _, metrics, saes, _ = load_atlas(out)
     assert list(saes) == ["layers.3", "layers.20"]
     assert not (out / "_checkpoint").exists()
     for m in metrics.values():

@@ -59,7 +59,7 @@ def test_two_layer_atlas_and_a_steered_generation(gemma, tmp_path):
                       bf16=False)
     data = BuildConfig(corpus=str(corpus), layers=LAYERS, seq_len=64, held_out=8)
     out = build_atlas(tmp_path / "atlas", data=data, cfg=cfg, lm=gemma)
-    assert read_info(out)["model"] == "google/gemma-3-270m"  # load_named finds it again
+    assert read_info(out).model == "google/gemma-3-270m"  # load_named finds it again
     loaded = open_with(out, gemma)
     assert loaded.hookpoints == ["layers.3", "layers.9"]
     for m in loaded.metrics.values():

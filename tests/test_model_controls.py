@@ -80,14 +80,14 @@ def test_shuffled_keeps_each_tensors_values_in_another_order():
 def test_apply_control_and_the_atlas_record():
     real = tiny_lm()
     assert apply_control(real, "none") is real
-    assert lm_for_atlas(real, {"model": "tiny-llama"}) is real
-    again = lm_for_atlas(real, {"control": "random-init", "control_seed": 2})
+    assert lm_for_atlas(real) is real
+    again = lm_for_atlas(real, "random-init", 2)
     assert all(torch.equal(p, params(random_init(real, 2))[n]) for n, p in params(again).items())
     assert (again.control, again.control_seed) == ("random-init", 2)
     # the control model itself passes through; another control, or a control of it, does not
-    assert lm_for_atlas(again, {"control": "random-init", "control_seed": 2}) is again
+    assert lm_for_atlas(again, "random-init", 2) is again
     with pytest.raises(ValueError, match="seed 2"):
-        lm_for_atlas(again, {"control": "random-init", "control_seed": 3})
+        lm_for_atlas(again, "random-init", 3)
     with pytest.raises(ValueError, match="already the random-init control"):
         apply_control(again, "shuffled")
     with pytest.raises(ValueError, match="unknown control"):
@@ -114,15 +114,16 @@ def test_a_control_build_records_its_control_and_finds_its_twins(tmp_path, corpu
                            cfg=replace(cfg, seed=seed))
 
     real, rand, other_seed = build("real"), build("rand", "random-init"), build("s1", seed=1)
-    info = json.loads((rand / "atlas.json").read_text())
-    assert info["control"] == "random-init" and info["control_seed"] == 0
-    assert info["control_of"] == "tiny-llama" == info["model"]
-    assert "control" not in read_info(real)
+    info = read_info(rand)
+    assert info.control == "random-init" and info.control_seed == 0
+    assert info.control_of == "tiny-llama" == info.model
+    assert read_info(real).control == "none"
+    assert "control" not in json.loads((real / "atlas.json").read_text())
     assert control_atlases(real) == {"random-init": rand}
     assert control_atlases(rand) == {"none": real}
     assert seed_atlases(real) == {0: real, 1: other_seed} and seed_atlases(rand) == {0: rand}
     # the control's SAEs read other activations: other SAE files
-    assert read_info(rand)["sae_fingerprint"] != read_info(real)["sae_fingerprint"]
+    assert read_info(rand).sae_fingerprint != read_info(real).sae_fingerprint
     # opened with the real model, a control atlas runs through its control model
     opened = open_with(rand, trained_like())
     assert opened.lm.control == "random-init"

@@ -95,3 +95,22 @@ def test_config_checks():
         SaeConfig(d_in=4, d_sae=8, k=9)
     with pytest.raises(ValueError, match="unknown architecture"):
         SaeConfig(d_in=4, d_sae=8, architecture="gated")
+
+
+def test_load_refuses_what_it_would_read_wrongly(tmp_path):
+    """Inputs that need a scale the folder lacks, and a config that is no JSON object, are
+    clear errors, not an SAE that encodes wrongly."""
+    from sae_core.atomic import CorruptFile
+
+    sae, _ = _sae("relu")
+    sae.save(tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg | {"normalize_activations":
+                                                         "expected_average_only_in"}))
+    with pytest.raises(ValueError, match="folds the input scale"):
+        Sae.load(tmp_path)
+    (tmp_path / "cfg.json").write_text(json.dumps([cfg]))
+    with pytest.raises(CorruptFile, match="JSON object"):
+        Sae.load(tmp_path)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert Sae.load(tmp_path).cfg == sae.cfg  # k=8 from metadata, not the default 32

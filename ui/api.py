@@ -6,7 +6,6 @@ is allowed. The docstrings below become the API docs and MCP tool descriptions. 
 `from __future__ import annotations` here: Gradio reads the type hints as real types.
 """
 
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from gradio.context import get_blocks_context
 
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import LoadedAtlas, read_info
+from sae_core.errors import check_number, check_whole
 from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import feature_page as read_page
 from sae_core.explore.layermap import read_layer_map
@@ -22,7 +22,7 @@ from sae_core.explore.live import live_view
 from sae_core.explore.names import label_of, readable_names
 from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.finder import find_steering
-from sae_core.steer.generation import GenConfig, side_by_side
+from sae_core.steer.generation import MAX_PROMPT_CHARS, GenConfig, side_by_side
 
 from . import session
 from .errors import friendly
@@ -31,9 +31,10 @@ from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
 from .names_view import name_json
 from .release_list import list_releases
 from .sites import hookpoint_at, site_label
+from .steering_inputs import MAX_FEATURE, MAX_LAYER, steering_strength
 
 MAX_TEXT_CHARS = 2000
-"""Longest text or prompt accepted."""
+"""Longest text or concept accepted (a prompt: the library's MAX_PROMPT_CHARS)."""
 MAX_TEXT_TOKENS = 64
 """Tokens of a text read by features_on_text (longer text is cut, with a notice)."""
 MAX_API_NEW_TOKENS = 100  # most tokens steer_text writes (each of two rows)
@@ -47,27 +48,12 @@ MODEL_RUNS = ("features_on_text", "steer_text", "find_steering")
 MAX_CANDIDATES = 12  # candidates find_steering lists (best first)
 
 
-def _whole(value, name: str, lo: int, hi: int) -> int:
-    """`value` as an int in lo..hi, or gr.Error (JSON clients may send 3.0 for 3)."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value != int(value) or not lo <= int(value) <= hi:
-        raise gr.Error(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
-    return int(value)
-
-
-def _number(value, name: str, lo: float, hi: float) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not lo <= value <= hi:
-        raise gr.Error(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}")
-    return float(value)
-
-
-def _text(value, name: str, *, empty_ok: bool = False) -> str:
+def _text(value, name: str, *, empty_ok: bool = False, max_chars: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(value, str) or not (empty_ok or value.strip()):
         raise gr.Error(f"{name} must be a {'' if empty_ok else 'non-empty '}string")
-    if len(value) > MAX_TEXT_CHARS:
+    if len(value) > max_chars:
         raise gr.Error(f"{name} is {len(value):,} characters long; the limit is "
-                       f"{MAX_TEXT_CHARS:,}")
+                       f"{max_chars:,}")
     return value
 
 
@@ -101,7 +87,7 @@ class AtlasApi:
             raise gr.Error(f"Could not open the SAE set {Path(folder).name}: {err}") from err
 
     def _hookpoint(self, loaded: LoadedAtlas, layer) -> str:  # ValueError: a message (@friendly)
-        layer = layer if isinstance(layer, str) else _whole(layer, "layer", 0, 10_000)
+        layer = layer if isinstance(layer, str) else check_whole(layer, "layer", 0, MAX_LAYER)
         return hookpoint_at(list(loaded.saes), layer)  # a number: residual first (ui/sites)
 
     @friendly("listing the SAE sets")
@@ -113,8 +99,8 @@ class AtlasApi:
         """
         out = []
         for folder in self._atlases():
-            hooks = (info := read_info(folder)).get("hookpoints", [])
-            out.append({"name": Path(folder).name, "model": info.get("model"),
+            hooks = (info := read_info(folder)).hookpoints
+            out.append({"name": Path(folder).name, "model": info.model,
                         "layers": sorted({layer_of(h) for h in hooks}),
                         "saes": [{"hookpoint": h, "layer": site_label(h)} for h in hooks]})
         return out
@@ -136,7 +122,7 @@ class AtlasApi:
         if not has_feature_index(Path(loaded.folder)):
             raise gr.Error(f"The SAE set {name} has no feature index yet.")
         d_sae = loaded.saes[h].cfg.d_sae
-        f = _whole(feature, "feature", 0, d_sae - 1)
+        f = check_whole(feature, "feature", 0, d_sae - 1, from_text=True)
         page = read_page(loaded, h, f)
         return {
             "atlas": name, "layer": layer_of(h), "hookpoint": h, "feature": page.feature,
@@ -164,7 +150,7 @@ class AtlasApi:
             per token, per layer, the top features with their activations
         """
         name, loaded = self._open(atlas)
-        k = _whole(top, "top", 1, MAX_TOP)
+        k = check_whole(top, "top", 1, MAX_TOP, from_text=True)
         view = live_view(loaded, _text(text, "text"), max_tokens=MAX_TEXT_TOKENS, top=k)
         layers, names = [layer_of(h) for h in view.hookpoints], readable_names(loaded.folder)
         tokens = []
@@ -197,12 +183,14 @@ class AtlasApi:
         """
         name, loaded = self._open(atlas)
         h = self._hookpoint(loaded, layer)
-        n_new = _whole(max_new_tokens, "max_new_tokens", 1, MAX_API_NEW_TOKENS)
-        s = _number(strength, "strength", -20, 20)
-        steering = Steering((FeatureSteer(h, _whole(feature, "feature", 0, 10**9), s),))
-        out = side_by_side(loaded, _text(prompt, "prompt"), steering,
+        n_new = check_whole(max_new_tokens, "max_new_tokens", 1, MAX_API_NEW_TOKENS,
+                            from_text=True)
+        s = steering_strength(strength)
+        f = check_whole(feature, "feature", 0, MAX_FEATURE, from_text=True)
+        steering = Steering((FeatureSteer(h, f, s),))
+        out = side_by_side(loaded, _text(prompt, "prompt", max_chars=MAX_PROMPT_CHARS), steering,
                            GenConfig(max_new_tokens=n_new))
-        return {"atlas": name, "layer": layer_of(h), "hookpoint": h, "feature": int(feature),
+        return {"atlas": name, "layer": layer_of(h), "hookpoint": h, "feature": f,
                 "strength": s, "unsteered": out.unsteered, "steered": out.steered,
                 "typical_norm": out.norms[h], "seconds": round(out.seconds, 2)}
 
@@ -264,9 +252,9 @@ class AtlasApi:
             raise gr.Error(f"The SAE set {name} has no layer map yet.")
         if task not in lmap.vocab:
             raise gr.Error(f"task must be one of {', '.join(lmap.vocab)}, got {task!r:.40}")
-        thr = _number(threshold, "threshold", 0, 1)
-        sup = _whole(min_support, "min_support", 1, 10**9)
-        lift = _number(min_lift, "min_lift", 0, 1e6)
+        thr = check_number(threshold, "threshold", 0, 1, from_text=True)
+        sup = check_whole(min_support, "min_support", 1, 10**9, from_text=True)
+        lift = check_number(min_lift, "min_lift", 0, 1e6, from_text=True)
         ids = present_labels(lmap, task)
         counts = lmap.heatmap(task, thr, sup, "sae", lift)[:, ids]
         return {"atlas": name, "task": task, "task_name": TASK_NAMES.get(task, task),

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import gradio as gr
 
 from sae_core.atlas.layout import read_info
+from sae_core.errors import BadInput, check_whole
 from sae_core.explore.feature_index import has_feature_index
 from sae_core.explore.feature_page import check_ids, feature_page, open_index
 from sae_core.explore.feature_path import feature_path
@@ -69,7 +70,7 @@ PAGE_WHAT = "Each feature's page (where it fires most, and what it pushes the mo
 def _hookpoints(folder: str | None) -> list[str]:
     """The atlas's hookpoints from atlas.json: building the tab loads no model."""
     try:
-        return list(read_info(folder)["hookpoints"])
+        return list(read_info(folder).hookpoints)
     except (TypeError, OSError, ValueError, KeyError):
         return []
 
@@ -85,12 +86,12 @@ def _first_layer(folder: str | None) -> int | str | None:
     return ids[len(ids) // 2][1] if ids else None
 
 
-def _hookpoint(folder: str, layer) -> str:
+def _hookpoint(hookpoints: list[str], layer) -> str:
     """The atlas's hookpoint that the layer key `layer` names (a bare number: the residual
     one if there are several at that layer)."""
     if layer is None:
         raise ValueError("Pick a layer first.")
-    return hookpoint_at(_hookpoints(folder), layer)
+    return hookpoint_at(hookpoints, layer)
 
 
 def page_outputs(folder: str | None, layer, feature) -> tuple:
@@ -98,17 +99,17 @@ def page_outputs(folder: str | None, layer, feature) -> tuple:
     feature, or ValueError with a message for the user."""
     if not folder:  # the tab opened before any set exists: say what comes, no error
         return builds.waiting_text(PAGE_WHAT), None, None, "", None
-    if not has_feature_index(Path(folder)):
+    loaded = session.open_atlas(folder)  # the request's one check of the SAE files
+    if not has_feature_index(Path(folder), loaded.fingerprint):
         return NO_INDEX, None, None, "", None
-    loaded = session.open_atlas(folder)
-    hookpoint = _hookpoint(folder, layer)
+    hookpoint = _hookpoint(loaded.hookpoints, layer)
     page = feature_page(loaded, hookpoint, feature)
-    stats = open_index(folder).layer_stats(hookpoint)
+    stats = open_index(folder, loaded.fingerprint).layer_stats(hookpoint)
     density = density_figure(stats["n_fire"], page.n_tokens, layer=site_label(hookpoint),
                              mark=page.density)
     hist = None if page.dead else activation_histogram(page)
-    name = feature_name(readable_names(folder), hookpoint, page.feature)
-    np_id = neuronpedia_id_of(read_info(folder).get("source"), hookpoint)
+    name = feature_name(readable_names(folder, loaded.fingerprint), hookpoint, page.feature)
+    np_id = neuronpedia_id_of(loaded.info.source, hookpoint)
     return (summary_markdown(page, name_markdown(name), neuronpedia=np_id), hist,
             logit_table(page), snippets_html(page), density)
 
@@ -116,12 +117,14 @@ def page_outputs(folder: str | None, layer, feature) -> tuple:
 def lineage_output(folder: str | None, layer, feature):
     """The feature followed through the layers (best decoder-cosine partner each way), or
     None when the atlas has no lineage yet."""
-    if not folder or (lineage := read_lineage(folder)) is None:
+    if not folder:
         return None
-    hookpoint = _hookpoint(folder, layer)
-    path = feature_path(lineage, hookpoint, check_ids(session.open_atlas(folder), hookpoint,
-                                                      feature))
-    names = readable_names(folder)
+    loaded = session.open_atlas(folder)
+    if (lineage := read_lineage(folder, loaded.fingerprint)) is None:
+        return None
+    hookpoint = _hookpoint(loaded.hookpoints, layer)
+    path = feature_path(lineage, hookpoint, check_ids(loaded, hookpoint, feature))
+    names = readable_names(folder, loaded.fingerprint)
     found = {(s.hookpoint, s.feature): feature_name(names, s.hookpoint, s.feature)
              for s in path.steps}
     return path_figure(path, {key: name.text for key, name in found.items() if name})
@@ -130,24 +133,26 @@ def lineage_output(folder: str | None, layer, feature):
 def pushed_outputs(folder: str | None, layer, feature):
     """The table of tokens the feature makes more likely when pushed (steer/pushed.py)."""
     loaded = session.open_atlas(builds.need_set(folder, PAGE_WHAT))
-    return pushed_frame(pushed_tokens(loaded, _hookpoint(folder, layer), feature))
+    return pushed_frame(pushed_tokens(loaded, _hookpoint(loaded.hookpoints, layer), feature))
 
 
 def step_feature(folder: str | None, layer, feature, step: int) -> int:
     """The feature `step` ids away, wrapping around the layer."""
     loaded = session.open_atlas(builds.need_set(folder, PAGE_WHAT))
-    d_sae = loaded.saes[_hookpoint(folder, layer)].cfg.d_sae
+    d_sae = loaded.saes[_hookpoint(loaded.hookpoints, layer)].cfg.d_sae
     try:
-        return (int(feature) + step) % d_sae
-    except (TypeError, ValueError, OverflowError):
+        return (check_whole(feature, "feature", 0, from_text=True) + step) % d_sae
+    except BadInput:
         return 0
 
 
 def random_alive(folder: str | None, layer, seed: int | None = None) -> int:
     """A random feature of the layer that fired at least once on the indexed text."""
-    if not folder or not has_feature_index(Path(folder)):
+    loaded = session.open_atlas(builds.need_set(folder, PAGE_WHAT))
+    if not has_feature_index(Path(folder), loaded.fingerprint):
         raise ValueError("This SAE set has no feature index yet.")
-    n_fire = open_index(folder).layer_stats(_hookpoint(folder, layer))["n_fire"]
+    hookpoint = _hookpoint(loaded.hookpoints, layer)
+    n_fire = open_index(folder, loaded.fingerprint).layer_stats(hookpoint)["n_fire"]
     alive = n_fire.nonzero().squeeze(1).tolist()
     if not alive:
         raise ValueError("No feature of this layer fired on the indexed text.")
@@ -256,14 +261,15 @@ def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
             row = evt.row_value or []
             if layer is None or not row:
                 return gr.skip(), gr.skip()
-            return layer, int(row[0])
+            return layer, check_whole(row[0], "feature", 0, from_text=True)
 
         layer_map.cell.select(pick, layer_map.layer, [tab.layer, tab.feature], queue=False)
     if steering is not None:
         @friendly("handing the feature over")
         def hand_over(folder, layer, feature):
             # the Steering tab's layer field takes numbers (the residual SAE first)
-            key = number_key(_hookpoints(folder), _hookpoint(folder, layer))
+            hooks = _hookpoints(folder)
+            key = number_key(hooks, _hookpoint(hooks, layer))
             if not isinstance(key, int):
                 raise gr.Error(f"The Steering tab's layer field steers a layer's residual "
                                f"SAE; to steer with this one, type {key}:{feature}:0.4 under "

@@ -5,7 +5,6 @@ progress bar."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import gradio as gr
@@ -13,7 +12,9 @@ import gradio as gr
 from sae_core.activations import parse_hookpoint
 from sae_core.atlas.layout import is_built, read_info, read_metrics
 from sae_core.atomic import CorruptFile, read_json
-from sae_core.config import TrainConfig
+from sae_core.config import TRAIN_FORM_LIMITS, TrainConfig
+from sae_core.errors import BadInput
+from sae_core.lab.experiments import SWEEPABLE
 from sae_core.lab.run import LAB_ROOT, LabConfig, run_lab
 from sae_core.lab.table import table_markdown
 
@@ -25,7 +26,6 @@ from .sites import hookpoint_at, layer_key
 SWEEP_TOKENS = 32_768
 """Training rows of an app sweep: about a minute per value on 2 cores at width 4,608."""
 MAX_VALUES, MAX_RUNS, MAX_VALUES_CHARS = 6, 50, 100
-LIMITS = {"k": (1, 512), "l1_coeff": (1e-4, 10.0), "expansion": (1, 32)}
 PARAMS = [("k (TopK: active latents per token)", "k"),
           ("L1 coefficient (ReLU)", "l1_coeff"), ("width (x d_model)", "expansion")]
 
@@ -57,7 +57,7 @@ def lab_runs(folder: str | None, root: Path = LAB_ROOT) -> dict[str, dict]:
     """{choice label: results.json} of the lab runs on the set's model and the synthetic
     ones, newest first; unreadable runs are skipped."""
     folder = _set_folder(folder)
-    model = read_info(folder)["model"] if folder else None
+    model = read_info(folder).model if folder else None
     runs = {}
     paths = sorted(root.glob("*/results.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in paths[:MAX_RUNS]:
@@ -80,20 +80,19 @@ def show_run(results: dict | None):
 
 
 def parse_values(text: str, param: str) -> tuple[float, ...]:
-    """"8, 16,32" -> (8, 16, 32), each within the parameter's range; a plain reason else."""
+    """"8, 16,32" -> (8, 16, 32), each within what a visitor may ask for the parameter
+    (config.TRAIN_FORM_LIMITS, as the train form); a plain reason else."""
     text = text_arg(text, "The values", MAX_VALUES_CHARS)
-    if param not in LIMITS:
-        raise gr.Error(f"sweep one of {', '.join(LIMITS)}")
-    low, high = LIMITS[param]
+    if param not in SWEEPABLE:
+        raise gr.Error(f"sweep one of {', '.join(SWEEPABLE)}")
+    limit = TRAIN_FORM_LIMITS[param]
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    if not 1 <= len(parts) <= MAX_VALUES:
+        raise gr.Error(f"give 1 to {MAX_VALUES} numbers for {param}, got {len(parts)}")
     try:
-        values = [float(p) for p in text.replace(" ", ",").split(",") if p]
-    except ValueError:
-        raise gr.Error(f"values must be numbers like 8,16,32; got {text[:40]!r}") from None
-    whole = param != "l1_coeff"
-    if not 1 <= len(values) <= MAX_VALUES or not all(
-            math.isfinite(v) and low <= v <= high and (not whole or v == int(v)) for v in values):
-        raise gr.Error(f"give 1 to {MAX_VALUES} {'whole ' if whole else ''}numbers from "
-                       f"{low:g} to {high:g} for {param}")
+        values = [limit.check(p, param, from_text=True) for p in parts]
+    except BadInput as err:
+        raise gr.Error(f"values must be numbers like 8,16,32: {err}") from None
     return tuple(sorted(set(values)))
 
 
@@ -109,13 +108,13 @@ def run_sweep(folder: str | None, layer, param: str, values_text: str,
     info = read_info(folder)
     hookpoint = hookpoint_at(list(read_metrics(folder)), layer)
     number, site = parse_hookpoint(hookpoint)
-    trained = info.get("train_cfg", {})
+    trained = info.train_cfg
     base = TrainConfig(architecture="relu" if param == "l1_coeff" else "topk",
                        k=int(trained.get("k", 32)), expansion=int(trained.get("expansion", 8)))
-    lab = LabConfig(model=info["model"], layer=number, site=site or "resid",
-                    corpus=info.get("corpus", "default"), seq_len=int(info.get("seq_len", 256)),
+    lab = LabConfig(model=info.model, layer=number, site=site or "resid",
+                    corpus=info.corpus, seq_len=int(info.seq_len),
                     tokens=SWEEP_TOKENS, param=param, values=values)
-    out = run_lab("sweep", lab, base, lm=session.model(info["model"]),
+    out = run_lab("sweep", lab, base, lm=session.model(info.model),
                   report=lambda msg, frac, **_: progress(frac, desc=msg))
     runs = lab_runs(folder)
     label = next(iter(runs), None)

@@ -176,7 +176,7 @@ def atlas_layers(folder: str | Path | None) -> dict[int | str, int]:
     model load); a bare layer number also names the layer's first SAE (residual first)
     when the set has no residual one there."""
     try:
-        hookpoints = list(read_info(folder)["hookpoints"])
+        hookpoints = list(read_info(folder).hookpoints)
     except (TypeError, OSError, ValueError, KeyError):
         return {}
     out: dict[int | str, int] = {}
@@ -246,7 +246,7 @@ def _as_shown(link: Link, folder: str | None) -> Link:
     """The link's layer as the tab it opens takes it: the Features tab's key of that SAE, or
     the Steering tab's layer number (a site it cannot name is dropped, saying so)."""
     try:
-        hooks = list(read_info(folder)["hookpoints"])
+        hooks = list(read_info(folder).hookpoints)
         h = hookpoint_at(hooks, link.layer)
     except (TypeError, OSError, ValueError, KeyError):  # no set, or check_link dropped it
         return link

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
+from sae_core.errors import BadInput, check_whole
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
 from sae_core.explore.names import readable_names
@@ -66,8 +67,8 @@ def pick_token(folder: str, view, token):
     if view is None or token is None:
         return pd.DataFrame()
     try:
-        t = int(token)
-    except (TypeError, ValueError, OverflowError):
+        t = check_whole(token, "token", 0, from_text=True)  # the upper end: token_table
+    except BadInput:
         raise gr.Error(f"Pick a token from the list, not {str(token)[:20]!r}.") from None
     folder = open_loaded(folder).folder
     return token_table(view, t, read_layer_map(folder), names=readable_names(folder))

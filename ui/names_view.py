@@ -11,8 +11,14 @@ import html
 import pandas as pd
 import plotly.graph_objects as go
 
-from sae_core.explore.names import LOW_SCORE, FeatureName, FeatureNames, label_of
-from sae_core.explore.names_draws import DETECTED_F1, detected_share
+from sae_core.explore.names import (
+    DETECTED_F1,
+    LOW_SCORE,
+    FeatureName,
+    FeatureNames,
+    detected_share,
+    label_of,
+)
 from sae_core.steer.pushed import PushedToken
 
 from .plots import COLORS, CONTROL_MODEL, band_traces, site_lines

@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 from huggingface_hub import get_token
 
+from sae_core.atlas.info import AtlasInfo
 from sae_core.atlas.layout import ATLAS_ROOT, is_built, list_atlases, read_info, read_metrics
 from sae_core.hub.export import EXPORT_ROOT, export_saelens, push_to_hub
 from sae_core.hub.fetch import HubError, check_repo
@@ -46,13 +47,13 @@ corpus like a trained set, and then feeds every tab. This public demo loads only
 releases."""
 
 
-def _origin(info: dict) -> str:
-    src = info.get("source")
+def _origin(info: AtlasInfo) -> str:
+    src = info.source
     if not src:
-        cfg = info["train_cfg"]
+        cfg = info.train_cfg
         return (f"trained here ({cfg['architecture']}, {cfg['expansion']}x width, "
-                f"k={cfg['k']}) on {info['lm_tokens']:,} tokens of `{info['corpus']}` in "
-                f"{info['train_seconds']:.0f} s")
+                f"k={cfg['k']}) on {info.lm_tokens:,} tokens of `{info.corpus}` in "
+                f"{info.train_seconds:.0f} s")
     trained_for = ", ".join(src["trained_for"]) or "an unnamed model"
     return (f"loaded from `{src['release'] or src['repo_id']}` ({', '.join(src['formats'])}, "
             f"revision `{src['revision'][:12]}`), trained for {trained_for}")
@@ -65,8 +66,8 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
         return "No atlas selected.", pd.DataFrame(), None
     info, metrics = read_info(folder), read_metrics(folder)
     first = next(iter(metrics.values()))
-    md = (f"**{info['model']}**, {len(metrics)} SAEs {_origin(info)}. Metrics on "
-          f"{first['heldout_tokens']:,} held-out tokens of `{info['corpus']}`")
+    md = (f"**{info.model}**, {len(metrics)} SAEs {_origin(info)}. Metrics on "
+          f"{first['heldout_tokens']:,} held-out tokens of `{info.corpus}`")
     md += (f"; CE loss and KL on {first['ce_windows']} held-out windows spread over the "
            "corpus (± one standard error across windows). CE loss recovered is measured "
            "against zeroing the activation and, where shown, against replacing it by its "
@@ -76,7 +77,7 @@ def atlas_summary(folder: str) -> tuple[str, pd.DataFrame, object]:
                f"({first['left_out_first']:,} tokens) and tokens whose norm exceeds "
                f"{first['outlier_factor']:g}x the layer's median ('left out (massive)'): "
                "they count in no metric and the splice leaves them as they are")
-    md += "." + "".join(f"\n- {w}" for w in info.get("warnings", []))
+    md += "." + "".join(f"\n- {w}" for w in info.warnings)
     table = pd.DataFrame([
         {"hookpoint": h, "FVU": round(m["fvu"], 4), "L0": round(m["l0"], 1),
          "dead % (held-out)": round(100 * m["dead_frac_heldout"], 2),
@@ -110,9 +111,9 @@ def sets_table(root: Path = ATLAS_ROOT, extra: str | None = None) -> pd.DataFram
             errors = [m.get(f"{key}_se", math.nan) for m in metrics.values()]
             return format_with_error(sum(values) / len(values), sum(errors) / len(errors))
 
-        src = info.get("source")
+        src = info.source
         rows.append({"SAE set": folder, "from": (src["release"] or src["repo_id"]) if src
-                     else "trained here", "model": info["model"], "SAEs": len(metrics),
+                     else "trained here", "model": info.model, "SAEs": len(metrics),
                      "mean FVU": mean("fvu"), "mean L0": round(mean("l0"), 1),
                      "mean CE loss recovered": mean_shown("ce_recovered"),
                      "mean KL": mean_shown("kl")})

@@ -7,6 +7,7 @@ from typing import NamedTuple
 import gradio as gr
 import pandas as pd
 
+from sae_core.errors import check_number, check_whole
 from sae_core.explore.layermap import MAP_TASKS, read_layer_map
 from sae_core.explore.names import readable_names
 from sae_core.explore.search import (
@@ -112,7 +113,8 @@ def run_label_search(folder: str, layer, task: str, label: str, consistency: flo
     if lmap is None:
         raise gr.Error("This SAE set has no layer map yet, so its features have no labels.")
     where = None if layer in (None, ALL_LAYERS) else _where(lmap, layer)
-    consistency, support = _number(consistency, "consistency"), _number(support, "support")
+    consistency = check_number(consistency, "consistency", 0, 1, from_text=True)
+    support = check_whole(support, "support", 0, from_text=True)
     hits = features_by_label(lmap, where, task, label, consistency, support)
     if hits:
         status = f"{len(hits)} feature(s); the {SHOWN} most consistent are listed."
@@ -123,16 +125,6 @@ def run_label_search(folder: str, layer, task: str, label: str, consistency: flo
             f"{best[0].consistency:.2f} (layer {site_label(best[0].hookpoint)}, feature "
             f"{best[0].feature})." if best else "")
     return label_table(hits[:SHOWN]), status
-
-
-def _number(value, field: str) -> float:
-    """A number from a form or an API caller ("3" counts as 3); the library checks ranges."""
-    if isinstance(value, str):
-        try:
-            return float(value[:40])
-        except ValueError:
-            raise gr.Error(f"{field} must be a number, got {value[:40]!r}") from None
-    return value
 
 
 @friendly("listing the labels")

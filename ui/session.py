@@ -170,7 +170,7 @@ def open_atlas(folder: Path | str) -> LoadedAtlas:
         forget(key)
 
     def load() -> LoadedAtlas:
-        return open_with(folder, model(read_info(folder)["model"]))
+        return open_with(folder, model(read_info(folder).model))
 
     return _get(_atlases, key, load, ATLAS_LIMIT[public.policy().public])
 

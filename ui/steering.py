@@ -11,7 +11,7 @@ import gradio as gr
 from sae_core.activations import layer_of
 from sae_core.atlas.layout import read_info
 from sae_core.explore.names import readable_names
-from sae_core.steer.generation import MAX_NEW_TOKENS
+from sae_core.steer.generation import MAX_NEW_TOKENS, MAX_PROMPT_CHARS
 
 from .errors import friendly
 from .names_view import name_at_layer
@@ -22,9 +22,9 @@ from .steering_inputs import (
     MAX_EXTRA_CHARS,
     MAX_FEATURE,
     MAX_LAYER,
-    MAX_PROMPT_CHARS,
     MAX_RELATED_CHARS,
     MAX_SEED,
+    whole,
 )
 from .steering_judge import compare_panel, connect_judge, score_panel
 from .steering_presets import (
@@ -73,7 +73,7 @@ def feature_name_line(folder: str | None, layer, feature) -> str:
 def _n_layers(folder: str | None) -> int:
     """Layers the atlas covers (last + 1), from atlas.json: no model load to build the tab."""
     try:
-        return 1 + max(layer_of(h) for h in read_info(folder)["hookpoints"])
+        return 1 + max(layer_of(h) for h in read_info(folder).hookpoints)
     except (TypeError, OSError, ValueError, KeyError, IndexError):
         return 30
 
@@ -188,7 +188,7 @@ def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = No
             row = evt.row_value or []
             if len(row) < 2:
                 return gr.Number(), gr.Number()
-            return int(row[0]), int(row[1])
+            return whole(row[0], "layer", 0, MAX_LAYER), whole(row[1], "feature")
 
         found.select(pick, None, [layer, feature], queue=False)
         for control in (picker, layer, feature):

@@ -3,8 +3,6 @@ with its curve, and the two baselines a feature must beat (difference of means, 
 
 from __future__ import annotations
 
-import math
-
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
@@ -16,18 +14,12 @@ from sae_core.steer.dose import DoseCurve, DoseRule
 from sae_core.steer.edits import DirectionSteer, Steering
 from sae_core.steer.effect import make_probe
 from sae_core.steer.finder import SteeringFinding, find_steering
-from sae_core.steer.generation import side_by_side, unsteered
+from sae_core.steer.generation import MAX_PROMPT_CHARS, side_by_side, unsteered
 
 from . import builds, session
 from .errors import friendly, text_arg
 from .sites import hookpoint_at, layer_key, number_key, site_label
-from .steering_inputs import (
-    MAX_CONCEPT_CHARS,
-    MAX_PROMPT_CHARS,
-    MAX_RELATED_CHARS,
-    gen_config,
-    whole,
-)
+from .steering_inputs import MAX_CONCEPT_CHARS, MAX_LAYER, MAX_RELATED_CHARS, gen_config, whole
 from .streaming import stream
 
 COLUMNS = ["layer", "feature", "name", "found because it", "reach %", "effect / cost"]
@@ -42,14 +34,12 @@ prompt then picks the suggestion."""
 
 
 def layer_range(first, last) -> tuple[int, int]:
-    """(first, last) as whole numbers; the library checks the range."""
+    """(first, last) as whole numbers; the library checks that they are in order and in
+    the set."""
     try:
-        out = float(first), float(last)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError("the layer range must be two whole numbers") from None
-    if not all(math.isfinite(x) and x == int(x) for x in out):
-        raise ValueError("the layer range must be two whole numbers")
-    return int(out[0]), int(out[1])
+        return whole(first, "from layer", 0, MAX_LAYER), whole(last, "to layer", 0, MAX_LAYER)
+    except ValueError as err:
+        raise ValueError(f"the layer range must be two whole numbers ({err})") from None
 
 
 def curve_figure(curve: DoseCurve, rule: DoseRule, title: str) -> go.Figure:

@@ -9,19 +9,12 @@ import re
 
 from sae_core.atlas.layout import LoadedAtlas
 from sae_core.steer.edits import FeatureSteer, Steering
-from sae_core.steer.generation import SideBySide, side_by_side
+from sae_core.steer.generation import MAX_PROMPT_CHARS, SideBySide, side_by_side
 
 from . import builds, session
 from .errors import friendly, text_arg
 from .sites import hookpoint_at, site_label
-from .steering_inputs import (
-    MAX_EXTRA_CHARS,
-    MAX_LAYER,
-    MAX_PROMPT_CHARS,
-    gen_config,
-    number,
-    whole,
-)
+from .steering_inputs import MAX_EXTRA_CHARS, MAX_LAYER, gen_config, steering_strength, whole
 from .streaming import stream
 
 ONLY_PLAIN, ONLY_STEERED = "only without steering", "only with steering"
@@ -31,19 +24,23 @@ STEER_WHAT = "Steered and unsteered texts side by side"
 
 def parse_extra(text: str | None) -> list[tuple[int | str, int, float]]:
     """More features as "layer:feature:strength" items separated by commas or spaces; the
-    layer may name a site, "3.mlp" or "3.attn" (ui/sites.py)."""
+    layer may name a site, "3.mlp" or "3.attn" (ui/sites.py). Each number is checked here,
+    at the edge, as the main feature's are."""
     items = []
     for part in re.split(r"[,\s;]+", (text or "").strip()):
         if not part:
             continue
         bits = part.split(":")
         try:
-            layer = int(bits[0]) if bits[0].isdigit() else _site_key(bits[0])
-            feature, strength = int(bits[1]), float(bits[2])
-        except (ValueError, IndexError):
-            raise ValueError(f"could not read {part!r}: write more features as "
+            if len(bits) != 3:
+                raise ValueError("")
+            layer = (whole(bits[0], "layer", 0, MAX_LAYER) if bits[0].isdecimal()
+                     else _site_key(bits[0]))
+            items.append((layer, whole(bits[1], "feature"), steering_strength(bits[2])))
+        except ValueError as err:
+            why = f" ({err})" if str(err) else ""
+            raise ValueError(f"could not read {part[:40]!r}{why}: write more features as "
                              "layer:feature:strength, e.g. 13:90:0.5") from None
-        items.append((layer, feature, strength))
     return items
 
 
@@ -57,7 +54,7 @@ def steering_of(folder: str, layer, feature, strength, mode: str, positions: str
                 extra: str | None) -> tuple[LoadedAtlas, Steering]:
     loaded = session.open_atlas(builds.need_set(folder, STEER_WHAT))
     items = [(whole(layer, "layer", 0, MAX_LAYER), whole(feature, "feature"),
-              number(strength, "strength"))]
+              steering_strength(strength))]
     # a layer number names the residual SAE first (ui/sites.py), as in every tab
     feats = tuple(FeatureSteer(hookpoint_at(list(loaded.saes), lay), f, s, mode)
                   for lay, f, s in items + parse_extra(extra))

@@ -4,7 +4,6 @@ passages where it fires most, and a steering preset written side by side."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -14,7 +13,7 @@ import gradio as gr
 from sae_core.activations import SITES, layer_of, parse_hookpoint
 from sae_core.atlas.layout import LoadedAtlas
 from sae_core.explore.feature_index import has_feature_index
-from sae_core.explore.feature_page import FeaturePage, feature_page
+from sae_core.explore.feature_page import feature_page
 from sae_core.explore.live import LiveView, live_view
 from sae_core.steer.presets import read_presets
 
@@ -23,25 +22,19 @@ from .errors import friendly
 from .steering import STEER_CONCURRENCY, SteeringTab
 from .steering_presets import controls_of
 from .steering_write import DIFF_COLORS, stream_steering
-from .tour_text import INTRO, NO_PRESET, STEER_INTRO, numbers_markdown, words_markdown
+from .tour_text import (
+    INTRO,
+    NO_PRESET,
+    STEER_INTRO,
+    DepthFeature,
+    numbers_markdown,
+    words_markdown,
+)
 
 SENTENCE = "Marie Curie moved to Paris in 1891 to study physics and chemistry."
 WORD = "Paris"
 N_DEPTHS = 4
 """Layers shown, spread from early to late."""
-
-
-@dataclass(frozen=True)
-class DepthFeature:
-    """The strongest feature on the word at one layer."""
-
-    layer: int
-    feature: int
-    """-1 when no feature fires there (or the token is a massive activation)."""
-    activation: float
-    page: FeaturePage | None
-    """Its page from the feature index; None without an index or a feature."""
-    hookpoint: str = ""
 
 
 class TourTab(NamedTuple):

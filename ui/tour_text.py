@@ -1,8 +1,10 @@
-"""The Tour tab's words: the plain introduction and the example as Markdown (no Gradio)."""
+"""The Tour tab's words: the plain introduction and the example as Markdown (no Gradio),
+and the example's record of one depth (`DepthFeature`, which ui/tour.py fills)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .layer_map_view import TASK_NAMES
@@ -10,8 +12,6 @@ from .sites import site_label
 
 if TYPE_CHECKING:
     from sae_core.explore.feature_page import FeaturePage, LabelInfo, Snippet
-
-    from .tour import DepthFeature
 
 INTRO = """## Welcome: a tour in one click
 A language model reads text one word (or piece of a word) at a time. For every word it
@@ -37,6 +37,19 @@ NO_FEATURE = ("no feature fires on this word here (the first word of a text and 
 NO_INDEX = ("this SAE set has no feature index yet, so we cannot show where it fires (the "
             "Features tab can build it).")
 N_SNIPPETS = 3
+
+
+@dataclass(frozen=True)
+class DepthFeature:
+    """The strongest feature on the word at one layer."""
+
+    layer: int
+    feature: int
+    """-1 when no feature fires there (or the token is a massive activation)."""
+    activation: float
+    page: FeaturePage | None
+    """Its page from the feature index; None without an index or a feature."""
+    hookpoint: str = ""
 
 
 def md_escape(text: str) -> str:

@@ -3,13 +3,12 @@ trains it with the progress panel above the tabs, and the set joins the picker w
 
 from __future__ import annotations
 
-import math
-
 import gradio as gr
 
 from sae_core.activations import SITES
 from sae_core.atlas.layout import ATLAS_ROOT, is_built
-from sae_core.config import BuildConfig, TrainConfig
+from sae_core.config import TRAIN_FORM_LIMITS, BuildConfig, TrainConfig
+from sae_core.errors import check_whole
 from sae_core.hub.pretrained_atlas import atlas_folder
 from sae_core.hub.registry import slug
 from sae_core.jobs.stages import BuildJob
@@ -23,16 +22,9 @@ SITE_CHOICES = [("Residual stream", "resid"), ("MLP output", "mlp"),
                 ("Attention output", "attn")]
 MAX_NAME_CHARS, MAX_MODEL_CHARS = 100, 200
 """Longest set name and model id or folder."""
-
-
-def _whole(value, name: str, low: int, high: int) -> int:
-    try:
-        number = float(value) if value is not None else math.nan
-    except (TypeError, ValueError, OverflowError):
-        number = math.nan
-    if not math.isfinite(number) or number != int(number) or not low <= number <= high:
-        raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value}")
-    return int(number)
+FIELDS = {"expansion": "width (x d_model)", "k": "k", "max_tokens": "token budget"}
+"""The TrainConfig fields the form asks for, by the words it shows; their bounds are the
+library's `TRAIN_FORM_LIMITS` and their defaults `TrainConfig`'s."""
 
 
 def parse_layers(text: str | None) -> tuple[int, ...] | None:
@@ -43,9 +35,10 @@ def parse_layers(text: str | None) -> tuple[int, ...] | None:
     if len(text) > MAX_LAYERS_TEXT:
         raise ValueError("too many layers listed; write \"all\" for every layer")
     parts = [p for p in text.replace(" ", ",").split(",") if p]
-    if not all(p.isdigit() for p in parts):
-        raise ValueError(f"layers must be \"all\" or numbers like 0,5,12; got {text!r}")
-    return tuple(sorted({int(p) for p in parts}))
+    try:
+        return tuple(sorted({check_whole(p, "layer", 0, from_text=True) for p in parts}))
+    except ValueError:
+        raise ValueError(f"layers must be \"all\" or numbers like 0,5,12; got {text!r}") from None
 
 
 def parse_sites(chosen) -> tuple[str, ...]:
@@ -70,9 +63,9 @@ def train_job(name: str, model: str, layers: str, expansion, k, max_tokens,
         raise ValueError(f"a set called {name!r} exists already; pick another name")
     data = BuildConfig(model=(model or "").strip() or EMBEDDED, layers=parse_layers(layers),
                        site=parse_sites(sites))
-    cfg = TrainConfig(expansion=_whole(expansion, "width (x d_model)", 1, 64),
-                      k=_whole(k, "k", 1, 512),
-                      max_tokens=_whole(max_tokens, "token budget", 4_096, 10_000_000))
+    asked = dict(zip(FIELDS, (expansion, k, max_tokens), strict=True))
+    cfg = TrainConfig(**{f: TRAIN_FORM_LIMITS[f].check(asked[f], FIELDS[f], from_text=True)
+                         for f in FIELDS})
     return BuildJob(folder, data, cfg, parts=("SAEs",))
 
 
@@ -82,6 +75,13 @@ def start_training(name, model, layers, expansion, k, max_tokens, sites=("resid"
     builds.start(job)
     return (f"Training `{job.folder.name}` in the background (progress above the tabs); "
             "it joins the SAE set picker when done."), gr.Timer(active=True)
+
+
+def _number_box(field: str, label: str) -> gr.Number:
+    """A number box for a TrainConfig field: its default, and the bounds a visitor may ask."""
+    limit = TRAIN_FORM_LIMITS[field]
+    return gr.Number(getattr(TrainConfig(), field), precision=0, minimum=limit.lo,
+                     maximum=limit.hi, label=label)
 
 
 def build_train_panel(timer: gr.Timer) -> None:
@@ -97,11 +97,9 @@ def build_train_panel(timer: gr.Timer) -> None:
         layers = gr.Textbox("all", label="Layers (\"all\" or e.g. 0,5,12)",
                             max_length=MAX_LAYERS_TEXT)
     with gr.Row():
-        expansion = gr.Number(8, precision=0, minimum=1, maximum=64, label="Width (x d_model)")
-        k = gr.Number(32, precision=0, minimum=1, maximum=512,
-                      label="k (active features per token)")
-        budget = gr.Number(307_200, precision=0, minimum=4_096, maximum=10_000_000,
-                           label="Token budget (LM tokens)")
+        expansion = _number_box("expansion", "Width (x d_model)")
+        k = _number_box("k", "k (active features per token)")
+        budget = _number_box("max_tokens", "Token budget (LM tokens)")
         sites = gr.CheckboxGroup(SITE_CHOICES, value=["resid"], label="Where the SAEs read")
     train = gr.Button("Train", variant="primary")
     status = gr.Markdown()

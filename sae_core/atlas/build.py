@@ -7,12 +7,11 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from ..atomic import write_json
 from ..config import BuildConfig, RunConfig, TrainConfig
 from ..corpus import load_texts, split_ids, token_windows
 from ..lm import LM, load_lm
@@ -27,22 +26,28 @@ from ..train.loop import train_saes
 from ..train.ranks import Ranks, from_environment, rank_device
 from ..train.trainer import MultiTrainer
 from .evaluate import evaluate_atlas
-from .fingerprint import digest_of, sae_file_digests
-from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, INFO_FILE, METRICS_FILE, forget_reads, is_built
-from .writing import AtlasBusy, atlas_lock, recover_swap, staging_dir, swap_in
+from .info import AtlasInfo
+from .layout import CHECKPOINT_DIR, DEFAULT_ATLAS, forget_reads, is_built
+from .writing import AtlasBusy, atlas_lock, recover_swap, staging_dir, swap_in, write_atlas
 
-AfterTraining = Callable[[Path, LM, dict[str, Sae], dict[str, float], dict, Report | None],
+AfterTraining = Callable[[Path, LM, dict[str, Sae], dict[str, float], AtlasInfo,
+                          Report | None],
                          dict[str, RunningFvu]]
 """(staging folder, LM, trained SAEs, medians, atlas.json so far, report) -> held-out
 reconstruction: what the build reads from its SAEs besides CE (explore/one_pass.py)."""
 
 
-def _save_saes(trainer: MultiTrainer, out: Path) -> None:
+def _final_saes(trainer: MultiTrainer) -> dict[str, Sae]:
+    """The SAEs as saved, each with what a reader needs of its training in its metadata."""
+    out = {}
     for h, state in trainer.layers.items():
-        state.trainer.final_sae().save(out / h, extra_metadata={
+        sae = state.trainer.final_sae()
+        sae.metadata = sae.metadata | {
             "median_norm": state.median_norm, "n_tokens": state.trainer.n_tokens,
             "n_dropped": state.n_dropped, "outlier_factor": trainer.cfg.outlier_factor,
-        })
+        }
+        out[h] = sae
+    return out
 
 
 def _batch_report(report: Report | None, batch_tokens: int):
@@ -124,30 +129,27 @@ def _build_in(staging: Path, lm: LM, hookpoints: list[str], data: BuildConfig,
     if not ranks.is_main:
         return  # rank 0 evaluates and writes
     train_s = time.perf_counter() - t0
-    _save_saes(trainer, staging)
     n_tokens = trainer.step_no * batch_tokens
-    sae_files = sae_file_digests(staging, hookpoints)
-    info = {
-        "model": lm.name, "corpus": data.corpus, "seq_len": data.seq_len,
-        "train_cfg": asdict(cfg), "hookpoints": hookpoints, "train_windows": len(train_w),
-        "heldout_windows": data.held_out, "heldout_ids": test_ids.tolist(),
-        "lm_tokens": n_tokens, "train_seconds": train_s, "train_tok_s": n_tokens / train_s,
-        "torch_threads": torch.get_num_threads(), "bf16_used": use_bf16(cfg.bf16, lm.device),
-        "device": lm.device.type, "ranks": ranks.world,
-        "parallel": ranks.describe().get("parallel"),
-        "sae_files": sae_files, "sae_fingerprint": digest_of(sae_files), **control,
-    }
-    saes = trainer.saes()
-    medians = {h: s.median_norm for h, s in trainer.layers.items()}
-    recon = after(staging, lm, saes, medians, info, report) if after else None
-    metrics = evaluate_atlas(lm, saes, medians, test_w, outlier_factor=cfg.outlier_factor,
-                             ce_windows=data.ce_windows, report=report, recon=recon)
-    for h, state in trainer.layers.items():
-        metrics[h] |= {
-            "dead_frac_train": state.trainer.dead_fraction(),
-            "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
-        }
-    info["total_seconds"] = time.perf_counter() - t0
-    write_json(staging / METRICS_FILE, metrics)
-    write_json(staging / INFO_FILE, info)  # last: it marks a finished atlas
+    info = AtlasInfo(
+        model=lm.name, corpus=data.corpus, seq_len=data.seq_len, train_cfg=asdict(cfg),
+        train_windows=len(train_w), heldout_windows=data.held_out,
+        heldout_ids=tuple(test_ids.tolist()), lm_tokens=n_tokens, train_seconds=train_s,
+        train_tok_s=n_tokens / train_s, torch_threads=torch.get_num_threads(),
+        bf16_used=use_bf16(cfg.bf16, lm.device), device=lm.device.type, ranks=ranks.world,
+        parallel=ranks.describe().get("parallel"), **control)
+
+    def measure(info: AtlasInfo) -> tuple[dict[str, dict], AtlasInfo]:
+        saes = trainer.saes()
+        medians = {h: s.median_norm for h, s in trainer.layers.items()}
+        recon = after(staging, lm, saes, medians, info, report) if after else None
+        metrics = evaluate_atlas(lm, saes, medians, test_w, outlier_factor=cfg.outlier_factor,
+                                 ce_windows=data.ce_windows, report=report, recon=recon)
+        for h, state in trainer.layers.items():
+            metrics[h] |= {
+                "dead_frac_train": state.trainer.dead_fraction(),
+                "train_tokens": state.trainer.n_tokens, "dropped_tokens": state.n_dropped,
+            }
+        return metrics, replace(info, total_seconds=time.perf_counter() - t0)
+
+    write_atlas(staging, _final_saes(trainer), info, measure)
     shutil.rmtree(staging / CHECKPOINT_DIR)  # finished: the resumable state is not needed

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..atomic import CorruptFile
 from ..sae import CONFIG_FILE, WEIGHTS_FILE
+from .info import AtlasInfo
 
 SAE_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 CHUNK = 1 << 20
@@ -59,12 +60,12 @@ def digest_of(files: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
-def sae_fingerprint(folder: Path | str, info: dict) -> str:
+def sae_fingerprint(folder: Path | str, info: AtlasInfo) -> str:
     """The fingerprint of the SAEs in an atlas folder (`info`: its atlas.json). When the
     build recorded the files' digests, each must still match: CorruptFile names the first
     that does not."""
-    files = sae_file_digests(folder, info["hookpoints"])
-    recorded = info.get("sae_files")
+    files = sae_file_digests(folder, info.hookpoints)
+    recorded = info.sae_files
     if recorded:
         for rel, sha in files.items():
             if recorded.get(rel) != sha:

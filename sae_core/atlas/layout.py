@@ -1,12 +1,16 @@
-"""The on-disk layout of an atlas, and an atlas loaded in memory.
+"""The on-disk layout of an atlas (every file name of an atlas folder is here), and an
+atlas loaded in memory.
 
 checkpoints/atlas/<name>/
-  atlas.json           model, corpus, training config, held-out window ids, the SAE files'
-                       digests and fingerprint, tokens, timings (`read_info`)
+  atlas.json           the record (info.py): model, corpus, training config, held-out
+                       window ids, the SAE files' digests and fingerprint, tokens, timings
   metrics.json         per hookpoint: FVU, L0, dead latents, CE loss recovered
-  layers.N/            cfg.json + sae_weights.safetensors (SAELens layout)
-  labels.*, layer_map.*  the layer map (explore/layermap.py)
-  features/            the feature index (explore/feature_index.py)
+  layers.N/            cfg.json + sae_weights.safetensors (SAELens layout, saelens.py)
+  labels.*             spaCy labels of the corpus (explore/labels.py; kept across rebuilds)
+  layer_map.*          the layer map (explore/layermap.py)
+  probing.*, names.*, lineage.*   the rest of the layer evidence (explore/evidence.py)
+  features/            the feature index: index.json, tokens.safetensors and one
+                       <hookpoint>.safetensors per SAE (explore/feature_index.py)
   presets.json         steering presets resolved for these SAEs (steer/presets.py)
 checkpoints/atlas/.<name>.building/   a build in progress, with _checkpoint/ (the resumable
                        training state); swapped in whole when finished (writing.py)
@@ -20,12 +24,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
-from ..activations import outlier_factor_of
 from ..atomic import read_json
 from ..corpus import split_ids
 from ..lm import LM
@@ -33,15 +36,42 @@ from ..model_controls import lm_for_atlas
 from ..norms import medians_of
 from ..sae import Sae
 from .fingerprint import sae_fingerprint
+from .info import AtlasInfo, info_from_json
 
 ATLAS_ROOT = Path("checkpoints/atlas")
 DEFAULT_ATLAS = ATLAS_ROOT / "default"
 INFO_FILE = "atlas.json"
 METRICS_FILE = "metrics.json"
 PRESETS_FILE = "presets.json"
-"""Steering presets resolved for this atlas (sae_core/steer/presets.py)."""
+LABELS_STEM = "labels"
+LAYER_MAP_FILE = "layer_map.safetensors"
+"""With layer_map.json, written last (a derived product's .json is its stamp: read_derived)."""
+PROBING_FILE = "probing.json"
+NAMES_FILE = "names.safetensors"
+LINEAGE_FILE = "lineage.safetensors"
+INDEX_DIR = "features"
+INDEX_META_FILE = "index.json"
+INDEX_TOKENS_FILE = "tokens.safetensors"
 CHECKPOINT_DIR = "_checkpoint"
 T = TypeVar("T")
+
+
+class StoredAtlas(NamedTuple):
+    """An atlas as read from its folder (load_atlas), before any model runs it."""
+
+    info: AtlasInfo
+    metrics: dict[str, dict]
+    saes: dict[str, Sae]
+    fingerprint: str
+    """Of the SAE files read (fingerprint.py), checked against atlas.json's digests."""
+
+
+def index_dir(folder: Path | str) -> Path:
+    return Path(folder) / INDEX_DIR
+
+
+def index_layer_file(folder: Path | str, hookpoint: str) -> Path:
+    return index_dir(folder) / f"{hookpoint}.safetensors"
 
 
 def is_built(folder: Path | str) -> bool:
@@ -49,25 +79,26 @@ def is_built(folder: Path | str) -> bool:
     return (folder / INFO_FILE).exists() and (folder / METRICS_FILE).exists()
 
 
-def read_info(folder: Path | str) -> dict:
-    """atlas.json of a folder; FileNotFoundError when it has none."""
+def read_info(folder: Path | str) -> AtlasInfo:
+    """The atlas.json of a folder (info.py); FileNotFoundError when it has none, CorruptFile
+    when it is damaged, UnknownVersion when it is of a newer format."""
     path = Path(folder) / INFO_FILE
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not a finished atlas (no {INFO_FILE})")
-    return read_json(path)
+    return info_from_json(read_json(path), str(path))
 
 
-def heldout_ids(info: dict, windows_WL: Tensor) -> Tensor:
+def heldout_ids(info: AtlasInfo, windows_WL: Tensor) -> Tensor:
     """The ids of the atlas's held-out windows among `windows_WL` (the corpus cut as it was
     at build time): those atlas.json stores, or for older atlases the build's seeded draw.
     ValueError when the corpus no longer cuts into the windows it was built from."""
-    n = info.get("train_windows", 0) + info["heldout_windows"]
-    if "train_windows" in info and len(windows_WL) != n:
+    n = (info.train_windows or 0) + info.heldout_windows
+    if info.train_windows is not None and len(windows_WL) != n:
         raise ValueError(f"the corpus now gives {len(windows_WL)} windows, the atlas was built "
                          f"on {n}: it changed since, so its held-out windows are unknown")
-    if "heldout_ids" in info:
-        return torch.tensor(info["heldout_ids"], dtype=torch.long)  # cpu: rows of CPU windows
-    return split_ids(len(windows_WL), info["heldout_windows"])[1]
+    if info.heldout_ids is not None:
+        return torch.tensor(info.heldout_ids, dtype=torch.long)  # cpu: rows of CPU windows
+    return split_ids(len(windows_WL), info.heldout_windows)[1]
 
 
 def read_metrics(folder: Path | str) -> dict[str, dict]:
@@ -105,19 +136,21 @@ def current_fingerprint(folder: Path | str) -> str:
     return sae_fingerprint(folder, read_info(folder))
 
 
-def read_derived(folder: Path | str | None, file: str, load: Callable[[Path], T]
-                 ) -> T | None:
+def read_derived(folder: Path | str | None, file: str, load: Callable[[Path], T],
+                 fingerprint: str | None = None) -> T | None:
     """A product derived from an atlas's SAEs (layer map, probing, names, lineage) in
     `folder / file`, read by `load` once per version of its .json (written last); None when
     it was never built or was computed from other SAEs than the folder's (stale: its
-    `sae_fingerprint` differs); CorruptFile when a file of it is damaged."""
+    `sae_fingerprint` differs); CorruptFile when a file of it is damaged. `fingerprint`:
+    the SAEs' as this request already checked it (LoadedAtlas.fingerprint), else checked
+    here."""
     if not folder:
         return None
     path = Path(folder) / file
     if not path.with_suffix(".json").exists():
         return None
     value = read_once(path.with_suffix(".json"), lambda: load(path))
-    return value if value.sae_fingerprint == current_fingerprint(folder) else None
+    return value if value.sae_fingerprint == (fingerprint or current_fingerprint(folder)) else None
 
 
 def forget_reads(folder: Path | str) -> None:
@@ -134,21 +167,13 @@ def list_atlases(root: Path = ATLAS_ROOT) -> list[str]:
                   if not p.name.startswith(".") and is_built(p))  # not builds in progress
 
 
-def _recipe(info: dict) -> tuple:
-    """What two atlases share when they differ only in the model's control and the SAEs'
-    seed: the real model, the corpus and its windows, the training settings but the seed."""
-    cfg = {k: v for k, v in info.get("train_cfg", {}).items() if k != "seed"}
-    return (info.get("control_of", info.get("model")), info.get("corpus"),
-            info.get("seq_len"), info.get("heldout_ids"), sorted(cfg.items(), key=str))
-
-
-def _twins(folder: Path | str) -> list[tuple[Path, dict]]:
+def _twins(folder: Path | str) -> list[tuple[Path, AtlasInfo]]:
     """(folder, atlas.json) of the finished atlases next to `folder` (itself included) built
-    with its recipe, by name."""
+    with its recipe (AtlasInfo.recipe), by name."""
     folder = Path(folder)
-    recipe = _recipe(read_info(folder))
+    recipe = read_info(folder).recipe()
     infos = [(Path(p), read_info(p)) for p in list_atlases(folder.parent)]
-    return [(p, i) for p, i in infos if _recipe(i) == recipe]
+    return [(p, i) for p, i in infos if i.recipe() == recipe]
 
 
 def control_atlases(folder: Path | str) -> dict[str, Path]:
@@ -156,12 +181,10 @@ def control_atlases(folder: Path | str) -> dict[str, Path]:
     "random-init", "shuffled": model_controls.py): atlases next to it with the same recipe
     (`_recipe`) and another control; of several, the one with the same training seed."""
     own = read_info(folder)
-    kind, seed = own.get("control", "none"), own["train_cfg"].get("seed", 0)
     out: dict[str, Path] = {}
     for path, info in _twins(folder):
-        other = info.get("control", "none")
-        if other != kind and (other not in out or info["train_cfg"].get("seed", 0) == seed):
-            out[other] = path
+        if info.control != own.control and (info.control not in out or info.seed == own.seed):
+            out[info.control] = path
     return out
 
 
@@ -170,23 +193,23 @@ def seed_atlases(folder: Path | str) -> dict[int, Path]:
     one among them: the SAEs of another seed of the same layers (their hookpoints may be a
     subset); of several per seed, this one, else the first by name."""
     own = read_info(folder)
-    kind = own.get("control", "none")
-    out = {own["train_cfg"].get("seed", 0): Path(folder)}
+    out = {own.seed: Path(folder)}
     for path, info in _twins(folder):
-        if info.get("control", "none") == kind:
-            out.setdefault(info["train_cfg"].get("seed", 0), path)
+        if info.control == own.control:
+            out.setdefault(info.seed, path)
     return out
 
 
-def load_atlas(folder: Path) -> tuple[dict, dict[str, dict], dict[str, Sae]]:
-    """(atlas info, metrics per hookpoint, SAEs per hookpoint) of a finished build; the SAE
-    files are checked against the digests the build recorded (CorruptFile otherwise)."""
+def load_atlas(folder: Path) -> StoredAtlas:
+    """A finished atlas's record, metrics and SAEs; the SAE files are checked against the
+    digests the build recorded (CorruptFile otherwise), once: the fingerprint it returns is
+    what every product read with them is keyed by."""
     if not is_built(folder):
         raise FileNotFoundError(f"{folder} is not a finished atlas (no atlas.json/metrics.json)")
     info = read_info(folder)
-    sae_fingerprint(folder, info)
-    saes = {h: Sae.load(Path(folder) / h) for h in info["hookpoints"]}
-    return info, read_metrics(folder), saes
+    fingerprint = sae_fingerprint(folder, info)
+    saes = {h: Sae.load(Path(folder) / h) for h in info.hookpoints}
+    return StoredAtlas(info, read_metrics(folder), saes, fingerprint)
 
 
 def check_fits(saes: dict[str, Sae], lm: LM) -> None:
@@ -219,7 +242,7 @@ class LoadedAtlas:
     read. The app keeps one per folder (ui/session.py)."""
 
     folder: Path
-    info: dict
+    info: AtlasInfo
     """atlas.json: model, corpus, hookpoints, training config."""
     metrics: dict[str, dict]
     """metrics.json: per hookpoint FVU, L0, dead latents, CE loss recovered."""
@@ -239,17 +262,17 @@ class LoadedAtlas:
 
     @property
     def outlier_factor(self) -> float:
-        return outlier_factor_of(self.info)
+        return self.info.outlier_factor
 
     @property
     def corpus(self) -> str:
-        return self.info.get("corpus", "default")
+        return self.info.corpus
 
 
 def open_with(folder: Path | str, lm: LM) -> LoadedAtlas:
     """A finished atlas read from disk, checked against the model it runs on; its SAEs on
     the model's device."""
-    info, metrics, saes = load_atlas(Path(folder))
-    lm = lm_for_atlas(lm, info)
+    info, metrics, saes, fingerprint = load_atlas(Path(folder))
+    lm = lm_for_atlas(lm, info.control, info.control_seed)
     fit_to(saes, lm)
-    return LoadedAtlas(Path(folder), info, metrics, saes, lm, sae_fingerprint(folder, info))
+    return LoadedAtlas(Path(folder), info, metrics, saes, lm, fingerprint)

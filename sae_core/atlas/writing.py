@@ -6,6 +6,8 @@
   (its checkpoint lives there too) and swaps the finished folder in whole (`swap_in`), so a
   crash, a full disk or a refused resume leaves the previous atlas as it was. Its layer map,
   feature index and presets go with it: they were computed from the old SAEs.
+- Every producer of an atlas (a build, a pretrained set) writes its files with `write_atlas`:
+  SAEs, metrics.json, then atlas.json last, which marks the folder finished.
 """
 
 from __future__ import annotations
@@ -13,13 +15,18 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from ..atomic import orphaned_temporaries
+from ..atomic import orphaned_temporaries, write_json
+from ..sae import Sae
+from .fingerprint import digest_of, sae_file_digests
+from .info import AtlasInfo, info_json
+from .layout import INFO_FILE, LABELS_STEM, METRICS_FILE
 
-CARRIED = ("labels.safetensors", "labels.json")
+CARRIED = (f"{LABELS_STEM}.safetensors", f"{LABELS_STEM}.json")
 """Files that depend on the corpus and tokenizer only, not the SAEs: kept across a rebuild."""
 
 
@@ -85,3 +92,19 @@ def swap_in(new: Path, out: Path) -> None:
             if (old / name).exists() and not (out / name).exists():
                 os.rename(old / name, out / name)
         shutil.rmtree(old)
+
+
+def write_atlas(folder: Path, saes: dict[str, Sae], info: AtlasInfo,
+                measure: Callable[[AtlasInfo], tuple[dict[str, dict], AtlasInfo]]) -> AtlasInfo:
+    """Write an atlas into `folder` (a staging folder the caller swaps in): each SAE with its
+    metadata, then `measure(record)`, given the record that names the SAEs and their files'
+    digests, returns the metrics per hookpoint and the final record; metrics.json, then
+    atlas.json last (it marks a finished atlas). Returns the record written."""
+    for h, sae in saes.items():
+        sae.save(Path(folder) / h)
+    files = sae_file_digests(folder, list(saes))
+    metrics, info = measure(replace(info, hookpoints=tuple(saes), sae_files=files,
+                                    sae_fingerprint=digest_of(files)))
+    write_json(Path(folder) / METRICS_FILE, metrics)
+    write_json(Path(folder) / INFO_FILE, info_json(info))
+    return info

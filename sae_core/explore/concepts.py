@@ -24,12 +24,12 @@ from safetensors import safe_open
 from torch import Tensor
 
 from ..activations import layer_of
-from ..atlas.layout import LoadedAtlas
+from ..atlas.layout import INDEX_TOKENS_FILE, LoadedAtlas, index_dir, index_layer_file
 from ..corpus import bos_id
 from ..encode import LayerCodes, decoder_norms, dense, encode_batch
 from ..errors import BadInput, check_layer_range, check_text, check_whole
 from ..norms import typical_norms
-from .feature_index import TOKENS_FILE, has_feature_index, index_dir, layer_file
+from .feature_index import has_feature_index
 from .layermap import read_layer_map
 
 TEMPLATES = (
@@ -161,12 +161,12 @@ def _label(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str:
 def _index_snippet(loaded: LoadedAtlas, hookpoint: str, feature: int) -> str | None:
     """The feature's top context from the atlas's feature index, if one was built."""
     folder = loaded.folder
-    if not has_feature_index(folder) or not layer_file(folder, hookpoint).exists():
+    if not has_feature_index(folder) or not index_layer_file(folder, hookpoint).exists():
         return None
     try:
-        with safe_open(str(layer_file(folder, hookpoint)), "pt") as f:
+        with safe_open(str(index_layer_file(folder, hookpoint)), "pt") as f:
             tok = int(f.get_slice("top_tok")[feature : feature + 1, 0:1].item())
-        with safe_open(str(index_dir(folder) / TOKENS_FILE), "pt") as f:
+        with safe_open(str(index_dir(folder) / INDEX_TOKENS_FILE), "pt") as f:
             seq_len = f.get_slice("tokens").get_shape()[1]
             w, pos = divmod(tok, seq_len)
             row = f.get_slice("tokens")[w : w + 1, :][0] if tok >= 0 else None

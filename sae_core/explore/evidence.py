@@ -15,15 +15,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
+from ..atlas.layout import LAYER_MAP_FILE, LINEAGE_FILE, NAMES_FILE, PROBING_FILE
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile
 from ..lm import LM
 from ..progress import Report
 from .firings import LabelledPass, labelled_pass
-from .layermap import LAYER_MAP_FILE, centres_of, counts_from_firings, read_layer_map
-from .lineage import LINEAGE_FILE, compute_lineage, read_lineage
-from .names import NAMES_FILE, compute_names, read_names
-from .probing import PROBING_FILE, probe_unseen, read_probing
+from .layermap import centres_of, counts_from_firings, read_layer_map
+from .lineage import compute_lineage, read_lineage
+from .names import compute_names, read_names
+from .probing import probe_unseen, read_probing
 
 log = logging.getLogger(__name__)
 

@@ -40,9 +40,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..activations import outlier_factor_of
-from ..atlas.fingerprint import file_sha256, sae_fingerprint
-from ..atlas.layout import current_fingerprint, fit_to, heldout_ids, load_atlas
+from ..atlas.fingerprint import file_sha256
+from ..atlas.info import AtlasInfo
+from ..atlas.layout import (
+    INDEX_META_FILE,
+    INDEX_TOKENS_FILE,
+    current_fingerprint,
+    fit_to,
+    heldout_ids,
+    index_dir,
+    index_layer_file,
+    load_atlas,
+)
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, read_json, save_tensors, write_json
 from ..corpus import load_texts, token_windows
@@ -56,9 +65,6 @@ from .feature_stats import IndexConfig, index_layer
 from .firings import LABEL_DOC_STRIDE
 
 log = logging.getLogger(__name__)
-INDEX_DIR = "features"
-META_FILE = "index.json"
-TOKENS_FILE = "tokens.safetensors"
 
 
 def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int,
@@ -80,13 +86,13 @@ def index_windows(windows_WL: Tensor, heldout_ids: Tensor, max_tokens: int,
     return torch.cat([test, labelled, extra]), source
 
 
-def atlas_index_windows(lm: LM, texts: list[str], info: dict, max_tokens: int
+def atlas_index_windows(lm: LM, texts: list[str], info: AtlasInfo, max_tokens: int
                         ) -> tuple[Tensor, Tensor, dict]:
     """(the windows to index, all the labelled windows, where the first come from) for an
     atlas (`info`: its atlas.json) over its corpus `texts`: what this index and the pass
     after training (one_pass.py) both read."""
-    windows = token_windows(lm.tokenizer, texts, info["seq_len"])
-    labelled = token_windows(lm.tokenizer, texts[::LABEL_DOC_STRIDE], info["seq_len"])
+    windows = token_windows(lm.tokenizer, texts, info.seq_len)
+    labelled = token_windows(lm.tokenizer, texts[::LABEL_DOC_STRIDE], info.seq_len)
     chosen, source = index_windows(windows, heldout_ids(info, windows), max_tokens, labelled)
     return chosen, labelled, source
 
@@ -126,29 +132,22 @@ def collect_codes(
     return codes.result()
 
 
-def index_dir(folder: Path) -> Path:
-    return Path(folder) / INDEX_DIR
-
-
-def layer_file(folder: Path, hookpoint: str) -> Path:
-    return index_dir(folder) / f"{hookpoint}.safetensors"
-
-
 def read_index_meta(folder: Path) -> dict:
     """index.json of an atlas's feature index: settings, sources, tokens per layer."""
-    return read_json(index_dir(folder) / META_FILE)
+    return read_json(index_dir(folder) / INDEX_META_FILE)
 
 
-def has_feature_index(folder: Path) -> bool:
+def has_feature_index(folder: Path, fingerprint: str | None = None) -> bool:
     """Whether a whole feature index of the folder's current SAEs is on disk: index.json
     (written last) names the SAEs' fingerprint and each file's digest. A stale or damaged
-    index counts as missing (damage is logged), so it is rebuilt, never read."""
+    index counts as missing (damage is logged), so it is rebuilt, never read.
+    `fingerprint`: the SAEs' as this request already checked it, else checked here."""
     folder = Path(folder)
-    if not (index_dir(folder) / META_FILE).exists():
+    if not (index_dir(folder) / INDEX_META_FILE).exists():
         return False
     try:
         meta = read_index_meta(folder)
-        if meta.get("sae_fingerprint") != current_fingerprint(folder):
+        if meta.get("sae_fingerprint") != (fingerprint or current_fingerprint(folder)):
             return False
         for rel, sha in meta["files"].items():
             if file_sha256(index_dir(folder) / rel) != sha:
@@ -183,23 +182,23 @@ def write_feature_index(
     after training: explore/one_pass.py); returns index.json."""
     t0 = time.perf_counter()
     folder = index_dir(out)
-    (folder / META_FILE).unlink(missing_ok=True)  # written last: marks a finished index
-    save_tensors(folder / TOKENS_FILE, {"tokens": windows_WL.int()})
+    (folder / INDEX_META_FILE).unlink(missing_ok=True)  # written last: marks a finished index
+    save_tensors(folder / INDEX_TOKENS_FILE, {"tokens": windows_WL.int()})
     seq_len = windows_WL.shape[1]
     layers = {}
     for h, (vals, idx, n_kept) in codes.items():
         tensors = index_layer(vals, idx, saes[h].cfg.d_sae, seq_len, cfg)
-        save_tensors(layer_file(out, h), tensors)
+        save_tensors(index_layer_file(out, h), tensors)
         n_ctx = tensors["n_ctx"]
         layers[h] = {"tokens": n_kept, "dead": int((tensors["n_fire"] == 0).sum()),
                      "with_top_n": int((n_ctx >= cfg.top_n).sum()),
                      "with_20": int((n_ctx >= 20).sum())}
-    files = [TOKENS_FILE, *(layer_file(out, h).name for h in codes)]
+    files = [INDEX_TOKENS_FILE, *(index_layer_file(out, h).name for h in codes)]
     meta = {"cfg": asdict(cfg), "seq_len": seq_len, "windows": len(windows_WL),
             "source": source or {}, "pass_seconds": pass_s,
             "seconds": pass_s + time.perf_counter() - t0, "layers": layers,
             "sae_fingerprint": fingerprint, "files": {f: file_sha256(folder / f) for f in files}}
-    write_json(folder / META_FILE, meta)
+    write_json(folder / INDEX_META_FILE, meta)
     return read_index_meta(out)
 
 
@@ -211,12 +210,12 @@ def ensure_feature_index(folder: Path, *, lm: LM | None = None, report: Report |
     folder = Path(folder)
     if has_feature_index(folder):
         return read_index_meta(folder)
-    info, _, saes = load_atlas(folder)
-    lm = lm_for_atlas(lm or load_named(info["model"]), info)
+    info, _, saes, fingerprint = load_atlas(folder)
+    lm = lm_for_atlas(lm or load_named(info.model), info.control, info.control_seed)
     fit_to(saes, lm)
-    chosen, _, source = atlas_index_windows(lm, load_texts(info["corpus"]), info,
+    chosen, _, source = atlas_index_windows(lm, load_texts(info.corpus), info,
                                             cfg.max_tokens)
     with atlas_lock(folder):
         return build_feature_index(
             lm, saes, medians_of(saes), chosen, folder, cfg=cfg, source=source, report=report,
-            outlier_factor=outlier_factor_of(info), fingerprint=sae_fingerprint(folder, info))
+            outlier_factor=info.outlier_factor, fingerprint=fingerprint)

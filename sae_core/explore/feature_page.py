@@ -15,17 +15,17 @@ import torch
 from safetensors import safe_open
 
 from ..activations import layer_name
-from ..atlas.layout import LoadedAtlas, read_once
+from ..atlas.layout import (
+    INDEX_META_FILE,
+    INDEX_TOKENS_FILE,
+    LoadedAtlas,
+    index_dir,
+    index_layer_file,
+    read_once,
+)
 from ..atomic import load_tensors
 from ..errors import BadInput, check_whole
-from .feature_index import (
-    META_FILE,
-    TOKENS_FILE,
-    has_feature_index,
-    index_dir,
-    layer_file,
-    read_index_meta,
-)
+from .feature_index import has_feature_index, read_index_meta
 from .feature_stats import IndexConfig, hist_edges
 from .layermap import read_layer_map
 from .logit_lens import logit_lens
@@ -101,7 +101,7 @@ class FeatureIndex:
         self.folder = folder
         self.meta = read_index_meta(folder)
         self.cfg = IndexConfig.from_dict(self.meta["cfg"])
-        self.tokens_WL = load_tensors(index_dir(folder) / TOKENS_FILE)["tokens"]
+        self.tokens_WL = load_tensors(index_dir(folder) / INDEX_TOKENS_FILE)["tokens"]
         self._stats: dict[str, dict[str, torch.Tensor]] = {}
         self._lock = threading.Lock()
 
@@ -112,21 +112,22 @@ class FeatureIndex:
         """`n_fire` and `n_ctx`, (d_sae,) each, for the density plot and random picks."""
         with self._lock:
             if hookpoint not in self._stats:
-                with safe_open(str(layer_file(self.folder, hookpoint)), "pt") as f:
+                with safe_open(str(index_layer_file(self.folder, hookpoint)), "pt") as f:
                     self._stats[hookpoint] = {k: f.get_tensor(k) for k in ("n_fire", "n_ctx")}
             return self._stats[hookpoint]
 
     def row(self, hookpoint: str, feature: int) -> dict[str, torch.Tensor]:
-        with safe_open(str(layer_file(self.folder, hookpoint)), "pt") as f:
+        with safe_open(str(index_layer_file(self.folder, hookpoint)), "pt") as f:
             return {k: f.get_slice(k)[feature] for k in f.keys()}  # noqa: SIM118
 
 
-def open_index(folder: Path | str) -> FeatureIndex:
-    """The folder's feature index, opened once (re-opened if it was rebuilt)."""
+def open_index(folder: Path | str, fingerprint: str | None = None) -> FeatureIndex:
+    """The folder's feature index, opened once (re-opened if it was rebuilt); `fingerprint`
+    as has_feature_index takes it."""
     folder = Path(folder).resolve()
-    if not has_feature_index(folder):
+    if not has_feature_index(folder, fingerprint):
         raise FileNotFoundError(f"{folder} has no feature index yet")
-    return read_once(index_dir(folder) / META_FILE, lambda: FeatureIndex(folder))
+    return read_once(index_dir(folder) / INDEX_META_FILE, lambda: FeatureIndex(folder))
 
 
 def token_pieces(tokenizer, ids: list[int]) -> list[str]:
@@ -171,10 +172,8 @@ def check_ids(loaded: LoadedAtlas, hookpoint: str, feature) -> int:
         raise BadInput("layer", f"{hookpoint!r:.40} is not in this SAE set; its layers are "
                                 f"{layers}")
     d_sae = loaded.saes[hookpoint].cfg.d_sae
-    if isinstance(feature, str) and feature.strip().isdigit() and len(feature) < 20:
-        feature = int(feature)
     try:
-        return check_whole(feature, "feature", 0, d_sae - 1)
+        return check_whole(feature, "feature", 0, d_sae - 1, from_text=True)
     except BadInput:
         raise BadInput("feature", f"feature {feature!r:.40} is out of range: this layer has "
                                   f"features 0..{d_sae - 1} (whole numbers)") from None
@@ -198,7 +197,7 @@ def feature_page(loaded_atlas: LoadedAtlas, hookpoint: str, feature: int) -> Fea
     """The data of one feature's page (the atlas must have a feature index)."""
     loaded = loaded_atlas
     f = check_ids(loaded, hookpoint, feature)
-    index = open_index(loaded.folder)
+    index = open_index(loaded.folder, loaded.fingerprint)
     row = index.row(hookpoint, f)
     tok = loaded.lm.tokenizer
     top = tuple(_snippet(index, tok, int(t), float(v), a)

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..activations import OUTLIER_FACTOR, outlier_factor_of
-from ..atlas.fingerprint import sae_fingerprint
-from ..atlas.layout import fit_to, load_atlas
+from ..activations import OUTLIER_FACTOR
+from ..atlas.info import AtlasInfo
+from ..atlas.layout import LABELS_STEM, fit_to, load_atlas
 from ..corpus import load_texts
 from ..encode import LayerCodes, encode_batch, pad_cat
 from ..lm import LM, load_named
@@ -149,7 +149,7 @@ def _concat(parts: list[LayerFirings]) -> LayerFirings:
 class LabelledPass(NamedTuple):
     """One pass of an atlas's SAEs over its labelled tokens: what the layer evidence reads."""
 
-    info: dict
+    info: AtlasInfo
     lm: LM
     saes: dict[str, Sae]
     vocab: dict[str, list[str]]
@@ -163,15 +163,15 @@ class LabelledPass(NamedTuple):
 def labelled_pass(folder: Path, lm: LM | None, report: Report | None) -> LabelledPass:
     """Label every 8th document with spaCy (cached in the folder), then one captured forward
     of the labelled windows with every SAE encoding its layer."""
-    info, _, saes = load_atlas(folder)
-    lm = lm_for_atlas(lm or load_named(info["model"]), info)
+    info, _, saes, fingerprint = load_atlas(folder)
+    lm = lm_for_atlas(lm or load_named(info.model), info.control, info.control_seed)
     fit_to(saes, lm)
     if report:
         report("labelling the corpus with spaCy", 0.0)
-    texts = load_texts(info["corpus"])[::LABEL_DOC_STRIDE]
-    data = load_or_build_labels(lm.tokenizer, texts, info["seq_len"], folder / "labels")
+    texts = load_texts(info.corpus)[::LABEL_DOC_STRIDE]
+    data = load_or_build_labels(lm.tokenizer, texts, info.seq_len, folder / LABELS_STEM)
     if report:
         report(f"one pass over {data.windows.numel():,} labelled tokens", 0.2)
     firings = collect_firings(lm, saes, medians_of(saes), data,
-                              outlier_factor=outlier_factor_of(info))
-    return LabelledPass(info, lm, saes, data.vocab, firings, sae_fingerprint(folder, info))
+                              outlier_factor=info.outlier_factor)
+    return LabelledPass(info, lm, saes, data.vocab, firings, fingerprint)

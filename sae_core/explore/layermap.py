@@ -9,9 +9,17 @@ firings, for five kinds of "features":
 - `topk_random`: a random dictionary of the SAE's width read through the SAE's TopK.
 Base rates (for lift) are each layer's own tokens' labels. Counts are computed once
 (`ensure_layer_map`, stored in the atlas folder); thresholds are applied later in
-milliseconds (`LayerMapData.heatmap`). At the app's default criteria (`CRITERIA`) every
-per-layer accepted share also has a bootstrap interval over documents (map_intervals.py),
-stored in layer_map.json.
+milliseconds (`LayerMapData.heatmap`).
+
+At the app's default criteria (`CRITERIA`) every per-layer accepted share also has an
+interval, stored in layer_map.json: a bootstrap over documents (`map_intervals`, at the end
+of this module). A draw weights every corpus document by how often it was drawn
+(sae_core/stats.py, the same draws for every layer, kind and task), so a feature's (label)
+counts in the draw are its per-document counts weighted and summed, and the base rates are
+the layer's token labels weighted the same way. The accepted share is then recomputed per
+draw exactly as consistency.accepted computes it (all weights 1 gives the share itself).
+Firings stay where they are in a draw (a control's top tokens are not ranked again): the
+interval is of the share's sampling error over documents, given the features.
 """
 
 from __future__ import annotations
@@ -19,17 +27,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..activations import OUTLIER_FACTOR
-from ..atlas.layout import read_derived
+from ..atlas.layout import LAYER_MAP_FILE, read_derived
 from ..atlas.writing import atlas_lock
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..lm import LM
 from ..progress import Report
 from ..sae import Sae
+from ..stats import group_weights, percentile_interval
 from .consistency import (
     FeatureStats,
     accepted,
@@ -38,20 +48,31 @@ from .consistency import (
     layer_map,
     pair_counts,
 )
-from .controls import CONTROL_KINDS, control_firings, sae_firings
-from .firings import MAP_TASKS, LayerFirings, collect_firings, labelled_pass
+from .controls import CONTROL_KINDS, Firings, control_firings, sae_firings
+from .firings import MAP_TASKS, LayerFirings, collect_firings, labelled_pass, n_documents
 from .labels import LabelledWindows
-from .map_intervals import MAP_BOOT, Criteria, draws_interval, map_intervals
 
 log = logging.getLogger(__name__)
 KINDS = ("sae", *CONTROL_KINDS)
 MAP_FORMAT = 3
 """3: support-matched controls, the TopK random dictionary, per-layer base rates and
 intervals; a map of another format is rebuilt."""
+
+
+class Criteria(NamedTuple):
+    threshold: float
+    min_support: int
+    min_lift: float
+
+
 CRITERIA = Criteria(threshold=0.8, min_support=20, min_lift=2.0)
 """The app's default acceptance criteria: the intervals are computed at these."""
-LAYER_MAP_FILE = "layer_map.safetensors"
-"""In the atlas folder, with layer_map.json (written last) and the labels cache labels.*."""
+MAP_BOOT = 200
+"""Document draws per interval: 30 layers x 4 tasks x 5 kinds of shares each recount every
+feature's labels per draw."""
+LEVEL = 0.95
+DRAW_CHUNK = 40
+"""Draws whose (features, labels) counts are held at once (dep, 4608 features: ~35 MB)."""
 
 
 @dataclass
@@ -70,7 +91,7 @@ class LayerMapData:
     sae_fingerprint: str = ""
     """Of the SAEs it was computed from (atlas/fingerprint.py): another atlas's is stale."""
     intervals: dict = field(default_factory=dict)
-    """map_intervals.map_intervals: {"setting": criteria, draws, level, documents;
+    """`map_intervals`: {"setting": criteria, draws, level, documents;
     "share": f"{kind}/{task}" -> per layer [lo, hi]}; empty when not computed."""
     draws: dict[str, Tensor] = field(default_factory=dict)
     """f"{kind}/{task}" -> (n_layers, n_boot) accepted share in each document draw."""
@@ -178,7 +199,7 @@ def counts_from_firings(
 ) -> LayerMapData:
     """All label counts: SAE features and the controls (controls.py) read from `centres`
     (each SAE's b_dec), every layer; with `n_boot` > 0 and documents known, the intervals of
-    every accepted share at `criteria` (map_intervals.py)."""
+    every accepted share at `criteria` (`map_intervals`)."""
     n_labels = {t: len(vocab[t]) for t in MAP_TASKS}
     counts, base, rates, fired = {}, {}, [], {}
     for i, (h, f) in enumerate(firings.items()):
@@ -250,3 +271,109 @@ def ensure_layer_map(folder: Path, *, lm: LM | None = None,
     with atlas_lock(folder):
         lmap.save(folder / LAYER_MAP_FILE)
     return lmap
+
+
+# The intervals of the accepted shares: a bootstrap over documents (module doc).
+
+
+def per_document_counts(firings: Firings, label_N: Tensor, doc_N: Tensor, n_features: int,
+                        n_labels: int, n_docs: int) -> Tensor:
+    """(n_features * n_labels, n_docs) sparse float32: firings of each (feature, label) in
+    each document (row f * n_labels + label)."""
+    row_P = firings.feat_P * n_labels + label_N[firings.tok_P].long()
+    idx_2P = torch.stack([row_P, doc_N[firings.tok_P].long()])
+    ones_P = torch.ones(len(row_P))  # cpu: host counts, exact in float32 below 2**24
+    shape = (n_features * n_labels, n_docs)
+    return torch.sparse_coo_tensor(idx_2P, ones_P, shape, check_invariants=True).coalesce()
+
+
+def _shares_of(counts_FLB: Tensor, rate_BL: Tensor, threshold: float, min_support: int,
+               min_lift: float) -> Tensor:
+    """(B,) accepted share per draw (consistency.feature_stats + accepted, over draws)."""
+    support_FB = counts_FLB.sum(dim=1)
+    top_FB = counts_FLB.max(dim=1).values
+    # the lowest label id among ties, as feature_stats picks it
+    label_FB = (counts_FLB == top_FB[:, None, :]).int().argmax(dim=1)
+    consistency_FB = top_FB.double() / support_FB.clamp(min=1).double()
+    rate_FB = rate_BL.T.gather(0, label_FB)
+    lift_FB = consistency_FB / rate_FB  # x / 0 = inf, as feature_stats
+    ok_FB = ((support_FB >= max(int(min_support), 1)) & (consistency_FB >= threshold)
+             & (lift_FB >= min_lift))
+    return ok_FB.sum(dim=0).double() / counts_FLB.shape[0]
+
+
+def share_draws(per_doc: Tensor, n_features: int, n_labels: int, rate_BL: Tensor,
+                w_BG: Tensor, *, threshold: float, min_support: int, min_lift: float
+                ) -> Tensor:
+    """(B,) float32 accepted share in each draw of documents `w_BG` (weights, stats.py);
+    `per_doc` from `per_document_counts`, `rate_BL` the draws' base rates (`draw_rates`)."""
+    out = []
+    for s in range(0, len(w_BG), DRAW_CHUNK):
+        w_GC = w_BG[s:s + DRAW_CHUNK].T.float().contiguous()
+        counts_FLC = torch.sparse.mm(per_doc, w_GC).view(n_features, n_labels, -1)
+        out.append(_shares_of(counts_FLC, rate_BL[s:s + DRAW_CHUNK], threshold, min_support,
+                              min_lift))
+    return torch.cat(out)
+
+
+def draw_rates(label_N: Tensor, doc_N: Tensor, n_labels: int, w_BG: Tensor) -> Tensor:
+    """(B, n_labels) float64 base rates of the layer's tokens in each draw of documents."""
+    per_doc_GL = torch.zeros(w_BG.shape[1], n_labels, dtype=torch.float64)  # cpu: host
+    ones_N = torch.ones(len(label_N), dtype=torch.float64)  # cpu: host counts
+    per_doc_GL.index_put_((doc_N.long(), label_N.long()), ones_N, accumulate=True)
+    counts_BL = w_BG.double() @ per_doc_GL
+    return counts_BL / counts_BL.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+def share_interval(firings: Firings, label_N: Tensor, doc_N: Tensor, n_features: int,
+                   n_labels: int, w_BG: Tensor, *, threshold: float, min_support: int,
+                   min_lift: float, level: float = LEVEL) -> tuple[float, float]:
+    """(lo, hi): the `level` percentile interval of the accepted share over the document
+    draws `w_BG` (all documents of the corpus, one column each; `doc_N` indexes them)."""
+    draws_B = layer_draws(firings, label_N, doc_N, n_features, n_labels, w_BG,
+                          threshold=threshold, min_support=min_support, min_lift=min_lift)
+    return percentile_interval(draws_B, level)
+
+
+def layer_draws(firings: Firings, label_N: Tensor, doc_N: Tensor, n_features: int,
+                n_labels: int, w_BG: Tensor, *, threshold: float, min_support: int,
+                min_lift: float) -> Tensor:
+    """(B,) one layer's accepted share in each document draw of `w_BG`."""
+    per_doc = per_document_counts(firings, label_N, doc_N, n_features, n_labels, w_BG.shape[1])
+    rate_BL = draw_rates(label_N, doc_N, n_labels, w_BG)
+    return share_draws(per_doc, n_features, n_labels, rate_BL, w_BG, threshold=threshold,
+                       min_support=min_support, min_lift=min_lift)
+
+
+def map_intervals(lmap: LayerMapData, firings: dict[str, LayerFirings],
+                  fired: dict[str, dict[str, Firings]], criteria: Criteria, *,
+                  n_boot: int = MAP_BOOT, seed: int = 0, level: float = LEVEL
+                  ) -> tuple[dict, dict[str, Tensor]]:
+    """(LayerMapData.intervals, LayerMapData.draws): for every kind and task, per layer, the
+    accepted share's interval, and its value in each draw: the same `n_boot` draws of
+    documents for every layer and kind, so a mean over layers or a difference of kinds has
+    its interval from the same draws (`draws_interval`)."""
+    n_docs = max(n_documents(firings), 1)
+    w_BG = group_weights(n_docs, n_boot=n_boot, seed=seed)
+    rows: dict[str, list[Tensor]] = {}
+    for h, f in firings.items():
+        for task in lmap.vocab:
+            for kind, fk in fired[h].items():
+                rows.setdefault(f"{kind}/{task}", []).append(layer_draws(
+                    fk, f.labels[task], f.doc_N, f.d_sae, len(lmap.vocab[task]), w_BG,
+                    **criteria._asdict()))
+    draws = {key: torch.stack(r) for key, r in rows.items()}  # (n_layers, B) each
+    share = {key: [list(percentile_interval(d_B, level)) for d_B in d_LB]
+             for key, d_LB in draws.items()}
+    setting = {"criteria": criteria._asdict(), "draws": n_boot, "level": level,
+               "documents": n_docs, "seed": seed, "unit": "document"}
+    return {"setting": setting, "share": share}, draws
+
+
+def draws_interval(draws_LB: Tensor, layers: list[int], minus_LB: Tensor | None = None,
+                   level: float = LEVEL) -> tuple[float, float]:
+    """(lo, hi) of the mean over `layers` of a share (less another's, same draws)."""
+    d_B = draws_LB[layers].double().mean(dim=0)
+    if minus_LB is not None:
+        d_B = d_B - minus_LB[layers].double().mean(dim=0)
+    return percentile_interval(d_B, level)

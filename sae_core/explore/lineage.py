@@ -22,14 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..activations import layer_of, parse_hookpoint
-from ..atlas.layout import read_derived
+from ..atlas.layout import LINEAGE_FILE, read_derived
 from ..atomic import load_tensors, read_json, save_tensors, write_json
 from ..sae import Sae
 from ..stats import share_interval
 from .firings import LayerFirings
 
-LINEAGE_FILE = "lineage.safetensors"
-"""In the atlas folder, with lineage.json (written last)."""
 DIRECTIONS = ("up", "down")
 RANKINGS = ("cosine", "coact")
 CLOSE = 0.7
@@ -228,7 +226,12 @@ def top_m(x: Tensor, m: int, dim: int) -> tuple[Tensor, Tensor]:
     """(values, indices), each (lines, m), best first: the m largest entries of each row
     (dim=1) or each column (dim=0) of a 2-D tensor; 2x (rows) to 4x (columns) faster than
     topk. Each line is split into TOP_GROUPS interleaved groups (entry i in group i % step);
-    the m best entries lie in the m groups with the largest maxima: topk runs on those."""
+    the m best entries lie in the m groups with the largest maxima: topk runs on those.
+
+    Not topk.py's rule on purpose: this ranks partners on a similarity matrix (not an
+    SAE's latents per token), and its ties follow torch.topk. The bf16 cosines tie often:
+    the lowest-id rule would pick other partners for ~3-6% of table entries and change
+    the lineage.safetensors of every built atlas."""
     n, step = x.shape[dim], x.shape[dim] // TOP_GROUPS
     if n % TOP_GROUPS or step < m:
         vals, idx = x.topk(m, dim=dim)
@@ -256,6 +259,7 @@ def _carried(cos_AB: Tensor, alive_a: Tensor, alive_b: Tensor,
     return tuple(None if s.isnan() else float(s) for s in shares)
 
 
-def read_lineage(folder: Path | str | None) -> LineageData | None:
+def read_lineage(folder: Path | str | None, fingerprint: str | None = None
+                 ) -> LineageData | None:
     """The current lineage of an atlas folder, or None (atlas/layout.read_derived)."""
-    return read_derived(folder, LINEAGE_FILE, LineageData.load)
+    return read_derived(folder, LINEAGE_FILE, LineageData.load, fingerprint)

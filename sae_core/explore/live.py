@@ -24,6 +24,7 @@ from ..corpus import bos_id
 from ..encode import LayerCodes, decoder_norms, encode_batch
 from ..errors import BadInput, check_text, check_whole
 from ..sae import Sae
+from ..topk import topk_best_first
 
 MAX_TOKENS = 256
 """Default token limit: the forward and 30 SAE encodes of 256 tokens take well under 1.5 s
@@ -140,7 +141,7 @@ def _strongest(codes: LayerCodes, sae: Sae, skip: int, top: int
     vals_TK, idx_TK = codes.vals_BLK[0, skip:], codes.idx_BLK[0, skip:]
     write_TK = vals_TK * decoder_norms(sae)[idx_TK]
     width = min(top, write_TK.shape[1])
-    write_TK, order = write_TK.topk(width, dim=1)  # sorted, strongest first
+    write_TK, order = topk_best_first(write_TK, width)  # ties: the earlier slot first
     vals_TK, idx_TK = vals_TK.gather(1, order), idx_TK.gather(1, order)
     idx_TK = torch.where(vals_TK > 0, idx_TK, -1)
     pad = (0, top - width)

@@ -42,6 +42,14 @@ class LabelEvidence(NamedTuple):
     label_F: Tensor  # (F,) int64 label id within that task, -1 when none
 
 
+class Evidence(NamedTuple):
+    """A layer's names as ids: `token_evidence` and `label_evidence` together."""
+
+    tokens_F3: Tensor  # (F, 3) int64 token ids, -1 padded
+    task_F: Tensor  # (F,) int64 task index, -1: no label
+    label_F: Tensor  # (F,) int64 label id within the task
+
+
 class Half(NamedTuple):
     """One half of the labelled tokens (learn or held-out) of a layer, and every valid
     firing on it as a (feature, token) pair."""

@@ -24,9 +24,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..activations import outlier_factor_of
 from ..atlas.build import AfterTraining
 from ..atlas.evaluate import add_reconstruction
+from ..atlas.info import AtlasInfo
+from ..atlas.layout import LABELS_STEM
 from ..corpus import load_texts
 from ..encode import BF16, LayerCodes, encode_acts
 from ..hooks import run_captured
@@ -106,7 +107,7 @@ def run_pass(lm: LM, saes: dict[str, Sae], medians: dict[str, float], plan: Pass
 
 
 def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str, float],
-                   info: dict, report: Report | None = None, *, index: bool = True,
+                   info: AtlasInfo, report: Report | None = None, *, index: bool = True,
                    evidence: bool = True, quick: bool = False) -> dict[str, RunningFvu]:
     """Everything the build reads from its trained SAEs, from one pass (module doc): writes
     the feature index (`index`) and the layer evidence (`evidence`) to `folder` (the build's
@@ -115,7 +116,7 @@ def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str
     sae_fingerprint). `quick`: a first-round atlas (jobs/stages.quick_job): a smaller index and the
     layer map alone, without intervals."""
     cfg = IndexConfig(max_tokens=QUICK_INDEX_TOKENS) if quick else IndexConfig()
-    texts = load_texts(info["corpus"])
+    texts = load_texts(info.corpus)
     plan = PassWindows(*atlas_index_windows(lm, texts, info, cfg.max_tokens))
     if not index:  # the held-out and labelled windows only
         plan = plan._replace(windows_WL=plan.windows_WL[
@@ -123,20 +124,20 @@ def after_training(folder: Path, lm: LM, saes: dict[str, Sae], medians: dict[str
     t0 = time.perf_counter()
     with ThreadPoolExecutor(1) as pool:  # spaCy labels while the model runs
         labels = pool.submit(load_or_build_labels, lm.tokenizer, texts[::LABEL_DOC_STRIDE],
-                             info["seq_len"], folder / "labels") if evidence else None
-        result = run_pass(lm, saes, medians, plan, outlier_factor=outlier_factor_of(info),
+                             info.seq_len, folder / LABELS_STEM) if evidence else None
+        result = run_pass(lm, saes, medians, plan, outlier_factor=info.outlier_factor,
                           batch=cfg.batch, with_firings=evidence, report=report)
         data = labels.result() if labels else None
     if index:
         write_feature_index(folder, result.codes, plan.windows_WL, saes, cfg=cfg,
-                            source=plan.source, fingerprint=info["sae_fingerprint"],
+                            source=plan.source, fingerprint=info.sae_fingerprint,
                             pass_s=time.perf_counter() - t0)
     if data is not None:
         if not torch.equal(data.windows, plan.labelled_WL):
             raise RuntimeError("the labelled windows differ from the corpus windows they label")
         firings = with_labels(result.firings.firings(), data.labels)
         write_evidence(folder, LabelledPass(info, lm, saes, data.vocab, firings,
-                                            info["sae_fingerprint"], medians),
+                                            info.sae_fingerprint, medians),
                        QUICK_PRODUCTS if quick else PRODUCTS, report=report)
     return result.recon
 

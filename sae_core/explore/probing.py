@@ -4,13 +4,23 @@ How much of a token label (part of speech, dependency, entity, word shape) a lay
 makes readable from a few latents: for each label with enough support, rank the latents
 by the difference of their mean activation with and without the label on the learn half,
 fit a logistic probe on the top k, and score it on the held-out half (F1 of the label and
-balanced accuracy at p = 0.5, AUROC; F1 and balanced accuracy with a bootstrap over the
-held-out documents, probing_draws.py). The same with k raw residual dimensions (the
+balanced accuracy at p = 0.5, AUROC). The same with k raw residual dimensions (the
 control), and a dense probe on the whole residual (the ceiling: what is linearly there at
-all). Numerics in probing_fit.py. Both halves come from corpus documents the SAEs never
-trained on (unseen.py: `probe_unseen`), split by window as the labelled pass splits.
-"""
+all). The batched numerics are in probing_fit.py. Both halves come from corpus documents the
+SAEs never trained on (unseen.py: `probe_unseen`), split by window as the labelled pass
+splits.
 
+F1 and balanced accuracy have intervals: a bootstrap over the held-out documents (at the end
+of this module). The probes stay as they were fitted (on the learn half); a draw weights
+every document of the held-out half by how often it was drawn (sae_core/stats.py), so a
+label's confusion counts in the draw are its per-document counts weighted and summed, and
+its F1 and balanced accuracy follow from them exactly as probing_fit.f1_scores and
+balanced_accuracy compute them (all weights 1 gives the scores themselves). A layer's value
+in a draw is the mean over a task's labels; every layer and method takes the same draws, so
+a mean over layers or a difference of methods (SAE less neurons, real model less random
+model, when both probed the same documents) has its interval from the same draws. AUROC has
+no interval (it is not a sum over documents).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -20,12 +30,11 @@ import torch
 from torch import Tensor
 
 from ..activations import layer_of
-from ..atlas.layout import read_derived
+from ..atlas.layout import PROBING_FILE, read_derived
 from ..atomic import CorruptFile, load_tensors, read_json, save_tensors, write_json
 from ..corpus import load_texts
-from ..stats import group_weights
+from ..stats import group_weights, percentile_interval
 from .firings import MAP_TASKS, LabelledPass, LayerFirings, n_documents
-from .probing_draws import PROBE_BOOT, layer_bands, mean_over_tasks, stack_layers, task_mean_draws
 from .probing_fit import (
     auroc,
     balanced_accuracy,
@@ -33,15 +42,16 @@ from .probing_fit import (
     dense_sample,
     f1_scores,
     fit_dense,
+    fit_k,
+    latent_columns,
     mean_diff_dense,
     mean_diff_sparse,
-    sparse_probe_logits,
+    scatter_columns,
     standardiser,
     top_columns,
 )
 from .unseen import unseen_pass
 
-PROBING_FILE = "probing.json"
 KS = (1, 2, 5, 20)
 KINDS = ("sae", "neuron", "dense")
 MIN_SUPPORT = 50
@@ -49,6 +59,8 @@ MIN_SUPPORT = 50
 MAX_BASE_RATE = 0.5
 """Majority labels ("none", "word_start") are not a feature to find."""
 EXCLUDED = ("sep",)
+SPARSE_MAX_TOKENS = 1024
+"""The k-sparse probes learn on this many tokens per label (up to half positives)."""
 AUROC_MAX_TOKENS = 4096
 """AUROC is estimated on this many held-out tokens per label (up to half positives; it
 does not depend on the classes' proportions), F1 on all of them."""
@@ -56,6 +68,11 @@ DENSE_MAX_TOKENS, DENSE_PER_LABEL = 4096, 48
 """The dense probe learns on ~this many tokens shared by all labels, with up to ~48
 positives of each label among them (time: it is a ceiling, fitted on a sample)."""
 FORMAT_VERSION = 2
+PROBE_BOOT = 200
+"""Document draws per interval (as the layer map's MAP_BOOT)."""
+LEVEL = 0.95
+METRICS = ("f1", "bacc")
+"""The scores with intervals: each is a function of a label's confusion counts."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,7 @@ class ProbingResult:
     the labelled pass's documents, which the SAEs trained on."""
     draws: dict[str, Tensor] = field(default_factory=dict, compare=False)
     """f"{method}/{metric}/{task}" -> (n_layers, B) the task's mean score in each bootstrap
-    draw of the held-out documents (probing_draws.py; NaN: no label); {} for older results."""
+    draw of the held-out documents (`task_mean_draws`; NaN: no label); {} for older results."""
 
     def per_layer(self, kind: str, k: int | None = None, task: str | None = None,
                   metric: str = "f1") -> list[float | None]:
@@ -210,7 +227,7 @@ def probe_unseen(run: LabelledPass, cache: str | None = None) -> ProbingResult:
     """The probing product: probes learned and scored on the corpus documents the SAEs never
     trained on (unseen.unseen_pass, one more pass of the model over them); on the labelled
     pass's tokens when the atlas does not say what its SAEs trained on, or none is unseen."""
-    seen = unseen_pass(run.lm, run.saes, run.info, load_texts(run.info["corpus"]), cache=cache,
+    seen = unseen_pass(run.lm, run.saes, run.info, load_texts(run.info.corpus), cache=cache,
                        medians=run.medians)
     if seen is None:
         return compute_probing(run.firings, run.vocab)
@@ -222,7 +239,7 @@ def probe_layer(f: LayerFirings, vocab: dict[str, list[str]], ks: tuple[int, ...
                 w_BG: Tensor | None = None) -> tuple[LayerProbes, dict[str, Tensor]]:
     """Every task's eligible labels as independent binary problems, fitted in one batch
     per kind and k; with document draws `w_BG` (and `f.doc_N`), each method's task means of
-    F1 and balanced accuracy per draw (probing_draws.task_mean_draws)."""
+    F1 and balanced accuracy per draw (`task_mean_draws`)."""
     held = f.heldout_N
     tasks = [t for t in MAP_TASKS if t in f.labels]
     ids = {t: eligible_labels(f.labels[t], held, vocab[t]) for t in tasks}
@@ -269,6 +286,30 @@ class ProbeHalf:
         self.y_LN = y_LN[:, rows_N]
 
 
+def sparse_probe_logits(learn: ProbeHalf, test: ProbeHalf, sae_LK: Tensor, neuron_LK: Tensor,
+                        ks: tuple[int, ...], d_sae: int, gen: torch.Generator
+                        ) -> dict[str, Tensor]:
+    """Held-out logits (L, N) of the k-sparse probes, each fitted on a balanced sample of
+    the learn tokens per label (k in increasing order, each fit starting from the last)."""
+    tok_LM = balanced_sample(learn.y_LN, SPARSE_MAX_TOKENS, gen)
+    y_LM = learn.y_LN.gather(1, tok_LM)
+    inputs = {"sae": latent_columns(learn.idx_NK, learn.vals_NK, sae_LK, tok_LM, d_sae),
+              "neuron": learn.x_ND[tok_LM[:, :, None], neuron_LK[:, None, :]]}
+    z = {}
+    for kind, cols_LK in (("sae", sae_LK), ("neuron", neuron_LK)):
+        beta = None
+        for k in sorted(ks):
+            w_Lk, b_L, beta = fit_k(inputs[kind][:, :, :k], y_LM, beta)
+            if kind == "sae":
+                w_FL = scatter_columns(cols_LK[:, :k], w_Lk, d_sae)
+                z_NL = torch.nn.functional.embedding_bag(
+                    test.idx_NK, w_FL, per_sample_weights=test.vals_NK, mode="sum")
+            else:
+                z_NL = test.x_ND @ scatter_columns(cols_LK[:, :k], w_Lk, test.x_ND.shape[1])
+            z[f"{kind}@{k}"] = z_NL.T + b_L[:, None]
+    return z
+
+
 def _per_task(rows: dict[str, slice], ids: dict[str, list[int]],
               vocab: dict[str, list[str]], y_held_LN: Tensor,
               scores: dict[str, dict[str, Tensor]], sae_LK: Tensor) -> LayerProbes:
@@ -281,4 +322,76 @@ def _per_task(rows: dict[str, slice], ids: dict[str, list[int]],
                for metric, by in scores.items()}
         out[t] = TaskProbes([vocab[t][i] for i in ids[t]], support[r].tolist(),
                             per["f1"], per["auroc"], sae_LK[r].tolist(), per["bacc"])
+    return out
+
+
+# The intervals of the scores: a bootstrap over the held-out documents (module doc).
+
+
+def confusion_by_document(z_LN: Tensor, y_LN: Tensor, doc_N: Tensor, n_docs: int) -> Tensor:
+    """(4, L, n_docs) float64: true positives, false positives, false negatives and true
+    negatives of each label's probe (positive where the logit is > 0) in each document."""
+    pred, pos = z_LN > 0, y_LN > 0
+    cells = torch.stack([pred & pos, pred & ~pos, ~pred & pos, ~pred & ~pos]).double()
+    out = torch.zeros(4, z_LN.shape[0], n_docs, dtype=torch.float64)  # cpu: host counts
+    return out.index_add_(2, doc_N.long(), cells)
+
+
+def scores_from_counts(counts_4L: Tensor, metric: str) -> Tensor:
+    """F1 or balanced accuracy from confusion counts (4, L, ...) -> (L, ...), as
+    probing_fit computes them (a class with no token counts as 0.5 in balanced accuracy)."""
+    tp, fp, fn, tn = counts_4L
+    if metric == "f1":
+        return 2 * tp / (2 * tp + fp + fn).clamp(min=1)
+    if metric != "bacc":
+        raise ValueError(f"no interval for {metric!r}: one of {METRICS}")
+    tpr = torch.where(tp + fn > 0, tp / (tp + fn).clamp(min=1), 0.5)
+    tnr = torch.where(tn + fp > 0, tn / (tn + fp).clamp(min=1), 0.5)
+    return (tpr + tnr) / 2
+
+
+def label_draws(counts_4LG: Tensor, w_BG: Tensor, metric: str) -> Tensor:
+    """(L, B) each label's score in each document draw `w_BG` (stats.group_weights)."""
+    return scores_from_counts(counts_4LG @ w_BG.T.double(), metric)
+
+
+def task_mean_draws(z: dict[str, Tensor], y_LN: Tensor, doc_N: Tensor, w_BG: Tensor,
+                    rows: dict[str, slice]) -> dict[str, Tensor]:
+    """f"{method}/{metric}/{task}" -> (B,) float32: the mean over the task's labels (`rows`
+    of the stacked problems) of each method's held-out score, per document draw."""
+    out = {}
+    for method, z_LN in z.items():
+        counts = confusion_by_document(z_LN, y_LN, doc_N, w_BG.shape[1])
+        for metric in METRICS:
+            per_label = label_draws(counts, w_BG, metric)
+            out |= {f"{method}/{metric}/{task}": per_label[r].mean(0).float()
+                    for task, r in rows.items() if r.stop > r.start}
+    return out
+
+
+def stack_layers(per_layer: list[dict[str, Tensor]], n_boot: int) -> dict[str, Tensor]:
+    """(n_layers, B) per key, NaN for a layer without that task's labels."""
+    keys = sorted({k for d in per_layer for k in d})
+    nan = torch.full((n_boot,), float("nan"))  # cpu: host draws
+    return {k: torch.stack([d.get(k, nan) for d in per_layer]) for k in keys}
+
+
+def mean_over_tasks(draws: dict[str, Tensor], method: str, metric: str,
+                    tasks: list[str] | None) -> Tensor | None:
+    """(n_layers, B): the mean of the tasks' means per draw (tasks None: every task with
+    draws), as ProbingResult.per_layer averages them; None when none has draws."""
+    prefix = f"{method}/{metric}/"
+    rows = [d for k, d in draws.items() if k.startswith(prefix)
+            and (tasks is None or k[len(prefix):] in tasks)]
+    return torch.stack(rows).nanmean(0) if rows else None
+
+
+def layer_bands(draws_LB: Tensor, level: float = LEVEL
+                ) -> list[tuple[float, float] | tuple[None, None]]:
+    """Per layer the `level` percentile interval of its draws ((None, None): no draw
+    defined, a layer without labels)."""
+    out = []
+    for d_B in draws_LB:
+        lo, hi = percentile_interval(d_B, level)
+        out.append((None, None) if lo != lo else (lo, hi))
     return out

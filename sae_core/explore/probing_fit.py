@@ -9,21 +9,14 @@ on the weights (not the intercept); inputs are standardised on the learn tokens 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:
-    from .probing import ProbeHalf
 
 L2 = 1e-4
 """Penalty on the standardised weights: keeps a perfectly separable label finite."""
 NEWTON_STEPS, TOLERANCE = 12, 1e-3
 """IRLS steps for the k-sparse probes (few parameters: converges in ~5-8), stopped when no
 standardised weight moves by more than TOLERANCE."""
-SPARSE_MAX_TOKENS = 1024
-"""The k-sparse probes learn on this many tokens per label (up to half positives)."""
 DENSE_STEPS = 20
 """L-BFGS iterations of the dense probe (a ceiling, fitted well enough, not to the end)."""
 
@@ -270,27 +263,3 @@ def latent_columns(idx_NK: Tensor, vals_NK: Tensor, chosen_LK: Tensor, tok_LM: T
     dense_NU = torch.zeros(len(idx_NK), len(union))
     dense_NU.index_put_((rows[hit], col_NK[hit]), vals_NK[hit], accumulate=True)
     return dense_NU[tok_LM[:, :, None], column[chosen_LK][:, None, :]]
-
-
-def sparse_probe_logits(learn: ProbeHalf, test: ProbeHalf, sae_LK: Tensor, neuron_LK: Tensor,
-                        ks: tuple[int, ...], d_sae: int, gen: torch.Generator
-                        ) -> dict[str, Tensor]:
-    """Held-out logits (L, N) of the k-sparse probes, each fitted on a balanced sample of
-    the learn tokens per label (k in increasing order, each fit starting from the last)."""
-    tok_LM = balanced_sample(learn.y_LN, SPARSE_MAX_TOKENS, gen)
-    y_LM = learn.y_LN.gather(1, tok_LM)
-    inputs = {"sae": latent_columns(learn.idx_NK, learn.vals_NK, sae_LK, tok_LM, d_sae),
-              "neuron": learn.x_ND[tok_LM[:, :, None], neuron_LK[:, None, :]]}
-    z = {}
-    for kind, cols_LK in (("sae", sae_LK), ("neuron", neuron_LK)):
-        beta = None
-        for k in sorted(ks):
-            w_Lk, b_L, beta = fit_k(inputs[kind][:, :, :k], y_LM, beta)
-            if kind == "sae":
-                w_FL = scatter_columns(cols_LK[:, :k], w_Lk, d_sae)
-                z_NL = torch.nn.functional.embedding_bag(
-                    test.idx_NK, w_FL, per_sample_weights=test.vals_NK, mode="sum")
-            else:
-                z_NL = test.x_ND @ scatter_columns(cols_LK[:, :k], w_Lk, test.x_ND.shape[1])
-            z[f"{kind}@{k}"] = z_NL.T + b_L[:, None]
-    return z

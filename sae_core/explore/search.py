@@ -27,9 +27,9 @@ from safetensors import safe_open
 from torch import Tensor
 
 from ..activations import layer_name, layer_of
-from ..atlas.layout import LoadedAtlas
+from ..atlas.layout import LoadedAtlas, index_layer_file
 from ..errors import BadInput, check_number, check_text, check_whole
-from .feature_index import has_feature_index, layer_file, read_index_meta
+from .feature_index import has_feature_index, read_index_meta
 from .layermap import MAP_TASKS, LayerMapData, read_layer_map
 from .live import LiveView, live_view
 from .names import FeatureNames, label_of, readable_names
@@ -163,7 +163,7 @@ def corpus_peaks(folder: Path | str) -> dict[str, Tensor] | None:
     meta = read_index_meta(Path(folder))
     peaks = {}
     for h in meta["layers"]:
-        with safe_open(str(layer_file(Path(folder), h)), "pt") as f:
+        with safe_open(str(index_layer_file(Path(folder), h)), "pt") as f:
             peaks[h] = f.get_slice("top_val")[:, 0]
     return peaks
 

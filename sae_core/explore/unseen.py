@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from ..activations import outlier_factor_of
+from ..atlas.info import AtlasInfo
 from ..corpus import bos_id, split_ids
 from ..lm import LM
 from ..norms import medians_of
@@ -28,20 +28,20 @@ from .firings import LayerFirings, collect_firings
 from .labels import labelled_windows, load_or_build_labels
 
 
-def trained_windows(info: dict, n_windows: int) -> Tensor:
+def trained_windows(info: AtlasInfo, n_windows: int) -> Tensor:
     """(n_windows,) bool: the windows of the corpus the build trained its SAEs on (as
     train_saes draws them from atlas.json's `heldout_ids`, `seq_len` and `train_cfg`)."""
-    if "heldout_ids" in info:
-        held = torch.tensor(info["heldout_ids"], dtype=torch.long)  # cpu: window ids
+    if info.heldout_ids is not None:
+        held = torch.tensor(info.heldout_ids, dtype=torch.long)  # cpu: window ids
     else:
-        held = split_ids(n_windows, info["heldout_windows"])[1]
+        held = split_ids(n_windows, info.heldout_windows)[1]
     is_train = torch.ones(n_windows, dtype=torch.bool)  # cpu: a mask of window ids
     is_train[held] = False
     train_ids = is_train.nonzero().squeeze(1)
-    if len(train_ids) != info.get("train_windows", len(train_ids)):
+    if info.train_windows is not None and len(train_ids) != info.train_windows:
         raise ValueError(f"the corpus cuts into {n_windows} windows, not the "
-                         f"{info['train_windows'] + len(held)} the atlas was built from")
-    cfg, seq_len = info["train_cfg"], info["seq_len"]
+                         f"{info.train_windows + len(held)} the atlas was built from")
+    cfg, seq_len = info.train_cfg, info.seq_len
     per_batch = max(cfg["lm_batch_tokens"] // seq_len, 1)
     n_batches = len(train_ids) // per_batch
     if cfg.get("max_tokens") is not None:
@@ -61,15 +61,15 @@ def document_spans(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> Tens
     return torch.stack([ends - torch.tensor(lengths, dtype=torch.long), ends], 1)  # cpu: same
 
 
-def unseen_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str], info: dict
+def unseen_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str], info: AtlasInfo
                      ) -> list[int] | None:
     """Ids of the documents of `texts` (the atlas's corpus) that touch no window the SAEs
     were trained on; None when the atlas does not say what its SAEs were trained on (a set
     loaded from the Hub)."""
-    if "train_cfg" not in info or not ({"heldout_ids", "heldout_windows"} & set(info)):
+    if not info.trained_here:
         return None
     spans = document_spans(tokenizer, texts)
-    body = info["seq_len"] - (bos_id(tokenizer, None) is not None)
+    body = info.seq_len - (bos_id(tokenizer, None) is not None)
     n_windows = int(spans[-1, 1]) // body if len(spans) else 0
     trained = trained_windows(info, n_windows).long()
     upto = torch.cat([torch.zeros(1, dtype=torch.long), trained.cumsum(0)])  # cpu: counts
@@ -89,7 +89,7 @@ class UnseenPass(NamedTuple):
     """Tokens in their windows."""
 
 
-def unseen_pass(lm: LM, saes: dict[str, Sae], info: dict, texts: list[str], *,
+def unseen_pass(lm: LM, saes: dict[str, Sae], info: AtlasInfo, texts: list[str], *,
                 cache: str | None = None, medians: dict[str, float] | None = None
                 ) -> UnseenPass | None:
     """Label the unseen documents of `texts` (the atlas's corpus) with spaCy (cached at
@@ -100,8 +100,8 @@ def unseen_pass(lm: LM, saes: dict[str, Sae], info: dict, texts: list[str], *,
     if not ids:
         return None
     chosen = [texts[i] for i in ids]
-    data = (load_or_build_labels(lm.tokenizer, chosen, info["seq_len"], cache) if cache
-            else labelled_windows(lm.tokenizer, chosen, info["seq_len"]))
+    data = (load_or_build_labels(lm.tokenizer, chosen, info.seq_len, cache) if cache
+            else labelled_windows(lm.tokenizer, chosen, info.seq_len))
     firings = collect_firings(lm, saes, medians or medians_of(saes), data,
-                              outlier_factor=outlier_factor_of(info))
+                              outlier_factor=info.outlier_factor)
     return UnseenPass(firings, data.vocab, ids, data.windows.numel())

@@ -13,12 +13,23 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from ..activations import parse_hookpoint
-from ..atlas.layout import INFO_FILE, METRICS_FILE, PRESETS_FILE
+from ..atlas.info import UnknownVersion, info_from_json
+from ..atlas.layout import (
+    INDEX_META_FILE,
+    INDEX_TOKENS_FILE,
+    INFO_FILE,
+    LAYER_MAP_FILE,
+    METRICS_FILE,
+    PRESETS_FILE,
+    index_dir,
+    index_layer_file,
+)
+from ..atomic import CorruptFile
 from ..config import SaeConfig
-from ..explore.feature_index import META_FILE, TOKENS_FILE, index_dir, layer_file
-from ..explore.layermap import KINDS, LAYER_MAP_FILE, MAP_TASKS
+from ..explore.layermap import KINDS, MAP_TASKS
 from ..lm import EMBEDDED, EMBEDDED_ID
-from ..sae import CONFIG_FILE, WEIGHTS_FILE, sae_config_from_saelens
+from ..sae import CONFIG_FILE, WEIGHTS_FILE
+from ..saelens import sae_config_from_saelens
 
 """Steering presets resolved for the atlas (optional)."""
 
@@ -40,15 +51,18 @@ def check_atlas(folder: Path | str, *, model: str, d_model: int) -> list[str]:
     """Every problem that keeps `folder` from serving as an atlas of `model` (width
     `d_model`), each a sentence; [] when it is complete."""
     folder = Path(folder)
-    info = _read_json(folder / INFO_FILE)
-    if not isinstance(info, dict) or not isinstance(info.get("hookpoints"), list):
+    try:
+        info = info_from_json(_read_json(folder / INFO_FILE), INFO_FILE)
+    except UnknownVersion as err:
+        return [f"{err}."]
+    except CorruptFile:
         return [f"{folder} is not an atlas: {INFO_FILE} is missing or unreadable."]
     problems = []
-    built_for = _model_id(str(info.get("model")))
+    built_for = _model_id(str(info.model))
     if built_for != _model_id(model):
         problems.append(f"The atlas was built for the model {built_for!r}, not {model!r}.")
     hookpoints = []
-    for h in info["hookpoints"]:
+    for h in info.hookpoints:
         try:
             parse_hookpoint(h)
             hookpoints.append(h)
@@ -143,11 +157,11 @@ def _check_layer_map(folder: Path, hookpoints: list[str]) -> list[str]:
 
 def _check_feature_index(folder: Path, hookpoints: list[str]) -> list[str]:
     where = index_dir(folder)
-    meta = _read_json(where / META_FILE)
+    meta = _read_json(where / INDEX_META_FILE)
     if not isinstance(meta, dict):
-        return [f"The feature index is missing or unfinished ({where.name}/{META_FILE})."]
+        return [f"The feature index is missing or unfinished ({where.name}/{INDEX_META_FILE})."]
     problems = []
-    for path in [where / TOKENS_FILE, *(layer_file(folder, h) for h in hookpoints)]:
+    for path in [where / INDEX_TOKENS_FILE, *(index_layer_file(folder, h) for h in hookpoints)]:
         name = path.relative_to(folder).as_posix()
         if not path.is_file():
             problems.append(f"The feature index file {name} is missing.")
@@ -158,5 +172,6 @@ def _check_feature_index(folder: Path, hookpoints: list[str]) -> list[str]:
             problems.append(f"The feature index file {name} is corrupt or truncated ({err}).")
     lacking = [h for h in hookpoints if h not in meta.get("layers", {})]
     if lacking:
-        problems.append(f"The feature index ({META_FILE}) does not cover {', '.join(lacking)}.")
+        problems.append(f"The feature index ({INDEX_META_FILE}) does not cover "
+                        f"{', '.join(lacking)}.")
     return problems

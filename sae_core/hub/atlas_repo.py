@@ -25,11 +25,12 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import validate_repo_id
 
-from ..atlas.layout import PRESETS_FILE, is_built, read_info, read_metrics
+from ..atlas.layout import LAYER_MAP_FILE, PRESETS_FILE, is_built, read_info, read_metrics
 from ..atomic import write_text
 from ..explore.feature_index import has_feature_index, read_index_meta
-from ..explore.layermap import LAYER_MAP_FILE, has_layer_map
-from ..sae import CONFIG_FILE, sae_config_from_saelens
+from ..explore.layermap import has_layer_map
+from ..sae import CONFIG_FILE
+from ..saelens import sae_config_from_saelens
 from .atlas_check import AtlasCheckError, check_atlas  # re-exported for the app
 from .export import model_card
 from .fetch import HubError, access_errors
@@ -84,7 +85,7 @@ def push_atlas(folder: Path | str, repo_id: str, *, token: str | None = None,
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=folder, revision=revision,
             ignore_patterns=list(IGNORE_PATTERNS),  # upload_folder extends the list it gets
-            commit_message=f"SAE Atlas atlas {folder.name} ({info['model']})")
+            commit_message=f"SAE Atlas atlas {folder.name} ({info.model})")
     except (HfHubHTTPError, ValueError, OSError) as err:
         raise HubError(f"could not push {folder} to {repo_id!r}: {err}") from err
     return str(commit.commit_url)
@@ -98,13 +99,13 @@ def _publishable(folder: Path) -> tuple[dict, dict]:
                        f"it first with `python -m sae_core train --out {folder}`")
     info = read_info(folder)
     cfgs = {}
-    for h in info["hookpoints"]:
+    for h in info.hookpoints:
         try:
             cfgs[h] = sae_config_from_saelens(json.loads((folder / h / CONFIG_FILE).read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # check_atlas below names it
     d_model = next(iter(cfgs.values())).d_in if cfgs else 0
-    problems = check_atlas(folder, model=info["model"], d_model=d_model)
+    problems = check_atlas(folder, model=info.model, d_model=d_model)
     derived = ("The layer map", "The feature index")  # missing ones get the hints below
     if saes_problems := [p for p in problems if not p.startswith(derived)]:
         raise HubError(f"{folder} is not ready to publish: {' '.join(saes_problems)}")

@@ -1,8 +1,8 @@
 """What every converter shares: where an SAE came from, its hook -> our hookpoint, tensor
 checks, and an `Sae` that holds the loaded tensors themselves.
 
-Hook names map onto our hookpoints in hook_names.py (TransformerLens names of SAELens and
-module names of sparsify).
+Hook names (TransformerLens names of SAELens, module names of sparsify) map onto our
+hookpoints in sae_core/saelens.py, the one map both ways; hub/hook_names.py adds the suites'.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from ..config import SaeConfig
 from ..sae import Sae
+from ..saelens import is_hook_name, sae_hookpoint
 from .fetch import HubError
-from .hook_names import hook_of, is_hook_name
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,13 @@ class Converted(NamedTuple):
 
 
 def hookpoint_of(hook: str) -> str:
-    """Our hookpoint for an SAE's TransformerLens hook name or module name (the map lives in
-    hook_names.hook_of); a transcoder's input hook is refused here (transcoders.py)."""
-    found = hook_of(hook)
-    if found.hookpoint_in:
-        raise HubError(f"{hook} is what a transcoder reads (the MLP's input, predicting "
-                       f"{found.hookpoint}): load it as a transcoder")
-    return found.hookpoint
+    """Our hookpoint for an SAE's TransformerLens hook name or module name
+    (saelens.sae_hookpoint); HubError with the reason, also for a transcoder's input hook
+    (transcoders.py reads those)."""
+    try:
+        return sae_hookpoint(hook)
+    except ValueError as err:
+        raise HubError(str(err)) from err
 
 
 def take(tensors: dict[str, Tensor], name: str, shape: tuple[int, ...], what: str) -> Tensor:

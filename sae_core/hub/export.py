@@ -13,7 +13,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ..activations import OUTLIER_FACTOR
+from ..atlas.info import AtlasInfo
 from ..atlas.layout import load_atlas
 from ..atomic import write_text
 from ..config import SaeConfig
@@ -39,32 +39,32 @@ def hub_model_id(name: str) -> str | None:
     return name
 
 
-def model_card(info: dict, metrics: dict[str, dict], cfgs: dict[str, SaeConfig],
+def model_card(info: AtlasInfo, metrics: dict[str, dict], cfgs: dict[str, SaeConfig],
                repo_id: str = "<repo_id>", *, atlas: dict[str, str] | None = None) -> ModelCard:
     """The README.md of an exported set or a published atlas: model, hookpoints, width, k,
     tokens, measured metrics. `atlas` (part -> what it is) makes it an atlas's card: it
     lists those parts and says how the app loads the repo."""
     tags = [*CARD_TAGS, *([ATLAS_TAG] if atlas else [])]
     data = ModelCardData(library_name="saelens", tags=tags,
-                         base_model=hub_model_id(info["model"]))
-    what = f"An SAE Atlas atlas for {info['model']}" if atlas else \
-        f"Sparse autoencoders for {info['model']}"
+                         base_model=hub_model_id(info.model))
+    what = f"An SAE Atlas atlas for {info.model}" if atlas else \
+        f"Sparse autoencoders for {info.model}"
     body = f"# {what}\n\n{_saes_section(info, metrics, cfgs, repo_id)}"
     if atlas:
         body += _atlas_section(atlas, repo_id)
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def _origin(info: dict) -> str:
-    src, cfg = info.get("source"), info.get("train_cfg", {})
+def _origin(info: AtlasInfo) -> str:
+    src, cfg = info.source, info.train_cfg
     if src:
         return (f"loaded from `{src['repo_id']}` (revision `{src['revision']}`, trained for "
                 f"{', '.join(src['trained_for']) or 'an unnamed model'})")
-    return (f"trained by SAE Atlas on {info.get('lm_tokens', 0):,} tokens of "
-            f"`{info['corpus']}` (settings: `{json.dumps(cfg)}`)")
+    return (f"trained by SAE Atlas on {info.lm_tokens or 0:,} tokens of "
+            f"`{info.corpus}` (settings: `{json.dumps(cfg)}`)")
 
 
-def _saes_section(info: dict, metrics: dict[str, dict], cfgs: dict[str, SaeConfig],
+def _saes_section(info: AtlasInfo, metrics: dict[str, dict], cfgs: dict[str, SaeConfig],
                   repo_id: str) -> str:
     rows = []
     for h, c in cfgs.items():
@@ -74,7 +74,7 @@ def _saes_section(info: dict, metrics: dict[str, dict], cfgs: dict[str, SaeConfi
                     f"| {m.get('l0', math.nan):.1f} | {100 * m.get('dead_frac_heldout', 0):.2f} "
                     f"| {format_with_error(m.get('ce_recovered'), m.get('ce_recovered_se'))} |")
     tokens = next(iter(metrics.values()), {}).get("heldout_tokens", 0)
-    factor = info.get("train_cfg", {}).get("outlier_factor", OUTLIER_FACTOR)
+    factor = info.outlier_factor
     first = next(iter(cfgs), "layers.0")
     return f"""{len(cfgs)} SAEs, {_origin(info)}. Each folder holds one SAE in the
 SAELens layout (`cfg.json` + `sae_weights.safetensors`, tensors `W_enc (d_in, d_sae)`,
@@ -88,7 +88,7 @@ norm there.
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-Metrics on {tokens:,} held-out tokens of `{info['corpus']}` (windows of {info['seq_len']}
+Metrics on {tokens:,} held-out tokens of `{info.corpus}` (windows of {info.seq_len}
 tokens), without position 0 and without tokens whose norm exceeds
 {factor:g}x the layer's median (massive activations).
 FVU: share of variance the SAE misses. L0: active latents per token. CE loss recovered:
@@ -127,7 +127,7 @@ matter as well, so it is in the Hub cache when the Space starts and loads offlin
 
 def export_saelens(atlas: Path, out: Path | None = None, *, repo_id: str = "<repo_id>") -> Path:
     """Write an atlas's SAEs in the SAELens layout, plus a README.md model card."""
-    info, metrics, saes = load_atlas(Path(atlas))
+    info, metrics, saes, _ = load_atlas(Path(atlas))
     out = Path(out) if out else EXPORT_ROOT / Path(atlas).name
     if out.exists() and any(out.iterdir()):
         raise HubError(f"{out} exists and is not empty: pick another folder")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from ..config import SaeConfig
+from ..saelens import input_normalization, sae_config_from_saelens
 from .convert import (  # noqa: F401 (hookpoint_of and fold_input_scale are used from here)
     Converted,
     Where,
@@ -57,44 +58,28 @@ MARKERS = (("params.safetensors", "gemma_3"), ("params.npz", "gemma_2"),
 
 
 def from_saelens(cfg: dict, tensors: dict[str, Tensor], where: Where) -> Converted:
-    """SAELens v6 (nested `metadata`) and pre-6.0 (flat, `hook_point`, `activation_fn_str`)."""
-    what, meta = where.what, cfg.get("metadata") or {}
-    act = cfg.get("activation_fn") or cfg.get("activation_fn_str") or "relu"
-    k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
-    arch = cfg.get("architecture") or "standard"
-    if arch == "standard" and act == "topk":  # pre-6.0 TopK
-        arch = "topk"
-    ours = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(arch)
-    if ours is None or (ours == "relu" and act != "relu"):
-        raise HubError(f"{what}: unsupported architecture {arch!r} (activation {act!r}); "
-                       "supported: standard (ReLU), topk, jumprelu")
-    if ours == "topk" and not k:
-        raise HubError(f"{what}: a topk SAE without k")
-    head = meta.get("hook_head_index", cfg.get("hook_head_index", cfg.get("hook_point_head_index")))
-    if cfg.get("rescale_acts_by_decoder_norm") or head is not None:
-        raise HubError(f"{what}: rescale_acts_by_decoder_norm / per-head SAEs are not supported")
-    norm = cfg.get("normalize_activations") or "none"
-    norm = {True: "expected_average_only_in", False: "none"}.get(norm, norm)
-    if norm not in ("none", "expected_average_only_in"):
-        raise HubError(f"{what}: normalize_activations={norm!r} is not supported")
+    """SAELens v6 (nested `metadata`), pre-6.0 (flat, `hook_point`, `activation_fn_str`) and
+    transcoders, as the one SAELens reader (sae_core/saelens.py) reads them for `Sae.load`."""
+    what = where.what
+    try:
+        ours = sae_config_from_saelens(cfg, hook=where.hook, model_name=where.trained_for)
+        norm = input_normalization(cfg)
+    except ValueError as err:
+        raise HubError(f"{what}: {err}") from err
     if "scaling_factor" in tensors and not (tensors["scaling_factor"] == 1).all():
         raise HubError(f"{what}: a finetuning scaling factor is not supported")
-    d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    hookpoint = meta.get("sae_atlas_hookpoint") or hookpoint_of(
-        meta.get("hook_name") or cfg.get("hook_name") or cfg.get("hook_point") or where.hook)
+    d_in, d_sae, d_out = ours.d_in, ours.d_sae, ours.width_out
     weights = {"W_enc_SD": take(tensors, "W_enc", (d_in, d_sae), what).T,
                "b_enc": take(tensors, "b_enc", (d_sae,), what),
-               "W_dec": take(tensors, "W_dec", (d_sae, d_in), what),
-               "b_dec": take(tensors, "b_dec", (d_in,), what)}
-    if ours == "jumprelu":
+               "W_dec": take(tensors, "W_dec", (d_sae, d_out), what),
+               "b_dec": take(tensors, "b_dec", (d_out,), what)}
+    if ours.architecture == "jumprelu":
         if "threshold" not in tensors and "log_threshold" in tensors:
             tensors = tensors | {"threshold": tensors["log_threshold"].float().exp()}
         weights["threshold"] = take(tensors, "threshold", (d_sae,), what)
-    return Converted(build_sae(SaeConfig(
-        d_in=d_in, d_sae=d_sae, architecture=ours, k=int(k or 32), hookpoint=hookpoint,
-        model_name=meta.get("model_name") or cfg.get("model_name") or where.trained_for,
-        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
-    ), weights, what), norm)
+    if ours.skip:
+        weights["W_skip"] = take(tensors, "W_skip", (d_out, d_in), what)
+    return Converted(build_sae(ours, weights, what), norm)
 
 
 def from_sparsify(cfg: dict, tensors: dict[str, Tensor], where: Where) -> Converted:

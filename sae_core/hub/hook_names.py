@@ -1,17 +1,8 @@
 """Where each public SAE suite's SAEs read, in its own names, mapped onto our hookpoints
-(activations.py): the one home of these maps (convert.hookpoint_of and releases.py call
-`hook_of`).
-
-- TransformerLens names (SAELens's `hook_name`, the release table's hooks): `hook_resid_post`
-  -> layers.N, `hook_resid_pre` -> layers.{N-1}, `hook_mlp_out` -> layers.N.mlp,
-  `hook_attn_out` -> layers.N.attn, `attn.hook_z` -> layers.N.attn_z (o_proj's input,
-  heads x head_dim, head-major as TransformerLens flattens (head, d_head)),
-  `hook_resid_mid` -> layers.N.resid_mid. What a block's MLP reads, as the transcoder suites
-  name it (`hook_mlp_in` in Gemma Scope 2, whose config.json says
-  `pre_feedforward_layernorm.output`; `ln2.hook_normalized` in Gemma Scope; `mlp.hook_in` in
-  mwhanna's), is a transcoder's input: layers.N.mlp_in, predicting layers.N.mlp.
-- Module names (sparsify): `layers.N`, `layers.N.mlp`, `layers.N.self_attn` (with or without
-  `model.` / `transformer.` / `gpt_neox.`; `h.N` for gpt2).
+(activations.py). TransformerLens and module hook names map in sae_core/saelens.py, the one
+map both ways (SAE configs are read and written there); `hook_of` here is that map with
+HubError. This module adds the suites' folder names and HF module names (convert.hookpoint_of,
+releases.py, suites.py and transcoders.py call these).
 
 Our `layers.N.mlp` / `layers.N.attn` are what the MLP / attention adds to the residual stream:
 in gemma2 and gemma3 blocks that is the output of the norm after the sublayer
@@ -33,72 +24,21 @@ layers.N.attn_z. Refused with the reason: token-embedding SAEs (`embedding/`, `h
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
+from .. import saelens
+from ..saelens import EMBED, SuiteHook, mlp_transcoder
 from .fetch import HubError
-
-EMBED = "reads the token embeddings, which have no hookpoint here"
-TL_SITES = {"hook_resid_post": "", "hook_mlp_out": ".mlp", "hook_attn_out": ".attn",
-            "attn.hook_z": ".attn_z", "hook_resid_mid": ".resid_mid"}
-TL_MLP_INPUTS = ("hook_mlp_in", "mlp.hook_in", "ln2.hook_normalized")
-"""What a block's MLP reads, in the transcoder suites' TransformerLens names."""
-TL_RE = re.compile(r"^blocks\.(\d+)\.([\w.]+)$")
-MODULE_RE = re.compile(r"^(?:model\.|transformer\.|gpt_neox\.)?(?:layers|h)\.(\d+)"
-                       r"(?:\.(mlp|self_attn|attn|attention))?$")
-SUPPORTED_HOOKS = ("blocks.N.hook_resid_post, blocks.N.hook_resid_pre (N >= 1), "
-                   "blocks.N.hook_resid_mid, blocks.N.hook_mlp_out, blocks.N.hook_attn_out, "
-                   "blocks.N.attn.hook_z; a transcoder's blocks.N.hook_mlp_in / mlp.hook_in / "
-                   "ln2.hook_normalized to blocks.N.hook_mlp_out (SAELens); layers.N, "
-                   "layers.N.mlp, layers.N.self_attn (sparsify)")
-
-
-class SuiteHook(NamedTuple):
-    """Where an SAE sits, as SaeConfig names it."""
-
-    hookpoint: str
-    """What an SAE reads, or what a transcoder predicts (`layers.L.mlp`)."""
-    hookpoint_in: str = ""
-    """A transcoder's input (`layers.L.mlp_in`); "" for an SAE."""
-
-
-def _transcoder(layer: int) -> SuiteHook:
-    return SuiteHook(f"layers.{layer}.mlp", f"layers.{layer}.mlp_in")
-
-
-def is_hook_name(name: str) -> bool:
-    """Whether `name` is a hook name (TransformerLens or module), not a folder or SAE id."""
-    return bool(TL_RE.match(name) or MODULE_RE.match(name) or name == "hook_embed")
-
-
-def _tl_site(layer: int, site: str, hook: str) -> SuiteHook:
-    if site == "hook_resid_pre":
-        if layer == 0:
-            raise HubError(f"{hook} {EMBED} (supported: {SUPPORTED_HOOKS})")
-        return SuiteHook(f"layers.{layer - 1}")
-    if site in TL_MLP_INPUTS:
-        return _transcoder(layer)
-    if site in TL_SITES:
-        return SuiteHook(f"layers.{layer}{TL_SITES[site]}")
-    raise HubError(f"hook {hook!r} has no hookpoint here (supported: {SUPPORTED_HOOKS})")
 
 
 def hook_of(hook: str, hook_out: str = "") -> SuiteHook:
     """Where an SAE with TransformerLens or module hook `hook` reads; for a transcoder
     (`hook_out`, SAELens's `hook_name_out`, or a hook that names the MLP's input) what it
-    reads and predicts. HubError with the reason when that has no hookpoint here."""
-    if hook == "hook_embed":
-        raise HubError(f"{hook} {EMBED} (supported: {SUPPORTED_HOOKS})")
-    if m := MODULE_RE.match(hook or ""):
-        sub = m.group(2)
-        return SuiteHook(f"layers.{m.group(1)}" + ("" if not sub else ".mlp" if sub == "mlp"
-                                                   else ".attn"))
-    if not (m := TL_RE.match(hook or "")):
-        raise HubError(f"hook {hook!r} has no hookpoint here (supported: {SUPPORTED_HOOKS})")
-    found = _tl_site(int(m.group(1)), m.group(2), hook)
-    if hook_out and (not found.hookpoint_in or hook_out != f"blocks.{m.group(1)}.hook_mlp_out"):
-        raise HubError(f"a transcoder from {hook} to {hook_out} is not supported (only from "
-                       "a block's MLP input to its own MLP output)")
-    return found
+    reads and predicts (saelens.hook_of). HubError with the reason when that has no
+    hookpoint here."""
+    try:
+        return saelens.hook_of(hook, hook_out)
+    except ValueError as err:
+        raise HubError(str(err)) from err
 
 
 GEMMA_SCOPE_2_RE = re.compile(
@@ -120,7 +60,7 @@ def gemma_scope_2_hook(path: str) -> SuiteHook:
     if site == "clt":
         raise HubError(f"Gemma Scope 2 {path}: cross-layer transcoders are not supported")
     if site == "transcoder":
-        return _transcoder(layer)
+        return mlp_transcoder(layer)
     return SuiteHook(f"layers.{layer}" + (".mlp" if site == "mlp_out" else ""))
 
 
@@ -137,7 +77,7 @@ def gemma_scope_hook(repo_id: str, path: str) -> SuiteHook:
     if site == "att":
         return SuiteHook(f"layers.{layer}.attn_z")
     if site == "transcoders":
-        return _transcoder(layer)
+        return mlp_transcoder(layer)
     return SuiteHook(f"layers.{layer}" + (".mlp" if site == "mlp" else ""))
 
 

@@ -15,16 +15,15 @@ import hashlib
 import json
 import math
 import shutil
-import uuid
 from pathlib import Path
 
 import torch
 
 from ..activations import OUTLIER_FACTOR
 from ..atlas.evaluate import evaluate_atlas
-from ..atlas.fingerprint import digest_of, sae_file_digests
-from ..atlas.layout import ATLAS_ROOT, INFO_FILE, METRICS_FILE
-from ..atomic import write_json
+from ..atlas.info import AtlasInfo
+from ..atlas.layout import ATLAS_ROOT
+from ..atlas.writing import atlas_lock, staging_dir, swap_in, write_atlas
 from ..corpus import load_texts, split_ids, token_windows
 from ..lm import LM, load_named
 from ..norms import residual_norms
@@ -41,9 +40,10 @@ def write_pretrained_atlas(
 ) -> tuple[Path, tuple[str, ...]]:
     """Measure, evaluate and write `pset` as the atlas `out`; (folder, warnings).
 
-    The folder is assembled in a temporary folder and moved into place only when complete,
-    so a failure leaves nothing that looks like an atlas. Pending input scales are folded
-    into the SAEs (in place), estimated as SAELens does: sqrt(d_in) / mean input norm."""
+    The folder is written under the atlas's lock into its staging folder and swapped in only
+    when complete (atlas/writing.py), so a failure leaves nothing that looks like an atlas.
+    Pending input scales are folded into the SAEs (in place), estimated as SAELens does:
+    sqrt(d_in) / mean input norm."""
     out = Path(out)
     if out.exists():
         raise HubError(f"{out} already exists: pick another name")
@@ -65,34 +65,30 @@ def write_pretrained_atlas(
                          "median_windows": len(pick)}
     metrics = evaluate_atlas(lm, pset.saes, {h: n[0] for h, n in norms.items()}, test_w,
                              outlier_factor=OUTLIER_FACTOR, report=report)
-    info = {
-        "model": lm.name, "corpus": corpus, "seq_len": seq_len, "hookpoints": list(pset.saes),
-        "heldout_windows": held_out, "heldout_ids": test_ids.tolist(),
-        "train_windows": len(train_w), "train_cfg": {"outlier_factor": OUTLIER_FACTOR},
-        "source": {
+    info = AtlasInfo(
+        model=lm.name, corpus=corpus, seq_len=seq_len, hookpoints=tuple(pset.saes),
+        heldout_windows=held_out, heldout_ids=tuple(test_ids.tolist()),
+        train_windows=len(train_w), train_cfg={"outlier_factor": OUTLIER_FACTOR},
+        source={
             "repo_id": pset.repo_id, "release": pset.release, "revision": pset.revision,
             "paths": {h: s.path for h, s in pset.sources.items()},
             "formats": sorted({s.format for s in pset.sources.values()}),
             "trained_for": sorted({s.trained_for for s in pset.sources.values()}),
         },
-        "warnings": warns,
-    }
-    tmp = out.parent / "_incoming" / f"{out.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        for h, sae in pset.saes.items():
-            sae.save(tmp / h, extra_metadata=sae.metadata)
-        info["sae_files"] = sae_file_digests(tmp, list(pset.saes))
-        info["sae_fingerprint"] = digest_of(info["sae_files"])
-        write_json(tmp / METRICS_FILE, metrics)
-        write_json(tmp / INFO_FILE, info)
+        warnings=tuple(warns),
+    )
+    with atlas_lock(out):
+        if out.exists():
+            raise HubError(f"{out} already exists: pick another name")
+        staging = staging_dir(out)
+        shutil.rmtree(staging, ignore_errors=True)  # a failed write's leftovers
         try:
-            tmp.rename(out)
+            write_atlas(staging, pset.saes, info, lambda info: (metrics, info))
+            swap_in(staging, out)
         except OSError as err:
-            raise HubError(f"could not move the new atlas into {out}: {err}") from err
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if tmp.parent.exists() and not any(tmp.parent.iterdir()):
-            tmp.parent.rmdir()
+            raise HubError(f"could not write the new atlas {out}: {err}") from err
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out, tuple(warns)
 
 

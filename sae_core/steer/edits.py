@@ -23,7 +23,6 @@ device (the LM's, layout.fit_to) and follow the activation to its device.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from ..activations import OUTLIER_FACTOR, layer_of, parse_hookpoint
 from ..errors import BadInput, check_number, check_whole
 from ..hooks import capture, edit_output
 from ..lm import LM
-from ..sae import Sae
+from ..sae import Sae, jump_relu
 from ..topk import topk_sorted
 
 MAX_STRENGTH = 20.0
@@ -47,13 +46,7 @@ Positions = Literal["all", "generated"]
 
 
 def check_strength(strength: float) -> None:
-    if isinstance(strength, float) and not math.isfinite(strength):
-        raise BadInput("strength", f"strength must be a finite number, got {strength!r}")
-    if isinstance(strength, int | float) and math.isfinite(strength) \
-            and abs(strength) > MAX_STRENGTH:
-        raise BadInput("strength", f"strength {strength:g} is too large: use a value between "
-                                   f"-{MAX_STRENGTH:g} and {MAX_STRENGTH:g} (x the layer's "
-                                   "norm)")
+    """The library's check of a steering strength (every steer checks it when made)."""
     check_number(strength, "strength", -MAX_STRENGTH, MAX_STRENGTH)
 
 
@@ -183,7 +176,7 @@ def feature_acts(sae: Sae, x_ND: Tensor, feats_C: Tensor) -> Tensor:
     if sae.cfg.architecture == "relu":
         return pre_NC.clamp_min(0)
     if sae.cfg.architecture == "jumprelu":
-        return pre_NC.clamp_min(0) * (pre_NC > sae.threshold[feats_C])
+        return jump_relu(pre_NC, sae.threshold[feats_C])
     _, idx_NK = topk_sorted(pre_NS, sae.cfg.k)
     chosen_NC = (idx_NK[:, :, None] == feats_C.to(idx_NK.device)[None, None, :]).any(dim=1)
     return torch.where(chosen_NC, pre_NC, 0.0).clamp_min(0)

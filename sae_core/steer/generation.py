@@ -29,8 +29,10 @@ from .edits import Steering, check_steering, steering_hooks
 
 MAX_NEW_TOKENS = 200
 MAX_PROMPT_TOKENS = 512
-MAX_PROMPT_CHARS = 8 * MAX_PROMPT_TOKENS
-"""Longer prompts are refused before tokenizing (they could not fit in tokens anyway)."""
+MAX_PROMPT_CHARS = 2_000
+"""Longest prompt, in characters: longer prompts are refused before tokenizing. The one
+prompt limit; the app's forms and API read it from here."""
+MAX_TEMPERATURE = 5
 FEW_ROWS = 16
 
 
@@ -47,7 +49,7 @@ class GenConfig:
 
     def __post_init__(self) -> None:
         check_whole(self.max_new_tokens, "max new tokens", 1, MAX_NEW_TOKENS)
-        check_number(self.temperature, "temperature", 0, 5)
+        check_number(self.temperature, "temperature", 0, MAX_TEMPERATURE)
         check_whole(self.top_k, "top_k", 1, 10**6)
         check_whole(self.seed, "seed", -(2**63), 2**63 - 1)  # what torch's generator takes
 

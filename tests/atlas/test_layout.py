@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 
+from sae_core.atlas.info import info_json
 from sae_core.atlas.layout import (
     CHECKPOINT_DIR,
     check_fits,
@@ -22,19 +23,19 @@ from tests.conftest import tiny_lm
 
 
 def test_a_finished_build_reads_back(tiny_atlas):
-    info, metrics, saes = load_atlas(tiny_atlas)
-    assert info == read_info(tiny_atlas) == json.loads((tiny_atlas / "atlas.json").read_text())
-    assert metrics == read_metrics(tiny_atlas) and list(metrics) == info["hookpoints"]
-    assert list(saes) == info["hookpoints"] and not (tiny_atlas / CHECKPOINT_DIR).exists()
+    info, metrics, saes, _ = load_atlas(tiny_atlas)
+    assert info_json(info) == json.loads((tiny_atlas / "atlas.json").read_text())
+    assert metrics == read_metrics(tiny_atlas) and list(metrics) == list(info.hookpoints)
+    assert list(saes) == list(info.hookpoints) and not (tiny_atlas / CHECKPOINT_DIR).exists()
     assert str(tiny_atlas) in list_atlases(tiny_atlas.parent)
 
 
 def test_loaded_atlas_properties_come_from_its_files(tiny_atlas):
     loaded = open_with(tiny_atlas, tiny_lm())
-    assert loaded.hookpoints == read_info(tiny_atlas)["hookpoints"]
+    assert loaded.hookpoints == list(read_info(tiny_atlas).hookpoints)
     assert loaded.medians == {h: s.metadata["median_norm"] for h, s in loaded.saes.items()}
-    assert loaded.outlier_factor == read_info(tiny_atlas)["train_cfg"]["outlier_factor"]
-    assert loaded.corpus == read_info(tiny_atlas)["corpus"]
+    assert loaded.outlier_factor == read_info(tiny_atlas).train_cfg["outlier_factor"]
+    assert loaded.corpus == read_info(tiny_atlas).corpus
 
 
 def test_an_unfinished_folder_is_not_an_atlas(tiny_atlas, tmp_path):

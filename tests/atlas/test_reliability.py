@@ -17,6 +17,7 @@ from sae_core.atlas.layout import (
     current_fingerprint,
     forget_reads,
     heldout_ids,
+    index_dir,
     load_atlas,
     read_info,
 )
@@ -26,12 +27,7 @@ from sae_core.config import BuildConfig, TrainConfig
 from sae_core.corpus import load_texts, token_windows
 from sae_core.explore import concepts
 from sae_core.explore.concepts import find_concept_features
-from sae_core.explore.feature_index import (
-    ensure_feature_index,
-    has_feature_index,
-    index_dir,
-    read_index_meta,
-)
+from sae_core.explore.feature_index import ensure_feature_index, has_feature_index, read_index_meta
 from sae_core.explore.feature_page import feature_page
 from sae_core.explore.layermap import (
     LAYER_MAP_FILE,
@@ -77,7 +73,7 @@ def test_a_rebuild_with_another_seed_is_what_the_app_shows(atlas):
     h = old.hookpoints[1]
     api = AtlasApi(lambda: [str(atlas)])  # the app's endpoints, open before the rebuild
     before = api.layer_map(atlas.name), api.feature_page(atlas.name, 1, 0)
-    _build(atlas, read_info(atlas)["corpus"], seed=1)
+    _build(atlas, read_info(atlas).corpus, seed=1)
     assert not has_layer_map(atlas) and not has_feature_index(atlas)  # went with the old SAEs
     ensure_layer_map(atlas, lm=lm)
     ensure_feature_index(atlas, lm=lm)
@@ -111,7 +107,7 @@ def test_a_rebuild_with_another_seed_is_what_the_app_shows(atlas):
 def test_derived_files_of_other_saes_are_never_served(atlas, tmp_path):
     before = read_layer_map(atlas)
     other = tmp_path / "other"
-    _build(other, read_info(atlas)["corpus"], seed=2)
+    _build(other, read_info(atlas).corpus, seed=2)
     for name in (LAYER_MAP_FILE, "layer_map.json", "features"):  # copied in by hand
         src = atlas / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, other / name)
@@ -181,7 +177,7 @@ def test_a_full_disk_keeps_the_previous_atlas_whole(atlas, monkeypatch):
 
     monkeypatch.setattr(atomic, "write_atomic", full_at_metrics)
     with pytest.raises(DiskFull, match=r"the disk is full: could not write .*metrics\.json"):
-        _build(atlas, read_info(atlas)["corpus"], seed=3)
+        _build(atlas, read_info(atlas).corpus, seed=3)
     assert _digests(atlas) == before  # every file of the previous atlas as it was
     assert session.open_atlas(atlas).fingerprint == current_fingerprint(atlas)
     assert not list((atlas / "..").glob(f".{atlas.name}.*.tmp"))  # no temporary file left
@@ -191,7 +187,7 @@ def test_a_full_disk_keeps_the_previous_atlas_whole(atlas, monkeypatch):
 def test_a_swap_cut_short_is_finished_or_undone(atlas, tmp_path, staging_finished):
     """A crash between the two renames of a swap: the next build puts the finished new
     folder in place (and stops there), or brings the previous atlas back and builds."""
-    corpus = read_info(atlas)["corpus"]
+    corpus = read_info(atlas).corpus
     new = _build(tmp_path / "new", corpus, seed=6)
     before = _digests(atlas)
     staging = atlas.parent / f".{atlas.name}.building"
@@ -212,7 +208,7 @@ def test_a_swap_cut_short_is_finished_or_undone(atlas, tmp_path, staging_finishe
 def test_one_writer_at_a_time(atlas):
     with atlas_lock(atlas):
         with pytest.raises(AtlasBusy, match="another build is writing"):
-            _build(atlas, read_info(atlas)["corpus"], seed=4)
+            _build(atlas, read_info(atlas).corpus, seed=4)
         (atlas / "layer_map.json").unlink()
         with pytest.raises(AtlasBusy):
             ensure_layer_map(atlas, lm=session.model("tiny-llama"))
@@ -221,13 +217,13 @@ def test_one_writer_at_a_time(atlas):
 
 def test_held_out_windows_are_stored_and_never_trained_on(atlas, monkeypatch):
     info = read_info(atlas)
-    windows = token_windows(tiny_lm().tokenizer, load_texts(info["corpus"]), info["seq_len"])
+    windows = token_windows(tiny_lm().tokenizer, load_texts(info.corpus), info.seq_len)
     ids = heldout_ids(info, windows)
-    assert ids.tolist() == info["heldout_ids"] and len(ids) == info["heldout_windows"] == 8
+    assert ids.tolist() == list(info.heldout_ids) and len(ids) == info.heldout_windows == 8
     trained = []
     monkeypatch.setattr("sae_core.atlas.build.train_saes",
                         lambda lm, w, *a, **k: trained.append(w) or train_saes(lm, w, *a, **k))
-    _build(atlas, info["corpus"], seed=5)
+    _build(atlas, info.corpus, seed=5)
     is_train = torch.ones(len(windows), dtype=torch.bool)
     is_train[ids] = False
     assert torch.equal(trained[0], windows[is_train])  # every window but the held-out ones

@@ -34,10 +34,10 @@ def test_layer_split_writes_one_complete_atlas_equal_to_one_process(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     assert run.stdout.count("built ") == 1  # rank 0 alone reports
-    info, metrics, saes = load_atlas(out)  # complete: every SAE file matches its digest
-    assert info["hookpoints"] == list(saes) == list(metrics) == ["layers.0", "layers.1",
+    info, metrics, saes, _ = load_atlas(out)  # complete: every SAE file matches its digest
+    assert list(info.hookpoints) == list(saes) == list(metrics) == ["layers.0", "layers.1",
                                                                  "layers.2"]
-    assert info["ranks"] == 2 and info["parallel"] == "layers x2"
+    assert info.ranks == 2 and info.parallel == "layers x2"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".split.")] == [
         ".split.lock"]  # no staging folder or checkpoint left
 
@@ -46,4 +46,4 @@ def test_layer_split_writes_one_complete_atlas_equal_to_one_process(tmp_path):
                         cfg=TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64,
                                         bf16=False))
     assert is_built(alone)
-    assert read_info(alone)["sae_files"] == info["sae_files"]  # the same SAEs, byte for byte
+    assert read_info(alone).sae_files == info.sae_files  # the same SAEs, byte for byte

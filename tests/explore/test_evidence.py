@@ -42,8 +42,8 @@ def test_one_pass_writes_every_product_as_computed_alone(tiny_atlas, tmp_path):
     for k, table in single.tables.items():  # stored with fp16 cosines and Jaccards
         assert torch.allclose(lineage.tables[k].float(), table.float(), atol=1e-3,
                               equal_nan=True), k
-    assert read_probing(folder).hookpoints == read_names(folder).hookpoints == run.info[
-        "hookpoints"]
+    assert read_probing(folder).hookpoints == read_names(folder).hookpoints == list(
+        run.info.hookpoints)
 
     kept = {p.name: _bytes(folder, p) for p in PRODUCTS}
     assert ensure_layer_evidence(folder, lm=lm) == {}  # all current: no pass at all

@@ -66,7 +66,8 @@ def test_massive_activations_are_flagged_and_get_no_feature(loaded):
     norms = view.norm_TL[:, 1]
     cut = float(norms.median())
     factor = cut / view.medians[1]
-    info = {**loaded.info, "train_cfg": {**loaded.info["train_cfg"], "outlier_factor": factor}}
+    info = dataclasses.replace(loaded.info, train_cfg={**loaded.info.train_cfg,
+                                                       "outlier_factor": factor})
     strict = dataclasses.replace(loaded, info=info)
     flagged = live_view(strict, "the cat sat on the mat")
     expect = view.norm_TL > factor * torch.tensor(view.medians)
@@ -122,3 +123,21 @@ def test_control_characters_removed_and_emoji_kept(loaded):
     view = live_view(loaded, "the\x07 cat 🙂 sat")
     assert "".join(view.pieces) == view.text == "the cat 🙂 sat"
     assert any("control character" in n for n in view.notices)
+
+
+def test_strongest_breaks_ties_by_the_top_k_rule():
+    """Planted equal writes: the one top-k rule (topk.py) keeps the earliest slots, listed
+    strongest first; empty slots come back as -1."""
+    from sae_core.config import SaeConfig
+    from sae_core.encode import LayerCodes
+    from sae_core.explore.live import _strongest
+    from sae_core.sae import Sae
+
+    sae = Sae(SaeConfig(d_in=8, d_sae=8, k=4))
+    sae.W_dec.data.copy_(torch.eye(8))  # unit rows: the write is the activation
+    vals = torch.tensor([[[1.0, 2.0, 1.0, 1.0], [3.0, 0.0, 0.0, 0.0]]])
+    idx = torch.tensor([[[7, 5, 3, 6], [2, 0, 1, 4]]])
+    codes = LayerCodes(torch.zeros(1, 2, 8), torch.ones(1, 2, dtype=torch.bool), vals, idx)
+    ids, acts, writes = _strongest(codes, sae, skip=0, top=3)
+    assert ids.tolist() == [[5, 7, 3], [2, -1, -1]]
+    assert acts.tolist() == writes.tolist() == [[2.0, 1.0, 1.0], [3.0, 0.0, 0.0]]

@@ -5,7 +5,7 @@ import torch
 
 from sae_core.explore.consistency import base_rates, feature_stats, layer_map, pair_counts
 from sae_core.explore.controls import Firings
-from sae_core.explore.map_intervals import (
+from sae_core.explore.layermap import (
     draw_rates,
     per_document_counts,
     share_draws,

@@ -11,21 +11,20 @@ from sae_core.config import SaeConfig
 from sae_core.explore.firings import LayerFirings
 from sae_core.explore.logit_lens import direction_logits
 from sae_core.explore.names import (
+    DRAWS,
     LOW_SCORE,
     NAMES_FILE,
     FeatureNames,
+    _rule_counts,
     compute_names,
-    label_of,
-    read_names,
-)
-from sae_core.explore.names_draws import (
-    DRAWS,
     detected_draws,
+    label_of,
+    name_scores,
     predicted_by_document,
+    read_names,
     share_detected,
 )
-from sae_core.explore.names_evidence import half_of, token_evidence, top_per_group
-from sae_core.explore.names_score import Evidence, _rule_counts, name_scores
+from sae_core.explore.names_evidence import Evidence, half_of, token_evidence, top_per_group
 from sae_core.sae import Sae
 from tests.conftest import save_as_atlas, tiny_lm
 

@@ -8,12 +8,12 @@ import torch
 
 from sae_core.atlas.build import build_atlas
 from sae_core.atlas.evaluate import reconstruction_stats
-from sae_core.atlas.layout import heldout_ids, open_with, read_metrics
+from sae_core.atlas.layout import INDEX_DIR, INDEX_META_FILE, heldout_ids, open_with, read_metrics
 from sae_core.atomic import read_json
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.corpus import load_texts, token_windows
 from sae_core.explore.evidence import PRODUCTS, ensure_layer_evidence, missing_evidence
-from sae_core.explore.feature_index import INDEX_DIR, META_FILE, ensure_feature_index
+from sae_core.explore.feature_index import ensure_feature_index
 from sae_core.explore.one_pass import after_training
 from sae_core.jobs.stages import STAGES, ready_parts
 from tests.tiny import tiny_lm, write_tiny_corpus
@@ -34,7 +34,7 @@ def one_pass_atlas(tmp_path_factory):
 def _files(folder):
     """Every product file's bytes, but index.json (it holds timings)."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and p.name != META_FILE
+            if p.is_file() and p.name != INDEX_META_FILE
             and (p.parent.name == INDEX_DIR or any(p.name.startswith(q.file.split(".")[0])
                                                    for q in PRODUCTS))}
 
@@ -43,7 +43,7 @@ def test_the_build_writes_every_product_of_its_pass(one_pass_atlas):
     folder, _ = one_pass_atlas
     assert ready_parts(folder) == tuple(s.name for s in STAGES[:3])  # presets come later
     assert missing_evidence(folder) == []
-    source = read_json(folder / INDEX_DIR / META_FILE)["source"]
+    source = read_json(folder / INDEX_DIR / INDEX_META_FILE)["source"]
     assert source["heldout_windows"] == 8 and source["labelled_windows"] > 0
 
 
@@ -51,7 +51,7 @@ def test_one_pass_equals_each_product_built_alone(one_pass_atlas, tmp_path):
     folder, lm = one_pass_atlas
     alone = tmp_path / "alone"
     shutil.copytree(folder, alone)
-    (alone / INDEX_DIR / META_FILE).unlink()
+    (alone / INDEX_DIR / INDEX_META_FILE).unlink()
     for product in PRODUCTS:
         (alone / product.file).with_suffix(".json").unlink()
     assert "feature index" not in ready_parts(alone) and "layer map" not in ready_parts(alone)
@@ -61,14 +61,14 @@ def test_one_pass_equals_each_product_built_alone(one_pass_atlas, tmp_path):
     assert len(one) >= 2 * len(PRODUCTS) + 3  # each product's files, the index's 3 layers
     assert one.keys() == each.keys()
     assert [name for name in one if one[name] != each[name]] == []
-    meta = (read_json(d / INDEX_DIR / META_FILE) for d in (folder, alone))
+    meta = (read_json(d / INDEX_DIR / INDEX_META_FILE) for d in (folder, alone))
     assert len({(m["windows"], str(m["source"]), str(m["layers"])) for m in meta}) == 1
 
 
 def test_the_held_out_reconstruction_equals_its_own_pass(one_pass_atlas):
     folder, lm = one_pass_atlas
     atlas = open_with(folder, lm)
-    windows = token_windows(lm.tokenizer, load_texts(atlas.corpus), atlas.info["seq_len"])
+    windows = token_windows(lm.tokenizer, load_texts(atlas.corpus), atlas.info.seq_len)
     test_w = windows[heldout_ids(atlas.info, windows)]
     stats = reconstruction_stats(lm, atlas.saes, test_w, atlas.medians,
                                  outlier_factor=atlas.outlier_factor, batch=8)

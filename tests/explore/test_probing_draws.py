@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from sae_core.explore.firings import LayerFirings
-from sae_core.explore.probing import PROBING_FILE, ProbingResult, compute_probing
-from sae_core.explore.probing_draws import (
+from sae_core.explore.probing import (
     PROBE_BOOT,
+    PROBING_FILE,
+    ProbingResult,
+    compute_probing,
     confusion_by_document,
     label_draws,
     mean_over_tasks,

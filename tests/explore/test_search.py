@@ -164,7 +164,7 @@ def test_corpus_peaks_are_each_features_top_activation_in_the_index(loaded, tmp_
     from safetensors.torch import load_file
 
     from sae_core.activations import keep_mask
-    from sae_core.explore.feature_index import INDEX_DIR, TOKENS_FILE, build_feature_index
+    from sae_core.explore.feature_index import INDEX_DIR, INDEX_TOKENS_FILE, build_feature_index
     from sae_core.explore.feature_stats import IndexConfig
     from sae_core.explore.search import corpus_peaks
 
@@ -172,12 +172,12 @@ def test_corpus_peaks_are_each_features_top_activation_in_the_index(loaded, tmp_
     folder = tmp_path / "atlas"
     shutil.copytree(loaded.folder, folder)
     windows = load_file(str(loaded.folder / "labels.safetensors"))["windows"].long()[:6]
-    factor = loaded.info["train_cfg"]["outlier_factor"]
+    factor = loaded.info.train_cfg["outlier_factor"]
     build_feature_index(loaded.lm, loaded.saes, loaded.medians, windows, folder,
                         outlier_factor=factor, cfg=IndexConfig(top_n=3, chunk=8),
                         fingerprint=loaded.fingerprint)
     peaks = corpus_peaks(folder)
-    windows = load_file(str(folder / INDEX_DIR / TOKENS_FILE))["tokens"].long()
+    windows = load_file(str(folder / INDEX_DIR / INDEX_TOKENS_FILE))["tokens"].long()
     acts = run_captured(loaded.lm, windows, loaded.hookpoints)
     with torch.inference_mode():
         for h, sae in loaded.saes.items():

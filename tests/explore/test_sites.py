@@ -51,7 +51,7 @@ def site_atlases(tmp_path_factory, tiny_atlas):
 def test_every_product_lists_exactly_the_built_hookpoints(site_atlases, name):
     folder = site_atlases[name]
     built = BuildConfig(corpus="x", site=SITES[name]).hookpoints(3)
-    assert read_info(folder)["hookpoints"] == built
+    assert list(read_info(folder).hookpoints) == built
     for product in (read_layer_map, read_probing, read_names, read_lineage):
         assert product(folder).hookpoints == built
     assert sorted(open_index(folder).meta["layers"]) == sorted(built)
@@ -84,7 +84,7 @@ def test_lineage_links_consecutive_layers_within_one_site(site_atlases):
 def test_live_view_is_the_sae_encoding_of_the_captured_site(site_atlases, name):
     loaded = session.open_atlas(site_atlases[name])
     view = live_view(loaded, TEXT, top=None)
-    assert view.hookpoints == tuple(read_info(loaded.folder)["hookpoints"])
+    assert view.hookpoints == tuple(list(read_info(loaded.folder).hookpoints))
     ids = torch.tensor([list(view.prefix_ids) + list(view.token_ids)])
     acts = run_captured(loaded.lm, ids, list(view.hookpoints), bf16=BF16)
     skip = len(view.prefix_ids)
@@ -130,7 +130,7 @@ def test_the_tabs_read_an_mlp_set(site_atlases):
     from ui import features, live
 
     folder = str(site_atlases["mlp"])
-    hooks = read_info(folder)["hookpoints"]
+    hooks = list(read_info(folder).hookpoints)
     assert [key for _, key in features._layers(folder)] == [layer_key(h) for h in hooks]
     _, _, _, table, view = live.run_live(folder, TEXT)
     assert set(table["layer"]) == {f"{i} (MLP out)" for i in range(3)}
@@ -172,7 +172,7 @@ def test_api_and_links_name_sites(site_atlases):
     assert api.feature_page("resid_attn", 2, 0)["hookpoint"] == "layers.2"
     assert api.feature_page("mlp", 2, 0)["hookpoint"] == "layers.2.mlp"
     on_text = api.features_on_text("resid_attn", TEXT, 1)
-    assert on_text["hookpoints"] == read_info(folders[1])["hookpoints"]
+    assert on_text["hookpoints"] == list(read_info(folders[1]).hookpoints)
     folder = folders[1]
     link = check_link(parse_link({"layer": "1.attn", "feature": "3"}), atlas_layers(folder), [])
     assert not link.problems and _as_shown(link, folder).layer == "1 (attention out)"

@@ -1,6 +1,7 @@
 """Probing reads documents the SAEs never trained on: on a tiny build whose training windows
 are recorded as the training loop runs, no document of probing's token split touches one."""
 
+import dataclasses
 import json
 import random
 
@@ -67,8 +68,8 @@ def _trained_positions(lm, texts, trained_WL):
 
 def test_probing_reads_only_documents_no_training_window_touched(built):
     folder, lm, trained_WL = built
-    info, _, saes = load_atlas(folder)
-    texts = load_texts(info["corpus"])
+    info, _, saes, _ = load_atlas(folder)
+    texts = load_texts(info.corpus)
     covered, windows = _trained_positions(lm, texts, trained_WL)
     assert len(trained_WL) == 20 and len(windows) - 6 > 20  # some windows never drawn
     start = 0
@@ -101,7 +102,7 @@ def test_a_build_probes_its_unseen_documents_in_the_pass_after_training(built, t
     cfg = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False,
                       max_tokens=320)
     out = build_atlas(tmp_path / "one_pass", lm=lm, cfg=cfg, after=after_training,
-                      data=BuildConfig(corpus=info["corpus"], seq_len=SEQ_LEN, held_out=6))
+                      data=BuildConfig(corpus=info.corpus, seq_len=SEQ_LEN, held_out=6))
     probes = read_probing(out)
     assert probes is not None and probes.documents["unseen_by_saes"] is True
     assert probes.documents["documents"] >= 5
@@ -110,8 +111,8 @@ def test_a_build_probes_its_unseen_documents_in_the_pass_after_training(built, t
 def test_without_training_records_probing_says_so(built):
     folder, lm, _ = built
     info = load_atlas(folder)[0]
-    hub_like = {k: v for k, v in info.items() if k not in ("train_cfg",)}
-    assert unseen_documents(lm.tokenizer, load_texts(info["corpus"]), hub_like) is None
-    bad = info | {"train_windows": info["train_windows"] + 1}
+    hub_like = dataclasses.replace(info, lm_tokens=None, train_cfg={"outlier_factor": 10.0})
+    assert unseen_documents(lm.tokenizer, load_texts(info.corpus), hub_like) is None
+    bad = dataclasses.replace(info, train_windows=info.train_windows + 1)
     with pytest.raises(ValueError, match="windows"):
-        unseen_documents(lm.tokenizer, load_texts(info["corpus"]), bad)
+        unseen_documents(lm.tokenizer, load_texts(info.corpus), bad)

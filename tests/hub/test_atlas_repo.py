@@ -81,7 +81,7 @@ def test_push_then_fetch_offline_is_the_same_atlas(atlas, hub):
     assert check_atlas(snapshot, model="tiny-llama", d_model=D) == []
     assert open_hub_atlas("me/tiny-atlas", model="tiny-llama", d_model=D,
                           cache_dir=cache) == snapshot
-    _, _, saes = load_atlas(snapshot)
+    _, _, saes, _ = load_atlas(snapshot)
     assert list(saes) == ["layers.0", "layers.1", "layers.2"]
     assert calls[0] == ("token", "secret")
     assert calls[1] == ("create_repo", "me/tiny-atlas", {"exist_ok": True, "private": False})

@@ -40,7 +40,7 @@ def test_attn_z_set_feeds_every_reader(tmp_path, tiny_atlas):
         corpus=corpus, seq_len=16, held_out=8)
     loaded = session.open_atlas(out)
     h = "layers.1.attn_z"
-    assert loaded.info["hookpoints"] == [h] and loaded.saes[h].cfg.d_in == width
+    assert list(loaded.info.hookpoints) == [h] and loaded.saes[h].cfg.d_in == width
     assert loaded.medians[h] > 0 and loaded.metrics[h]["fvu"] >= 0
     ensure_feature_index(out, lm=loaded.lm)
     page = feature_page(loaded, h, 3)

@@ -1,5 +1,7 @@
 """Export in the SAELens layout (bit-identical round trip) and push, with a fake Hub API."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -14,7 +16,7 @@ from ui import session
 
 def test_export_round_trip_is_bit_identical(tmp_path, tiny_atlas):
     out = hub_export.export_saelens(tiny_atlas, tmp_path / "export", repo_id="me/tiny-saes")
-    info, metrics, saes = load_atlas(tiny_atlas)
+    info, metrics, saes, _ = load_atlas(tiny_atlas)
     card = (out / "README.md").read_text()
     assert "library_name: saelens" in card and "tiny-llama" in card
     parsed = ModelCard.load(out / "README.md")
@@ -24,7 +26,7 @@ def test_export_round_trip_is_bit_identical(tmp_path, tiny_atlas):
     for h, sae in saes.items():
         row = next(line for line in card.splitlines() if line.startswith(f"| `{h}`"))
         assert f"| {sae.cfg.d_sae} | {sae.cfg.k} | {metrics[h]['fvu']:.4f} |" in row
-    assert f"{info['lm_tokens']:,} tokens" in card
+    assert f"{info.lm_tokens:,} tokens" in card
     files = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert set(files) == {"README.md"} | {f"{h}/{f}" for h in saes
                                           for f in ("cfg.json", "sae_weights.safetensors")}
@@ -72,9 +74,9 @@ def test_push_needs_a_token_and_uploads_the_folder(tmp_path, tiny_atlas, monkeyp
     ("tiny-llama", None), ("/models/llama", None), ("./org/name", None), ("org/bad--name", None),
 ])
 def test_model_card_names_a_hub_base_model_only(tiny_atlas, model, base):
-    info, metrics, saes = load_atlas(tiny_atlas)
+    info, metrics, saes, _ = load_atlas(tiny_atlas)
     cfgs = {h: sae.cfg for h, sae in saes.items()}
-    card = ModelCard(str(hub_export.model_card(info | {"model": model}, metrics, cfgs, "me/x")))
+    card = ModelCard(str(hub_export.model_card(replace(info, model=model), metrics, cfgs, "me/x")))
     assert card.data.base_model == base and card.data.library_name == "saelens"
     assert card.data.tags == list(hub_export.CARD_TAGS)
     assert card.text.startswith(f"# Sparse autoencoders for {model}\n")

@@ -158,3 +158,61 @@ def test_jumprelu_save_load_round_trip_is_bit_identical(tmp_path):
     assert json.loads((tmp_path / "cfg.json").read_text())["architecture"] == "jumprelu"
     for (name, a), b in zip(sae.named_parameters(), loaded.parameters(), strict=True):
         assert torch.equal(a, b), name
+
+
+PRE6_TOPK = {"d_in": D, "d_sae": S, "hook_point": "blocks.2.hook_resid_pre",
+             "model_name": "tiny-llama", "activation_fn_str": "topk",
+             "activation_fn_kwargs": {"k": 4}, "normalize_activations": False}
+
+
+@pytest.mark.parametrize("case", ["standard", "topk", "jumprelu", "no_b_dec_in", "pre6_topk"])
+def test_sae_load_reads_a_saelens_folder_as_the_hub_converter_does(tmp_path, case):
+    """One reader: the same cfg.json and weights give the same config and tensors through
+    `Sae.load` and the Hub's SAELens converter."""
+    from safetensors.torch import save_file
+
+    from sae_core.hub.convert import Where
+    from sae_core.hub.formats import from_saelens
+
+    cfg = {"standard": v6_cfg(), "topk": v6_cfg("topk", k=5), "jumprelu": v6_cfg("jumprelu"),
+           "no_b_dec_in": v6_cfg() | {"apply_b_dec_to_input": False},
+           "pre6_topk": PRE6_TOPK}[case]
+    t = raw_saelens(threshold=case == "jumprelu")
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    save_file(t, tmp_path / "sae_weights.safetensors")
+    loaded = Sae.load(tmp_path)
+    hub = from_saelens(cfg, t, Where("org/tiny-saes", "sae")).sae
+    assert loaded.cfg == hub.cfg
+    assert loaded.cfg.hookpoint == "layers.1"  # the TransformerLens hook, mapped
+    assert loaded.cfg.k == {"topk": 5, "pre6_topk": 4}.get(case, 32)
+    for (name, a), (_, b) in zip(loaded.named_parameters(), hub.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(loaded.W_enc, t["W_enc"]) and torch.equal(loaded.W_dec, t["W_dec"])
+
+
+@pytest.mark.parametrize(("arch", "skip"), [("relu", False), ("jumprelu", True), ("topk", True)])
+def test_the_hub_converter_reads_the_transcoders_we_save(tmp_path, arch, skip):
+    """A transcoder saved by `Sae.save` converts from the Hub to the same module."""
+    from safetensors.torch import load_file
+
+    from sae_core.hub.convert import Where
+    from sae_core.hub.formats import from_saelens
+
+    cfg = SaeConfig(d_in=D, d_sae=S, d_out=D + 8, architecture=arch, k=6,
+                    hookpoint="layers.1.mlp", hookpoint_in="layers.1.mlp_in", skip=skip,
+                    model_name="tiny-llama", apply_b_dec_to_input=False)
+    sae = Sae(cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_()
+    sae.save(tmp_path)
+    raw = json.loads((tmp_path / "cfg.json").read_text())
+    got = from_saelens(raw, load_file(tmp_path / "sae_weights.safetensors"),
+                       Where("org/atlas", "layers.1.mlp")).sae
+    assert got.cfg == cfg == Sae.load(tmp_path).cfg
+    for (name, a), (_, b) in zip(sae.named_parameters(), got.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    # without our metadata the TransformerLens hooks say the same sites
+    del raw["metadata"]["sae_atlas_hookpoint"], raw["metadata"]["sae_atlas_hookpoint_in"]
+    assert from_saelens(raw, load_file(tmp_path / "sae_weights.safetensors"),
+                        Where("org/atlas", "x")).sae.cfg == cfg

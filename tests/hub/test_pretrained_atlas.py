@@ -26,13 +26,13 @@ def test_pretrained_atlas_feeds_every_reader(tmp_path, tiny_atlas):
         root=root, cache_dir=cache, corpus=corpus, seq_len=16, held_out=8,
         report=lambda m, f: reports.append(m))
     assert out == root / "pair" and is_built(out) and warns == ()
-    assert sorted(p.name for p in root.iterdir()) == ["pair"]  # no temporary folder left
+    assert sorted(p.name for p in root.iterdir()) == [".pair.lock", "pair"]  # no staging left
     assert any("fetching L1" in m for m in reports)
     loaded = session.open_atlas(out)
     info = loaded.info
-    assert info["model"] == "tiny-llama" and info["hookpoints"] == ["layers.0", "layers.2"]
-    assert info["source"]["repo_id"] == "org/pair" and info["source"]["revision"] == REV
-    assert info["source"]["paths"] == {"layers.0": "L0", "layers.2": "L1"}
+    assert info.model == "tiny-llama" and list(info.hookpoints) == ["layers.0", "layers.2"]
+    assert info.source["repo_id"] == "org/pair" and info.source["revision"] == REV
+    assert info.source["paths"] == {"layers.0": "L0", "layers.2": "L1"}
     assert all(m > 0 for m in loaded.medians.values())
     for h, m in loaded.metrics.items():
         assert m["fvu"] >= 0 and 0 < m["l0"] <= 4 and m["heldout_tokens"] > 0, h

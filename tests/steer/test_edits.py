@@ -162,3 +162,20 @@ def test_steering_selects_latents_as_the_training_step_does_under_ties(monkeypat
     torch.testing.assert_close(acts_NS, step_NS, atol=0, rtol=0)
     assert (acts_NS > 0).sum(dim=1).tolist() == [k, k, k]  # never more than k fire
     assert acts_NS[0, :k].min() == 1.0 and acts_NS[0, k:].max() == 0.0  # the lowest ids
+
+
+def test_steering_gates_a_jumprelu_sae_as_the_sae_does():
+    """The JumpReLU gate steering reads is the SAE's own: planted pre-activations exactly at,
+    just above and below each threshold, and thresholds below zero."""
+    sae = Sae(SaeConfig(d_in=8, d_sae=6, architecture="jumprelu", hookpoint="layers.1"))
+    threshold_S = torch.tensor([0.5, 0.5, 0.5, -0.25, -0.25, 0.0])
+    sae.threshold.data.copy_(threshold_S)
+    pre_NS = torch.tensor([[0.5, 0.51, 0.49, -0.25, -0.1, 0.0],
+                           [1.0, -1.0, 0.5, 0.3, -0.3, 1e-6]])
+    sae.pre_acts = lambda x: pre_NS  # the gate alone, not the encoder
+    x_ND = torch.zeros(2, 8)
+    feats_C = torch.tensor([5, 0, 1, 3, 4])  # a subset, out of order
+    acts_NC = feature_acts(sae, x_ND, feats_C)
+    torch.testing.assert_close(acts_NC, sae.encode(x_ND)[:, feats_C], atol=0, rtol=0)
+    expected_NS = torch.where(pre_NS > threshold_S, pre_NS.clamp_min(0), 0.0)
+    torch.testing.assert_close(acts_NC, expected_NS[:, feats_C], atol=0, rtol=0)

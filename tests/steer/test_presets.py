@@ -13,9 +13,9 @@ from sae_core.sae import WEIGHTS_FILE
 from sae_core.steer import presets
 from sae_core.steer.edits import FeatureSteer
 from sae_core.steer.generation import GenConfig, side_by_side
-from sae_core.steer.preset_concepts import PRESET_MODE
 from sae_core.steer.presets import (
     CONCEPTS_FILE,
+    PRESET_MODE,
     PresetConcept,
     PresetError,
     count_mentions,
@@ -56,7 +56,7 @@ def test_the_shipped_concepts_name_no_feature_numbers():
 
 @pytest.mark.parametrize("change, match", [
     ({"layer": 11}, "unknown fields"), ({"slug": "Ocean!"}, "slug"),
-    ({"strength": 50.0}, "too large"), ({"mode": "push"}, "mode"),
+    ({"strength": 50.0}, "strength must be a number from -20 to 20"), ({"mode": "push"}, "mode"),
     ({"concept_words": []}, "concept_words"), ({"max_new_tokens": 0}, "max new tokens"),
     ({"concept": ""}, "concept")])
 def test_bad_concepts_are_clear_errors(tmp_path, change, match):

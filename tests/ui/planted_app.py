@@ -8,7 +8,6 @@ import pytest
 import app
 from sae_core.explore import concepts
 from sae_core.explore.feature_index import ensure_feature_index
-from sae_core.steer import preset_concepts
 from sae_core.steer.presets import ResolvedPresets, ensure_presets
 from tests.browser import served
 from tests.steer.preset_helpers import NEUTRAL, TEMPLATES, planted_copy
@@ -22,7 +21,7 @@ def planted_app(tiny_atlas, lm, tmp_path):
         mp.setattr(concepts, "NEUTRAL", NEUTRAL)
         concepts._neutral.clear()
         planted, path = planted_copy(tiny_atlas, lm, tmp_path)
-        mp.setattr(preset_concepts, "CONCEPTS_FILE", path)  # the app's concept list
+        mp.setattr("sae_core.steer.presets.CONCEPTS_FILE", path)  # the app's concept list
         presets: ResolvedPresets = ensure_presets(planted.folder, planted)
         ensure_feature_index(planted.folder, lm=lm)
         try:

@@ -35,7 +35,11 @@ BAD_API = [
     ("/features_on_text", dict(text={"a": 1}), "text must be a non-empty"),
     ("/features_on_text", dict(text="the cat", top=-1), "top must be a whole number"),
     ("/features_on_text", dict(text="the cat", top=1.5), "top must be a whole number"),
-    ("/features_on_text", dict(text="the cat", top="3"), "top must be a whole number"),
+    ("/features_on_text", dict(text="the cat", top="three"), "top must be a whole number"),
+    ("/features_on_text", dict(text="the cat", top="0x10"), "top must be a whole number"),
+    ("/features_on_text", dict(text="the cat", top=" 9 "), "top must be a whole number from 1"),
+    ("/feature_page", dict(layer=1, feature="1e309"), "feature must be a whole number"),
+    ("/steer_text", dict(prompt="the", layer=1, feature=0, strength=""), "strength must"),
     ("/features_on_text", dict(text="the cat", top=10**30), "top must be a whole number"),
     ("/feature_page", dict(atlas="../../etc/passwd", layer=1, feature=0), "Unknown SAE set"),
     ("/feature_page", dict(atlas="/etc/passwd", layer=1, feature=0), "Unknown SAE set"),
@@ -94,6 +98,21 @@ def test_api_reads_strange_text(served, text):
     out = client.predict(atlas="", prompt=text, layer=1, feature=3, strength=0.5,
                          max_new_tokens=2, api_name="/steer_text")
     assert isinstance(out["unsteered"], str) and isinstance(out["steered"], str)
+
+
+def test_api_reads_numbers_sent_as_text(served):
+    """A number sent as text (a form, a JSON client) reads as that number: the same answer."""
+    client, _, _ = served
+    count("bad-input cases tried")
+    plain = client.predict(atlas="", text="the cat", top=2, api_name="/features_on_text")
+    assert client.predict(atlas="", text="the cat", top=" 2 ",
+                          api_name="/features_on_text") == plain
+    args = [dict(feature=3, strength=0.5, max_new_tokens=2),
+            dict(feature="3", strength=" .5", max_new_tokens="2.0")]
+    a, b = (client.predict(atlas="", prompt="the", layer=1, **kw, api_name="/steer_text")
+            for kw in args)
+    assert (b["feature"], b["strength"]) == (3, 0.5)
+    assert (a["unsteered"], a["steered"]) == (b["unsteered"], b["steered"])
 
 
 def raw_call(base: str, endpoint: str, body: str) -> tuple[str, str]:

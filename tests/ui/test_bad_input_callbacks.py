@@ -51,6 +51,9 @@ BAD_UI = [
     ("/steer", (None, "the", 1, 3, 0.5, "add", "all", "1:-3:0.5", 4, 0, 0), "feature must"),
     ("/steer", (None, "the", 1, 3, 0.5, "add", "all", BIG, 4, 0, 0), "More features is 100,000"),
     ("/steer", (None, BIG, 1, 3, 0.5, "add", "all", "", 4, 0, 0), "The prompt is 100,000"),
+    ("/steer", (None, "a" * 2_001, 1, 3, 0.5, "add", "all", "", 4, 0, 0), "the limit is 2,000"),
+    ("/steer", (None, "the", 1, 3, 0.5, "add", "all", "1:3:25", 4, 0, 0),
+     "strength must be a number from -20 to 20, got '25'"),
     ("/steer", (None, "the", 1, 3, 0.5, "add", "all", "1:2:x", 4, 0, 0), "layer:feature:strength"),
     ("/steer", (None, "the", 1, 3, 0.5, "add", "all", "", 4, 9, 0), ABOVE),
     ("/steer", (None, "the", 1, 3, 0.5, "add", "all", "", 4, "hot", 0), NOT_FLOAT),
@@ -86,7 +89,7 @@ BAD_UI = [
     ("/start_training", ("ok-name", "embedded", "all", 8, 32, 307_200, ["mlps"]), NOT_A_CHOICE),
     ("/start_training", ("ok-name", "embedded", "all", 8, 32, 307_200, []), "sites must be"),
     ("/run_sweep", (None, "1", "k", "8,x"), "must be numbers"),
-    ("/run_sweep", (None, "1", "k", "0.5"), "whole numbers"),
+    ("/run_sweep", (None, "1", "k", "0.5"), "k must be a whole number from 1 to 512"),
     ("/run_sweep", (None, "1", "lr", "8"), NOT_A_CHOICE),
     ("/run_sweep", (None, "99", "k", "8"), "not in this SAE set"),
 ]
@@ -122,11 +125,12 @@ def test_the_readme_states_the_limits_in_force():
     from pathlib import Path
 
     from sae_core import errors as lib_errors
+    from sae_core.steer import generation
     from ui import api, live, search, steering_inputs, train_panel
 
     text = (Path(__file__).parents[2] / "README.md").read_text()
     section = text[text.index("## Limits"):text.index("## Steering, measured")]
-    for n in (live.MAX_TEXT_CHARS, search.MAX_QUERY_CHARS, steering_inputs.MAX_PROMPT_CHARS,
+    for n in (live.MAX_TEXT_CHARS, search.MAX_QUERY_CHARS, generation.MAX_PROMPT_CHARS,
               steering_inputs.MAX_EXTRA_CHARS, steering_inputs.MAX_CONCEPT_CHARS,
               steering_inputs.MAX_RELATED_CHARS, steering_inputs.MAX_SEED,
               steering_inputs.MAX_FEATURE, api.MAX_TEXT_CHARS, api.MAX_TEXT_TOKENS,

@@ -6,6 +6,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from sae_core.atlas.layout import read_info
 from sae_core.config import BuildConfig, TrainConfig
 from sae_core.jobs.stages import BuildJob
 from sae_core.jobs.status import BuildStatus
@@ -92,9 +93,9 @@ def test_the_train_form_trains_a_new_set_that_joins_the_picker(tmp_path, worker,
     assert "Training `mine`" in text and timer.active
     status = worker.wait(300)
     assert status.state == "done" and status.ready == ("SAEs",), status.error
-    info = json.loads((tmp_path / "checkpoints/atlas/mine/atlas.json").read_text())
-    assert info["hookpoints"] == ["layers.0.mlp", "layers.2.mlp"] and info["lm_tokens"] == 4096
-    assert info["train_cfg"]["expansion"] == 2 and info["train_cfg"]["k"] == 4
+    info = read_info(tmp_path / "checkpoints/atlas/mine")
+    assert list(info.hookpoints) == ["layers.0.mlp", "layers.2.mlp"] and info.lm_tokens == 4096
+    assert info.train_cfg["expansion"] == 2 and info.train_cfg["k"] == 4
     _, _, picker, _, _ = builds.poll("checkpoints/atlas/other", "")
     values = [c[0] if isinstance(c, tuple) else c for c in picker.choices]
     assert str(status.folder) in values  # joins the picker
@@ -140,8 +141,8 @@ def test_a_quick_atlas_is_served_first_and_the_full_one_takes_over(tmp_path, wor
     status = worker.wait(300)
     assert status.state == "done" and status.folder == full.folder.resolve(), status.error
     assert ready_parts(quick.folder) == ("SAEs", "layer map", "feature index")
-    info = json.loads((quick.folder / "atlas.json").read_text())
-    assert info["hookpoints"] == ["layers.0"]
+    info = read_info(quick.folder)
+    assert list(info.hookpoints) == ["layers.0"]
     assert read_layer_map(quick.folder).intervals == {}  # the bare map
     assert read_probing(quick.folder) is None  # no probing in the first round
     assert read_layer_map(full.folder).hookpoints == [f"layers.{i}" for i in range(3)]

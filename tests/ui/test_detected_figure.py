@@ -4,8 +4,7 @@ the stored document draws, and the random model's line dashed."""
 import torch
 from pytest import approx
 
-from sae_core.explore.names import FeatureNames
-from sae_core.explore.names_draws import DRAWS
+from sae_core.explore.names import DRAWS, FeatureNames
 from ui.names_view import detected_figure
 from ui.plots import CONTROL_MODEL
 

@@ -1,9 +1,11 @@
 """The Features tab's callbacks on the tiny atlas."""
 
 import json
+import shutil
 
 import pytest
 
+from sae_core.atlas.layout import INDEX_DIR
 from sae_core.explore.feature_index import (
     ensure_feature_index,
 )
@@ -38,11 +40,12 @@ def test_tab_callbacks_on_tiny_atlas(tiny_atlas):
     assert tab._ui(tab.step_feature)(None, 1, 0, 1) == gr.skip()  # an info toast, no error
 
 
-def test_tab_without_index_says_so(tmp_path):
+def test_tab_without_index_says_so(tmp_path, tiny_atlas):
     from ui import features as tab
 
-    (tmp_path / "atlas.json").write_text("{}")
-    out = tab.page_outputs(str(tmp_path), 0, 0)
+    folder = shutil.copytree(tiny_atlas, tmp_path / "atlas", ignore=shutil.ignore_patterns(
+        INDEX_DIR))
+    out = tab.page_outputs(str(folder), 0, 0)
     assert out[0] == tab.NO_INDEX and out[1] is None
 
 
@@ -50,12 +53,12 @@ def test_layer_numbers_map_to_the_atlas_hookpoints(tmp_path):
     from ui import features as tab
 
     hooks = ["layers.3.mlp", "layers.5.mlp", "layers.5"]
-    (tmp_path / "atlas.json").write_text(json.dumps({"hookpoints": hooks}))
+    (tmp_path / "atlas.json").write_text(json.dumps({"model": "m", "hookpoints": hooks}))
     # every SAE is a choice, its key the layer number for the residual stream only
     assert tab._layers(str(tmp_path)) == [("3 (MLP out)", "3 (MLP out)"),
                                           ("5 (MLP out)", "5 (MLP out)"), ("5", 5)]
-    assert [tab._hookpoint(str(tmp_path), key) for _, key in tab._layers(str(tmp_path))] == hooks
-    assert tab._hookpoint(str(tmp_path), 3) == "layers.3.mlp"  # the only SAE at layer 3
-    assert tab._hookpoint(str(tmp_path), "5") == "layers.5"  # the residual one first
+    assert [tab._hookpoint(hooks, key) for _, key in tab._layers(str(tmp_path))] == hooks
+    assert tab._hookpoint(hooks, 3) == "layers.3.mlp"  # the only SAE at layer 3
+    assert tab._hookpoint(hooks, "5") == "layers.5"  # the residual one first
     with pytest.raises(ValueError, match=r"its layers are 3 \(MLP out\), 5 \(MLP out\), 5"):
-        tab._hookpoint(str(tmp_path), 4)
+        tab._hookpoint(hooks, 4)

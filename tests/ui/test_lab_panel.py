@@ -57,3 +57,30 @@ def test_a_sweep_needs_a_set_and_a_layer_of_it(tiny_atlas):
     assert lab_panel.run_sweep(None, "1", "k", "2") == gr.skip()  # an info, no error
     with pytest.raises(gr.Error, match=r"not in this SAE set|is not a layer"):
         lab_panel.run_sweep(str(tiny_atlas), "7", "k", "2")
+
+
+def test_the_train_form_and_the_sweep_ask_within_one_table():
+    """Both forms read their bounds from config.TRAIN_FORM_LIMITS and the train form its
+    defaults from TrainConfig: the largest width the train form takes, the sweep takes."""
+    from sae_core.config import TRAIN_FORM_LIMITS, TrainConfig
+    from ui import train_panel
+
+    with gr.Blocks():
+        train_panel.build_train_panel(gr.Timer(active=False))
+        boxes = {b.label: b for b in gr.context.get_blocks_context().blocks.values()
+                 if isinstance(b, gr.Number)}
+    for field, words in train_panel.FIELDS.items():
+        box = next(b for label, b in boxes.items() if label.lower().startswith(words[:5]))
+        limit = TRAIN_FORM_LIMITS[field]
+        assert (box.value, box.minimum, box.maximum) == (
+            getattr(TrainConfig(), field), limit.lo, limit.hi)
+    for field in ("expansion", "k"):
+        hi = TRAIN_FORM_LIMITS[field].hi
+        assert lab_panel.parse_values(str(hi), field) == (hi,)
+        assert getattr(train_panel.train_job("a", "", "all", **{
+            "expansion": 8, "k": 32, "max_tokens": 4_096} | {field: hi}).cfg, field) == hi
+        with pytest.raises(gr.Error, match=f"from 1 to {hi}"):
+            lab_panel.parse_values(str(hi + 1), field)
+        with pytest.raises(ValueError, match=f"from 1 to {hi}"):
+            train_panel.train_job("a", "", "all", **{
+                "expansion": 8, "k": 32, "max_tokens": 4_096} | {field: hi + 1})

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from sae_core.atlas.layout import NAMES_FILE
 from sae_core.explore.feature_index import ensure_feature_index
-from sae_core.explore.names import NAMES_FILE, FeatureNames
+from sae_core.explore.names import FeatureNames
 from ui import session
 
 CAT, DOG = 4, 9  # token ids in the tiny tokenizer

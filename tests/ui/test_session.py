@@ -17,7 +17,7 @@ from ui import public, session
 def test_atlases_and_models_load_once(tiny_atlas):
     loaded = session.open_atlas(tiny_atlas)
     assert session.open_atlas(str(tiny_atlas)) is loaded  # str or Path, the same atlas
-    assert session.model(loaded.info["model"]) is loaded.lm
+    assert session.model(loaded.info.model) is loaded.lm
     assert loaded.lm.name == "tiny-llama" and loaded.folder == tiny_atlas
 
 

@@ -89,7 +89,7 @@ def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
         tab = build_steering_tab(picker)
     assert tab.tab.id == "steering"
     # what it hands out: a layer of the atlas, a feature of that layer, a strength in range
-    layers = [int(h.split(".")[1]) for h in read_info(tiny_atlas)["hookpoints"]]
+    layers = [int(h.split(".")[1]) for h in list(read_info(tiny_atlas).hookpoints)]
     d_sae = json.loads((tiny_atlas / "layers.0" / "cfg.json").read_text())["d_sae"]
     assert tab.layer.value in layers and 0 <= tab.feature.value < d_sae
     assert -MAX_STRENGTH <= tab.strength.value <= MAX_STRENGTH
@@ -103,13 +103,12 @@ def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
 def test_the_preset_menu_comes_from_the_active_atlas(tiny_atlas, loaded, tmp_path, monkeypatch):
     import gradio as gr
 
-    from sae_core.steer import preset_concepts
     from sae_core.steer.presets import ensure_presets
     from ui.steering import build_steering_tab
     from ui.steering_presets import MISSING, preset_choices, preset_controls, refresh_presets
 
     planted, path = planted_copy(tiny_atlas, loaded.lm, tmp_path)
-    monkeypatch.setattr(preset_concepts, "CONCEPTS_FILE", path)  # the app's concept list
+    monkeypatch.setattr("sae_core.steer.presets.CONCEPTS_FILE", path)  # the app's concept list
     resolved = ensure_presets(planted.folder, planted)
     folder = str(planted.folder)
     choices, note, missing = preset_choices(folder)

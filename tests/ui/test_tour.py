@@ -61,8 +61,8 @@ def test_missing_pieces_are_plain_messages(tmp_path):
     assert "will appear here once there is an SAE set" in words
     words, *_ = tour.run_example(gr.Dropdown(), str(tmp_path))
     assert "could not run" in words
-    no_index = tour.DepthFeature(layer=2, feature=7, activation=1.5, page=None)
-    none = tour.DepthFeature(layer=0, feature=-1, activation=0.0, page=None)
+    no_index = tour_text.DepthFeature(layer=2, feature=7, activation=1.5, page=None)
+    none = tour_text.DepthFeature(layer=0, feature=-1, activation=0.0, page=None)
     md = tour_text.words_markdown("a text", "a", [none, no_index], n_layers=3)
     assert tour_text.NO_FEATURE in md and tour_text.NO_INDEX in md
     table = tour_text.numbers_markdown("a", [none, no_index])
