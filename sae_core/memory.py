@@ -15,6 +15,7 @@ import torch
 from .config import TrainConfig
 from .lm import LM
 from .train.ranks import Ranks
+from .train.trainer import sae_width
 
 
 class DoesNotFit(ValueError):
@@ -50,12 +51,11 @@ def training_memory(lm: LM, n_saes: int, cfg: TrainConfig, seq_len: int,
                     ranks: Ranks) -> MemoryEstimate:
     """The memory one process of a build needs, in bytes, by part."""
     d = lm.d_model
-    d_sae = cfg.expansion * d
+    d_sae = sae_width(cfg, d)
     model = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     sae_floats = 2 * d_sae * d + d_sae + d
     saes = n_saes * sae_floats * 4 * 4  # fp32 weights, gradients, two Adam moments
-    share = ranks.world if ranks.data_parallel else 1
-    rows = cfg.lm_batch_tokens // share  # LM tokens one forward of this rank sees
+    rows = cfg.lm_batch_tokens // ranks.rows_share  # LM tokens one forward of this rank sees
     buffers = 0
     if cfg.shuffle_batches >= 2:
         buffers = n_saes * cfg.shuffle_batches * rows * d * 2  # bf16 rows

@@ -15,7 +15,6 @@ from torch import Tensor
 from ..config import TrainConfig
 from ..hooks import run_captured
 from ..lm import LM
-from .batch_topk import BATCH_ARCHS
 from .checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from .ranks import SOLO, Ranks
 from .trainer import MultiTrainer, steps_per_lm_batch
@@ -50,18 +49,7 @@ def train_saes(
         raise ValueError(
             f"need at least {per_batch} windows of {seq_len} tokens, got {len(windows_WL)}"
         )
-    if not ranks.share(hookpoints):
-        raise ValueError(f"{ranks.world} ranks share {len(hookpoints)} hookpoints by layers: "
-                         "start at most as many ranks as hookpoints")
-    if ranks.data_parallel and (cfg.architecture in BATCH_ARCHS or cfg.ghost_grads
-                                or cfg.resample_every):
-        raise ValueError("data-parallel training supports topk and relu SAEs without ghost "
-                         f"grads or resampling (got architecture {cfg.architecture!r}, "
-                         f"ghost_grads {cfg.ghost_grads}, resample_every {cfg.resample_every}): "
-                         "use --parallel layers or one process")
-    if ranks.data_parallel and per_batch < ranks.world:
-        raise ValueError(f"an LM batch of {per_batch} windows cannot be shared by "
-                         f"{ranks.world} ranks: raise --lm-batch-tokens")
+    ranks.check_training(cfg, hookpoints, per_batch)
     trainer = MultiTrainer(cfg, hookpoints, lm.name, n_batches * steps_per_lm_batch(cfg),
                            ranks=ranks, device=lm.device)
     data = training_data(lm, windows_WL, hookpoints) | (data or {}) | ranks.describe()

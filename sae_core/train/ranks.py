@@ -4,8 +4,9 @@ Two ways to share the work, as large SAE suites are trained:
 - `data`: every rank holds every SAE; each LM batch's windows are dealt out across ranks
   (window i to rank i mod N), each rank runs the LM on its share, and every SAE step sums
   the ranks' gradients (all-reduce) before the same Adam step everywhere, so the SAEs stay
-  identical. The loss's normaliser (the batch's total variance) is all-reduced first, so a
-  step is the one-process step on the union of the ranks' rows.
+  identical. Where a step needs a number of the whole batch (whole.py: the loss's
+  normalisers, its FVU, the latents that fired) it asks, and `Ranks.run` all-reduces the
+  ranks' parts, so a step is the one-process step on the union of the ranks' rows.
 - `layers`: each rank trains its own hookpoints (every N-th) on its own forward passes over
   all the data; nothing is exchanged until rank 0 gathers the SAEs to write them.
 
@@ -18,13 +19,18 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..config import Parallel
+from ..config import Parallel, TrainConfig
 from ..metrics import total_variance
+from .batch_topk import BATCH_ARCHS
+from .whole import AnyOf, Count, Request, Step, Sum, SumGrads, Variance, alone, drive
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,35 @@ class Ranks:
     def data_parallel(self) -> bool:
         return self.world > 1 and self.mode == "data"
 
+    @property
+    def rows_share(self) -> int:
+        """How many ranks share each LM batch's rows."""
+        return self.world if self.data_parallel else 1
+
+    def own_seed(self, seed: int) -> int:
+        """A shuffle buffer's seed: data parallel, each rank its own order of its rows."""
+        return seed + 7919 * self.rank if self.data_parallel else seed
+
     def describe(self) -> dict:
         """What a checkpoint records of the split (resume needs the same one)."""
         return {"parallel": f"{self.mode} x{self.world}"} if self.world > 1 else {}
+
+    def check_training(self, cfg: TrainConfig, hookpoints: list[str], per_batch: int) -> None:
+        """A clear refusal of what these ranks cannot train: more ranks than layers to
+        split, or data parallel with what needs the whole batch on one rank."""
+        if not self.share(hookpoints):
+            raise ValueError(f"{self.world} ranks share {len(hookpoints)} hookpoints by "
+                             "layers: start at most as many ranks as hookpoints")
+        if self.data_parallel and (cfg.architecture in BATCH_ARCHS or cfg.ghost_grads
+                                   or cfg.resample_every):
+            raise ValueError("data-parallel training supports topk and relu SAEs without "
+                             f"ghost grads or resampling (got architecture "
+                             f"{cfg.architecture!r}, ghost_grads {cfg.ghost_grads}, "
+                             f"resample_every {cfg.resample_every}): use --parallel layers "
+                             "or one process")
+        if self.data_parallel and per_batch < self.world:
+            raise ValueError(f"an LM batch of {per_batch} windows cannot be shared by "
+                             f"{self.world} ranks: raise --lm-batch-tokens")
 
     def share(self, hookpoints: list[str]) -> list[str]:
         """The hookpoints this rank trains."""
@@ -73,7 +105,44 @@ class Ranks:
 
     def count(self, n: int, device: torch.device) -> int:
         """`n` summed over data-parallel ranks."""
+        if not self.data_parallel:
+            return n
         return int(self.sum_(torch.tensor([n], dtype=torch.long, device=device)))
+
+    def together(self, out: Tensor | None, like: Tensor) -> Tensor | None:
+        """Ranks step together: when any rank's shuffle buffer gives a batch (`out`), one
+        still filling joins with no rows (`like[:0]`)."""
+        if not self.data_parallel:
+            return out
+        if self.count(int(out is not None), like.device) and out is None:
+            return like[:0]
+        return out
+
+    def run(self, step: Step[T]) -> T:
+        """Run a training step (whole.py), answering its requests over the rows of every
+        data-parallel rank; otherwise from this process's rows, with no collective."""
+        return drive(step, self._answer) if self.data_parallel else alone(step)
+
+    def _answer(self, request: Request) -> Any:
+        match request:
+            case Sum(t):
+                return self.sum_(t)
+            case Count(n, device):
+                return self.count(n, device)
+            case AnyOf(mask):
+                return self.sum_(mask.int()) > 0
+            case Variance(x):
+                return self.total_variance(x)
+            case SumGrads(params):
+                return self._sum_grads(params)
+        raise TypeError(f"not a whole-batch request: {request!r}")
+
+    def _sum_grads(self, params: tuple[Tensor, ...]) -> None:
+        """One all-reduce of every gradient (a flat buffer, not one call each)."""
+        grads = [p.grad for p in params]
+        flat = self.sum_(torch.cat([g.reshape(-1) for g in grads]))
+        for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+            g.copy_(part.view_as(g))
 
     def most(self, n: int, device: torch.device) -> int:
         """The largest `n` over data-parallel ranks."""

@@ -18,8 +18,8 @@ from torch import Tensor
 from ..precision import matmul_dtype
 from ..sae import Sae
 from ..topk import topk_sorted
-from .ranks import SOLO, Ranks
 from .sparse_kernels import decode_and_dots, latent_grads, latent_order, pair_dots
+from .whole import AnyOf, Step, Sum, Variance, alone, sq_norm
 
 
 class StepStats(NamedTuple):
@@ -69,77 +69,66 @@ def _pre_acts(sae: Sae, xc_ND: Tensor, dtype: torch.dtype, bufs: StepBuffers) ->
     return torch.mm(a, w.T, out=pre)
 
 
-def topk_step_grads(
+def topk_step(
     sae: Sae, x_ND: Tensor, k: int, *, dead: Tensor | None = None, auxk_alpha: float = 1 / 32,
-    bf16: bool = True, ranks: Ranks = SOLO, bufs: StepBuffers | None = None,
-) -> StepStats:
+    bf16: bool = True, bufs: StepBuffers | None = None,
+) -> Step[StepStats]:
     """Set .grad of sae's parameters for loss = FVU + auxk_alpha * AuxK on batch x (n, d).
 
-    Data parallel (`ranks`): x is this rank's share of the batch; the normalisers are the
-    whole batch's, so summing the ranks' .grad gives the one-process gradient (the caller
-    sums them), and the returned FVU and `fired` are the whole batch's. `bufs`: a trainer's
-    StepBuffers, reused across its steps."""
+    A step (whole.py): the normalisers, FVU and `fired` are the whole batch's, asked for
+    where needed; data parallel, x is this rank's share and its .grad this rank's part of the
+    sum (the caller sums them). `bufs`: a trainer's StepBuffers, reused across its steps."""
     W_enc_SD, W_dec = sae.W_enc_SD.detach(), sae.W_dec.detach()
     xc = x_ND - sae.b_dec.detach()
     pre = _pre_acts(sae, xc, matmul_dtype(bf16, x_ND.device), bufs or StepBuffers())
     vals, idx = topk_sorted(pre, k)  # idx ascending: CSR order for pair_dots
     vals = vals.float().clamp_min_(0)
 
-    total_var = _total_variance(xc, ranks)  # x's: xc = x - b_dec, shifted
+    total_var = yield Variance(xc)  # x's: xc = x - b_dec, shifted
     # err = x_hat - x (x_hat = code @ W_dec + b_dec), grad_out = d fvu / d x_hat and
     # grad_vals = d fvu / d vals[n, j]
     err, grad_out, grad_vals = decode_and_dots(idx, vals, W_dec, xc, 2 / total_var)
-    sq_err = _sq_norm(err)
+    sq_err = sq_norm(err)
     order, counts = latent_order(idx, sae.cfg.d_sae)
     grads = latent_grads(order, counts, vals, grad_vals, grad_out, xc)
     grad_b_dec = grad_out.sum(0) - grads[2] @ W_enc_SD
 
-    fired = ranks.sum_((counts > 0).int()) > 0
+    fired = yield AnyOf(counts > 0)
     auxk = torch.zeros((), device=x_ND.device)
     if dead is not None and int(dead.sum()):
-        auxk, a_grads, dead_idx = _auxk(sae, pre, err, sq_err, xc, dead, auxk_alpha, ranks)
+        resid_var = (yield Variance(err, sq_norm=sq_err)).clamp_min(1e-12)  # of -err: the same
+        auxk, a_grads, dead_idx = _auxk(sae, pre, err, xc, dead, auxk_alpha, resid_var)
         for grad, a_grad in zip(grads, a_grads, strict=True):
             grad.index_add_(0, dead_idx, a_grad)
         grad_b_dec -= a_grads[2] @ W_enc_SD.index_select(0, dead_idx)
     for p, grad in zip((sae.W_dec, sae.W_enc_SD, sae.b_enc, sae.b_dec), (*grads, grad_b_dec),
                        strict=True):
         p.grad = grad
-    sums = ranks.sum_(torch.stack([sq_err, auxk]))
+    sums = yield Sum(torch.stack([sq_err, auxk]))
     return StepStats(fvu=float(sums[0] / total_var), auxk=float(sums[1]), fired=fired)
 
 
-def _sq_norm(x: Tensor) -> Tensor:
-    """sum of x**2 in one pass (no squared temporary)."""
-    flat = x.reshape(-1)
-    return torch.dot(flat, flat)
+def topk_step_grads(sae: Sae, x_ND: Tensor, k: int, **kw) -> StepStats:
+    """`topk_step` on one process's batch x (the keywords are topk_step's)."""
+    return alone(topk_step(sae, x_ND, k, **kw))
 
 
-def _total_variance(x_ND: Tensor, ranks: Ranks, sq_norm: Tensor | None = None) -> Tensor:
-    """sum ||x - mean||^2 over the whole batch, as sum ||x||^2 - n ||mean||^2: one read of
-    x where (x - mean).pow(2).sum() made three and two temporaries. For the step's
-    near-centred rows (x - b_dec, the error), so the subtraction cancels little."""
-    if ranks.data_parallel:
-        return ranks.total_variance(x_ND)
-    sq = _sq_norm(x_ND) if sq_norm is None else sq_norm
-    return sq - x_ND.sum(0).pow(2).sum() / max(len(x_ND), 1)
-
-
-def _auxk(sae: Sae, pre: Tensor, err: Tensor, sq_err: Tensor, xc: Tensor, dead: Tensor,
-          alpha: float, ranks: Ranks) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
+def _auxk(sae: Sae, pre: Tensor, err: Tensor, xc: Tensor, dead: Tensor, alpha: float,
+          resid_var: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
     """AuxK (Gao et al. 2024): the top min(d_in / 2, n_dead) dead latents of each token learn
-    to explain what the live ones missed, -err, a constant target. (its loss, the gradients
-    it adds to the dead latents' rows, those rows: dead_idx)."""
+    to explain what the live ones missed, -err, a constant target, normalised by the batch's
+    `resid_var` (the total variance of err). (its loss, the gradients it adds to the dead
+    latents' rows, those rows: dead_idx)."""
     half = xc.shape[1] // 2
     dead_idx = dead.nonzero().squeeze(1)
     n_dead = len(dead_idx)
     scale = min(n_dead / half, 1.0)
     W_dead = sae.W_dec.detach().index_select(0, dead_idx)
-    resid_var = _total_variance(err, ranks, sq_err).clamp_min(1e-12)  # of -err: the same
     coeff = 2 * alpha * scale / resid_var  # d (alpha * auxk) / d a_err, per unit of a_err
     if n_dead <= half:  # every dead latent is in every token's top: dense and small
         a_vals = pre.index_select(1, dead_idx).float().clamp_min_(0)
         a_err = torch.addmm(err, a_vals, W_dead)  # decode - (-err)
-        auxk = scale * _sq_norm(a_err) / resid_var
+        auxk = scale * sq_norm(a_err) / resid_var
         a_grad_out = a_err.mul_(coeff)
         a_grad_vals = (a_grad_out @ W_dead.T).mul_(a_vals > 0)
         grads = (a_vals.T @ a_grad_out, a_grad_vals.T @ xc, a_grad_vals.sum(0))
@@ -147,7 +136,7 @@ def _auxk(sae: Sae, pre: Tensor, err: Tensor, sq_err: Tensor, xc: Tensor, dead: 
     a_vals, j = topk_sorted(pre.index_select(1, dead_idx), half)  # j indexes W_dead's rows
     a_vals = a_vals.float().clamp_min_(0)
     a_err = F.embedding_bag(j, W_dead, per_sample_weights=a_vals, mode="sum").add_(err)
-    auxk = scale * _sq_norm(a_err) / resid_var
+    auxk = scale * sq_norm(a_err) / resid_var
     a_grad_out = a_err.mul_(coeff)
     a_grad_vals = pair_dots(a_grad_out, W_dead, j) * (a_vals > 0)
     order, counts = latent_order(j, n_dead)

@@ -2,8 +2,10 @@
 one LM batch (`MultiTrainer`, fed by loop.py). Each layer's activations pass its shuffle
 buffer; the TopK backward is hand-written (topk_grad.py), ReLU, BatchTopK and Matryoshka
 (batch_topk.py) use autograd, dead-latent remedies are in remedies.py. Everything
-lives on the activations' device; data-parallel ranks (ranks.py) sum gradients before the
-same Adam step, so every rank keeps the same SAEs."""
+lives on the activations' device. A step is the math of one batch, asking for the whole
+batch's normalisers and sums where it needs them (whole.py); one process answers them from
+its rows, and `MultiTrainer` hands them to its data-parallel ranks (ranks.py), which sum
+gradients before the same Adam step, so every rank keeps the same SAEs."""
 
 from __future__ import annotations
 
@@ -27,13 +29,15 @@ from .batch_topk import (
 from .ranks import SOLO, Ranks
 from .remedies import ghost_grad_loss, resample_dead
 from .shuffle import ShuffleBuffer
-from .topk_grad import StepBuffers, normalize_decoder, remove_parallel_grad, topk_step_grads
+from .topk_grad import StepBuffers, normalize_decoder, remove_parallel_grad, topk_step
+from .whole import AnyOf, Count, Step, Sum, SumGrads, Variance, alone
 
 
-def sae_batches(x_ND: Tensor, batch_tokens: int, ranks: Ranks = SOLO) -> tuple[Tensor, ...]:
+def sae_batches(x_ND: Tensor, batch_tokens: int, n_rows: int | None = None) -> tuple[Tensor, ...]:
     """One LM batch's rows as SAE batches of about `batch_tokens` (near-equal sizes, so no
-    tiny last batch); data parallel: this rank's part of each (all ranks step together)."""
-    n_rows = ranks.count(len(x_ND), x_ND.device)
+    tiny last batch). `n_rows`: the whole LM batch's rows when x is a data-parallel rank's
+    part of it (len(x) otherwise); then these are its parts of the SAE batches."""
+    n_rows = len(x_ND) if n_rows is None else n_rows
     return x_ND.tensor_split(max(round(n_rows / batch_tokens), 1))
 
 
@@ -49,19 +53,23 @@ def k_at(cfg: TrainConfig, step: int, total_steps: int) -> int:
     return round(cfg.k_start + frac * (cfg.k - cfg.k_start))
 
 
-def relu_losses(sae: Sae, x_ND: Tensor, coeff: float,
-                ranks: Ranks = SOLO) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(FVU, coeff * L1, the reconstruction error x_hat - x (detached), the total variance)
-    for a ReLU SAE; L1 of activations times decoder norms, in units of the batch's RMS
-    deviation so one coefficient fits every layer. Data parallel: this rank's part of the
-    whole batch's losses (they add up over ranks)."""
+def relu_losses(sae: Sae, x_ND: Tensor, coeff: float, total_var: Tensor,
+                n_rows: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(FVU, coeff * L1, the reconstruction error x_hat - x (detached)) for a ReLU SAE on a
+    batch of `n_rows` rows and total variance `total_var` (x: all of them, or a data-parallel
+    rank's part, whose losses add up over ranks); L1 of activations times decoder norms, in
+    units of the batch's RMS deviation so one coefficient fits every layer."""
     acts = F.relu(sae.pre_acts(x_ND))
-    total_var, n = ranks.total_variance(x_ND), ranks.count(len(x_ND), x_ND.device)
-    rms = (total_var / n).sqrt()
-    l1 = (acts * sae.W_dec.norm(dim=-1)).sum() / n / rms
+    rms = (total_var / n_rows).sqrt()
+    l1 = (acts * sae.W_dec.norm(dim=-1)).sum() / n_rows / rms
     err = sae.decode(acts) - x_ND
-    return err.pow(2).sum() / total_var, coeff * l1, err.detach(), total_var
+    return err.pow(2).sum() / total_var, coeff * l1, err.detach()
 
+
+
+def sae_width(cfg: TrainConfig, d_in: int) -> int:
+    """d_sae of the SAEs `cfg` trains on d_in-dimensional activations (memory.py too)."""
+    return cfg.expansion * d_in
 
 
 def layer_seed(seed: int, hookpoint: str) -> int:
@@ -72,9 +80,9 @@ def layer_seed(seed: int, hookpoint: str) -> int:
 class SaeTrainer:
     """One SAE, its Adam optimizer and dead-latent counter; `step` takes (n, d_in) rows."""
 
-    def __init__(self, sae: Sae, cfg: TrainConfig, total_steps: int, ranks: Ranks = SOLO,
+    def __init__(self, sae: Sae, cfg: TrainConfig, total_steps: int,
                  bufs: StepBuffers | None = None):
-        self.sae, self.cfg, self.total_steps, self.ranks = sae, cfg, total_steps, ranks
+        self.sae, self.cfg, self.total_steps = sae, cfg, total_steps
         device = sae.W_dec.device
         # The decoder gets a larger step: unit-norm rows move slowly at the encoder's lr
         # (A/B at layer 15: decoder lr x3 took held-out FVU from 0.263 to 0.244).
@@ -96,31 +104,34 @@ class SaeTrainer:
                          if cfg.architecture == "matryoshka" else None)
 
     def step(self, x_ND: Tensor) -> float:
-        """One optimizer step; returns the batch FVU (before the update). Data parallel:
-        `x_ND` is this rank's part of the batch (it may be empty)."""
-        cfg, sae, ranks = self.cfg, self.sae, self.ranks
+        """One optimizer step on the batch x (n, d_in); returns its FVU (before the update)."""
+        return alone(self.whole_step(x_ND))
+
+    def whole_step(self, x_ND: Tensor) -> Step[float]:
+        """`step` as a step of whole.py: data parallel, `x_ND` is this rank's part of the
+        batch (it may be empty) and the ranks answer its requests (MultiTrainer)."""
+        cfg, sae = self.cfg, self.sae
         dead = self.since_fired > cfg.dead_tokens
         if cfg.architecture == "topk":
-            stats = topk_step_grads(
+            stats = yield from topk_step(
                 sae, x_ND, k_at(cfg, self.step_no, self.total_steps),
-                dead=dead, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16, ranks=ranks, bufs=self.bufs,
+                dead=dead, auxk_alpha=cfg.auxk_alpha, bf16=cfg.bf16, bufs=self.bufs,
             )
             fired, batch_fvu = stats.fired, stats.fvu
         elif cfg.architecture == "relu":
-            fired, batch_fvu = self._relu_grads(x_ND, dead)
+            fired, batch_fvu = yield from self._relu_grads(x_ND, dead)
         else:
             stats = batch_topk_step_grads(
                 sae, x_ND, k_at(cfg, self.step_no, self.total_steps), sizes=self.prefixes,
                 dead=dead, auxk_alpha=cfg.auxk_alpha)
             self.threshold = update_threshold(self.threshold, stats.min_kept)
             fired, batch_fvu = stats.fired, stats.fvu
-        n_rows = ranks.count(len(x_ND), x_ND.device)
+        n_rows = yield Count(len(x_ND), x_ND.device)
         self.since_fired += n_rows
         self.since_fired[fired] = 0
         self.n_tokens += n_rows
         self.step_no += 1
-        if ranks.data_parallel:
-            _sum_grads(sae, ranks)
+        yield SumGrads(tuple(sae.parameters()))
         remove_parallel_grad(sae)
         self.opt.step()
         normalize_decoder(sae)
@@ -130,19 +141,22 @@ class SaeTrainer:
             self._resample(x_ND)
         return batch_fvu
 
-    def _relu_grads(self, x_ND: Tensor, dead: Tensor) -> tuple[Tensor, float]:
+    def _relu_grads(self, x_ND: Tensor, dead: Tensor) -> Step[tuple[Tensor, float]]:
         """ReLU + L1 gradients (and ghost grads); (latents that fired, batch FVU)."""
-        cfg, sae, ranks = self.cfg, self.sae, self.ranks
+        cfg, sae = self.cfg, self.sae
         sae.zero_grad(set_to_none=True)
         warm = min(self.step_no / max(cfg.l1_warmup_frac * self.total_steps, 1), 1.0)
-        fvu_t, l1, err, total_var = relu_losses(sae, x_ND, cfg.l1_coeff * warm, ranks)
+        total_var = yield Variance(x_ND, one_pass=False)
+        n_rows = yield Count(len(x_ND), x_ND.device)
+        fvu_t, l1, err = relu_losses(sae, x_ND, cfg.l1_coeff * warm, total_var, n_rows)
         loss = fvu_t + l1
         if cfg.ghost_grads:
             loss = loss + ghost_grad_loss(sae, x_ND, err, dead, total_var)
         loss.backward()
         with torch.no_grad():
-            fired = ranks.sum_((F.relu(sae.pre_acts(x_ND)) > 0).any(0).int()) > 0
-        return fired, float(ranks.sum_(fvu_t.detach()))
+            fired_here = (F.relu(sae.pre_acts(x_ND)) > 0).any(0)
+        fired = yield AnyOf(fired_here)
+        return fired, float((yield Sum(fvu_t.detach())))
 
     @torch.no_grad()
     def _resample(self, x_ND: Tensor) -> None:
@@ -180,14 +194,6 @@ class SaeTrainer:
         return float((self.since_fired > self.cfg.dead_tokens).double().mean())
 
 
-def _sum_grads(sae: Sae, ranks: Ranks) -> None:
-    """One all-reduce of every gradient of the SAE (a flat buffer, not one call each)."""
-    grads = [p.grad for p in sae.parameters()]
-    flat = ranks.sum_(torch.cat([g.reshape(-1) for g in grads]))
-    for g, part in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
-        g.copy_(part.view_as(g))
-
-
 @dataclass
 class LayerState:
     trainer: SaeTrainer
@@ -204,7 +210,8 @@ class LayerState:
 
 class MultiTrainer:
     """One SAE, optimizer and dead-latent counter per hookpoint this rank trains (`mine`),
-    on `device`."""
+    on `device`. The boundary of the ranks: their share of the layers or of each batch's
+    rows, and the answers to each step's whole-batch requests (`ranks.run`)."""
 
     def __init__(self, cfg: TrainConfig, hookpoints: list[str], model_name: str, total_steps: int,
                  *, ranks: Ranks = SOLO, device: torch.device | str = "cpu"):
@@ -219,7 +226,7 @@ class MultiTrainer:
         return SaeConfig(
             # BatchTopK trains as a topk SAE (what reads it meanwhile keeps k per token);
             # final_sae makes it jumprelu.
-            d_in=d_in, d_sae=self.cfg.expansion * d_in,
+            d_in=d_in, d_sae=sae_width(self.cfg, d_in),
             architecture="topk" if self.cfg.architecture in BATCH_ARCHS else self.cfg.architecture,
             k=self.cfg.k, hookpoint=hookpoint, model_name=self.model_name,
         )
@@ -246,14 +253,12 @@ class MultiTrainer:
     def layer_state(self, sae: Sae, median_norm: float, seed: int) -> LayerState:
         """A fresh optimizer, dead-latent counter and shuffle buffer around `sae` (moved to
         the device); data-parallel ranks shuffle their own rows, in buffers 1/N as large."""
-        sae, n, ranks = sae.to(self.device), self.cfg.shuffle_batches, self.ranks
+        sae, n = sae.to(self.device), self.cfg.shuffle_batches
         buffer = None
         if n >= 2:
-            share = ranks.world if ranks.data_parallel else 1
-            seed += 7919 * ranks.rank if ranks.data_parallel else 0  # each rank its own order
-            buffer = ShuffleBuffer(n * self.cfg.lm_batch_tokens // share, sae.cfg.d_in, seed,
-                                   self.device)
-        trainer = SaeTrainer(sae, self.cfg, self.total_steps, ranks, bufs=self.bufs)
+            buffer = ShuffleBuffer(n * self.cfg.lm_batch_tokens // self.ranks.rows_share,
+                                   sae.cfg.d_in, self.ranks.own_seed(seed), self.device)
+        trainer = SaeTrainer(sae, self.cfg, self.total_steps, bufs=self.bufs)
         return LayerState(trainer, median_norm, buffer)
 
     def step(self, acts: dict[str, Tensor]) -> dict:
@@ -267,21 +272,13 @@ class MultiTrainer:
             state.n_dropped += ranks.count(int(keep[:, 1:].numel() - keep[:, 1:].sum()),
                                            x.device)
             if state.buffer is not None:
-                x = self._together(state.buffer.push(x), x)
+                x = ranks.together(state.buffer.push(x), x)
             if x is not None:
-                for rows in sae_batches(x, cfg.batch_tokens, ranks):
-                    state.last_fvu = state.trainer.step(rows)
+                n_rows = ranks.count(len(x), x.device)
+                for rows in sae_batches(x, cfg.batch_tokens, n_rows):
+                    state.last_fvu = ranks.run(state.trainer.whole_step(rows))
         self.step_no += 1
         return {"step": self.step_no, "fvu": {h: s.last_fvu for h, s in self.layers.items()}}
-
-    def _together(self, out: Tensor | None, like: Tensor) -> Tensor | None:
-        """Ranks step together: when any rank's buffer gives a batch, one still filling
-        joins with no rows."""
-        if not self.ranks.data_parallel:
-            return out
-        if self.ranks.count(int(out is not None), like.device) and out is None:
-            return like[:0]
-        return out
 
     def drain(self) -> None:
         """Train on what the shuffle buffers still hold (data parallel: as many steps on
@@ -293,7 +290,7 @@ class MultiTrainer:
                 n = self.ranks.most(len(batches), self.device)
                 empty = torch.zeros(0, d, device=self.device)
                 for x in batches + [empty] * (n - len(batches)):
-                    state.last_fvu = state.trainer.step(x)
+                    state.last_fvu = self.ranks.run(state.trainer.whole_step(x))
 
     def saes(self) -> dict[str, Sae]:
         """Every layer's SAE as saved and read after training."""

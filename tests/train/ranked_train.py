@@ -35,6 +35,9 @@ def main() -> None:
         def save_then_maybe_stop(trainer, where, done, data, stop=run["stop_after"]):
             save(trainer, where, done, data)
             if done == stop:
+                # rank 0 writes after the ranks' last exchange: without this, another rank
+                # could resume from the checkpoint before (and train batches twice)
+                ranks.barrier()
                 raise Stopped
 
         loop.save_checkpoint = save_then_maybe_stop
