@@ -18,22 +18,22 @@ import gradio as gr
 
 from sae_core.atlas.layout import DEFAULT_ATLAS, is_built
 from sae_core.precision import DEVICES
-from ui import session
 from ui.api import register_api
-from ui.builds import WORKER, build_status_panel, picker_info
-from ui.choice import wire_choices
-from ui.features import build_features_tab, connect_features
-from ui.layer_map import build_layer_map_tab
-from ui.links import wire_links
-from ui.live import build_live_tab
-from ui.present import wire_present_mode
-from ui.public import Policy, set_policy
-from ui.saes import atlas_choices, build_saes_tab
-from ui.search import build_search_tab
-from ui.serve import ServeError, cap_malloc_arenas, is_public, queue_options, server_address
-from ui.startup import choose_atlas
-from ui.steering import build_steering_tab
-from ui.tour import build_tour_tab, connect_tour
+from ui.features.tab import build_features_tab, connect_features
+from ui.layer_map.tab import build_layer_map_tab
+from ui.live.tab import build_live_tab
+from ui.saes.tab import atlas_choices, build_saes_tab
+from ui.search.tab import build_search_tab
+from ui.serving import session
+from ui.serving.builds import WORKER, build_status_panel, picker_info
+from ui.serving.links import wire_links
+from ui.serving.public import Policy, set_policy
+from ui.serving.serve import ServeError, cap_malloc_arenas, is_public, queue_options, server_address
+from ui.serving.startup import choose_atlas
+from ui.shared.choice import wire_choices
+from ui.shared.present import wire_present_mode
+from ui.steering.tab import build_steering_tab
+from ui.tour.tab import build_tour_tab, connect_tour
 
 INTRO = """# SAE Atlas
 A language model turns text into a long list of numbers at every layer. A **sparse

@@ -40,8 +40,8 @@ from sae_core.explore.feature_stats import IndexConfig, index_layer
 from sae_core.explore.live import live_view
 from sae_core.hooks import run_captured
 from sae_core.norms import medians_of
-from ui import session
-from ui.features import page_outputs
+from ui.features.tab import page_outputs
+from ui.serving import session
 
 
 def timed(fn, *args, **kwargs):

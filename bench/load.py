@@ -176,7 +176,7 @@ def serve(folder: Path):
     import socket
 
     import app
-    from ui.serve import cap_malloc_arenas, queue_options
+    from ui.serving.serve import cap_malloc_arenas, queue_options
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -226,7 +226,7 @@ def run(folder: Path, *, threads: int = 32, seconds: float = 60, rounds: int = 3
     """Serve `folder`, load it for `seconds` in `rounds`, return the totals."""
     from sae_core.activations import layer_of
     from sae_core.hooks import hooks_left
-    from ui import session
+    from ui.serving import session
 
     loaded = session.open_atlas(folder)
     calls = calls_for(str(folder), sorted(map(layer_of, loaded.saes)),

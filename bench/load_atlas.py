@@ -13,7 +13,7 @@ def tiny_atlas(root: Path) -> Path:
     from sae_core.atlas.build import build_atlas
     from sae_core.config import BuildConfig, TrainConfig
     from tests.conftest import WORDS, tiny_lm
-    from ui import session
+    from ui.serving import session
 
     corpus = root / "corpus.jsonl"
     lines = [" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(40)) for i in range(60)]
@@ -49,7 +49,7 @@ def with_index(folder: Path, tokens: int) -> None:
     """Build the feature index the feature pages read, when the atlas has none."""
     from sae_core.explore.feature_index import ensure_feature_index, has_feature_index
     from sae_core.explore.feature_stats import IndexConfig
-    from ui import session
+    from ui.serving import session
 
     if has_feature_index(folder):
         return

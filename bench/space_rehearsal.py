@@ -60,7 +60,7 @@ def space_venv(path: Path) -> tuple[Path, float]:
 
 def hub_cache(scratch: Path, atlas: Path) -> Path:
     """The embedded model's files under its Hub id, and `atlas` pushed as REPO."""
-    from ui import session
+    from ui.serving import session
 
     lm = session.model(EMBEDDED_ID)
     saved = scratch / "model"

@@ -32,7 +32,7 @@ from sae_core.atlas.layout import DEFAULT_ATLAS
 from sae_core.norms import typical_norms
 from sae_core.steer.edits import FeatureSteer, Steering, steering_hooks
 from sae_core.steer.generation import GenConfig, generate, prompt_ids
-from ui import session
+from ui.serving import session
 
 
 def run_all(lm, saes, norms, ids, runs: dict, gen: GenConfig, repeats: int):
@@ -70,14 +70,14 @@ def hook_call_us(lm, saes, norms, steer: Steering, hookpoint: str, prompt_len: i
 
 def first_streamed(args, hookpoint: str, feature: str, strength: str
                    ) -> tuple[float, float, float]:
-    """Medians, in ms, of the Steering tab's streamed endpoint (ui/steering_write): from the
+    """Medians, in ms, of the Steering tab's streamed endpoint (ui/steering/write): from the
     call to its first update (the page's first tokens) and to its last (the whole texts),
     and of the same request answered whole (`run_steering`, the baseline), interleaved. The
     baseline runs in a worker thread, as Gradio runs every callback: on this CPU small
     matmuls are ~1.5x slower off the main thread, and the streamed work runs in one."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ui.steering_write import run_steering, stream_steering
+    from ui.steering.write import run_steering, stream_steering
 
     worker = ThreadPoolExecutor(1)
 

@@ -41,7 +41,7 @@ from sae_core.steer.finder import find_steering
 from sae_core.steer.fluency import perplexity, repeated_share
 from sae_core.steer.generation import GenConfig, generate, prompt_ids
 from sae_core.steer.presets import load_concepts
-from ui import session
+from ui.serving import session
 
 CONCEPTS = {
     "dog": ["dog", "dogs", "puppy", "puppies", "bark", "barking", "leash"],

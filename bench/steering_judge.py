@@ -282,7 +282,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.stage == "generate":
-        from ui import session
+        from ui.serving import session
 
         generate_half(session.open_atlas(args.atlas), args.half, args.tokens, args.limit)
     elif args.stage == "sample":

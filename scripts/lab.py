@@ -25,7 +25,7 @@ from sae_core.cli_options import add_config_args, config_from_args
 from sae_core.config import TrainConfig
 from sae_core.lab.run import LabConfig, run_lab
 from sae_core.progress import console_report
-from ui.lab_figures import draw_run
+from ui.saes.lab_figures import draw_run
 
 
 def parser() -> argparse.ArgumentParser:

@@ -42,8 +42,8 @@ from sae_core.steer.edits import Steering
 from sae_core.steer.fluency import perplexity
 from sae_core.steer.generation import GenConfig, generate, prompt_ids, side_by_side
 from sae_core.steer.presets import ResolvedPreset, ensure_presets
-from ui import session
-from ui.lab_figures import save_figure
+from ui.saes.lab_figures import save_figure
+from ui.serving import session
 
 PROMPTS = ("Write a short story.", "Tell me about your weekend.", "Describe your ideal house.",
            "Give me three tips for a job interview.")

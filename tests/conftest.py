@@ -19,7 +19,7 @@ from tests.tiny import (  # noqa: F401 (tests import them here)
     tiny_tokenizer,
     write_tiny_corpus,
 )
-from ui import session
+from ui.serving import session
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from sae_core.steer import generation
 from sae_core.steer.edits import DirectionSteer, FeatureSteer, Steering
 from sae_core.steer.generation import GenConfig, generate, prompt_ids
 from tests.conftest import tiny_lm
-from ui import session
+from ui.serving import session
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 

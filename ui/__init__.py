@@ -1,9 +1,13 @@
 """The app's UI: everything Gradio, Plotly, pandas and HTML, over `sae_core`.
 
-`session` loads each model and atlas once for all visitors; `*_view` modules and `plots`
-turn plain data from `sae_core.explore` into figures, tables and HTML (no Gradio there);
-one module per tab (`layer_map`, `features`, `live`, `search`, `steering`, `saes`) builds
-the tab with `build_*_tab(picker)` and holds its callbacks; `choice` carries a feature
-chosen in one tab to the Features tab. `app.py` puts the tabs together. May import
-anything in `sae_core`; nothing in `sae_core` imports this package.
+One package per tab (`tour`, `layer_map`, `features`, `steering`, `live`, `search`, `saes`)
+holds its layout and callbacks (`tab.py`, with `build_*_tab(picker)`) and its views (figures,
+tables and HTML from plain data, no Gradio there). `serving` is what the tabs run on:
+`session` loads each model and atlas once for all visitors, the build worker, public mode,
+the queue, the atlas chosen at start, streaming, errors and deep links. `shared` holds what
+several tabs draw with (sites, plots, names and lineage figures, presenter mode, a feature
+chosen in one tab for the Features tab). `api` answers the named API endpoints from several
+tabs' code, so it sits above them. `app.py` puts the tabs together. Imports run down: `api` ->
+tabs -> `serving`, `shared`; may import anything in `sae_core`; nothing in `sae_core` imports
+this package.
 """

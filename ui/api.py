@@ -24,14 +24,14 @@ from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.finder import find_steering
 from sae_core.steer.generation import MAX_PROMPT_CHARS, GenConfig, side_by_side
 
-from . import session
-from .errors import friendly
-from .layer_map import MIN_LIFT, MIN_SUPPORT, THRESHOLD
-from .layer_map_view import KIND_NAMES, TASK_NAMES, present_labels
-from .names_view import name_json
-from .release_list import list_releases
-from .sites import hookpoint_at, site_label
-from .steering_inputs import MAX_FEATURE, MAX_LAYER, steering_strength
+from .layer_map.tab import MIN_LIFT, MIN_SUPPORT, THRESHOLD
+from .layer_map.view import KIND_NAMES, TASK_NAMES, present_labels
+from .saes.release_list import list_releases
+from .serving import session
+from .serving.errors import friendly
+from .shared.names_view import name_json
+from .shared.sites import hookpoint_at, site_label
+from .steering.inputs import MAX_FEATURE, MAX_LAYER, steering_strength
 
 MAX_TEXT_CHARS = 2000
 """Longest text or concept accepted (a prompt: the library's MAX_PROMPT_CHARS)."""
@@ -61,7 +61,7 @@ class AtlasApi:
     """The endpoints, over the SAE sets `atlases()` lists; `default` is used when a caller
     names none."""
 
-    list_releases = staticmethod(list_releases)  # the Hub's releases (ui/release_list.py)
+    list_releases = staticmethod(list_releases)  # the Hub's releases (ui/saes/release_list.py)
 
     def __init__(self, atlases: Callable[[], Sequence[str]], default: str | None = None):
         self._atlases, self._default = atlases, default
@@ -88,7 +88,7 @@ class AtlasApi:
 
     def _hookpoint(self, loaded: LoadedAtlas, layer) -> str:  # ValueError: a message (@friendly)
         layer = layer if isinstance(layer, str) else check_whole(layer, "layer", 0, MAX_LAYER)
-        return hookpoint_at(list(loaded.saes), layer)  # a number: residual first (ui/sites)
+        return hookpoint_at(list(loaded.saes), layer)  # a number: residual first (ui/shared/sites)
 
     @friendly("listing the SAE sets")
     def list_atlases(self) -> list[dict]:

@@ -23,7 +23,7 @@ SAE's width read through the same TopK (each token fires its k largest random di
 k = the SAE's mean L0 on these tokens, the k of a TopK SAE) (`topk_dictionary_firings`).
 
 Firings are (feature, token) pairs, `Firings`: counts per label and per document both read
-them (layermap.py, map_intervals.py).
+them (layermap.py).
 """
 
 from __future__ import annotations

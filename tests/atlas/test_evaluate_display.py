@@ -5,7 +5,7 @@ import json
 import shutil
 
 from sae_core.metrics import format_with_error
-from ui import saes
+from ui.saes import tab as saes
 
 NEW_KEYS = ("ce_recovered_se", "kl", "kl_se", "ce_windows")
 

@@ -39,9 +39,9 @@ from sae_core.hooks import run_captured
 from sae_core.train.loop import train_saes
 from tests.conftest import tiny_lm
 from tests.counts import count
-from ui import session
 from ui.api import AtlasApi
-from ui.layer_map_view import present_labels
+from ui.layer_map.view import present_labels
+from ui.serving import session
 
 CFG = TrainConfig(expansion=2, k=4, batch_tokens=64, lm_batch_tokens=64, bf16=False)
 

@@ -9,7 +9,7 @@ from sae_core.explore.concepts import find_concept_features
 from sae_core.explore.layermap import read_layer_map
 from sae_core.hooks import run_captured
 from sae_core.sae import Sae
-from ui import session
+from ui.serving import session
 
 # The tiny tokenizer splits on spaces and knows only a few words (tests/conftest.py).
 TEMPLATES = ("the dog sat on {c} .", "a cat ran on {c} , the mat is big",

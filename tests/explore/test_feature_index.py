@@ -19,8 +19,8 @@ from sae_core.explore.feature_stats import IndexConfig
 from sae_core.hooks import run_captured
 from sae_core.sae import Sae
 from tests.explore.index_helpers import HOOKS, _brute_force
-from ui import session
-from ui.features_view import snippets_html, summary_markdown
+from ui.features.view import snippets_html, summary_markdown
+from ui.serving import session
 
 
 def test_index_windows_put_held_out_first():

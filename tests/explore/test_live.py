@@ -11,7 +11,7 @@ from transformers import PreTrainedTokenizerFast
 from sae_core.encode import BF16, decoder_norms, encode_dense
 from sae_core.explore.live import clean_text, live_view, token_pieces, tokenize_text
 from sae_core.hooks import run_captured
-from ui.live_view import show_token
+from ui.live.view import show_token
 
 UNICODE = "Naïve café: 東京 and Zürich 🙂👍🏽 — «quoted» e\u0301 ok\n\tend"
 

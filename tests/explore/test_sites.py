@@ -23,8 +23,8 @@ from sae_core.explore.probing import read_probing
 from sae_core.explore.search import features_by_label
 from sae_core.hooks import run_captured
 from tests.tiny import write_tiny_corpus
-from ui import session
-from ui.sites import hookpoint_at, layer_key
+from ui.serving import session
+from ui.shared.sites import hookpoint_at, layer_key
 
 SITES = {"mlp": ("mlp",), "resid_attn": ("resid", "attn")}
 TEXT = "the cat sat on the mat . a dog ran to Paris"
@@ -127,7 +127,8 @@ def test_feature_page_snippets_match_a_direct_reencode(site_atlases, name, hookp
 
 def test_the_tabs_read_an_mlp_set(site_atlases):
     """The Live view's and Features tab's own callbacks on the MLP-output set."""
-    from ui import features, live
+    from ui.features import tab as features
+    from ui.live import tab as live
 
     folder = str(site_atlases["mlp"])
     hooks = list(read_info(folder).hookpoints)
@@ -144,7 +145,7 @@ def test_the_tabs_read_an_mlp_set(site_atlases):
 
 
 def test_the_tabs_tell_the_sites_of_a_mixed_set_apart(site_atlases):
-    from ui import features
+    from ui.features import tab as features
 
     folder = str(site_atlases["resid_attn"])
     f = 0
@@ -162,7 +163,7 @@ def test_api_and_links_name_sites(site_atlases):
     """The named API and deep links take a site's layer key; a bare number keeps meaning the
     layer's residual SAE where there is one."""
     from ui.api import AtlasApi
-    from ui.links import _as_shown, atlas_layers, check_link, parse_link
+    from ui.serving.links import _as_shown, atlas_layers, check_link, parse_link
 
     folders = [str(f) for f in site_atlases.values()]
     api = AtlasApi(lambda: folders)

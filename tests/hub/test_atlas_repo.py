@@ -26,7 +26,7 @@ from sae_core.hub.export import ATLAS_TAG, CARD_TAGS
 from sae_core.hub.fetch import HubError
 from sae_core.steer.presets import ensure_presets
 from tests.hub.repos import fake_hf_api, put_repo
-from ui import session
+from ui.serving import session
 
 D = 32  # the tiny model's d_model
 NOT_PUBLISHED = ["_checkpoint/state.safetensors", "_checkpoint/cfg.json", "labels.tmp",

@@ -18,7 +18,7 @@ from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.generation import GenConfig, generate, prompt_ids
 from tests.hub.repos import put_repo
 from tests.models.test_attn_sites import _lm
-from ui import session
+from ui.serving import session
 
 REPO, PATH, S = "google/gemma-scope-2-270m-pt", "attn_out/layer_1_width_16k_l0_small", 48
 

@@ -11,7 +11,7 @@ from sae_core.hub import export as hub_export
 from sae_core.hub.fetch import HubError
 from sae_core.hub.load import load_pretrained
 from tests.hub.repos import put_repo
-from ui import session
+from ui.serving import session
 
 
 def test_export_round_trip_is_bit_identical(tmp_path, tiny_atlas):

@@ -13,8 +13,8 @@ from sae_core.explore.live import live_view
 from sae_core.hub import pretrained_atlas as hub_atlas
 from sae_core.hub.fetch import HubError
 from tests.hub.repos import REV, raw_saelens, two_layer_repo
-from ui import saes as saes_ui
-from ui import session
+from ui.saes import tab as saes_ui
+from ui.serving import session
 
 
 def test_pretrained_atlas_feeds_every_reader(tmp_path, tiny_atlas):

@@ -122,7 +122,7 @@ def test_complete_atlas_builds_only_what_is_missing(tmp_path, tiny_atlas):
     import shutil
 
     from sae_core.jobs.stages import STAGES, complete_atlas
-    from ui import session
+    from ui.serving import session
 
     folder = shutil.copytree(tiny_atlas, tmp_path / "copy")
     # other tests may have indexed the shared tiny atlas: start from SAEs and a layer map

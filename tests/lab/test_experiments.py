@@ -16,7 +16,7 @@ from sae_core.lab.run import LabConfig, run_lab
 from sae_core.lab.table import table_markdown
 from sae_core.sae import Sae
 from tests.tiny import tiny_lm
-from ui.lab_figures import draw_run, frontier_figure
+from ui.saes.lab_figures import draw_run, frontier_figure
 
 BASE = TrainConfig(expansion=2, k=4, batch_tokens=256, bf16=False, dead_tokens=2_000)
 

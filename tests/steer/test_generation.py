@@ -11,7 +11,7 @@ from sae_core.steer.edits import (
 )
 from sae_core.steer.generation import GenConfig, generate, prompt_ids, side_by_side
 from tests.steer.common import PROMPT, _n_hooks
-from ui import session
+from ui.serving import session
 
 
 def test_strength_zero_gives_the_unsteered_output(tiny_atlas):

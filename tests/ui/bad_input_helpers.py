@@ -6,7 +6,7 @@ from gradio_client import Client
 import app
 from sae_core.explore.feature_index import ensure_feature_index
 from tests.browser import free_port
-from ui import session
+from ui.serving import session
 
 BIG = "x" * 100_000
 """100k characters."""

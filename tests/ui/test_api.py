@@ -166,7 +166,7 @@ def test_the_endpoints_are_the_mcp_tools(served):
     steer = tools["steer_text"]
     assert "steered" in steer["description"]
     props = steer["inputSchema"]["properties"]
-    # a layer number, or a site's key such as "3 (MLP out)" (ui/sites.py)
+    # a layer number, or a site's key such as "3 (MLP out)" (ui/shared/sites.py)
     assert {t["type"] for t in props["layer"]["anyOf"]} == {"integer", "string"}
     assert props["strength"]["type"] == "number"
     assert "list_atlases" in props["atlas"]["description"]

@@ -2,7 +2,7 @@
 
 import app
 from sae_core.explore.layermap import read_layer_map
-from ui import saes
+from ui.saes import tab as saes
 
 
 def test_saes_tab_summary(tiny_atlas):
@@ -23,7 +23,7 @@ def test_the_built_app_wires_its_tabs_to_the_active_set(tiny_atlas):
     deep links name them, the public API is registered, the Steering tab's "Write both"
     reads the picker and the feature inputs, and the Features tab's "Steer with this
     feature" hands its layer and feature to those same inputs."""
-    from ui.links import TAB_IDS
+    from ui.serving.links import TAB_IDS
 
     lmap = read_layer_map(tiny_atlas)
     assert lmap is not None and lmap.hookpoints == ["layers.0", "layers.1", "layers.2"]

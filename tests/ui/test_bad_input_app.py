@@ -15,7 +15,7 @@ from gradio_client.exceptions import AppError
 
 from tests.counts import count
 from tests.ui.bad_input_helpers import BIG, serve, still_answers
-from ui import errors
+from ui.serving import errors
 
 
 @pytest.fixture(scope="module")
@@ -175,9 +175,9 @@ FAILING = [
     ("ui.api.live_view", "/features_on_text", ("", "the cat", 2), "reading the text"),
     ("ui.api.read_page", "/feature_page", ("", 1, 5), "reading the feature page"),
     ("ui.api.side_by_side", "/steer_text", ("", "the", 1, 3, 0.5, 2), "writing the texts"),
-    ("ui.live.live_view", "/run_live", (None, "the cat"), "reading the text"),
-    ("ui.search.search_text", "/run_search", (None, "the cat", "norm"), "searching the text"),
-    ("ui.steering_write.side_by_side", "/steer",
+    ("ui.live.tab.live_view", "/run_live", (None, "the cat"), "reading the text"),
+    ("ui.search.tab.search_text", "/run_search", (None, "the cat", "norm"), "searching the text"),
+    ("ui.steering.write.side_by_side", "/steer",
      (None, "the", 1, 3, 0.5, "add", "all", "", 4, 0, 0), "writing the texts"),
 ]
 

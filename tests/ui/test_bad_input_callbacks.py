@@ -8,7 +8,8 @@ from gradio_client.exceptions import AppError
 from sae_core.atlas.layout import ATLAS_ROOT
 from tests.counts import count
 from tests.ui.bad_input_helpers import BIG, serve, still_answers
-from ui import saes, train_panel
+from ui.saes import tab as saes
+from ui.saes import train_panel
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,11 @@ def test_the_readme_states_the_limits_in_force():
 
     from sae_core import errors as lib_errors
     from sae_core.steer import generation
-    from ui import api, live, search, steering_inputs, train_panel
+    from ui import api
+    from ui.live import tab as live
+    from ui.saes import train_panel
+    from ui.search import tab as search
+    from ui.steering import inputs as steering_inputs
 
     text = (Path(__file__).parents[2] / "README.md").read_text()
     section = text[text.index("## Limits"):text.index("## Steering, measured")]

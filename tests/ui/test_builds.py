@@ -12,7 +12,8 @@ from sae_core.jobs.stages import BuildJob
 from sae_core.jobs.status import BuildStatus
 from sae_core.jobs.worker import BuildWorker
 from tests.conftest import WORDS, tiny_lm
-from ui import builds, public, train_panel
+from ui.saes import train_panel
+from ui.serving import builds, public
 
 
 @pytest.fixture

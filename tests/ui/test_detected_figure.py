@@ -5,8 +5,8 @@ import torch
 from pytest import approx
 
 from sae_core.explore.names import DRAWS, FeatureNames
-from ui.names_view import detected_figure
-from ui.plots import CONTROL_MODEL
+from ui.shared.names_view import detected_figure
+from ui.shared.plots import CONTROL_MODEL
 
 
 def _layer(f1: list[float], support: list[int], draws: list[float] | None) -> dict:

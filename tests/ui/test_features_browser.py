@@ -7,7 +7,7 @@ import pytest
 import app
 from sae_core.explore.feature_index import ensure_feature_index
 from tests.browser import browser_page, needs_chromium, served
-from ui import session
+from ui.serving import session
 
 pytestmark = needs_chromium
 

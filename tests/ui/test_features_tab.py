@@ -10,14 +10,14 @@ from sae_core.explore.feature_index import (
     ensure_feature_index,
 )
 from sae_core.explore.feature_page import open_index
-from ui import session
-from ui.errors import NotReady
+from ui.serving import session
+from ui.serving.errors import NotReady
 
 
 def test_tab_callbacks_on_tiny_atlas(tiny_atlas):
     import gradio as gr
 
-    from ui import features as tab
+    from ui.features import tab
 
     ensure_feature_index(tiny_atlas, lm=session.open_atlas(tiny_atlas).lm)
     folder = str(tiny_atlas)
@@ -41,7 +41,7 @@ def test_tab_callbacks_on_tiny_atlas(tiny_atlas):
 
 
 def test_tab_without_index_says_so(tmp_path, tiny_atlas):
-    from ui import features as tab
+    from ui.features import tab
 
     folder = shutil.copytree(tiny_atlas, tmp_path / "atlas", ignore=shutil.ignore_patterns(
         INDEX_DIR))
@@ -50,7 +50,7 @@ def test_tab_without_index_says_so(tmp_path, tiny_atlas):
 
 
 def test_layer_numbers_map_to_the_atlas_hookpoints(tmp_path):
-    from ui import features as tab
+    from ui.features import tab
 
     hooks = ["layers.3.mlp", "layers.5.mlp", "layers.5"]
     (tmp_path / "atlas.json").write_text(json.dumps({"model": "m", "hookpoints": hooks}))

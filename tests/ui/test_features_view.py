@@ -3,7 +3,7 @@
 import torch
 
 from sae_core.explore.feature_page import token_pieces
-from ui.features_view import density_figure, merged_pieces
+from ui.features.view import density_figure, merged_pieces
 
 
 def test_merged_pieces_carry_the_max_activation(smol_tokenizer):

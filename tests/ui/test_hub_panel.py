@@ -7,9 +7,10 @@ import pytest
 
 from sae_core.hub.registry import RELEASES
 from sae_core.hub.releases import verdict
-from ui import hub_panel, public
-from ui import saes as saes_ui
-from ui.public import PUBLIC_RELEASES, Policy
+from ui.saes import hub_panel
+from ui.saes import tab as saes_ui
+from ui.serving import public
+from ui.serving.public import PUBLIC_RELEASES, Policy
 
 
 def test_model_release_layer_and_sae_choices():
@@ -54,7 +55,7 @@ def test_release_fields_and_hub_load_refuse_an_sae_it_cannot_load():
 
 
 def test_public_mode_offers_its_few_releases(monkeypatch):
-    from ui.release_list import list_releases
+    from ui.saes.release_list import list_releases
 
     monkeypatch.setattr(public, "_current", Policy.for_mode(True))
     assert {n for _, n in hub_panel.release_choices(None)} == set(PUBLIC_RELEASES)
@@ -72,8 +73,8 @@ def test_a_feature_page_links_to_neuronpedia(tiny_atlas, tmp_path):
     import shutil
 
     from sae_core.explore.feature_index import ensure_feature_index
-    from ui import session
-    from ui.features import page_outputs
+    from ui.features.tab import page_outputs
+    from ui.serving import session
 
     ensure_feature_index(tiny_atlas, lm=session.open_atlas(tiny_atlas).lm)
     assert "### Layer 1, feature 5" in page_outputs(str(tiny_atlas), 1, 5)[0]

@@ -7,7 +7,7 @@ import gradio as gr
 import pytest
 
 from sae_core.atlas.layout import read_metrics
-from ui import lab_panel
+from ui.saes import lab_panel
 
 
 def test_the_set_frontier_has_one_point_per_sae(tiny_atlas):
@@ -63,7 +63,7 @@ def test_the_train_form_and_the_sweep_ask_within_one_table():
     """Both forms read their bounds from config.TRAIN_FORM_LIMITS and the train form its
     defaults from TrainConfig: the largest width the train form takes, the sweep takes."""
     from sae_core.config import TRAIN_FORM_LIMITS, TrainConfig
-    from ui import train_panel
+    from ui.saes import train_panel
 
     with gr.Blocks():
         train_panel.build_train_panel(gr.Timer(active=False))

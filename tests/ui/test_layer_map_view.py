@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sae_core.explore.layermap import KINDS, LayerMapData
-from ui.layer_map_view import feature_table, heatmap_figure, present_labels, summary_rows
+from ui.layer_map.view import feature_table, heatmap_figure, present_labels, summary_rows
 
 
 def _lmap():
@@ -41,7 +41,7 @@ def test_heatmap_hides_absent_labels_and_bad_cells_are_errors():
 
 def test_lines_carry_bands_at_the_intervals_criteria_and_the_random_model_dashed():
     from sae_core.explore.layermap import CRITERIA
-    from ui.layer_map_view import CONTROL_MODEL, lines_figure
+    from ui.layer_map.view import CONTROL_MODEL, lines_figure
 
     lmap = _lmap()
     crit = CRITERIA._asdict()

@@ -2,7 +2,7 @@
 
 from sae_core.explore.feature_path import FeaturePath, PathStep, PathStop
 from sae_core.explore.lineage import LineageData
-from ui.lineage_view import START_COLOR, path_figure, turnover_figure
+from ui.shared.lineage_view import START_COLOR, path_figure, turnover_figure
 
 
 def test_turnover_figure_has_one_curve_per_direction_in_percent():

@@ -9,7 +9,7 @@ import pytest
 import app
 from tests.browser import browser_page, needs_chromium
 from tests.ui.planted_app import planted_app
-from ui.links import TAB_IDS, Link, atlas_layers, check_link, follow_link, parse_link
+from ui.serving.links import TAB_IDS, Link, atlas_layers, check_link, follow_link, parse_link
 
 # (query parameters, expected fields, number of problems)
 PARSE_TABLE = [

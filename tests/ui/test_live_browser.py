@@ -5,7 +5,7 @@ import pytest
 import app
 from sae_core.explore.live import live_view
 from tests.browser import browser_page, needs_chromium, served
-from ui import session
+from ui.serving import session
 
 pytestmark = needs_chromium
 

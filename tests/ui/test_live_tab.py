@@ -2,14 +2,14 @@
 
 import pytest
 
-from ui import choice as ui_choice
-from ui import search as ui_search
+from ui.search import tab as ui_search
+from ui.shared import choice as ui_choice
 
 
 def test_tab_callbacks_answer_bad_input_with_gr_error_and_rows_choose_features(tiny_atlas):
     import gradio as gr
 
-    from ui import live as ui_live
+    from ui.live import tab as ui_live
 
     plot, _, _, table, view = ui_live.run_live(str(tiny_atlas), "the cat 🙂 sat")
     assert view.n_tokens == 4 and len(plot.data) >= 1 and table.columns[:2].tolist() == [

@@ -8,7 +8,7 @@ import torch
 
 from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
-from ui.live_view import heatmap, token_choices, token_table
+from ui.live.view import heatmap, token_choices, token_table
 
 
 def test_heatmap_and_token_table_show_the_strongest_features(loaded):

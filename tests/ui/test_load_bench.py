@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sae_core.explore.feature_index import ensure_feature_index
 from tests.counts import count
-from ui import session
+from ui.serving import session
 
 _spec = importlib.util.spec_from_file_location(
     "bench_load", Path(__file__).resolve().parents[2] / "bench" / "load.py")

@@ -11,7 +11,7 @@ import torch
 from sae_core.atlas.layout import NAMES_FILE
 from sae_core.explore.feature_index import ensure_feature_index
 from sae_core.explore.names import FeatureNames
-from ui import session
+from ui.serving import session
 
 CAT, DOG = 4, 9  # token ids in the tiny tokenizer
 PLANTED = {"layers.0": (DOG, 0.1), "layers.1": (CAT, 0.85)}
@@ -48,7 +48,7 @@ def atlases(tiny_atlas, tmp_path_factory):
 
 
 def test_the_feature_page_shows_the_name_its_scores_and_a_weak_mark(atlases):
-    from ui import features as tab
+    from ui.features import tab
 
     named, plain = atlases
     summary = tab.page_outputs(named, 1, 3)[0]
@@ -59,7 +59,7 @@ def test_the_feature_page_shows_the_name_its_scores_and_a_weak_mark(atlases):
 
 
 def test_what_it_does_when_pushed(atlases):
-    from ui import features as tab
+    from ui.features import tab
 
     table = tab.pushed_outputs(atlases[1], 1, 3)
     assert list(table.columns) == ["token", "rise (pts %)", "clean %", "pushed %"]
@@ -69,7 +69,7 @@ def test_what_it_does_when_pushed(atlases):
 
 
 def test_the_live_view_lists_names_only_when_there_are_some(atlases):
-    from ui import live
+    from ui.live import tab as live
 
     named, plain = atlases
     table = live.run_live(named, "the cat sat on the mat")[3]
@@ -80,7 +80,7 @@ def test_the_live_view_lists_names_only_when_there_are_some(atlases):
 
 
 def test_search_by_name_and_names_in_text_hits(atlases):
-    from ui import search
+    from ui.search import tab as search
 
     named, plain = atlases
     table, status = search.run_name_search(named, "cat")
@@ -97,7 +97,7 @@ def test_search_by_name_and_names_in_text_hits(atlases):
 
 
 def test_steering_shows_the_chosen_features_name(atlases):
-    from ui.steering import feature_name_line
+    from ui.steering.tab import feature_name_line
 
     named, plain = atlases
     assert feature_name_line(named, 1, 3) == ("Feature name: <code>&#x27;cat&#x27; "

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ui.present import is_present, numbers_accordion, numbers_accordions, wire_present_mode
+from ui.shared.present import is_present, numbers_accordion, numbers_accordions, wire_present_mode
 
 
 def test_the_query_string_asks_for_presenter_mode_or_not():

@@ -4,7 +4,7 @@ the probes read."""
 from pytest import approx
 
 from sae_core.explore.probing import ProbingResult, TaskProbes
-from ui.probing_view import probing_figure
+from ui.layer_map.probing_view import probing_figure
 
 
 def _task(bacc):

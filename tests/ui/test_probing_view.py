@@ -2,7 +2,7 @@ import torch
 from pytest import approx
 
 from sae_core.explore.probing import ProbingResult, TaskProbes
-from ui.probing_view import probing_figure
+from ui.layer_map.probing_view import probing_figure
 
 
 def _task(f1_sae1, f1_dense):
@@ -29,7 +29,7 @@ def test_lines_follow_the_task_and_the_layers():
 
 
 def test_bands_shade_their_line_and_the_random_model_is_dashed():
-    from ui.layer_map_view import CONTROL_MODEL
+    from ui.layer_map.view import CONTROL_MODEL
 
     # the draws of SAE k = 1's F1 over held-out documents: 200 evenly spaced values a layer
     draws_LB = torch.stack([torch.linspace(0.2, 0.4, 200), torch.linspace(0.6, 0.8, 200)])

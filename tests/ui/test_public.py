@@ -15,9 +15,16 @@ from sae_core.hub.registry import RELEASES
 from sae_core.lm import EMBEDDED_ID
 from tests.conftest import tiny_lm
 from tests.hub.repos import put_repo, raw_saelens, v6_cfg
-from ui import public, session
-from ui import saes as saes_ui
-from ui.public import Policy, PolicyError, check_model, check_sae_ids, check_source, hub_token
+from ui.saes import tab as saes_ui
+from ui.serving import public, session
+from ui.serving.public import (
+    Policy,
+    PolicyError,
+    check_model,
+    check_sae_ids,
+    check_source,
+    hub_token,
+)
 
 PUBLIC, PRIVATE = Policy.for_mode(True), Policy.for_mode(False)
 PYTHIA = "pythia-70m-deduped-res-sm"
@@ -178,7 +185,7 @@ def test_public_blocks_register_no_export_or_push(as_policy):
 
 def test_public_lab_reads_only_served_sets(as_policy, tiny_atlas):
     """The lab's plots read a set's files only where a visitor may open it."""
-    from ui import lab_panel
+    from ui.saes import lab_panel
 
     assert lab_panel.set_frontier(str(tiny_atlas)) is not None  # private: any folder
     as_policy(PUBLIC)

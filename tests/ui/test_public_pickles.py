@@ -8,9 +8,9 @@ import pytest
 from sae_core.hub.fetch import HubError
 from sae_core.hub.load import load_sae
 from sae_core.hub.torch_weights import PICKLE_ALLOW_LIST
-from ui import public, session
-from ui import saes as saes_ui
-from ui.public import Policy
+from ui.saes import tab as saes_ui
+from ui.serving import public, session
+from ui.serving.public import Policy
 
 PUBLIC, PRIVATE = Policy.for_mode(True), Policy.for_mode(False)
 

@@ -7,7 +7,7 @@ from huggingface_hub import constants
 from sae_core.hub import export as hub_export
 from tests.browser import browser_page, needs_chromium, served
 from tests.hub.repos import two_layer_repo
-from ui import saes as saes_ui
+from ui.saes import tab as saes_ui
 
 
 def test_saes_tab_loads_from_the_hub_and_exports(tmp_path, tiny_atlas, monkeypatch):

@@ -3,7 +3,7 @@
 import pytest
 
 from sae_core.explore.layermap import read_layer_map
-from ui import search as ui_search
+from ui.search import tab as ui_search
 
 
 def test_peak_score_without_a_feature_index_is_a_message(tiny_atlas, tmp_path):

@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from tests.browser import served
-from ui import serve
-from ui.serve import ServeError, event_limits, is_public, queue_options, server_address
+from ui.serving import serve
+from ui.serving.serve import ServeError, event_limits, is_public, queue_options, server_address
 
 SPACE = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7861", "PORT": "9000"}
 
@@ -96,6 +96,6 @@ def test_a_full_public_queue_answers_busy(public, monkeypatch):
 def test_malloc_arenas_are_capped_on_glibc():
     import platform
 
-    from ui.serve import cap_malloc_arenas
+    from ui.serving.serve import cap_malloc_arenas
 
     assert cap_malloc_arenas() is (platform.libc_ver()[0] == "glibc")

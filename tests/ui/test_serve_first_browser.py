@@ -15,7 +15,7 @@ from sae_core.jobs.stages import BuildJob
 from sae_core.jobs.worker import BuildWorker
 from tests.browser import browser_page, needs_chromium, served
 from tests.conftest import WORDS
-from ui import builds, public, session
+from ui.serving import builds, public, session
 
 pytestmark = needs_chromium
 TABS = ("Tour", "Layer map", "Features", "Steering", "Live view", "Search", "SAEs")

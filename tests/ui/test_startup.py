@@ -5,7 +5,7 @@ builds; with a whole atlas, nothing is built."""
 from types import SimpleNamespace
 
 from sae_core.jobs.stages import QUICK_NAME
-from ui import startup
+from ui.serving import startup
 
 
 def _started(monkeypatch, ready: dict[str, tuple[str, ...]], built: set[str]):

@@ -9,8 +9,8 @@ from tests.steer.preset_helpers import (  # noqa: F401 (tiny_search: a fixture)
     planted_copy,
     tiny_search,
 )
-from ui.steering_finder import COLUMNS, find_features, use_suggestion, write_baselines
-from ui.steering_write import parse_extra
+from ui.steering.finder import COLUMNS, find_features, use_suggestion, write_baselines
+from ui.steering.write import parse_extra
 
 
 @pytest.mark.usefixtures("tiny_search")

@@ -11,8 +11,9 @@ import pytest
 from sae_core.steer.judge import GET_JUDGE, Judged
 from sae_core.steer.methods import METHODS
 from tests.steer.preset_helpers import planted_copy, tiny_search  # noqa: F401 (a fixture)
-from ui import session, steering_judge
-from ui.steering_judge import (
+from ui.serving import session
+from ui.steering import judge as steering_judge
+from ui.steering.judge import (
     METHOD_NAMES,
     NO_CONCEPT,
     REFERENCE,
@@ -169,7 +170,7 @@ def test_the_comparison_checks_its_input_first(judge, library):
 
 
 def test_the_tab_wires_the_judge_after_the_texts():
-    from ui.steering import STEER_CONCURRENCY, build_steering_tab
+    from ui.steering.tab import STEER_CONCURRENCY, build_steering_tab
 
     with gr.Blocks() as demo:
         picker = gr.Dropdown([], value=None)

@@ -12,7 +12,7 @@ from tests.steer.preset_helpers import CONCEPTS, planted_copy, tiny_search  # no
 def test_tab_helpers_diff_and_extra_features(tiny_atlas):
     import gradio as gr
 
-    from ui.steering_write import diff_highlight, parse_extra, run_steering
+    from ui.steering.write import diff_highlight, parse_extra, run_steering
 
     left, right = diff_highlight("the cat sat on the mat", "the dog sat on a mat")
     assert "".join(t for t, _ in left) == "the cat sat on the mat"
@@ -43,8 +43,8 @@ def test_the_texts_stream_token_by_token_and_end_as_the_whole_answer(tiny_atlas,
     import gradio as gr
 
     from sae_core.steer import generation
-    from ui import streaming
-    from ui.steering_write import run_steering, stream_steering
+    from ui.serving import streaming
+    from ui.steering.write import run_steering, stream_steering
 
     monkeypatch.setattr(streaming, "EVERY_S", 0.0)
     threads = set()
@@ -82,7 +82,7 @@ def test_the_tab_hands_out_its_feature_inputs(tiny_atlas):
 
     from sae_core.atlas.layout import read_info
     from sae_core.steer.edits import MAX_STRENGTH
-    from ui.steering import build_steering_tab
+    from ui.steering.tab import build_steering_tab
 
     with gr.Blocks() as demo:
         picker = gr.Dropdown([str(tiny_atlas)], value=str(tiny_atlas))
@@ -104,8 +104,8 @@ def test_the_preset_menu_comes_from_the_active_atlas(tiny_atlas, loaded, tmp_pat
     import gradio as gr
 
     from sae_core.steer.presets import ensure_presets
-    from ui.steering import build_steering_tab
-    from ui.steering_presets import MISSING, preset_choices, preset_controls, refresh_presets
+    from ui.steering.presets import MISSING, preset_choices, preset_controls, refresh_presets
+    from ui.steering.tab import build_steering_tab
 
     planted, path = planted_copy(tiny_atlas, loaded.lm, tmp_path)
     monkeypatch.setattr("sae_core.steer.presets.CONCEPTS_FILE", path)  # the app's concept list

@@ -10,7 +10,9 @@ from sae_core.explore.feature_page import Snippet
 from sae_core.explore.live import live_view
 from tests.browser import browser_page, needs_chromium
 from tests.ui.planted_app import planted_app
-from ui import session, tour, tour_text
+from ui.serving import session
+from ui.tour import tab as tour
+from ui.tour import text as tour_text
 
 
 @pytest.fixture(scope="module")

@@ -18,19 +18,19 @@ from sae_core.explore.names import readable_names
 from sae_core.hub.releases import neuronpedia_id_of
 from sae_core.steer.pushed import PUSH_STRENGTH, pushed_tokens
 
-from . import builds, session
-from .errors import friendly
-from .features_view import (
+from ..serving import builds, session
+from ..serving.errors import NotReady, friendly
+from ..shared.lineage_view import path_figure
+from ..shared.names_view import feature_name, name_markdown, pushed_frame
+from ..shared.present import numbers_accordion
+from ..shared.sites import hookpoint_at, layer_choices, number_key, site_label
+from .view import (
     activation_histogram,
     density_figure,
     logit_table,
     snippets_html,
     summary_markdown,
 )
-from .lineage_view import path_figure
-from .names_view import feature_name, name_markdown, pushed_frame
-from .present import numbers_accordion
-from .sites import hookpoint_at, layer_choices, number_key, site_label
 
 TAB_ID = "features"
 FEATURES_INTRO = """Pick a layer and a feature to see where it fires: the passages of the
@@ -55,7 +55,7 @@ class FeaturesTab(NamedTuple):
     """What other tabs need to hand a feature over or take one from here."""
 
     layer: gr.Dropdown
-    """Layer key (ui/sites.py: the layer number, or e.g. "3 (MLP out)"); setting it (with
+    """Layer key (ui/shared/sites.py: the layer number, or e.g. "3 (MLP out)"); setting it (with
     `feature`) from another event shows that page."""
     feature: gr.Number
     """Feature id (int) within the layer."""
@@ -76,7 +76,7 @@ def _hookpoints(folder: str | None) -> list[str]:
 
 
 def _layers(folder: str | None) -> list[tuple[str, int | str]]:
-    """(shown text, layer key) per SAE of the set (ui/sites.py)."""
+    """(shown text, layer key) per SAE of the set (ui/shared/sites.py)."""
     return layer_choices(_hookpoints(folder))
 
 
@@ -163,12 +163,12 @@ def _first_feature(folder: str | None, layer) -> int:
     """An alive feature to show first (reads the index only, no model)."""
     try:
         return random_alive(folder, layer, seed=0)
-    except (ValueError, FileNotFoundError, KeyError):
+    except (NotReady, ValueError, FileNotFoundError, KeyError):  # no set yet: the page says so
         return 0
 
 
 def _ui(fn):
-    """Any failure as a clear message in the app (ui/errors.py) instead of a bare "Error"."""
+    """Any failure as a clear message (ui/serving/errors.py) instead of a bare "Error"."""
     return friendly("showing the feature")(fn)
 
 
@@ -176,7 +176,7 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
                        refreshed: gr.Textbox | None = None) -> FeaturesTab:
     """`picker` holds the active atlas folder. With `steering=False` the steer button says
     that steering is not in this app yet; pass True when `connect_features` wires it. The tab
-    redraws when `refreshed` says a part of the atlas was built (ui/builds.py)."""
+    redraws when `refreshed` says a part of the atlas was built (ui/serving/builds.py)."""
     with gr.Tab("Features", id=TAB_ID) as features_tab:
         gr.Markdown(FEATURES_INTRO)
         first_layer = _first_layer(picker.value)
@@ -248,9 +248,9 @@ def build_features_tab(picker: gr.Dropdown, *, steering: bool = False,
 def connect_features(tab: FeaturesTab, *, layer_map=None, steering=None,
                      chosen: gr.State | None = None) -> None:
     """Wire hand-overs once all tabs exist (call inside the app's Blocks):
-    - `layer_map` (ui.layer_map.LayerMapTab): selecting a row of a cell's feature table opens
+    - `layer_map` (ui.layer_map.tab.LayerMapTab): selecting a row of a cell's feature table opens
       that feature's page here;
-    - `steering` (ui.steering.SteeringTab): "Steer with this feature" fills its layer and
+    - `steering` (ui.steering.tab.SteeringTab): "Steer with this feature" fills its layer and
       feature;
     - `chosen`: a gr.State holding (layer key, feature) or None (the live view's last pick);
       when it changes, that feature's page opens here.

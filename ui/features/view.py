@@ -12,8 +12,8 @@ import plotly.graph_objects as go
 from sae_core.explore.feature_page import FeaturePage, Snippet
 from sae_core.hub.releases import neuronpedia_url
 
-from .layer_map_view import TASK_NAMES
-from .sites import site_label
+from ..layer_map.view import TASK_NAMES
+from ..shared.sites import site_label
 
 DENSE = 0.1
 """Features firing on more than 10% of tokens are called dense."""

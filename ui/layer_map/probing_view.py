@@ -7,9 +7,9 @@ import plotly.graph_objects as go
 
 from sae_core.explore.probing import ProbingResult
 
-from .layer_map_view import TASK_NAMES
-from .plots import COLORS, CONTROL_MODEL, band_traces, site_lines
-from .sites import axis_title
+from ..shared.plots import COLORS, CONTROL_MODEL, band_traces, site_lines
+from ..shared.sites import axis_title
+from .view import TASK_NAMES
 
 NEURON_K = 5
 

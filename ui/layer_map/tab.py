@@ -13,9 +13,14 @@ from sae_core.explore.lineage import read_lineage
 from sae_core.explore.names import readable_names
 from sae_core.explore.probing import read_probing
 
-from . import builds
-from .errors import friendly
-from .layer_map_view import (
+from ..serving import builds
+from ..serving.errors import friendly
+from ..shared.lineage_view import turnover_figure
+from ..shared.names_view import detected_figure
+from ..shared.present import numbers_accordion
+from ..shared.sites import layer_choices
+from .probing_view import probing_figure
+from .view import (
     KIND_NAMES,
     TASK_NAMES,
     feature_table,
@@ -24,11 +29,6 @@ from .layer_map_view import (
     present_labels,
     summary_rows,
 )
-from .lineage_view import turnover_figure
-from .names_view import detected_figure
-from .present import numbers_accordion
-from .probing_view import probing_figure
-from .sites import layer_choices
 
 LAYER_MAP_INTRO = """Every SAE feature fires on some tokens. We tag each token with its part of
 speech, grammatical role, entity type and word shape (spaCy), and give each feature the tag
@@ -81,7 +81,7 @@ class LayerMapTab(NamedTuple):
 
 
 def _layer_ids(lmap: LayerMapData | None) -> list[tuple[str, int | str]]:
-    """(shown text, layer key) per SAE of the map (ui/sites.py)."""
+    """(shown text, layer key) per SAE of the map (ui/shared/sites.py)."""
     return layer_choices(lmap.hookpoints) if lmap else []
 
 
@@ -140,7 +140,7 @@ def evidence(folder, task):
 def build_layer_map_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
                         ) -> LayerMapTab:
     """`picker` holds the active atlas folder; everything here follows it, and redraws when
-    `refreshed` says a part of the atlas was built (ui/builds.py)."""
+    `refreshed` says a part of the atlas was built (ui/serving/builds.py)."""
     with gr.Tab("Layer map", id="layer-map"):
         gr.Markdown(LAYER_MAP_INTRO)
         lmap = read_layer_map(picker.value)

@@ -9,9 +9,16 @@ import torch
 from sae_core.explore.layermap import LayerMapData
 from sae_core.explore.names import FeatureNames
 
-from .names_view import name_cells
-from .plots import COLORS, CONTROL_MODEL, accept_lines, band_traces, layer_heatmap, site_lines
-from .sites import hookpoint_at
+from ..shared.names_view import name_cells
+from ..shared.plots import (
+    COLORS,
+    CONTROL_MODEL,
+    accept_lines,
+    band_traces,
+    layer_heatmap,
+    site_lines,
+)
+from ..shared.sites import hookpoint_at
 
 TASK_NAMES = {"pos": "part of speech", "dep": "dependency relation", "ent": "named entity",
               "shape": "word shape"}
@@ -77,7 +84,7 @@ def feature_table(lmap: LayerMapData, task: str, layer, label: str, threshold: f
                   limit: int = 50, names: FeatureNames | None = None) -> pd.DataFrame:
     """Features of one heatmap cell, most consistent first; with `names`, each feature's
     name and its held-out F1 (controls are not features: no names). `layer` is a layer key
-    (ui/sites.py: a number, or e.g. "3 (MLP out)")."""
+    (ui/shared/sites.py: a number, or e.g. "3 (MLP out)")."""
     hookpoint = hookpoint_at(lmap.hookpoints, layer)
     stats = lmap.stats(kind, hookpoint, task)
     ids = lmap.cell_features(kind, hookpoint, task, label, threshold, min_support,

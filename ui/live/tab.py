@@ -12,11 +12,11 @@ from sae_core.explore.layermap import read_layer_map
 from sae_core.explore.live import live_view
 from sae_core.explore.names import readable_names
 
-from . import builds, session
-from .choice import HINT
-from .errors import friendly, text_arg
-from .live_view import heatmap, token_choices, token_table
-from .present import numbers_accordion
+from ..serving import builds, session
+from ..serving.errors import friendly, text_arg
+from ..shared.choice import HINT
+from ..shared.present import numbers_accordion
+from .view import heatmap, token_choices, token_table
 
 EXAMPLE = ("Marie Curie moved to Paris in 1891. She won two Nobel prizes, and her notebooks "
            "are still radioactive today! 🙂")

@@ -13,8 +13,8 @@ from sae_core.explore.live import LiveView
 from sae_core.explore.names import FeatureNames
 from sae_core.explore.search import LOUD, feature_labels
 
-from .names_view import name_cells
-from .sites import layer_key, site_label
+from ..shared.names_view import name_cells
+from ..shared.sites import layer_key, site_label
 
 ROW_PX = 20
 """Heatmap height per token."""

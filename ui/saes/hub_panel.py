@@ -1,7 +1,7 @@
 """The SAEs tab's Hub section: model -> release -> SAE ids, with search and a per-layer pick,
 and the releases the app cannot load with the reason. Plain functions over the release table
 (sae_core/hub/registry.py, releases.py), then the layout; the loads themselves are
-ui/saes.py's `hub_load` and `hub_load_release`, passed in."""
+ui/saes/tab.py's `hub_load` and `hub_load_release`, passed in."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sae_core.hub.registry import RELEASES, Release, release_label
 from sae_core.hub.releases import ReleaseVerdict, verdict
 from sae_core.lm import EMBEDDED_ID
 
-from . import public
+from ..serving import public
 
 ALL_MODELS, ALL_LAYERS = "all models", "all layers"
 MAX_SAE_CHOICES = 400

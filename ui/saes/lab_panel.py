@@ -18,10 +18,10 @@ from sae_core.lab.experiments import SWEEPABLE
 from sae_core.lab.run import LAB_ROOT, LabConfig, run_lab
 from sae_core.lab.table import table_markdown
 
-from . import builds, public, session
-from .errors import NotReady, friendly, text_arg
+from ..serving import builds, public, session
+from ..serving.errors import NotReady, friendly, text_arg
+from ..shared.sites import hookpoint_at, layer_key
 from .lab_figures import figure_kind, frontier_figure
-from .sites import hookpoint_at, layer_key
 
 SWEEP_TOKENS = 32_768
 """Training rows of an app sweep: about a minute per value on 2 cores at width 4,608."""

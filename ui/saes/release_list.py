@@ -5,8 +5,8 @@ No `from __future__ import annotations` here: Gradio reads the type hints as rea
 
 from sae_core.hub.registry import RELEASES
 
-from . import public
-from .errors import friendly
+from ..serving import public
+from ..serving.errors import friendly
 from .hub_panel import verdicts
 
 MAX_NAME_CHARS = 200

@@ -21,13 +21,13 @@ from sae_core.hub.releases import loadable_ids
 from sae_core.lm import EMBEDDED_ID
 from sae_core.metrics import format_with_error
 
-from . import builds, public, session
-from .errors import friendly, text_arg
+from ..serving import builds, public, session
+from ..serving.errors import friendly, text_arg
+from ..serving.serve import event_limits
+from ..shared.plots import quality_by_layer
+from ..shared.present import numbers_accordion
 from .hub_panel import build_hub_panel, release_fields  # noqa: F401 - release_fields: its API
 from .lab_panel import build_lab_panel
-from .plots import quality_by_layer
-from .present import numbers_accordion
-from .serve import event_limits
 from .train_panel import build_train_panel
 
 HUB_INTRO = """### Load SAEs from the Hugging Face Hub
@@ -225,7 +225,7 @@ def build_saes_tab(picker: gr.Dropdown, *, train_timer: gr.Timer | None = None,
     """`picker` (above the tabs) holds the active SAE set's folder. In public mode
     (`public.policy()` when the tab is built) Hub loads go through the release dropdown only,
     and training, export and push are not registered at all: no button, no endpoint.
-    `train_timer`: the build panel's timer (ui/builds.py), started when training starts."""
+    `train_timer`: the build panel's timer (ui/serving/builds.py), started when training starts."""
     is_public = public.policy().public
     with gr.Tab("SAEs", id="saes"):
         gr.Markdown("SAE sets and their quality on text they never saw. "

@@ -14,8 +14,8 @@ from sae_core.hub.registry import slug
 from sae_core.jobs.stages import BuildJob
 from sae_core.lm import EMBEDDED
 
-from . import builds
-from .errors import friendly, text_arg
+from ..serving import builds
+from ..serving.errors import friendly, text_arg
 
 MAX_LAYERS_TEXT = 200
 SITE_CHOICES = [("Residual stream", "resid"), ("MLP output", "mlp"),

@@ -21,12 +21,12 @@ from sae_core.explore.search import (
     search_text,
 )
 
-from . import builds
-from .choice import HINT
-from .errors import friendly, text_arg
-from .layer_map_view import TASK_NAMES, present_labels
-from .live import notices_md, open_loaded
-from .sites import hookpoint_at, layer_choices, layer_key, site_label
+from ..layer_map.view import TASK_NAMES, present_labels
+from ..live.tab import notices_md, open_loaded
+from ..serving import builds
+from ..serving.errors import friendly, text_arg
+from ..shared.choice import HINT
+from ..shared.sites import hookpoint_at, layer_choices, layer_key, site_label
 
 SEARCH_INTRO = """**By text**: the features, over all layers, that fire most on your word or
 sentence, and on which token; below them, the features whose *name* contains it (a name lists
@@ -50,7 +50,7 @@ class SearchTab(NamedTuple):
 
 
 def _keyed(table: pd.DataFrame) -> pd.DataFrame:
-    """The "layer" column as layer keys (ui/sites.py), without the hookpoint column."""
+    """The "layer" column as layer keys (ui/shared/sites.py), without the hookpoint column."""
     if len(table):
         table["layer"] = [layer_key(h) for h in table["hookpoint"]]
     return table.drop(columns="hookpoint")

@@ -1,7 +1,7 @@
 """Deep links: the page's query string opens a tab, a feature's page or a steering preset.
 
 - `?layer=11&feature=694` opens the Features tab on that feature (a layer number names the
-  layer's residual SAE first; `layer=11.mlp` or `layer=11 (MLP out)` a site, ui/sites.py);
+  layer's residual SAE first; `layer=11.mlp` or `layer=11 (MLP out)` a site, ui/shared/sites.py);
 - `?tab=steering&preset=ocean` opens the Steering tab with that preset loaded;
 - `?tab=steering&layer=11&feature=694&strength=0.4` opens the Steering tab on that feature;
 - `?tab=<id>` selects a tab (ids in `TAB_IDS`).
@@ -27,7 +27,7 @@ from sae_core.atlas.layout import read_info
 from sae_core.steer.edits import MAX_STRENGTH
 from sae_core.steer.presets import read_presets
 
-from .sites import as_key, hookpoint_at, layer_key, number_key
+from ..shared.sites import as_key, hookpoint_at, layer_key, number_key
 
 TAB_IDS = ("tour", "layer-map", "features", "saes", "steering", "live-view", "search")
 """Every tab's id, as each tab module sets it with `gr.Tab(id=...)`."""
@@ -44,7 +44,7 @@ class Link:
     tab: str | None = None
     """The tab named by `tab=`; without it the rest implies one (see `target`)."""
     layer: int | str | None = None
-    """A layer key (ui/sites.py); layer and feature come together or not at all."""
+    """A layer key (ui/shared/sites.py); layer and feature come together or not at all."""
     feature: int | None = None
     strength: float | None = None
     """Steering strength, in multiples of the layer's typical size."""
@@ -172,7 +172,7 @@ def check_link(link: Link, layers: Mapping[int | str, int], presets: Collection[
 
 
 def atlas_layers(folder: str | Path | None) -> dict[int | str, int]:
-    """Layer key (ui/sites.py) -> number of features, read from the atlas's files (no
+    """Layer key (ui/shared/sites.py) -> number of features, read from the atlas's files (no
     model load); a bare layer number also names the layer's first SAE (residual first)
     when the set has no residual one there."""
     try:
@@ -263,7 +263,7 @@ def wire_links(demo: gr.Blocks, tabs: gr.Tabs, picker: gr.Dropdown, notice: gr.M
                features, steering) -> None:
     """Add "copy link" rows to the Features and Steering tabs,
     and on page load follow the link in the page's query string (see the module doc).
-    `features` and `steering` are the tabs' NamedTuples (ui.features, ui.steering); call
+    `features` and `steering` are the tabs' NamedTuples (ui.features.tab, ui.steering.tab); call
     after every tab is built, inside the app's Blocks."""
     named = tabs_by_id(tabs)
     if "features" in named:

@@ -1,5 +1,5 @@
 """The feature a visitor chose by clicking a table row in the Live view or Search tab; the
-Features tab follows it (`ui.features.connect_features`)."""
+Features tab follows it (`ui.features.tab.connect_features`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ HINT = "Click a table row to choose a feature."
 
 def choose(table: pd.DataFrame, evt: gr.SelectData):
     """(layer key, feature) of the clicked row, and a line saying so for each tab; the first
-    two columns of every table are layer (its key, ui/sites.py) and feature."""
+    two columns of every table are layer (its key, ui/shared/sites.py) and feature."""
     row = evt.row_value if evt.row_value is not None else table.iloc[evt.index[0]].tolist()
     try:
         chosen = (as_key(row[0]), int(row[1]))

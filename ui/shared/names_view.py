@@ -41,7 +41,7 @@ def feature_name(names: FeatureNames | None, hookpoint: str, feature: int
 
 
 def name_at_layer(names: FeatureNames | None, layer, feature) -> FeatureName | None:
-    """The name of a feature given by layer key (ui/sites.py: a bare number is the residual
+    """The name of a feature given by layer key (ui/shared/sites.py: a bare number is the residual
     hookpoint first)."""
     if names is None:
         return None

@@ -67,7 +67,7 @@ def quality_by_layer(metrics: dict[str, dict]) -> go.Figure:
 def layer_heatmap(counts_LY, labels: list[str], hookpoints: list[str], *,
                   title: str) -> go.Figure:
     """Layers (rows) x labels (columns): accepted features per cell; rows are named by
-    layer number, with the site where the set reads several (ui/sites.py)."""
+    layer number, with the site where the set reads several (ui/shared/sites.py)."""
     several = len(by_site(hookpoints)) > 1
     layers = [site_label(h) if several else layer_of(h) for h in hookpoints]
     fig = go.Figure(go.Heatmap(

@@ -16,11 +16,11 @@ from sae_core.steer.effect import make_probe
 from sae_core.steer.finder import SteeringFinding, find_steering
 from sae_core.steer.generation import MAX_PROMPT_CHARS, side_by_side, unsteered
 
-from . import builds, session
-from .errors import friendly, text_arg
-from .sites import hookpoint_at, layer_key, number_key, site_label
-from .steering_inputs import MAX_CONCEPT_CHARS, MAX_LAYER, MAX_RELATED_CHARS, gen_config, whole
-from .streaming import stream
+from ..serving import builds, session
+from ..serving.errors import friendly, text_arg
+from ..serving.streaming import stream
+from ..shared.sites import hookpoint_at, layer_key, number_key, site_label
+from .inputs import MAX_CONCEPT_CHARS, MAX_LAYER, MAX_RELATED_CHARS, gen_config, whole
 
 COLUMNS = ["layer", "feature", "name", "found because it", "reach %", "effect / cost"]
 EXPLAIN = """Type a concept and, if you like, related words. Candidates are features that fire
@@ -128,7 +128,7 @@ def use_suggestion(suggestion: dict | None):
 def write_baselines(folder, prompt, concept, related, layer, max_tokens, temperature, seed):
     """(difference-of-means text, prompting text, notes) for the same prompt and settings,
     streamed: once the direction is dosed, the two texts grow token by token, one after
-    the other (ui/streaming.py), then come whole with the notes."""
+    the other (ui/serving/streaming.py), then come whole with the notes."""
     prompt = text_arg(prompt, "The prompt", MAX_PROMPT_CHARS)
     concept = text_arg(concept, "The concept", MAX_CONCEPT_CHARS)
     related = text_arg(related, "Related words", MAX_RELATED_CHARS)

@@ -19,10 +19,10 @@ from sae_core.steer.generation import MAX_PROMPT_CHARS
 from sae_core.steer.judge import GET_JUDGE, Judged, judge_texts
 from sae_core.steer.methods import METHODS, method_steerings, write_one_concept
 
-from . import builds, session
-from .errors import friendly, text_arg
-from .steering_finder import layer_range
-from .steering_inputs import MAX_CONCEPT_CHARS, MAX_RELATED_CHARS, gen_config
+from ..serving import builds, session
+from ..serving.errors import friendly, text_arg
+from .finder import layer_range
+from .inputs import MAX_CONCEPT_CHARS, MAX_RELATED_CHARS, gen_config
 
 SCORES = ["On topic", "Follows the prompt", "Reads well", "Overall"]
 METHOD_NAMES = {"finder": "Finder's pick", "clamp": "Clamped", "answer_only": "Answer only",

@@ -9,7 +9,7 @@ import gradio as gr
 
 from sae_core.steer.presets import ResolvedPreset, is_preparing, read_presets
 
-from . import builds
+from ..serving import builds
 
 PREPARING = ("Presets for this SAE set are being prepared (progress above): each one's feature "
              "is found with the concept finder below and checked by one short steering run. "

@@ -13,11 +13,11 @@ from sae_core.atlas.layout import read_info
 from sae_core.explore.names import readable_names
 from sae_core.steer.generation import MAX_NEW_TOKENS, MAX_PROMPT_CHARS
 
-from .errors import friendly
-from .names_view import name_at_layer
-from .present import numbers_accordion
-from .steering_finder import EXPLAIN, find_features, use_suggestion, write_baselines
-from .steering_inputs import (
+from ..serving.errors import friendly
+from ..shared.names_view import name_at_layer
+from ..shared.present import numbers_accordion
+from .finder import EXPLAIN, find_features, use_suggestion, write_baselines
+from .inputs import (
     MAX_CONCEPT_CHARS,
     MAX_EXTRA_CHARS,
     MAX_FEATURE,
@@ -26,15 +26,15 @@ from .steering_inputs import (
     MAX_SEED,
     whole,
 )
-from .steering_judge import compare_panel, connect_judge, score_panel
-from .steering_presets import (
+from .judge import compare_panel, connect_judge, score_panel
+from .presets import (
     first_controls,
     prepare_presets,
     preset_choices,
     preset_controls,
     refresh_presets,
 )
-from .steering_write import DIFF_COLORS, stream_steering
+from .write import DIFF_COLORS, stream_steering
 
 STEER_CONCURRENCY = max(2, os.cpu_count() or 2)
 """Steering requests that run at once; more wait in the queue. Hooks act only in their own
@@ -81,7 +81,7 @@ def _n_layers(folder: str | None) -> int:
 def build_steering_tab(picker: gr.Dropdown, *, refreshed: gr.Textbox | None = None
                        ) -> SteeringTab:
     """`picker` holds the active atlas folder; `refreshed` says a part of it was built
-    (ui/builds.py), e.g. its presets."""
+    (ui/serving/builds.py), e.g. its presets."""
     n = _n_layers(picker.value)
     first = first_controls(picker.value, n)
     choices, note, missing = preset_choices(picker.value)

@@ -11,11 +11,11 @@ from sae_core.atlas.layout import LoadedAtlas
 from sae_core.steer.edits import FeatureSteer, Steering
 from sae_core.steer.generation import MAX_PROMPT_CHARS, SideBySide, side_by_side
 
-from . import builds, session
-from .errors import friendly, text_arg
-from .sites import hookpoint_at, site_label
-from .steering_inputs import MAX_EXTRA_CHARS, MAX_LAYER, gen_config, steering_strength, whole
-from .streaming import stream
+from ..serving import builds, session
+from ..serving.errors import friendly, text_arg
+from ..serving.streaming import stream
+from ..shared.sites import hookpoint_at, site_label
+from .inputs import MAX_EXTRA_CHARS, MAX_LAYER, gen_config, steering_strength, whole
 
 ONLY_PLAIN, ONLY_STEERED = "only without steering", "only with steering"
 DIFF_COLORS = {ONLY_PLAIN: "#9ecbff", ONLY_STEERED: "#ffb86b"}
@@ -24,7 +24,7 @@ STEER_WHAT = "Steered and unsteered texts side by side"
 
 def parse_extra(text: str | None) -> list[tuple[int | str, int, float]]:
     """More features as "layer:feature:strength" items separated by commas or spaces; the
-    layer may name a site, "3.mlp" or "3.attn" (ui/sites.py). Each number is checked here,
+    layer may name a site, "3.mlp" or "3.attn" (ui/shared/sites.py). Each number is checked here,
     at the edge, as the main feature's are."""
     items = []
     for part in re.split(r"[,\s;]+", (text or "").strip()):
@@ -55,7 +55,7 @@ def steering_of(folder: str, layer, feature, strength, mode: str, positions: str
     loaded = session.open_atlas(builds.need_set(folder, STEER_WHAT))
     items = [(whole(layer, "layer", 0, MAX_LAYER), whole(feature, "feature"),
               steering_strength(strength))]
-    # a layer number names the residual SAE first (ui/sites.py), as in every tab
+    # a layer number names the residual SAE first (ui/shared/sites.py), as in every tab
     feats = tuple(FeatureSteer(hookpoint_at(list(loaded.saes), lay), f, s, mode)
                   for lay, f, s in items + parse_extra(extra))
     return loaded, Steering(feats, positions)

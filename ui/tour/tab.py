@@ -17,12 +17,12 @@ from sae_core.explore.feature_page import feature_page
 from sae_core.explore.live import LiveView, live_view
 from sae_core.steer.presets import read_presets
 
-from . import builds, session
-from .errors import friendly
-from .steering import STEER_CONCURRENCY, SteeringTab
-from .steering_presets import controls_of
-from .steering_write import DIFF_COLORS, stream_steering
-from .tour_text import (
+from ..serving import builds, session
+from ..serving.errors import friendly
+from ..steering.presets import controls_of
+from ..steering.tab import STEER_CONCURRENCY, SteeringTab
+from ..steering.write import DIFF_COLORS, stream_steering
+from .text import (
     INTRO,
     NO_PRESET,
     STEER_INTRO,

@@ -1,5 +1,5 @@
 """The Tour tab's words: the plain introduction and the example as Markdown (no Gradio),
-and the example's record of one depth (`DepthFeature`, which ui/tour.py fills)."""
+and the example's record of one depth (`DepthFeature`, which ui/tour/tab.py fills)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .layer_map_view import TASK_NAMES
-from .sites import site_label
+from ..layer_map.view import TASK_NAMES
+from ..shared.sites import site_label
 
 if TYPE_CHECKING:
     from sae_core.explore.feature_page import FeaturePage, LabelInfo, Snippet

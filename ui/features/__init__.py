@@ -1,0 +1,2 @@
+"""The Features tab: a feature's page, layout and callbacks (`tab`), its figures and HTML
+(`view`)."""

@@ -1,0 +1,1 @@
+"""The Search tab: features by the text they fire on (all layers) or by their label (`tab`)."""
