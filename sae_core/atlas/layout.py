@@ -239,7 +239,7 @@ def fit_to(saes: dict[str, Sae], lm: LM) -> dict[str, Sae]:
 @dataclass(frozen=True)
 class LoadedAtlas:
     """An atlas with its SAEs and model in memory: what the explore and steer functions
-    read. The app keeps one per folder (ui/session.py)."""
+    read. The app keeps one per folder (ui/serving/session.py)."""
 
     folder: Path
     info: AtlasInfo

@@ -91,7 +91,7 @@ def run_lab(kind: Literal["sweep", "compare"], lab: LabConfig, base: TrainConfig
             out: Path | None = None, lm: LM | None = None,
             report: Report | None = None) -> Path:
     """Run a sweep or a comparison and write its folder (default checkpoints/lab/<name>):
-    results.json and table.md; ui/lab_figures.py draws its figure."""
+    results.json and table.md; ui/saes/lab_figures.py draws its figure."""
     t0 = time.perf_counter()
     if lab.data == "layer" and lm is None:
         lm = load_lm(lab.model)

@@ -4,6 +4,7 @@ one feature that never fires and one that always fires."""
 import pytest
 import torch
 
+from sae_core.atlas.info import AtlasInfo
 from sae_core.atlas.layout import LoadedAtlas
 from sae_core.config import SaeConfig
 from sae_core.explore.feature_index import (
@@ -36,5 +37,6 @@ def hand_atlas(tmp_path_factory):
     fingerprint = save_as_atlas(out, saes)
     build_feature_index(lm, saes, {h: 1e9 for h in HOOKS}, windows, out, outlier_factor=10.0,
                         cfg=cfg, fingerprint=fingerprint)
-    loaded = LoadedAtlas(out, {"hookpoints": HOOKS}, {}, saes, lm, fingerprint)
+    loaded = LoadedAtlas(out, AtlasInfo(model=lm.name, hookpoints=tuple(HOOKS)), {}, saes, lm,
+                         fingerprint)
     return loaded, windows, cfg

@@ -182,7 +182,8 @@ def test_mixed_widths_give_fire_rates_equal_to_hand_counts(loaded, tmp_path):
         density = index.layer_stats(h)["n_fire"].float() / meta["layers"][h]["tokens"]
         assert density.tolist() == [1.0] * n_on + [0.0] * (saes[h].cfg.d_sae - n_on)
         assert meta["layers"][h]["dead"] == saes[h].cfg.d_sae - n_on
-    mixed = LoadedAtlas(out, {**loaded.info, "hookpoints": list(saes)}, {}, saes, loaded.lm)
+    info = dataclasses.replace(loaded.info, hookpoints=tuple(saes))
+    mixed = LoadedAtlas(out, info, {}, saes, loaded.lm)
     hits, _ = search_text(mixed, TEXT, reference=corpus_peaks(out), limit=20)
     assert sorted((h.layer, h.feature) for h in hits) == \
         [(0, f) for f in range(3)] + [(2, f) for f in range(5)]

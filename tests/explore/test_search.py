@@ -164,7 +164,8 @@ def test_corpus_peaks_are_each_features_top_activation_in_the_index(loaded, tmp_
     from safetensors.torch import load_file
 
     from sae_core.activations import keep_mask
-    from sae_core.explore.feature_index import INDEX_DIR, INDEX_TOKENS_FILE, build_feature_index
+    from sae_core.atlas.layout import INDEX_DIR, INDEX_TOKENS_FILE
+    from sae_core.explore.feature_index import build_feature_index
     from sae_core.explore.feature_stats import IndexConfig
     from sae_core.explore.search import corpus_peaks
 

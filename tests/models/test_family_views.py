@@ -5,6 +5,7 @@ post-norms): the views' numbers are the SAE's on separately captured activations
 import pytest
 import torch
 
+from sae_core.atlas.info import AtlasInfo
 from sae_core.atlas.layout import LoadedAtlas
 from sae_core.config import SaeConfig
 from sae_core.encode import BF16, encode_dense
@@ -38,7 +39,7 @@ def atlas(request, tmp_path_factory):
     build_feature_index(lm, saes, {h: s.metadata["median_norm"] for h, s in saes.items()},
                         windows, out, outlier_factor=1e6, cfg=IndexConfig(top_n=4, chunk=8),
                         fingerprint=fingerprint)
-    info = {"hookpoints": HOOKS, "train_cfg": {"outlier_factor": 1e6}}
+    info = AtlasInfo(model=lm.name, hookpoints=tuple(HOOKS), train_cfg={"outlier_factor": 1e6})
     return LoadedAtlas(out, info, {}, saes, lm, fingerprint), windows
 
 

@@ -4,6 +4,7 @@ direction to two known tokens."""
 import pytest
 import torch
 
+from sae_core.atlas.info import AtlasInfo
 from sae_core.atlas.layout import LoadedAtlas
 from sae_core.config import SaeConfig
 from sae_core.errors import BadInput
@@ -31,8 +32,9 @@ def loaded(tmp_path_factory):
         head[:, 0] = 0.0
         head[[MAT, A], 0] = 5.0
     sae.metadata = {"median_norm": 1.0}  # ~10x the tiny model's residual norm: a push wins
-    return LoadedAtlas(tmp_path_factory.mktemp("pushed"), {"hookpoints": [H]}, {}, {H: sae},
-                       lm, "fingerprint")
+    return LoadedAtlas(tmp_path_factory.mktemp("pushed"),
+                       AtlasInfo(model=lm.name, hookpoints=(H,)), {}, {H: sae}, lm,
+                       "fingerprint")
 
 
 def test_the_tokens_the_direction_maps_to_rise_first(loaded):

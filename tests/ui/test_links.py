@@ -26,7 +26,10 @@ PARSE_TABLE = [
     ({"layer": "eleven", "feature": "694"}, {"layer": None, "feature": None, "target": None}, 1),
     ({"layer": "-1", "feature": "3"}, {"layer": None, "target": None}, 1),
     ({"layer": "1.5", "feature": "3"}, {"layer": None, "target": None}, 1),
-    ({"layer": "1", "feature": "1e3"}, {"feature": None, "target": None}, 1),
+    # numbers read as every form reads them (errors.check_number): "1e3" is 1000
+    ({"layer": "1", "feature": "1e3"}, {"feature": 1000, "target": "features"}, 0),
+    ({"layer": "1", "feature": "0x10"}, {"feature": None, "target": None}, 1),
+    ({"layer": "1", "feature": "2.5"}, {"feature": None, "target": None}, 1),
     ({"layer": "1", "feature": "9999999999"}, {"feature": None, "target": None}, 1),
     ({"tab": "nowhere"}, {"tab": None, "target": None}, 1),
     ({"tab": "<script>"}, {"tab": None, "target": None}, 1),

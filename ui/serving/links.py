@@ -14,7 +14,6 @@ features of the SAE set the page opens with (the app's default set).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,6 +23,7 @@ import gradio as gr
 
 from sae_core.activations import parse_hookpoint
 from sae_core.atlas.layout import read_info
+from sae_core.errors import BadInput, check_number, check_whole
 from sae_core.steer.edits import MAX_STRENGTH
 from sae_core.steer.presets import read_presets
 
@@ -33,7 +33,8 @@ TAB_IDS = ("tour", "layer-map", "features", "saes", "steering", "live-view", "se
 """Every tab's id, as each tab module sets it with `gr.Tab(id=...)`."""
 MAX_VALUE_CHARS = 64
 """Longer query values are refused: no id or preset name is that long."""
-_WHOLE = re.compile(r"\d{1,9}")
+MAX_ID = 999_999_999
+"""The largest layer or feature number a link names."""
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
@@ -106,12 +107,15 @@ def _feature(values: dict[str, str], problems: list[str]
         layer = as_key(values["layer"])
     except ValueError:
         layer = None
-    for key in ("layer", "feature"):
-        if not _WHOLE.fullmatch(values[key]) and (key == "feature" or layer is None):
-            problems.append(f"The {key} {_shown(values[key])} is not a whole number of 0 or "
-                            "more, so the feature was not opened.")
-            return None, None
-    return layer, int(values["feature"])
+    try:  # as a form reads it (errors.check_number): " 7 ", "7.0" and "7e0" are 7
+        if layer is None:
+            raise BadInput("layer", "no layer key")
+        return layer, check_whole(values["feature"], "feature", 0, MAX_ID, from_text=True)
+    except BadInput as err:
+        key = err.field
+        problems.append(f"The {key} {_shown(values[key])} is not a whole number of 0 or "
+                        "more, so the feature was not opened.")
+        return None, None
 
 
 def parse_link(params: Mapping, tab_ids: Sequence[str] = TAB_IDS) -> Link:
@@ -131,10 +135,9 @@ def parse_link(params: Mapping, tab_ids: Sequence[str] = TAB_IDS) -> Link:
     strength = None
     if "strength" in values:
         try:
-            strength = float(values["strength"])
-        except ValueError:
-            strength = math.nan
-        if not math.isfinite(strength) or abs(strength) > MAX_STRENGTH:
+            strength = check_number(values["strength"], "strength", -MAX_STRENGTH,
+                                    MAX_STRENGTH, from_text=True)
+        except BadInput:
             problems.append(f"The strength {_shown(values['strength'])} is not a number "
                             f"between -{MAX_STRENGTH:g} and {MAX_STRENGTH:g}.")
             strength = None
