@@ -180,7 +180,7 @@ def check_ids(loaded: LoadedAtlas, hookpoint: str, feature) -> int:
 
 
 def _labels(loaded: LoadedAtlas, hookpoint: str, feature: int) -> tuple[LabelInfo, ...]:
-    lmap = read_layer_map(loaded.folder)
+    lmap = read_layer_map(loaded.folder, loaded.fingerprint)
     if lmap is None or hookpoint not in lmap.hookpoints:
         return ()
     out = []

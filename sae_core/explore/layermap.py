@@ -236,12 +236,13 @@ def centres_of(saes: dict[str, Sae]) -> dict[str, Tensor]:
     return {h: sae.b_dec.detach().float().cpu() for h, sae in saes.items()}  # as firings
 
 
-def read_layer_map(folder: Path | str | None) -> LayerMapData | None:
+def read_layer_map(folder: Path | str | None, fingerprint: str | None = None
+                   ) -> LayerMapData | None:
     """The layer map of an atlas folder, read once per version on disk; None when it was
     never built or was computed from other SAEs than the folder's (stale); CorruptFile when
     a file of it is damaged. Every reader goes through here, so a map built later is seen by
     all, and one of other SAEs by none."""
-    return read_derived(folder, LAYER_MAP_FILE, LayerMapData.load)
+    return read_derived(folder, LAYER_MAP_FILE, LayerMapData.load, fingerprint)
 
 
 def has_layer_map(folder: Path) -> bool:

@@ -192,9 +192,10 @@ class ProbingResult:
             raise CorruptFile(f"{path} is not a probing result ({err}); build it again") from err
 
 
-def read_probing(folder: Path | str | None) -> ProbingResult | None:
+def read_probing(folder: Path | str | None, fingerprint: str | None = None
+                 ) -> ProbingResult | None:
     """The current probing result of an atlas folder, or None (atlas/layout.read_derived)."""
-    return read_derived(folder, PROBING_FILE, ProbingResult.load)
+    return read_derived(folder, PROBING_FILE, ProbingResult.load, fingerprint)
 
 
 def eligible_labels(label_N: Tensor, heldout_N: Tensor, names: list[str]) -> list[int]:

@@ -40,6 +40,26 @@ def test_tab_callbacks_on_tiny_atlas(tiny_atlas):
     assert tab._ui(tab.step_feature)(None, 1, 0, 1) == gr.skip()  # an info toast, no error
 
 
+def test_a_page_checks_the_sae_files_once(tiny_atlas, monkeypatch):
+    """One feature page (with its names and lineage) hashes the SAE files once: the open
+    atlas's fingerprint is handed to every product it reads, none checks again."""
+    from sae_core.atlas import fingerprint
+    from ui.features import tab
+
+    ensure_feature_index(tiny_atlas, lm=session.open_atlas(tiny_atlas).lm)
+    folder = str(tiny_atlas)
+    tab.page_outputs(folder, 1, 0)  # warm: the model and atlas loaded, files read once
+    calls = []
+    digests = fingerprint.sae_file_digests
+    monkeypatch.setattr(fingerprint, "sae_file_digests",
+                        lambda *a, **k: calls.append(a) or digests(*a, **k))
+    tab.page_outputs(folder, 1, 0)
+    assert len(calls) == 1
+    calls.clear()
+    tab.lineage_output(folder, 1, 0)
+    assert len(calls) == 1
+
+
 def test_tab_without_index_says_so(tmp_path, tiny_atlas):
     from ui.features import tab
 
