@@ -105,7 +105,7 @@ def main() -> None:
     trained_w = train_w[: info.lm_tokens // data.seq_len]
     fwd_s = forward_seconds(lm, trained_w, per_batch)
     n_blocks = len(trained_w) // per_batch
-    mm_s = matmul_seconds(per_batch * data.seq_len, lm.d_model, cfg.expansion * lm.d_model)
+    mm_s = matmul_seconds(per_batch * data.seq_len, lm.d_model, cfg.sae_width(lm.d_model))
     floor_s = fwd_s + len(info.hookpoints) * n_blocks * mm_s
     print(f"{info.lm_tokens:,} training tokens, {len(info.hookpoints)} SAEs")
     print(f"training {info.train_seconds:.1f} s; after training (pass, index, evidence, CE) "

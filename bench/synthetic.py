@@ -76,10 +76,10 @@ def main() -> None:
     print(f"data: {syn}\n  {args.train:,} train / {args.test:,} held-out rows in "
           f"{time.perf_counter() - t0:.1f} s; true L0 {float(feature_probs(syn).sum()):.2f}; "
           f"{torch.get_num_threads()} torch threads")
-    print(f"recipe: {cfg.architecture}, {cfg.expansion * syn.d} latents, k {cfg.k}, batch "
+    print(f"recipe: {cfg.architecture}, {cfg.sae_width(syn.d)} latents, k {cfg.k}, batch "
           f"{cfg.batch_tokens}, lr {cfg.lr:g}" + (f" ({', '.join(args.set)})" if args.set else ""))
     rows = [_fit_row(train_ND, test_ND, true_FD, cfg, seed) for seed in range(args.seeds)]
-    _print_table(rows, true_FD, cfg.expansion * syn.d)
+    _print_table(rows, true_FD, cfg.sae_width(syn.d))
     mean = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key != "bands"}
     print(f"RESULT mmcs={mean['mmcs']:.4f} recovered_09={mean['recovered_09']:.4f} "
           f"fvu={mean['fvu']:.4f} dead={mean['dead']:.4f}")

@@ -192,6 +192,11 @@ class TrainConfig:
             raise ValueError("lr, decoder_lr_mult and encoder_init_scale must be positive, got "
                              f"{self.lr}, {self.decoder_lr_mult}, {self.encoder_init_scale}")
 
+    def sae_width(self, d_in: int) -> int:
+        """d_sae of the SAEs trained on d_in-dimensional activations (the trainer's, and
+        memory.py's estimate)."""
+        return self.expansion * d_in
+
     def encoder_scale(self) -> float:
         if self.encoder_init_scale is not None:
             return self.encoder_init_scale

@@ -15,7 +15,6 @@ import torch
 from .config import TrainConfig
 from .lm import LM
 from .train.ranks import Ranks
-from .train.trainer import sae_width
 
 
 class DoesNotFit(ValueError):
@@ -51,7 +50,7 @@ def training_memory(lm: LM, n_saes: int, cfg: TrainConfig, seq_len: int,
                     ranks: Ranks) -> MemoryEstimate:
     """The memory one process of a build needs, in bytes, by part."""
     d = lm.d_model
-    d_sae = sae_width(cfg, d)
+    d_sae = cfg.sae_width(d)
     model = sum(p.numel() * p.element_size() for p in lm.model.parameters())
     sae_floats = 2 * d_sae * d + d_sae + d
     saes = n_saes * sae_floats * 4 * 4  # fp32 weights, gradients, two Adam moments

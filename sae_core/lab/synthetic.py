@@ -142,4 +142,4 @@ def synthetic_recipe(syn: SyntheticConfig, base: TrainConfig | None = None) -> T
     """`base` (default `TrainConfig()`) for the synthetic problem: k scaled to keep its share
     of active latents at this width (32 of 8 x 576 -> 4 of 8 x 64, one below the true L0)."""
     base = base or TrainConfig()
-    return replace(base, k=max(1, round(base.k * base.expansion * syn.d / REFERENCE_WIDTH)))
+    return replace(base, k=max(1, round(base.k * base.sae_width(syn.d) / REFERENCE_WIDTH)))

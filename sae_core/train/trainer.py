@@ -66,12 +66,6 @@ def relu_losses(sae: Sae, x_ND: Tensor, coeff: float, total_var: Tensor,
     return err.pow(2).sum() / total_var, coeff * l1, err.detach()
 
 
-
-def sae_width(cfg: TrainConfig, d_in: int) -> int:
-    """d_sae of the SAEs `cfg` trains on d_in-dimensional activations (memory.py too)."""
-    return cfg.expansion * d_in
-
-
 def layer_seed(seed: int, hookpoint: str) -> int:
     """One hookpoint's SAE seed (init, shuffle order), whatever trains beside it: seed +
     position gave a second seed's layer the first seed's draws when layers were skipped."""
@@ -226,7 +220,7 @@ class MultiTrainer:
         return SaeConfig(
             # BatchTopK trains as a topk SAE (what reads it meanwhile keeps k per token);
             # final_sae makes it jumprelu.
-            d_in=d_in, d_sae=sae_width(self.cfg, d_in),
+            d_in=d_in, d_sae=self.cfg.sae_width(d_in),
             architecture="topk" if self.cfg.architecture in BATCH_ARCHS else self.cfg.architecture,
             k=self.cfg.k, hookpoint=hookpoint, model_name=self.model_name,
         )
